@@ -1,0 +1,104 @@
+"""Settings, read once from a mapping (``os.environ`` by default).
+
+The names of the AWS resources reach the app as environment variables that
+``.chalice/config.json`` declares per stage (written there from the CloudFormation stack's
+outputs by ``infra/stack.py``); tunables have defaults here and may be overridden the same
+way. Nothing else in the code reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from chalicelib.errors import SettingsError
+
+# Environment variable names: the one place they are spelled.
+TABLE_NAME = "JOBS_TABLE_NAME"
+QUEUE_NAME = "JOBS_QUEUE_NAME"
+DEFAULT_N = "JOBS_DEFAULT_N"
+MAX_N = "JOBS_MAX_N"
+PROGRESS_INTERVAL = "JOBS_PROGRESS_INTERVAL_SECONDS"
+LOOP_RATE = "JOBS_LOOP_RATE_PER_SECOND"
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    queue_name: str
+    # n when POST /heavy has no body: a few seconds of counting on a laptop.
+    default_n: int = 300_000_000
+    # The largest n accepted: the classic blocking example's 1e10.
+    max_n: int = 10**10
+    # Progress is written at most this often, so DynamoDB writes never slow the loop.
+    progress_interval_seconds: float = 1.0
+    # Loop iterations per second, for Retry-After estimates (CPython 3.11, one core).
+    loop_rate_per_second: int = 100_000_000
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from ``env``; raise SettingsError naming any bad setting."""
+        settings = cls(
+            table_name=_required(env, TABLE_NAME),
+            queue_name=_required(env, QUEUE_NAME),
+            default_n=_int(env, DEFAULT_N, cls.default_n, minimum=0),
+            max_n=_int(env, MAX_N, cls.max_n, minimum=0),
+            progress_interval_seconds=_float(env, PROGRESS_INTERVAL, cls.progress_interval_seconds),
+            loop_rate_per_second=_int(env, LOOP_RATE, cls.loop_rate_per_second, minimum=1),
+        )
+        if settings.default_n > settings.max_n:
+            raise SettingsError(
+                f"{DEFAULT_N}={settings.default_n} is over {MAX_N}={settings.max_n}"
+            )
+        return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from ``os.environ`` on first use."""
+    return Settings.from_mapping(os.environ)
+
+
+def queue_name_at_import() -> str:
+    """The job queue's name, for ``@app.on_sqs_message`` in app.py.
+
+    Chalice reads event sources when it imports app.py. ``chalice deploy``, ``package`` and
+    ``local`` load the stage's ``environment_variables`` into ``os.environ`` before that
+    import, and Lambda sets them, so this is the one setting needed at import time.
+    """
+    return _required(os.environ, QUEUE_NAME)
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"missing required setting {name}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"setting {name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"setting {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"setting {name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"setting {name} must be > 0, got {raw!r}")
+    return value

@@ -1,0 +1,64 @@
+"""Exceptions raised by the job service.
+
+::
+
+    JobsError                    base of everything raised on purpose here
+    ├── SettingsError            a required setting is missing or malformed
+    ├── RequestError             a client sent something we refuse (-> HTTP 4xx)
+    │   ├── InvalidRequest       400: malformed body, bad n, unknown field, bad job id
+    │   ├── PayloadTooLarge      413: body over the size limit
+    │   ├── LengthRequired       411: chunked body that arrived empty
+    │   └── JobNotFound          404: no such job
+    ├── PoisonMessage            a queue message that can never be processed
+    └── StoreUnavailable         DynamoDB/SQS failed in a way worth retrying
+
+Only app.py turns these into HTTP responses; adapters turn botocore errors into them.
+"""
+
+from __future__ import annotations
+
+
+class JobsError(Exception):
+    """Base class for the service's own errors."""
+
+
+class SettingsError(JobsError):
+    """A required setting is missing or has a value we cannot use."""
+
+
+class RequestError(JobsError):
+    """A request the service refuses; carries a machine code and an HTTP status."""
+
+    status_code = 400
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class InvalidRequest(RequestError):
+    status_code = 400
+
+
+class PayloadTooLarge(RequestError):
+    status_code = 413
+
+
+class LengthRequired(RequestError):
+    status_code = 411
+
+
+class JobNotFound(RequestError):
+    status_code = 404
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__("job_not_found", f"No job with id {job_id!r}.")
+
+
+class PoisonMessage(JobsError):
+    """A queue message that no retry can fix (not JSON, no job id, unknown job)."""
+
+
+class StoreUnavailable(JobsError):
+    """An AWS call failed for a reason that may pass; the message should be retried."""

@@ -1,0 +1,162 @@
+"""Apply infra/template.yaml as the stack of a Chalice stage, and feed its outputs to the app.
+
+    python -m infra.stack apply --stage local
+
+The same code applies the template to the local emulator (``make infra``) and to AWS
+(``make deploy``): boto3's standard settings (``AWS_ENDPOINT_URL``, profile, region)
+decide where. Applying is idempotent: the stack is created, updated, or left as it is.
+
+The template's parameters come from ``.chalice/config.json`` (the worker's timeout sets
+the queue's visibility timeout); its outputs go back into the stage's
+``environment_variables`` there. Names are declared once, in the template.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+from chalice.cli.factory import CLIFactory
+from chalice.config import Config
+
+from chalicelib import config as settings
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+TEMPLATE = Path(__file__).resolve().parent / "template.yaml"
+
+# AWS guidance for an SQS-triggered function: visibility timeout >= 6 x function timeout.
+VISIBILITY_TIMEOUT_FACTOR = 6
+
+# Stack outputs -> the app's environment variables (the only mapping between the two).
+OUTPUT_SETTINGS = {
+    "QueueName": settings.QUEUE_NAME,
+    "TableName": settings.TABLE_NAME,
+}
+
+
+def stack_name(app_name: str, stage: str) -> str:
+    return f"{app_name}-{stage}"
+
+
+def load_chalice_config(stage: str, project_dir: Path = PROJECT_DIR) -> Config:
+    """The stage's Chalice config, read as the chalice CLI reads it.
+
+    Like the CLI, loading the app puts the stage's environment variables in os.environ
+    first (app.py reads the queue name at import).
+    """
+    factory = CLIFactory(str(project_dir), environ=os.environ)
+    return factory.create_config_obj(chalice_stage_name=stage)
+
+
+def queue_consumers(config: Config) -> dict[str, str]:
+    """handler name -> queue name, for every SQS handler the app declares."""
+    app = config.chalice_app
+    return {
+        source.name: source.queue
+        for source in app.event_sources
+        if getattr(source, "queue", None) is not None
+    }
+
+
+def parameters_for_stage(config: Config, stage: str) -> dict[str, str]:
+    """Template parameters derived from the stage's function settings."""
+    timeouts = [
+        config.scope(stage, handler).lambda_timeout or 3 for handler in queue_consumers(config)
+    ]
+    return {"VisibilityTimeoutSeconds": str(VISIBILITY_TIMEOUT_FACTOR * max(timeouts))}
+
+
+def apply(
+    cfn: Any, name: str, parameters: Mapping[str, str], template_body: str | None = None
+) -> dict[str, str]:
+    """Create or update stack ``name``; wait for it; return its outputs."""
+    body = template_body if template_body is not None else TEMPLATE.read_text()
+    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
+    waiter_config = {"Delay": 2, "MaxAttempts": 600}
+    if _exists(cfn, name):
+        try:
+            cfn.update_stack(StackName=name, TemplateBody=body, Parameters=params)
+        except ClientError as error:
+            if "No updates are to be performed" not in str(error):
+                raise
+        else:
+            cfn.get_waiter("stack_update_complete").wait(StackName=name, WaiterConfig=waiter_config)
+    else:
+        cfn.create_stack(StackName=name, TemplateBody=body, Parameters=params)
+        cfn.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig=waiter_config)
+    return outputs(cfn, name)
+
+
+def outputs(cfn: Any, name: str) -> dict[str, str]:
+    stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def environment_from_outputs(stack_outputs: Mapping[str, str]) -> dict[str, str]:
+    return {env: stack_outputs[key] for key, env in OUTPUT_SETTINGS.items()}
+
+
+def write_stage_environment(
+    stage: str, environment: Mapping[str, str], project_dir: Path = PROJECT_DIR
+) -> bool:
+    """Merge ``environment`` into the stage's environment_variables; True if it changed.
+
+    The file is only rewritten when a value differs, so re-applying an unchanged stack
+    leaves the working tree (and ``chalice local``'s autoreload) alone.
+    """
+    path = project_dir / ".chalice" / "config.json"
+    data = json.loads(path.read_text())
+    current = (
+        data.setdefault("stages", {}).setdefault(stage, {}).setdefault("environment_variables", {})
+    )
+    if all(current.get(k) == v for k, v in environment.items()):
+        return False
+    current.update(environment)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return True
+
+
+def _exists(cfn: Any, name: str) -> bool:
+    try:
+        stacks = cfn.describe_stacks(StackName=name)["Stacks"]
+    except ClientError as error:
+        if "does not exist" in str(error):
+            return False
+        raise
+    return bool(stacks) and stacks[0]["StackStatus"] != "DELETE_COMPLETE"
+
+
+def apply_stage(stage: str, project_dir: Path = PROJECT_DIR, cfn: Any = None) -> dict[str, str]:
+    """Apply the stage's stack and write its outputs into the stage's config."""
+    config = load_chalice_config(stage, project_dir)
+    name = stack_name(config.app_name, stage)
+    cfn = cfn or boto3.client("cloudformation")
+    stack_outputs = apply(cfn, name, parameters_for_stage(config, stage))
+    write_stage_environment(stage, environment_from_outputs(stack_outputs), project_dir)
+    return stack_outputs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.stack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=["apply"])
+    parser.add_argument("--stage", default="local")
+    args = parser.parse_args(argv)
+    stack_outputs = apply_stage(args.stage)
+    for key, value in sorted(stack_outputs.items()):
+        print(f"  {key:<20} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Shared fixtures: a moto-backed AWS with the project's own stack applied, the Chalice
+test client, and factories for jobs and SQS events that clean up after themselves."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from chalice.test import Client
+from moto import mock_aws
+
+from chalicelib import connections
+from chalicelib.jobs import Job, utc_now
+from infra import stack
+
+# The Chalice stage the tests run as: its environment_variables name the resources of
+# stack "heavy-jobs-local", which the `aws` fixture applies to moto from infra/.
+STAGE = "local"
+REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Dummy credentials and no endpoint: nothing in a unit test can reach real AWS."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    connections.reset()
+    yield
+    connections.reset()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """moto with the project's CloudFormation stack applied; yields the stack outputs."""
+    with mock_aws():
+        outputs = stack.apply_stage(STAGE, cfn=boto3.client("cloudformation"))
+        for name, value in stack.environment_from_outputs(outputs).items():
+            monkeypatch.setenv(name, value)
+        connections.reset()
+        yield outputs
+
+
+@pytest.fixture
+def app_module(aws: dict[str, str]) -> Any:
+    import app
+
+    return app
+
+
+@pytest.fixture
+def client(app_module: Any) -> Iterator[Client]:
+    with Client(app_module.app, stage_name=STAGE) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def sqs(aws: dict[str, str]) -> Any:
+    return boto3.client("sqs")
+
+
+@pytest.fixture
+def receive(sqs: Any, aws: dict[str, str]) -> Callable[..., list[dict[str, Any]]]:
+    """Receive what is on the job queue (or another queue), with all attributes."""
+
+    def _receive(queue_url: str | None = None, wait: int = 0) -> list[dict[str, Any]]:
+        response = sqs.receive_message(
+            QueueUrl=queue_url or aws["QueueUrl"],
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=wait,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        return list(response.get("Messages", []))
+
+    return _receive
+
+
+def sqs_record(
+    body: str,
+    message: dict[str, Any] | None = None,
+    queue_arn: str = f"arn:aws:sqs:{REGION}:123456789012:heavy-jobs-local-queue",
+) -> dict[str, Any]:
+    """One record in Lambda's SQS event format, from a received message or a bare body."""
+    message = message or {}
+    now_ms = str(int(time.time() * 1000))
+    attributes = message.get("Attributes") or {
+        "ApproximateReceiveCount": "1",
+        "SentTimestamp": now_ms,
+        "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+        "ApproximateFirstReceiveTimestamp": now_ms,
+    }
+    return {
+        "messageId": message.get("MessageId", str(uuid.uuid4())),
+        "receiptHandle": message.get("ReceiptHandle", "receipt-" + uuid.uuid4().hex),
+        "body": body,
+        "attributes": attributes,
+        "messageAttributes": {},
+        "md5OfBody": hashlib.md5(body.encode()).hexdigest(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }
+
+
+@pytest.fixture
+def sqs_event(aws: dict[str, str]) -> Callable[..., dict[str, Any]]:
+    """Factory: an SQS event for bodies (str) or received messages (dict)."""
+
+    def _event(*items: str | dict[str, Any]) -> dict[str, Any]:
+        records = [
+            sqs_record(item["Body"], item, aws["QueueArn"])
+            if isinstance(item, dict)
+            else sqs_record(item, None, aws["QueueArn"])
+            for item in items
+        ]
+        return {"Records": records}
+
+    return _event
+
+
+@pytest.fixture
+def make_job(aws: dict[str, str]) -> Callable[..., Job]:
+    """Factory: write a job straight to the table (no message), with overrides."""
+
+    def _make(**overrides: Any) -> Job:
+        job = Job.new(n=overrides.pop("n", 1000), now=utc_now()).with_(**overrides)
+        connections.job_table().create(job)
+        return job
+
+    return _make
+
+
+@pytest.fixture
+def message_for() -> Callable[[Job], str]:
+    return lambda job: json.dumps({"job_id": job.job_id})

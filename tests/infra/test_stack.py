@@ -1,0 +1,81 @@
+"""infra/stack.py: the template applied to moto, parameters from config, outputs to config."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from infra import stack
+
+
+def test_template_declares_queue_dlq_and_table(aws: dict[str, str]) -> None:
+    sqs = boto3.client("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=aws["QueueUrl"], AttributeNames=["All"])[
+        "Attributes"
+    ]
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == aws["DeadLetterQueueArn"]
+    assert int(redrive["maxReceiveCount"]) >= 5
+    table = boto3.client("dynamodb").describe_table(TableName=aws["TableName"])["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "job_id", "KeyType": "HASH"}]
+
+
+def test_visibility_timeout_is_six_times_the_worker_timeout(aws: dict[str, str]) -> None:
+    config = stack.load_chalice_config("local")
+    worker_timeout = config.scope("local", "process_job").lambda_timeout
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=aws["QueueUrl"], AttributeNames=["VisibilityTimeout"]
+    )["Attributes"]
+    assert int(attributes["VisibilityTimeout"]) == 6 * worker_timeout
+
+
+def test_worker_settings_come_from_chalice_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chalice imports app.py once per process; drop it so the dev stage's import is fresh.
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # the import sets dev's variables
+    config = stack.load_chalice_config("dev")
+    assert stack.queue_consumers(config) == {"process_job": "heavy-jobs-dev-queue"}
+    worker = config.scope("dev", "process_job")
+    assert worker.reserved_concurrency == 1
+    assert worker.lambda_memory_size >= 1769  # one full vCPU for CPU-bound work
+    assert config.scope("dev", "api_handler").lambda_timeout <= 29  # API Gateway's limit
+
+
+def test_apply_is_idempotent() -> None:
+    with mock_aws():
+        cfn = boto3.client("cloudformation")
+        first = stack.apply(cfn, "heavy-jobs-idem", {"VisibilityTimeoutSeconds": "60"})
+        second = stack.apply(cfn, "heavy-jobs-idem", {"VisibilityTimeoutSeconds": "60"})
+        assert first == second
+        assert len(boto3.client("sqs").list_queues()["QueueUrls"]) == 2
+
+
+@pytest.mark.parametrize("stage", ["local", "dev", "prod"])
+def test_committed_config_names_match_the_stack_outputs(stage: str) -> None:
+    """config.json holds exactly what applying the template writes there."""
+    with mock_aws():
+        cfn = boto3.client("cloudformation")
+        outputs = stack.apply(cfn, f"heavy-jobs-{stage}", {})
+    config = json.loads((stack.PROJECT_DIR / ".chalice" / "config.json").read_text())
+    declared = config["stages"][stage]["environment_variables"]
+    for name, value in stack.environment_from_outputs(outputs).items():
+        assert declared[name] == value
+
+
+def test_outputs_are_written_into_the_stage_config(tmp_path: Path) -> None:
+    chalice_dir = tmp_path / ".chalice"
+    chalice_dir.mkdir()
+    (chalice_dir / "config.json").write_text(json.dumps({"stages": {"dev": {}}}))
+    env = {"JOBS_QUEUE_NAME": "q1", "JOBS_TABLE_NAME": "t1"}
+
+    assert stack.write_stage_environment("dev", env, tmp_path) is True
+    assert stack.write_stage_environment("dev", env, tmp_path) is False  # unchanged
+    data: Any = json.loads((chalice_dir / "config.json").read_text())
+    assert data["stages"]["dev"]["environment_variables"] == env

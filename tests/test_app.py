@@ -1,0 +1,256 @@
+"""The HTTP API through Chalice's test client, against moto."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+import boto3
+import pytest
+from chalice.test import Client
+
+from chalicelib import connections
+from chalicelib.config import Settings
+from chalicelib.jobs import is_job_id
+
+JSON = {"Content-Type": "application/json"}
+
+
+def post_heavy(
+    client: Client, body: str | bytes | None = None, headers: dict[str, str] | None = None
+) -> Any:
+    return client.http.post("/heavy", headers=headers or JSON, body=body or b"")
+
+
+def job_count(aws: dict[str, str]) -> int:
+    return boto3.client("dynamodb").scan(TableName=aws["TableName"], Select="COUNT")["Count"]
+
+
+def queue_depth(aws: dict[str, str]) -> int:
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=aws["QueueUrl"], AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
+def test_fast_answers_without_touching_aws(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_aws(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("GET /fast made an AWS call")
+
+    connections.reset()
+    monkeypatch.setattr(connections.boto3, "client", no_aws)
+    response = client.http.get("/fast")
+    assert response.status_code == 200
+    assert response.json_body == {"message": "I'm fast"}
+
+
+def test_submit_records_queued_job_then_enqueues_it(
+    client: Client, aws: dict[str, str], receive: Any
+) -> None:
+    response = post_heavy(client, json.dumps({"n": 1234}))
+
+    assert response.status_code == 202
+    body = response.json_body
+    assert set(body) == {"job_id", "status", "n", "status_url"}
+    assert is_job_id(body["job_id"])
+    assert body["status"] == "queued" and body["n"] == 1234
+    assert body["status_url"].endswith(f"/jobs/{body['job_id']}")
+    assert response.headers["Location"] == body["status_url"]
+    assert int(response.headers["Retry-After"]) >= 1
+
+    messages = receive()
+    assert [json.loads(m["Body"]) for m in messages] == [{"job_id": body["job_id"]}]
+    status = client.http.get(f"/jobs/{body['job_id']}").json_body
+    assert status["status"] == "queued" and status["n"] == 1234
+
+
+@pytest.mark.parametrize("body", [None, b"", b"   ", b"{}"])
+def test_no_body_or_empty_object_means_default_n(client: Client, body: bytes | None) -> None:
+    response = post_heavy(client, body)
+    assert response.status_code == 202
+    assert response.json_body["n"] == Settings.default_n
+
+
+def test_default_and_cap_are_settings(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBS_DEFAULT_N", "7")
+    monkeypatch.setenv("JOBS_MAX_N", "100")
+    connections.reset()
+    assert post_heavy(client).json_body["n"] == 7
+    assert post_heavy(client, b'{"n": 100}').status_code == 202
+    assert post_heavy(client, b'{"n": 101}').json_body["error"]["code"] == "n_out_of_range"
+
+
+def test_cap_defaults_to_the_classic_1e10(client: Client) -> None:
+    assert post_heavy(client, b'{"n": 10000000000}').status_code == 202
+    assert post_heavy(client, b'{"n": 10000000001}').status_code == 400
+
+
+def test_curl_default_form_content_type_is_accepted(client: Client) -> None:
+    response = post_heavy(
+        client, b'{"n": 5}', {"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status_code == 202 and response.json_body["n"] == 5
+
+
+def test_retry_after_grows_with_n(client: Client) -> None:
+    small = post_heavy(client, b'{"n": 1}').headers["Retry-After"]
+    large = post_heavy(client, b'{"n": 10000000000}').headers["Retry-After"]
+    assert int(small) == 1
+    assert int(large) == 10**10 // Settings.loop_rate_per_second
+
+
+BAD_SUBMISSIONS = [
+    # (id, body, status, code)
+    ("not-json", b"{n: 1}", 400, "invalid_json"),
+    ("truncated", b'{"n": 1', 400, "invalid_json"),
+    ("not-utf8", b'{"n": "\xff"}', 400, "invalid_json"),
+    ("array-body", b"[1]", 400, "body_not_object"),
+    ("number-body", b"5", 400, "body_not_object"),
+    ("string-body", b'"n"', 400, "body_not_object"),
+    ("null-body", b"null", 400, "body_not_object"),
+    ("n-string", b'{"n": "5"}', 400, "invalid_n"),
+    ("n-float", b'{"n": 5.0}', 400, "invalid_n"),
+    ("n-exponent", b'{"n": 1e3}', 400, "invalid_n"),
+    ("n-true", b'{"n": true}', 400, "invalid_n"),
+    ("n-false", b'{"n": false}', 400, "invalid_n"),
+    ("n-null", b'{"n": null}', 400, "invalid_n"),
+    ("n-nan", b'{"n": NaN}', 400, "invalid_json"),
+    ("n-infinity", b'{"n": Infinity}', 400, "invalid_json"),
+    ("n-array", b'{"n": [5]}', 400, "invalid_n"),
+    ("n-object", b'{"n": {"v": 5}}', 400, "invalid_n"),
+    ("n-negative", b'{"n": -1}', 400, "n_out_of_range"),
+    ("n-over-cap", b'{"n": 10000000001}', 400, "n_out_of_range"),
+    ("n-huge", b'{"n": ' + b"9" * 5000 + b"}", 400, "n_out_of_range"),
+    ("deep-nesting", b'{"n": ' + b"[" * 100000 + b"]" * 100000 + b"}", 413, "body_too_large"),
+    ("deep-nesting-small", b'{"n": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "invalid_json"),
+    ("unknown-field", b'{"n": 5, "m": 1}', 400, "unknown_field"),
+    ("typo-field", b'{"N": 5}', 400, "unknown_field"),
+    ("duplicate-field", b'{"n": 5, "n": 6}', 400, "duplicate_field"),
+    ("too-large", b'{"n": 5, "pad": "' + b"x" * 17000 + b'"}', 413, "body_too_large"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [case[1:] for case in BAD_SUBMISSIONS],
+    ids=[case[0] for case in BAD_SUBMISSIONS],
+)
+def test_bad_submission_is_refused_and_creates_nothing(
+    client: Client, aws: dict[str, str], body: bytes, status: int, code: str
+) -> None:
+    response = post_heavy(client, body)
+
+    assert response.status_code == status
+    assert response.json_body["error"]["code"] == code
+    assert set(response.json_body) == {"error"}
+    assert isinstance(response.json_body["error"]["message"], str)
+    assert response.json_body["error"]["message"]
+    assert job_count(aws) == 0 and queue_depth(aws) == 0
+
+
+def test_chunked_body_that_arrived_empty_is_refused(client: Client, aws: dict[str, str]) -> None:
+    response = post_heavy(client, b"", {**JSON, "Transfer-Encoding": "chunked"})
+    assert response.status_code == 411
+    assert response.json_body["error"]["code"] == "length_required"
+    assert job_count(aws) == 0
+
+
+def test_get_job_reports_every_field(client: Client) -> None:
+    job_id = post_heavy(client, b'{"n": 3}').json_body["job_id"]
+    body = client.http.get(f"/jobs/{job_id}").json_body
+    assert set(body) == {
+        "job_id",
+        "status",
+        "n",
+        "progress",
+        "result",
+        "error",
+        "attempts",
+        "created_at",
+        "started_at",
+        "finished_at",
+    }
+    assert body["progress"] == 0 and body["attempts"] == 0
+    assert body["result"] is None and body["error"] is None
+    assert body["created_at"].endswith("Z") and body["started_at"] is None
+
+
+@pytest.mark.parametrize(
+    ("job_id", "status", "code"),
+    [
+        ("not-a-uuid", 400, "invalid_job_id"),
+        ("00000000-0000-0000-0000-000000000000", 400, "invalid_job_id"),  # not a uuid4
+        ("6F9619FF-8B86-4011-B42D-00C04FC964FF", 400, "invalid_job_id"),  # not canonical
+        ("6f9619ff-8b86-4011-b42d-00c04fc964ff", 404, "job_not_found"),
+    ],
+)
+def test_get_malformed_or_unknown_job(client: Client, job_id: str, status: int, code: str) -> None:
+    response = client.http.get(f"/jobs/{job_id}")
+    assert response.status_code == status
+    assert response.json_body["error"]["code"] == code
+
+
+def test_job_stays_known_when_it_cannot_be_enqueued(client: Client, aws: dict[str, str]) -> None:
+    boto3.client("sqs").delete_queue(QueueUrl=aws["QueueUrl"])
+
+    response = post_heavy(client, b'{"n": 5}')
+
+    assert response.status_code == 503
+    assert response.json_body["error"]["code"] == "unavailable"
+    items = boto3.client("dynamodb").scan(TableName=aws["TableName"])["Items"]
+    assert [item["status"]["S"] for item in items] == ["failed"]
+
+
+def test_location_keeps_api_gateway_stage_prefix(app_module: Any) -> None:
+    """Behind API Gateway the request path carries the stage; links must keep it."""
+    event = api_gateway_event("POST", "/heavy", "/heavy", stage="dev", body='{"n": 5}')
+    response = app_module.app(event, None)
+    assert response["statusCode"] == 202
+    job_id = json.loads(response["body"])["job_id"]
+    expected = f"https://abc123.execute-api.us-east-1.amazonaws.com/dev/jobs/{job_id}"
+    assert response["headers"]["Location"] == expected
+    assert json.loads(response["body"])["status_url"] == expected
+
+
+def test_answer_time_does_not_depend_on_n(client: Client) -> None:
+    def median_post_seconds(n: int) -> float:
+        samples = []
+        for _ in range(15):
+            start = time.perf_counter()
+            assert post_heavy(client, json.dumps({"n": n})).status_code == 202
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
+
+    median_post_seconds(1)  # warm up
+    small, large = median_post_seconds(1), median_post_seconds(10**10)
+    assert large < 2 * small
+
+
+def api_gateway_event(
+    method: str, resource: str, path: str, stage: str, body: str | None = None
+) -> dict[str, Any]:
+    """A REST API (v1) proxy event as API Gateway sends it for the execute-api host."""
+    host = "abc123.execute-api.us-east-1.amazonaws.com"
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Host": host, "Content-Type": "application/json", "X-Forwarded-Proto": "https"},
+        "multiValueHeaders": {},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": f"/{stage}{path}",
+            "stage": stage,
+            "domainName": host,
+            "identity": {"sourceIp": "203.0.113.1"},
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
