@@ -27,6 +27,7 @@ from chalice.cli.factory import CLIFactory
 from chalice.config import Config
 
 from chalicelib import config as settings
+from infra import policies
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "template.yaml"
@@ -133,13 +134,30 @@ def _exists(cfn: Any, name: str) -> bool:
     return bool(stacks) and stacks[0]["StackStatus"] != "DELETE_COMPLETE"
 
 
+def write_policies(
+    config: Config, stage: str, stack_outputs: Mapping[str, str], project_dir: Path = PROJECT_DIR
+) -> list[Path]:
+    """Write each function's ``iam_policy_file`` (if the stage names one) from the outputs."""
+    written = []
+    for handler in ["api_handler", *queue_consumers(config)]:
+        filename = config.scope(stage, handler).iam_policy_file
+        if not filename:
+            continue
+        path = project_dir / ".chalice" / filename
+        document = policies.policy_for(handler, config.app_name, stage, stack_outputs)
+        path.write_text(json.dumps(document, indent=2) + "\n")
+        written.append(path)
+    return written
+
+
 def apply_stage(stage: str, project_dir: Path = PROJECT_DIR, cfn: Any = None) -> dict[str, str]:
-    """Apply the stage's stack and write its outputs into the stage's config."""
+    """Apply the stage's stack; write its outputs into the stage's config and policies."""
     config = load_chalice_config(stage, project_dir)
     name = stack_name(config.app_name, stage)
     cfn = cfn or boto3.client("cloudformation")
     stack_outputs = apply(cfn, name, parameters_for_stage(config, stage))
     write_stage_environment(stage, environment_from_outputs(stack_outputs), project_dir)
+    write_policies(config, stage, stack_outputs, project_dir)
     return stack_outputs
 
 
