@@ -9,7 +9,7 @@ from typing import Any
 from chalice.app import Chalice, Request, Response
 
 from chalicelib import connections, service, worker
-from chalicelib.config import get_settings, queue_name_at_import
+from chalicelib.config import api_key_required_at_import, get_settings, queue_name_at_import
 from chalicelib.errors import RequestError, StoreUnavailable
 from chalicelib.requests import parse_submission
 
@@ -26,13 +26,20 @@ def fast() -> dict[str, str]:
     return {"message": "I'm fast"}
 
 
-@app.route("/heavy", methods=["POST"], content_types=SUBMIT_CONTENT_TYPES)
+@app.route(
+    "/heavy",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    api_key_required=api_key_required_at_import(),
+)
 def submit_heavy() -> Response:
     request = _current_request()
     settings = get_settings()
     try:
         n = parse_submission(request.raw_body, request.headers, settings)
-        job = service.submit_job(n, connections.job_table(), connections.job_queue())
+        job = service.submit_job(
+            n, connections.job_table(), connections.job_queue(), settings.retention
+        )
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
     status_url = _external_url(f"/jobs/{job.job_id}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 
 from chalicelib.errors import SettingsError
@@ -22,6 +23,8 @@ DEFAULT_N = "JOBS_DEFAULT_N"
 MAX_N = "JOBS_MAX_N"
 PROGRESS_INTERVAL = "JOBS_PROGRESS_INTERVAL_SECONDS"
 LOOP_RATE = "JOBS_LOOP_RATE_PER_SECOND"
+RETENTION_DAYS = "JOBS_RETENTION_DAYS"
+REQUIRE_API_KEY = "JOBS_REQUIRE_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,12 @@ class Settings:
     progress_interval_seconds: float = 1.0
     # Loop iterations per second, for Retry-After estimates (CPython 3.11, one core).
     loop_rate_per_second: int = 100_000_000
+    # Job records expire this long after creation (DynamoDB TTL; gone on read at once).
+    retention_days: int = 7
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(days=self.retention_days)
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -47,6 +56,7 @@ class Settings:
             max_n=_int(env, MAX_N, cls.max_n, minimum=0),
             progress_interval_seconds=_float(env, PROGRESS_INTERVAL, cls.progress_interval_seconds),
             loop_rate_per_second=_int(env, LOOP_RATE, cls.loop_rate_per_second, minimum=1),
+            retention_days=_int(env, RETENTION_DAYS, cls.retention_days, minimum=1),
         )
         if settings.default_n > settings.max_n:
             raise SettingsError(
@@ -69,6 +79,18 @@ def queue_name_at_import() -> str:
     import, and Lambda sets them, so this is the one setting needed at import time.
     """
     return _required(os.environ, QUEUE_NAME)
+
+
+def api_key_required_at_import() -> bool:
+    """Whether POST /heavy needs an API key: set per stage (``prod``: true).
+
+    Read at import for the same reason as the queue name: Chalice builds the API
+    definition from the route decorators when it imports app.py.
+    """
+    raw = os.environ.get(REQUIRE_API_KEY, "false").strip().lower()
+    if raw not in ("true", "false"):
+        raise SettingsError(f"setting {REQUIRE_API_KEY} must be true or false, got {raw!r}")
+    return raw == "true"
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

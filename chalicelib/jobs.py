@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -17,6 +17,9 @@ from typing import Any
 from chalicelib.errors import PoisonMessage
 
 DEFAULT_KIND = "heavyLoad"
+# The table's TTL attribute (epoch seconds). infra/stack.py passes this name to the
+# template, which enables DynamoDB's TTL on it.
+EXPIRES_AT = "expires_at"
 
 
 class JobStatus(StrEnum):
@@ -43,13 +46,27 @@ class Job:
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # When DynamoDB may delete the record (epoch seconds); None keeps it forever.
+    expires_at: int | None = None
 
     @classmethod
-    def new(cls, n: int, now: datetime, kind: str = DEFAULT_KIND) -> Job:
+    def new(
+        cls, n: int, now: datetime, kind: str = DEFAULT_KIND, retention: timedelta | None = None
+    ) -> Job:
         """A queued job with a fresh, unguessable id (uuid4: 122 random bits)."""
+        expires_at = None if retention is None else int((now + retention).timestamp())
         return cls(
-            job_id=str(uuid.uuid4()), kind=kind, n=n, status=JobStatus.QUEUED, created_at=now
+            job_id=str(uuid.uuid4()),
+            kind=kind,
+            n=n,
+            status=JobStatus.QUEUED,
+            created_at=now,
+            expires_at=expires_at,
         )
+
+    def is_expired(self, now: datetime) -> bool:
+        """Past its expiry: gone for readers, even before DynamoDB's TTL deletes it."""
+        return self.expires_at is not None and self.expires_at <= now.timestamp()
 
     def with_(self, **changes: Any) -> Job:
         return replace(self, **changes)
@@ -104,6 +121,8 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
         item["started_at"] = {"S": iso_utc(job.started_at)}
     if job.finished_at is not None:
         item["finished_at"] = {"S": iso_utc(job.finished_at)}
+    if job.expires_at is not None:
+        item[EXPIRES_AT] = {"N": str(job.expires_at)}
     return item
 
 
@@ -127,6 +146,7 @@ def from_item(item: dict[str, dict[str, Any]]) -> Job:
         attempts=int(num("attempts") or 0),
         started_at=_parse_iso(s("started_at")),
         finished_at=_parse_iso(s("finished_at")),
+        expires_at=None if EXPIRES_AT not in item else int(item[EXPIRES_AT]["N"]),
     )
 
 

@@ -27,6 +27,7 @@ from chalice.cli.factory import CLIFactory
 from chalice.config import Config
 
 from chalicelib import config as settings
+from chalicelib import jobs
 from infra import policies
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -71,7 +72,10 @@ def parameters_for_stage(config: Config, stage: str) -> dict[str, str]:
     timeouts = [
         config.scope(stage, handler).lambda_timeout or 3 for handler in queue_consumers(config)
     ]
-    return {"VisibilityTimeoutSeconds": str(VISIBILITY_TIMEOUT_FACTOR * max(timeouts))}
+    return {
+        "VisibilityTimeoutSeconds": str(VISIBILITY_TIMEOUT_FACTOR * max(timeouts)),
+        "ExpiryAttributeName": jobs.EXPIRES_AT,
+    }
 
 
 def apply(

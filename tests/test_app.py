@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
@@ -13,7 +14,8 @@ from chalice.test import Client
 
 from chalicelib import connections
 from chalicelib.config import Settings
-from chalicelib.jobs import is_job_id
+from chalicelib.errors import SettingsError
+from chalicelib.jobs import EXPIRES_AT, is_job_id
 
 JSON = {"Content-Type": "application/json"}
 
@@ -254,3 +256,32 @@ def api_gateway_event(
         "body": body,
         "isBase64Encoded": False,
     }
+
+
+def test_job_records_expire_and_are_gone_on_read_at_once(
+    client: Client, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = post_heavy(client, b'{"n": 3}').json_body["job_id"]
+    item = boto3.client("dynamodb").get_item(
+        TableName=aws["TableName"], Key={"job_id": {"S": job_id}}
+    )["Item"]
+    created = datetime.fromisoformat(item["created_at"]["S"].replace("Z", "+00:00"))
+    expected = created + timedelta(days=Settings.retention_days)
+    assert abs(int(item[EXPIRES_AT]["N"]) - expected.timestamp()) <= 1
+
+    later = expected + timedelta(seconds=1)
+    monkeypatch.setattr("chalicelib.service.utc_now", lambda: later)
+    response = client.http.get(f"/jobs/{job_id}")
+    assert response.status_code == 404  # DynamoDB's TTL has not deleted it yet
+
+
+def test_api_key_requirement_is_a_stage_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.config import api_key_required_at_import
+
+    monkeypatch.delenv("JOBS_REQUIRE_API_KEY", raising=False)
+    assert api_key_required_at_import() is False
+    monkeypatch.setenv("JOBS_REQUIRE_API_KEY", "true")
+    assert api_key_required_at_import() is True
+    monkeypatch.setenv("JOBS_REQUIRE_API_KEY", "yes")
+    with pytest.raises(SettingsError, match="JOBS_REQUIRE_API_KEY"):
+        api_key_required_at_import()
