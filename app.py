@@ -4,12 +4,18 @@ shapes the answer; domain errors become HTTP errors here and nowhere else."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from chalice.app import Chalice, Request, Response
+from chalice.app import Chalice, Rate, Request, Response, SQSRecord
 
-from chalicelib import connections, service, worker
-from chalicelib.config import api_key_required_at_import, get_settings, queue_name_at_import
+from chalicelib import connections, service
+from chalicelib.config import (
+    api_key_required_at_import,
+    dead_letter_queue_name_at_import,
+    get_settings,
+    queue_name_at_import,
+)
 from chalicelib.errors import RequestError, StoreUnavailable
 from chalicelib.requests import parse_submission
 
@@ -37,12 +43,23 @@ def submit_heavy() -> Response:
     settings = get_settings()
     try:
         n = parse_submission(request.raw_body, request.headers, settings)
-        job = service.submit_job(
-            n, connections.job_table(), connections.job_queue(), settings.retention
+        submission = service.submit_job(
+            n,
+            connections.job_table(),
+            connections.job_queue(),
+            settings.retention,
+            _idempotency_key(request),
         )
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
+    job = submission.job
     status_url = _external_url(f"/jobs/{job.job_id}")
+    headers: dict[str, str | list[str]] = {
+        "Location": status_url,
+        "Retry-After": str(service.retry_after_seconds(job.n, settings.loop_rate_per_second)),
+    }
+    if submission.replayed:
+        headers["Idempotent-Replayed"] = "true"
     return Response(
         status_code=202,
         body={
@@ -51,10 +68,7 @@ def submit_heavy() -> Response:
             "n": job.n,
             "status_url": status_url,
         },
-        headers={
-            "Location": status_url,
-            "Retry-After": str(service.retry_after_seconds(n, settings.loop_rate_per_second)),
-        },
+        headers=headers,
     )
 
 
@@ -62,6 +76,15 @@ def submit_heavy() -> Response:
 def get_job(job_id: str) -> Response:
     try:
         job = service.get_job(job_id, connections.job_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body=job.to_api())
+
+
+@app.route("/jobs/{job_id}/cancel", methods=["POST"], content_types=SUBMIT_CONTENT_TYPES)
+def cancel_job(job_id: str) -> Response:
+    try:
+        job = service.cancel_job(job_id, connections.job_table())
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
     return Response(status_code=200, body=job.to_api())
@@ -76,17 +99,58 @@ def process_job(event: Any) -> None:
     recognised as duplicates). Raising, rather than returning batchItemFailures, is
     right whether or not the event source mapping has ReportBatchItemFailures enabled.
     """
-    settings = get_settings()
+    worker = connections.worker()
+    remaining_ms = _remaining_time(event)
+    _each_record(event, lambda record: worker.process_message(record.body, remaining_ms))
+
+
+@app.on_sqs_message(queue=dead_letter_queue_name_at_import(), batch_size=10)
+def process_dead_letters(event: Any) -> None:
+    """Fail the jobs whose messages SQS dead-lettered, so none stays unfinished."""
+    worker = connections.worker()
+    _each_record(
+        event,
+        lambda record: worker.process_dead_letter(
+            record.body, int(record.to_dict()["attributes"]["ApproximateReceiveCount"])
+        ),
+    )
+
+
+# Jobs whose worker died are re-driven within about this period plus
+# JOBS_STALE_AFTER_SECONDS after their last heartbeat.
+RECOVERY_PERIOD = Rate(1, unit=Rate.MINUTES)
+
+
+@app.schedule(RECOVERY_PERIOD)
+def recover_stalled_jobs(event: Any) -> None:
+    connections.worker().recover_stalled()
+
+
+def _each_record(event: Any, handle: Callable[[SQSRecord], object]) -> None:
     failures = []
     for record in event:
         try:
-            worker.process_message(
-                record.body, connections.job_table(), settings.progress_interval_seconds
-            )
+            handle(record)
         except StoreUnavailable as error:
             failures.append(error)
     if failures:
         raise failures[0]
+
+
+def _remaining_time(event: Any) -> Any:
+    context = getattr(event, "context", None)
+    if context is None or not hasattr(context, "get_remaining_time_in_millis"):
+        return lambda: 900_000
+    return context.get_remaining_time_in_millis
+
+
+def _idempotency_key(request: Request) -> service.IdempotencyKey | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    # Scope keys to the caller's API key (prod), so clients cannot collide.
+    scope = (request.context.get("identity") or {}).get("apiKeyId") or "anonymous"
+    return service.IdempotencyKey(key=key, scope=scope)
 
 
 def _error_response(error: RequestError | StoreUnavailable) -> Response:

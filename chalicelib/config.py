@@ -19,12 +19,17 @@ from chalicelib.errors import SettingsError
 # Environment variable names: the one place they are spelled.
 TABLE_NAME = "JOBS_TABLE_NAME"
 QUEUE_NAME = "JOBS_QUEUE_NAME"
+DEAD_LETTER_QUEUE_NAME = "JOBS_DEAD_LETTER_QUEUE_NAME"
 DEFAULT_N = "JOBS_DEFAULT_N"
 MAX_N = "JOBS_MAX_N"
 PROGRESS_INTERVAL = "JOBS_PROGRESS_INTERVAL_SECONDS"
 LOOP_RATE = "JOBS_LOOP_RATE_PER_SECOND"
 RETENTION_DAYS = "JOBS_RETENTION_DAYS"
 REQUIRE_API_KEY = "JOBS_REQUIRE_API_KEY"
+MAX_ATTEMPTS = "JOBS_MAX_ATTEMPTS"
+RETRY_BASE = "JOBS_RETRY_BASE_SECONDS"
+STALE_AFTER = "JOBS_STALE_AFTER_SECONDS"
+TIMEOUT_MARGIN = "JOBS_TIMEOUT_MARGIN_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -35,12 +40,26 @@ class Settings:
     default_n: int = 300_000_000
     # The largest n accepted: the classic blocking example's 1e10.
     max_n: int = 10**10
-    # Progress is written at most this often, so DynamoDB writes never slow the loop.
+    # A running job checkpoints (position, progress, heartbeat) at most this often, so
+    # DynamoDB writes never slow the loop; cancellation is noticed at the same pace.
     progress_interval_seconds: float = 1.0
     # Loop iterations per second, for Retry-After estimates (CPython 3.11, one core).
     loop_rate_per_second: int = 100_000_000
     # Job records expire this long after creation (DynamoDB TTL; gone on read at once).
     retention_days: int = 7
+    # Runs of a job that may end in an exception (or a dead worker) before it is failed.
+    max_attempts: int = 3
+    # Backoff before retry k (k = 1, 2, ...): base * 2**(k-1) seconds, at most 900 (SQS).
+    retry_base_seconds: int = 2
+    # A running job whose heartbeat is older than this is presumed dead and re-driven.
+    stale_after_seconds: int = 30
+    # Checkpoint and continue in a new invocation when less than this remains before
+    # the function's timeout.
+    timeout_margin_seconds: float = 10.0
+
+    def retry_delay_seconds(self, attempt: int) -> int:
+        """Backoff before retrying after failed attempt ``attempt`` (SQS allows <= 900 s)."""
+        return int(min(900, self.retry_base_seconds * 2 ** (attempt - 1)))
 
     @property
     def retention(self) -> timedelta:
@@ -57,6 +76,10 @@ class Settings:
             progress_interval_seconds=_float(env, PROGRESS_INTERVAL, cls.progress_interval_seconds),
             loop_rate_per_second=_int(env, LOOP_RATE, cls.loop_rate_per_second, minimum=1),
             retention_days=_int(env, RETENTION_DAYS, cls.retention_days, minimum=1),
+            max_attempts=_int(env, MAX_ATTEMPTS, cls.max_attempts, minimum=1),
+            retry_base_seconds=_int(env, RETRY_BASE, cls.retry_base_seconds, minimum=0),
+            stale_after_seconds=_int(env, STALE_AFTER, cls.stale_after_seconds, minimum=1),
+            timeout_margin_seconds=_float(env, TIMEOUT_MARGIN, cls.timeout_margin_seconds),
         )
         if settings.default_n > settings.max_n:
             raise SettingsError(
@@ -79,6 +102,11 @@ def queue_name_at_import() -> str:
     import, and Lambda sets them, so this is the one setting needed at import time.
     """
     return _required(os.environ, QUEUE_NAME)
+
+
+def dead_letter_queue_name_at_import() -> str:
+    """The dead-letter queue's name, for the DLQ consumer's ``@app.on_sqs_message``."""
+    return _required(os.environ, DEAD_LETTER_QUEUE_NAME)
 
 
 def api_key_required_at_import() -> bool:

@@ -15,6 +15,7 @@ import boto3
 from chalicelib.config import get_settings
 from chalicelib.queue import JobQueue
 from chalicelib.store import JobTable
+from chalicelib.worker import Worker
 
 
 @lru_cache(maxsize=1)
@@ -27,8 +28,14 @@ def job_queue() -> JobQueue:
     return JobQueue(boto3.client("sqs"), get_settings().queue_name)
 
 
+@lru_cache(maxsize=1)
+def worker() -> Worker:
+    return Worker(job_table(), job_queue(), get_settings())
+
+
 def reset() -> None:
     """Forget cached clients and settings (tests that change the environment call it)."""
     get_settings.cache_clear()
     job_table.cache_clear()
     job_queue.cache_clear()
+    worker.cache_clear()

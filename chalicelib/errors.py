@@ -8,7 +8,9 @@
     │   ├── InvalidRequest       400: malformed body, bad n, unknown field, bad job id
     │   ├── PayloadTooLarge      413: body over the size limit
     │   ├── LengthRequired       411: chunked body that arrived empty
-    │   └── JobNotFound          404: no such job
+    │   ├── JobNotFound          404: no such job
+    │   ├── JobFinished          409: cancelling a job that already ended
+    │   └── IdempotencyConflict  409: an Idempotency-Key reused for another request
     ├── PoisonMessage            a queue message that can never be processed
     └── StoreUnavailable         DynamoDB/SQS failed in a way worth retrying
 
@@ -54,6 +56,14 @@ class JobNotFound(RequestError):
 
     def __init__(self, job_id: str) -> None:
         super().__init__("job_not_found", f"No job with id {job_id!r}.")
+
+
+class JobFinished(RequestError):
+    status_code = 409
+
+
+class IdempotencyConflict(RequestError):
+    status_code = 409
 
 
 class PoisonMessage(JobsError):

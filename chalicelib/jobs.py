@@ -6,6 +6,7 @@ This module is the single source of a job's shape. The store writes ``to_item`` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass, replace
@@ -20,17 +21,25 @@ DEFAULT_KIND = "heavyLoad"
 # The table's TTL attribute (epoch seconds). infra/stack.py passes this name to the
 # template, which enables DynamoDB's TTL on it.
 EXPIRES_AT = "expires_at"
+# The index that lists jobs by status, newest first (partition: status, sort: created_at).
+STATUS_INDEX = "by-status"
+# Idempotency records share the table; their key can never be a job id (not a uuid).
+IDEMPOTENCY_PREFIX = "idempotency#"
 
 
 class JobStatus(StrEnum):
-    QUEUED = "queued"  # recorded, message on the queue, no worker has started it
-    RUNNING = "running"  # a worker claimed it and is counting
+    QUEUED = "queued"  # recorded, message on the queue, no worker is running it now
+    RUNNING = "running"  # a worker claimed it and is counting, heartbeat fresh
     SUCCEEDED = "succeeded"  # finished; result holds the return value
     FAILED = "failed"  # finished; error holds why
+    CANCELLED = "cancelled"  # stopped on request; it will never run (again)
 
     @property
     def is_final(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -43,15 +52,36 @@ class Job:
     progress: float = 0.0
     result: int | None = None
     error: str | None = None
+    # Starts of a run by a worker; a planned continuation (after a checkpoint taken
+    # before the function's timeout) is not a new attempt.
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
     # When DynamoDB may delete the record (epoch seconds); None keeps it forever.
     expires_at: int | None = None
+    # The checkpoint: how far the job got (for heavyLoad, the loop counter).
+    position: int = 0
+    # The lease (epoch milliseconds): a running job's owner renews it at every checkpoint
+    # (its heartbeat); a job queued again for a retry or a continuation gets one that
+    # covers the wait. Past it, the job is presumed lost and is re-driven.
+    lease_until: int | None = None
+    # Lease token of the attempt that owns the running job; its writes need it.
+    owner: str | None = None
+    # Queued again to continue from its checkpoint: the next start is not an attempt.
+    resume: bool = False
+    # The error of the last failed attempt, while the job waits to be retried.
+    last_error: str | None = None
+    # The Idempotency-Key's request fingerprint, when the job was submitted with one.
+    request_hash: str | None = None
 
     @classmethod
     def new(
-        cls, n: int, now: datetime, kind: str = DEFAULT_KIND, retention: timedelta | None = None
+        cls,
+        n: int,
+        now: datetime,
+        kind: str = DEFAULT_KIND,
+        retention: timedelta | None = None,
+        request_hash: str | None = None,
     ) -> Job:
         """A queued job with a fresh, unguessable id (uuid4: 122 random bits)."""
         expires_at = None if retention is None else int((now + retention).timestamp())
@@ -62,6 +92,7 @@ class Job:
             status=JobStatus.QUEUED,
             created_at=now,
             expires_at=expires_at,
+            request_hash=request_hash,
         )
 
     def is_expired(self, now: datetime) -> bool:
@@ -100,6 +131,22 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def request_fingerprint(n: int, kind: str = DEFAULT_KIND) -> str:
+    """What an Idempotency-Key binds to: the parsed request, not its bytes."""
+    canonical = json.dumps({"kind": kind, "n": n}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def idempotency_record_id(scope: str, key: str) -> str:
+    """The table key of an Idempotency-Key record; keys are scoped to their client."""
+    digest = hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()
+    return IDEMPOTENCY_PREFIX + digest
+
+
 # --- DynamoDB item form (low-level AttributeValue maps) -------------------------------
 
 
@@ -112,17 +159,21 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
         "progress": {"N": _number(job.progress)},
         "attempts": {"N": str(job.attempts)},
         "created_at": {"S": iso_utc(job.created_at)},
+        "position": {"N": str(job.position)},
     }
-    if job.result is not None:
-        item["result"] = {"N": str(job.result)}
-    if job.error is not None:
-        item["error"] = {"S": job.error}
-    if job.started_at is not None:
-        item["started_at"] = {"S": iso_utc(job.started_at)}
-    if job.finished_at is not None:
-        item["finished_at"] = {"S": iso_utc(job.finished_at)}
-    if job.expires_at is not None:
-        item[EXPIRES_AT] = {"N": str(job.expires_at)}
+    optional: dict[str, dict[str, Any] | None] = {
+        "result": None if job.result is None else {"N": str(job.result)},
+        "error": None if job.error is None else {"S": job.error},
+        "started_at": None if job.started_at is None else {"S": iso_utc(job.started_at)},
+        "finished_at": None if job.finished_at is None else {"S": iso_utc(job.finished_at)},
+        EXPIRES_AT: None if job.expires_at is None else {"N": str(job.expires_at)},
+        "lease_until": None if job.lease_until is None else {"N": str(job.lease_until)},
+        "last_error": None if job.last_error is None else {"S": job.last_error},
+        "owner": None if job.owner is None else {"S": job.owner},
+        "resume": {"BOOL": True} if job.resume else None,
+        "request_hash": None if job.request_hash is None else {"S": job.request_hash},
+    }
+    item.update({name: value for name, value in optional.items() if value is not None})
     return item
 
 
@@ -130,23 +181,28 @@ def from_item(item: dict[str, dict[str, Any]]) -> Job:
     def s(name: str) -> str | None:
         return item[name]["S"] if name in item else None
 
-    def num(name: str) -> Decimal | None:
-        return Decimal(item[name]["N"]) if name in item else None
+    def num(name: str) -> int | None:
+        return int(Decimal(item[name]["N"])) if name in item else None
 
-    result = num("result")
     return Job(
         job_id=item["job_id"]["S"],
         kind=item["kind"]["S"],
         n=int(item["n"]["N"]),
         status=JobStatus(item["status"]["S"]),
-        created_at=datetime.fromisoformat(item["created_at"]["S"].replace("Z", "+00:00")),
-        progress=float(num("progress") or 0),
-        result=None if result is None else int(result),
+        created_at=_parse_iso(item["created_at"]["S"]),
+        progress=float(Decimal(item["progress"]["N"])) if "progress" in item else 0.0,
+        result=num("result"),
         error=s("error"),
-        attempts=int(num("attempts") or 0),
-        started_at=_parse_iso(s("started_at")),
-        finished_at=_parse_iso(s("finished_at")),
-        expires_at=None if EXPIRES_AT not in item else int(item[EXPIRES_AT]["N"]),
+        attempts=num("attempts") or 0,
+        started_at=_parse_optional_iso(s("started_at")),
+        finished_at=_parse_optional_iso(s("finished_at")),
+        expires_at=num(EXPIRES_AT),
+        position=num("position") or 0,
+        lease_until=num("lease_until"),
+        last_error=s("last_error"),
+        owner=s("owner"),
+        resume=bool(item.get("resume", {}).get("BOOL", False)),
+        request_hash=s("request_hash"),
     )
 
 
@@ -158,13 +214,24 @@ def _number(value: float) -> str:
 # --- queue message form ---------------------------------------------------------------
 
 
-def to_message(job: Job) -> str:
-    """The SQS message body: only the id. The job's state lives in the table."""
-    return json.dumps({"job_id": job.job_id})
+@dataclass(frozen=True)
+class Message:
+    """What a queue message says: which job, and whether it continues from a checkpoint."""
+
+    job_id: str
+    resume: bool = False
 
 
-def parse_message(body: str) -> str:
-    """The job id a message names; PoisonMessage if no retry could make sense of it."""
+def to_message(job_id: str, resume: bool = False) -> str:
+    """The SQS message body: only the id (and the resume flag). State lives in the table."""
+    payload: dict[str, Any] = {"job_id": job_id}
+    if resume:
+        payload["resume"] = True
+    return json.dumps(payload)
+
+
+def parse_message(body: str) -> Message:
+    """What a message says; PoisonMessage if no retry could make sense of it."""
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):
@@ -174,7 +241,7 @@ def parse_message(body: str) -> str:
     job_id = payload.get("job_id")
     if not isinstance(job_id, str) or not is_job_id(job_id):
         raise PoisonMessage(f"message names no valid job id: {job_id!r}")
-    return job_id
+    return Message(job_id=job_id, resume=payload.get("resume") is True)
 
 
 # --- timestamps: ISO-8601 UTC with a Z, millisecond precision -------------------------
@@ -186,7 +253,9 @@ def iso_utc(moment: datetime | None) -> Any:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _parse_iso(text: str | None) -> datetime | None:
-    if text is None:
-        return None
+def _parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _parse_optional_iso(text: str | None) -> datetime | None:
+    return None if text is None else _parse_iso(text)

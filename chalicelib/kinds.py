@@ -1,8 +1,12 @@
 """Job kinds: name -> function. Adding a kind is one function and one registry line.
 
-A kind is called as ``fn(n, ctx)`` and returns an int result. It must call
-``ctx.report(done)`` now and then (cheap: the worker decides when to write), so progress
-can be shown. ``done`` runs from 0 to ``n``.
+A kind is called as ``fn(n, ctx)`` and returns an int result. It starts from
+``ctx.start`` (0, or the checkpoint a previous run saved) and calls ``ctx.report(done)``
+now and then with how far it got, ``done`` running up to ``n``. Reporting is cheap (the
+worker decides when to write a checkpoint) and is where a run is stopped: report raises
+to end the run when the job is cancelled, its lease is lost, or the invocation is about to
+time out. Those exceptions derive from BaseException so that a kind's own
+``except Exception`` cannot swallow them.
 """
 
 from __future__ import annotations
@@ -10,15 +14,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# Iterations between progress reports: about 40 ms of counting, so the report's clock
-# check costs nothing measurable and progress is never stale by more than that.
+# Iterations between reports: about 40 ms of counting, so a report's clock check costs
+# nothing measurable, and progress or a cancellation is never later than that.
 CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a running job may use: where to report how far it got."""
+    """What a running job may use: where to resume, and where to report progress."""
 
+    start: int
     report: Callable[[int], None]
 
 
@@ -28,10 +33,10 @@ JobFunction = Callable[[int, JobContext], int]
 def heavy_load(n: int, ctx: JobContext) -> int:
     """Count from 0 to n in a plain Python loop; return the count (== n).
 
-    The loop runs in chunks so it can report between them; inside a chunk it is the bare
-    ``for i in range(...)`` loop of the classic blocking example.
+    The loop runs in chunks so it can report (and checkpoint) between them; inside a
+    chunk it is the bare ``for i in range(...)`` loop of the classic blocking example.
     """
-    count = 0
+    count = ctx.start
     while count < n:
         stop = min(count + CHUNK, n)
         for i in range(count, stop):  # noqa: B007 - counting is the work

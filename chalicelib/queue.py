@@ -23,9 +23,11 @@ class JobQueue:
             self._url = response["QueueUrl"]
         return self._url
 
-    def send(self, body: str) -> str:
-        """Put one message on the queue; return its SQS message id."""
-        response = self._call("send_message", QueueUrl=self.url, MessageBody=body)
+    def send(self, body: str, delay_seconds: int = 0) -> str:
+        """Put one message on the queue, visible after ``delay_seconds`` (<= 900)."""
+        response = self._call(
+            "send_message", QueueUrl=self.url, MessageBody=body, DelaySeconds=delay_seconds
+        )
         return str(response["MessageId"])
 
     def _call(self, operation: str, **kwargs: Any) -> Any:

@@ -1,113 +1,278 @@
-"""The worker's use case: run the job one SQS message names.
+"""The worker's use cases: run the job a message names, consume dead letters, and
+re-drive jobs whose worker died.
 
-``process_message`` is all the SQS handler in app.py calls, once per record. It
-acknowledges (returns) whatever retrying cannot change: a poison message, a duplicate
-delivery, a job that failed in its own code. It raises StoreUnavailable only when an AWS
-call failed, so SQS delivers the message again.
+A run owns its job through a lease (claim, then checkpoints that renew it). Everything a
+retry cannot change is acknowledged (returns): a poison message, a duplicate delivery, a
+cancelled job. Only a failed AWS call raises (StoreUnavailable), so SQS delivers again.
+
+Failure paths, and where they end::
+
+    job raises            -> queued again after a backoff, up to max_attempts, then failed
+    invocation near its   -> checkpoint, queued again as a continuation (not an attempt);
+      timeout                a job longer than one invocation completes across several
+    worker dies           -> lease expires; the recovery sweep queues the job again and
+                             the next run resumes from the last checkpoint
+    message dead-lettered -> the DLQ consumer fails the job, so nothing stays unfinished
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from chalicelib.config import Settings
 from chalicelib.errors import PoisonMessage, StoreUnavailable
-from chalicelib.jobs import Job, parse_message, utc_now
+from chalicelib.jobs import Job, JobStatus, epoch_ms, parse_message, to_message, utc_now
 from chalicelib.kinds import KINDS, JobContext
+from chalicelib.queue import JobQueue
 from chalicelib.store import JobTable
 
 log = logging.getLogger(__name__)
 
+# Lambda's maximum timeout: the remaining time when no Lambda context is given.
+MAX_INVOCATION_MS = 900_000
+
 
 class Outcome(StrEnum):
-    SUCCEEDED = "succeeded"  # the job ran and its result is recorded
-    FAILED = "failed"  # the job ran and raised; the error is recorded
-    DUPLICATE = "duplicate"  # the job was already started or finished: nothing ran
+    SUCCEEDED = "succeeded"  # the job ran to the end; its result is recorded
+    FAILED = "failed"  # the job is failed for good; the error is recorded
+    RETRYING = "retrying"  # this attempt raised; the job is queued again after a backoff
+    CONTINUED = "continued"  # checkpointed before the timeout; queued to continue
+    CANCELLED = "cancelled"  # the job was cancelled while this run had it; it stopped
+    DUPLICATE = "duplicate"  # the job was not free (running elsewhere or finished)
     POISON = "poison"  # the message can never be processed: logged and dropped
 
 
-class _LostClaim(Exception):
-    """Another attempt owns the job now; this one must stop without writing."""
+class StopRun(BaseException):
+    """Ends a run from inside ``ctx.report``. A BaseException, like KeyboardInterrupt,
+    so that a job kind's ``except Exception`` cannot swallow it."""
 
 
-class ProgressReporter:
-    """Called by a job after every chunk; writes progress at most once per interval."""
+class _Cancelled(StopRun):
+    pass
+
+
+class _LostLease(StopRun):
+    pass
+
+
+class _OutOfTime(StopRun):
+    pass
+
+
+class Checkpointer:
+    """``ctx.report`` for one run: saves position, progress and heartbeat at most once per
+    interval, and stops the run when it was cancelled, lost its lease, or must yield
+    before the invocation's timeout."""
 
     def __init__(
         self,
-        table: JobTable,
+        worker: Worker,
         job: Job,
-        interval: float,
-        monotonic: Callable[[], float] = time.monotonic,
+        owner: str,
+        remaining_ms: Callable[[], int],
     ) -> None:
-        self._table = table
+        self._worker = worker
         self._job = job
-        self._interval = interval
-        self._monotonic = monotonic
-        self._last = monotonic()
+        self._owner = owner
+        self._remaining_ms = remaining_ms
+        self._interval = worker.settings.progress_interval_seconds
+        self._margin_ms = worker.settings.timeout_margin_seconds * 1000
+        self._last = worker.monotonic()
 
     def __call__(self, done: int) -> None:
-        now = self._monotonic()
-        if now - self._last < self._interval:
-            return
-        self._last = now
-        progress = done / self._job.n if self._job.n else 1.0
-        if self._table.report_progress(self._job.job_id, self._job.attempts, progress) is None:
-            raise _LostClaim
+        now = self._worker.monotonic()
+        out_of_time = self._remaining_ms() < self._margin_ms
+        if out_of_time or now - self._last >= self._interval:
+            self._last = now
+            self.save(done)
+        if out_of_time:
+            raise _OutOfTime
+
+    def save(self, done: int) -> None:
+        job, worker = self._job, self._worker
+        progress = done / job.n if job.n else 1.0
+        saved = worker.table.checkpoint(
+            job.job_id, self._owner, done, progress, worker.lease_until_ms()
+        )
+        if saved is None:
+            current = worker.table.get(job.job_id)
+            if current is not None and current.status is JobStatus.CANCELLED:
+                raise _Cancelled
+            raise _LostLease
 
 
-def process_message(
-    body: str,
-    table: JobTable,
-    progress_interval: float,
-    now: Callable[[], datetime] = utc_now,
-    monotonic: Callable[[], float] = time.monotonic,
-) -> Outcome:
-    """Run the job ``body`` names, once, and record how it ended."""
-    try:
-        job_id = parse_message(body)
-    except PoisonMessage as error:
-        log.error("dropping poison message: %s", error)
-        return Outcome.POISON
+@dataclass
+class Worker:
+    table: JobTable
+    queue: JobQueue
+    settings: Settings
+    now: Callable[[], datetime] = field(default=utc_now)
+    monotonic: Callable[[], float] = field(default=time.monotonic)
 
-    job = table.start(job_id, now())
-    if job is None:
-        return _not_started(job_id, table)
+    def lease_until_ms(self, extra_seconds: float = 0) -> int:
+        return epoch_ms(self.now()) + int(
+            (self.settings.stale_after_seconds + extra_seconds) * 1000
+        )
 
-    function = KINDS.get(job.kind)
-    if function is None:
-        table.fail(job_id, job.attempts, f"Unknown job kind {job.kind!r}.", now())
-        log.error("job %s has unknown kind %r", job_id, job.kind)
+    # --- the job queue ----------------------------------------------------------------
+
+    def process_message(
+        self, body: str, remaining_ms: Callable[[], int] = lambda: MAX_INVOCATION_MS
+    ) -> Outcome:
+        """Run the job ``body`` names, at most once at a time, and record how it ended."""
+        try:
+            message = parse_message(body)
+        except PoisonMessage as error:
+            log.error("dropping poison message: %s", error)
+            return Outcome.POISON
+
+        owner = uuid.uuid4().hex
+        job = self.table.claim(
+            message.job_id,
+            owner,
+            self.now(),
+            self.settings.stale_after_seconds * 1000,
+            resume=message.resume,
+        )
+        if job is None:
+            return self._not_claimed(message.job_id)
+        if job.attempts > self.settings.max_attempts:
+            # Only reachable through lease take-overs: its workers keep dying.
+            return self._fail(job, owner, self._give_up_message(job))
+
+        function = KINDS.get(job.kind)
+        if function is None:
+            return self._fail(job, owner, f"Unknown job kind {job.kind!r}.")
+
+        log.info(
+            "job %s started (attempt %d, from %d of %d)",
+            job.job_id,
+            job.attempts,
+            job.position,
+            job.n,
+        )
+        checkpointer = Checkpointer(self, job, owner, remaining_ms)
+        try:
+            result = function(job.n, JobContext(start=job.position, report=checkpointer))
+        except _Cancelled:
+            log.info("job %s cancelled; stopped", job.job_id)
+            return Outcome.CANCELLED
+        except _LostLease:
+            log.warning("job %s: lease lost to another run; stopped", job.job_id)
+            return Outcome.DUPLICATE
+        except _OutOfTime:
+            return self._continue_later(job, owner)
+        except StoreUnavailable:
+            raise  # AWS trouble, not the job's: let SQS deliver the message again
+        except Exception as error:  # the job's own code failed
+            log.exception("job %s attempt %d failed", job.job_id, job.attempts)
+            return self._after_failure(job, owner, f"{type(error).__name__}: {error}")
+
+        if self.table.succeed(job.job_id, owner, result, self.now()) is None:
+            return self._not_claimed(job.job_id)
+        log.info("job %s succeeded (result=%d)", job.job_id, result)
+        return Outcome.SUCCEEDED
+
+    def _continue_later(self, job: Job, owner: str) -> Outcome:
+        """The checkpoint is saved; queue the job again to continue in a new invocation."""
+        if self.table.release(job.job_id, owner, self.lease_until_ms(), resume=True) is None:
+            return self._not_claimed(job.job_id)
+        self.queue.send(to_message(job.job_id, resume=True))
+        log.info("job %s checkpointed before the timeout; continues next invocation", job.job_id)
+        return Outcome.CONTINUED
+
+    def _after_failure(self, job: Job, owner: str, error: str) -> Outcome:
+        if job.attempts >= self.settings.max_attempts:
+            return self._fail(job, owner, error)
+        delay = self.settings.retry_delay_seconds(job.attempts)
+        released = self.table.release(
+            job.job_id, owner, self.lease_until_ms(delay), resume=False, last_error=error
+        )
+        if released is None:
+            return self._not_claimed(job.job_id)
+        self.queue.send(to_message(job.job_id), delay_seconds=delay)
+        log.info(
+            "job %s will be retried in %d s (attempt %d failed)", job.job_id, delay, job.attempts
+        )
+        return Outcome.RETRYING
+
+    def _fail(self, job: Job, owner: str, error: str) -> Outcome:
+        if self.table.fail(job.job_id, owner, error, self.now()) is None:
+            return self._not_claimed(job.job_id)
+        log.error("job %s failed: %s", job.job_id, error)
         return Outcome.FAILED
 
-    log.info("job %s started (attempt %d, n=%d)", job_id, job.attempts, job.n)
-    report = ProgressReporter(table, job, progress_interval, monotonic)
-    try:
-        result = function(job.n, JobContext(report=report))
-    except StoreUnavailable:
-        raise  # AWS trouble, not the job's: let SQS deliver the message again
-    except _LostClaim:
-        log.warning("job %s was claimed by another attempt; stopping", job_id)
+    def _give_up_message(self, job: Job) -> str:
+        last = f" Last error: {job.last_error}" if job.last_error else ""
+        return (
+            f"Gave up after {self.settings.max_attempts} attempts: the worker stopped "
+            f"without finishing each time.{last}"
+        )
+
+    def _not_claimed(self, job_id: str) -> Outcome:
+        existing = self.table.get(job_id)
+        if existing is None:
+            log.error("dropping poison message: no job %s", job_id)
+            return Outcome.POISON
+        if existing.status is JobStatus.CANCELLED:
+            log.info("job %s is cancelled; message acknowledged", job_id)
+            return Outcome.CANCELLED
+        log.info("job %s is %s; duplicate delivery acknowledged", job_id, existing.status.value)
         return Outcome.DUPLICATE
-    except Exception as error:  # the job's own code failed: record it, do not retry
-        log.exception("job %s failed", job_id)
-        table.fail(job_id, job.attempts, f"{type(error).__name__}: {error}", now())
+
+    # --- the dead-letter queue ----------------------------------------------------------
+
+    def process_dead_letter(self, body: str, receive_count: int) -> Outcome:
+        """Fail the job whose message SQS gave up on, so it does not stay unfinished."""
+        try:
+            message = parse_message(body)
+        except PoisonMessage as error:
+            log.error("dead-lettered poison message dropped: %s", error)
+            return Outcome.POISON
+        job = self.table.get(message.job_id)
+        if job is None:
+            log.error("dead-lettered message names no job %s", message.job_id)
+            return Outcome.POISON
+        last = f" Last error: {job.last_error}" if job.last_error else ""
+        reason = (
+            f"The job's message was dead-lettered after {receive_count} deliveries "
+            f"without the job finishing.{last}"
+        )
+        if self.table.fail_unfinished(job.job_id, reason, self.now()) is None:
+            log.info("dead letter for job %s, already %s", job.job_id, job.status.value)
+            return Outcome.DUPLICATE
+        log.error("job %s failed: %s", job.job_id, reason)
         return Outcome.FAILED
 
-    if table.succeed(job_id, job.attempts, result, now()) is None:
-        log.warning("job %s finished elsewhere first; result not written", job_id)
-        return Outcome.DUPLICATE
-    log.info("job %s succeeded (result=%d)", job_id, result)
-    return Outcome.SUCCEEDED
+    # --- recovery ---------------------------------------------------------------------
 
+    def recover_stalled(self) -> list[str]:
+        """Queue again every job whose lease expired (its worker died, or the message
+        meant to continue or retry it was lost); return their ids.
 
-def _not_started(job_id: str, table: JobTable) -> Outcome:
-    existing = table.get(job_id)
-    if existing is None:
-        log.error("dropping poison message: no job %s", job_id)
-        return Outcome.POISON
-    log.info("job %s is already %s; duplicate delivery acknowledged", job_id, existing.status.value)
-    return Outcome.DUPLICATE
+        Run periodically (every minute on AWS). A job is re-driven within about
+        ``stale_after_seconds`` + the period after its last heartbeat.
+        """
+        now_ms = epoch_ms(self.now())
+        recovered = []
+        for status in (JobStatus.RUNNING, JobStatus.QUEUED):
+            for job in self.table.by_status(status):
+                if job.lease_until is None or job.lease_until >= now_ms:
+                    continue
+                if self.table.requeue_lost(job, self.lease_until_ms()) is None:
+                    continue  # it moved on meanwhile, or another sweep took it
+                self.queue.send(to_message(job.job_id, resume=job.resume))
+                log.warning(
+                    "job %s was %s with an expired lease; queued again from %d",
+                    job.job_id,
+                    status.value,
+                    job.position,
+                )
+                recovered.append(job.job_id)
+        return recovered

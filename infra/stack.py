@@ -39,6 +39,7 @@ VISIBILITY_TIMEOUT_FACTOR = 6
 # Stack outputs -> the app's environment variables (the only mapping between the two).
 OUTPUT_SETTINGS = {
     "QueueName": settings.QUEUE_NAME,
+    "DeadLetterQueueName": settings.DEAD_LETTER_QUEUE_NAME,
     "TableName": settings.TABLE_NAME,
 }
 
@@ -75,6 +76,7 @@ def parameters_for_stage(config: Config, stage: str) -> dict[str, str]:
     return {
         "VisibilityTimeoutSeconds": str(VISIBILITY_TIMEOUT_FACTOR * max(timeouts)),
         "ExpiryAttributeName": jobs.EXPIRES_AT,
+        "StatusIndexName": jobs.STATUS_INDEX,
     }
 
 
@@ -143,7 +145,7 @@ def write_policies(
 ) -> list[Path]:
     """Write each function's ``iam_policy_file`` (if the stage names one) from the outputs."""
     written = []
-    for handler in ["api_handler", *queue_consumers(config)]:
+    for handler in ["api_handler", *(source.name for source in config.chalice_app.event_sources)]:
         filename = config.scope(stage, handler).iam_policy_file
         if not filename:
             continue

@@ -15,7 +15,7 @@ from chalice.test import Client
 from chalicelib import connections
 from chalicelib.config import Settings
 from chalicelib.errors import SettingsError
-from chalicelib.jobs import EXPIRES_AT, is_job_id
+from chalicelib.jobs import EXPIRES_AT, is_job_id, utc_now
 
 JSON = {"Content-Type": "application/json"}
 
@@ -285,3 +285,94 @@ def test_api_key_requirement_is_a_stage_setting(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("JOBS_REQUIRE_API_KEY", "yes")
     with pytest.raises(SettingsError, match="JOBS_REQUIRE_API_KEY"):
         api_key_required_at_import()
+
+
+# --- cancellation -----------------------------------------------------------------------
+
+
+def test_cancel_queued_job(client: Client) -> None:
+    job_id = post_heavy(client, b'{"n": 3}').json_body["job_id"]
+    response = client.http.post(f"/jobs/{job_id}/cancel")
+    assert response.status_code == 200
+    assert response.json_body["status"] == "cancelled"
+    assert response.json_body["finished_at"] is not None
+    again = client.http.post(f"/jobs/{job_id}/cancel")  # idempotent
+    assert again.status_code == 200 and again.json_body == response.json_body
+
+
+def test_cancel_finished_job_is_a_conflict_and_changes_nothing(
+    client: Client, receive: Any, sqs_event: Any
+) -> None:
+    job_id = post_heavy(client, b'{"n": 3}').json_body["job_id"]
+    client.lambda_.invoke("process_job", sqs_event(*receive()))
+    before = client.http.get(f"/jobs/{job_id}").json_body
+
+    response = client.http.post(f"/jobs/{job_id}/cancel")
+
+    assert response.status_code == 409
+    assert response.json_body["error"]["code"] == "job_finished"
+    assert client.http.get(f"/jobs/{job_id}").json_body == before
+
+
+@pytest.mark.parametrize(
+    ("job_id", "status"), [("nope", 400), ("6f9619ff-8b86-4011-b42d-00c04fc964ff", 404)]
+)
+def test_cancel_malformed_or_unknown_job(client: Client, job_id: str, status: int) -> None:
+    assert client.http.post(f"/jobs/{job_id}/cancel").status_code == status
+
+
+# --- Idempotency-Key -----------------------------------------------------------------
+
+
+def keyed(key: str) -> dict[str, str]:
+    return {**JSON, "Idempotency-Key": key}
+
+
+def test_same_key_same_body_returns_the_same_job(client: Client, aws: dict[str, str]) -> None:
+    first = post_heavy(client, b'{"n": 42}', keyed("order-1"))
+    second = post_heavy(client, b'{ "n" : 42 }', keyed("order-1"))  # same request
+
+    assert first.status_code == second.status_code == 202
+    assert second.json_body["job_id"] == first.json_body["job_id"]
+    assert second.headers["Location"] == first.headers["Location"]
+    assert second.headers.get("Idempotent-Replayed") == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert queue_depth(aws) == 1  # one job, one message
+
+
+def test_same_key_different_body_is_a_conflict(client: Client, aws: dict[str, str]) -> None:
+    post_heavy(client, b'{"n": 42}', keyed("order-2"))
+    response = post_heavy(client, b'{"n": 43}', keyed("order-2"))
+    assert response.status_code == 409
+    assert response.json_body["error"]["code"] == "idempotency_key_reused"
+    assert queue_depth(aws) == 1
+
+
+def test_different_keys_make_different_jobs(client: Client) -> None:
+    a = post_heavy(client, b'{"n": 42}', keyed("a")).json_body["job_id"]
+    b = post_heavy(client, b'{"n": 42}', keyed("b")).json_body["job_id"]
+    c = post_heavy(client, b'{"n": 42}').json_body["job_id"]
+    assert len({a, b, c}) == 3
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "has space"])
+def test_malformed_idempotency_key_is_refused(
+    client: Client, aws: dict[str, str], key: str
+) -> None:
+    response = post_heavy(client, b'{"n": 42}', keyed(key))
+    assert response.status_code == 400
+    assert response.json_body["error"]["code"] == "invalid_idempotency_key"
+    assert job_count(aws) == 0
+
+
+def test_idempotency_key_expires_with_its_job(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = post_heavy(client, b'{"n": 42}', keyed("order-3")).json_body["job_id"]
+    after_expiry = utc_now() + timedelta(days=Settings.retention_days, seconds=5)
+    monkeypatch.setattr("chalicelib.service.utc_now", lambda: after_expiry)
+    monkeypatch.setattr("chalicelib.jobs.utc_now", lambda: after_expiry)
+
+    second = post_heavy(client, b'{"n": 43}', keyed("order-3"))  # the key is free again
+
+    assert second.status_code == 202 and second.json_body["job_id"] != first
