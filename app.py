@@ -17,7 +17,8 @@ from chalicelib.config import (
     queue_name_at_import,
 )
 from chalicelib.errors import RequestError, StoreUnavailable
-from chalicelib.requests import parse_submission
+from chalicelib.jobs import Job
+from chalicelib.requests import parse_prefer, parse_submission
 
 app = Chalice(app_name="heavy-jobs")
 # Chalice owns the logger named after the app; ours is "chalicelib".
@@ -41,6 +42,7 @@ def fast() -> dict[str, str]:
 def submit_heavy() -> Response:
     request = _current_request()
     settings = get_settings()
+    prefer = parse_prefer(request.headers.get("prefer"), service.MAX_WAIT_SECONDS)
     try:
         n = parse_submission(request.raw_body, request.headers, settings)
         submission = service.submit_job(
@@ -50,9 +52,20 @@ def submit_heavy() -> Response:
             settings.retention,
             _idempotency_key(request),
         )
+        job = submission.job
+        if prefer.wait and not prefer.respond_async:
+            job = service.wait_for_job(job.job_id, connections.job_table(), prefer.wait)
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
-    job = submission.job
+    if job.status.is_final:  # Prefer: wait=N, and the job finished in time
+        return Response(
+            status_code=200,
+            body=job.to_api(),
+            headers={
+                "Content-Location": _external_url(f"/jobs/{job.job_id}"),
+                "Preference-Applied": f"wait={prefer.wait}",
+            },
+        )
     status_url = _external_url(f"/jobs/{job.job_id}")
     headers: dict[str, str | list[str]] = {
         "Location": status_url,
@@ -72,10 +85,27 @@ def submit_heavy() -> Response:
     )
 
 
+@app.route("/jobs", methods=["GET"])
+def list_jobs() -> Response:
+    try:
+        page = service.list_jobs(_query_params(), connections.job_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(
+        status_code=200,
+        body={"jobs": [job.to_api() for job in page.jobs], "next": page.next_cursor},
+    )
+
+
 @app.route("/jobs/{job_id}", methods=["GET"])
 def get_job(job_id: str) -> Response:
     try:
-        job = service.get_job(job_id, connections.job_table())
+        wait = service.wait_param(_query_params(), service.MAX_WAIT_SECONDS)
+        job: Job = (
+            service.wait_for_job(job_id, connections.job_table(), wait)
+            if wait
+            else service.get_job(job_id, connections.job_table())
+        )
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
     return Response(status_code=200, body=job.to_api())
@@ -175,6 +205,11 @@ def _external_url(path: str) -> str:
     scheme = request.headers.get("x-forwarded-proto", "http")
     host = request.headers.get("host", "localhost")
     return f"{scheme}://{host}{prefix.rstrip('/')}{path}"
+
+
+def _query_params() -> dict[str, str]:
+    params = _current_request().query_params
+    return {name: params.getlist(name)[-1] for name in params} if params else {}
 
 
 def _current_request() -> Request:

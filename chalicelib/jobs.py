@@ -23,6 +23,11 @@ DEFAULT_KIND = "heavyLoad"
 EXPIRES_AT = "expires_at"
 # The index that lists jobs by status, newest first (partition: status, sort: created_at).
 STATUS_INDEX = "by-status"
+# The index that lists all jobs, newest first: partition LISTED (the same value on every
+# job, absent from idempotency records), sort created_at.
+RECENT_INDEX = "recent"
+LISTED = "listed"
+LISTED_VALUE = "job"
 # Idempotency records share the table; their key can never be a job id (not a uuid).
 IDEMPOTENCY_PREFIX = "idempotency#"
 
@@ -160,6 +165,7 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
         "attempts": {"N": str(job.attempts)},
         "created_at": {"S": iso_utc(job.created_at)},
         "position": {"N": str(job.position)},
+        LISTED: {"S": LISTED_VALUE},
     }
     optional: dict[str, dict[str, Any] | None] = {
         "result": None if job.result is None else {"N": str(job.result)},

@@ -1,4 +1,5 @@
-"""Strict parsing of a ``POST /heavy`` body into the n to count to.
+"""Strict parsing of a ``POST /heavy`` body into the n to count to, and of its ``Prefer``
+header.
 
 Strict means: only a JSON object, only known fields, and n only as a JSON integer.
 Python's json module needs help for that: it accepts NaN/Infinity, keeps the last of
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.config import Settings
@@ -112,3 +114,29 @@ def _json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """What a client asked for in its ``Prefer`` header (RFC 7240)."""
+
+    respond_async: bool = False
+    wait: int | None = None  # seconds, already capped
+
+
+def parse_prefer(header: str | None, max_wait: int) -> Preferences:
+    """Read ``respond-async`` and ``wait=N``; ignore the rest, as RFC 7240 asks.
+
+    ``wait`` above ``max_wait`` is capped (API Gateway ends requests at 29 s); a
+    malformed one is ignored like any preference the server cannot honour.
+    """
+    respond_async, wait = False, None
+    for preference in (header or "").split(","):
+        token = preference.split(";", 1)[0]
+        name, _, value = token.partition("=")
+        name, value = name.strip().lower(), value.strip().strip('"')
+        if name == "respond-async":
+            respond_async = True
+        elif name == "wait" and value.isascii() and value.isdigit():
+            wait = min(int(value), max_wait)
+    return Preferences(respond_async=respond_async, wait=wait)

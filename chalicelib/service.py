@@ -1,12 +1,17 @@
-"""The API's use cases: submit a job, look one up, cancel one."""
+"""The API's use cases: submit a job, look one up, wait for one, list them, cancel one."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from chalicelib.errors import (
     IdempotencyConflict,
@@ -16,6 +21,7 @@ from chalicelib.errors import (
     StoreUnavailable,
 )
 from chalicelib.jobs import (
+    LISTED,
     Job,
     JobStatus,
     idempotency_record_id,
@@ -143,3 +149,134 @@ def cancel_job(job_id: str, table: JobTable, now: Callable[[], datetime] | None 
 def retry_after_seconds(n: int, loop_rate_per_second: int) -> int:
     """A whole-second estimate of the job's run time, for the Retry-After header."""
     return max(1, math.ceil(n / loop_rate_per_second))
+
+
+# --- listing --------------------------------------------------------------------------
+
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+_CURSOR_KEYS = {"job_id", "status", "created_at", LISTED}
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+def list_jobs(
+    params: Mapping[str, str],
+    table: JobTable,
+    now: Callable[[], datetime] | None = None,
+) -> Page:
+    """A page of jobs, newest first, for GET /jobs?status=&limit=&cursor=.
+
+    Unknown parameters, an unknown status, a limit outside 1..100 and a cursor that was
+    not issued for this listing are InvalidRequest.
+    """
+    unknown = sorted(set(params) - {"status", "limit", "cursor"})
+    if unknown:
+        raise InvalidRequest(
+            "unknown_parameter",
+            f"Unknown query parameter(s): {', '.join(unknown)}. Allowed: status, limit, cursor.",
+        )
+    status = _status_param(params.get("status"))
+    limit = _int_param(params, "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+    start_key = _decode_cursor(params.get("cursor"), status)
+    try:
+        jobs, last_key = table.page(status, limit, start_key, (now or utc_now)())
+    except ValueError:
+        raise _bad_cursor() from None
+    return Page(jobs=jobs, next_cursor=_encode_cursor(last_key, status) if last_key else None)
+
+
+def _status_param(raw: str | None) -> JobStatus | None:
+    if raw is None:
+        return None
+    try:
+        return JobStatus(raw)
+    except ValueError:
+        allowed = ", ".join(s.value for s in JobStatus)
+        raise InvalidRequest("invalid_status", f"status must be one of: {allowed}.") from None
+
+
+def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise InvalidRequest(f"invalid_{name}", f"{name} must be an integer from {low} to {high}.")
+    return int(raw)
+
+
+def _encode_cursor(key: dict[str, Any], status: JobStatus | None) -> str:
+    # Opaque to clients; bound to the listing it came from.
+    payload = {"s": status.value if status else None, "k": key}
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str | None, status: JobStatus | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        key = payload["k"]
+        valid = (
+            payload["s"] == (status.value if status else None)
+            and isinstance(key, dict)
+            and set(key) <= _CURSOR_KEYS
+            and all(isinstance(v, dict) and set(v) == {"S"} for v in key.values())
+            and all(isinstance(v["S"], str) for v in key.values())
+        )
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        valid = False
+    if not valid:
+        raise _bad_cursor()
+    return dict(key)
+
+
+def _bad_cursor() -> InvalidRequest:
+    return InvalidRequest("invalid_cursor", "cursor must be a value returned as next by GET /jobs.")
+
+
+# --- waiting for a job to finish ----------------------------------------------------
+
+# How often a waiting request reads the job: a few times a second at most.
+WAIT_POLL_SECONDS = 0.25
+# The longest a request may wait for a job: under API Gateway's 29-second integration
+# timeout, with room for the rest of the request (the API function's timeout is 28 s).
+MAX_WAIT_SECONDS = 25
+
+
+def wait_for_job(
+    job_id: str,
+    table: JobTable,
+    seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Job:
+    """The job once it left queued/running, or as it is after ``seconds``.
+
+    Reads the job every WAIT_POLL_SECONDS; the request's thread sleeps in between, so
+    other requests (``chalice local`` is threaded; on AWS each is its own invocation)
+    are not held up.
+    """
+    deadline = monotonic() + seconds
+    while True:
+        job = get_job(job_id, table)
+        remaining = deadline - monotonic()
+        if job.status.is_final or remaining <= 0:
+            return job
+        sleep(min(WAIT_POLL_SECONDS, remaining))
+
+
+def wait_param(params: Mapping[str, str], max_wait_seconds: int) -> int | None:
+    """``?wait=N`` on GET /jobs/{id}: whole seconds from 0 to the maximum."""
+    unknown = sorted(set(params) - {"wait"})
+    if unknown:
+        raise InvalidRequest(
+            "unknown_parameter", f"Unknown query parameter(s): {', '.join(unknown)}. Allowed: wait."
+        )
+    if "wait" not in params:
+        return None
+    return _int_param(params, "wait", 0, 0, max_wait_seconds)

@@ -23,6 +23,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import (
     EXPIRES_AT,
+    LISTED,
+    LISTED_VALUE,
+    RECENT_INDEX,
     STATUS_INDEX,
     Job,
     JobStatus,
@@ -129,6 +132,48 @@ class JobTable:
                     yield from_item(item)
         except (ClientError, BotoCoreError) as error:
             raise StoreUnavailable(f"DynamoDB Query failed: {error}") from error
+
+    def page(
+        self,
+        status: JobStatus | None,
+        limit: int,
+        start_key: dict[str, Any] | None,
+        now: datetime,
+    ) -> tuple[list[Job], dict[str, Any] | None]:
+        """One page of jobs, newest first, with the key to continue from (None at the end).
+
+        Through the status index, or the recent index for every status; never a scan.
+        Expired jobs are filtered out (DynamoDB's TTL deletes them only eventually), so
+        a page may hold fewer than ``limit`` jobs and still have a next key.
+        """
+        if status is None:
+            index, partition, value = RECENT_INDEX, LISTED, LISTED_VALUE
+        else:
+            index, partition, value = STATUS_INDEX, "status", status.value
+        kwargs: dict[str, Any] = {
+            "IndexName": index,
+            "KeyConditionExpression": "#partition = :partition",
+            "FilterExpression": "attribute_not_exists(#expires) OR #expires > :now",
+            "ExpressionAttributeNames": {"#partition": partition, "#expires": EXPIRES_AT},
+            "ExpressionAttributeValues": {
+                ":partition": {"S": value},
+                ":now": _attr(int(now.timestamp())),
+            },
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if start_key:
+            kwargs["ExclusiveStartKey"] = start_key
+        try:
+            response = self._client.query(TableName=self.table_name, **kwargs)
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ValidationException" and start_key:
+                raise ValueError("the start key does not fit this listing") from error
+            raise StoreUnavailable(f"DynamoDB Query failed: {error}") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"DynamoDB Query failed: {error}") from error
+        jobs = [from_item(item) for item in response["Items"]]
+        return jobs, response.get("LastEvaluatedKey")
 
     # --- a worker's run of a job --------------------------------------------------------
 

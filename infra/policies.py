@@ -12,15 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from chalicelib.jobs import STATUS_INDEX
+from chalicelib.jobs import RECENT_INDEX, STATUS_INDEX
 
-# handler -> [(actions, resources as stack output keys)]. "TableArn/index" is the status
-# index. Why each action:
+# handler -> [(actions, resources as stack output keys)]; "TableArn/index/..." name the
+# table's indexes. Why each action:
 GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
     "api_handler": [
         # PutItem (also inside TransactWriteItems): create a job and its Idempotency-Key
         # record; GetItem: read one; UpdateItem: cancel, or fail one it could not enqueue.
         (["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], ["TableArn"]),
+        # Query: GET /jobs lists jobs through the indexes (never a scan).
+        (["dynamodb:Query"], ["TableArn/index/status", "TableArn/index/recent"]),
         (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
     ],
     "process_job": [
@@ -46,7 +48,7 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
         ),
     ],
     "recover_stalled_jobs": [
-        (["dynamodb:Query"], ["TableArn/index"]),
+        (["dynamodb:Query"], ["TableArn/index/status"]),
         (["dynamodb:UpdateItem"], ["TableArn"]),
         (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
     ],
@@ -60,7 +62,12 @@ def lambda_function_name(app_name: str, stage: str, handler: str) -> str:
 
 
 def resource_arns(outputs: Mapping[str, str]) -> dict[str, str]:
-    return {**outputs, "TableArn/index": f"{outputs['TableArn']}/index/{STATUS_INDEX}"}
+    table = outputs["TableArn"]
+    return {
+        **outputs,
+        "TableArn/index/status": f"{table}/index/{STATUS_INDEX}",
+        "TableArn/index/recent": f"{table}/index/{RECENT_INDEX}",
+    }
 
 
 def policy_for(

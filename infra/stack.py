@@ -77,6 +77,8 @@ def parameters_for_stage(config: Config, stage: str) -> dict[str, str]:
         "VisibilityTimeoutSeconds": str(VISIBILITY_TIMEOUT_FACTOR * max(timeouts)),
         "ExpiryAttributeName": jobs.EXPIRES_AT,
         "StatusIndexName": jobs.STATUS_INDEX,
+        "RecentIndexName": jobs.RECENT_INDEX,
+        "ListedAttributeName": jobs.LISTED,
     }
 
 

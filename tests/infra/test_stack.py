@@ -12,13 +12,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib.jobs import EXPIRES_AT, STATUS_INDEX
+from chalicelib.jobs import EXPIRES_AT, LISTED, RECENT_INDEX, STATUS_INDEX
 from infra import policies, stack
 
 PARAMS = {
     "VisibilityTimeoutSeconds": "60",
     "ExpiryAttributeName": EXPIRES_AT,
     "StatusIndexName": STATUS_INDEX,
+    "RecentIndexName": RECENT_INDEX,
+    "ListedAttributeName": LISTED,
 }
 
 
@@ -113,6 +115,7 @@ def test_each_function_gets_a_least_privilege_policy(
         outputs["QueueArn"],
         outputs["DeadLetterQueueArn"],
         f"{outputs['TableArn']}/index/{STATUS_INDEX}",
+        f"{outputs['TableArn']}/index/{RECENT_INDEX}",
     }
     for path in written:
         document = json.loads(path.read_text())
@@ -128,7 +131,7 @@ def test_each_function_gets_a_least_privilege_policy(
         for handler in handlers
     }
     assert "sqs:SendMessage" in grants["api_handler"]
-    assert "dynamodb:Query" not in grants["api_handler"]  # no scans or listings
+    assert "dynamodb:Scan" not in set().union(*grants.values())  # listings use indexes
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= grants["process_job"]
     assert "dynamodb:PutItem" not in grants["process_job"]  # workers never create jobs
     assert grants["recover_stalled_jobs"] == {
