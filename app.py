@@ -9,7 +9,7 @@ from typing import Any
 
 from chalice.app import Chalice, Rate, Request, Response, SQSRecord
 
-from chalicelib import connections, service
+from chalicelib import connections, openapi, service
 from chalicelib.config import (
     api_key_required_at_import,
     dead_letter_queue_name_at_import,
@@ -31,6 +31,11 @@ SUBMIT_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded",
 @app.route("/fast", methods=["GET"])
 def fast() -> dict[str, str]:
     return {"message": "I'm fast"}
+
+
+@app.route("/openapi.json", methods=["GET"])
+def openapi_document() -> dict[str, object]:
+    return openapi.document(get_settings())
 
 
 @app.route(

@@ -1,0 +1,247 @@
+"""The OpenAPI 3 document of the HTTP API, served at ``GET /openapi.json``.
+
+Built from the code's own sources (statuses, limits, the stage's cap on n) so it cannot
+drift from them; a test checks that its paths are exactly the app's routes and that its
+Job schema is exactly ``Job.to_api``'s fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.config import Settings
+from chalicelib.jobs import JobStatus
+from chalicelib.requests import MAX_BODY_BYTES
+from chalicelib.service import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_PAGE_SIZE, MAX_WAIT_SECONDS
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+_TIMESTAMP = {"type": "string", "format": "date-time", "nullable": True}
+_JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+
+
+def document(settings: Settings) -> dict[str, Any]:
+    """The whole document, for the stage whose settings are given."""
+    job_found = _json(_ref("Job"), "The job.")
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "heavy-jobs",
+            "version": "1.0.0",
+            "description": (
+                "Queue CPU-heavy jobs and poll them, while cheap requests stay fast. "
+                "Errors are JSON {error: {code, message}}."
+            ),
+        },
+        "paths": {
+            "/fast": {
+                "get": {
+                    "summary": "Answer at once, with no AWS call",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["message"],
+                                "properties": {"message": {"type": "string"}},
+                            },
+                            "Always.",
+                        )
+                    },
+                }
+            },
+            "/heavy": {"post": _submit(settings)},
+            "/jobs": {
+                "get": {
+                    "summary": "List jobs, newest first",
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": [s.value for s in JobStatus]},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+                        },
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": _json(_ref("JobList"), "A page of jobs."),
+                        "400": _error("A bad parameter."),
+                    },
+                }
+            },
+            "/jobs/{job_id}": {
+                "get": {
+                    "summary": "A job's state, optionally waiting for it to finish",
+                    "parameters": [
+                        _JOB_ID,
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": MAX_WAIT_SECONDS,
+                            },
+                        },
+                    ],
+                    "responses": {
+                        "200": job_found,
+                        "400": _error("A malformed job id or parameter."),
+                        "404": _error("No such job (or it expired)."),
+                    },
+                }
+            },
+            "/jobs/{job_id}/cancel": {
+                "post": {
+                    "summary": "Cancel a queued or running job",
+                    "parameters": [_JOB_ID],
+                    "responses": {
+                        "200": _json(_ref("Job"), "The job, now cancelled."),
+                        "400": _error("A malformed job id."),
+                        "404": _error("No such job."),
+                        "409": _error("The job already succeeded or failed."),
+                        "415": {"description": "An unsupported Content-Type."},
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
+                }
+            },
+        },
+        "components": {"schemas": _schemas(settings)},
+    }
+
+
+def _submit(settings: Settings) -> dict[str, Any]:
+    return {
+        "summary": "Queue a heavyLoad job counting to n",
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+                    "pattern": "^[!-~]+$",
+                },
+            },
+            {
+                "name": "Prefer",
+                "in": "header",
+                "schema": {"type": "string"},
+                "description": f"RFC 7240: respond-async, or wait=N (N <= {MAX_WAIT_SECONDS}).",
+            },
+        ],
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "n": {"type": "integer", "minimum": 0, "maximum": settings.max_n}
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "202": {
+                "description": "Queued. Poll Location; Retry-After estimates the run time.",
+                "headers": {
+                    "Location": {"schema": {"type": "string"}},
+                    "Retry-After": {"schema": {"type": "integer"}},
+                },
+                "content": {"application/json": {"schema": _ref("Accepted")}},
+            },
+            "200": _json(_ref("Job"), "Prefer: wait=N, and the job finished in time."),
+            "400": _error("The body is not a JSON object with a valid n."),
+            "409": _error("The Idempotency-Key was used for another request."),
+            "411": _error("A chunked body arrived empty."),
+            "413": _error(f"The body is over {MAX_BODY_BYTES} bytes."),
+            "415": {"description": "An unsupported Content-Type."},
+            "503": _error("The job store is unavailable; retry."),
+        },
+    }
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
+    return {
+        "Job": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(JOB_FIELDS),
+            "properties": JOB_FIELDS,
+        },
+        "JobList": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["jobs", "next"],
+            "properties": {
+                "jobs": {"type": "array", "items": _ref("Job")},
+                "next": {"type": "string", "nullable": True},
+            },
+        },
+        "Accepted": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["job_id", "status", "n", "status_url"],
+            "properties": {
+                "job_id": {"type": "string", "format": "uuid"},
+                "status": {"type": "string", "enum": [s.value for s in JobStatus]},
+                "n": {"type": "integer", "minimum": 0, "maximum": settings.max_n},
+                "status_url": {"type": "string"},
+            },
+        },
+        "Error": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                }
+            },
+        },
+    }
+
+
+JOB_FIELDS: dict[str, Any] = {
+    "job_id": {"type": "string", "format": "uuid"},
+    "status": {"type": "string", "enum": [s.value for s in JobStatus]},
+    "n": {"type": "integer", "minimum": 0},
+    "progress": {"type": "number", "minimum": 0, "maximum": 1},
+    "result": {"type": "integer", "nullable": True},
+    "error": {"type": "string", "nullable": True},
+    "attempts": {"type": "integer", "minimum": 0},
+    "created_at": {"type": "string", "format": "date-time"},
+    "started_at": _TIMESTAMP,
+    "finished_at": _TIMESTAMP,
+}
