@@ -3,7 +3,6 @@ shapes the answer; domain errors become HTTP errors here and nowhere else."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,11 +17,10 @@ from chalicelib.config import (
 )
 from chalicelib.errors import RequestError, StoreUnavailable
 from chalicelib.jobs import Job
+from chalicelib.observability import logger
 from chalicelib.requests import parse_prefer, parse_submission
 
 app = Chalice(app_name="heavy-jobs")
-# Chalice owns the logger named after the app; ours is "chalicelib".
-logging.getLogger("chalicelib").setLevel(logging.INFO)
 
 # curl -d sends form content by default; the body is parsed as JSON whatever the type.
 SUBMIT_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
@@ -190,7 +188,7 @@ def _idempotency_key(request: Request) -> service.IdempotencyKey | None:
 
 def _error_response(error: RequestError | StoreUnavailable) -> Response:
     if isinstance(error, StoreUnavailable):
-        logging.getLogger("chalicelib").exception("AWS call failed")
+        logger.exception("AWS call failed")
         code, message, status = "unavailable", "The job store is unavailable; retry.", 503
     else:
         code, message, status = error.code, error.message, error.status_code

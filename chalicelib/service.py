@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -30,10 +29,9 @@ from chalicelib.jobs import (
     to_message,
     utc_now,
 )
+from chalicelib.observability import Metric, count, logger
 from chalicelib.queue import JobQueue
 from chalicelib.store import JobTable
-
-log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -90,10 +88,11 @@ def submit_job(
     try:
         queue.send(to_message(job.job_id))
     except StoreUnavailable:
-        log.exception("could not enqueue job %s; marking it failed", job.job_id)
+        logger.exception("Could not enqueue the job; marking it failed", job_id=job.job_id)
         table.fail_unfinished(job.job_id, "The job could not be queued; submit it again.", now())
         raise
-    log.info("job %s queued (n=%d)", job.job_id, n)
+    logger.info("Job queued", job_id=job.job_id, n=n)
+    count(Metric.ACCEPTED)
     return Submission(job=job, replayed=False)
 
 
@@ -136,7 +135,8 @@ def cancel_job(job_id: str, table: JobTable, now: Callable[[], datetime] | None 
     job = get_job(job_id, table, now)
     cancelled = table.cancel(job_id, now())
     if cancelled is not None:
-        log.info("job %s cancelled (was %s)", job_id, job.status.value)
+        logger.info("Job cancelled", job_id=job_id, was=job.status.value)
+        count(Metric.CANCELLED)
         return cancelled
     current = get_job(job_id, table, now)
     if current.status is JobStatus.CANCELLED:

@@ -17,7 +17,6 @@ Failure paths, and where they end::
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -28,11 +27,10 @@ from enum import StrEnum
 from chalicelib.config import Settings
 from chalicelib.errors import PoisonMessage, StoreUnavailable
 from chalicelib.jobs import Job, JobStatus, epoch_ms, parse_message, to_message, utc_now
-from chalicelib.kinds import KINDS, JobContext
+from chalicelib.kinds import KINDS, JobContext, JobFunction
+from chalicelib.observability import Metric, count, job_logging, logger, milliseconds
 from chalicelib.queue import JobQueue
 from chalicelib.store import JobTable
-
-log = logging.getLogger(__name__)
 
 # Lambda's maximum timeout: the remaining time when no Lambda context is given.
 MAX_INVOCATION_MS = 900_000
@@ -129,54 +127,60 @@ class Worker:
         try:
             message = parse_message(body)
         except PoisonMessage as error:
-            log.error("dropping poison message: %s", error)
+            logger.error("Dropping a poison message", reason=str(error))
             return Outcome.POISON
+        with job_logging(message.job_id):
+            return self._run(message.job_id, message.resume, remaining_ms)
 
+    def _run(self, job_id: str, resume: bool, remaining_ms: Callable[[], int]) -> Outcome:
         owner = uuid.uuid4().hex
         job = self.table.claim(
-            message.job_id,
-            owner,
-            self.now(),
-            self.settings.stale_after_seconds * 1000,
-            resume=message.resume,
+            job_id, owner, self.now(), self.settings.stale_after_seconds * 1000, resume=resume
         )
         if job is None:
-            return self._not_claimed(message.job_id)
+            return self._not_claimed(job_id)
         if job.attempts > self.settings.max_attempts:
             # Only reachable through lease take-overs: its workers keep dying.
             return self._fail(job, owner, self._give_up_message(job))
-
         function = KINDS.get(job.kind)
         if function is None:
             return self._fail(job, owner, f"Unknown job kind {job.kind!r}.")
 
-        log.info(
-            "job %s started (attempt %d, from %d of %d)",
-            job.job_id,
-            job.attempts,
-            job.position,
-            job.n,
-        )
+        logger.info("Job started", attempt=job.attempts, position=job.position, n=job.n)
+        count(Metric.STARTED)
+        if job.started_at is not None and job.attempts == 1 and not resume:
+            waited = job.started_at - job.created_at
+            milliseconds(Metric.QUEUE_WAIT, waited.total_seconds() * 1000)
+        started = self.monotonic()
+        try:
+            return self._run_claimed(job, owner, function, remaining_ms)
+        finally:
+            milliseconds(Metric.RUN_DURATION, (self.monotonic() - started) * 1000)
+
+    def _run_claimed(
+        self, job: Job, owner: str, function: JobFunction, remaining_ms: Callable[[], int]
+    ) -> Outcome:
         checkpointer = Checkpointer(self, job, owner, remaining_ms)
         try:
             result = function(job.n, JobContext(start=job.position, report=checkpointer))
         except _Cancelled:
-            log.info("job %s cancelled; stopped", job.job_id)
+            logger.info("Job cancelled while running; stopped")
             return Outcome.CANCELLED
         except _LostLease:
-            log.warning("job %s: lease lost to another run; stopped", job.job_id)
+            logger.warning("Lease lost to another run; stopped")
             return Outcome.DUPLICATE
         except _OutOfTime:
             return self._continue_later(job, owner)
         except StoreUnavailable:
             raise  # AWS trouble, not the job's: let SQS deliver the message again
         except Exception as error:  # the job's own code failed
-            log.exception("job %s attempt %d failed", job.job_id, job.attempts)
+            logger.exception("Job attempt failed", attempt=job.attempts)
             return self._after_failure(job, owner, f"{type(error).__name__}: {error}")
 
         if self.table.succeed(job.job_id, owner, result, self.now()) is None:
             return self._not_claimed(job.job_id)
-        log.info("job %s succeeded (result=%d)", job.job_id, result)
+        logger.info("Job succeeded", result=result)
+        count(Metric.SUCCEEDED)
         return Outcome.SUCCEEDED
 
     def _continue_later(self, job: Job, owner: str) -> Outcome:
@@ -184,7 +188,7 @@ class Worker:
         if self.table.release(job.job_id, owner, self.lease_until_ms(), resume=True) is None:
             return self._not_claimed(job.job_id)
         self.queue.send(to_message(job.job_id, resume=True))
-        log.info("job %s checkpointed before the timeout; continues next invocation", job.job_id)
+        logger.info("Checkpointed before the timeout; continues in the next invocation")
         return Outcome.CONTINUED
 
     def _after_failure(self, job: Job, owner: str, error: str) -> Outcome:
@@ -197,15 +201,15 @@ class Worker:
         if released is None:
             return self._not_claimed(job.job_id)
         self.queue.send(to_message(job.job_id), delay_seconds=delay)
-        log.info(
-            "job %s will be retried in %d s (attempt %d failed)", job.job_id, delay, job.attempts
-        )
+        logger.info("Job will be retried", delay_seconds=delay, attempt=job.attempts)
+        count(Metric.RETRIED)
         return Outcome.RETRYING
 
     def _fail(self, job: Job, owner: str, error: str) -> Outcome:
         if self.table.fail(job.job_id, owner, error, self.now()) is None:
             return self._not_claimed(job.job_id)
-        log.error("job %s failed: %s", job.job_id, error)
+        logger.error("Job failed", error=error)
+        count(Metric.FAILED)
         return Outcome.FAILED
 
     def _give_up_message(self, job: Job) -> str:
@@ -218,12 +222,12 @@ class Worker:
     def _not_claimed(self, job_id: str) -> Outcome:
         existing = self.table.get(job_id)
         if existing is None:
-            log.error("dropping poison message: no job %s", job_id)
+            logger.error("Dropping a poison message: no such job", job_id=job_id)
             return Outcome.POISON
         if existing.status is JobStatus.CANCELLED:
-            log.info("job %s is cancelled; message acknowledged", job_id)
+            logger.info("Job is cancelled; message acknowledged", job_id=job_id)
             return Outcome.CANCELLED
-        log.info("job %s is %s; duplicate delivery acknowledged", job_id, existing.status.value)
+        logger.info("Duplicate delivery acknowledged", job_id=job_id, status=existing.status.value)
         return Outcome.DUPLICATE
 
     # --- the dead-letter queue ----------------------------------------------------------
@@ -233,11 +237,11 @@ class Worker:
         try:
             message = parse_message(body)
         except PoisonMessage as error:
-            log.error("dead-lettered poison message dropped: %s", error)
+            logger.error("Dropping a dead-lettered poison message", reason=str(error))
             return Outcome.POISON
         job = self.table.get(message.job_id)
         if job is None:
-            log.error("dead-lettered message names no job %s", message.job_id)
+            logger.error("Dead-lettered message names no job", job_id=message.job_id)
             return Outcome.POISON
         last = f" Last error: {job.last_error}" if job.last_error else ""
         reason = (
@@ -245,9 +249,12 @@ class Worker:
             f"without the job finishing.{last}"
         )
         if self.table.fail_unfinished(job.job_id, reason, self.now()) is None:
-            log.info("dead letter for job %s, already %s", job.job_id, job.status.value)
+            logger.info(
+                "Dead letter for a finished job", job_id=job.job_id, status=job.status.value
+            )
             return Outcome.DUPLICATE
-        log.error("job %s failed: %s", job.job_id, reason)
+        logger.error("Job failed: its message was dead-lettered", job_id=job.job_id, error=reason)
+        count(Metric.FAILED)
         return Outcome.FAILED
 
     # --- recovery ---------------------------------------------------------------------
@@ -268,11 +275,11 @@ class Worker:
                 if self.table.requeue_lost(job, self.lease_until_ms()) is None:
                     continue  # it moved on meanwhile, or another sweep took it
                 self.queue.send(to_message(job.job_id, resume=job.resume))
-                log.warning(
-                    "job %s was %s with an expired lease; queued again from %d",
-                    job.job_id,
-                    status.value,
-                    job.position,
+                logger.warning(
+                    "Job's lease expired; queued again",
+                    job_id=job.job_id,
+                    was=status.value,
+                    position=job.position,
                 )
                 recovered.append(job.job_id)
         return recovered
