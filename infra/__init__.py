@@ -1,0 +1,1 @@
+"""Infrastructure: the CloudFormation template, applying it, and running the stack locally."""
