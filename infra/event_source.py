@@ -840,6 +840,17 @@ class SQSEventSource:
                 f"seconds is less than function timeout: {timeout} seconds (AWS refuses "
                 f"this event source mapping too)"
             )
+        window = self.settings.batching_window_seconds
+        if window > 0 and window + timeout > visibility:
+            log.warning(
+                "%s: batching window + function timeout (%d s) exceed the queue's visibility "
+                "timeout (%d s): AWS would extend visibility to %d s, this runner does not, "
+                "so messages may be delivered twice",
+                self.settings.function.name,
+                window + timeout,
+                visibility,
+                window + timeout + 30,
+            )
 
     def _queue_name_and_owner(self) -> tuple[str, str | None]:
         if self.settings.queue:
