@@ -358,7 +358,7 @@ def test_load_project_reads_every_setting_through_chalice(tmp_path: Path) -> Non
     by_name = {s.function.name: s for s in project.sqs_sources}
     a, b = by_name["handle_a"], by_name["handle_b"]
     assert (a.queue, a.batch_size, b.queue, b.batch_size) == ("queue-a", 1, "queue-b", 10)
-    assert a.function.handler == "app.handle_a"
+    assert (a.function.handler, b.function.handler) == ("app.handle_a", "app.on_queue_b")
     assert a.function.function_name == "toy-dev-handle_a"
     assert (a.function.concurrency, b.function.concurrency) == (1, 4)
     assert (a.function.timeout_seconds, a.function.memory_size) == (1, 256)
@@ -771,6 +771,27 @@ def test_an_invocation_past_the_timeout_is_killed_and_the_next_one_cold_starts(
     after = next(s for s in toy.starts("handle_a") if "after" in s["event"]["Records"][0]["body"])
     assert after["pid"] != slow["pid"]
     assert "outcome=failed deleted=0" in runner.log
+
+
+def test_an_instance_that_dies_fails_its_batch_and_is_replaced(
+    make_toy: Callable[..., Toy],
+    make_queue: Callable[..., Queue],
+    start_runner: Callable[..., Runner],
+    sqs: Any,
+) -> None:
+    toy = make_toy(queue_a=make_queue(visibility=1, max_receive_count=1))
+    send(sqs, toy.queue_a, "die", exit=True)
+    runner = start_runner(toy)
+    wait_for(lambda: "exit status 3" in runner.log, 15, "the instance to die")
+    after_id = send(sqs, toy.queue_a, "after")
+
+    def after_line() -> str | None:
+        return next((line for line in runner.log.splitlines() if f"ids={after_id}" in line), None)
+
+    line = wait_for(after_line, 15, "the next invocation's log line")
+    assert "outcome=succeeded" in line and "start=cold" in line
+    died = next(line for line in runner.log.splitlines() if "exit status 3" in line)
+    assert "outcome=failed deleted=0" in died
 
 
 @needs_proc
