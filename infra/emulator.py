@@ -228,6 +228,7 @@ def start_emulator(
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_IMPORT_ROOT), env.get("PYTHONPATH")) if p)
     process = subprocess.Popen(
         [sys.executable, "-m", "infra.emulator", "--port", str(port), "--no-reuse"],
+        cwd=_IMPORT_ROOT,  # `-m` looks in the working directory first
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=output,

@@ -162,6 +162,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "infra.emulator", *args],
         check=False,  # the exit status is what these tests look at
+        cwd=IMPORT_ROOT,  # `-m` looks in the working directory first
         env=env,
         capture_output=True,
         text=True,
@@ -189,7 +190,11 @@ def test_cli_serves_on_the_port_from_the_environment(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(IMPORT_ROOT), EMULATOR_PORT=str(port))
     with (tmp_path / "out.log").open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "infra.emulator"], env=env, stdout=output, stderr=output
+            [sys.executable, "-m", "infra.emulator"],
+            cwd=IMPORT_ROOT,
+            env=env,
+            stdout=output,
+            stderr=output,
         )
         handle = EmulatorHandle(port, process)  # so that stop() waits for the port
         try:

@@ -527,6 +527,7 @@ def start_runner(emulator: EmulatorHandle, tmp_path: Path) -> Iterator[Callable[
         ]  # fmt: skip
         process = subprocess.Popen(
             command,
+            cwd=IMPORT_ROOT,  # `-m` looks in the working directory first
             env=runner_environment(emulator.url),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
