@@ -1,0 +1,362 @@
+"""The embedded AWS emulator: moto's server on 127.0.0.1, or an endpoint already there.
+
+Command line (a foreground process, for ``make emulator`` and CI)::
+
+    python -m infra.emulator [--port N] [--no-reuse] [--log-requests]
+
+The port defaults to ``$EMULATOR_PORT``, else 4566 (LocalStack's port, so tools that
+assume LocalStack find it). If an AWS-compatible endpoint already answers there (a
+user's LocalStack, or a moto server started earlier), the command says so and exits 0:
+that endpoint is the emulator, nothing is started. Otherwise it runs moto's server in
+the foreground, prints the endpoint once it answers, and stops cleanly on SIGINT or
+SIGTERM (exit 0, no traceback). It exits 1 if the port is taken by something that does
+not answer like AWS, or (with ``--no-reuse``) by an endpoint that does.
+
+Python API, for tooling and tests::
+
+    endpoint_answers(url, timeout=1.0) -> bool
+    free_port() -> int
+    start_emulator(port=None, *, output=None, ready_timeout=15.0) -> EmulatorHandle
+    ensure_emulator(port=None) -> EmulatorHandle
+
+An ``EmulatorHandle`` is a context manager with ``.url``, ``.port``, ``.owned`` and
+``.stop()``; stopping a handle that owns its server leaves no process and frees the
+port, stopping one that reuses somebody else's endpoint does nothing.
+
+Readiness is always a real AWS call (SQS ListQueues with dummy credentials), never a
+sleep: "the port accepts connections" is not "the emulator answers".
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any, Self
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 4566  # LocalStack's edge port: SDK-based tools and docs assume it
+PORT_ENV = "EMULATOR_PORT"
+
+# The directory that holds the `infra` package, so a child `python -m infra.emulator`
+# imports this very code whatever the caller's working directory.
+_IMPORT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class EmulatorError(RuntimeError):
+    """The emulator could not be started, or did not answer in time."""
+
+
+def endpoint_url(port: int) -> str:
+    """The emulator's URL on the loopback interface for ``port``."""
+    return f"http://{HOST}:{port}"
+
+
+def default_port(environ: Mapping[str, str] | None = None) -> int:
+    """``$EMULATOR_PORT`` if set, else 4566.
+
+    Raises ``ValueError`` naming the variable if it is set but not a port number.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(PORT_ENV)
+    if not raw:
+        return DEFAULT_PORT
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{PORT_ENV}={raw!r} is not a port number") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_session() -> boto3.session.Session:
+    # Built once, on first use (never at import): a session loads service models, and
+    # readiness polling would otherwise pay for that on every attempt.
+    return boto3.session.Session(
+        aws_access_key_id="emulator", aws_secret_access_key="emulator", region_name="us-east-1"
+    )
+
+
+def endpoint_answers(url: str, timeout: float = 1.0) -> bool:
+    """True if an AWS-compatible endpoint answers SQS ListQueues at ``url``.
+
+    Uses dummy credentials (emulators accept any), one attempt and ``timeout`` seconds
+    for connecting and for reading. Anything else (refused connection, timeout, an HTTP
+    server that is not AWS-shaped, an AWS error) is False: the question is "can boto3
+    work against this", not "is something listening".
+    """
+    client = _probe_session().client(
+        "sqs",
+        endpoint_url=url,
+        config=Config(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"total_max_attempts": 1},
+        ),
+    )
+    try:
+        client.list_queues()
+    except (BotoCoreError, ClientError):
+        return False
+    finally:
+        client.close()
+    return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing is bound to right now (the OS picks it).
+
+    Another process may take it before you bind it; good enough for tests.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_is_free(port: int) -> bool:
+    """True if a server could bind 127.0.0.1:``port`` now.
+
+    SO_REUSEADDR, as servers (werkzeug's included) set it, so sockets of closed
+    connections lingering in TIME_WAIT do not count as taking the port.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``condition()`` until it is true or ``timeout`` seconds pass; return the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+class EmulatorHandle:
+    """An emulator endpoint, and the server process if this handle started it.
+
+    ``owned`` is True when ``process`` is ours to stop; a handle on an endpoint that
+    was already there (``owned`` False) never stops it.
+    """
+
+    def __init__(self, port: int, process: subprocess.Popen[bytes] | None = None) -> None:
+        self.port = port
+        self.process = process
+
+    @property
+    def url(self) -> str:
+        return endpoint_url(self.port)
+
+    @property
+    def owned(self) -> bool:
+        return self.process is not None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server if we own it, and wait until its port is free.
+
+        SIGTERM first (the server shuts down cleanly), SIGKILL if it is still running
+        after ``timeout`` seconds. Idempotent. Raises ``EmulatorError`` if the port is
+        still taken afterwards.
+        """
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if not wait_until(lambda: port_is_free(self.port), timeout):
+            raise EmulatorError(f"port {self.port} is still taken after the emulator stopped")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        pid = self.process.pid if self.process else None
+        return f"EmulatorHandle(url={self.url!r}, owned={self.owned}, pid={pid})"
+
+
+def start_emulator(
+    port: int | None = None,
+    *,
+    output: IO[Any] | None = None,
+    ready_timeout: float = 15.0,
+) -> EmulatorHandle:
+    """Start a moto server in a subprocess on 127.0.0.1:``port`` and wait until it answers.
+
+    ``port`` None picks a free one. The subprocess is ``python -m infra.emulator
+    --no-reuse`` (this module's foreground server); its stdout and stderr go to
+    ``output`` (default: inherited). Raises ``EmulatorError`` if the port is taken,
+    the process exits early, or it does not answer within ``ready_timeout`` seconds;
+    in each case no process is left behind.
+    """
+    port = free_port() if port is None else port
+    if not port_is_free(port):
+        raise EmulatorError(f"port {port} is taken; use ensure_emulator() to reuse an endpoint")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_IMPORT_ROOT), env.get("PYTHONPATH")) if p)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "infra.emulator", "--port", str(port), "--no-reuse"],
+        cwd=_IMPORT_ROOT,  # `-m` looks in the working directory first
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
+    )
+    handle = EmulatorHandle(port, process)
+    url = handle.url
+
+    def answers_or_exited() -> bool:
+        return process.poll() is not None or endpoint_answers(url, timeout=0.5)
+
+    ready = wait_until(answers_or_exited, ready_timeout)
+    if ready and process.poll() is None:
+        return handle
+    code = process.poll()
+    handle.stop()
+    if code is not None:
+        raise EmulatorError(f"the emulator on port {port} exited early with status {code}")
+    raise EmulatorError(f"the emulator on port {port} did not answer within {ready_timeout} s")
+
+
+def ensure_emulator(port: int | None = None) -> EmulatorHandle:
+    """Reuse the endpoint answering on ``port`` if there is one, else start one there.
+
+    ``port`` defaults to ``$EMULATOR_PORT`` or 4566. The handle's ``owned`` says which
+    happened; only an owned handle's ``stop()`` stops anything.
+    """
+    port = default_port() if port is None else port
+    if endpoint_answers(endpoint_url(port)):
+        return EmulatorHandle(port)
+    return start_emulator(port)
+
+
+def serve(port: int, *, log_requests: bool = False, ready_timeout: float = 15.0) -> int:
+    """Run moto's server on 127.0.0.1:``port`` until SIGINT or SIGTERM; return an exit status.
+
+    The server runs in a thread of this process and the main thread only waits for a
+    signal, so a signal stops it through ``ThreadedMotoServer.stop()`` rather than
+    unwinding moto's own CLI (which prints a SystemExit traceback on SIGTERM).
+    """
+    from moto.server import ThreadedMotoServer  # heavy import, needed only here
+
+    if not log_requests:
+        # werkzeug logs every request; the event-source runner long-polls all day.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
+    # start() blocks until the socket is bound and would block forever if binding
+    # failed (the error stays in its thread), so start it aside and judge readiness
+    # by a real AWS call with a deadline.
+    threading.Thread(target=server.start, name="moto-start", daemon=True).start()
+    url = endpoint_url(port)
+    if not wait_until(lambda: stop.is_set() or endpoint_answers(url, 0.5), ready_timeout):
+        print(
+            f"emulator: moto server did not answer at {url} within {ready_timeout} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    if not stop.is_set():
+        print(f"emulator: moto server ready at {url} (export AWS_ENDPOINT_URL={url})", flush=True)
+        while not stop.wait(0.5):
+            pass
+    server.stop()
+    print("emulator: stopped", flush=True)
+    return 0
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.emulator",
+        description="Run moto's AWS emulator on 127.0.0.1, or reuse an endpoint already there.",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"port on 127.0.0.1 (default: ${PORT_ENV}, else {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="fail instead of reusing an endpoint that already answers on the port",
+    )
+    parser.add_argument(
+        "--log-requests",
+        action="store_true",
+        help="log every request moto serves",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    args = _parse_args(argv)
+    try:
+        port = default_port() if args.port is None else args.port
+    except ValueError as err:
+        print(f"emulator: {err}", file=sys.stderr)
+        return 2
+    url = endpoint_url(port)
+    if endpoint_answers(url):
+        if args.no_reuse:
+            print(f"emulator: an endpoint already answers at {url}", file=sys.stderr)
+            return 1
+        print(
+            f"emulator: an AWS-compatible endpoint already answers at {url}; using it "
+            "(nothing started)",
+            flush=True,
+        )
+        return 0
+    if not port_is_free(port):
+        print(
+            f"emulator: port {port} is taken by something that does not answer like AWS",
+            file=sys.stderr,
+        )
+        return 1
+    return serve(port, log_requests=args.log_requests)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

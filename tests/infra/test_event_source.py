@@ -1,0 +1,836 @@
+"""Tests for infra.event_source, the local stand-in for Lambda's SQS event source mapping.
+
+Unit tests hold the pure pieces to AWS's documented behaviour (the event against AWS's
+sample event, the batch outcome against the partial-batch-response rules). Integration
+tests run the runner as users do, ``python -m infra.event_source``, against a real moto
+server and a toy Chalice project, and observe it from outside: queues, a record file the
+toy handlers append to, the runner's log, and /proc.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+import pytest
+
+from infra.emulator import EmulatorHandle, start_emulator
+from infra.event_source import (
+    DEFAULT_CONCURRENCY,
+    InvocationResult,
+    InvocationStatus,
+    Outcome,
+    collect_batch,
+    effective_concurrency,
+    load_project,
+    settle_batch,
+    sqs_event,
+    sqs_message_to_record,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOY_APP = FIXTURES / "toy_project" / "app.py"
+IMPORT_ROOT = Path(__file__).resolve().parents[2]  # holds the `infra` package
+REGION = "us-east-1"
+STAGE = "dev"
+
+
+def docs_event(name: str) -> dict[str, Any]:
+    """A sample event from AWS's documentation (see the fixture's "source")."""
+    event: dict[str, Any] = json.loads((FIXTURES / name).read_text())["event"]
+    return event
+
+
+def shape(value: Any) -> Any:
+    """The structure of a JSON value: same keys, value types in place of values."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(item) for item in value]
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------------------
+# Unit: Lambda's SQS event
+
+
+def test_record_builder_reproduces_aws_sample_standard_event() -> None:
+    expected = docs_event("aws_docs_sqs_event_standard.json")
+    # What boto3's ReceiveMessage returned for the two messages of AWS's sample.
+    received = [
+        {
+            "MessageId": "059f36b4-87a3-44ab-83d2-661975830a7d",
+            "ReceiptHandle": "AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a...",
+            "MD5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3",
+            "Body": "Test message.",
+            "Attributes": {
+                "ApproximateReceiveCount": "1",
+                "SentTimestamp": "1545082649183",
+                "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+                "ApproximateFirstReceiveTimestamp": "1545082649185",
+            },
+        },
+        {
+            "MessageId": "2e1424d4-f796-459a-8184-9c92662be6da",
+            "ReceiptHandle": "AQEBzWwaftRI0KuVm4tP+/7q1rGgNqicHq...",
+            "MD5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3",
+            "Body": "Test message.",
+            "Attributes": {
+                "ApproximateReceiveCount": "1",
+                "SentTimestamp": "1545082650636",
+                "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+                "ApproximateFirstReceiveTimestamp": "1545082650649",
+            },
+        },
+    ]
+
+    event = sqs_event(received, "arn:aws:sqs:us-east-2:123456789012:my-queue", "us-east-2")
+
+    assert event == expected
+    assert shape(event) == shape(expected)  # `==` alone would let 1 == 1.0 through
+    assert json.dumps(event) == json.dumps(expected)  # key order too
+
+
+def test_record_builder_reproduces_aws_sample_fifo_event() -> None:
+    expected = docs_event("aws_docs_sqs_event_fifo.json")["Records"][0]
+    received = {
+        "MessageId": "11d6ee51-4cc7-4302-9e22-7cd8afdaadf5",
+        "ReceiptHandle": "AQEBBX8nesZEXmkhsmZeyIE8iQAMig7qw...",
+        "MD5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3",
+        "Body": "Test message.",
+        "Attributes": dict(expected["attributes"]),  # SQS's system attributes pass as-is
+    }
+
+    record = sqs_message_to_record(
+        received, "arn:aws:sqs:us-east-2:123456789012:fifo.fifo", "us-east-2"
+    )
+
+    assert record == expected
+    assert shape(record) == shape(expected)
+
+
+def test_message_attributes_take_lambdas_shape() -> None:
+    received = {
+        "MessageId": "m1",
+        "ReceiptHandle": "r1",
+        "MD5OfBody": "b",
+        "Body": "{}",
+        "Attributes": {"ApproximateReceiveCount": "1", "AWSTraceHeader": "Root=1-abc"},
+        "MD5OfMessageAttributes": "a",
+        "MessageAttributes": {
+            "myAttribute": {"StringValue": "myValue", "DataType": "String"},
+            "count": {"StringValue": "3", "DataType": "Number.int"},
+            "blob": {"BinaryValue": b"\x00\x01\xff", "DataType": "Binary"},
+        },
+    }
+
+    record = sqs_message_to_record(received, "arn:aws:sqs:us-east-1:1:q", "us-east-1")
+
+    # As in the current AWS sample: lowercase keys, both list keys always present,
+    # binary values as base64 text.
+    assert record["messageAttributes"] == {
+        "myAttribute": {
+            "stringValue": "myValue",
+            "stringListValues": [],
+            "binaryListValues": [],
+            "dataType": "String",
+        },
+        "count": {
+            "stringValue": "3",
+            "stringListValues": [],
+            "binaryListValues": [],
+            "dataType": "Number.int",
+        },
+        "blob": {
+            "binaryValue": base64.b64encode(b"\x00\x01\xff").decode(),
+            "stringListValues": [],
+            "binaryListValues": [],
+            "dataType": "Binary",
+        },
+    }
+    assert record["md5OfMessageAttributes"] == "a"
+    assert record["attributes"]["AWSTraceHeader"] == "Root=1-abc"
+
+
+# --------------------------------------------------------------------------------------
+# Unit: settling a batch
+
+IDS = ("m1", "m2", "m3")
+
+
+def returned(response: Any) -> InvocationResult:
+    return InvocationResult(InvocationStatus.RETURNED, response=response)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [None, {}, "done", [1, 2], {"batchItemFailures": None}, {"batchItemFailures": []}],
+    ids=["null", "empty-object", "string", "list", "null-list", "empty-list"],
+)
+def test_a_response_without_item_failures_deletes_the_whole_batch(response: Any) -> None:
+    settlement = settle_batch(returned(response), IDS)
+    assert settlement.outcome is Outcome.SUCCEEDED
+    assert settlement.delete == IDS
+
+
+def test_batch_item_failures_delete_only_the_other_records() -> None:
+    response = {"batchItemFailures": [{"itemIdentifier": "m2"}]}
+    settlement = settle_batch(returned(response), IDS)
+    assert settlement.outcome is Outcome.PARTIAL
+    assert settlement.delete == ("m1", "m3")
+
+
+def test_every_record_reported_failed_deletes_nothing() -> None:
+    response = {"batchItemFailures": [{"itemIdentifier": i} for i in IDS]}
+    settlement = settle_batch(returned(response), IDS)
+    assert settlement.outcome is Outcome.PARTIAL
+    assert settlement.delete == ()
+
+
+@pytest.mark.parametrize(
+    "failures",
+    [
+        "m2",
+        {"itemIdentifier": "m2"},
+        ["m2"],
+        [{"ItemIdentifier": "m2"}],
+        [{"itemIdentifier": None}],
+        [{"itemIdentifier": ""}],
+        [{"itemIdentifier": "not-in-batch"}],
+        [{"itemIdentifier": "m1"}, {"itemIdentifier": 2}],
+    ],
+    ids=[
+        "string",
+        "object",
+        "bare-ids",
+        "wrong-key-case",
+        "null-id",
+        "empty-id",
+        "unknown-id",
+        "one-bad-entry",
+    ],
+)
+def test_a_malformed_batch_response_fails_the_whole_batch(failures: Any) -> None:
+    settlement = settle_batch(returned({"batchItemFailures": failures}), IDS)
+    assert settlement.outcome is Outcome.FAILED
+    assert settlement.delete == ()
+    assert "malformed" in settlement.reason
+
+
+@pytest.mark.parametrize(
+    "status", [InvocationStatus.RAISED, InvocationStatus.TIMED_OUT, InvocationStatus.DIED]
+)
+def test_an_invocation_that_did_not_return_deletes_nothing(status: InvocationStatus) -> None:
+    settlement = settle_batch(InvocationResult(status, error="why"), IDS)
+    assert settlement.outcome is Outcome.FAILED
+    assert settlement.delete == ()
+    assert settlement.reason == "why"
+
+
+# --------------------------------------------------------------------------------------
+# Unit: concurrency and batching
+
+
+@pytest.mark.parametrize(
+    ("reserved", "maximum", "expected"),
+    [(None, None, DEFAULT_CONCURRENCY), (1, None, 1), (0, None, 0), (5, 2, 2), (None, 3, 3)],
+)
+def test_effective_concurrency(reserved: int | None, maximum: int | None, expected: int) -> None:
+    assert effective_concurrency(reserved, maximum) == expected
+
+
+class FakeQueue:
+    """receive() answers from a script; the clock advances by each call's wait."""
+
+    def __init__(self, answers: list[int]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[int, int]] = []
+        self.now = 0.0
+
+    def receive(self, max_messages: int, wait_seconds: int) -> list[dict[str, Any]]:
+        self.calls.append((max_messages, wait_seconds))
+        count = min(self.answers.pop(0) if self.answers else 0, max_messages)
+        if not count:
+            self.now += wait_seconds  # an empty long poll waits it out
+        return [{"MessageId": str(uuid.uuid4())} for _ in range(count)]
+
+    def clock(self) -> float:
+        return self.now
+
+
+def test_without_window_the_first_answer_is_the_batch() -> None:
+    queue = FakeQueue([3, 5])
+    batch = collect_batch(queue.receive, 10, 0, 20, queue.clock)
+    assert len(batch) == 3
+    assert queue.calls == [(10, 20)]
+
+
+def test_window_collects_until_the_batch_is_full() -> None:
+    queue = FakeQueue([4, 4, 4])
+    batch = collect_batch(queue.receive, 10, 5, 20, queue.clock)
+    assert len(batch) == 10
+    assert queue.calls == [(10, 20), (6, 5), (2, 5)]  # never asks for more than is missing
+
+
+def test_window_stops_collecting_when_it_elapses() -> None:
+    queue = FakeQueue([2])
+    batch = collect_batch(queue.receive, 10, 3, 20, queue.clock)
+    assert len(batch) == 2
+    assert queue.calls == [(10, 20), (8, 3)]
+
+
+def test_no_receive_asks_for_more_than_ten() -> None:
+    queue = FakeQueue([10, 10, 10])
+    batch = collect_batch(queue.receive, 25, 5, 20, queue.clock)
+    assert len(batch) == 25
+    assert [c[0] for c in queue.calls] == [10, 10, 5]
+
+
+def test_an_empty_poll_is_an_empty_batch() -> None:
+    queue = FakeQueue([0])
+    assert collect_batch(queue.receive, 10, 5, 20, queue.clock) == []
+
+
+# --------------------------------------------------------------------------------------
+# The toy project
+
+
+def toy_config(queue_a: str, queue_b: str, records: Path, **stage_overrides: Any) -> dict[str, Any]:
+    """The toy project's .chalice/config.json: one stage, per-function overrides."""
+    stage: dict[str, Any] = {
+        "reserved_concurrency": 1,
+        "lambda_timeout": 1,
+        "lambda_memory_size": 256,
+        "environment_variables": {
+            "TOY_QUEUE_A": queue_a,
+            "TOY_QUEUE_B": queue_b,
+            "TOY_RECORD_FILE": str(records),
+            "TOY_STAGE_VAR": "from-stage",
+        },
+        "lambda_functions": {
+            "handle_a": {"environment_variables": {"TOY_FUNCTION_VAR": "only-a"}},
+            "handle_b": {"lambda_memory_size": 512},
+        },
+    }
+    stage.update(stage_overrides)
+    return {"version": "2.0", "app_name": "toy", "stages": {STAGE: stage}}
+
+
+def write_toy_project(directory: Path, config: dict[str, Any]) -> Path:
+    (directory / ".chalice").mkdir(parents=True)
+    shutil.copy(TOY_APP, directory / "app.py")
+    (directory / ".chalice" / "config.json").write_text(json.dumps(config, indent=2))
+    return directory
+
+
+@pytest.fixture
+def isolated_app_import(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Let a test import a project's `app` module in-process and leave no trace of it."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    previous = sys.modules.pop("app", None)
+    yield
+    sys.modules.pop("app", None)
+    if previous is not None:
+        sys.modules["app"] = previous
+
+
+@pytest.mark.usefixtures("isolated_app_import")
+def test_load_project_reads_every_setting_through_chalice(tmp_path: Path) -> None:
+    config = toy_config("queue-a", "queue-b", tmp_path / "records.jsonl")
+    config["stages"][STAGE]["lambda_functions"]["handle_b"]["reserved_concurrency"] = 4
+    project_dir = write_toy_project(tmp_path / "toy", config)
+
+    project = load_project(str(project_dir), STAGE)
+
+    by_name = {s.function.name: s for s in project.sqs_sources}
+    a, b = by_name["handle_a"], by_name["handle_b"]
+    assert (a.queue, a.batch_size, b.queue, b.batch_size) == ("queue-a", 1, "queue-b", 10)
+    assert (a.function.handler, b.function.handler) == ("app.handle_a", "app.on_queue_b")
+    assert a.function.function_name == "toy-dev-handle_a"
+    assert (a.function.concurrency, b.function.concurrency) == (1, 4)
+    assert (a.function.timeout_seconds, a.function.memory_size) == (1, 256)
+    assert b.function.memory_size == 512
+    assert a.function.environment["TOY_FUNCTION_VAR"] == "only-a"
+    assert "TOY_FUNCTION_VAR" not in b.function.environment
+    assert b.function.environment["TOY_STAGE_VAR"] == "from-stage"
+    assert project.not_emulated == []
+
+
+# --------------------------------------------------------------------------------------
+# Integration: the runner as a process, against a real moto server
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorHandle]:
+    with start_emulator() as handle:
+        yield handle
+
+
+@pytest.fixture
+def sqs(emulator: EmulatorHandle) -> Any:
+    return boto3.client(
+        "sqs",
+        endpoint_url=emulator.url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@dataclass
+class Queue:
+    name: str
+    url: str
+    arn: str
+    dlq_url: str | None = None
+
+
+@pytest.fixture
+def make_queue(sqs: Any) -> Iterator[Callable[..., Queue]]:
+    """Factory for a fresh queue (unique name), optionally with a dead-letter queue."""
+    urls: list[str] = []
+
+    def make(visibility: int = 5, max_receive_count: int | None = None) -> Queue:
+        # 5 s by default: well past a cold start plus the toy's work, so a message is
+        # redelivered only when a test means it to be (visibility=1 and a failure).
+        name = f"q-{uuid.uuid4().hex[:12]}"
+        attributes = {"VisibilityTimeout": str(visibility)}
+        dlq_url = None
+        if max_receive_count is not None:
+            dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+            urls.append(dlq_url)
+            dlq_arn = queue_attribute(sqs, dlq_url, "QueueArn")
+            attributes["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}
+            )
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        urls.append(url)
+        return Queue(name, url, queue_attribute(sqs, url, "QueueArn"), dlq_url)
+
+    yield make
+    for url in urls:
+        sqs.delete_queue(QueueUrl=url)
+
+
+def queue_attribute(sqs: Any, url: str, name: str) -> str:
+    value: str = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[name])["Attributes"][name]
+    return value
+
+
+def messages_in(sqs: Any, queue: Queue) -> int:
+    """Visible plus in-flight messages."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue.url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(v) for v in attributes.values())
+
+
+def send(sqs: Any, queue: Queue, tag: str, **command: Any) -> str:
+    message_id: str = sqs.send_message(
+        QueueUrl=queue.url, MessageBody=json.dumps({"tag": tag, **command})
+    )["MessageId"]
+    return message_id
+
+
+@dataclass
+class Toy:
+    directory: Path
+    records: Path
+    queue_a: Queue
+    queue_b: Queue
+
+    def read_records(self) -> list[dict[str, Any]]:
+        if not self.records.exists():
+            return []
+        return [json.loads(line) for line in self.records.read_text().splitlines()]
+
+    def starts(self, function: str) -> list[dict[str, Any]]:
+        return [
+            r for r in self.read_records() if r["phase"] == "start" and r["function"] == function
+        ]
+
+    def tags_seen(self, function: str) -> list[str]:
+        """Tags of every record delivered to ``function``, one per delivery."""
+        return [
+            json.loads(record["body"])["tag"]
+            for start in self.starts(function)
+            for record in start["event"]["Records"]
+        ]
+
+
+@pytest.fixture
+def make_toy(tmp_path: Path, make_queue: Callable[..., Queue]) -> Callable[..., Toy]:
+    """Factory: the toy project under tmp_path, wired to fresh queues A and B."""
+
+    def make(
+        queue_a: Queue | None = None, queue_b: Queue | None = None, **stage_overrides: Any
+    ) -> Toy:
+        a = queue_a or make_queue()
+        b = queue_b or make_queue()
+        records = tmp_path / "records.jsonl"
+        config = toy_config(a.name, b.name, records, **stage_overrides)
+        return Toy(write_toy_project(tmp_path / "toy", config), records, a, b)
+
+    return make
+
+
+@dataclass
+class Runner:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: BinaryIO
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def runner_environment(endpoint: str) -> dict[str, str]:
+    """The shell a user runs the runner from: boto3's standard variables, no profile."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        PYTHONPATH=os.pathsep.join(p for p in (str(IMPORT_ROOT), env.get("PYTHONPATH")) if p),
+    )
+    return env
+
+
+@pytest.fixture
+def start_runner(emulator: EmulatorHandle, tmp_path: Path) -> Iterator[Callable[..., Runner]]:
+    """Factory: ``python -m infra.event_source`` on a project; stopped after the test."""
+    runners: list[Runner] = []
+
+    def start(toy: Toy, *extra: str) -> Runner:
+        log_path = tmp_path / f"runner-{len(runners)}.log"
+        log_file = log_path.open("wb")
+        command = [
+            sys.executable, "-m", "infra.event_source",
+            "--project-dir", str(toy.directory), "--stage", STAGE, "--poll-seconds", "1",
+            *extra,
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command,
+            cwd=IMPORT_ROOT,  # `-m` looks in the working directory first
+            env=runner_environment(emulator.url),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own, so cleanup can reach stragglers
+        )
+        runners.append(Runner(process, log_path, log_file))
+        return runners[-1]
+
+    yield start
+    for runner in runners:
+        if runner.process.poll() is None:
+            runner.process.terminate()
+            try:
+                runner.process.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(runner.process.pid, signal.SIGKILL)
+                runner.process.wait()
+        runner.log_file.close()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter from /proc/<pid>/stat (R, S, Z...), None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def is_running(pid: int) -> bool:
+    return process_state(pid) not in (None, "Z")
+
+
+def child_pids(parent: int) -> set[int]:
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            children.add(int(entry.name))
+    return children
+
+
+def overlaps(starts_and_ends: list[tuple[float, float]]) -> int:
+    """The largest number of intervals open at one time."""
+    edges = sorted([(s, 1) for s, _ in starts_and_ends] + [(e, -1) for _, e in starts_and_ends])
+    open_now = peak = 0
+    for _, step in edges:
+        open_now += step
+        peak = max(peak, open_now)
+    return peak
+
+
+def intervals(toy: Toy, function: str) -> list[tuple[float, float]]:
+    """(start, end) of each completed invocation of ``function``, paired by process."""
+    records = [r for r in toy.read_records() if r["function"] == function]
+    started: dict[int, float] = {}
+    result = []
+    for record in records:
+        if record["phase"] == "start":
+            started[record["pid"]] = record["time"]
+        else:
+            result.append((started.pop(record["pid"]), record["time"]))
+    return result
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+
+def test_both_queues_are_served_with_lambdas_event_context_and_environment(
+    make_toy: Callable[..., Toy], start_runner: Callable[..., Runner], sqs: Any
+) -> None:
+    toy = make_toy()
+    sqs.send_message(
+        QueueUrl=toy.queue_a.url,
+        MessageBody=json.dumps({"tag": "a0"}),
+        MessageAttributes={
+            "kind": {"DataType": "String", "StringValue": "demo"},
+            "blob": {"DataType": "Binary", "BinaryValue": b"\x00\xff"},
+        },
+    )
+    send(sqs, toy.queue_a, "a1", sleep=0.2)
+    send(sqs, toy.queue_a, "a2", sleep=0.2)
+    send(sqs, toy.queue_b, "b0")
+
+    runner = start_runner(toy, "--burst")
+    assert runner.process.wait(30) == 0, runner.log
+
+    assert sorted(toy.tags_seen("handle_a")) == ["a0", "a1", "a2"]
+    assert toy.tags_seen("handle_b") == ["b0"]
+    assert messages_in(sqs, toy.queue_a) == messages_in(sqs, toy.queue_b) == 0
+
+    # The event: Lambda's shape, exactly as AWS's sample for a message without attributes.
+    sample = docs_event("aws_docs_sqs_event_standard.json")["Records"][0]
+    (b_start,) = toy.starts("handle_b")
+    (b_record,) = b_start["event"]["Records"]
+    assert shape(b_record) == shape(sample)
+    assert (b_record["eventSourceARN"], b_record["awsRegion"]) == (toy.queue_b.arn, REGION)
+    a0 = next(s for s in toy.starts("handle_a") if "a0" in s["event"]["Records"][0]["body"])
+    a0_record = a0["event"]["Records"][0]
+    assert a0_record["messageAttributes"]["kind"] == {
+        "stringValue": "demo", "stringListValues": [], "binaryListValues": [], "dataType": "String",
+    }  # fmt: skip
+    assert base64.b64decode(a0_record["messageAttributes"]["blob"]["binaryValue"]) == b"\x00\xff"
+    assert isinstance(a0_record["md5OfMessageAttributes"], str)
+
+    # The context and environment each function was configured with.
+    for start in toy.starts("handle_a"):
+        assert start["context"]["function_name"] == "toy-dev-handle_a"
+        assert start["context"]["memory_limit_in_mb"] == 256
+        assert 0 < start["context"]["remaining_ms"] <= 1000
+        assert start["env"] == {
+            "TOY_STAGE_VAR": "from-stage",
+            "TOY_FUNCTION_VAR": "only-a",
+            "AWS_LAMBDA_FUNCTION_NAME": "toy-dev-handle_a",
+        }
+    assert b_start["context"]["memory_limit_in_mb"] == 512
+    assert b_start["env"]["TOY_FUNCTION_VAR"] is None
+
+    # Reserved concurrency 1: one instance, started cold once, then warm, never overlapping.
+    assert len({s["pid"] for s in toy.starts("handle_a")}) == 1
+    assert overlaps(intervals(toy, "handle_a")) == 1
+    a_lines = [line for line in runner.log.splitlines() if "function=toy-dev-handle_a" in line]
+    assert len(a_lines) == 3
+    assert sum("start=cold" in line for line in a_lines) == 1
+    assert all("outcome=succeeded deleted=1" in line for line in a_lines)
+    assert "toy handle_b: {'tag': 'b0'}" in runner.log  # the handler's own output
+
+
+@pytest.mark.parametrize("reserved", [1, 3])
+def test_reserved_concurrency_bounds_the_instances_running_at_once(
+    reserved: int,
+    make_toy: Callable[..., Toy],
+    start_runner: Callable[..., Runner],
+    sqs: Any,
+) -> None:
+    toy = make_toy(reserved_concurrency=reserved)
+    for n in range(3):
+        send(sqs, toy.queue_a, f"a{n}", sleep=0.6)
+
+    assert start_runner(toy, "--burst").process.wait(30) == 0
+
+    spans = intervals(toy, "handle_a")
+    assert len(spans) == 3
+    if reserved == 1:
+        assert overlaps(spans) == 1
+    else:  # the same measure does see overlap when slots allow it
+        assert 2 <= overlaps(spans) <= 3
+    assert len({s["pid"] for s in toy.starts("handle_a")}) <= reserved
+
+
+def test_a_failing_message_is_redelivered_then_dead_lettered(
+    make_toy: Callable[..., Toy],
+    make_queue: Callable[..., Queue],
+    start_runner: Callable[..., Runner],
+    sqs: Any,
+) -> None:
+    toy = make_toy(queue_a=make_queue(visibility=1, max_receive_count=2))
+    send(sqs, toy.queue_a, "boom", **{"raise": True})
+    runner = start_runner(toy)
+
+    def dead_lettered() -> list[dict[str, Any]]:
+        response = sqs.receive_message(QueueUrl=toy.queue_a.dlq_url, WaitTimeSeconds=1)
+        messages: list[dict[str, Any]] = response.get("Messages", [])
+        return messages
+
+    (dead,) = wait_for(dead_lettered, 20, "the message in the dead-letter queue")
+
+    assert json.loads(dead["Body"])["tag"] == "boom"
+    counts = [
+        s["event"]["Records"][0]["attributes"]["ApproximateReceiveCount"]
+        for s in toy.starts("handle_a")
+    ]
+    assert counts == ["1", "2"]  # maxReceiveCount deliveries, then SQS's redrive
+    assert runner.log.count("outcome=failed deleted=0") == 2
+    assert "RuntimeError: toy failure for boom" in runner.log  # the traceback is logged
+
+
+def test_batch_item_failures_delete_only_the_successful_records(
+    make_toy: Callable[..., Toy],
+    make_queue: Callable[..., Queue],
+    start_runner: Callable[..., Runner],
+    sqs: Any,
+) -> None:
+    toy = make_toy(queue_b=make_queue(visibility=1, max_receive_count=2))
+    sqs.send_message_batch(
+        QueueUrl=toy.queue_b.url,
+        Entries=[
+            {"Id": tag, "MessageBody": json.dumps({"tag": tag, "fail": tag == "bad"})}
+            for tag in ("ok1", "bad", "ok2")
+        ],
+    )
+    runner = start_runner(toy)
+
+    wait_for(lambda: queue_attribute(sqs, toy.queue_b.dlq_url or "", "ApproximateNumberOfMessages")
+             == "1", 20, "the failed record in the dead-letter queue")  # fmt: skip
+
+    seen = toy.tags_seen("handle_b")
+    assert (seen.count("ok1"), seen.count("ok2"), seen.count("bad")) == (1, 1, 2)
+    assert "outcome=partial" in runner.log
+    assert messages_in(sqs, toy.queue_b) == 0
+
+
+@needs_proc
+def test_an_invocation_past_the_timeout_is_killed_and_the_next_one_cold_starts(
+    make_toy: Callable[..., Toy],
+    make_queue: Callable[..., Queue],
+    start_runner: Callable[..., Runner],
+    sqs: Any,
+) -> None:
+    toy = make_toy(queue_a=make_queue(visibility=1, max_receive_count=1))
+    send(sqs, toy.queue_a, "slow", sleep=30)
+    runner = start_runner(toy)
+    (slow,) = wait_for(lambda: toy.starts("handle_a"), 15, "the slow invocation to start")
+
+    wait_for(lambda: "Task timed out after 1.00 seconds" in runner.log, 5, "the timeout")
+    wait_for(lambda: not is_running(slow["pid"]), 2, "the timed-out instance to be killed")
+    after_id = send(sqs, toy.queue_a, "after")
+
+    def after_line() -> str | None:
+        return next((line for line in runner.log.splitlines() if f"ids={after_id}" in line), None)
+
+    line = wait_for(after_line, 15, "the next invocation's log line")
+    assert "outcome=succeeded" in line and "start=cold" in line
+    after = next(s for s in toy.starts("handle_a") if "after" in s["event"]["Records"][0]["body"])
+    assert after["pid"] != slow["pid"]
+    assert "outcome=failed deleted=0" in runner.log
+
+
+def test_an_instance_that_dies_fails_its_batch_and_is_replaced(
+    make_toy: Callable[..., Toy],
+    make_queue: Callable[..., Queue],
+    start_runner: Callable[..., Runner],
+    sqs: Any,
+) -> None:
+    toy = make_toy(queue_a=make_queue(visibility=1, max_receive_count=1))
+    send(sqs, toy.queue_a, "die", exit=True)
+    runner = start_runner(toy)
+    wait_for(lambda: "exit status 3" in runner.log, 15, "the instance to die")
+    after_id = send(sqs, toy.queue_a, "after")
+
+    def after_line() -> str | None:
+        return next((line for line in runner.log.splitlines() if f"ids={after_id}" in line), None)
+
+    line = wait_for(after_line, 15, "the next invocation's log line")
+    assert "outcome=succeeded" in line and "start=cold" in line
+    died = next(line for line in runner.log.splitlines() if "exit status 3" in line)
+    assert "outcome=failed deleted=0" in died
+
+
+@needs_proc
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_runner_and_all_its_children_promptly(
+    signum: int,
+    make_toy: Callable[..., Toy],
+    make_queue: Callable[..., Queue],
+    start_runner: Callable[..., Runner],
+    sqs: Any,
+) -> None:
+    # A long timeout (and a queue that allows it) so the handler is busy when we signal.
+    toy = make_toy(
+        queue_a=make_queue(visibility=60), queue_b=make_queue(visibility=60), lambda_timeout=30
+    )
+    send(sqs, toy.queue_a, "long", sleep=30)
+    runner = start_runner(toy)
+    (busy,) = wait_for(lambda: toy.starts("handle_a"), 15, "the invocation to start")
+    children = child_pids(runner.process.pid)
+    assert busy["pid"] in children
+
+    began = time.monotonic()
+    runner.process.send_signal(signum)
+    assert runner.process.wait(5) == 0
+    assert time.monotonic() - began < 2.5
+
+    wait_for(lambda: not any(is_running(pid) for pid in children), 2, "children to exit")
+    # The message was neither deleted nor made visible: it is still in flight.
+    assert messages_in(sqs, toy.queue_a) == 1
+    assert queue_attribute(sqs, toy.queue_a.url, "ApproximateNumberOfMessages") == "0"
+
+
+def test_a_function_timeout_longer_than_the_visibility_timeout_is_refused(
+    make_toy: Callable[..., Toy], start_runner: Callable[..., Runner]
+) -> None:
+    toy = make_toy(lambda_timeout=6)  # the toy's queues have a 5 s visibility timeout
+
+    runner = start_runner(toy, "--burst")
+
+    assert runner.process.wait(15) == 2
+    assert "visibility timeout: 5 seconds is less than function timeout: 6" in runner.log
