@@ -68,13 +68,25 @@ def queue_consumers(config: Config) -> dict[str, str]:
     }
 
 
+# Chalice's default function timeout, when config.json sets none.
+CHALICE_DEFAULT_TIMEOUT = 60
+
+
 def parameters_for_stage(config: Config, stage: str) -> dict[str, str]:
-    """Template parameters derived from the stage's function settings."""
-    timeouts = [
-        config.scope(stage, handler).lambda_timeout or 3 for handler in queue_consumers(config)
-    ]
+    """Template parameters derived from the stage's function settings: each queue's
+    visibility timeout is 6 x the timeout of the function that consumes it."""
+    timeout_by_queue: dict[str, int] = {}
+    for handler, queue in queue_consumers(config).items():
+        timeout = config.scope(stage, handler).lambda_timeout or CHALICE_DEFAULT_TIMEOUT
+        timeout_by_queue[queue] = max(timeout, timeout_by_queue.get(queue, 0))
+    env = config.environment_variables
+
+    def visibility(queue_setting: str) -> str:
+        return str(VISIBILITY_TIMEOUT_FACTOR * timeout_by_queue[env[queue_setting]])
+
     return {
-        "VisibilityTimeoutSeconds": str(VISIBILITY_TIMEOUT_FACTOR * max(timeouts)),
+        "VisibilityTimeoutSeconds": visibility(settings.QUEUE_NAME),
+        "DeadLetterVisibilityTimeoutSeconds": visibility(settings.DEAD_LETTER_QUEUE_NAME),
         "ExpiryAttributeName": jobs.EXPIRES_AT,
         "StatusIndexName": jobs.STATUS_INDEX,
         "RecentIndexName": jobs.RECENT_INDEX,

@@ -36,13 +36,19 @@ def test_template_declares_queue_dlq_and_table(aws: dict[str, str]) -> None:
     assert table["KeySchema"] == [{"AttributeName": "job_id", "KeyType": "HASH"}]
 
 
-def test_visibility_timeout_is_six_times_the_worker_timeout(aws: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("queue_url", "consumer"),
+    [("QueueUrl", "process_job"), ("DeadLetterQueueUrl", "process_dead_letters")],
+)
+def test_visibility_timeout_is_six_times_the_consumers_timeout(
+    aws: dict[str, str], queue_url: str, consumer: str
+) -> None:
     config = stack.load_chalice_config("local")
-    worker_timeout = config.scope("local", "process_job").lambda_timeout
-    attributes = boto3.client("sqs").get_queue_attributes(
-        QueueUrl=aws["QueueUrl"], AttributeNames=["VisibilityTimeout"]
-    )["Attributes"]
-    assert int(attributes["VisibilityTimeout"]) == 6 * worker_timeout
+    timeout = config.scope("local", consumer).lambda_timeout
+    sqs = boto3.client("sqs")
+    url = aws.get(queue_url) or sqs.get_queue_url(QueueName=aws["DeadLetterQueueName"])["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
+    assert int(attributes["Attributes"]["VisibilityTimeout"]) == 6 * timeout
 
 
 def test_worker_settings_come_from_chalice_config(monkeypatch: pytest.MonkeyPatch) -> None:
