@@ -61,10 +61,15 @@ AWS is reached only through boto3's standard settings (``AWS_ENDPOINT_URL``,
 ``AWS_DEFAULT_REGION``, credentials from the environment): the same runner works against
 moto, LocalStack or a real account.
 
-Extending: a second kind of trigger (``@app.schedule`` for a periodic check) is one more
-class with the ``EventSource`` shape next to ``SQSEventSource``, and one more list in
-``ProjectSettings``; instances, concurrency, timeouts and logging are shared through
-``FunctionRuntime``.
+Scheduled handlers (``@app.schedule`` with a ``rate(...)`` expression, as EventBridge
+runs them) are served too, by ``ScheduleEventSource``: every period it invokes the
+function with EventBridge's "Scheduled Event", first one period after start, as a new
+rule does. ``--schedule-period-seconds`` shortens every period (for tests that cannot wait
+a minute); cron expressions are reported as not emulated.
+
+Extending: another kind of trigger is one more class with the ``EventSource`` shape, and
+one more list in ``ProjectSettings``; instances, concurrency, timeouts and logging are
+shared through ``FunctionRuntime``.
 """
 
 from __future__ import annotations
@@ -95,7 +100,7 @@ from typing import Any, Protocol
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from chalice.app import SQSEventConfig
+from chalice.app import Rate, ScheduledEventConfig, SQSEventConfig
 from chalice.cli.factory import CLIFactory
 from chalice.constants import (
     DEFAULT_LAMBDA_MEMORY_SIZE,
@@ -148,6 +153,19 @@ class SQSSourceSettings:
 
 
 @dataclass(frozen=True)
+class ScheduleSourceSettings:
+    """One ``@app.schedule`` handler with a rate: its function and its period."""
+
+    function: FunctionSettings
+    expression: str  # as EventBridge shows it, e.g. "rate(1 minute)"
+    period_seconds: float
+
+
+# EventBridge's rate units, in seconds.
+RATE_UNIT_SECONDS = {Rate.MINUTES: 60, Rate.HOURS: 3600, Rate.DAYS: 86400}
+
+
+@dataclass(frozen=True)
 class ProjectSettings:
     """The event sources of a Chalice app at one stage."""
 
@@ -155,6 +173,7 @@ class ProjectSettings:
     stage: str
     project_dir: str
     sqs_sources: list[SQSSourceSettings]
+    schedule_sources: list[ScheduleSourceSettings]
     # Event sources this runner does not serve (yet), as "kind name", so they can be
     # reported rather than silently ignored.
     not_emulated: list[str]
@@ -216,10 +235,22 @@ def load_project(
     config = factory.create_config_obj(chalice_stage_name=stage)
     app = config.chalice_app
     sqs_sources: list[SQSSourceSettings] = []
+    schedule_sources: list[ScheduleSourceSettings] = []
     not_emulated: list[str] = []
     for source in app.event_sources:
         if isinstance(source, SQSEventConfig):
             sqs_sources.append(_sqs_source_settings(config, stage, source))
+        elif isinstance(source, ScheduledEventConfig) and isinstance(
+            source.schedule_expression, Rate
+        ):
+            rate = source.schedule_expression
+            schedule_sources.append(
+                ScheduleSourceSettings(
+                    function=function_settings(config, stage, source.name, source.handler_string),
+                    expression=rate.to_string(),
+                    period_seconds=rate.value * RATE_UNIT_SECONDS[rate.unit],
+                )
+            )
         else:
             not_emulated.append(f"{type(source).__name__} {source.name}")
     return ProjectSettings(
@@ -227,6 +258,7 @@ def load_project(
         stage=stage,
         project_dir=project_dir,
         sqs_sources=sqs_sources,
+        schedule_sources=schedule_sources,
         not_emulated=not_emulated,
     )
 
@@ -957,6 +989,86 @@ class SQSEventSource:
         return deleted
 
 
+def scheduled_event(rule_arn: str, region: str, moment: float) -> dict[str, Any]:
+    """EventBridge's "Scheduled Event", as it invokes a function on a schedule rule."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": rule_arn.split(":")[4],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment)),
+        "region": region,
+        "resources": [rule_arn],
+        "detail": {},
+    }
+
+
+class ScheduleEventSource:
+    """An EventBridge schedule rule for one function: invoke it every period."""
+
+    def __init__(
+        self,
+        settings: ScheduleSourceSettings,
+        runtime: FunctionRuntime,
+        region: str,
+        account: str,
+        period_override: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self._region = region
+        # Chalice names the rule after the function it triggers.
+        self._rule_arn = f"arn:aws:events:{region}:{account}:rule/{settings.function.function_name}"
+        self._period = period_override or settings.period_seconds
+
+    def describe(self) -> str:
+        f = self.settings.function
+        every = f"every {self._period:g} s"
+        if self._period != self.settings.period_seconds:
+            every += f" (shortened from {self.settings.expression})"
+        return f"{f.name} ({f.function_name}) <- schedule {self.settings.expression}: {every}"
+
+    def prepare(self) -> None:
+        """Nothing to resolve: a schedule needs no AWS resource to exist locally."""
+
+    def run(self, stop: threading.Event, burst: bool) -> None:
+        """Invoke once per period until ``stop``; a schedule has nothing to drain in burst
+        mode. A run that finds every slot busy is skipped, as a throttled one would be."""
+        if burst:
+            return
+        while not stop.wait(self._period):
+            if not self.runtime.reserve(timeout=0):
+                log.warning(
+                    "%s: still running; this period is skipped", self.settings.function.name
+                )
+                continue
+            threading.Thread(
+                target=self._invoke, name=f"invoke:{self.settings.function.name}", daemon=True
+            ).start()
+
+    def _invoke(self) -> None:
+        name = self.runtime.function.function_name
+        try:
+            invocation = self.runtime.invoke(
+                scheduled_event(self._rule_arn, self._region, time.time())
+            )
+            result = invocation.result
+            log.info(
+                "invoke function=%s request_id=%s schedule=%r status=%s duration_ms=%.0f%s",
+                name,
+                invocation.request_id,
+                self.settings.expression,
+                result.status.value,
+                invocation.duration_ms,
+                f" error={result.error!r}" if result.error else "",
+            )
+        except Exception:
+            log.exception("%s: scheduled invocation broke the runner", name)
+        finally:
+            self.runtime.release()
+
+
 def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
     return [list(items[start : start + size]) for start in range(0, len(items), size)]
 
@@ -1059,6 +1171,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="exit once every queue is empty and no invocation runs (for tests)",
     )
     parser.add_argument(
+        "--schedule-period-seconds",
+        type=float,
+        default=None,
+        help="invoke scheduled handlers this often instead of their rate (for tests)",
+    )
+    parser.add_argument(
         "--poll-seconds",
         type=_poll_seconds,
         default=MAX_WAIT_SECONDS,
@@ -1073,14 +1191,14 @@ def _build_sources(
     session: boto3.session.Session,
     region: str,
     poll_seconds: int,
+    schedule_period: float | None = None,
 ) -> tuple[list[EventSource], list[FunctionRuntime]]:
     # One client for all sources: boto3 clients are thread-safe. Its read timeout must
     # outlast the longest long poll.
     sqs = session.client("sqs", config=Config(read_timeout=poll_seconds + 30))
     runtimes: dict[str, FunctionRuntime] = {}
-    sources: list[EventSource] = []
-    for settings in project.sqs_sources:
-        function = settings.function
+
+    def runtime_for(function: FunctionSettings) -> FunctionRuntime:
         if function.name not in runtimes:
             spec = InstanceSpec(
                 project_dir=project.project_dir,
@@ -1093,8 +1211,29 @@ def _build_sources(
                 ),
             )
             runtimes[function.name] = FunctionRuntime(function, spec)
-        sources.append(SQSEventSource(settings, runtimes[function.name], sqs, region, poll_seconds))
+        return runtimes[function.name]
+
+    sources: list[EventSource] = [
+        SQSEventSource(settings, runtime_for(settings.function), sqs, region, poll_seconds)
+        for settings in project.sqs_sources
+    ]
+    if project.schedule_sources:
+        account = _account_id(session)
+        sources += [
+            ScheduleEventSource(
+                settings, runtime_for(settings.function), region, account, schedule_period
+            )
+            for settings in project.schedule_sources
+        ]
     return sources, list(runtimes.values())
+
+
+def _account_id(session: boto3.session.Session) -> str:
+    """The account the credentials belong to (for ARNs in events); moto's if unknown."""
+    try:
+        return str(session.client("sts").get_caller_identity()["Account"])
+    except (BotoCoreError, ClientError):
+        return "123456789012"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1118,7 +1257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("no AWS region: set AWS_DEFAULT_REGION")
         return 2
     sources, runtimes = _build_sources(
-        project, base_environment, session, region, args.poll_seconds
+        project,
+        base_environment,
+        session,
+        region,
+        args.poll_seconds,
+        args.schedule_period_seconds,
     )
     try:
         for source in sources:

@@ -366,6 +366,9 @@ def test_load_project_reads_every_setting_through_chalice(tmp_path: Path) -> Non
     assert a.function.environment["TOY_FUNCTION_VAR"] == "only-a"
     assert "TOY_FUNCTION_VAR" not in b.function.environment
     assert b.function.environment["TOY_STAGE_VAR"] == "from-stage"
+    (tick,) = project.schedule_sources
+    assert (tick.function.name, tick.function.handler) == ("tick", "app.tick")
+    assert (tick.expression, tick.period_seconds) == ("rate(1 minute)", 60)
     assert project.not_emulated == []
 
 
@@ -611,9 +614,6 @@ def intervals(toy: Toy, function: str) -> list[tuple[float, float]]:
     return result
 
 
-needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-
-
 def test_both_queues_are_served_with_lambdas_event_context_and_environment(
     make_toy: Callable[..., Toy], start_runner: Callable[..., Runner], sqs: Any
 ) -> None:
@@ -672,6 +672,26 @@ def test_both_queues_are_served_with_lambdas_event_context_and_environment(
     assert sum("start=cold" in line for line in a_lines) == 1
     assert all("outcome=succeeded deleted=1" in line for line in a_lines)
     assert "toy handle_b: {'tag': 'b0'}" in runner.log  # the handler's own output
+
+
+def test_scheduled_handlers_get_eventbridge_events_every_period(
+    make_toy: Callable[..., Toy], start_runner: Callable[..., Runner]
+) -> None:
+    toy = make_toy()
+    runner = start_runner(toy, "--schedule-period-seconds", "0.3")
+
+    def ticks() -> list[dict[str, Any]]:
+        if not toy.records.exists():
+            return []
+        lines = [json.loads(line) for line in toy.records.read_text().splitlines()]
+        return [line for line in lines if line["phase"] == "tick"]
+
+    wait_for(lambda: len(ticks()) >= 2, 20, "two scheduled invocations")
+    event = ticks()[0]["event"]
+    assert event["detail-type"] == "Scheduled Event" and event["source"] == "aws.events"
+    assert event["resources"] == [f"arn:aws:events:{REGION}:123456789012:rule/toy-dev-tick"]
+    assert event["region"] == REGION and event["detail"] == {}
+    assert "tick (toy-dev-tick) <- schedule rate(1 minute): every 0.3 s" in runner.log
 
 
 @pytest.mark.parametrize("reserved", [1, 3])
@@ -748,7 +768,6 @@ def test_batch_item_failures_delete_only_the_successful_records(
     assert messages_in(sqs, toy.queue_b) == 0
 
 
-@needs_proc
 def test_an_invocation_past_the_timeout_is_killed_and_the_next_one_cold_starts(
     make_toy: Callable[..., Toy],
     make_queue: Callable[..., Queue],
@@ -795,7 +814,6 @@ def test_an_instance_that_dies_fails_its_batch_and_is_replaced(
     assert "outcome=failed deleted=0" in died
 
 
-@needs_proc
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_runner_and_all_its_children_promptly(
     signum: int,
