@@ -31,3 +31,27 @@ lint: venv ## ruff (lint + format check) and mypy
 
 test: lint ## Lint, then the whole test suite
 	$(PY) -m pytest
+
+# --- the local stack (no AWS account: an emulator on EMULATOR_PORT) -------------------
+.PHONY: run emulator infra api worker demo
+LOCAL := AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL:-http://127.0.0.1:$(EMULATOR_PORT)} \
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
+	AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-test}
+
+run: venv ## Everything, in the foreground: emulator, infra, API on PORT, worker
+	$(PY) -m infra.run --port $(PORT) --emulator-port $(EMULATOR_PORT)
+
+emulator: venv ## The AWS emulator alone (moto server, unless one already answers)
+	$(PY) -m infra.emulator --port $(EMULATOR_PORT)
+
+infra: venv ## Apply infra/template.yaml to the emulator (idempotent)
+	$(LOCAL) $(PY) -m infra.stack apply --stage local
+
+api: venv ## chalice local on PORT, against the emulator
+	$(LOCAL) $(BIN)/chalice local --stage local --host 127.0.0.1 --port $(PORT) --no-autoreload
+
+worker: venv ## The SQS and scheduled handlers, run as Lambda would, against the emulator
+	$(LOCAL) $(PY) -m infra.event_source --project-dir . --stage local
+
+demo: venv ## The classic experiment, against a running `make run`
+	$(PY) -m infra.demo --url http://127.0.0.1:$(PORT)

@@ -210,14 +210,15 @@ class EmulatorHandle:
 def start_emulator(
     port: int | None = None,
     *,
-    output: IO[Any] | None = None,
+    output: IO[Any] | int | None = None,
     ready_timeout: float = 15.0,
 ) -> EmulatorHandle:
     """Start a moto server in a subprocess on 127.0.0.1:``port`` and wait until it answers.
 
     ``port`` None picks a free one. The subprocess is ``python -m infra.emulator
     --no-reuse`` (this module's foreground server); its stdout and stderr go to
-    ``output`` (default: inherited). Raises ``EmulatorError`` if the port is taken,
+    ``output`` (default: inherited; ``subprocess.PIPE`` gives one pipe for both, on
+    ``handle.process.stdout``). Raises ``EmulatorError`` if the port is taken,
     the process exits early, or it does not answer within ``ready_timeout`` seconds;
     in each case no process is left behind.
     """
@@ -232,7 +233,7 @@ def start_emulator(
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=output,
-        stderr=output,
+        stderr=subprocess.STDOUT if output == subprocess.PIPE else output,
     )
     handle = EmulatorHandle(port, process)
     url = handle.url
@@ -250,7 +251,9 @@ def start_emulator(
     raise EmulatorError(f"the emulator on port {port} did not answer within {ready_timeout} s")
 
 
-def ensure_emulator(port: int | None = None) -> EmulatorHandle:
+def ensure_emulator(
+    port: int | None = None, *, output: IO[Any] | int | None = None
+) -> EmulatorHandle:
     """Reuse the endpoint answering on ``port`` if there is one, else start one there.
 
     ``port`` defaults to ``$EMULATOR_PORT`` or 4566. The handle's ``owned`` says which
@@ -259,7 +262,7 @@ def ensure_emulator(port: int | None = None) -> EmulatorHandle:
     port = default_port() if port is None else port
     if endpoint_answers(endpoint_url(port)):
         return EmulatorHandle(port)
-    return start_emulator(port)
+    return start_emulator(port, output=output)
 
 
 def serve(port: int, *, log_requests: bool = False, ready_timeout: float = 15.0) -> int:

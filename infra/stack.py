@@ -23,6 +23,7 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
+from chalice.app import SQSEventConfig
 from chalice.cli.factory import CLIFactory
 from chalice.config import Config
 
@@ -60,11 +61,10 @@ def load_chalice_config(stage: str, project_dir: Path = PROJECT_DIR) -> Config:
 
 def queue_consumers(config: Config) -> dict[str, str]:
     """handler name -> queue name, for every SQS handler the app declares."""
-    app = config.chalice_app
     return {
         source.name: source.queue
-        for source in app.event_sources
-        if getattr(source, "queue", None) is not None
+        for source in config.chalice_app.event_sources
+        if isinstance(source, SQSEventConfig) and source.queue is not None
     }
 
 

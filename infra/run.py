@@ -1,0 +1,304 @@
+"""The whole service on one machine: emulator, infrastructure, API and worker.
+
+    python -m infra.run [--stage local] [--port 8000] [--emulator-port 4566]
+
+``make run`` is this command. In the foreground, with every line prefixed by the name of
+the process that wrote it, it:
+
+1. uses the AWS endpoint answering on 127.0.0.1:$EMULATOR_PORT (a user's LocalStack, or
+   a moto server left running), or starts moto's server there (``infra.emulator``);
+2. applies infra/template.yaml to it as the stage's stack (``infra.stack``);
+3. starts ``chalice local`` on 127.0.0.1:$PORT (without autoreload: a reload drops the
+   requests in flight) and the local Lambda event source (``infra.event_source``), which
+   runs the SQS and scheduled handlers in processes of their own, never in the API's.
+
+Ctrl-C or SIGTERM stops everything it started, in reverse order, and leaves no process
+or listening port behind; if any of its processes dies, the rest are stopped too (exit 1).
+
+Every piece reaches the emulator through boto3's standard ``AWS_ENDPOINT_URL``; nothing
+here or in the app knows which emulator it is. ``Services`` is the same machinery as a
+Python API, for the end-to-end tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import requests
+
+from infra import stack
+from infra.emulator import EmulatorHandle, default_port, endpoint_url, ensure_emulator
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+DEFAULT_API_PORT = 8000
+DEFAULT_REGION = "us-east-1"
+STOP_GRACE_SECONDS = 5.0
+READY_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass
+class Process:
+    """A child process whose output is copied, line by line, behind its name."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    pump: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """SIGTERM, then SIGKILL to its whole process group after ``grace`` seconds."""
+        if self.running:
+            self.popen.terminate()
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                _kill_group(self.popen.pid)
+                self.popen.wait()
+        else:
+            _kill_group(self.popen.pid)  # stragglers of a dead parent, if any
+        if self.pump is not None:
+            self.pump.join(timeout=2)
+
+    def kill(self) -> None:
+        """SIGKILL the process alone, as a crash would (its children notice and exit)."""
+        self.popen.kill()
+        self.popen.wait()
+
+
+def _kill_group(pid: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+@dataclass
+class Services:
+    """The local stack's processes, started and stopped one by one or all together."""
+
+    project_dir: Path = PROJECT_DIR
+    stage: str = "local"
+    api_port: int = DEFAULT_API_PORT
+    emulator_port: int = field(default_factory=default_port)
+    output: IO[str] = field(default_factory=lambda: sys.stdout)
+    # Extra arguments for the event source (e.g. a shorter schedule in tests).
+    worker_args: Sequence[str] = ()
+    emulator: EmulatorHandle | None = None
+    processes: dict[str, Process] = field(default_factory=dict)
+    _print_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}"
+
+    @property
+    def endpoint(self) -> str:
+        return endpoint_url(self.emulator_port)
+
+    def environment(self) -> dict[str, str]:
+        """The children's environment: the caller's, pointed at the emulator.
+
+        Dummy credentials only when none are configured (emulators accept any).
+        """
+        env = dict(os.environ)
+        env["AWS_ENDPOINT_URL"] = self.endpoint
+        env.setdefault("AWS_DEFAULT_REGION", DEFAULT_REGION)
+        if "AWS_ACCESS_KEY_ID" not in env and "AWS_PROFILE" not in env:
+            env["AWS_ACCESS_KEY_ID"] = env["AWS_SECRET_ACCESS_KEY"] = "test"
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(PROJECT_DIR), env.get("PYTHONPATH")) if p
+        )
+        return env
+
+    # --- the pieces -----------------------------------------------------------------
+
+    def start_emulator(self) -> EmulatorHandle:
+        self.emulator = ensure_emulator(self.emulator_port, output=subprocess.PIPE)
+        if self.emulator.owned and self.emulator.process is not None:
+            self._pump("emulator", self.emulator.process)
+            self.say(f"started moto server at {self.endpoint}")
+        else:
+            self.say(f"using the AWS endpoint already answering at {self.endpoint}")
+        return self.emulator
+
+    def apply_infra(self) -> dict[str, str]:
+        """Apply the template to the emulator as the stage's stack; return its outputs."""
+        with _environment(self.environment()):
+            outputs = stack.apply_stage(self.stage, self.project_dir)
+        self.say(
+            f"infrastructure applied: queue {outputs['QueueName']}, table {outputs['TableName']}"
+        )
+        return outputs
+
+    def start_api(self) -> Process:
+        chalice = Path(sys.executable).with_name("chalice")
+        command = [
+            str(chalice), "--project-dir", str(self.project_dir), "local",
+            "--stage", self.stage, "--host", HOST, "--port", str(self.api_port),
+            "--no-autoreload",
+        ]  # fmt: skip
+        process = self._start("api", command)
+        if not _wait_until(lambda: self._api_answers() or not process.running):
+            raise RuntimeError(f"the API did not answer at {self.api_url}")
+        if not process.running:
+            raise RuntimeError(f"the API exited with status {process.popen.returncode}")
+        return process
+
+    def start_worker(self, name: str = "worker") -> Process:
+        command = [
+            sys.executable, "-m", "infra.event_source",
+            "--project-dir", str(self.project_dir), "--stage", self.stage,
+            *self.worker_args,
+        ]  # fmt: skip
+        return self._start(name, command)
+
+    def _api_answers(self) -> bool:
+        try:
+            return requests.get(f"{self.api_url}/fast", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    # --- all together ---------------------------------------------------------------
+
+    def start_all(self) -> None:
+        self.start_emulator()
+        self.apply_infra()
+        self.start_api()
+        self.start_worker()
+
+    def stop_all(self) -> None:
+        """Stop every process started here, newest first, then the emulator if ours."""
+        for name in reversed(list(self.processes)):
+            self.processes.pop(name).stop()
+        if self.emulator is not None:
+            self.emulator.stop()
+            if self.emulator.process is not None and self.emulator.process.stdout:
+                self.emulator.process.stdout.close()
+            self.emulator = None
+
+    def dead(self) -> list[str]:
+        return [name for name, p in self.processes.items() if not p.running]
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+    # --- output -----------------------------------------------------------------------
+
+    def say(self, message: str) -> None:
+        self._print("run", message)
+
+    def _start(self, name: str, command: list[str]) -> Process:
+        popen = subprocess.Popen(
+            command,
+            cwd=self.project_dir,
+            env=self.environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches run.py only, which stops us in order
+        )
+        process = Process(name, popen, self._pump(name, popen))
+        self.processes[name] = process
+        return process
+
+    def _pump(self, name: str, popen: subprocess.Popen[bytes]) -> threading.Thread:
+        def copy() -> None:
+            assert popen.stdout is not None
+            for raw in iter(popen.stdout.readline, b""):
+                self._print(name, raw.decode(errors="replace").rstrip())
+
+        thread = threading.Thread(target=copy, name=f"output:{name}", daemon=True)
+        thread.start()
+        return thread
+
+    def _print(self, name: str, line: str) -> None:
+        with self._print_lock:
+            self.output.write(f"{name:>8} | {line}\n")
+            self.output.flush()
+
+
+@contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _wait_until(condition: Any, timeout: float = READY_TIMEOUT_SECONDS) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+BANNER = """\
+heavy-jobs is running.  API: {url}   emulator: {endpoint}
+  curl -s {url}/fast
+  curl -si -X POST {url}/heavy -H 'Content-Type: application/json' -d '{{"n": 500000000}}'
+  curl -s {url}/jobs/<job_id>        (the Location header of the answer above)
+Ctrl-C stops everything."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--stage", default="local")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_API_PORT)))
+    parser.add_argument("--emulator-port", type=int, default=default_port())
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    services = Services(stage=args.stage, api_port=args.port, emulator_port=args.emulator_port)
+    status = 0
+    try:
+        services.start_all()
+        services.say(BANNER.format(url=services.api_url, endpoint=services.endpoint))
+        while not stop.wait(0.5):
+            if services.dead():
+                services.say(f"{', '.join(services.dead())} stopped; stopping everything")
+                status = 1
+                break
+    except Exception as error:  # a piece failed to start: say why, stop the rest
+        services.say(f"could not start: {error}")
+        status = 1
+    finally:
+        services.stop_all()
+        services.say("stopped")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
