@@ -136,10 +136,10 @@ class Services:
             self.say(f"using the AWS endpoint already answering at {self.endpoint}")
         return self.emulator
 
-    def apply_infra(self) -> dict[str, str]:
+    def apply_infra(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         """Apply the template to the emulator as the stage's stack; return its outputs."""
         with _environment(self.environment()):
-            outputs = stack.apply_stage(self.stage, self.project_dir)
+            outputs = stack.apply_stage(self.stage, self.project_dir, overrides=overrides)
         self.say(
             f"infrastructure applied: queue {outputs['QueueName']}, table {outputs['TableName']}"
         )

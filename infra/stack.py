@@ -170,12 +170,21 @@ def write_policies(
     return written
 
 
-def apply_stage(stage: str, project_dir: Path = PROJECT_DIR, cfn: Any = None) -> dict[str, str]:
-    """Apply the stage's stack; write its outputs into the stage's config and policies."""
+def apply_stage(
+    stage: str,
+    project_dir: Path = PROJECT_DIR,
+    cfn: Any = None,
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Apply the stage's stack; write its outputs into the stage's config and policies.
+
+    ``overrides`` replace template parameters (tests shorten timeouts and receive counts).
+    """
     config = load_chalice_config(stage, project_dir)
     name = stack_name(config.app_name, stage)
     cfn = cfn or boto3.client("cloudformation")
-    stack_outputs = apply(cfn, name, parameters_for_stage(config, stage))
+    parameters = {**parameters_for_stage(config, stage), **(overrides or {})}
+    stack_outputs = apply(cfn, name, parameters)
     write_stage_environment(stage, environment_from_outputs(stack_outputs), project_dir)
     write_policies(config, stage, stack_outputs, project_dir)
     return stack_outputs

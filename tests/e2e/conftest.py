@@ -1,0 +1,189 @@
+"""End-to-end fixtures: the local stack as real processes on free ports, over real HTTP.
+
+Each test gets a copy of the project (app.py, chalicelib/, .chalice/config.json), so it
+can shorten the stage's timeouts and intervals without touching the real config, and a
+stack of its own: a moto server, the template applied to it, ``chalice local`` and the
+local event source, all started by ``infra.run.Services`` exactly as ``make run`` does.
+Everything is stopped afterwards, and the test fails if a process or port is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from infra.emulator import free_port, port_is_free
+from infra.run import PROJECT_DIR, Services
+
+STAGE = "local"
+# The copy's stage: quick heartbeats and recovery, so faults play out in seconds.
+FAST_SETTINGS = {
+    "JOBS_PROGRESS_INTERVAL_SECONDS": "0.2",
+    "JOBS_STALE_AFTER_SECONDS": "2",
+    "JOBS_RETRY_BASE_SECONDS": "1",
+}
+# The event source polls briefly and runs the recovery sweep every second.
+WORKER_ARGS = ("--poll-seconds", "1", "--schedule-period-seconds", "1")
+
+
+def copy_project(destination: Path) -> Path:
+    """The files Chalice deploys, plus its config: a project of its own for one test."""
+    destination.mkdir(parents=True)
+    shutil.copy(PROJECT_DIR / "app.py", destination / "app.py")
+    shutil.copytree(
+        PROJECT_DIR / "chalicelib", destination / "chalicelib",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )  # fmt: skip
+    (destination / ".chalice").mkdir()
+    shutil.copy(PROJECT_DIR / ".chalice" / "config.json", destination / ".chalice")
+    return destination
+
+
+def configure(
+    project: Path,
+    environment: dict[str, str] | None = None,
+    functions: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Change the copy's stage: its environment variables and per-function settings."""
+    path = project / ".chalice" / "config.json"
+    config = json.loads(path.read_text())
+    stage = config["stages"][STAGE]
+    stage.setdefault("environment_variables", {}).update(environment or {})
+    for name, settings in (functions or {}).items():
+        stage.setdefault("lambda_functions", {}).setdefault(name, {}).update(settings)
+    path.write_text(json.dumps(config, indent=2))
+
+
+@dataclass
+class Stack:
+    services: Services
+    outputs: dict[str, str]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return self.services.api_url
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.services.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+
+    def submit(self, n: int, **headers: str) -> dict[str, Any]:
+        response = requests.post(f"{self.url}/heavy", json={"n": n}, headers=headers, timeout=30)
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = requests.get(f"{self.url}/jobs/{job_id}", timeout=10)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def wait_for_job(
+        self, job_id: str, condition: Callable[[dict[str, Any]], bool], timeout: float = 60
+    ) -> dict[str, Any]:
+        def satisfied() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if condition(job) else None
+
+        found: dict[str, Any] = wait_for(
+            satisfied, timeout, lambda: f"job {job_id}; the stack's log ends:\n{self.log[-4000:]}"
+        )
+        return found
+
+    def send_raw(self, body: str) -> None:
+        self.client("sqs").send_message(QueueUrl=self.outputs["QueueUrl"], MessageBody=body)
+
+    def depth(self, queue_url_key: str = "QueueUrl") -> int:
+        sqs = self.client("sqs")
+        url = (
+            self.outputs.get(queue_url_key)
+            or sqs.get_queue_url(QueueName=self.outputs["DeadLetterQueueName"])["QueueUrl"]
+        )
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return sum(int(v) for v in attributes.values())
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str | Callable[[], str]) -> Any:
+    """Poll ``condition`` every 50 ms until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout} s waiting for {described}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """Factory: a running local stack on a project copy; stopped, and checked, afterwards."""
+    started: list[tuple[Services, Any]] = []
+
+    def make(
+        environment: dict[str, str] | None = None,
+        functions: dict[str, dict[str, Any]] | None = None,
+        parameters: dict[str, str] | None = None,
+        worker: bool = True,
+        extra_files: dict[str, str] | None = None,
+    ) -> Stack:
+        project = copy_project(tmp_path / f"project{len(started)}")
+        configure(project, {**FAST_SETTINGS, **(environment or {})}, functions)
+        for relative, text in (extra_files or {}).items():
+            target = project / relative
+            target.write_text(target.read_text() + text if target.exists() else text)
+        log_path = tmp_path / f"stack{len(started)}.log"
+        log = log_path.open("w")
+        services = Services(
+            project_dir=project, stage=STAGE, api_port=free_port(),
+            emulator_port=free_port(), output=log, worker_args=WORKER_ARGS,
+        )  # fmt: skip
+        started.append((services, log))
+        services.start_emulator()
+        outputs = services.apply_infra(parameters)
+        services.start_api()
+        if worker:
+            services.start_worker()
+        return Stack(services, outputs, log_path)
+
+    yield make
+    for services, log in started:
+        pids = [p.popen.pid for p in services.processes.values()]
+        ports = [services.api_port, services.emulator_port]
+        services.stop_all()
+        log.close()
+        assert not [pid for pid in pids if _alive(pid)], "a process outlived the stack"
+        assert all(port_is_free(port) for port in ports), "a port is still taken"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited; only its parent's wait is missing.
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().split(") ")[-1][:1] != "Z"
