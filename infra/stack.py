@@ -23,6 +23,7 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
+from chalice.app import SQSEventConfig
 from chalice.cli.factory import CLIFactory
 from chalice.config import Config
 
@@ -63,7 +64,7 @@ def queue_consumers(config: Config) -> dict[str, str]:
     return {
         source.name: source.queue
         for source in app.event_sources
-        if getattr(source, "queue", None) is not None
+        if isinstance(source, SQSEventConfig) and source.queue is not None
     }
 
 
