@@ -140,10 +140,19 @@ def requires_api_key(config: Config) -> bool:
     return raw.strip().lower() == "true"
 
 
+def handler_names(config: Config) -> list[str]:
+    """Every function Chalice deploys for the app: routes, event handlers, plain lambdas."""
+    app = config.chalice_app
+    return [
+        *(["api_handler"] if app.routes else []),
+        *(source.name for source in app.event_sources),
+        *(function.name for function in app.pure_lambda_functions),
+    ]
+
+
 def function_names(config: Config, stage: str) -> list[str]:
-    """The Lambda function names Chalice gives the stage's API handler and SQS workers."""
-    handlers = ["api_handler", *stack.queue_consumers(config)]
-    return [policies.lambda_function_name(config.app_name, stage, h) for h in handlers]
+    """The Lambda function names Chalice gives the stage's functions."""
+    return [policies.lambda_function_name(config.app_name, stage, h) for h in handler_names(config)]
 
 
 def check_deployable(config: Config, stage: str) -> None:
@@ -152,7 +161,7 @@ def check_deployable(config: Config, stage: str) -> None:
     ``autogen_policy`` is off, so a stage without ``iam_policy_file`` (``local``) is not
     meant for AWS: ``chalice deploy`` would fail after the stack was already created.
     """
-    for handler in ["api_handler", *stack.queue_consumers(config)]:
+    for handler in handler_names(config):
         if not config.scope(stage, handler).iam_policy_file:
             raise DeployError(
                 f"stage {stage!r} sets no iam_policy_file for {handler} in "
@@ -580,13 +589,25 @@ def _output_placeholders(template: Mapping[str, Any]) -> tuple[dict[str, str], d
 
 def _reference(resource: str, references: Mapping[str, Any]) -> Any:
     """A policy's resource for the package: a stand-in output, or an ARN in any account."""
-    if resource in references:
-        return references[resource]
+    for placeholder, expression in references.items():
+        if resource == placeholder:
+            return expression
+        if resource.startswith(placeholder + "/"):  # e.g. a table's index: TableArn/index/x
+            return {"Fn::Sub": _sub_variable(expression) + resource[len(placeholder) :]}
     arn = resource.split(":", 5)
     if len(arn) == 6 and arn[3:5] == [ANY_REGION, ANY_ACCOUNT]:
         anywhere = ["${AWS::Partition}", arn[2], "${AWS::Region}", "${AWS::AccountId}", arn[5]]
         return {"Fn::Sub": ":".join(["arn", *anywhere])}
     return resource
+
+
+def _sub_variable(expression: Mapping[str, Any]) -> str:
+    """``{"Fn::GetAtt": ["JobTable", "Arn"]}`` as ``${JobTable.Arn}`` (and Ref likewise)."""
+    if "Fn::GetAtt" in expression:
+        return "${" + ".".join(expression["Fn::GetAtt"]) + "}"
+    if "Ref" in expression:
+        return "${" + str(expression["Ref"]) + "}"
+    raise DeployError(f"cannot refer to output {expression} inside an ARN")
 
 
 # --- command line ------------------------------------------------------------------------
