@@ -121,6 +121,7 @@ class Rehearsal:
     endpoint: str
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
     first_api_ids: dict[str, str] = field(default_factory=dict)
+    first_functions: dict[str, dict[str, str]] = field(default_factory=dict)
     first_usage_plan: dict[str, Any] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
@@ -143,18 +144,18 @@ class Rehearsal:
     def create_log_groups(self, stage: str) -> None:
         """What Lambda does on a function's first run, so destroy has logs to delete."""
         logs = self.client("logs")
-        for handler in ("api_handler", "process_job"):
-            name = f"/aws/lambda/{function_name(stage, handler)}"
+        for function in self.functions(stage).values():
+            name = f"/aws/lambda/{function}"
             if not logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]:
                 logs.create_log_group(logGroupName=name)
 
     def disable_event_sources(self, stage: str) -> None:
-        """moto would try (and fail) to run the worker on every message: switch it off."""
+        """moto would try (and fail) to run the consumers on every message: switch them off."""
         lambda_client = self.client("lambda")
-        mappings = self.event_sources(stage)
-        assert mappings, f"no event source mapping for stage {stage}"
-        for mapping in mappings:
-            lambda_client.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
+        assert self.event_sources(stage), f"no event source mapping for stage {stage}"
+        for mapping in lambda_client.list_event_source_mappings()["EventSourceMappings"]:
+            if mapping["State"] != "Disabled":
+                lambda_client.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
 
     def event_sources(self, stage: str) -> list[dict[str, Any]]:
         """The event source mappings of the stage's worker.
@@ -166,9 +167,21 @@ class Rehearsal:
         mappings = self.client("lambda").list_event_source_mappings()["EventSourceMappings"]
         return [m for m in mappings if m["FunctionArn"].endswith(f":function:{worker}")]
 
+    def deployed(self, stage: str) -> list[dict[str, Any]]:
+        """The resources Chalice recorded for the stage."""
+        record = self.project / ".chalice" / "deployed" / f"{stage}.json"
+        return list(json.loads(record.read_text())["resources"])
+
     def api_id(self, stage: str) -> str:
-        record = json.loads((self.project / ".chalice" / "deployed" / f"{stage}.json").read_text())
-        return next(r["rest_api_id"] for r in record["resources"] if r["name"] == "rest_api")
+        return next(r["rest_api_id"] for r in self.deployed(stage) if r["name"] == "rest_api")
+
+    def functions(self, stage: str) -> dict[str, str]:
+        """handler -> Lambda function name, for every function Chalice deployed."""
+        return {
+            r["name"]: r["lambda_arn"].split(":")[-1]
+            for r in self.deployed(stage)
+            if r["resource_type"] == "lambda_function"
+        }
 
     def usage_plans(self) -> list[dict[str, Any]]:
         return list(self.client("apigateway").get_usage_plans()["items"])
@@ -204,6 +217,7 @@ def rehearsal(emulator: str, project_copy: Path, repository_state: tuple[str, by
     for stage in STAGES:
         run.deploy(stage)
         run.first_api_ids[stage] = run.api_id(stage)
+        run.first_functions[stage] = run.functions(stage)
     run.first_usage_plan = run.usage_plans()[0]
     for stage in STAGES:
         run.deploy(
@@ -321,27 +335,32 @@ def test_job_table_exists(
 
 
 @pytest.mark.parametrize("stage", STAGES)
-@pytest.mark.parametrize("handler", ["api_handler", "process_job"])
-def test_roles_are_least_privilege(rehearsal: Rehearsal, stage: str, handler: str) -> None:
-    iam = rehearsal.client("iam")
-    function = rehearsal.client("lambda").get_function(FunctionName=function_name(stage, handler))
-    role = function["Configuration"]["Role"].split("/")[-1]
-    assert role == f"heavy-jobs-{stage}-{handler}"
-    assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
-    names = iam.list_role_policies(RoleName=role)["PolicyNames"]
-    assert names
+def test_every_role_is_least_privilege(rehearsal: Rehearsal, stage: str) -> None:
+    """Each function's own role holds exactly infra.policies' document: no wildcards, and
+    no SQS or DynamoDB resource outside the stage's stack."""
+    iam, lambda_client = rehearsal.client("iam"), rehearsal.client("lambda")
     outputs = rehearsal.outputs[stage]
-    for name in names:
-        document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
-        for statement in document["Statement"]:
-            actions, resources = statement["Action"], statement["Resource"]
+    stack_arns = {v for k, v in outputs.items() if k.endswith("Arn")}
+    functions = rehearsal.functions(stage)
+    assert {"api_handler", "process_job"} <= set(functions)
+    for handler, function in functions.items():
+        role = lambda_client.get_function(FunctionName=function)["Configuration"]["Role"]
+        role_name = role.split("/")[-1]
+        assert role_name == f"heavy-jobs-{stage}-{handler}"  # one role per function
+        assert iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"] == []
+        (policy_name,) = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
+        document = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)
+        statements = document["PolicyDocument"]["Statement"]
+        assert statements == policies.policy_for(handler, "heavy-jobs", stage, outputs)["Statement"]
+        for statement in statements:
             assert statement["Effect"] == "Allow"
-            assert all("*" not in action for action in actions)
-            assert "*" not in resources
-            if any(action.startswith("sqs:") for action in actions):
-                assert resources == [outputs["QueueArn"]]
-            if any(action.startswith("dynamodb:") for action in actions):
-                assert resources == [outputs["TableArn"]]
+            assert all("*" not in action for action in statement["Action"])
+            assert "*" not in statement["Resource"]
+            if any(a.startswith(("sqs:", "dynamodb:")) for a in statement["Action"]):
+                for resource in statement["Resource"]:
+                    assert resource in stack_arns or resource.startswith(
+                        outputs["TableArn"] + "/index/"
+                    )
 
 
 def test_only_prods_post_heavy_requires_an_api_key(rehearsal: Rehearsal) -> None:
@@ -403,11 +422,10 @@ def test_redeploy_updated_in_place(rehearsal: Rehearsal) -> None:
     lambda_client = rehearsal.client("lambda")
     names = sorted(f["FunctionName"] for f in lambda_client.list_functions()["Functions"])
     assert names == sorted(
-        function_name(stage, handler)
-        for stage in STAGES
-        for handler in ("api_handler", "process_job")
+        function for stage in STAGES for function in rehearsal.first_functions[stage].values()
     )
     for stage in STAGES:
+        assert rehearsal.functions(stage) == rehearsal.first_functions[stage]
         assert rehearsal.api_id(stage) == rehearsal.first_api_ids[stage]
     assert len(rehearsal.client("apigateway").get_rest_apis()["items"]) == len(STAGES)
 
@@ -422,7 +440,8 @@ def test_destroy_removes_everything_and_deploy_works_again(rehearsal: Rehearsal)
 
     rehearsal.deploy("dev")  # after a destroy: a new stack, functions and REST API
     assert rehearsal.api_id("dev") != rehearsal.first_api_ids["dev"]
-    assert len(rehearsal.client("lambda").list_functions()["Functions"]) == 2
+    functions = rehearsal.client("lambda").list_functions()["Functions"]
+    assert len(functions) == len(rehearsal.first_functions["dev"])
     rehearsal.make("destroy", "STAGE=dev")
     rehearsal.make("destroy", "STAGE=dev")  # nothing left to delete: still succeeds
     assert_nothing_left(rehearsal)
@@ -441,6 +460,7 @@ def assert_nothing_left(rehearsal: Rehearsal) -> None:
     assert rehearsal.client("sqs").list_queues().get("QueueUrls", []) == []
     assert rehearsal.client("dynamodb").list_tables()["TableNames"] == []
     assert rehearsal.client("logs").describe_log_groups()["logGroups"] == []
+    assert rehearsal.client("events").list_rules()["Rules"] == []  # scheduled functions
 
 
 def test_the_working_tree_was_not_touched(
