@@ -440,8 +440,9 @@ def package(
 ) -> Path:
     """Write the stage's SAM template and deployment.zip to ``out/<stage>/``; the dir.
 
-    Needs no AWS account or network: the queue, dead-letter queue and table are merged in
-    from infra/template.yaml, and the IAM policies refer to them by CloudFormation
+    Needs no AWS account, only the package index for requirements.txt (pip's PIP_INDEX_URL
+    or PIP_FIND_LINKS can redirect it): the queue, dead-letter queue and table are merged
+    in from infra/template.yaml, and the IAM policies refer to them by CloudFormation
     reference instead of by the ARNs ``make deploy`` writes into the policy files.
     """
     config = stack.load_chalice_config(stage, project_dir)
