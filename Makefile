@@ -55,3 +55,18 @@ worker: venv ## The SQS and scheduled handlers, run as Lambda would, against the
 
 demo: venv ## The classic experiment, against a running `make run`
 	$(PY) -m infra.demo --url http://127.0.0.1:$(PORT)
+
+# --- Deploy to AWS (infra/deploy.py): wherever the standard AWS settings point ----------
+.PHONY: deploy destroy package api-key
+
+deploy: venv ## Deploy STAGE (dev|prod) to AWS: stack, Chalice app, API key if required
+	$(PY) -m infra.deploy deploy --stage $(STAGE)
+
+destroy: venv ## Delete STAGE from AWS: API key, Chalice app, logs, stack (and its data)
+	$(PY) -m infra.deploy destroy --stage $(STAGE)
+
+package: venv ## Write out/STAGE/ (SAM template + zip) for a pipeline; needs no AWS
+	$(PY) -m infra.deploy package --stage $(STAGE)
+
+api-key: venv ## Print STAGE's API key value
+	@$(PY) -m infra.deploy api-key --stage $(STAGE)

@@ -1,0 +1,79 @@
+"""Helpers for tests that run the project's real `make` targets as subprocesses.
+
+They run in a copy of the project (what git tracks, plus new files not ignored), so
+`make deploy` / `make package` can write config.json, policy files, .chalice/deployed/ and
+out/ without touching the working tree. `make` uses the virtualenv running the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from infra import stack
+
+REGION = "us-east-1"
+VENV = Path(sys.prefix)
+
+
+def copy_project(destination: Path) -> Path:
+    """Copy the project's files (tracked, or untracked and not ignored) to ``destination``."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=stack.PROJECT_DIR,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listing.split("\0")):
+        source = stack.PROJECT_DIR / name
+        if source.is_file():  # a tracked file deleted in the working tree is skipped
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+def isolated_environment(**overrides: str) -> dict[str, str]:
+    """This process's environment without AWS, make or app settings, plus ``overrides``.
+
+    AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE point nowhere, so a developer's
+    profiles can neither redirect nor authorise anything a test runs.
+    """
+    dropped = ("AWS_", "JOBS_", "API_", "MAKE", "MFLAGS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    env.update(
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    env.update(overrides)
+    return env
+
+
+def run_make(
+    project: Path, env: Mapping[str, str], *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``make -s ARGS`` in ``project`` with this virtualenv; fail the test if it fails.
+
+    ``-o`` keeps make from reinstalling the virtualenv (its stamp file may be missing or
+    older than the copied requirements files).
+    """
+    command = [
+        "make",
+        "-s",
+        "--no-print-directory",
+        "-C",
+        str(project),
+        f"VENV={VENV}",
+        "-o",
+        f"{VENV}/.installed",
+        *args,
+    ]
+    result = subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+    return result

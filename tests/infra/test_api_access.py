@@ -1,0 +1,125 @@
+"""infra/deploy.py's pieces under moto: usage plan and API key, throttle settings, stack."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from infra import deploy, stack
+
+NAME = "heavy-jobs-prod"
+
+
+@pytest.fixture
+def apigw() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("apigateway")
+
+
+def make_api(apigw: Any, stage: str = "prod") -> deploy.ApiStage:
+    """A REST API with one deployed stage, as `chalice deploy` leaves it."""
+    api_id = apigw.create_rest_api(name="heavy-jobs")["id"]
+    root = apigw.get_resources(restApiId=api_id)["items"][0]["id"]
+    apigw.put_method(restApiId=api_id, resourceId=root, httpMethod="GET", authorizationType="NONE")
+    apigw.put_integration(restApiId=api_id, resourceId=root, httpMethod="GET", type="MOCK")
+    apigw.create_deployment(restApiId=api_id, stageName=stage)
+    return deploy.ApiStage(api_id, stage, f"https://{api_id}.example/{stage}/")
+
+
+def plans_and_keys(apigw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    return apigw.get_usage_plans()["items"], apigw.get_api_keys(includeValues=True)["items"]
+
+
+def test_api_access_is_created_once(apigw: Any) -> None:
+    api = make_api(apigw)
+    first = deploy.ensure_api_access(apigw, NAME, api, deploy.Throttle())
+    second = deploy.ensure_api_access(apigw, NAME, api, deploy.Throttle())
+
+    plans, keys = plans_and_keys(apigw)
+    assert [p["name"] for p in plans] == [NAME]
+    assert plans[0]["apiStages"] == [{"apiId": api.api_id, "stage": "prod"}]
+    assert plans[0]["throttle"] == deploy.Throttle().as_api()
+    assert [k["id"] for k in keys] == [first["id"]] == [second["id"]]
+    members = apigw.get_usage_plan_keys(usagePlanId=plans[0]["id"])["items"]
+    assert [m["id"] for m in members] == [first["id"]]
+
+
+def test_usage_plan_follows_the_throttle_and_a_recreated_api(apigw: Any) -> None:
+    old_api = make_api(apigw)
+    deploy.ensure_api_access(apigw, NAME, old_api, deploy.Throttle())
+    new_api = make_api(apigw)  # the REST API was deleted and re-created outside make
+    changed = deploy.Throttle(rate_limit=4, burst_limit=9)
+
+    deploy.ensure_api_access(apigw, NAME, new_api, changed)
+
+    (plan,), _ = plans_and_keys(apigw)
+    assert plan["apiStages"] == [{"apiId": new_api.api_id, "stage": "prod"}]
+    assert plan["throttle"] == changed.as_api()
+
+
+def test_a_similarly_named_key_is_not_ours(apigw: Any) -> None:
+    other = apigw.create_api_key(name=NAME + "-ci", enabled=True)
+    assert deploy.find_api_key(apigw, NAME) is None
+    deploy.ensure_api_access(apigw, NAME, make_api(apigw), deploy.Throttle())
+    ours = deploy.find_api_key(apigw, NAME)
+    assert ours is not None and ours["id"] != other["id"]
+
+
+def test_remove_api_access_deletes_plan_and_key_and_is_idempotent(apigw: Any) -> None:
+    deploy.ensure_api_access(apigw, NAME, make_api(apigw), deploy.Throttle())
+    deploy.remove_api_access(apigw, NAME)
+    deploy.remove_api_access(apigw, NAME)
+    assert plans_and_keys(apigw) == ([], [])
+
+
+def test_throttle_defaults_and_overrides() -> None:
+    assert deploy.Throttle.from_mapping({}) == deploy.Throttle()
+    override = {deploy.RATE_LIMIT: "2.5", deploy.BURST_LIMIT: "10"}
+    assert deploy.Throttle.from_mapping(override) == deploy.Throttle(2.5, 10)
+
+
+@pytest.mark.parametrize(
+    "env", [{deploy.RATE_LIMIT: "fast"}, {deploy.RATE_LIMIT: "0"}, {deploy.BURST_LIMIT: "0"}]
+)
+def test_bad_throttle_settings_are_refused_by_name(env: dict[str, str]) -> None:
+    with pytest.raises(deploy.DeployError, match="API_RATE_LIMIT"):
+        deploy.Throttle.from_mapping(env)
+
+
+@pytest.mark.parametrize(("stage", "required"), [("dev", False), ("prod", True)])
+def test_api_key_requirement_comes_from_the_stage_config(stage: str, required: bool) -> None:
+    assert deploy.requires_api_key(stack.load_chalice_config(stage)) is required
+
+
+def test_the_local_stage_is_not_deployable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # loading the app sets variables
+    with pytest.raises(deploy.DeployError, match="iam_policy_file"):
+        deploy.check_deployable(stack.load_chalice_config("local"), "local")
+
+
+class FailedCreation:
+    """A CloudFormation client whose stack's first creation failed."""
+
+    def __init__(self) -> None:
+        self.status = deploy.FAILED_CREATION
+
+    def describe_stacks(self, StackName: str) -> dict[str, Any]:
+        return {"Stacks": [{"StackName": StackName, "StackStatus": self.status}]}
+
+    def delete_stack(self, StackName: str) -> None:
+        self.status = "DELETE_COMPLETE"
+
+    def get_waiter(self, name: str) -> Any:
+        return type("Waiter", (), {"wait": lambda self, **kwargs: None})()
+
+
+def test_a_failed_first_creation_is_cleared_before_applying() -> None:
+    cfn = FailedCreation()
+    assert deploy.clear_failed_creation(cfn, NAME) is True
+    assert cfn.status == "DELETE_COMPLETE"
+    assert deploy.clear_failed_creation(cfn, NAME) is False
