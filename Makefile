@@ -48,7 +48,7 @@ infra: venv ## Apply infra/template.yaml to the emulator (idempotent)
 	$(LOCAL) $(PY) -m infra.stack apply --stage local
 
 api: venv ## chalice local on PORT, against the emulator
-	$(LOCAL) $(BIN)/chalice local --stage local --host 127.0.0.1 --port $(PORT) --no-autoreload
+	$(LOCAL) $(PY) -m infra.local_api --stage local --host 127.0.0.1 --port $(PORT)
 
 worker: venv ## The SQS and scheduled handlers, run as Lambda would, against the emulator
 	$(LOCAL) $(PY) -m infra.event_source --project-dir . --stage local
