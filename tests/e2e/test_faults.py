@@ -1,0 +1,224 @@
+"""Fault injection against the local stack as real processes: a killed worker, duplicate
+and racing deliveries, poison, failing jobs, cancellation, Idempotency-Key, and a job
+longer than the function's timeout."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import requests
+
+from chalicelib.jobs import Job, to_item, to_message, utc_now
+from tests.e2e.conftest import Stack, wait_for
+from tests.e2e.test_local_stack import SECONDS_OF_WORK
+
+FAILING_KIND = """
+
+def _explode(n: int, ctx: JobContext) -> int:
+    raise RuntimeError("injected failure")
+
+
+KINDS["explode"] = _explode
+"""
+
+
+def log_records(stack: Stack, process: str = "worker") -> list[dict[str, Any]]:
+    """The JSON log lines a process of the stack wrote (``name | {...}``)."""
+    records = []
+    for line in stack.log.splitlines():
+        name, _, text = line.partition(" | ")
+        if name.strip().startswith(process) and text.startswith('{"level"'):
+            records.append(json.loads(text))
+    return records
+
+
+def started(stack: Stack, job_id: str) -> list[dict[str, Any]]:
+    return [
+        r for r in log_records(stack) if r["message"] == "Job started" and r.get("job_id") == job_id
+    ]
+
+
+def put_job(stack: Stack, kind: str, n: int) -> str:
+    """A job of any kind, written and enqueued as POST /heavy would (which only makes
+    heavyLoad jobs)."""
+    job = Job.new(n=n, now=utc_now(), kind=kind, retention=timedelta(days=1))
+    stack.client("dynamodb").put_item(TableName=stack.outputs["TableName"], Item=to_item(job))
+    stack.send_raw(to_message(job.job_id))
+    return job.job_id
+
+
+def test_killed_worker_job_resumes_from_its_checkpoint(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    n = 8 * SECONDS_OF_WORK
+    job_id = stack.submit(n)["job_id"]
+    progress: list[float] = []
+
+    def reached(fraction: float) -> bool:
+        progress.append(stack.job(job_id)["progress"])
+        return progress[-1] >= fraction
+
+    wait_for(lambda: reached(0.3), 60, "the job to get a third of the way")
+    stack.services.processes["worker"].kill()  # SIGKILL, mid-job
+    stack.services.start_worker("worker2")
+
+    def finished() -> dict[str, Any] | None:
+        job = stack.job(job_id)
+        progress.append(job["progress"])
+        return job if job["status"] == "succeeded" else None
+
+    job = wait_for(finished, 120, lambda: f"the job to finish\n{stack.log[-4000:]}")
+
+    assert job["result"] == n and job["attempts"] == 2
+    assert progress == sorted(progress)  # never fell back: it resumed from the checkpoint
+    runs = started(stack, job_id)
+    assert [r["attempt"] for r in runs] == [1, 2]
+    assert runs[1]["position"] >= 0.3 * n  # not from zero
+    assert sum(1 for r in log_records(stack) if r["message"] == "Job succeeded") == 1
+
+
+def test_duplicate_deliveries_never_run_a_job_twice(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.services.start_worker("worker2")  # a second worker can take the duplicate at once
+    n = 3 * SECONDS_OF_WORK
+    job_id = stack.submit(n)["job_id"]
+    stack.wait_for_job(job_id, lambda j: j["status"] == "running")
+    stack.send_raw(to_message(job_id))  # duplicate of a running job (heartbeat fresh)
+
+    done = stack.wait_for_job(job_id, lambda j: j["status"] == "succeeded")
+    stack.send_raw(to_message(job_id))  # duplicate of a finished job
+    wait_for(lambda: stack.depth() == 0, 20, "the duplicates to be acknowledged")
+
+    assert stack.job(job_id) == done
+    assert done["attempts"] == 1 and done["result"] == n
+    assert len(started(stack, job_id)) == 1
+    duplicates = [
+        r for r in log_records(stack) if r["message"] == "Duplicate delivery acknowledged"
+    ]
+    assert {r["status"] for r in duplicates} == {"running", "succeeded"}
+
+
+def test_two_workers_racing_for_one_job_run_it_once(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.services.start_worker("worker2")
+    job_ids = []
+    for _ in range(4):
+        job_id = stack.submit(SECONDS_OF_WORK // 4)["job_id"]
+        stack.send_raw(to_message(job_id))  # both workers get a message for each job
+        job_ids.append(job_id)
+
+    jobs = [stack.wait_for_job(i, lambda j: j["status"] == "succeeded") for i in job_ids]
+
+    assert all(j["attempts"] == 1 and j["result"] == SECONDS_OF_WORK // 4 for j in jobs)
+    assert all(len(started(stack, i)) == 1 for i in job_ids)
+
+
+def test_each_kind_of_poison_is_dropped_at_once(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    for body in [
+        "not json",
+        json.dumps({"n": 5}),
+        json.dumps({"job_id": "6f9619ff-8b86-4011-b42d-00c04fc964ff"}),
+    ]:
+        stack.send_raw(body)
+    wait_for(lambda: stack.depth() == 0, 20, "the poison to be acknowledged")
+    poison = [r for r in log_records(stack) if r["message"].startswith("Dropping a poison")]
+    assert len(poison) == 3
+    assert stack.depth("DeadLetterQueueUrl") == 0
+    assert stack.log.count("outcome=succeeded") == 3  # acknowledged, not retried
+
+
+def test_a_failing_job_is_retried_with_backoff_then_failed(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(extra_files={"chalicelib/kinds.py": FAILING_KIND})
+    job_id = put_job(stack, "explode", 10)
+
+    failed = stack.wait_for_job(job_id, lambda j: j["status"] == "failed", timeout=60)
+
+    assert failed["error"] == "RuntimeError: injected failure"
+    assert failed["attempts"] == 3  # JOBS_MAX_ATTEMPTS' default
+    retries = [r for r in log_records(stack) if r["message"] == "Job will be retried"]
+    assert [r["delay_seconds"] for r in retries] == [1, 2]  # base 1 s, doubling
+
+
+def test_cancelling_a_running_job_stops_it_and_a_queued_one_never_starts(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack()
+    running = stack.submit(50 * SECONDS_OF_WORK)["job_id"]
+    stack.wait_for_job(running, lambda j: j["status"] == "running")
+    queued = stack.submit(10)["job_id"]  # waits: the worker runs one job at a time
+
+    answer = requests.post(f"{stack.url}/jobs/{queued}/cancel", timeout=10)
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
+    answer = requests.post(f"{stack.url}/jobs/{running}/cancel", timeout=10)
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
+
+    # The run stops at its next checkpoint (0.2 s here), far before its ~50 s of work.
+    wait_for(
+        lambda: any(
+            r["message"] == "Job cancelled while running; stopped" for r in log_records(stack)
+        ),
+        10,
+        "the running job to stop",
+    )
+    wait_for(lambda: stack.depth() == 0, 20, "the queued job's message to be handled")
+    stopped, never = stack.job(running), stack.job(queued)
+    assert stopped["status"] == "cancelled" and stopped["result"] is None
+    assert stopped["progress"] < 0.5
+    assert never["status"] == "cancelled" and never["started_at"] is None
+    assert never["attempts"] == 0
+    again = requests.post(f"{stack.url}/jobs/{running}/cancel", timeout=10)
+    assert again.status_code == 200  # idempotent
+
+    finished = stack.submit(10)["job_id"]
+    stack.wait_for_job(finished, lambda j: j["status"] == "succeeded")
+    conflict = requests.post(f"{stack.url}/jobs/{finished}/cancel", timeout=10)
+    assert conflict.status_code == 409
+
+
+def test_idempotency_key_over_http(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    first = requests.post(
+        f"{stack.url}/heavy", json={"n": 7}, headers={"Idempotency-Key": "order-42"}, timeout=10
+    )
+    again = requests.post(
+        f"{stack.url}/heavy", json={"n": 7}, headers={"Idempotency-Key": "order-42"}, timeout=10
+    )
+    other = requests.post(
+        f"{stack.url}/heavy", json={"n": 8}, headers={"Idempotency-Key": "order-42"}, timeout=10
+    )
+
+    assert first.status_code == again.status_code == 202
+    assert again.json()["job_id"] == first.json()["job_id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    done = stack.wait_for_job(first.json()["job_id"], lambda j: j["status"] == "succeeded")
+    assert done["attempts"] == 1
+
+
+def test_a_job_longer_than_the_function_timeout_completes_across_invocations(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(
+        environment={"JOBS_TIMEOUT_MARGIN_SECONDS": "0.5"},
+        functions={"process_job": {"lambda_timeout": 2}},
+    )
+    n = 5 * SECONDS_OF_WORK  # several 2-second invocations of work
+
+    job = stack.wait_for_job(
+        stack.submit(n)["job_id"], lambda j: j["status"] == "succeeded", timeout=120
+    )
+
+    assert job["result"] == n and job["attempts"] == 1  # continuations are not attempts
+    continued = [
+        r
+        for r in log_records(stack)
+        if r["message"] == "Checkpointed before the timeout; continues in the next invocation"
+    ]
+    assert len(continued) >= 2
+    assert "Task timed out" not in stack.log  # it yielded before Lambda would kill it
