@@ -28,12 +28,13 @@ def _error(description: str) -> dict[str, Any]:
 
 
 _TIMESTAMP = {"type": "string", "format": "date-time", "nullable": True}
-_JOB_ID = {
-    "name": "job_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "format": "uuid"},
+# Job ids are canonical lowercase uuid4s (chalicelib.jobs.is_job_id); anything else is 400.
+_UUID4 = {
+    "type": "string",
+    "format": "uuid",
+    "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
 }
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": _UUID4}
 
 
 def document(settings: Settings) -> dict[str, Any]:
@@ -80,7 +81,12 @@ def document(settings: Settings) -> dict[str, Any]:
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
                         },
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "description": "Opaque: the `next` of a previous page (else 400).",
+                            "schema": {"type": "string"},
+                        },
                     ],
                     "responses": {
                         "200": _json(_ref("JobList"), "A page of jobs."),
