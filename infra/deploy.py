@@ -201,27 +201,16 @@ def clear_failed_creation(cfn: Any, name: str) -> bool:
     without this a deploy that failed once (e.g. SQS refusing a queue name deleted less than
     60 s ago) would fail forever.
     """
-    if stack_status(cfn, name) != FAILED_CREATION:
+    if stack.stack_status(cfn, name) != FAILED_CREATION:
         return False
     print(f"Deleting stack {name}: its creation failed earlier and it holds nothing")
     delete_stack(cfn, name)
     return True
 
 
-def stack_status(cfn: Any, name: str) -> str | None:
-    """The stack's status, or None if there is no such stack."""
-    try:
-        stacks = cfn.describe_stacks(StackName=name)["Stacks"]
-    except ClientError as error:
-        if "does not exist" in str(error):
-            return None
-        raise
-    return str(stacks[0]["StackStatus"]) if stacks else None
-
-
 def delete_stack(cfn: Any, name: str) -> bool:
     """Delete stack ``name`` and wait until it is gone; False if there was none."""
-    if stack_status(cfn, name) in (None, "DELETE_COMPLETE"):
+    if stack.stack_status(cfn, name) in (None, "DELETE_COMPLETE"):
         return False
     cfn.delete_stack(StackName=name)
     cfn.get_waiter("stack_delete_complete").wait(

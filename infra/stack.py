@@ -101,7 +101,7 @@ def apply(
     body = template_body if template_body is not None else TEMPLATE.read_text()
     params = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
     waiter_config = {"Delay": 2, "MaxAttempts": 600}
-    if _exists(cfn, name):
+    if stack_status(cfn, name) not in (None, "DELETE_COMPLETE"):
         try:
             cfn.update_stack(StackName=name, TemplateBody=body, Parameters=params)
         except ClientError as error:
@@ -144,14 +144,15 @@ def write_stage_environment(
     return True
 
 
-def _exists(cfn: Any, name: str) -> bool:
+def stack_status(cfn: Any, name: str) -> str | None:
+    """The stack's status, or None if there is no such stack."""
     try:
         stacks = cfn.describe_stacks(StackName=name)["Stacks"]
     except ClientError as error:
         if "does not exist" in str(error):
-            return False
+            return None
         raise
-    return bool(stacks) and stacks[0]["StackStatus"] != "DELETE_COMPLETE"
+    return str(stacks[0]["StackStatus"]) if stacks else None
 
 
 def write_policies(

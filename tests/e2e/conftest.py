@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import requests
 
 from infra.emulator import free_port, port_is_free
 from infra.run import PROJECT_DIR, Services
+from tests.waiting import wait_for
 
 STAGE = "local"
 # The copy's stage: quick heartbeats and recovery, so faults play out in seconds.
@@ -123,19 +123,6 @@ class Stack:
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
         return sum(int(v) for v in attributes.values())
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str | Callable[[], str]) -> Any:
-    """Poll ``condition`` every 50 ms until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            described = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout} s waiting for {described}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

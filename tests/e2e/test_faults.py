@@ -12,8 +12,9 @@ from typing import Any
 import requests
 
 from chalicelib.jobs import Job, to_item, to_message, utc_now
-from tests.e2e.conftest import Stack, wait_for
+from tests.e2e.conftest import Stack
 from tests.e2e.test_local_stack import SECONDS_OF_WORK
+from tests.waiting import wait_for
 
 FAILING_KIND = """
 

@@ -18,7 +18,8 @@ import requests
 
 from infra.emulator import free_port, port_is_free
 from infra.run import PROJECT_DIR
-from tests.e2e.conftest import Stack, wait_for
+from tests.e2e.conftest import Stack
+from tests.waiting import wait_for
 
 # A job of a few seconds on one core of this kind of machine (~100 M iterations/s).
 SECONDS_OF_WORK = 100_000_000

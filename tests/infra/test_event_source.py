@@ -39,6 +39,7 @@ from infra.event_source import (
     sqs_event,
     sqs_message_to_record,
 )
+from tests.waiting import wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOY_APP = FIXTURES / "toy_project" / "app.py"
@@ -550,18 +551,6 @@ def start_runner(emulator: EmulatorHandle, tmp_path: Path) -> Iterator[Callable[
                 os.killpg(runner.process.pid, signal.SIGKILL)
                 runner.process.wait()
         runner.log_file.close()
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def process_state(pid: int) -> str | None:
