@@ -26,6 +26,11 @@ app = Chalice(app_name="heavy-jobs")
 SUBMIT_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
 
 
+# Where the stage requires an API key (prod), it guards what creates, lists or cancels
+# jobs. GET /jobs/{job_id} stays open: an unguessable job id is the capability to read it.
+KEY_REQUIRED = api_key_required_at_import()
+
+
 @app.route("/fast", methods=["GET"])
 def fast() -> dict[str, str]:
     return {"message": "I'm fast"}
@@ -33,14 +38,14 @@ def fast() -> dict[str, str]:
 
 @app.route("/openapi.json", methods=["GET"])
 def openapi_document() -> dict[str, object]:
-    return openapi.document(get_settings())
+    return openapi.document(get_settings(), KEY_REQUIRED)
 
 
 @app.route(
     "/heavy",
     methods=["POST"],
     content_types=SUBMIT_CONTENT_TYPES,
-    api_key_required=api_key_required_at_import(),
+    api_key_required=KEY_REQUIRED,
 )
 def submit_heavy() -> Response:
     request = _current_request()
@@ -88,7 +93,7 @@ def submit_heavy() -> Response:
     )
 
 
-@app.route("/jobs", methods=["GET"])
+@app.route("/jobs", methods=["GET"], api_key_required=KEY_REQUIRED)
 def list_jobs() -> Response:
     try:
         page = service.list_jobs(_query_params(), connections.job_table())
@@ -114,7 +119,12 @@ def get_job(job_id: str) -> Response:
     return Response(status_code=200, body=job.to_api())
 
 
-@app.route("/jobs/{job_id}/cancel", methods=["POST"], content_types=SUBMIT_CONTENT_TYPES)
+@app.route(
+    "/jobs/{job_id}/cancel",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    api_key_required=KEY_REQUIRED,
+)
 def cancel_job(job_id: str) -> Response:
     try:
         job = service.cancel_job(job_id, connections.job_table())

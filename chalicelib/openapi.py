@@ -37,8 +37,26 @@ _UUID4 = {
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": _UUID4}
 
 
-def document(settings: Settings) -> dict[str, Any]:
+# The operations an API key guards where the stage requires one (see app.py).
+KEYED_OPERATIONS = (("/heavy", "post"), ("/jobs", "get"), ("/jobs/{job_id}/cancel", "post"))
+
+
+def document(settings: Settings, api_key_required: bool = False) -> dict[str, Any]:
     """The whole document, for the stage whose settings are given."""
+    doc = _document(settings)
+    if api_key_required:
+        doc["components"]["securitySchemes"] = {
+            "api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"}
+        }
+        for path, method in KEYED_OPERATIONS:
+            operation = doc["paths"][path][method]
+            operation["security"] = [{"api_key": []}]
+            operation["responses"]["403"] = {"description": "No valid x-api-key header."}
+            operation["responses"]["429"] = {"description": "Over the usage plan's rate."}
+    return doc
+
+
+def _document(settings: Settings) -> dict[str, Any]:
     job_found = _json(_ref("Job"), "The job.")
     return {
         "openapi": "3.0.3",

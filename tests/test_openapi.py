@@ -8,7 +8,7 @@ from chalice.test import Client
 
 from chalicelib.config import Settings
 from chalicelib.jobs import Job, utc_now
-from chalicelib.openapi import document
+from chalicelib.openapi import KEYED_OPERATIONS, document
 
 
 def test_document_is_served(client: Client) -> None:
@@ -41,3 +41,42 @@ def test_cap_on_n_is_the_stages_setting() -> None:
     )
     body = document(settings)["paths"]["/heavy"]["post"]["requestBody"]
     assert body["content"]["application/json"]["schema"]["properties"]["n"]["maximum"] == 99
+
+
+def test_a_stage_that_requires_a_key_documents_where(app_module: Any) -> None:
+    settings = Settings.from_mapping({"JOBS_TABLE_NAME": "t", "JOBS_QUEUE_NAME": "q"})
+    keyed = document(settings, api_key_required=True)
+    secured = {
+        (path, method)
+        for path, ops in keyed["paths"].items()
+        for method, op in ops.items()
+        if op.get("security") == [{"api_key": []}]
+    }
+    routes_with_key = {
+        (path, method.lower())
+        for path, methods in app_module.app.routes.items()
+        for method, entry in methods.items()
+        if entry.api_key_required
+    }
+    assert secured == set(KEYED_OPERATIONS)
+    # The local stage requires none; the app's decorators and the document agree on which.
+    assert routes_with_key == set()
+    assert "securitySchemes" not in document(settings)["components"]
+
+
+def test_app_guards_exactly_the_documented_operations(monkeypatch: Any) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.setenv("JOBS_REQUIRE_API_KEY", "true")
+    monkeypatch.setenv("JOBS_QUEUE_NAME", "q")
+    monkeypatch.setenv("JOBS_DEAD_LETTER_QUEUE_NAME", "dlq")
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    keyed_app = importlib.import_module("app")
+    guarded = {
+        (path, method.lower())
+        for path, methods in keyed_app.app.routes.items()
+        for method, entry in methods.items()
+        if entry.api_key_required
+    }
+    assert guarded == set(KEYED_OPERATIONS)

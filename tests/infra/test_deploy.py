@@ -363,7 +363,12 @@ def test_every_role_is_least_privilege(rehearsal: Rehearsal, stage: str) -> None
                     )
 
 
-def test_only_prods_post_heavy_requires_an_api_key(rehearsal: Rehearsal) -> None:
+# In a stage that requires a key, it guards what creates, lists or cancels jobs; reading
+# one job stays open (its unguessable id is the capability).
+KEYED_ROUTES = {("/heavy", "post"), ("/jobs", "get"), ("/jobs/{job_id}/cancel", "post")}
+
+
+def test_only_prods_job_changes_and_listing_require_an_api_key(rehearsal: Rehearsal) -> None:
     """Checked on Chalice's own API definition; moto's copy is only as good as the bridge."""
     chalice = [str(VENV / "bin" / "chalice"), "--project-dir", str(rehearsal.project)]
     for stage in STAGES:
@@ -381,7 +386,7 @@ def test_only_prods_post_heavy_requires_an_api_key(rehearsal: Rehearsal) -> None
             for method, doc in methods.items()
             if {"api_key": []} in doc.get("security", [])
         }
-        assert keyed == ({("/heavy", "post")} if stage == KEY_STAGE else set())
+        assert keyed == (KEYED_ROUTES if stage == KEY_STAGE else set())
         if stage == KEY_STAGE:
             scheme = definition["securityDefinitions"]["api_key"]
             assert scheme == {"type": "apiKey", "name": "x-api-key", "in": "header"}
