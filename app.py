@@ -65,32 +65,19 @@ def submit_heavy() -> Response:
             job = service.wait_for_job(job.job_id, connections.job_table(), prefer.wait)
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
+    status_url = _external_url(f"/jobs/{job.job_id}")
     if job.status.is_final:  # Prefer: wait=N, and the job finished in time
         return Response(
             status_code=200,
             body=job.to_api(),
-            headers={
-                "Content-Location": _external_url(f"/jobs/{job.job_id}"),
-                "Preference-Applied": f"wait={prefer.wait}",
-            },
+            headers={"Content-Location": status_url, "Preference-Applied": f"wait={prefer.wait}"},
         )
-    status_url = _external_url(f"/jobs/{job.job_id}")
-    headers: dict[str, str | list[str]] = {
-        "Location": status_url,
-        "Retry-After": str(service.retry_after_seconds(job.n, settings.loop_rate_per_second)),
-    }
+    retry_after = service.retry_after_seconds(job.n, settings.loop_rate_per_second)
+    headers: dict[str, str | list[str]] = {"Location": status_url, "Retry-After": str(retry_after)}
     if submission.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return Response(
-        status_code=202,
-        body={
-            "job_id": job.job_id,
-            "status": job.status.value,
-            "n": job.n,
-            "status_url": status_url,
-        },
-        headers=headers,
-    )
+    body = {"job_id": job.job_id, "status": job.status.value, "n": job.n, "status_url": status_url}
+    return Response(status_code=202, body=body, headers=headers)
 
 
 @app.route("/jobs", methods=["GET"], api_key_required=KEY_REQUIRED)
@@ -143,7 +130,8 @@ def process_job(event: Any) -> None:
     right whether or not the event source mapping has ReportBatchItemFailures enabled.
     """
     worker = connections.worker()
-    remaining_ms = _remaining_time(event)
+    # Lambda's context says how long this invocation has left (None: no context, e.g. tests).
+    remaining_ms = getattr(event.context, "get_remaining_time_in_millis", None)
     _each_record(event, lambda record: worker.process_message(record.body, remaining_ms))
 
 
@@ -178,13 +166,6 @@ def _each_record(event: Any, handle: Callable[[SQSRecord], object]) -> None:
             failures.append(error)
     if failures:
         raise failures[0]
-
-
-def _remaining_time(event: Any) -> Any:
-    context = getattr(event, "context", None)
-    if context is None or not hasattr(context, "get_remaining_time_in_millis"):
-        return lambda: 900_000
-    return context.get_remaining_time_in_millis
 
 
 def _idempotency_key(request: Request) -> service.IdempotencyKey | None:

@@ -120,17 +120,21 @@ class Worker:
 
     # --- the job queue ----------------------------------------------------------------
 
-    def process_message(
-        self, body: str, remaining_ms: Callable[[], int] = lambda: MAX_INVOCATION_MS
-    ) -> Outcome:
-        """Run the job ``body`` names, at most once at a time, and record how it ended."""
+    def process_message(self, body: str, remaining_ms: Callable[[], int] | None = None) -> Outcome:
+        """Run the job ``body`` names, at most once at a time, and record how it ended.
+
+        ``remaining_ms`` is the invocation's time left (Lambda's context); without it, the
+        run assumes Lambda's longest timeout.
+        """
         try:
             message = parse_message(body)
         except PoisonMessage as error:
             logger.error("Dropping a poison message", reason=str(error))
             return Outcome.POISON
         with job_logging(message.job_id):
-            return self._run(message.job_id, message.resume, remaining_ms)
+            return self._run(
+                message.job_id, message.resume, remaining_ms or (lambda: MAX_INVOCATION_MS)
+            )
 
     def _run(self, job_id: str, resume: bool, remaining_ms: Callable[[], int]) -> Outcome:
         owner = uuid.uuid4().hex
