@@ -8,7 +8,7 @@ from typing import Any
 
 from chalice.app import Chalice, Rate, Request, Response, SQSRecord
 
-from chalicelib import connections, openapi, service
+from chalicelib import connections, dashboard, openapi, service
 from chalicelib.config import (
     api_key_required_at_import,
     dead_letter_queue_name_at_import,
@@ -24,6 +24,12 @@ app = Chalice(app_name="heavy-jobs")
 
 # curl -d sends form content by default; the body is parsed as JSON whatever the type.
 SUBMIT_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
+
+
+@app.route("/", methods=["GET"])
+def dashboard_page() -> Response:
+    page = dashboard.page()
+    return Response(status_code=200, body=page.html, headers={**page.headers})
 
 
 @app.route("/fast", methods=["GET"])
