@@ -20,7 +20,10 @@ help: ## List the commands
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
+# The project itself is installed too (the `jobs` command): reinstall when it changes.
+$(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## Create .venv from the requirements files
 
