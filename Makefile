@@ -73,3 +73,9 @@ package: venv ## Write out/STAGE/ (SAM template + zip) for a pipeline; needs no 
 
 api-key: venv ## Print STAGE's API key value
 	@$(PY) -m infra.deploy api-key --stage $(STAGE)
+
+# --- the README's picture of the dashboard -------------------------------------------------
+.PHONY: screenshot
+
+screenshot: venv ## Regenerate docs/dashboard.png from a real local run (needs chromium)
+	$(PY) -m infra.screenshot --output docs/dashboard.png
