@@ -144,9 +144,15 @@ def job_list(jobs: list[Job], now: datetime) -> Table:
             outcome,
             Text(duration(queue_wait)),
             Text(duration(run_time)),
-            _value(job.get("created_at")),
+            Text(_timestamp(job.get("created_at"))),
         )
     return table
+
+
+def _timestamp(value: Any) -> str:
+    """``2026-01-01 09:30:00Z``: to the second, in UTC like the API."""
+    moment = parse_time(value)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if moment else NONE
 
 
 def outcome(job: Job, now: datetime) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from jobs_cli import render
 from jobs_cli.client import FINAL_STATUSES, Api, Job
@@ -65,14 +65,17 @@ def watch(
         TextColumn("{task.description}", markup=False),
         TextColumn("{task.fields[status]:<9}", markup=False),
         BarColumn(),
-        TaskProgressColumn(),
+        # Not rich's TaskProgressColumn: it rounds, and 99.6% must not show as 100%.
+        TextColumn("{task.fields[percent]:>4}", markup=False),
         TextColumn("{task.fields[rate]:>13}", markup=False),
         TextColumn("{task.fields[eta]}", markup=False),
         console=console,
         auto_refresh=False,
     )
     with progress:
-        task = progress.add_task(job_id[:8], total=_total(job), status="", rate="", eta="")
+        task = progress.add_task(
+            job_id[:8], total=_total(job), status="", percent="", rate="", eta=""
+        )
         while True:
             _show(progress, task, job, estimator, now())
             if job.get("status") in FINAL_STATUSES:
@@ -103,6 +106,7 @@ def _show(
         task,
         completed=done,
         status=str(job.get("status")),
+        percent=render.percent(job.get("progress")),
         rate=render.rate(per_second) if running else "",
         eta=f"{render.duration(left)} left" if left is not None else "",
     )

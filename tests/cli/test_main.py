@@ -183,7 +183,10 @@ def test_list_shows_full_ids_and_passes_the_filters(jobs: Any, fake_api: FakeApi
     assert lines[0].split() == [
         "JOB", "STATUS", "N", "PROGRESS", "RESULT", "QUEUE", "WAIT", "RUN", "TIME", "CREATED"
     ]  # fmt: skip
-    assert lines[2].split()[:5] == [JOB_ID, "succeeded", "1000", "100%", "1000"]
+    assert lines[2].split() == [
+        JOB_ID, "succeeded", "1000", "100%", "1000", "1.0", "s", "2.5", "s", "2026-01-01",
+        "00:00:00Z",
+    ]  # fmt: skip
     assert lines[3].split()[:5] == [other, "failed", "1000", "100%", "boom"]
 
 
