@@ -20,7 +20,10 @@ help: ## List the commands
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
+# The project itself is installed too (the `jobs` command): reinstall when it changes.
+$(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## Create .venv from the requirements files
 
@@ -70,3 +73,9 @@ package: venv ## Write out/STAGE/ (SAM template + zip) for a pipeline; needs no 
 
 api-key: venv ## Print STAGE's API key value
 	@$(PY) -m infra.deploy api-key --stage $(STAGE)
+
+# --- the README's picture of the dashboard -------------------------------------------------
+.PHONY: screenshot
+
+screenshot: venv ## Regenerate docs/dashboard.png from a real local run (needs chromium)
+	$(PY) -m infra.screenshot --output docs/dashboard.png

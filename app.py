@@ -8,7 +8,7 @@ from typing import Any
 
 from chalice.app import Chalice, Rate, Request, Response, SQSRecord
 
-from chalicelib import connections, openapi, service
+from chalicelib import connections, dashboard, openapi, service
 from chalicelib.config import (
     api_key_required_at_import,
     dead_letter_queue_name_at_import,
@@ -29,6 +29,12 @@ SUBMIT_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded",
 # Where the stage requires an API key (prod), it guards what creates, lists or cancels
 # jobs. GET /jobs/{job_id} stays open: an unguessable job id is the capability to read it.
 KEY_REQUIRED = api_key_required_at_import()
+
+
+@app.route("/", methods=["GET"])
+def dashboard_page() -> Response:
+    page = dashboard.page()
+    return Response(status_code=200, body=page.html, headers={**page.headers})
 
 
 @app.route("/fast", methods=["GET"])

@@ -69,6 +69,17 @@ def _document(settings: Settings) -> dict[str, Any]:
             ),
         },
         "paths": {
+            "/": {
+                "get": {
+                    "summary": "The dashboard: a web page that submits, follows and cancels jobs",
+                    "responses": {
+                        "200": {
+                            "description": "The page (HTML, with its CSS and JavaScript inline).",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/fast": {
                 "get": {
                     "summary": "Answer at once, with no AWS call",

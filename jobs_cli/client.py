@@ -1,0 +1,165 @@
+"""The heavy-jobs API over HTTP: one method per request, every failure an exception.
+
+    CliError            a one-line reason the command could not do its work
+    ├── Unreachable     no HTTP answer at all: refused, unknown host, timed out
+    └── ApiError        an HTTP error answer: the API's {"error": {code, message}},
+                        or API Gateway's {"message"} (403 without an API key, 429)
+
+URLs are joined to the base URL relatively, so a base with a stage prefix
+(``https://…/dev`` or ``…/dev/``) keeps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
+
+import requests
+
+from jobs_cli import __version__
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# The longest the API holds a request open for Prefer: wait / ?wait (it caps larger
+# values there, under API Gateway's 29-second limit).
+MAX_WAIT_SECONDS = 25
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 15.0
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class CliError(Exception):
+    """A one-line reason the command could not do its work."""
+
+
+class Unreachable(CliError):
+    """No HTTP answer at all."""
+
+
+class ApiError(CliError):
+    """An HTTP error answer."""
+
+    def __init__(self, status: int, code: str | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+Job = dict[str, Any]
+
+
+@dataclass
+class Api:
+    base_url: str
+    api_key: str | None = None
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise CliError(f"not an http(s) URL: {self.base_url!r}")
+        self.base_url = self.base_url.rstrip("/") + "/"
+        self.session.headers["User-Agent"] = f"jobs-cli/{__version__}"
+        if self.api_key:
+            self.session.headers["x-api-key"] = self.api_key
+
+    def submit(self, n: int, wait: int | None = None) -> tuple[int, Job]:
+        """POST /heavy: (202, the accepted job) or, after Prefer: wait, (200, the job)."""
+        headers = {"Prefer": f"wait={wait}"} if wait else {}
+        response = self._request("POST", "heavy", json={"n": n}, headers=headers, wait=wait)
+        return response.status_code, _body(response)
+
+    def job(self, job_id: str, wait: int | None = None) -> Job:
+        """GET /jobs/{id}, waiting up to ``wait`` seconds on the server for it to finish."""
+        params = {"wait": str(wait)} if wait else None
+        return _body(self._request("GET", _job_path(job_id), params=params, wait=wait))
+
+    def jobs(
+        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """GET /jobs: a page of jobs, newest first, and the cursor of the next one."""
+        params = {"status": status, "limit": None if limit is None else str(limit)}
+        params["cursor"] = cursor
+        found = {name: value for name, value in params.items() if value is not None}
+        return _body(self._request("GET", "jobs", params=found))
+
+    def cancel(self, job_id: str) -> Job:
+        return _body(self._request("POST", f"{_job_path(job_id)}/cancel"))
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        wait: int | None = None,
+    ) -> requests.Response:
+        url = urljoin(self.base_url, path)
+        timeout = (CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS + (wait or 0))
+        try:
+            response = self.session.request(
+                method, url, params=params, json=json, headers=headers, timeout=timeout
+            )
+        except requests.Timeout:
+            raise Unreachable(f"no answer from {self.base_url} in time") from None
+        except requests.RequestException as error:
+            raise Unreachable(f"cannot connect to {self.base_url}: {_reason(error)}") from None
+        if response.status_code >= 400:
+            raise _api_error(response, has_key=bool(self.api_key))
+        return response
+
+
+def _job_path(job_id: str) -> str:
+    # Quoted whole: an id is a path segment, never more ("../fast" stays one segment).
+    return f"jobs/{quote(job_id, safe='')}"
+
+
+def _body(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ApiError(
+            response.status_code, None, f"HTTP {response.status_code} without a JSON object"
+        )
+    return body
+
+
+def _api_error(response: requests.Response, has_key: bool) -> ApiError:
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return ApiError(status, str(error.get("code")), error["message"])
+    gateway = body.get("message") if isinstance(body, dict) else None
+    message = gateway if isinstance(gateway, str) else f"HTTP {status} {response.reason}".strip()
+    if status == 403 and gateway == "Forbidden":
+        hint = "check the API key" if has_key else "this stage needs --api-key or $JOBS_API_KEY"
+        message = f"{message}: {hint}"
+    elif status == 429:
+        message = f"{message}: over the API key's request rate; retry shortly"
+    return ApiError(status, None, message)
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost OS-level reason (``Connection refused``), else the error's type."""
+    reason: str = type(error).__name__
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            reason = current.strerror
+        cause = getattr(current, "reason", None)
+        if not isinstance(cause, BaseException):
+            first = current.args[0] if current.args else None
+            cause = first if isinstance(first, BaseException) else current.__cause__
+        current = cause
+    return reason

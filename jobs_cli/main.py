@@ -1,0 +1,286 @@
+"""The ``jobs`` command: parse the command line, run one command, exit with its status.
+
+Exit statuses:
+  0    done; for a job, it is queued, running or succeeded
+  1    the job failed or was cancelled (submit --wait, status, watch)
+  2    bad usage, or the API could not be reached or answered with an error
+  130  interrupted (Ctrl-C)
+
+Errors are one line on stderr (``jobs: …``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, NoReturn, TextIO
+
+from rich.console import Console, RenderableType
+
+from jobs_cli import __version__, render
+from jobs_cli.client import DEFAULT_URL, FINAL_STATUSES, MAX_WAIT_SECONDS, Api, CliError, Job
+from jobs_cli.watch import watch
+
+EXIT_OK = 0
+EXIT_JOB_UNSUCCESSFUL = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+UNSUCCESSFUL = frozenset({"failed", "cancelled"})
+
+DESCRIPTION = """\
+Submit, follow and cancel heavy-jobs jobs over the HTTP API.
+
+The API is at --url, else $JOBS_URL, else http://127.0.0.1:8000 (`make run`). On a stage
+that requires an API key (prod), pass --api-key or set $JOBS_API_KEY.
+"""
+EPILOG = """\
+exit statuses: 0 done (a job queued, running or succeeded), 1 the job failed or was
+cancelled, 2 bad usage or an API/connection error (one line on stderr).
+
+examples:
+  jobs submit 300000000 --wait          prints the result once the job succeeded
+  id=$(jobs submit 5_000_000_000) && jobs watch "$id"
+  jobs list --status running
+  jobs --url https://abc.execute-api.eu-west-1.amazonaws.com/prod --api-key KEY submit 10
+"""
+
+
+class UsageError(CliError):
+    """The command line does not make sense."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line instead of usage plus message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def count(text: str) -> int:
+    """n as a person types it: 300000000, 300_000_000, 300,000,000 or 3e8."""
+    cleaned = text.strip().replace("_", "").replace(",", "")
+    if re.fullmatch(r"[0-9]+", cleaned):
+        return int(cleaned)
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?[eE][0-9]{1,3}", cleaned):
+        try:
+            value = Decimal(cleaned)
+        except InvalidOperation:
+            value = Decimal("NaN")
+        if value.is_finite() and value == value.to_integral_value():
+            return int(value)
+    raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+
+
+def _add_shared_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """Options that work before or after the command (`jobs --url U list`, `jobs list
+    --url U`). A command's copy defaults to SUPPRESS, so leaving it out there keeps the
+    value given before the command. (argparse's ``parents`` would share one action
+    object between the parsers, and with it their defaults.)"""
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument(
+        "--url", help=f"the API's base URL (default: $JOBS_URL, else {DEFAULT_URL})", **default
+    )
+    parser.add_argument("--api-key", help="sent as x-api-key (default: $JOBS_API_KEY)", **default)
+    parser.add_argument(
+        "--json", action="store_true", help="print the API's JSON answer", **default
+    )
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="jobs",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_shared_options(parser, top=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    submit = commands.add_parser("submit", help="queue a job counting to N; print its id")
+    submit.add_argument("n", type=count, metavar="N", help="e.g. 300000000, 3e8 or 300_000_000")
+    submit.add_argument(
+        "--wait", action="store_true", help="wait for the job to finish and print its result"
+    )
+    for name, text in (
+        ("status", "show a job (exit 1 if it failed or was cancelled)"),
+        ("watch", "follow a job with a live progress bar until it finishes"),
+        ("cancel", "cancel a queued or running job"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("job_id", metavar="ID")
+    listing = commands.add_parser("list", help="list jobs, newest first")
+    listing.add_argument(
+        "--status", help="only jobs in this status: queued, running, succeeded, failed, cancelled"
+    )
+    listing.add_argument("--limit", type=int, help="at most this many (1 to 100; default 20)")
+    listing.add_argument("--cursor", help="the next page, as printed after a full page")
+    for command in commands.choices.values():
+        _add_shared_options(command, top=False)
+    return parser
+
+
+class Output:
+    """Where a command writes: results on stdout, progress and notes on stderr."""
+
+    def __init__(self, stdout: TextIO, stderr: TextIO, as_json: bool) -> None:
+        self.as_json = as_json
+        self.out = _console(stdout)
+        self.err = _console(stderr)
+        self.interactive = stderr.isatty()
+
+    def table(self, table: RenderableType) -> None:
+        if self.out.is_terminal:
+            self.out.print(table)
+            return
+        # In a pipe or file: no padding after the last column.
+        with self.out.capture() as captured:
+            self.out.print(table)
+        self.out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+    def json(self, value: Any) -> None:
+        self.out.print_json(json.dumps(value), highlight=False)
+
+    def note(self, text: str) -> None:
+        """A hint for a person at a terminal; nothing when stderr is a pipe or file."""
+        if self.interactive:
+            self.err.print(text, markup=False, highlight=False)
+
+
+def _console(file: TextIO) -> Console:
+    # Not a terminal: lines as wide as they need (rich would otherwise fit 80 columns
+    # and cut the job ids that scripts read).
+    return Console(
+        file=file, highlight=False, soft_wrap=False, width=None if file.isatty() else 1000
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- the commands ---------------------------------------------------------------------
+
+
+def submit(args: argparse.Namespace, api: Api, output: Output) -> int:
+    if not args.wait:
+        _, accepted = api.submit(args.n)
+        if output.as_json:
+            output.json(accepted)
+        else:
+            output.out.print(accepted["job_id"], markup=False)
+            output.note(f"queued; follow it with: jobs watch {accepted['job_id']}")
+        return EXIT_OK
+    # The server holds each request open until the job finishes or MAX_WAIT_SECONDS
+    # pass (Prefer: wait, then ?wait=): no polling loop here.
+    _, job = api.submit(args.n, wait=MAX_WAIT_SECONDS)
+    while job.get("status") not in FINAL_STATUSES:
+        job = api.job(str(job["job_id"]), wait=MAX_WAIT_SECONDS)
+    if output.as_json:
+        output.json(job)
+    elif job["status"] == "succeeded":
+        output.out.print(str(job["result"]), markup=False)
+    return _job_exit(job, output)
+
+
+def status(args: argparse.Namespace, api: Api, output: Output) -> int:
+    job = api.job(args.job_id)
+    if output.as_json:
+        output.json(job)
+    else:
+        output.table(render.job_details(job, _now()))
+    return EXIT_JOB_UNSUCCESSFUL if job.get("status") in UNSUCCESSFUL else EXIT_OK
+
+
+def watch_job(args: argparse.Namespace, api: Api, output: Output) -> int:
+    job = watch(api, args.job_id, output.err)
+    if output.as_json:
+        output.json(job)
+    else:
+        output.out.print(render.outcome(job, _now()), markup=False)
+    return EXIT_JOB_UNSUCCESSFUL if job.get("status") in UNSUCCESSFUL else EXIT_OK
+
+
+def list_jobs(args: argparse.Namespace, api: Api, output: Output) -> int:
+    page = api.jobs(status=args.status, limit=args.limit, cursor=args.cursor)
+    if output.as_json:
+        output.json(page)
+        return EXIT_OK
+    jobs = page.get("jobs") or []
+    if jobs:
+        output.table(render.job_list(jobs, _now()))
+    else:
+        output.out.print("no jobs", markup=False)
+    if page.get("next"):
+        output.note(f"more: jobs list --cursor {page['next']}")
+    return EXIT_OK
+
+
+def cancel(args: argparse.Namespace, api: Api, output: Output) -> int:
+    job = api.cancel(args.job_id)
+    if output.as_json:
+        output.json(job)
+    else:
+        output.out.print(f"{job.get('status')} {job.get('job_id')}", markup=False)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Api, Output], int]] = {
+    "submit": submit,
+    "status": status,
+    "watch": watch_job,
+    "list": list_jobs,
+    "cancel": cancel,
+}
+
+
+def api_for(args: argparse.Namespace, env: Mapping[str, str]) -> Api:
+    """The API the options, else the environment, else the local stack point at."""
+    return Api(
+        base_url=args.url or env.get("JOBS_URL") or DEFAULT_URL,
+        api_key=args.api_key or env.get("JOBS_API_KEY") or None,
+    )
+
+
+def _job_exit(job: Job, output: Output) -> int:
+    if job.get("status") == "failed":
+        _error(f"job {job.get('job_id')} failed: {job.get('error')}")
+        return EXIT_JOB_UNSUCCESSFUL
+    if job.get("status") == "cancelled":
+        _error(f"job {job.get('job_id')} was cancelled")
+        return EXIT_JOB_UNSUCCESSFUL
+    return EXIT_OK
+
+
+def _error(message: str) -> None:
+    print(f"jobs: {' '.join(message.split())}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    try:
+        args = build_parser().parse_args(argv)
+        api = api_for(args, env)
+        output = Output(sys.stdout, sys.stderr, as_json=args.json)
+        return COMMANDS[args.command](args, api, output)
+    except CliError as error:
+        _error(str(error))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout closed early (`jobs list | head -1`): point it at /dev/null so the
+        # interpreter's last flush does not complain too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""How jobs look in a terminal: durations, rates, one job, a list of jobs.
+
+Text from the API is always wrapped in ``rich.text.Text`` (never parsed as markup), so
+brackets in an error message print as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from jobs_cli.client import FINAL_STATUSES, Job
+
+STATUS_STYLES = {
+    "queued": "dim",
+    "running": "bold blue",
+    "succeeded": "bold green",
+    "failed": "bold red",
+    "cancelled": "bold yellow",
+}
+NONE = "-"
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def duration(seconds: float | None) -> str:
+    """``0.4 s``, ``12 s``, ``3 min 05 s``, ``1 h 02 min``; ``-`` when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return NONE
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{int(seconds)} s"
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def rate(per_second: float | None) -> str:
+    """Loop iterations per second: ``98.7 M it/s``."""
+    if per_second is None or not math.isfinite(per_second) or per_second < 0:
+        return NONE
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if per_second >= size:
+            return f"{per_second / size:.1f} {unit} it/s"
+    return f"{per_second:.0f} it/s"
+
+
+def timings(job: Job, now: datetime) -> tuple[float | None, float | None]:
+    """(queue wait, run time) in seconds, as far as they go at ``now``.
+
+    Queue wait runs from submission to the start (to the end, for a job cancelled
+    before it started); run time from the start to the end.
+    """
+    created, started = parse_time(job.get("created_at")), parse_time(job.get("started_at"))
+    finished = parse_time(job.get("finished_at"))
+    final = job.get("status") in FINAL_STATUSES
+    wait_end = started or (finished if final else now)
+    queue_wait = (wait_end - created).total_seconds() if created and wait_end else None
+    run_time = ((finished or now) - started).total_seconds() if started else None
+    return queue_wait, run_time
+
+
+def status_text(status: Any) -> Text:
+    return Text(str(status), style=STATUS_STYLES.get(str(status), ""))
+
+
+def percent(progress: Any) -> str:
+    try:
+        value = min(1.0, max(0.0, float(progress)))
+    except (TypeError, ValueError):
+        return NONE
+    return f"{math.floor(value * 100)}%"
+
+
+def _value(value: Any) -> Text:
+    return Text(NONE if value is None else str(value))
+
+
+def job_details(job: Job, now: datetime) -> Table:
+    """One job as labelled lines, for ``jobs status``."""
+    queue_wait, run_time = timings(job, now)
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows: list[tuple[str, Text]] = [
+        ("job", _value(job.get("job_id"))),
+        ("status", status_text(job.get("status"))),
+        ("n", _value(job.get("n"))),
+        ("progress", Text(percent(job.get("progress")))),
+        ("result", _value(job.get("result"))),
+    ]
+    if job.get("error") is not None:
+        rows.append(("error", Text(str(job["error"]), style="red")))
+    rows += [
+        ("attempts", _value(job.get("attempts"))),
+        ("created", _value(job.get("created_at"))),
+        ("started", _value(job.get("started_at"))),
+        ("finished", _value(job.get("finished_at"))),
+        ("queue wait", Text(duration(queue_wait))),
+        ("run time", Text(duration(run_time))),
+    ]
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
+
+
+def job_list(jobs: list[Job], now: datetime) -> Table:
+    """Jobs as a table, for ``jobs list``: full ids, so they can be copied."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("JOB", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
+    for name in ("N", "PROGRESS", "RESULT", "QUEUE WAIT", "RUN TIME"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("CREATED", no_wrap=True)
+    for job in jobs:
+        queue_wait, run_time = timings(job, now)
+        result = job.get("result")
+        if job.get("status") == "failed":
+            outcome = Text(str(job.get("error") or "failed"), style="red")
+        else:
+            outcome = _value(result)
+        table.add_row(
+            _value(job.get("job_id")),
+            status_text(job.get("status")),
+            _value(job.get("n")),
+            Text(percent(job.get("progress"))),
+            outcome,
+            Text(duration(queue_wait)),
+            Text(duration(run_time)),
+            Text(_timestamp(job.get("created_at"))),
+        )
+    return table
+
+
+def _timestamp(value: Any) -> str:
+    """``2026-01-01 09:30:00Z``: to the second, in UTC like the API."""
+    moment = parse_time(value)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if moment else NONE
+
+
+def outcome(job: Job, now: datetime) -> str:
+    """One line saying how a finished job ended, for ``watch``."""
+    queue_wait, run_time = timings(job, now)
+    spent = f"queued {duration(queue_wait)}, ran {duration(run_time)}"
+    status = job.get("status")
+    if status == "succeeded":
+        return f"succeeded: result {job.get('result')} ({spent})"
+    if status == "failed":
+        return f"failed: {job.get('error')} ({spent})"
+    return f"{status} at {percent(job.get('progress'))} ({spent})"

@@ -1,0 +1,98 @@
+"""The installed `jobs` console script, as a user runs it, against a real local stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from infra.emulator import free_port
+from tests.e2e.conftest import Stack
+
+JOBS = Path(sys.executable).with_name("jobs")
+# About a second of counting; and a job far longer than the test.
+SHORT_N = 100_000_000
+LONG_N = 10_000_000_000
+
+
+def jobs(*argv: str, url: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    if not JOBS.is_file():
+        pytest.fail(f"{JOBS} is missing: `make venv` installs the project (pip install -e .)")
+    env = {k: v for k, v in os.environ.items() if k not in ("JOBS_URL", "JOBS_API_KEY")}
+    return subprocess.run(
+        [str(JOBS), *argv],
+        env={**env, "JOBS_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_submit_status_list_cancel_watch(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+
+    done = jobs("submit", str(SHORT_N), "--wait", url=stack.url)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{SHORT_N}\n", "")
+
+    listed = jobs("--json", "list", "--status", "succeeded", url=stack.url)
+    assert listed.returncode == 0
+    (succeeded,) = json.loads(listed.stdout)["jobs"]
+    assert succeeded["result"] == SHORT_N
+    job_id = succeeded["job_id"]
+
+    status = jobs("status", job_id, url=stack.url)
+    assert status.returncode == 0
+    assert "status      succeeded" in status.stdout.splitlines()
+    assert f"result      {SHORT_N}" in status.stdout.splitlines()
+
+    submitted = jobs("submit", str(LONG_N), url=stack.url)
+    assert submitted.returncode == 0
+    long_id = submitted.stdout.strip()
+    stack.wait_for_job(long_id, lambda j: j["status"] == "running")
+
+    table = jobs("list", "--limit", "5", url=stack.url)
+    assert table.returncode == 0
+    rows = [line.split() for line in table.stdout.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [[long_id, "running"], [job_id, "succeeded"]]
+
+    cancelled = jobs("cancel", long_id, url=stack.url)
+    assert (cancelled.returncode, cancelled.stdout) == (0, f"cancelled {long_id}\n")
+
+    watched = jobs("watch", long_id, url=stack.url)
+    assert watched.returncode == 1
+    assert watched.stdout.startswith("cancelled at ")
+    assert jobs("status", long_id, url=stack.url).returncode == 1
+
+    again = jobs("cancel", job_id, url=stack.url)  # it already succeeded
+    assert again.returncode == 2
+    assert again.stderr == "jobs: The job already succeeded; it cannot be cancelled.\n"
+
+
+def test_watch_follows_a_job_to_success(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    job_id = jobs("submit", str(2 * SHORT_N), url=stack.url).stdout.strip()
+    watched = jobs("watch", job_id, url=stack.url)
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout.startswith(f"succeeded: result {2 * SHORT_N} (queued ")
+    assert "100%" in watched.stderr  # the progress bar's last state
+
+
+def test_connection_refused_is_one_line_and_exit_2() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = jobs("submit", "5", "--wait", url=url)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"jobs: cannot connect to {url}/: Connection refused\n"
+
+
+@pytest.mark.parametrize("argv", [[], ["submit", "lots"], ["list", "--limit"], ["nope"]])
+def test_bad_usage_is_one_line_and_exit_2(argv: list[str]) -> None:
+    result = jobs(*argv, url=f"http://127.0.0.1:{free_port()}")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("jobs: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
