@@ -70,3 +70,9 @@ package: venv ## Write out/STAGE/ (SAM template + zip) for a pipeline; needs no 
 
 api-key: venv ## Print STAGE's API key value
 	@$(PY) -m infra.deploy api-key --stage $(STAGE)
+
+# --- benchmarks (bench/): a stack of their own on free ports ---------------------------
+.PHONY: bench
+
+bench: venv ## Benchmark the local stack (~6 min); write BENCHMARKS.md and bench/results/
+	$(PY) -m bench
