@@ -19,6 +19,9 @@ class Machine:
     os: str
     commit: str  # the git commit measured; "+dirty" when the tree had changes
     date: str  # UTC, when the run started
+    # 1-minute load average when the run started: other work on the machine (another
+    # session's test suite, say) is noise the interleaving spreads but cannot remove.
+    load_at_start: float
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -32,7 +35,16 @@ def describe(project_dir: Path) -> Machine:
         os=_os_name(),
         commit=_commit(project_dir),
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        load_at_start=load_average(),
     )
+
+
+def load_average() -> float:
+    """The 1-minute load average (runnable processes, averaged), or NaN if unknown."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return float("nan")
 
 
 def _cpu_model() -> str:

@@ -32,6 +32,7 @@ class Run:
     figures: list[Figure]
     smoke: bool
     seconds: float  # how long the whole run took
+    load_at_end: float  # the 1-minute load average as the run ended
     sizes: dict[str, Any]
 
 
@@ -54,6 +55,7 @@ def to_json(run: Run) -> dict[str, Any]:
         "machine": run.machine.to_json(),
         "smoke": run.smoke,
         "seconds": round(run.seconds, 1),
+        "load_at_end": run.load_at_end,
         "sizes": run.sizes,
         "figures": [f.to_json() for f in run.figures],
     }
@@ -120,7 +122,9 @@ def render(run: Run, chart: str, raw: str) -> str:
         f"in {run.seconds / 60:.1f} minutes. Do not edit by hand: run `make bench` again."
         + (" **Smoke run: sizes too small for any conclusion.**" if run.smoke else ""),
         "",
-        f"- Machine: {m.cpu_model}, {m.cores} cores; {m.python}; {m.os}.",
+        f"- Machine: {m.cpu_model}, {m.cores} cores; {m.python}; {m.os}. 1-minute load "
+        f"average {m.load_at_start:g} as the run started, {run.load_at_end:g} as it ended "
+        "(the run itself keeps about one core busy).",
         "- Stack: the benchmark's own, on free ports, started by `infra.run.Services` as "
         "`make run` starts it (moto server, `chalice local --no-autoreload`, the local event "
         "source); default settings (progress interval 1 s, long polls of 20 s).",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench import coldstart, fast, loopspeed, queueing, report, submit
 from bench.client import HttpClient
-from bench.machine import describe
+from bench.machine import describe, load_average
 from bench.sizes import FULL, SMOKE, Sizes
 from bench.stack import BenchStack, progress
 from bench.stats import Figure
@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         progress(f"failed; the scratch directory (stack.log, project copy) is kept: {workdir}")
         raise
-    run = report.Run(machine, figures, args.smoke, time.monotonic() - started, asdict(sizes))
+    run = report.Run(
+        machine, figures, args.smoke, time.monotonic() - started, load_average(), asdict(sizes)
+    )
     report.write(run, markdown_path, results_dir)
     if args.keep_workdir:
         progress(f"scratch directory kept: {workdir}")
