@@ -6,7 +6,9 @@ cancellation and the lease are checked, at most once per
 JOBS_PROGRESS_INTERVAL_SECONDS). Its speed is n / (finished_at - started_at), both
 written by the worker. The bare loop is ``for i in range(n): pass`` in a function of a
 fresh process (``bench.loop``), timed inside it. They alternate, one at a time, so each
-has a core to itself.
+has a core to itself; the ratio is the median of each round's pair, because this
+machine's speed drifts by a quarter between rounds a minute apart (seen in the first full
+run: 72 M it/s on both sides in round 1, 50-60 on both in rounds 2 and 3).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def figure_4(stack: BenchStack, sizes: Sizes) -> Figure:
     worker = Series("worker_loop_rate", "iterations/s")
     bare = Series("bare_loop_rate", "iterations/s")
     checkpoints = 0
+    pairs: list[float] = []
     with HttpClient(stack.url) as api:
         for round_ in range(sizes.loop_rounds):
             progress(f"figure 4: loop speed, n = {sizes.loop_n:,}, round {round_ + 1}")
@@ -56,14 +59,21 @@ def figure_4(stack: BenchStack, sizes: Sizes) -> Figure:
                     checkpoints += saved
                 else:
                     bare.add(bare_rate(sizes.loop_n))
+            pairs.append(worker.samples[-1] / bare.samples[-1])
     figure = Figure("4", "Loop speed in the worker against a bare loop")
     figure.comparisons = [
         Comparison(
             "4", "loop speed, in the worker (progress, checkpoints, cancel checks) vs bare",
             p50(worker.samples) / 1e6, p50(bare.samples) / 1e6, "M it/s", "worker", "bare loop",
             f"{worker.count} / {bare.count} runs", LOOP_TARGET,
+            note="ratio: the median of each round's worker/bare pair",
+            paired_ratios=tuple(pairs),
         ),
     ]  # fmt: skip
+    rates = ", ".join(
+        f"{w / 1e6:.1f}/{b / 1e6:.1f}" for w, b in zip(worker.samples, bare.samples, strict=True)
+    )
+    figure.notes.append(f"Per round, worker/bare in M it/s: {rates}.")
     figure.notes.append(
         f"n = {sizes.loop_n:,} per run; the worker's runs wrote about {checkpoints} "
         "checkpoints in all (one per JOBS_PROGRESS_INTERVAL_SECONDS, default 1 s)."

@@ -97,10 +97,18 @@ class Comparison:
     # An absolute bound on ``measured`` (queue-to-start: 100 ms), checked with the ratio.
     absolute_limit: float | None = None
     note: str = ""
+    # Ratios of samples taken as pairs, one pair per round: when given, the figure's ratio
+    # is their median, which a machine whose speed drifts between rounds cannot skew the
+    # way it skews a ratio of two medians.
+    paired_ratios: tuple[float, ...] = ()
 
     @property
     def ratio(self) -> float:
-        if self.baseline == 0 or math.isnan(self.baseline) or math.isnan(self.measured):
+        if self.paired_ratios:
+            return p50(self.paired_ratios)
+        # A ratio of spans means nothing once either is negative (a job already running
+        # when the client read its 202) or zero.
+        if not (self.baseline > 0 and self.measured >= 0):
             return math.nan
         return self.measured / self.baseline
 
@@ -119,6 +127,7 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["target"] = self.target.describe() if self.target else None
+        data["paired_ratios"] = list(self.paired_ratios)
         data["ratio"] = self.ratio
         data["met"] = self.met
         return data
