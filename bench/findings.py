@@ -81,7 +81,8 @@ def queueing(figure: Figure) -> str:
     bare = _samples(figure, "floor_queue_to_start")
     return (
         f"{_verdict(figure)} p50 {p50(product):.2f} ms, p99 {p99(product):.2f} ms from the "
-        f"202 to `running` (floor: {p50(bare):.2f} ms). The suspected cost, the event "
+        f"202 to `running` (floor: {p50(bare):.2f} ms; negative: the job was running before "
+        "the client had read its 202). The suspected cost, the event "
         "source's long polls of up to 20 s, is not one: a ReceiveMessage waiting in a long "
         "poll is answered as soon as a message arrives (moto's queue notifies waiting "
         "receivers on SendMessage, as SQS does), and the worker's instance is warm, so the "

@@ -95,6 +95,7 @@ def figure_3(stack: BenchStack, floor: Floor, sizes: Sizes) -> Figure:
     product = Series("queue_to_start", "s")
     product_created = Series("created_to_start", "s")
     bare = Series("floor_queue_to_start", "s")
+    bare_created = Series("floor_created_to_start", "s")
     rng = random.Random(3)
     progress(f"figure 3: queue-to-start, {sizes.queue_samples} jobs each")
     with HttpClient(stack.url) as api:
@@ -106,19 +107,28 @@ def figure_3(stack: BenchStack, floor: Floor, sizes: Sizes) -> Figure:
                     product.add(to_start)
                     product_created.add(from_created)
                 else:
-                    bare.add(_queue_to_start(stack, floor.submit())[0])
+                    to_start, from_created = _queue_to_start(stack, floor.submit())
+                    bare.add(to_start)
+                    bare_created.add(from_created)
     figure = Figure("3", "Queue-to-start: from the 202 to running, worker idle")
     count = f"{product.count} / {bare.count}"
     figure.comparisons = [
         Comparison(
-            "3", "queue-to-start p50 vs floor (bare SendMessage → long poll → claim)",
-            1000 * p50(product.samples), 1000 * p50(bare.samples), "ms", "202 → running",
-            "floor", count, absolute_limit=QUEUE_TO_START_LIMIT_MS,
+            "3", "queue-to-start p50, from the 202 to running (negative: running before "
+            "the client had read its 202) vs floor", 1000 * p50(product.samples),
+            1000 * p50(bare.samples), "ms", "202 → running", "floor", count,
+            absolute_limit=QUEUE_TO_START_LIMIT_MS,
             note=f"target: p50 ≤ {QUEUE_TO_START_LIMIT_MS:g} ms",
         ),
         Comparison(
-            "3", "queue-to-start p99 vs floor", 1000 * p99(product.samples),
-            1000 * p99(bare.samples), "ms", "202 → running", "floor", count,
+            "3", "queue-to-start p50 from created_at (before the PutItem) vs floor (bare "
+            "PutItem, SendMessage → long poll → claim)", 1000 * p50(product_created.samples),
+            1000 * p50(bare_created.samples), "ms", "created → running", "floor", count,
+        ),
+        Comparison(
+            "3", "queue-to-start p99 from created_at vs floor",
+            1000 * p99(product_created.samples), 1000 * p99(bare_created.samples), "ms",
+            "created → running", "floor", count,
         ),
     ]  # fmt: skip
     figure.notes.append(
@@ -127,7 +137,9 @@ def figure_3(stack: BenchStack, floor: Floor, sizes: Sizes) -> Figure:
         f"{1000 * p50(product.samples):.1f} ms. Timestamps: started_at is written by the "
         "worker's claim; the 202's time is the client's wall clock (same machine)."
     )
-    figure.series = [Series(s.name, "ms", ms(s.samples)) for s in (product, product_created, bare)]
+    figure.series = [
+        Series(s.name, "ms", ms(s.samples)) for s in (product, product_created, bare, bare_created)
+    ]
     return figure
 
 
