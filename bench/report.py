@@ -92,7 +92,8 @@ def _target(comparison: Comparison) -> str:
     if comparison.target is not None:
         parts.append(comparison.target.describe())
     if comparison.absolute_limit is not None:
-        parts.append(f"and ≤ {comparison.absolute_limit:g} {comparison.unit}")
+        joint = "and " if parts else ""
+        parts.append(f"{joint}≤ {comparison.absolute_limit:g} {comparison.unit}")
     return " ".join(parts) if parts else "-"
 
 
@@ -146,7 +147,8 @@ def render(run: Run, chart: str, raw: str) -> str:
             if c.met is None:
                 continue
             verdict = "met" if c.met else "**missed**"
-            lines.append(f"- {c.label}: {_ratio(c.ratio)} against {_target(c)}: {verdict}.")
+            value = _ratio(c.ratio) if c.target is not None else f"{_number(c.measured)} {c.unit}"
+            lines.append(f"- {c.label}: {value} against {_target(c)}: {verdict}.")
     lines += ["", "## The figures", ""]
     for figure in run.figures:
         lines += [f"### {figure.number}. {figure.title}", ""]
