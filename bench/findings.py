@@ -115,7 +115,7 @@ def loop(figure: Figure) -> str:
                 "machine's noise"
                 if drift >= gap
                 else f"a drift of {drift:.0%}, smaller than the gap of {gap:.0%}: the gap is "
-                "real; profile the worker during a job (py-spy) to find it"
+                "real; profile the worker during a job (e.g. py-spy) to find it"
             )
             + "; in a plain process (no stack) `heavy_load`, chunks and all, runs within "
             "1-3 % of the bare loop."
