@@ -79,3 +79,9 @@ api-key: venv ## Print STAGE's API key value
 
 screenshot: venv ## Regenerate docs/dashboard.png from a real local run (needs chromium)
 	$(PY) -m infra.screenshot --output docs/dashboard.png
+
+# --- benchmarks (bench/): a stack of their own on free ports ---------------------------
+.PHONY: bench
+
+bench: venv ## Benchmark the local stack (~6 min); write BENCHMARKS.md and bench/results/
+	$(PY) -m bench

@@ -1,0 +1,15 @@
+"""Benchmarks of the local stack: ``make bench`` writes BENCHMARKS.md.
+
+Modules, one figure or concept each:
+
+    run.py           the order of the figures; the command line
+    stack.py         the benchmark's own stack (infra.run.Services on free ports)
+    fast.py          1. /fast latency idle / busy / in-process baseline; 7. under load
+    submit.py        2. POST /heavy against its floor
+    queueing.py      3. queue-to-start; 5. throughput, against a bare pipeline
+    loopspeed.py     4. the worker's loop against a bare loop
+    coldstart.py     6. cold import and the deployment package
+    report.py        BENCHMARKS.md, the chart, the JSON
+    stats.py sizes.py machine.py client.py
+    loop.py blocking_server.py floor_worker.py   processes the figures start
+"""

@@ -1,0 +1,221 @@
+"""Writes a run's results: BENCHMARKS.md (table, chart, notes), the chart as PNG and the
+raw samples as JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+
+import matplotlib.pyplot as plt
+
+from bench.findings import FINDINGS
+from bench.machine import Machine
+from bench.stats import Comparison, Figure
+from bench.texts import METHOD, ON_AWS
+
+CHART_NAME = "benchmarks.png"
+JSON_NAME = "benchmarks.json"
+
+
+@dataclass(frozen=True)
+class Run:
+    machine: Machine
+    figures: list[Figure]
+    smoke: bool
+    seconds: float  # how long the whole run took
+    load_at_end: float  # the 1-minute load average as the run ended
+    sizes: dict[str, Any]
+
+
+def write(run: Run, markdown_path: Path, results_dir: Path) -> None:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    chart_path = results_dir / CHART_NAME
+    json_path = results_dir / JSON_NAME
+    draw_chart(run.figures, chart_path)
+    json_path.write_text(json.dumps(to_json(run), indent=1, allow_nan=True) + "\n")
+    base = markdown_path.parent
+    markdown_path.write_text(render(run, _relative(chart_path, base), _relative(json_path, base)))
+
+
+def _relative(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+
+
+def to_json(run: Run) -> dict[str, Any]:
+    return {
+        "machine": run.machine.to_json(),
+        "smoke": run.smoke,
+        "seconds": round(run.seconds, 1),
+        "load_at_end": run.load_at_end,
+        "sizes": run.sizes,
+        "figures": [f.to_json() for f in run.figures],
+    }
+
+
+# --- Markdown -------------------------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+
+
+def _ratio(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:,.0f}x" if value >= 100 else f"{value:.2f}x"
+
+
+def _met(comparison: Comparison) -> str:
+    met = comparison.met
+    if met is None:
+        return "-"
+    return "**met**" if met else "**missed**"
+
+
+def _target(comparison: Comparison) -> str:
+    parts = []
+    if comparison.target is not None:
+        parts.append(comparison.target.describe())
+    if comparison.absolute_limit is not None:
+        joint = "and " if parts else ""
+        parts.append(f"{joint}≤ {comparison.absolute_limit:g} {comparison.unit}")
+    return " ".join(parts) if parts else "-"
+
+
+def table(figures: Sequence[Figure]) -> list[str]:
+    lines = [
+        "| # | Measurement | Measured | Against | Ratio | Target | Samples | Result |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | --- |",
+    ]
+    for figure in figures:
+        for c in figure.comparisons:
+            measured = f"{_number(c.measured)} {c.unit} ({c.measured_name})"
+            against = f"{_number(c.baseline)} {c.unit} ({c.baseline_name})"
+            label = c.label + (f"; {c.note}" if c.note else "")
+            lines.append(
+                f"| {c.figure} | {label} | {measured} | {against} | {_ratio(c.ratio)} | "
+                f"{_target(c)} | {c.samples} | {_met(c)} |"
+            )
+    return lines
+
+
+def render(run: Run, chart: str, raw: str) -> str:
+    m = run.machine
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (the `bench/` package) on {m.date}, at commit `{m.commit}`, "
+        f"in {run.seconds / 60:.1f} minutes. Do not edit by hand: run `make bench` again."
+        + (" **Smoke run: sizes too small for any conclusion.**" if run.smoke else ""),
+        "",
+        f"- Machine: {m.cpu_model}, {m.cores} cores; {m.python}; {m.os}. 1-minute load "
+        f"average {m.load_at_start:g} as the run started, {run.load_at_end:g} as it ended "
+        "(the run itself keeps about one core busy).",
+        "- Stack: the benchmark's own, on free ports, started by `infra.run.Services` as "
+        "`make run` starts it (moto server, `chalice local --no-autoreload`, the local event "
+        "source); default settings (progress interval 1 s, long polls of 20 s).",
+        "- Every figure is the ratio of two measurements taken side by side in this run, "
+        "interleaved so that the machine's noise falls on both sides alike.",
+        f"- Raw samples: [`{raw}`]({raw}). Method and sizes: `bench/` (`bench/sizes.py`).",
+        "",
+        "## Results",
+        "",
+        *table(run.figures),
+        "",
+        f"![Ratios against targets, and /fast latency distributions]({chart})",
+        "",
+        "## Targets",
+        "",
+    ]
+    for figure in run.figures:
+        for c in figure.comparisons:
+            if c.met is None:
+                continue
+            verdict = "met" if c.met else "**missed**"
+            value = _ratio(c.ratio) if c.target is not None else f"{_number(c.measured)} {c.unit}"
+            lines.append(f"- {c.label}: {value} against {_target(c)}: {verdict}.")
+    lines += ["", "## The figures", ""]
+    for figure in run.figures:
+        lines += [f"### {figure.number}. {figure.title}", ""]
+        lines += [METHOD.get(figure.number, ""), ""]
+        lines += [f"- {note}" for note in figure.notes]
+        finding = FINDINGS.get(figure.number)
+        if finding is not None:
+            text = finding(figure)
+            if text:
+                lines += ["", text]
+        lines += ["", f"**On AWS.** {ON_AWS.get(figure.number, '')}", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --- the chart --------------------------------------------------------------------------------
+
+COLOURS = {True: "#2e7d32", False: "#c62828", None: "#78909c"}
+CDF_SERIES = {
+    "fast_idle": "idle",
+    "fast_worker_busy": "heavy job in the worker",
+    "fast_bare_loop_busy": "bare loop in a plain process",
+    "inprocess_threaded_busy": "loop inside a threaded API process",
+}
+
+
+def draw_chart(figures: Sequence[Figure], path: Path) -> None:
+    comparisons = [c for f in figures for c in f.comparisons if not math.isnan(c.ratio)]
+    fig, (bars, cdf) = plt.subplots(
+        1, 2, figsize=(15, max(5.0, 0.42 * len(comparisons) + 1.5)),
+        gridspec_kw={"width_ratios": [3, 2]},
+    )  # fmt: skip
+    labels = [f"{c.figure}: {_short(c.label)}" for c in comparisons]
+    positions = list(range(len(comparisons)))[::-1]
+    bars.barh(
+        positions,
+        [c.ratio for c in comparisons],
+        color=[COLOURS[c.met] for c in comparisons],
+    )
+    for y, c in zip(positions, comparisons, strict=True):
+        if c.target is None:
+            continue
+        for bound in (c.target.low, c.target.high):
+            if bound is not None:
+                bars.plot([bound, bound], [y - 0.4, y + 0.4], color="black", linewidth=2)
+        bars.text(c.ratio, y, f" {_ratio(c.ratio)}", va="center", fontsize=8)
+    bars.set_yticks(positions, labels, fontsize=8)
+    bars.set_xscale("log")
+    bars.axvline(1.0, color="#bbbbbb", linewidth=1, zorder=0)
+    bars.set_xlabel("ratio, measured / against (log scale); black ticks: targets")
+    bars.set_title("Ratios (green: target met, red: missed, grey: no target)", fontsize=10)
+
+    series = {s.name: s for f in figures for s in f.series}
+    for name, label in CDF_SERIES.items():
+        if name not in series or not series[name].samples:
+            continue
+        values = sorted(series[name].samples)
+        cdf.step(values, [(i + 1) / len(values) for i in range(len(values))], label=label)
+    cdf.set_xscale("log")
+    cdf.set_xlabel("GET /fast latency, ms (log scale)")
+    cdf.set_ylabel("fraction of requests answered")
+    cdf.set_title("Figure 1: /fast latency distribution", fontsize=10)
+    cdf.grid(True, which="both", alpha=0.3)
+    cdf.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _short(label: str, width: int = 58) -> str:
+    return label if len(label) <= width else label[: width - 1] + "…"

@@ -1,0 +1,97 @@
+"""The whole benchmark, in the order that keeps each figure's conditions clean.
+
+1. Cold start and package (figure 6), and the in-process baselines: before any stack,
+   on a quiet machine.
+2. A stack without a worker: POST /heavy against its floor (figure 2).
+3. The worker started and warm; the floor's worker beside it: queue-to-start (3) and
+   throughput (5).
+4. Loop speed (4), /fast latency (1), /fast under load (7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bench import coldstart, fast, loopspeed, queueing, report, submit
+from bench.client import HttpClient
+from bench.machine import describe, load_average
+from bench.sizes import FULL, SMOKE, Sizes
+from bench.stack import BenchStack, progress
+from bench.stats import Figure
+from infra.run import PROJECT_DIR
+
+ORDER = ("1", "2", "3", "4", "5", "6", "7")
+
+
+def measure(workdir: Path, sizes: Sizes) -> list[Figure]:
+    figures: dict[str, Figure] = {}
+    figures["6"] = coldstart.figure_6(workdir, sizes)
+    with BenchStack.running(workdir) as stack:
+        progress(f"stack up: API {stack.url}, emulator {stack.services.endpoint}")
+        figures["2"] = submit.figure_2(stack, sizes)
+        with HttpClient(stack.url) as api:
+            stack.start_worker(api)
+        with queueing.floor_running(stack) as floor:
+            figures["3"] = queueing.figure_3(stack, floor, sizes)
+            figures["5"] = queueing.figure_5(stack, floor, sizes)
+        figures["4"] = loopspeed.figure_4(stack, sizes)
+        figures["1"] = fast.figure_1(stack, sizes)
+        figures["7"] = fast.figure_7(stack, sizes)
+        if stack.services.dead():
+            raise RuntimeError(f"{stack.services.dead()} died; log:\n{stack.log_tail()}")
+    return [figures[n] for n in ORDER]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark the local stack; write BENCHMARKS.md, a chart and raw samples.",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks that it runs, proves nothing"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write everything into this directory (default: BENCHMARKS.md at the project's "
+        "root, the chart and the JSON in bench/results/)",
+    )
+    parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch directory")
+    args = parser.parse_args(argv)
+    sizes = SMOKE if args.smoke else FULL
+    if args.out is None:
+        markdown_path, results_dir = (
+            PROJECT_DIR / "BENCHMARKS.md",
+            PROJECT_DIR / "bench" / "results",
+        )
+    else:
+        markdown_path, results_dir = args.out / "BENCHMARKS.md", args.out
+    machine = describe(PROJECT_DIR)
+    workdir = Path(tempfile.mkdtemp(prefix="heavy-jobs-bench-"))
+    started = time.monotonic()
+    try:
+        figures = measure(workdir, sizes)
+    except BaseException:
+        progress(f"failed; the scratch directory (stack.log, project copy) is kept: {workdir}")
+        raise
+    run = report.Run(
+        machine, figures, args.smoke, time.monotonic() - started, load_average(), asdict(sizes)
+    )
+    report.write(run, markdown_path, results_dir)
+    if args.keep_workdir:
+        progress(f"scratch directory kept: {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    progress(f"wrote {markdown_path} and {results_dir} in {run.seconds:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""How much each figure measures: the full run (``make bench``) and the smoke run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sizes:
+    # 1. /fast latency: rounds of [idle, heavy job in the worker, idle, bare loop] blocks.
+    fast_rounds: int = 6
+    fast_block: int = 250
+    fast_pause: float = 0.002  # between samples, so a block spans time, not a burst
+    # 1. the in-process baseline: a threaded server running the loop in a handler...
+    inprocess_rounds: int = 3
+    inprocess_block: int = 100
+    # ...and a one-request-at-a-time server, /fast sent while its loop runs.
+    blocking_samples: int = 15
+    blocking_n: int = 30_000_000  # about 0.3 s of counting
+    # 2. POST /heavy against its floor; the queue is drained every few iterations.
+    submit_iterations: int = 500
+    drain_every: int = 5
+    # 3. queue-to-start, worker idle (product and floor alternate).
+    queue_samples: int = 60
+    # 4. loop speed: rounds of one worker job and one bare loop of loop_n.
+    loop_rounds: int = 7
+    loop_n: int = 200_000_000  # 2-4 s of counting
+    # 5. trivial-job throughput: rounds of a batch through the product and the floor.
+    throughput_rounds: int = 5
+    throughput_jobs: int = 100
+    throughput_window: int = 5  # jobs in flight at once: the queue stays this shallow
+    # 6. cold start: fresh processes of each kind, alternated.
+    import_rounds: int = 20
+    # 7. /fast under load: windows of `load_clients` clients, idle and busy alternated.
+    load_rounds: int = 3
+    load_clients: int = 20
+    load_seconds: float = 5.0
+
+
+FULL = Sizes()
+
+SMOKE = Sizes(
+    fast_rounds=1,
+    fast_block=5,
+    inprocess_rounds=1,
+    inprocess_block=5,
+    blocking_samples=2,
+    blocking_n=1_000_000,
+    submit_iterations=4,
+    drain_every=2,
+    queue_samples=2,
+    loop_rounds=1,
+    loop_n=2_000_000,
+    throughput_rounds=1,
+    throughput_jobs=3,
+    throughput_window=2,
+    import_rounds=1,
+    load_rounds=1,
+    load_clients=2,
+    load_seconds=0.3,
+)

@@ -1,0 +1,109 @@
+"""The fixed prose of BENCHMARKS.md: how each figure is measured, and what it would be on
+AWS. No number here: numbers come from the run (``bench.findings`` explains them)."""
+
+from __future__ import annotations
+
+METHOD = {
+    "1": (
+        "Blocks of timed `GET /fast` (one connection per request, as curl makes them: see "
+        "`bench/client.py` for why not kept-alive) alternate: idle; a heavy job "
+        "(n = 10¹⁰) counting in the worker; idle; a bare loop counting in a plain process "
+        "(the control: any CPU-bound process on the other core, with no AWS call at all); "
+        "and so on, ending idle, so idle is sampled before and after every busy block. A job "
+        "is cancelled after its block and a trivial job run behind it, so the next block "
+        "starts with the worker idle. The baseline runs the same loop inside the serving "
+        "process (`bench/blocking_server.py`, never a route of the product): threaded, as "
+        "`chalice local` serves, and one request at a time, the classic blocking server, "
+        "where /fast is sent just after the loop started."
+    ),
+    "2": (
+        "Each iteration makes five requests in a random order: `POST /heavy` with n = 1 "
+        "and with n = 10¹⁰, `GET /fast`, and a bare boto3 `PutItem` (a job record, with the "
+        "API's condition) and `SendMessage` (its message) from the benchmark, on the same "
+        "emulator, table and queue. The floor of one submission is the sum of the last "
+        "three in the same iteration. No worker runs; the queue is drained every few "
+        "iterations, so both sides see the same shallow depth."
+    ),
+    "3": (
+        "A trivial job (n = 0) is submitted with the worker idle, in its long poll of "
+        "20 s (each job is waited for, then 50-250 ms pass). Queue-to-start is the job's "
+        "`started_at`, written by the worker's claim, minus the wall-clock time at which "
+        "the client had read the 202: one clock, no polling error. The floor is a bare "
+        "pipeline with the same calls (`bench/floor_worker.py`: long poll, then the "
+        "claim's UpdateItem), timed from its SendMessage's answer; they alternate."
+    ),
+    "4": (
+        "A job of n iterations in the worker (its speed is n / (`finished_at` - "
+        "`started_at`), both written by the worker, so it includes the claim's answer, "
+        "every report, checkpoint and cancellation check, and the final write) alternates "
+        "with `for i in range(n): pass` in a function of a fresh plain process, timed "
+        "inside it. One at a time, so each has a core to itself."
+    ),
+    "5": (
+        "Batches of trivial jobs (n = 0) with a fixed number in flight (so the queue never "
+        "holds more), end to end through the API and the worker, alternate with the same "
+        "batches through the bare pipeline (the benchmark's PutItem + SendMessage, then "
+        "`bench/floor_worker.py`: receive, claim, result, delete). Completion is read the "
+        "same way on both sides (GetItem by the benchmark)."
+    ),
+    "6": (
+        "`make package`'s zip for the dev stage is built, checked and unzipped as Lambda's "
+        "task root. Fresh processes import `app` from it (task root first on `sys.path`, "
+        "the stage's environment variables, no bytecode written, as on Lambda's read-only "
+        "task root) and, alternately, `boto3` alone (which comes with its bytecode, as in "
+        "Lambda's runtime). A third kind imports `app` from a copy whose bytecode was "
+        "compiled ahead. One `-X importtime` run says where the time goes."
+    ),
+    "7": (
+        "Many client threads send `GET /fast` back to back for a few seconds; windows "
+        "idle and with a heavy job counting in the worker alternate."
+    ),
+}
+
+ON_AWS = {
+    "1": (
+        "Each `/fast` is an invocation of the API function behind API Gateway, and the "
+        "worker is another function in its own execution environment: a heavy job cannot "
+        "take CPU from `/fast` at all, so the busy/idle ratio is 1 up to noise. Absolute "
+        "latency is API Gateway's and Lambda's (network, routing, a cold start when no API "
+        "environment is warm), none of which this machine has: not measured here. The "
+        "in-process baseline stays what it is anywhere: the request waits for the loop."
+    ),
+    "2": (
+        "The floor becomes network calls: API Gateway, a Lambda invocation, a DynamoDB "
+        "PutItem and an SQS SendMessage in the region, each a network round trip, where "
+        "moto answers on loopback. The app's own share is the same code, run on the API "
+        "function's CPU share (256 MB: a fraction of a vCPU, so slower than here); n "
+        "still changes nothing (the route only stores it)."
+    ),
+    "3": (
+        "Lambda's SQS pollers (managed by AWS, several per mapping) long-poll the queue and "
+        "invoke the worker; the delay from SendMessage to invocation is theirs, plus a cold "
+        "start of the worker (figure 6, at 1,769 MB) when its one environment is not warm. "
+        "Not measurable here; CloudWatch's `JobQueueWaitMilliseconds` metric (emitted by the "
+        "worker from `created_at` to `started_at`) measures it in place."
+    ),
+    "4": (
+        "The same code on one full vCPU (1,769 MB), so the ratio carries over; the "
+        "absolute speed is the Lambda host's. A checkpoint is then a network call to "
+        "DynamoDB, still at most one per second of counting."
+    ),
+    "5": (
+        "Reserved concurrency 1 keeps the worker serial: the ceiling is one invocation plus "
+        "its two UpdateItems and the mapping's delete per job, with network round trips "
+        "instead of loopback, and the API side scales out. The mapping's pollers and "
+        "batching are AWS's own."
+    ),
+    "6": (
+        "A cold start is Lambda's init: starting the runtime, downloading and unpacking "
+        "the package (small here) and importing the handler's module, which is what is "
+        "measured here; Lambda reports it as Init Duration in the function's log. The "
+        "task root is read-only, so whatever the package does not ship compiled is "
+        "compiled again at every cold start, as measured here."
+    ),
+    "7": (
+        "Concurrent requests get concurrent API environments (up to the account's "
+        "concurrency, each new one a cold start), so two cores shared with the worker and "
+        "the clients are not a limit there; the worker's job runs elsewhere."
+    ),
+}
