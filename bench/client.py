@@ -4,12 +4,12 @@
 /fast route itself; ``http.client`` costs a fraction of that, so what is timed is mostly
 the server.
 
-One connection per request by default, as curl makes them. ``chalice local`` (like any
-``http.server`` handler) writes the headers and the body of an answer in two writes on a
-socket without TCP_NODELAY: on a kept-alive connection the body then waits for the ACK
-of the headers, which the client's delayed-ACK timer holds back ~40 ms (Nagle's
-algorithm meeting delayed ACKs). Every answer would take ~40 ms and measure the kernel's
-timer, not the server. A fresh connection starts in quick-ACK mode and does not stall.
+One connection per request by default, as curl makes them. A plain ``http.server``
+handler (the blocking baseline in ``bench/blocking_server.py``) writes an answer's headers
+and body in two sends without TCP_NODELAY, so on a kept-alive connection the body waits
+for the client's delayed ACK (~40 ms): it would measure the kernel's timer, not the server.
+The product's local API turns Nagle's algorithm off (``infra/local_api.py``), but fresh
+connections keep every server in the comparison on the same footing.
 """
 
 from __future__ import annotations

@@ -28,13 +28,16 @@ are results of recomputable jobs that expire after ``JOBS_RETENTION_DAYS`` anywa
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import math
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -448,10 +451,40 @@ def package(
         staged = stage_project(config, stage, template, project_dir, Path(staging))
         args = ["package", "--stage", stage, "--pkg-format", "cloudformation"]
         run_chalice([*args, "--merge-template", str(merge_file), str(out_dir)], staged, env)
+    add_bytecode(out_dir / "deployment.zip")
     return out_dir
 
 
 # --- packaging helpers -------------------------------------------------------------------
+
+
+def add_bytecode(zip_path: Path) -> int:
+    """Add compiled bytecode for every module of a deployment zip; return how many.
+
+    Chalice zips sources only, and Lambda's task root is read-only, so without this every
+    cold start compiles app.py, chalicelib, chalice and Powertools from source: importing
+    the entry point took 1.76 x ``import boto3`` from the zip, 1.18 x with bytecode
+    (``make bench``, figure 6). The bytecode is unchecked-hash (PEP 552): valid whatever
+    file times the unzip gives. It is this interpreter's (Chalice targets its version).
+    """
+    with tempfile.TemporaryDirectory(prefix="bytecode-") as scratch:
+        root = Path(scratch)
+        with zipfile.ZipFile(zip_path) as archive:
+            modes = {info.filename: info.external_attr for info in archive.infolist()}
+            archive.extractall(root)
+        before = set(root.rglob("*.pyc"))
+        compileall.compile_dir(
+            root, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
+        )
+        added = sorted(set(root.rglob("*.pyc")) - before)
+        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                name = path.relative_to(root).as_posix()
+                info = zipfile.ZipInfo.from_file(path, name)
+                info.external_attr = modes.get(name, 0o644 << 16)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, path.read_bytes())
+    return len(added)
 
 
 def load_template() -> dict[str, Any]:
