@@ -51,8 +51,10 @@ METHOD = {
         "task root. Fresh processes import `app` from it (task root first on `sys.path`, "
         "the stage's environment variables, no bytecode written, as on Lambda's read-only "
         "task root) and, alternately, `boto3` alone (which comes with its bytecode, as in "
-        "Lambda's runtime). A third kind imports `app` from a copy whose bytecode was "
-        "compiled ahead. One `-X importtime` run says where the time goes."
+        "Lambda's runtime). The package ships its bytecode (`make package` adds unchecked-hash "
+        "`.pyc` files); a third kind imports `app` from a copy whose bytecode was compiled "
+        "again here, to check the shipped one is used. One `-X importtime` run says where "
+        "the time goes."
     ),
     "7": (
         "Many client threads send `GET /fast` back to back for a few seconds; windows "
