@@ -189,3 +189,23 @@ def test_keep_alive_requests_are_not_held_back_by_nagle(make_stack: Callable[...
     median_ms(session.get)  # warm up
     kept_alive, fresh = median_ms(session.get), median_ms(requests.get)
     assert kept_alive < 2 * fresh, (kept_alive, fresh)
+
+
+def test_make_demo_runs_the_classic_experiment(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.demo", "--url", stack.url, "--n", str(SECONDS_OF_WORK)],
+        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"job succeeded: result {SECONDS_OF_WORK}" in result.stdout
+    assert "/fast idle" in result.stdout and "/fast during job" in result.stdout
+
+
+def test_make_demo_says_how_to_start_the_stack_when_none_answers() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.demo", "--url", f"http://127.0.0.1:{free_port()}"],
+        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "make run" in result.stdout
