@@ -38,8 +38,7 @@ from packaging.utils import canonicalize_name
 from bench.sizes import Sizes
 from bench.stack import progress
 from bench.stats import Comparison, Figure, Series, Target, ms, p50
-from infra.run import PROJECT_DIR
-from tests.e2e.conftest import copy_project
+from infra.run import PROJECT_DIR, copy_app
 
 IMPORT_TARGET = Target(high=1.3)
 STAGE = "dev"
@@ -75,8 +74,7 @@ class PackageReport:
 
 def build_package(workdir: Path) -> Path:
     """``make package``'s zip for the dev stage, built from a copy of the project."""
-    project = copy_project(workdir / "package-project")
-    shutil.copy(PROJECT_DIR / "requirements.txt", project / "requirements.txt")
+    project = copy_app(workdir / "package-project")
     out = workdir / "package-out"
     # In a process of its own: packaging imports the project's app.py with the stage's
     # environment variables written into os.environ, which must not leak into this one.

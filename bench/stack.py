@@ -14,7 +14,6 @@ figures being measured.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -31,8 +30,7 @@ import boto3
 from bench.client import HttpClient
 from chalicelib.jobs import Job, from_item
 from infra.emulator import free_port
-from infra.run import PROJECT_DIR, Services
-from tests.e2e.conftest import copy_project
+from infra.run import PROJECT_DIR, Services, copy_app
 
 STAGE = "local"
 REGION = "us-east-1"
@@ -65,8 +63,7 @@ class BenchStack:
     @contextmanager
     def running(cls, workdir: Path) -> Iterator[BenchStack]:
         """A stack on free ports with the API up and no worker yet; stopped on exit."""
-        project = copy_project(workdir / "project")
-        shutil.copy(PROJECT_DIR / "requirements.txt", project / "requirements.txt")
+        project = copy_app(workdir / "project")
         log_path = workdir / "stack.log"
         with log_path.open("w") as log:
             services = Services(
@@ -74,10 +71,7 @@ class BenchStack:
                 emulator_port=free_port(), output=log, worker_args=WORKER_ARGS,
             )  # fmt: skip
             try:
-                services.start_emulator()
-                outputs = services.apply_infra()
-                services.start_api()
-                yield cls(services, outputs, project, log_path)
+                yield cls(services, services.start_all(worker=False), project, log_path)
             finally:
                 services.stop_all()
 

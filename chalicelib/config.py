@@ -109,16 +109,19 @@ def dead_letter_queue_name_at_import() -> str:
     return _required(os.environ, DEAD_LETTER_QUEUE_NAME)
 
 
-def api_key_required_at_import() -> bool:
-    """Whether POST /heavy needs an API key: set per stage (``prod``: true).
-
-    Read at import for the same reason as the queue name: Chalice builds the API
-    definition from the route decorators when it imports app.py.
-    """
-    raw = os.environ.get(REQUIRE_API_KEY, "false").strip().lower()
+def api_key_required(env: Mapping[str, str]) -> bool:
+    """Whether the stage's routes that create, list or cancel jobs need an API key
+    (``JOBS_REQUIRE_API_KEY``: true in ``prod``); SettingsError unless true or false."""
+    raw = env.get(REQUIRE_API_KEY, "false").strip().lower()
     if raw not in ("true", "false"):
         raise SettingsError(f"setting {REQUIRE_API_KEY} must be true or false, got {raw!r}")
     return raw == "true"
+
+
+def api_key_required_at_import() -> bool:
+    """``api_key_required`` for app.py's route decorators, read at import for the same
+    reason as the queue name: Chalice builds the API definition when it imports app.py."""
+    return api_key_required(os.environ)
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

@@ -134,28 +134,17 @@ def resource_name(config: Config, stage: str) -> str:
 
 
 def requires_api_key(config: Config) -> bool:
-    """Whether the stage's routes can require an API key (``JOBS_REQUIRE_API_KEY``).
-
-    Read from the stage's ``environment_variables``, as app.py reads it at import when
-    Chalice builds the API definition.
-    """
-    raw = config.environment_variables.get(settings.REQUIRE_API_KEY, "false")
-    return raw.strip().lower() == "true"
-
-
-def handler_names(config: Config) -> list[str]:
-    """Every function Chalice deploys for the app: routes, event handlers, plain lambdas."""
-    app = config.chalice_app
-    return [
-        *(["api_handler"] if app.routes else []),
-        *(source.name for source in app.event_sources),
-        *(function.name for function in app.pure_lambda_functions),
-    ]
+    """Whether the stage's routes require an API key: its ``environment_variables``, read
+    by the same rule app.py applies to them at import."""
+    return settings.api_key_required(config.environment_variables)
 
 
 def function_names(config: Config, stage: str) -> list[str]:
     """The Lambda function names Chalice gives the stage's functions."""
-    return [policies.lambda_function_name(config.app_name, stage, h) for h in handler_names(config)]
+    return [
+        policies.lambda_function_name(config.app_name, stage, h)
+        for h in stack.handler_names(config)
+    ]
 
 
 def check_deployable(config: Config, stage: str) -> None:
@@ -164,7 +153,7 @@ def check_deployable(config: Config, stage: str) -> None:
     ``autogen_policy`` is off, so a stage without ``iam_policy_file`` (``local``) is not
     meant for AWS: ``chalice deploy`` would fail after the stack was already created.
     """
-    for handler in handler_names(config):
+    for handler in stack.handler_names(config):
         if not config.scope(stage, handler).iam_policy_file:
             raise DeployError(
                 f"stage {stage!r} sets no iam_policy_file for {handler} in "
@@ -216,9 +205,7 @@ def delete_stack(cfn: Any, name: str) -> bool:
     if stack.stack_status(cfn, name) in (None, "DELETE_COMPLETE"):
         return False
     cfn.delete_stack(StackName=name)
-    cfn.get_waiter("stack_delete_complete").wait(
-        StackName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 600}
-    )
+    cfn.get_waiter("stack_delete_complete").wait(StackName=name, WaiterConfig=stack.WAITER_CONFIG)
     return True
 
 

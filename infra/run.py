@@ -26,22 +26,28 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO
 
 import requests
 
 from infra import stack
-from infra.emulator import EmulatorHandle, default_port, endpoint_url, ensure_emulator
+from infra.emulator import (
+    EmulatorHandle,
+    default_port,
+    endpoint_url,
+    ensure_emulator,
+    wait_until,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -153,7 +159,9 @@ class Services:
             "--stage", self.stage, "--host", HOST, "--port", str(self.api_port),
         ]  # fmt: skip
         process = self._start("api", command)
-        if not _wait_until(lambda: self._api_answers() or not process.running):
+        if not wait_until(
+            lambda: self._api_answers() or not process.running, READY_TIMEOUT_SECONDS
+        ):
             raise RuntimeError(f"the API did not answer at {self.api_url}")
         if not process.running:
             raise RuntimeError(f"the API exited with status {process.popen.returncode}")
@@ -175,11 +183,17 @@ class Services:
 
     # --- all together ---------------------------------------------------------------
 
-    def start_all(self) -> None:
+    def start_all(
+        self, parameters: Mapping[str, str] | None = None, worker: bool = True
+    ) -> dict[str, str]:
+        """Emulator, infrastructure (with template ``parameters`` overridden), API and,
+        unless ``worker`` is False, the worker; return the stack's outputs."""
         self.start_emulator()
-        self.apply_infra()
+        outputs = self.apply_infra(parameters)
         self.start_api()
-        self.start_worker()
+        if worker:
+            self.start_worker()
+        return outputs
 
     def stop_all(self) -> None:
         """Stop every process started here, newest first, then the emulator if ours."""
@@ -246,13 +260,19 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def _wait_until(condition: Any, timeout: float = READY_TIMEOUT_SECONDS) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+def copy_app(destination: Path, project_dir: Path = PROJECT_DIR) -> Path:
+    """A project of its own for a test or a benchmark: what Chalice deploys (app.py,
+    chalicelib/, requirements.txt) and its config, which the copy's owner may change."""
+    destination.mkdir(parents=True)
+    for name in ("app.py", "requirements.txt"):
+        shutil.copy(project_dir / name, destination / name)
+    shutil.copytree(
+        project_dir / "chalicelib", destination / "chalicelib",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )  # fmt: skip
+    (destination / ".chalice").mkdir()
+    shutil.copy(project_dir / ".chalice" / "config.json", destination / ".chalice")
+    return destination
 
 
 BANNER = """\

@@ -34,6 +34,9 @@ from infra import policies
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "template.yaml"
 
+# How stack waiters poll: every 2 s (boto3's default is 30 s), for up to 20 minutes.
+WAITER_CONFIG = {"Delay": 2, "MaxAttempts": 600}
+
 # AWS guidance for an SQS-triggered function: visibility timeout >= 6 x function timeout.
 VISIBILITY_TIMEOUT_FACTOR = 6
 
@@ -100,7 +103,6 @@ def apply(
     """Create or update stack ``name``; wait for it; return its outputs."""
     body = template_body if template_body is not None else TEMPLATE.read_text()
     params = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
-    waiter_config = {"Delay": 2, "MaxAttempts": 600}
     if stack_status(cfn, name) not in (None, "DELETE_COMPLETE"):
         try:
             cfn.update_stack(StackName=name, TemplateBody=body, Parameters=params)
@@ -108,10 +110,10 @@ def apply(
             if "No updates are to be performed" not in str(error):
                 raise
         else:
-            cfn.get_waiter("stack_update_complete").wait(StackName=name, WaiterConfig=waiter_config)
+            cfn.get_waiter("stack_update_complete").wait(StackName=name, WaiterConfig=WAITER_CONFIG)
     else:
         cfn.create_stack(StackName=name, TemplateBody=body, Parameters=params)
-        cfn.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig=waiter_config)
+        cfn.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig=WAITER_CONFIG)
     return outputs(cfn, name)
 
 
@@ -155,12 +157,22 @@ def stack_status(cfn: Any, name: str) -> str | None:
     return str(stacks[0]["StackStatus"]) if stacks else None
 
 
+def handler_names(config: Config) -> list[str]:
+    """Every function Chalice deploys for the app: routes, event handlers, plain lambdas."""
+    app = config.chalice_app
+    return [
+        *(["api_handler"] if app.routes else []),
+        *(source.name for source in app.event_sources),
+        *(function.name for function in app.pure_lambda_functions),
+    ]
+
+
 def write_policies(
     config: Config, stage: str, stack_outputs: Mapping[str, str], project_dir: Path = PROJECT_DIR
 ) -> list[Path]:
     """Write each function's ``iam_policy_file`` (if the stage names one) from the outputs."""
     written = []
-    for handler in ["api_handler", *(source.name for source in config.chalice_app.event_sources)]:
+    for handler in handler_names(config):
         filename = config.scope(stage, handler).iam_policy_file
         if not filename:
             continue

@@ -18,6 +18,8 @@ from moto import mock_aws
 from chalicelib import connections
 from chalicelib.jobs import Job, utc_now
 from infra import stack
+from infra.event_source import sqs_event as sqs_events
+from infra.event_source import sqs_message_to_record
 
 # The Chalice stage the tests run as: its environment_variables name the resources of
 # stack "heavy-jobs-local", which the `aws` fixture applies to moto from infra/.
@@ -87,45 +89,35 @@ def receive(sqs: Any, aws: dict[str, str]) -> Callable[..., list[dict[str, Any]]
     return _receive
 
 
-def sqs_record(
-    body: str,
-    message: dict[str, Any] | None = None,
-    queue_arn: str = f"arn:aws:sqs:{REGION}:123456789012:heavy-jobs-local-queue",
-) -> dict[str, Any]:
-    """One record in Lambda's SQS event format, from a received message or a bare body."""
-    message = message or {}
+def sqs_message(body: str) -> dict[str, Any]:
+    """A message with ``body`` as boto3's ReceiveMessage returns one, without a queue."""
     now_ms = str(int(time.time() * 1000))
-    attributes = message.get("Attributes") or {
-        "ApproximateReceiveCount": "1",
-        "SentTimestamp": now_ms,
-        "SenderId": "AIDAIENQZJOLO23YVJ4VO",
-        "ApproximateFirstReceiveTimestamp": now_ms,
-    }
     return {
-        "messageId": message.get("MessageId", str(uuid.uuid4())),
-        "receiptHandle": message.get("ReceiptHandle", "receipt-" + uuid.uuid4().hex),
-        "body": body,
-        "attributes": attributes,
-        "messageAttributes": {},
-        "md5OfBody": hashlib.md5(body.encode()).hexdigest(),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": queue_arn,
-        "awsRegion": REGION,
+        "MessageId": str(uuid.uuid4()),
+        "ReceiptHandle": "receipt-" + uuid.uuid4().hex,
+        "MD5OfBody": hashlib.md5(body.encode()).hexdigest(),
+        "Body": body,
+        "Attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": now_ms,
+            "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+            "ApproximateFirstReceiveTimestamp": now_ms,
+        },
     }
+
+
+def sqs_record(body: str, queue_arn: str) -> dict[str, Any]:
+    """One record of Lambda's SQS event for a bare body (the local runner's own builder)."""
+    return sqs_message_to_record(sqs_message(body), queue_arn, REGION)
 
 
 @pytest.fixture
 def sqs_event(aws: dict[str, str]) -> Callable[..., dict[str, Any]]:
-    """Factory: an SQS event for bodies (str) or received messages (dict)."""
+    """Factory: Lambda's SQS event for bodies (str) or received messages (dict)."""
 
     def _event(*items: str | dict[str, Any]) -> dict[str, Any]:
-        records = [
-            sqs_record(item["Body"], item, aws["QueueArn"])
-            if isinstance(item, dict)
-            else sqs_record(item, None, aws["QueueArn"])
-            for item in items
-        ]
-        return {"Records": records}
+        messages = [item if isinstance(item, dict) else sqs_message(item) for item in items]
+        return sqs_events(messages, aws["QueueArn"], REGION)
 
     return _event
 

@@ -519,7 +519,7 @@ def test_dead_letter_of_a_finished_job_changes_nothing(
 def dlq_record(body: str, aws: dict[str, str]) -> dict[str, Any]:
     from tests.conftest import sqs_record
 
-    return sqs_record(body, None, aws["DeadLetterQueueArn"])
+    return sqs_record(body, aws["DeadLetterQueueArn"])
 
 
 # --- the job kinds and the message form -------------------------------------------

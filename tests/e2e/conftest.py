@@ -1,6 +1,6 @@
 """End-to-end fixtures: the local stack as real processes on free ports, over real HTTP.
 
-Each test gets a copy of the project (app.py, chalicelib/, .chalice/config.json), so it
+Each test gets a copy of the project (``infra.run.copy_app``), so it
 can shorten the stage's timeouts and intervals without touching the real config, and a
 stack of its own: a moto server, the template applied to it, ``chalice local`` and the
 local event source, all started by ``infra.run.Services`` exactly as ``make run`` does.
@@ -10,8 +10,6 @@ Everything is stopped afterwards, and the test fails if a process or port is lef
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,8 @@ import pytest
 import requests
 
 from infra.emulator import free_port, port_is_free
-from infra.run import PROJECT_DIR, Services
+from infra.run import Services, copy_app
+from tests.processes import is_running
 from tests.waiting import wait_for
 
 STAGE = "local"
@@ -34,19 +33,6 @@ FAST_SETTINGS = {
 }
 # The event source polls briefly and runs the recovery sweep every second.
 WORKER_ARGS = ("--poll-seconds", "1", "--schedule-period-seconds", "1")
-
-
-def copy_project(destination: Path) -> Path:
-    """The files Chalice deploys, plus its config: a project of its own for one test."""
-    destination.mkdir(parents=True)
-    shutil.copy(PROJECT_DIR / "app.py", destination / "app.py")
-    shutil.copytree(
-        PROJECT_DIR / "chalicelib", destination / "chalicelib",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )  # fmt: skip
-    (destination / ".chalice").mkdir()
-    shutil.copy(PROJECT_DIR / ".chalice" / "config.json", destination / ".chalice")
-    return destination
 
 
 def configure(
@@ -113,13 +99,8 @@ class Stack:
         self.client("sqs").send_message(QueueUrl=self.outputs["QueueUrl"], MessageBody=body)
 
     def depth(self, queue_url_key: str = "QueueUrl") -> int:
-        sqs = self.client("sqs")
-        url = (
-            self.outputs.get(queue_url_key)
-            or sqs.get_queue_url(QueueName=self.outputs["DeadLetterQueueName"])["QueueUrl"]
-        )
-        attributes = sqs.get_queue_attributes(
-            QueueUrl=url,
+        attributes = self.client("sqs").get_queue_attributes(
+            QueueUrl=self.outputs[queue_url_key],
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
         return sum(int(v) for v in attributes.values())
@@ -137,7 +118,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         worker: bool = True,
         extra_files: dict[str, str] | None = None,
     ) -> Stack:
-        project = copy_project(tmp_path / f"project{len(started)}")
+        project = copy_app(tmp_path / f"project{len(started)}")
         configure(project, {**FAST_SETTINGS, **(environment or {})}, functions)
         for relative, text in (extra_files or {}).items():
             target = project / relative
@@ -149,12 +130,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
             emulator_port=free_port(), output=log, worker_args=WORKER_ARGS,
         )  # fmt: skip
         started.append((services, log))
-        services.start_emulator()
-        outputs = services.apply_infra(parameters)
-        services.start_api()
-        if worker:
-            services.start_worker()
-        return Stack(services, outputs, log_path)
+        return Stack(services, services.start_all(parameters, worker), log_path)
 
     yield make
     for services, log in started:
@@ -162,15 +138,5 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         ports = [services.api_port, services.emulator_port]
         services.stop_all()
         log.close()
-        assert not [pid for pid in pids if _alive(pid)], "a process outlived the stack"
+        assert not [pid for pid in pids if is_running(pid)], "a process outlived the stack"
         assert all(port_is_free(port) for port in ports), "a port is still taken"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie has exited; only its parent's wait is missing.
-    stat = Path(f"/proc/{pid}/stat")
-    return not stat.exists() or stat.read_text().split(") ")[-1][:1] != "Z"

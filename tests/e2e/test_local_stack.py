@@ -19,6 +19,7 @@ import requests
 from infra.emulator import free_port, port_is_free
 from infra.run import PROJECT_DIR
 from tests.e2e.conftest import Stack
+from tests.processes import descendants, is_running
 from tests.waiting import wait_for
 
 # A job of a few seconds on one core of this kind of machine (~100 M iterations/s).
@@ -143,32 +144,18 @@ def test_make_run_stops_everything_on_sigterm(tmp_path: Path) -> None:
             lambda: (tmp_path / "run.log").read_text(),
         )
         assert requests.get(f"http://127.0.0.1:{api_port}/fast", timeout=5).status_code == 200
-        children = _descendants(process.pid)
+        children = descendants(process.pid)
         assert len(children) >= 3  # emulator, API, worker (and its instances)
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
 
-        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        assert not [pid for pid in children if is_running(pid)]
         assert port_is_free(api_port) and port_is_free(emulator_port)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
-
-
-def _descendants(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().split(") ")[-1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == pid:
-            found += [int(entry.name), *_descendants(int(entry.name))]
-    return found
 
 
 def test_keep_alive_requests_are_not_held_back_by_nagle(make_stack: Callable[..., Stack]) -> None:

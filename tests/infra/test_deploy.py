@@ -318,7 +318,7 @@ def test_queue_retries_then_dead_letters(
     assert redrive["deadLetterTargetArn"] == outputs["DeadLetterQueueArn"]
     assert int(redrive["maxReceiveCount"]) >= 5
     assert int(attributes["VisibilityTimeout"]) >= 6 * declared[stage].worker_timeout
-    dlq_url = sqs.get_queue_url(QueueName=outputs["DeadLetterQueueName"])["QueueUrl"]
+    dlq_url = outputs["DeadLetterQueueUrl"]
     dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["MessageRetentionPeriod"])
     assert int(dlq["Attributes"]["MessageRetentionPeriod"]) >= 7 * 24 * 3600
 

@@ -39,6 +39,7 @@ from infra.event_source import (
     sqs_event,
     sqs_message_to_record,
 )
+from tests.processes import child_pids, is_running
 from tests.waiting import wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -551,33 +552,6 @@ def start_runner(emulator: EmulatorHandle, tmp_path: Path) -> Iterator[Callable[
                 os.killpg(runner.process.pid, signal.SIGKILL)
                 runner.process.wait()
         runner.log_file.close()
-
-
-def process_state(pid: int) -> str | None:
-    """The state letter from /proc/<pid>/stat (R, S, Z...), None if there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def is_running(pid: int) -> bool:
-    return process_state(pid) not in (None, "Z")
-
-
-def child_pids(parent: int) -> set[int]:
-    children = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            children.add(int(entry.name))
-    return children
 
 
 def overlaps(starts_and_ends: list[tuple[float, float]]) -> int:

@@ -45,9 +45,9 @@ def test_visibility_timeout_is_six_times_the_consumers_timeout(
 ) -> None:
     config = stack.load_chalice_config("local")
     timeout = config.scope("local", consumer).lambda_timeout
-    sqs = boto3.client("sqs")
-    url = aws.get(queue_url) or sqs.get_queue_url(QueueName=aws["DeadLetterQueueName"])["QueueUrl"]
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=aws[queue_url], AttributeNames=["VisibilityTimeout"]
+    )
     assert int(attributes["Attributes"]["VisibilityTimeout"]) == 6 * timeout
 
 
