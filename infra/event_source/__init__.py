@@ -1,0 +1,156 @@
+"""A local stand-in for Lambda's SQS event source mapping, for any Chalice app.
+
+``chalice local`` serves routes but ignores ``@app.on_sqs_message`` handlers. This runner
+does for them what Lambda's event source mapping does on AWS::
+
+    python -m infra.event_source --project-dir DIR --stage STAGE [--burst] [--poll-seconds N]
+
+What it reproduces, and how:
+
+- **The deployed configuration, read the way Chalice reads it.** The project is loaded
+  with ``CLIFactory(project_dir).create_config_obj(stage)`` and ``config.chalice_app``
+  (the stage's environment variables are in ``os.environ`` before ``app.py`` is imported,
+  as under the ``chalice`` CLI). Every ``on_sqs_message`` handler in ``app.event_sources``
+  is served, with its queue, batch size and batching window from the decorator and its
+  reserved concurrency, timeout, memory size and environment variables from
+  ``config.scope(stage, name)``. Nothing is copied or typed a second time.
+- **Polling.** Long-poll ReceiveMessage (batch size ≤ 10 per call, all system and message
+  attributes), honouring the batching window. A function's poller only receives when one
+  of the function's instance slots is free, so messages are never taken that cannot run
+  now, and a function never runs more invocations at once than its reserved concurrency
+  (``DEFAULT_CONCURRENCY`` when unset), capped by the mapping's ``maximum_concurrency``.
+- **The event.** Lambda's exact SQS event (``sqs_message_to_record``), checked against
+  AWS's documented sample.
+- **Execution environments.** Each function gets up to ``concurrency`` instances, each a
+  process of its own (multiprocessing, spawn) that imports the app once with the
+  function's environment (a cold start) and then serves invocations (warm). It calls the
+  very object Lambda calls, the function's handler string (``app.<function>``) resolved
+  in the imported module, with ``(event, context)``; the context is Chalice's own
+  ``chalice.local.LambdaContext``. An invocation that outlives the function's timeout has
+  its instance killed ("Task timed out after N seconds"); the next one cold-starts.
+- **Settling the batch** (``settle_batch``): a normal return deletes the batch; a
+  ``batchItemFailures`` response deletes all but the listed records; an exception, a
+  timeout, a dead instance or a malformed response deletes nothing and leaves visibility
+  alone, so the messages come back after the queue's visibility timeout and SQS's own
+  redrive policy moves them to the dead-letter queue after ``maxReceiveCount``.
+- **Shutdown.** SIGINT/SIGTERM stop polling and terminate the instances (messages in
+  flight come back through the visibility timeout, as when Lambda is interrupted); the
+  runner exits 0 with no child left. ``--burst`` drains instead: it exits 0 once a receive
+  on every queue came back empty with no invocation in flight (what tests want; a message
+  hidden by its visibility timeout after a failure is not waited for).
+
+Where it differs from AWS, knowingly:
+
+- AWS runs about five pollers per mapping regardless of reserved concurrency and
+  *throttles* the batches it cannot run; they go back to the queue and their receive count
+  rises (with a low ``maxReceiveCount`` a message can reach the DLQ without ever running).
+  This runner never over-receives, so receive counts rise only on real failures.
+- It behaves as a mapping with ``FunctionResponseTypes: [ReportBatchItemFailures]``.
+  Chalice cannot set that; the deployment must (e.g. ``chalice package
+  --merge-template``), or AWS ignores the response and deletes the whole batch.
+- Not reproduced: memory limits and memory-proportional CPU, the 6 MB payload limit,
+  Lambda's back-off after failures, FIFO per-message-group ordering across concurrent
+  instances, and the visibility extension AWS applies when batching window + function
+  timeout exceed the queue's visibility timeout. Instances inherit the runner's
+  environment (its endpoint and credentials stand in for the execution role) on top of
+  which Lambda's reserved variables and the function's own are set.
+- Like ``CreateEventSourceMapping``, it refuses a function timeout longer than the
+  queue's visibility timeout.
+
+AWS is reached only through boto3's standard settings (``AWS_ENDPOINT_URL``,
+``AWS_DEFAULT_REGION``, credentials from the environment): the same runner works against
+moto, LocalStack or a real account.
+
+Scheduled handlers (``@app.schedule`` with a ``rate(...)`` expression, as EventBridge
+runs them) are served too, by ``ScheduleEventSource``: every period it invokes the
+function with EventBridge's "Scheduled Event", first one period after start, as a new
+rule does. ``--schedule-period-seconds`` shortens every period (for tests that cannot wait
+a minute); cron expressions are reported as not emulated.
+
+Extending: another kind of trigger is one more class with the ``EventSource`` shape, and
+one more list in ``ProjectSettings``; instances, concurrency, timeouts and logging are
+shared through ``FunctionRuntime``.
+
+The package, one module per concern, each depending only on those above it; it imports
+nothing from the project around it, so it can be copied into another Chalice project::
+
+    settings.py     the project's settings, read through Chalice (``load_project``)
+    event.py        Lambda's SQS event (``sqs_event``, ``sqs_message_to_record``)
+    settlement.py   settling a batch after an invocation (``settle_batch``)
+    instances.py    execution environments: one process per instance (``FunctionRuntime``)
+    sources.py      event sources: SQS polling and schedules (``SQSEventSource``, ...)
+    runner.py       the command line and the loop that runs the sources (``main``)
+    __main__.py     ``python -m infra.event_source``
+"""
+
+from .event import sqs_event, sqs_message_to_record
+from .instances import (
+    INIT_TIMEOUT_SECONDS,
+    SHUTDOWN_GRACE_SECONDS,
+    FunctionRuntime,
+    Instance,
+    InstanceSpec,
+    Invocation,
+    instance_environment,
+)
+from .runner import main, run_sources
+from .settings import (
+    DEFAULT_CONCURRENCY,
+    RATE_UNIT_SECONDS,
+    FunctionSettings,
+    ProjectSettings,
+    ScheduleSourceSettings,
+    SQSSourceSettings,
+    effective_concurrency,
+    function_settings,
+    load_project,
+)
+from .settlement import InvocationResult, InvocationStatus, Outcome, Settlement, settle_batch
+from .sources import (
+    MAX_MESSAGES_PER_RECEIVE,
+    MAX_WAIT_SECONDS,
+    EventSource,
+    ReceiveFn,
+    ScheduleEventSource,
+    SourceError,
+    SQSEventSource,
+    collect_batch,
+    scheduled_event,
+)
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "INIT_TIMEOUT_SECONDS",
+    "MAX_MESSAGES_PER_RECEIVE",
+    "MAX_WAIT_SECONDS",
+    "RATE_UNIT_SECONDS",
+    "SHUTDOWN_GRACE_SECONDS",
+    "EventSource",
+    "FunctionRuntime",
+    "FunctionSettings",
+    "Instance",
+    "InstanceSpec",
+    "Invocation",
+    "InvocationResult",
+    "InvocationStatus",
+    "Outcome",
+    "ProjectSettings",
+    "ReceiveFn",
+    "SQSEventSource",
+    "SQSSourceSettings",
+    "ScheduleEventSource",
+    "ScheduleSourceSettings",
+    "Settlement",
+    "SourceError",
+    "collect_batch",
+    "effective_concurrency",
+    "function_settings",
+    "instance_environment",
+    "load_project",
+    "main",
+    "run_sources",
+    "scheduled_event",
+    "settle_batch",
+    "sqs_event",
+    "sqs_message_to_record",
+]

@@ -1,0 +1,214 @@
+"""The runner: the command line, building the sources, running them until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from types import FrameType
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from chalice.constants import DEFAULT_STAGE_NAME
+
+from .instances import FunctionRuntime, InstanceSpec, instance_environment, line_buffered_output
+from .settings import FunctionSettings, ProjectSettings, load_project
+from .sources import (
+    MAX_WAIT_SECONDS,
+    EventSource,
+    ScheduleEventSource,
+    SourceError,
+    SQSEventSource,
+)
+
+log = logging.getLogger(__name__)
+
+
+def run_sources(
+    sources: Sequence[EventSource],
+    runtimes: Iterable[FunctionRuntime],
+    stop: threading.Event,
+    burst: bool = False,
+) -> None:
+    """Run every source in a thread of its own until ``stop`` (or, in burst mode, until
+    all have drained), then shut every function runtime down.
+
+    Source threads are daemons: one blocked in a long poll is abandoned at shutdown
+    rather than waited for.
+    """
+    threads = [
+        threading.Thread(
+            target=s.run, args=(stop, burst), name=f"source:{s.runtime.function.name}", daemon=True
+        )
+        for s in sources
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        while not stop.wait(0.1):
+            if burst and not any(t.is_alive() for t in threads):
+                break
+    finally:
+        stop.set()
+        for runtime in runtimes:
+            runtime.shutdown()
+
+
+def _configure_logging() -> None:
+    # The runner's own lines only: the package's logger, which every module's logger
+    # propagates to; the root logger (boto3's chatter, the app's loggers imported into
+    # this process) is left alone.
+    line_buffered_output()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s event_source %(message)s"))
+    package_log = logging.getLogger(__name__.rpartition(".")[0])
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
+    package_log.propagate = False
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _poll_seconds(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_WAIT_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be 0..{MAX_WAIT_SECONDS}")
+    return value
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.event_source",
+        description="Serve a Chalice app's on_sqs_message handlers as Lambda's SQS event "
+        "source mapping would.",
+    )
+    parser.add_argument("--project-dir", default=".", help="the Chalice project (default: .)")
+    parser.add_argument(
+        "--stage", default=DEFAULT_STAGE_NAME, help=f"Chalice stage (default: {DEFAULT_STAGE_NAME})"
+    )
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="exit once every queue is empty and no invocation runs (for tests)",
+    )
+    parser.add_argument(
+        "--schedule-period-seconds",
+        type=float,
+        default=None,
+        help="invoke scheduled handlers this often instead of their rate (for tests)",
+    )
+    parser.add_argument(
+        "--poll-seconds",
+        type=_poll_seconds,
+        default=MAX_WAIT_SECONDS,
+        help=f"long-poll wait of each receive, 0..{MAX_WAIT_SECONDS} (default: {MAX_WAIT_SECONDS})",
+    )
+    return parser.parse_args(argv)
+
+
+def _build_sources(
+    project: ProjectSettings,
+    base_environment: Mapping[str, str],
+    session: boto3.session.Session,
+    region: str,
+    poll_seconds: int,
+    schedule_period: float | None = None,
+) -> tuple[list[EventSource], list[FunctionRuntime]]:
+    # One client for all sources: boto3 clients are thread-safe. Its read timeout must
+    # outlast the longest long poll.
+    sqs = session.client("sqs", config=Config(read_timeout=poll_seconds + 30))
+    runtimes: dict[str, FunctionRuntime] = {}
+
+    def runtime_for(function: FunctionSettings) -> FunctionRuntime:
+        if function.name not in runtimes:
+            spec = InstanceSpec(
+                project_dir=project.project_dir,
+                handler=function.handler,
+                function_name=function.function_name,
+                memory_size=function.memory_size,
+                timeout_seconds=function.timeout_seconds,
+                environment=instance_environment(
+                    base_environment, function, region, project.project_dir
+                ),
+            )
+            runtimes[function.name] = FunctionRuntime(function, spec)
+        return runtimes[function.name]
+
+    sources: list[EventSource] = [
+        SQSEventSource(settings, runtime_for(settings.function), sqs, region, poll_seconds)
+        for settings in project.sqs_sources
+    ]
+    if project.schedule_sources:
+        account = _account_id(session)
+        sources += [
+            ScheduleEventSource(
+                settings, runtime_for(settings.function), region, account, schedule_period
+            )
+            for settings in project.schedule_sources
+        ]
+    return sources, list(runtimes.values())
+
+
+def _account_id(session: boto3.session.Session) -> str:
+    """The account the credentials belong to (for ARNs in events); moto's if unknown."""
+    try:
+        return str(session.client("sts").get_caller_identity()["Account"])
+    except (BotoCoreError, ClientError):
+        return "123456789012"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (2 when the project or a queue is unusable)."""
+    args = _parse_args(argv)
+    _configure_logging()
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    # What instances inherit: the environment before Chalice adds the stage's variables.
+    base_environment = dict(os.environ)
+    # As the chalice CLI sets it for its own import of app.py, so an app can tell.
+    os.environ["AWS_CHALICE_CLI_MODE"] = "true"
+    try:
+        project = load_project(args.project_dir, args.stage)
+    except Exception:
+        log.exception("cannot load the Chalice project in %s", args.project_dir)
+        return 2
+    session = boto3.session.Session()
+    region = session.region_name
+    if not region:
+        log.error("no AWS region: set AWS_DEFAULT_REGION")
+        return 2
+    sources, runtimes = _build_sources(
+        project,
+        base_environment,
+        session,
+        region,
+        args.poll_seconds,
+        args.schedule_period_seconds,
+    )
+    try:
+        for source in sources:
+            source.prepare()
+    except SourceError as err:
+        log.error("%s", err)
+        return 2
+    for source in sources:
+        log.info("serving %s", source.describe())
+    for skipped in project.not_emulated:
+        log.info("not emulated: %s", skipped)
+    if not sources:
+        log.warning("%s has no on_sqs_message handler", project.app_name)
+    run_sources(sources, runtimes, stop, burst=args.burst)
+    log.info("stopped")
+    return 0
