@@ -80,3 +80,13 @@ def test_app_guards_exactly_the_documented_operations(monkeypatch: Any) -> None:
         if entry.api_key_required
     }
     assert guarded == set(KEYED_OPERATIONS)
+
+
+def test_the_kind_filter_lists_the_registered_kinds() -> None:
+    from chalicelib.kinds import KINDS
+    from chalicelib.service import LISTING_PARAMETERS
+
+    parameters = document(Settings.from_mapping(REQUIRED))["paths"]["/jobs"]["get"]["parameters"]
+    (kind,) = [p for p in parameters if p["name"] == "kind"]
+    assert kind["in"] == "query" and kind["schema"]["enum"] == sorted(KINDS)
+    assert {p["name"] for p in parameters} == set(LISTING_PARAMETERS)

@@ -239,3 +239,24 @@ def test_a_job_longer_than_the_function_timeout_completes_across_invocations(
     ]
     assert len(continued) >= 2
     assert "Task timed out" not in stack.log  # it yielded before Lambda would kill it
+
+
+def test_a_job_whose_message_never_reached_the_queue_is_run_by_the_sweep(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """Issue 12.1: the API wrote the job, then stopped before its SendMessage. The job is
+    pending with no message anywhere; once JOBS_LOST_AFTER_SECONDS passed (shortened
+    here), the recovery sweep sends it, and it runs."""
+    stack = make_stack(environment={"JOBS_LOST_AFTER_SECONDS": "2"})
+    job = Job.new(n=1000, now=utc_now(), retention=timedelta(days=1))
+    stack.client("dynamodb").put_item(TableName=stack.outputs["TableName"], Item=to_item(job))
+
+    done = stack.wait_for_job(job.job_id, lambda j: j["status"] == "succeeded", timeout=60)
+
+    assert done["result"] == 1000 and done["attempts"] == 1
+    lost = [
+        r
+        for r in log_records(stack, "worker")
+        if r["message"] == "Job's message was lost; sent again"
+    ]
+    assert [r["job_id"] for r in lost] == [job.job_id]  # sent once
