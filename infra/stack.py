@@ -392,11 +392,12 @@ def apply_stage(
     table = JobTable(ddb, stack_outputs["TableName"])
     if table.schema_version() < jobs.SCHEMA_VERSION:
         report = table.migrate()
-        print(
-            f"Job table {table.table_name}: items at layout version {jobs.SCHEMA_VERSION} "
-            f"({report.rewritten} of {report.scanned} rewritten)",
-            flush=True,
-        )
+        if report.scanned:  # a new table has nothing to say
+            print(
+                f"Job table {table.table_name}: items at layout version {jobs.SCHEMA_VERSION} "
+                f"({report.rewritten} of {report.scanned} rewritten)",
+                flush=True,
+            )
     write_stage_environment(stage, environment_from_outputs(stack_outputs), project_dir)
     write_policies(config, stage, stack_outputs, project_dir)
     return stack_outputs

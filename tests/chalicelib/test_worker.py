@@ -20,12 +20,16 @@ from chalicelib import connections, kinds
 from chalicelib.config import get_settings
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import (
+    LIST_BY_STATUS,
+    PENDING,
     SHARDS,
     Job,
     JobStatus,
     Listing,
+    derived_attributes,
     epoch_ms,
     parse_message,
+    to_item,
     to_message,
     utc_now,
 )
@@ -916,3 +920,41 @@ def test_a_message_without_its_kind_is_still_run(
         Listing(kind="other", status=JobStatus.SUCCEEDED), 10, [None] * SHARDS, utc_now()
     )
     assert [j.job_id for j in listed.jobs] == [mislabelled.job_id]
+
+
+def test_the_sweep_repairs_what_code_older_than_the_indexes_left(
+    make_job: Callable[..., Job], aws: dict[str, str]
+) -> None:
+    """During an upgrade, the previous release's worker may finish a job after its item
+    was migrated: the item says succeeded, its listing keys still say running. Likewise a
+    job it failed keeps a pending mark. The sweep, which reads both, puts them right."""
+    finished = make_job(n=10).with_(status=JobStatus.SUCCEEDED, result=10, pending_at=None)
+    stale = to_item(finished)
+    stale.update(
+        {
+            LIST_BY_STATUS.partition_key: to_item(finished.with_(status=JobStatus.RUNNING))[
+                LIST_BY_STATUS.partition_key
+            ],
+        }
+    )
+    failed = make_job(n=10).with_(status=JobStatus.FAILED, error="old code")
+    marked = {**to_item(failed), **derived_attributes(failed.with_(status=JobStatus.QUEUED))}
+    marked[PENDING.sort_key] = {"N": "1"}
+    ddb = boto3.client("dynamodb")
+    for item in (stale, marked):
+        ddb.put_item(TableName=aws["TableName"], Item=item)
+    table = connections.job_table()
+
+    def running_keys() -> list[str]:
+        return [job.job_id for job in table.running(10)]
+
+    assert running_keys() == [finished.job_id]  # the index still lists it as running
+    assert [e.job_id for e in table.lost_pending(epoch_ms(utc_now()), 10)] == [failed.job_id]
+
+    assert make_worker().recover_stalled() == []
+
+    assert running_keys() == []
+    assert [e.job_id for e in table.lost_pending(epoch_ms(utc_now()), 10)] == []
+    succeeded = table.page(Listing(status=JobStatus.SUCCEEDED), 10, [None] * SHARDS, utc_now())
+    assert [j.job_id for j in succeeded.jobs] == [finished.job_id]
+    assert table_job(failed).status is JobStatus.FAILED  # left as it was
