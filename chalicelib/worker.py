@@ -206,29 +206,18 @@ class Worker:
     def _run(
         self, message: Message, delivery: Delivery | None, remaining_ms: Callable[[], int]
     ) -> Outcome:
-        job_id = message.job_id
-        kind = message.kind
-        if kind is None:  # a message that does not name its job's kind: look it up
-            existing = self.table.get(job_id)
-            if existing is None:
-                return self._not_claimed(job_id)
-            kind = existing.kind
         owner = uuid.uuid4().hex
         try:
-            job = self._claim(job_id, kind, owner, message.resume)
+            job = self._claim_message(message, owner)
             if job is None:
-                existing = self.table.get(job_id)
-                if existing is not None and existing.kind != kind:
-                    logger.warning("The message names another kind", kind=kind)
-                    job = self._claim(job_id, existing.kind, owner, message.resume)
+                return self._not_claimed(message.job_id)
         except StoreUnavailable:
             # Not the job's fault: let the message come back in seconds, not after the
-            # queue's visibility timeout (6 x the function's timeout).
+            # queue's visibility timeout (6 x the function's timeout), which would hold
+            # back every job behind it.
             if delivery is not None:
                 self._back_off(delivery)
             raise
-        if job is None:
-            return self._not_claimed(job_id)
         if delivery is not None:
             self.hold(delivery)
         if job.attempts > self.settings.max_attempts:
@@ -248,6 +237,23 @@ class Worker:
             return self._run_claimed(job, owner, function, remaining_ms, delivery)
         finally:
             milliseconds(Metric.RUN_DURATION, (self.monotonic() - started) * 1000)
+
+    def _claim_message(self, message: Message, owner: str) -> Job | None:
+        """Claim the job ``message`` names, under its kind (looked up if the message does
+        not name it, or names another)."""
+        kind = message.kind
+        if kind is None:
+            existing = self.table.get(message.job_id)
+            if existing is None:
+                return None
+            kind = existing.kind
+        job = self._claim(message.job_id, kind, owner, message.resume)
+        if job is None and message.kind is not None:
+            existing = self.table.get(message.job_id)
+            if existing is not None and existing.kind != kind:
+                logger.warning("The message names another kind", kind=kind)
+                job = self._claim(message.job_id, existing.kind, owner, message.resume)
+        return job
 
     def _claim(self, job_id: str, kind: str, owner: str, resume: bool) -> Job | None:
         lease_ms = self.settings.stale_after_seconds * 1000

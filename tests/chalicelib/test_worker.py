@@ -958,3 +958,25 @@ def test_the_sweep_repairs_what_code_older_than_the_indexes_left(
     succeeded = table.page(Listing(status=JobStatus.SUCCEEDED), 10, [None] * SHARDS, utc_now())
     assert [j.job_id for j in succeeded.jobs] == [finished.job_id]
     assert table_job(failed).status is JobStatus.FAILED  # left as it was
+
+
+def test_any_read_before_the_run_that_fails_backs_off_too(
+    make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking up the kind of a message that does not name it, or reading a job that was
+    not free, fails like the claim: the message comes back soon, not in 90 minutes."""
+    job = make_job(n=10)
+    queue = SpyQueue(connections.worker().queue)
+    worker = make_worker(queue=queue)
+    monkeypatch.setattr(queue, "hold", lambda r, s: queue.holds.append((r, s)))
+
+    def unavailable(*args: Any, **kwargs: Any) -> Job | None:
+        raise StoreUnavailable("DynamoDB GetItem failed")
+
+    monkeypatch.setattr(worker.table, "get", unavailable)
+    with pytest.raises(StoreUnavailable):
+        worker.process_message(json.dumps({"job_id": job.job_id}), delivery(receive_count=2))
+    monkeypatch.setattr(worker.table, "claim", lambda *a, **k: None)  # not free
+    with pytest.raises(StoreUnavailable):
+        worker.process_message(to_message(job), delivery(receive_count=1))
+    assert [seconds for _, seconds in queue.holds] == [4, 2]
