@@ -64,7 +64,13 @@ def test_make_run_uses_the_localstack_that_localstack_host_names(tmp_path: Path)
                 assert not [pid for pid in children if is_running(pid)]
             finally:
                 if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+                    # Asked first: run.py stops its children (each in a session of its
+                    # own, out of reach of a signal to its group) before it exits.
+                    process.terminate()
+                    try:
+                        process.wait(30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(process.pid, signal.SIGKILL)
+                        process.wait()
         # Not ours to stop: the user's LocalStack is still running.
         assert localstack.process is not None and localstack.process.poll() is None
