@@ -1,11 +1,27 @@
-"""Writes a run's results: BENCHMARKS.md (table, chart, notes), the chart as PNG and the
-raw samples as JSON."""
+"""Writes a run's results: BENCHMARKS.md (table, chart, notes), the chart as PNG, the raw
+samples as JSON and a summary of them.
+
+The raw samples (``bench/results/benchmarks.json``, tens of thousands of lines that change
+with every run) are git-ignored, so they stay out of reviewed diffs and of the history;
+the committed summary (``benchmarks-summary.json``: per-series counts and percentiles,
+every comparison, the raw file's SHA-256) and BENCHMARKS.md say what they held. A raw
+file is enough to write everything again::
+
+    python -m bench.report [--raw bench/results/benchmarks.json] [--out DIR]
+
+re-renders BENCHMARKS.md, the chart and the summary from it, without measuring anything
+(``make bench`` measures afresh).
+"""
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import math
 import os
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +35,15 @@ import matplotlib.pyplot as plt
 
 from bench.findings import FINDINGS
 from bench.machine import Machine
-from bench.stats import Comparison, Figure
-from bench.texts import METHOD, ON_AWS
+from bench.stats import Comparison, Figure, Series, Target, percentile
+from bench.texts import METHOD, ON_AWS, raw_samples
 
 CHART_NAME = "benchmarks.png"
-JSON_NAME = "benchmarks.json"
+JSON_NAME = "benchmarks.json"  # the raw samples: git-ignored (see .gitignore)
+SUMMARY_NAME = "benchmarks-summary.json"  # committed
+# What the summary gives for each series (besides its unit).
+SUMMARY_PERCENTILES = (50, 90, 99)
+SUMMARY_STATISTICS = ("count", "min", *(f"p{q}" for q in SUMMARY_PERCENTILES), "max", "mean")
 
 
 @dataclass(frozen=True)
@@ -37,13 +57,31 @@ class Run:
 
 
 def write(run: Run, markdown_path: Path, results_dir: Path) -> None:
+    """Write BENCHMARKS.md at ``markdown_path``; the chart, raw samples and summary in
+    ``results_dir``."""
     results_dir.mkdir(parents=True, exist_ok=True)
     chart_path = results_dir / CHART_NAME
     json_path = results_dir / JSON_NAME
+    summary_path = results_dir / SUMMARY_NAME
     draw_chart(run.figures, chart_path)
-    json_path.write_text(json.dumps(to_json(run), indent=1, allow_nan=True) + "\n")
+    raw = json.dumps(to_json(run), indent=1, allow_nan=True) + "\n"
+    json_path.write_text(raw)
+    digest = hashlib.sha256(raw.encode()).hexdigest()
+    summary_text = json.dumps(summary(run, digest), indent=1, allow_nan=True, ensure_ascii=False)
+    summary_path.write_text(summary_text + "\n", encoding="utf-8")
     base = markdown_path.parent
-    markdown_path.write_text(render(run, _relative(chart_path, base), _relative(json_path, base)))
+    markdown_path.write_text(
+        render(
+            run,
+            _relative(chart_path, base),
+            raw_samples(
+                _relative(json_path, base),
+                _relative(summary_path, base),
+                digest,
+                ", ".join(SUMMARY_STATISTICS),
+            ),
+        )
+    )
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -51,6 +89,7 @@ def _relative(path: Path, base: Path) -> str:
 
 
 def to_json(run: Run) -> dict[str, Any]:
+    """The raw file: everything measured, every sample."""
     return {
         "machine": run.machine.to_json(),
         "smoke": run.smoke,
@@ -59,6 +98,79 @@ def to_json(run: Run) -> dict[str, Any]:
         "sizes": run.sizes,
         "figures": [f.to_json() for f in run.figures],
     }
+
+
+def summary(run: Run, raw_sha256: str) -> dict[str, Any]:
+    """The committed summary: the raw file without its samples, each series reduced to its
+    count, extremes, mean and percentiles, and the raw file's SHA-256."""
+    data = to_json(run)
+    data["raw"] = {"file": JSON_NAME, "sha256": raw_sha256}
+    for figure, raw_figure in zip(run.figures, data["figures"], strict=True):
+        raw_figure["series"] = {s.name: _series_summary(s) for s in figure.series}
+    return data
+
+
+def _series_summary(series: Series) -> dict[str, Any]:
+    values = series.samples
+    stats: dict[str, Any] = {"unit": series.unit, "count": series.count}
+    if values:
+        stats["min"] = _rounded(min(values))
+        stats |= {f"p{q}": _rounded(percentile(values, q)) for q in SUMMARY_PERCENTILES}
+        stats["max"] = _rounded(max(values))
+        stats["mean"] = _rounded(sum(values) / len(values))
+    return stats
+
+
+def _rounded(value: float) -> float:
+    return round(value, 3)
+
+
+def from_json(data: dict[str, Any]) -> Run:
+    """The run a raw file (``to_json``'s output) holds; ``to_json(from_json(d)) == d``.
+
+    Raises ``KeyError``/``ValueError`` on a file of another shape.
+    """
+    figures = [
+        Figure(
+            number=f["number"],
+            title=f["title"],
+            comparisons=[_comparison(c) for c in f["comparisons"]],
+            series=[Series(name, s["unit"], list(s["samples"])) for name, s in f["series"].items()],
+            notes=list(f["notes"]),
+        )
+        for f in data["figures"]
+    ]
+    return Run(
+        machine=Machine(**data["machine"]),
+        figures=figures,
+        smoke=data["smoke"],
+        seconds=data["seconds"],
+        load_at_end=data["load_at_end"],
+        sizes=data["sizes"],
+    )
+
+
+def _comparison(data: dict[str, Any]) -> Comparison:
+    fields = {k: v for k, v in data.items() if k not in ("ratio", "met")}  # derived
+    fields["target"] = _target_from(data["target"])
+    fields["paired_ratios"] = tuple(data["paired_ratios"])
+    return Comparison(**fields)
+
+
+_NUMBER = r"([0-9.e+-]+|inf|nan)"
+
+
+def _target_from(text: str | None) -> Target | None:
+    """The ``Target`` whose ``describe()`` is ``text``."""
+    if text is None:
+        return None
+    if match := re.fullmatch(rf"{_NUMBER}x to {_NUMBER}x", text):
+        return Target(low=float(match[1]), high=float(match[2]))
+    if match := re.fullmatch(rf"≤ {_NUMBER}x", text):
+        return Target(high=float(match[1]))
+    if match := re.fullmatch(rf"≥ {_NUMBER}x", text):
+        return Target(low=float(match[1]))
+    raise ValueError(f"not a target: {text!r}")
 
 
 # --- Markdown -------------------------------------------------------------------------------
@@ -131,7 +243,7 @@ def render(run: Run, chart: str, raw: str) -> str:
         "source); default settings (progress interval 1 s, long polls of 20 s).",
         "- Every figure is the ratio of two measurements taken side by side in this run, "
         "interleaved so that the machine's noise falls on both sides alike.",
-        f"- Raw samples: [`{raw}`]({raw}). Method and sizes: `bench/` (`bench/sizes.py`).",
+        f"- {raw} Method and sizes: `bench/` (`bench/sizes.py`).",
         "",
         "## Results",
         "",
@@ -219,3 +331,42 @@ def draw_chart(figures: Sequence[Figure], path: Path) -> None:
 
 def _short(label: str, width: int = 58) -> str:
     return label if len(label) <= width else label[: width - 1] + "…"
+
+
+# --- re-rendering from a raw file ------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.report``: write BENCHMARKS.md, the chart and the summary again from
+    a raw file; exit 2 if the file is missing or not a raw file."""
+    from infra.run import PROJECT_DIR  # the project's layout, as bench.run writes it
+
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    parser.add_argument(
+        "--raw", type=Path, default=PROJECT_DIR / "bench" / "results" / JSON_NAME,
+        help="a raw file written by make bench (default: bench/results/benchmarks.json)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="write everything into this directory (default: as make bench does)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    try:
+        run = from_json(json.loads(args.raw.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"bench.report: cannot read {args.raw}: {error!r}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        markdown_path, results_dir = (
+            PROJECT_DIR / "BENCHMARKS.md",
+            PROJECT_DIR / "bench" / "results",
+        )
+    else:
+        markdown_path, results_dir = args.out / "BENCHMARKS.md", args.out
+    write(run, markdown_path, results_dir)
+    print(f"wrote {markdown_path} and {results_dir} from {args.raw}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

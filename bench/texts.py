@@ -109,3 +109,18 @@ ON_AWS = {
         "the clients are not a limit there; the worker's job runs elsewhere."
     ),
 }
+
+
+def raw_samples(raw: str, summary: str, sha256: str, statistics: str) -> str:
+    """BENCHMARKS.md's line on the raw samples: where they are, why they are not
+    committed, how to get them. ``raw`` and ``summary`` are paths relative to it;
+    ``statistics`` names what the summary gives per series."""
+    return (
+        f"Raw samples: `{raw}` (SHA-256 `{sha256[:16]}…`), written by `make bench` beside the "
+        "chart but not committed (git-ignored: every run rewrites all of them, and they would "
+        "dominate the history). `make bench` writes a fresh set on your machine; "
+        "`python -m bench.report --raw <file>` writes this page, the chart and the summary "
+        "again from a raw file without measuring. What this run measured, per series "
+        f"({statistics}) and per comparison: [`{summary}`]({summary}), "
+        "committed, with the raw file's full SHA-256."
+    )

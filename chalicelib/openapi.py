@@ -121,7 +121,9 @@ def _document(settings: Settings) -> dict[str, Any]:
                             "name": "cursor",
                             "in": "query",
                             "description": "Opaque: the `next` of a previous page (else 400).",
-                            "schema": {"type": "string"},
+                            # A cursor is a value returned as `next`, never empty: an empty
+                            # one is outside the document, as the API's 400 says.
+                            "schema": {"type": "string", "minLength": 1},
                         },
                     ],
                     "responses": {

@@ -12,16 +12,22 @@ the foreground, prints the endpoint once it answers, and stops cleanly on SIGINT
 SIGTERM (exit 0, no traceback). It exits 1 if the port is taken by something that does
 not answer like AWS, or (with ``--no-reuse``) by an endpoint that does.
 
+``make run`` (``infra.run``) also looks where a user's LocalStack says it is
+(``localstack_endpoint``: LocalStack's own variables, read by localstack-client's rules)
+before it starts moto; see ``ensure_emulator``'s ``fallback``.
+
 Python API, for tooling and tests::
 
     endpoint_answers(url, timeout=1.0) -> bool
     free_port() -> int
+    localstack_endpoint(environ=None) -> str | None
     start_emulator(port=None, *, output=None, ready_timeout=15.0) -> EmulatorHandle
-    ensure_emulator(port=None) -> EmulatorHandle
+    ensure_emulator(port=None, *, output=None, fallback=None) -> EmulatorHandle
 
 An ``EmulatorHandle`` is a context manager with ``.url``, ``.port``, ``.owned`` and
 ``.stop()``; stopping a handle that owns its server leaves no process and frees the
-port, stopping one that reuses somebody else's endpoint does nothing.
+port, stopping one that reuses somebody else's endpoint (on 127.0.0.1 or elsewhere)
+does nothing.
 
 Readiness is always a real AWS call (SQS ListQueues with dummy credentials), never a
 sleep: "the port accepts connections" is not "the emulator answers".
@@ -43,10 +49,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any, Self
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from localstack_client import config as localstack_config  # type: ignore[import-untyped]
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566  # LocalStack's edge port: SDK-based tools and docs assume it
@@ -79,6 +87,42 @@ def default_port(environ: Mapping[str, str] | None = None) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{PORT_ENV}={raw!r} is not a port number") from None
+
+
+# LocalStack's own conventions for where it listens, as its tooling reads them.
+LOCALSTACK_HOST_ENV = "LOCALSTACK_HOST"  # <hostname>[:<port>]
+LEGACY_EDGE_PORT_ENV = "EDGE_PORT"  # the port, before LOCALSTACK_HOST carried it
+USE_SSL_ENV = "USE_SSL"
+
+
+def localstack_endpoint(environ: Mapping[str, str] | None = None) -> str | None:
+    """Where the user's LocalStack is, by LocalStack's conventions; None if nothing says.
+
+    ``$LOCALSTACK_HOST`` is ``<hostname>[:<port>]``, parsed by localstack-client's own
+    ``parse_localstack_host`` (an empty hostname is ``localhost``), and ``$USE_SSL``
+    (``1``/``true``) means https: the URL ``localstack_client.session`` clients use.
+    ``$EDGE_PORT`` is LocalStack's port variable from before ``LOCALSTACK_HOST`` carried
+    the port (localstack-client stopped reading it in 2.0); it gives the port when
+    ``$LOCALSTACK_HOST`` names none, with ``localhost`` when that is unset. Otherwise the
+    port is 4566. ``$AWS_ENDPOINT_URL``, which localstack-client puts first, is not read:
+    ``make run`` sets it for its own processes to the endpoint it picked, and never took
+    it as a hint. Raises ``ValueError`` naming the variable whose value is unusable.
+    """
+    env = os.environ if environ is None else environ
+    host = env.get(LOCALSTACK_HOST_ENV, "").strip()
+    edge_port = env.get(LEGACY_EDGE_PORT_ENV, "").strip()
+    if not host and not edge_port:
+        return None
+    try:
+        hostname, port = localstack_config.parse_localstack_host(host or "localhost")
+    except RuntimeError:
+        raise ValueError(f"{LOCALSTACK_HOST_ENV}={host!r} is not <hostname>[:<port>]") from None
+    if edge_port and ":" not in host:
+        if not edge_port.isdigit():
+            raise ValueError(f"{LEGACY_EDGE_PORT_ENV}={edge_port!r} is not a port number")
+        port = int(edge_port)
+    scheme = "https" if env.get(USE_SSL_ENV) in ("1", "true") else "http"
+    return f"{scheme}://{hostname}:{port}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -160,13 +204,26 @@ class EmulatorHandle:
     was already there (``owned`` False) never stops it.
     """
 
-    def __init__(self, port: int, process: subprocess.Popen[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        process: subprocess.Popen[bytes] | None = None,
+        url: str | None = None,
+    ) -> None:
         self.port = port
         self.process = process
+        self._url = url  # an endpoint found elsewhere than 127.0.0.1:port
+
+    @classmethod
+    def reusing(cls, url: str) -> EmulatorHandle:
+        """A handle on somebody else's endpoint at ``url`` (never stopped by us)."""
+        parts = urlsplit(url)
+        default = 443 if parts.scheme == "https" else 80
+        return cls(parts.port or default, url=url.rstrip("/"))
 
     @property
     def url(self) -> str:
-        return endpoint_url(self.port)
+        return self._url or endpoint_url(self.port)
 
     @property
     def owned(self) -> bool:
@@ -252,16 +309,23 @@ def start_emulator(
 
 
 def ensure_emulator(
-    port: int | None = None, *, output: IO[Any] | int | None = None
+    port: int | None = None,
+    *,
+    output: IO[Any] | int | None = None,
+    fallback: str | None = None,
 ) -> EmulatorHandle:
-    """Reuse the endpoint answering on ``port`` if there is one, else start one there.
+    """Reuse the endpoint answering on ``port`` if there is one, else the one at
+    ``fallback`` (e.g. ``localstack_endpoint()``) if that answers, else start moto on
+    ``port``.
 
-    ``port`` defaults to ``$EMULATOR_PORT`` or 4566. The handle's ``owned`` says which
-    happened; only an owned handle's ``stop()`` stops anything.
+    ``port`` defaults to ``$EMULATOR_PORT`` or 4566. The handle's ``owned`` says whether
+    it started one; only an owned handle's ``stop()`` stops anything.
     """
     port = default_port() if port is None else port
     if endpoint_answers(endpoint_url(port)):
         return EmulatorHandle(port)
+    if fallback is not None and endpoint_answers(fallback):
+        return EmulatorHandle.reusing(fallback)
     return start_emulator(port, output=output)
 
 

@@ -6,7 +6,9 @@
 the process that wrote it, it:
 
 1. uses the AWS endpoint answering on 127.0.0.1:$EMULATOR_PORT (a user's LocalStack, or
-   a moto server left running), or starts moto's server there (``infra.emulator``);
+   a moto server left running), else the one a user's LocalStack settings point at
+   (``$LOCALSTACK_HOST``, the legacy ``$EDGE_PORT``: ``infra.emulator.localstack_endpoint``)
+   if it answers, else starts moto's server on $EMULATOR_PORT (``infra.emulator``);
 2. applies infra/template.yaml to it as the stage's stack (``infra.stack``);
 3. starts ``chalice local`` on 127.0.0.1:$PORT (``infra.local_api``: without autoreload,
    which drops requests in flight, and with Nagle's algorithm off, which otherwise costs
@@ -46,6 +48,7 @@ from infra.emulator import (
     default_port,
     endpoint_url,
     ensure_emulator,
+    localstack_endpoint,
     wait_until,
 )
 
@@ -105,6 +108,9 @@ class Services:
     output: IO[str] = field(default_factory=lambda: sys.stdout)
     # Extra arguments for the event source (e.g. a shorter schedule in tests).
     worker_args: Sequence[str] = ()
+    # Where else an emulator may already answer (a user's LocalStack), tried after
+    # emulator_port and before starting moto there; `make run` passes localstack_endpoint().
+    localstack: str | None = None
     emulator: EmulatorHandle | None = None
     processes: dict[str, Process] = field(default_factory=dict)
     _print_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -115,6 +121,9 @@ class Services:
 
     @property
     def endpoint(self) -> str:
+        """The emulator's URL: the one in use once started, else 127.0.0.1:emulator_port."""
+        if self.emulator is not None:
+            return self.emulator.url
         return endpoint_url(self.emulator_port)
 
     def environment(self) -> dict[str, str]:
@@ -136,7 +145,9 @@ class Services:
     # --- the pieces -----------------------------------------------------------------
 
     def start_emulator(self) -> EmulatorHandle:
-        self.emulator = ensure_emulator(self.emulator_port, output=subprocess.PIPE)
+        self.emulator = ensure_emulator(
+            self.emulator_port, output=subprocess.PIPE, fallback=self.localstack
+        )
         if self.emulator.owned and self.emulator.process is not None:
             self._pump("emulator", self.emulator.process)
             self.say(f"started moto server at {self.endpoint}")
@@ -301,7 +312,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    services = Services(stage=args.stage, api_port=args.port, emulator_port=args.emulator_port)
+    try:
+        localstack = localstack_endpoint()
+    except ValueError as error:
+        print(f"run: {error}", file=sys.stderr)
+        return 2
+    services = Services(
+        stage=args.stage,
+        api_port=args.port,
+        emulator_port=args.emulator_port,
+        localstack=localstack,
+    )
     status = 0
     try:
         services.start_all()

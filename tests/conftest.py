@@ -28,8 +28,12 @@ REGION = "us-east-1"
 
 @pytest.fixture(autouse=True)
 def _isolated_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Dummy credentials and no endpoint: nothing in a unit test can reach real AWS."""
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+    """Dummy credentials and no endpoint: nothing in a unit test can reach real AWS (nor,
+    through `make run`'s LocalStack detection, a developer's LocalStack)."""
+    for name in (
+        "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN",
+        "LOCALSTACK_HOST", "EDGE_PORT", "USE_SSL",
+    ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from chalice.test import Client
@@ -90,3 +91,23 @@ def test_the_kind_filter_lists_the_registered_kinds() -> None:
     (kind,) = [p for p in parameters if p["name"] == "kind"]
     assert kind["in"] == "query" and kind["schema"]["enum"] == sorted(KINDS)
     assert {p["name"] for p in parameters} == set(LISTING_PARAMETERS)
+
+
+def test_the_cursor_the_document_allows_is_what_the_api_accepts(
+    client: Client, make_job: Callable[..., Job]
+) -> None:
+    """A cursor is a value the API returned as `next`, never empty: the document says so
+    (minLength 1), and the API refuses an empty one (400) rather than reading it as none."""
+    doc = client.http.get("/openapi.json").json_body
+    (cursor,) = [p for p in doc["paths"]["/jobs"]["get"]["parameters"] if p["name"] == "cursor"]
+    assert cursor["schema"] == {"type": "string", "minLength": 1}
+
+    empty = client.http.get("/jobs?limit=1&cursor=")
+    assert empty.status_code == 400
+    assert empty.json_body["error"]["code"] == "invalid_cursor"
+
+    for _ in range(2):
+        make_job()
+    next_cursor = client.http.get("/jobs?limit=1").json_body["next"]
+    assert len(next_cursor) >= cursor["schema"]["minLength"]
+    assert client.http.get(f"/jobs?limit=1&cursor={next_cursor}").status_code == 200

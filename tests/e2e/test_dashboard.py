@@ -1,10 +1,13 @@
 """The dashboard in a real browser: Debian's headless Chromium, driven by Playwright.
 
 One test runs against a real local stack (``make_stack``): it submits a job through the
-form and sees it succeed, then cancels a running job with its button. The others serve
-the page and a scripted API through Playwright's request interception, under a stage
-prefix as API Gateway does, to check what a real stack cannot easily produce: hostile
-text in the API's answers, a missing API key, a hidden tab.
+form and sees it succeed, then cancels a running job with its button, with GET /fast
+timed beside it. The others serve the page and a scripted API through Playwright's
+request interception, under a stage prefix as API Gateway does, to check what a real
+stack cannot easily produce: hostile text in the API's answers, a missing API key, a
+hidden tab, a usage plan's 429, exact latencies. Those about pacing run the page on
+Playwright's fake clock, so a minute of polling takes a few seconds and no assertion
+depends on how fast this machine is.
 
 Chromium must be installed (``apt-get install -y chromium``; ``.ci/run`` does it): if it
 is missing these tests fail, they do not skip.
@@ -16,6 +19,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +29,7 @@ from playwright.sync_api import Browser, Page, Request, Route, expect
 
 from chalicelib import dashboard
 from infra.browser import ChromiumMissing, chromium
+from infra.deploy import Throttle
 from infra.emulator import free_port
 from tests.e2e.conftest import Stack
 
@@ -109,6 +114,12 @@ def test_submit_follow_and_cancel_jobs_in_the_browser(
     expect(row.locator(".status")).to_have_text("running", timeout=30_000)
     expect(row.locator(".progress-text")).to_contain_text("left", timeout=10_000)
     assert tab.locator("tbody tr").first.get_attribute("data-job-id") == long_id  # newest first
+    # Beside the running job, GET /fast as timed from the page while it runs.
+    expect(tab.locator("#now-running")).to_contain_text(f"Job {long_id[:8]}: ")
+    expect(tab.locator("#now-running")).to_contain_text("left")
+    expect(tab.locator("#fast-count")).not_to_have_text(re.compile(r"^[01]$"))
+    for readout in ("#fast-last", "#fast-p50", "#fast-p99"):
+        expect(tab.locator(readout)).to_have_text(re.compile(r"^\d+(\.\d)? (ms|s)$"))
 
     row.get_by_role("button", name=f"Cancel job {long_id[:8]}").click()
     expect(row.locator(".status")).to_have_text("cancelled")
@@ -119,6 +130,7 @@ def test_submit_follow_and_cancel_jobs_in_the_browser(
     tab.screenshot(path=tmp_path / "dashboard.png", full_page=True)
     tab.set_viewport_size(PHONE)
     expect(row.locator(".status")).to_be_visible()
+    expect(tab.locator("#fast-p99")).to_be_visible()
     assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     tab.screenshot(path=tmp_path / "dashboard-phone.png", full_page=True)
     assert console.errors() == []
@@ -157,6 +169,13 @@ class FakeStage:
     jobs: list[dict[str, Any]]
     requests: list[Request] = field(default_factory=list)
     require_key: str | None = None
+    # GET /fast: answered at once, or held (in arrival order) for the test to answer.
+    hold_fast: bool = False
+    held_fast: list[Route] = field(default_factory=list)
+    # GET /jobs: the next this many are answered 429 (as a usage plan does), with this
+    # Retry-After header if set.
+    throttle_next: int = 0
+    retry_after: str | None = None
 
     def handle(self, route: Route, request: Request) -> None:
         self.requests.append(request)
@@ -164,8 +183,22 @@ class FakeStage:
         page = dashboard.page()
         if path in ("/dev", "/dev/") and request.method == "GET":
             route.fulfill(status=200, body=page.html, headers=page.headers)
+        elif path == "/dev/jobs" and request.method == "GET" and self.throttle_next:
+            self.throttle_next -= 1
+            headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+            route.fulfill(
+                status=429,
+                body=json.dumps({"message": "Too Many Requests"}),
+                content_type="application/json",
+                headers=headers,
+            )
         elif path == "/dev/jobs" and request.method == "GET":
             self._json(route, 200, {"jobs": self.jobs, "next": None})
+        elif path == "/dev/fast" and request.method == "GET":
+            if self.hold_fast:
+                self.held_fast.append(route)
+            else:
+                self._json(route, 200, {"message": "I'm fast"})
         elif path == "/dev/heavy" and request.method == "POST":
             if self.require_key and request.headers.get("x-api-key") != self.require_key:
                 self._json(route, 403, {"message": "Forbidden"})
@@ -181,6 +214,10 @@ class FakeStage:
 
     def api_calls(self, path: str, since: int = 0) -> list[Request]:
         return [r for r in self.requests[since:] if urlsplit(r.url).path == path]
+
+    def keyed(self, since: int = 0) -> list[Request]:
+        """Requests that count against a usage plan: those made with an API key."""
+        return [r for r in self.requests[since:] if "x-api-key" in r.headers]
 
 
 @pytest.fixture
@@ -207,7 +244,11 @@ def test_under_a_stage_prefix_every_call_stays_under_it(
     paths = [urlsplit(r.url).path for r in stage.requests]
     assert paths[0] == location and paths[1:]
     assert all(p.startswith("/dev/") for p in paths[1:]), paths
-    assert {urlsplit(r.url).path for r in stage.requests[1:]} == {"/dev/jobs", "/dev/heavy"}
+    assert {urlsplit(r.url).path for r in stage.requests[1:]} == {
+        "/dev/jobs",
+        "/dev/heavy",
+        "/dev/fast",
+    }
     assert console.errors() == []
 
 
@@ -269,22 +310,26 @@ def test_polling_pauses_while_the_tab_is_hidden(
     page: tuple[Page, Console], stage: FakeStage
 ) -> None:
     tab, _ = page
+    stage.jobs = [running_job()]  # something to follow: the page's busy pace
     tab.goto(f"{stage.origin}/dev/")
     expect(tab.locator("#live-state")).to_contain_text("Live")
     # Waiting through Playwright, not time.sleep: the sync API runs the route handler
     # (our fake API) only while a Playwright call is pumping its events.
     tab.wait_for_timeout(2200)
     assert len(stage.api_calls("/dev/jobs")) >= 2  # about one a second
+    assert len(stage.api_calls("/dev/fast")) >= 2
 
     _set_hidden(tab, True)
     expect(tab.locator("#live-state")).to_have_text("Paused while this tab is hidden.")
     before = len(stage.requests)
     tab.wait_for_timeout(2500)
     assert stage.api_calls("/dev/jobs", since=before) == []
+    assert stage.api_calls("/dev/fast", since=before) == []
 
     _set_hidden(tab, False)
     expect(tab.locator("#live-state")).to_contain_text("Live")
     assert len(stage.api_calls("/dev/jobs", since=before)) >= 1
+    assert len(stage.api_calls("/dev/fast", since=before)) >= 1
 
 
 def _set_hidden(tab: Page, hidden: bool) -> None:
@@ -298,3 +343,174 @@ def _set_hidden(tab: Page, hidden: bool) -> None:
         }""",
         hidden,
     )
+
+
+# The fake clock's start, and a job that started running a second before it.
+CLOCK_START = datetime(2027, 1, 15, 8, 0, 0, tzinfo=UTC)
+
+
+def running_job(**overrides: Any) -> dict[str, Any]:
+    return fake_job(
+        status="running",
+        progress=0.25,
+        error=None,
+        created_at="2027-01-15T07:59:58.000Z",
+        started_at="2027-01-15T07:59:59.000Z",
+        finished_at=None,
+        **overrides,
+    )
+
+
+# --- pacing, on Playwright's fake clock ---------------------------------------------------
+
+STEP_MS = 500  # every pace of the page is a multiple of this
+KEY = "secret-key-1"
+
+
+def start_on_a_paused_clock(tab: Page, stage: FakeStage, key: str | None = None) -> None:
+    """Load the page with its clock stopped: time moves only when the test advances it."""
+    if key:
+        tab.add_init_script(f"localStorage.setItem('heavy-jobs:api-key:/dev/', {key!r})")
+    tab.clock.install(time=CLOCK_START)
+    tab.clock.pause_at(CLOCK_START)
+    tab.goto(f"{stage.origin}/dev/")
+    expect(tab.locator("#live-state")).to_have_attribute("data-poll", "waiting")
+
+
+def advance(tab: Page, stage: FakeStage, ms: int) -> list[int]:
+    """Advance the page's clock by ``ms``, letting each poll it starts finish before going
+    on; return when (ms into this call) each GET /jobs went out."""
+    sent: list[int] = []
+    seen = len(stage.api_calls("/dev/jobs"))
+    for step in range(1, ms // STEP_MS + 1):
+        tab.clock.run_for(STEP_MS)
+        expect(tab.locator("#live-state")).to_have_attribute("data-poll", "waiting")
+        now = len(stage.api_calls("/dev/jobs"))
+        sent += [step * STEP_MS] * (now - seen)
+        seen = now
+    return sent
+
+
+# The share of a key's steady rate (its usage plan's rate_limit, infra/deploy.py) that
+# one open tab may use, so that submit and cancel always have room: a quarter while a
+# job is queued or running, a thirtieth when there is nothing to follow.
+BUSY_SHARE = 1 / 4
+IDLE_SHARE = 1 / 30
+
+
+def test_a_keyed_tab_polls_within_its_share_of_the_usage_plan(
+    page: tuple[Page, Console], stage: FakeStage
+) -> None:
+    tab, console = page
+    per_minute_allowed = Throttle().rate_limit * 60
+    stage.jobs = [fake_job(status="succeeded", result=42, error=None)]
+    start_on_a_paused_clock(tab, stage, key=KEY)
+
+    # Idle: nothing queued or running.
+    before = len(stage.requests)
+    advance(tab, stage, 60_000)
+    idle = len(stage.keyed(since=before))
+    expect(tab.locator("#live-state")).to_contain_text("nothing running")
+
+    # Busy: once a poll has seen the running job, a minute at the busy pace.
+    stage.jobs = [running_job()]
+    advance(tab, stage, 30_000)
+    expect(tab.locator("#now-running")).to_contain_text("Job 0b7f2c9e: 25%")
+    before = len(stage.requests)
+    advance(tab, stage, 60_000)
+    busy = len(stage.keyed(since=before))
+
+    assert 1 <= idle <= IDLE_SHARE * per_minute_allowed, idle
+    assert idle < busy <= BUSY_SHARE * per_minute_allowed, busy
+    # Every keyed request was a poll (nothing else is keyed here), and the minute's
+    # GET /fast samples went without the key: they are not metered.
+    assert {urlsplit(r.url).path for r in stage.keyed()} == {"/dev/jobs"}
+    fast = stage.api_calls("/dev/fast", since=before)
+    assert len(fast) >= 55 and not [r for r in fast if "x-api-key" in r.headers]
+    assert console.errors() == []
+
+
+def test_without_a_key_a_busy_tab_keeps_following_every_second(
+    page: tuple[Page, Console], stage: FakeStage
+) -> None:
+    tab, _ = page
+    stage.jobs = [running_job()]
+    start_on_a_paused_clock(tab, stage)
+    assert advance(tab, stage, 5_000) == [1000, 2000, 3000, 4000, 5000]
+
+
+@pytest.mark.parametrize(("retry_after", "wait_ms"), [("5", 5000), (None, 2000)])
+def test_a_429_slows_polling_and_the_page_says_so(
+    page: tuple[Page, Console], stage: FakeStage, retry_after: str | None, wait_ms: int
+) -> None:
+    tab, console = page
+    stage.jobs = [running_job()]
+    start_on_a_paused_clock(tab, stage)
+    pace = advance(tab, stage, 2_000)
+    assert pace == [1000, 2000]  # the usual pace first
+
+    stage.throttle_next, stage.retry_after = 1, retry_after
+    assert advance(tab, stage, 1_000) == [1000]  # answered 429
+    state = tab.locator("#live-state")
+    expect(state).to_contain_text("Slowed down: this API key's request rate is used up")
+    expect(state).to_contain_text(f"Next update in {wait_ms // 1000} s.")
+    expect(state).not_to_have_class(re.compile("problem"))
+    expect(tab.locator("#announcer")).to_contain_text("Slowed down")
+
+    # The next poll waits as long as Retry-After says, or backs off (twice the pace).
+    assert advance(tab, stage, wait_ms) == [wait_ms]
+    expect(state).to_contain_text("Live")
+    expect(tab.locator("#announcer")).to_have_text("Connection restored.")
+    assert advance(tab, stage, 2_000) == [1000, 2000]  # and back to the usual pace
+    assert console.errors() == []
+
+
+def test_the_fast_readout_shows_the_last_minutes_p50_and_p99(
+    page: tuple[Page, Console], stage: FakeStage
+) -> None:
+    tab, console = page
+    stage.jobs = [running_job()]
+    stage.hold_fast = True
+    start_on_a_paused_clock(tab, stage)
+    expect(tab.locator("#now-running")).to_have_text("Job 0b7f2c9e: 25%, 3.0 s left.")
+
+    latencies = [12, 3, 7, 250, 5, 9, 4, 6, 8, 2]  # ms, answered in this order
+    for count, latency in enumerate(latencies, start=1):
+        if count > 1:
+            tab.clock.run_for(1000)  # the next sample, a second after the last answer
+        answer_fast_after(tab, stage, latency)
+        expect(tab.locator("#fast-count")).to_have_text(str(count))
+        expect(tab.locator("#fast-last")).to_have_text(
+            f"{latency:.1f} ms" if latency < 10 else f"{latency} ms"
+        )
+    # Nearest rank over the ten: p50 is the 5th smallest, p99 the largest.
+    expect(tab.locator("#fast-p50")).to_have_text("6.0 ms")
+    expect(tab.locator("#fast-p99")).to_have_text("250 ms")
+    points = tab.locator("#fast-line").get_attribute("points") or ""
+    assert len(points.split()) == len(latencies)
+
+    # A minute later (the tab hidden meanwhile), only the new sample counts.
+    _set_hidden(tab, True)
+    tab.clock.run_for(61_000)
+    _set_hidden(tab, False)
+    answer_fast_after(tab, stage, 3)
+    expect(tab.locator("#fast-count")).to_have_text("1")
+    expect(tab.locator("#fast-p99")).to_have_text("3.0 ms")
+
+    # The phone layout keeps the readout on screen without sideways scrolling.
+    tab.set_viewport_size(PHONE)
+    expect(tab.locator("#fast-p99")).to_be_visible()
+    assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert console.errors() == []
+
+
+def answer_fast_after(tab: Page, stage: FakeStage, latency_ms: int) -> None:
+    """Answer the page's pending GET /fast once ``latency_ms`` of its clock has passed."""
+    for _ in range(400):  # the route handler runs while Playwright pumps events
+        if stage.held_fast:
+            break
+        tab.wait_for_timeout(25)
+    assert stage.held_fast, "the page sent no GET /fast"
+    route = stage.held_fast.pop(0)
+    tab.clock.run_for(latency_ms)
+    route.fulfill(status=200, body='{"message": "I\'m fast"}', content_type="application/json")

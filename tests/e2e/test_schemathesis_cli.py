@@ -1,0 +1,63 @@
+"""Schemathesis' own CLI, all checks, against a live local stack: conformance checked from
+outside the project's own strategies (tests/e2e/test_api_fuzz.py drives Hypothesis
+itself), the way a user or an auditor would run it.
+
+Bounded and repeatable: a fixed seed, a fixed number of examples per operation, no
+example database. The stack runs a worker and caps n low, so every job a generated
+request creates finishes in moments and a generated ``?wait=N`` or ``Prefer: wait=N``
+ends when its job does; the request timeout still outlasts the longest wait the API
+allows, so a slow machine makes the run slower, never a failure.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from chalicelib.service import MAX_WAIT_SECONDS
+from tests.e2e.conftest import Stack
+
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")  # the pinned CLI, in .venv
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+SEED = 1
+EXAMPLES = 30  # per operation and phase: about 350 requests, ~10 s on a quiet 2-core machine
+# Jobs of at most this many iterations take milliseconds.
+SMALL_N = {"JOBS_MAX_N": "100000", "JOBS_DEFAULT_N": "1000"}
+# A cap so that a hung run fails CI instead of stalling it, far above a normal run.
+HARD_TIMEOUT_SECONDS = 600
+
+
+def test_schemathesis_cli_finds_no_failure(
+    make_stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    stack = make_stack(environment=SMALL_N)
+    junit = tmp_path / "junit.xml"
+    command = [
+        str(SCHEMATHESIS), "--no-color", "--config-file", str(CONFIG),
+        "run", f"{stack.url}/openapi.json",
+        "--checks", "all",
+        "--seed", str(SEED), "--max-examples", str(EXAMPLES),
+        "--generation-database", "none",
+        "--request-timeout", str(MAX_WAIT_SECONDS + 10),
+        "--report", "junit", "--report-junit-path", str(junit),
+    ]  # fmt: skip
+
+    # In a scratch directory: nothing the run writes lands in the project.
+    result = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=HARD_TIMEOUT_SECONDS
+    )
+
+    assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
+    suite = ElementTree.parse(junit).getroot()
+    assert (suite.get("failures"), suite.get("errors")) == ("0", "0")
+    tested = {case.get("name") for case in suite.iter("testcase")}
+    document = requests.get(f"{stack.url}/openapi.json", timeout=10).json()
+    operations = {
+        f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item
+    }
+    assert tested >= operations | {"Stateful tests"}
