@@ -25,7 +25,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 # The project itself is installed too (the `jobs` command): reinstall when it changes.
 $(VENV)/.installed: pyproject.toml
 
-venv: $(VENV)/.installed ## Create .venv from the requirements files
+# checkov, the infrastructure scanner make test runs, in a virtualenv of its own: its
+# dependency pins clash with requirements-dev.txt's (see requirements-checkov.txt).
+CHECKOV_VENV := $(VENV)/checkov
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt | $(VENV)/.installed
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
+venv: $(VENV)/.installed $(CHECKOV_VENV)/.installed ## Create .venv from the requirements files
 
 lint: venv ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .

@@ -20,6 +20,8 @@ from infra import stack
 
 REGION = "us-east-1"
 VENV = Path(sys.prefix)
+# The scanner's own virtualenv, where `make venv` puts it (the Makefile's CHECKOV_VENV).
+CHECKOV = VENV / "checkov"
 
 
 def copy_project(destination: Path) -> Path:
@@ -61,7 +63,7 @@ def run_make(
 ) -> subprocess.CompletedProcess[str]:
     """``make -s ARGS`` in ``project`` with this virtualenv; fail the test if it fails.
 
-    ``-o`` keeps make from reinstalling the virtualenv (its stamp file may be missing or
+    ``-o`` keeps make from reinstalling the virtualenvs (their stamp files may be missing or
     older than the copied requirements files).
     """
     command = [
@@ -73,6 +75,8 @@ def run_make(
         f"VENV={VENV}",
         "-o",
         f"{VENV}/.installed",
+        "-o",
+        f"{CHECKOV}/.installed",
         *args,
     ]
     result = subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=300)

@@ -12,11 +12,8 @@ import pytest
 
 from chalicelib import config as settings
 from infra import deploy, operations, stack
-from tests.infra.harness import VENV, isolated_environment, run_make, stage_config
-
-STAGES = ("dev", "prod")
-# Any AWS call fails at once: this endpoint refuses connections, and there are no credentials.
-DEAD_END = "http://127.0.0.1:9"
+from tests.infra.conftest import PACKAGED_STAGES as STAGES
+from tests.infra.harness import VENV, stage_config
 
 
 def cfn_lint(path: Path) -> subprocess.CompletedProcess[str]:
@@ -28,19 +25,6 @@ def cfn_lint(path: Path) -> subprocess.CompletedProcess[str]:
 def test_template_passes_cfn_lint() -> None:
     result = cfn_lint(stack.TEMPLATE)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def packaged(project_copy: Path) -> dict[str, Path]:
-    """`make package` for each stage with no AWS account: no credentials, region or endpoint.
-
-    The package index stays reachable: Chalice bundles requirements.txt from it (pip's
-    PIP_INDEX_URL or PIP_FIND_LINKS can point it at a mirror or a wheelhouse instead).
-    """
-    env = isolated_environment(AWS_ENDPOINT_URL=DEAD_END)
-    for stage in STAGES:
-        run_make(project_copy, env, "package", f"STAGE={stage}")
-    return {stage: project_copy / "out" / stage for stage in STAGES}
 
 
 @pytest.mark.parametrize("stage", STAGES)
