@@ -67,9 +67,8 @@ def scanned(packaged: dict[str, Path]) -> tuple[list[Finding], dict[str, dict[st
     findings, counts = scan(files)
     assert {str(f) for f in files} <= set(counts), counts  # every file was scanned
     for path, figures in sorted(counts.items()):  # shown with -s / in the report
-        print(
-            f"checkov {Path(path).name:<15} {figures['passed']} passed, {figures['failed']} failed"
-        )
+        name = "/".join(Path(path).parts[-2:])
+        print(f"checkov {name:<24} {figures['passed']} passed, {figures['failed']} failed")
     return findings, counts
 
 
