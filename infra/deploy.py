@@ -352,6 +352,15 @@ def delete_stack(cfn: Any, name: str) -> bool:
     return True
 
 
+def stack_parameter(cfn: Any, name: str, key: str) -> str | None:
+    """The value stack ``name`` was last given for parameter ``key``; None if no such stack."""
+    if stack.stack_status(cfn, name) in (None, "DELETE_COMPLETE"):
+        return None
+    (described,) = cfn.describe_stacks(StackName=name)["Stacks"]
+    values = {p["ParameterKey"]: p.get("ParameterValue") for p in described.get("Parameters", [])}
+    return values.get(key)
+
+
 def failure_reasons(cfn: Any, name: str) -> list[str]:
     """Why the stack's resources failed, from its events, oldest first."""
     try:
@@ -384,12 +393,22 @@ def apply_stack(
 
 
 def apply_operations_stack(
-    cfn: Any, config: Config, stage: str, values: operations.StageOperations, alarm_email: str
+    cfn: Any,
+    config: Config,
+    stage: str,
+    values: operations.StageOperations,
+    alarm_email: str | None,
 ) -> dict[str, str]:
-    """Apply the stage's operations stack (infra/operations.yaml); its outputs."""
+    """Apply the stage's operations stack (infra/operations.yaml); its outputs.
+
+    ``alarm_email`` None (ALARM_EMAIL not given) keeps the address the stack has, so a
+    deploy without it does not unsubscribe anyone; "" removes it.
+    """
     name = operations.ops_stack_name(config.app_name, stage)
     clear_failed_creation(cfn, name)
     print(f"Applying stack {name}", flush=True)
+    if alarm_email is None:
+        alarm_email = stack_parameter(cfn, name, operations.ALARM_EMAIL_PARAMETER) or ""
     parameters = operations.parameters(config, stage, values, alarm_email)
     try:
         return operations.apply_operations(cfn, name, parameters)
@@ -548,7 +567,10 @@ def remove_api_access(apigw: Any, name: str) -> None:
 
 
 def deploy(
-    stage: str, throttle: Throttle, project_dir: Path = PROJECT_DIR, alarm_email: str = ""
+    stage: str,
+    throttle: Throttle,
+    project_dir: Path = PROJECT_DIR,
+    alarm_email: str | None = None,
 ) -> None:
     """Check the account, apply the stack, ``chalice deploy``, then operations and API key.
 
@@ -584,6 +606,9 @@ def deploy(
         boto3.client("logs"), function_names(config, stage), values.log_retention_days
     )
     ops_outputs = apply_operations_stack(cfn, config, stage, values, alarm_email)
+    alarm_email = stack_parameter(
+        cfn, operations.ops_stack_name(config.app_name, stage), operations.ALARM_EMAIL_PARAMETER
+    )
     api = deployed_api_stage(config, stage)
     if api is None:
         raise DeployError(f"chalice recorded no REST API for stage {stage}")
@@ -967,7 +992,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "deploy":
-            alarm_email = os.environ.get(ALARM_EMAIL, "").strip()
+            given = os.environ.get(ALARM_EMAIL)  # unset: keep the stage's current address
+            alarm_email = None if given is None else given.strip()
             deploy(args.stage, Throttle.from_mapping(os.environ), alarm_email=alarm_email)
         elif args.command == "destroy":
             destroy(args.stage)

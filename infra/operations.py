@@ -36,6 +36,8 @@ from infra import policies, stack
 TEMPLATE = Path(__file__).resolve().parent / "operations.yaml"
 # The key of a stage in .chalice/config.json that holds StageOperations' overrides.
 CONFIG_KEY = "operations"
+# infra/operations.yaml's parameter for the address subscribed to the alarms.
+ALARM_EMAIL_PARAMETER = "AlarmEmail"
 # The state stack's parameter for DynamoDB point-in-time recovery ("true"/"false").
 POINT_IN_TIME_RECOVERY = "PointInTimeRecovery"
 # The values CloudWatch Logs accepts for a retention (PutRetentionPolicy's retentionInDays).
@@ -150,7 +152,7 @@ def parameters(
         "RunDurationMetric": Metric.RUN_DURATION,
         "OldestMessageAlarmSeconds": str(values.oldest_message_alarm_seconds),
         "AccessLogRetentionDays": str(values.log_retention_days),
-        "AlarmEmail": alarm_email,
+        ALARM_EMAIL_PARAMETER: alarm_email,
     }
 
 

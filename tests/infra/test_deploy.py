@@ -751,10 +751,22 @@ def test_pause_and_resume_switch_only_the_worker(rehearsal: Rehearsal) -> None:
     assert {f: s for f, s in resumed.items() if f != worker} == {
         f: s for f, s in before.items() if f != worker
     }
+    # A deploy leaves the mapping as it is (the harness's own disabling skipped here).
+    rehearsal.make("deploy", "STAGE=dev")
+    assert states()[worker] == "Enabled"
     paused = rehearsal.make("pause", "STAGE=dev")
     assert "paused" in paused.stdout
     assert states() == before  # disabled again (as the harness keeps it: moto cannot run it)
     assert before[worker] == "Disabled"
+    rehearsal.make("deploy", "STAGE=dev")  # maintenance does not end with a deploy
+    assert states()[worker] == "Disabled"
+
+
+def test_a_deploy_without_alarm_email_keeps_the_subscription(rehearsal: Rehearsal) -> None:
+    rehearsal.deploy(KEY_STAGE)  # no ALARM_EMAIL this time
+    topic = rehearsal.ops_outputs[KEY_STAGE]["AlarmTopicArn"]
+    subscriptions = rehearsal.client("sns").list_subscriptions_by_topic(TopicArn=topic)
+    assert [s["Endpoint"] for s in subscriptions["Subscriptions"]] == [ALARM_EMAIL]
 
 
 # --- tear down ---------------------------------------------------------------------------
