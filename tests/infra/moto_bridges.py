@@ -9,7 +9,9 @@ against, and each piece as close to AWS's documented behaviour as the rehearsal 
 - Lambda's Put/GetFunctionRecursionConfig: recorded per function (AWS's default: Terminate),
   so tests read back what the deploy set;
 - CloudFormation's AWS::CloudWatch::Alarm, which moto's CloudFormation skips with a warning:
-  created and deleted through moto's own CloudWatch backend, so DescribeAlarms sees them.
+  created and deleted through moto's own CloudWatch backend, so DescribeAlarms sees them;
+- AWS's managed IAM policies, which exist in every account and moto loads only when asked
+  (the deploy attaches AmazonAPIGatewayPushToCloudWatchLogs).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from moto.cloudwatch.models import (
 )
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.common_models import CloudFormationModel
+from moto.iam.models import iam_backends
 
 MOTO_VERSION = "5.2.5"
 DEFAULT_CONCURRENCY_QUOTA = 1000
@@ -48,6 +51,8 @@ def install(monkeypatch: pytest.MonkeyPatch) -> None:
             f"tests/infra/moto_bridges.py is for moto {MOTO_VERSION}, not {moto.__version__}"
         )
     recursion_configs.clear()
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    iam_backends.clear()  # made again on first use, reading the setting (earlier tests' go)
     paths = {
         r"{0}/(?P<api_version>[^/]+)/account-settings/?$": account_settings,
         r"{0}/(?P<api_version>[^/]+)/functions/(?P<function_name>[\w_:%-]+)/recursion-config/?$": (

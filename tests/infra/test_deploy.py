@@ -59,7 +59,11 @@ def bridge_chalice_api_import(monkeypatch: pytest.MonkeyPatch) -> None:
     paths, methods and integrations moto reads are the same in both versions. moto also
     drops ``security``, so methods whose definition requires an ``apiKey`` scheme get
     ``apiKeyRequired`` set, as API Gateway does.
+
+    It also adds what else ``make deploy`` calls and moto 5.2.5 lacks (tests/infra/
+    moto_bridges.py), so every rehearsal of a deploy gets the whole bridge from here.
     """
+    moto_bridges.install(monkeypatch)
     original_import = APIGatewayBackend.import_rest_api
     original_put = APIGatewayBackend.put_rest_api
 
@@ -103,16 +107,11 @@ def emulator() -> Iterator[str]:
     """A moto server in this process, on a free port; its URL. Wiped and stopped after."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         bridge_chalice_api_import(monkeypatch)
-        moto_bridges.install(monkeypatch)
-        # AWS's managed policies exist in every account; moto loads them only when asked.
-        monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         host, port = server.get_host_and_port()
         assert port not in (4566, 8000)  # never the local stack's ports
         url = f"http://{host}:{port}"
-        # Backends made before the setting (by earlier tests in this process) start afresh.
-        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
         try:
             yield url
         finally:
