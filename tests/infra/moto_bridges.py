@@ -10,6 +10,8 @@ against, and each piece as close to AWS's documented behaviour as the rehearsal 
   so tests read back what the deploy set;
 - CloudFormation's AWS::CloudWatch::Alarm, which moto's CloudFormation skips with a warning:
   created and deleted through moto's own CloudWatch backend, so DescribeAlarms sees them;
+- CloudFormation's PointInTimeRecoverySpecification on AWS::DynamoDB::Table, which moto's
+  CloudFormation ignores: applied through moto's own UpdateContinuousBackups on creation;
 - AWS's managed IAM policies, which exist in every account and moto loads only when asked
   (the deploy attaches AmazonAPIGatewayPushToCloudWatchLogs).
 """
@@ -34,6 +36,8 @@ from moto.cloudwatch.models import (
 )
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.common_models import CloudFormationModel
+from moto.dynamodb.models import dynamodb_backends
+from moto.dynamodb.models.table import Table
 from moto.iam.models import iam_backends
 
 MOTO_VERSION = "5.2.5"
@@ -61,6 +65,20 @@ def install(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     for path, handler in paths.items():
         monkeypatch.setitem(lambda_urls.url_paths, path, handler)
+    original_create = Table.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def create_table(
+        cls: type[Table], name: str, json_: Any, account: str, region: str, **kw: Any
+    ) -> Table:
+        table = original_create(cls, name, json_, account, region, **kw)
+        spec = json_["Properties"].get("PointInTimeRecoverySpecification") or {}
+        if str(spec.get("PointInTimeRecoveryEnabled")).lower() == "true":
+            dynamodb_backends[account][region].update_continuous_backups(
+                table.name, {"PointInTimeRecoveryEnabled": True}
+            )
+        return table
+
+    monkeypatch.setattr(Table, "create_from_cloudformation_json", classmethod(create_table))
     original_map = parsing.get_model_map()
     monkeypatch.setattr(
         parsing,
