@@ -25,7 +25,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 # The project itself is installed too (the `jobs` command): reinstall when it changes.
 $(VENV)/.installed: pyproject.toml
 
-venv: $(VENV)/.installed ## Create .venv from the requirements files
+# checkov, the infrastructure scanner make test runs, in a virtualenv of its own: its
+# dependency pins clash with requirements-dev.txt's (see requirements-checkov.txt).
+CHECKOV_VENV := $(VENV)/checkov
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt | $(VENV)/.installed
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
+venv: $(VENV)/.installed $(CHECKOV_VENV)/.installed ## Create .venv from the requirements files
 
 lint: venv ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
@@ -60,19 +68,25 @@ demo: venv ## The classic experiment, against a running `make run`
 	$(PY) -m infra.demo --url http://127.0.0.1:$(PORT)
 
 # --- Deploy to AWS (infra/deploy.py): wherever the standard AWS settings point ----------
-.PHONY: deploy destroy package api-key
+.PHONY: deploy destroy package api-key pause resume
 
-deploy: venv ## Deploy STAGE (dev|prod) to AWS: stack, Chalice app, API key if required
+deploy: venv ## Deploy STAGE (dev|prod) to AWS [ALARM_EMAIL=you@example.com]: all of it
 	$(PY) -m infra.deploy deploy --stage $(STAGE)
 
-destroy: venv ## Delete STAGE from AWS: API key, Chalice app, logs, stack (and its data)
+destroy: venv ## Delete STAGE from AWS: API keys, operations, Chalice app, logs, stack (data too)
 	$(PY) -m infra.deploy destroy --stage $(STAGE)
 
 package: venv ## Write out/STAGE/ (SAM template + zip) for a pipeline; needs no AWS
 	$(PY) -m infra.deploy package --stage $(STAGE)
 
-api-key: venv ## Print STAGE's API key value
-	@$(PY) -m infra.deploy api-key --stage $(STAGE)
+api-key: venv ## Print STAGE's API key value; CLIENT=name: that client's own key (made once)
+	@$(PY) -m infra.deploy api-key --stage $(STAGE) $(if $(CLIENT),--client $(CLIENT))
+
+pause: venv ## Stop STAGE's worker taking jobs (they wait in the queue; none is lost)
+	$(PY) -m infra.deploy pause --stage $(STAGE)
+
+resume: venv ## Let STAGE's worker take jobs again, in order
+	$(PY) -m infra.deploy resume --stage $(STAGE)
 
 # --- the README's picture of the dashboard -------------------------------------------------
 .PHONY: screenshot

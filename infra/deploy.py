@@ -3,7 +3,9 @@
     python -m infra.deploy deploy  --stage dev    # stack, then `chalice deploy`, then API key
     python -m infra.deploy destroy --stage dev    # API key, `chalice delete`, then the stack
     python -m infra.deploy package --stage prod   # out/prod/: SAM template + deployment.zip
-    python -m infra.deploy api-key --stage prod   # print the stage's API key value
+    python -m infra.deploy api-key --stage prod [--client alice]  # print a key (per client)
+    python -m infra.deploy pause   --stage prod   # the worker stops taking jobs (none lost)
+    python -m infra.deploy resume  --stage prod   # and takes them again, in order
 
 Where it deploys is whatever boto3's standard settings say (``AWS_PROFILE``,
 ``AWS_REGION``/``AWS_DEFAULT_REGION``, credentials, ``AWS_ENDPOINT_URL``); nothing here
@@ -12,17 +14,21 @@ stage in place, re-running ``destroy`` deletes whatever is left.
 
 What a stage is made of, and who owns it:
 
-- the stack ``<app>-<stage>`` (infra/template.yaml: queue, dead-letter queue, job table),
-  applied by :func:`infra.stack.apply_stage`, which also writes its outputs into the stage's
+- the stack ``<app>-<stage>`` (infra/template.yaml: queues, job table), applied by
+  :func:`infra.stack.apply_stage`, which also writes its outputs into the stage's
   ``environment_variables`` and the per-function IAM policy files;
-- the functions, their roles, the SQS event source and the REST API: ``chalice deploy``,
-  recorded by Chalice in ``.chalice/deployed/<stage>.json``;
+- the functions, their roles, the SQS event sources, the schedule and the REST API:
+  ``chalice deploy``, recorded by Chalice in ``.chalice/deployed/<stage>.json``, a record
+  kept in AWS between runs (infra/deploy_state.py) so any clone can deploy and destroy;
+- the recursion setting of the functions in the SQS -> Lambda -> SQS loop, and operations
+  (infra/operations.py: alarms, dashboard, log retention, access logs, stack ``-ops``);
 - for a stage whose ``environment_variables`` set ``JOBS_REQUIRE_API_KEY=true``: a usage
-  plan (throttled) on the REST API's stage, an API key and the key's membership of the plan,
-  all named ``<app>-<stage>`` and managed here.
+  plan (throttled per key) on the REST API's stage, an API key and the key's membership of
+  the plan, all named ``<app>-<stage>``, and per-client keys ``<app>-<stage>-<client>``.
 
-``destroy`` deletes all of it, the job table and the dead-letter queue included: job records
-are results of recomputable jobs that expire after ``JOBS_RETENTION_DAYS`` anyway.
+Before creating anything, ``deploy`` checks the account can give the worker its reserved
+concurrency. ``destroy`` deletes all of it, the job table and the dead-letter queue included:
+job records are results of recomputable jobs that expire after ``JOBS_RETENTION_DAYS`` anyway.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import json
 import math
 import os
 import py_compile
+import re
 import shutil
 import subprocess
 import sys
@@ -46,17 +53,21 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError, WaiterError
 from chalice.config import Config
+from chalice.utils import to_cfn_resource_name
 
 from chalicelib import config as settings
-from infra import policies, stack
+from infra import deploy_state, operations, policies, stack
 
 PROJECT_DIR = stack.PROJECT_DIR
 # Where `package` writes the generated merge templates, in the project (build/ is ignored).
 MERGE_DIR = Path("infra", "build")
 # What Chalice packages into a function: its documented project layout.
 CHALICE_PROJECT_FILES = ("app.py", "requirements.txt", "chalicelib", "vendor")
-# Chalice's logical id for the REST API in `chalice package` output.
+# Chalice's logical ids in `chalice package` output: the REST API, and the function behind
+# it (every other function's id is its handler's name, CamelCased: see function_logical_id).
 CHALICE_REST_API_ID = "RestAPI"
+CHALICE_API_HANDLER_ID = "APIHandler"
+API_HANDLER = "api_handler"
 # `chalice package` builds AWS clients it never calls: they need a region (the template
 # only says ${AWS::Region}) and look for credentials, on EC2's metadata service last. So
 # packaging sets a region when none is configured and skips that network lookup.
@@ -74,6 +85,21 @@ FAILED_CREATION = "ROLLBACK_COMPLETE"
 # Environment variables that override the usage plan's throttling (one place they are spelled).
 RATE_LIMIT = "API_RATE_LIMIT"
 BURST_LIMIT = "API_BURST_LIMIT"
+# The deploy parameter that subscribes an address to the stage's alarms.
+ALARM_EMAIL = "ALARM_EMAIL"
+
+# Lambda keeps this much of the account's concurrency for functions without a reservation:
+# a reservation may take "the Unreserved account concurrency value that is shown, minus 100"
+# (Lambda Developer Guide, "Configuring reserved concurrency for a function").
+MIN_UNRESERVED_CONCURRENCY = 100
+# What to ask AWS for when that is too little: Service Quotas, AWS Lambda.
+CONCURRENCY_QUOTA = "Concurrent executions"
+CONCURRENCY_QUOTA_CODE = "L-B99A9384"
+# Continuations and retries are SQS -> Lambda -> SQS loops by design. Lambda stops such a
+# chain after about 16 invocations unless the function's recursive loop detection is set
+# to Allow (Lambda Developer Guide, "Use Lambda recursive loop detection to prevent infinite
+# loops"; API PutFunctionRecursionConfig; SAM/CloudFormation property RecursiveLoop).
+RECURSIVE_LOOP_ALLOW = "Allow"
 
 
 class DeployError(Exception):
@@ -88,10 +114,14 @@ class Throttle:
     submits faster than about one job a second only makes the queue longer.
     """
 
-    # Steady-state requests per second.
-    rate_limit: float = 1.0
-    # Requests allowed at once above the steady rate (the token bucket's size).
-    burst_limit: int = 5
+    # Steady-state requests per second, per key. A dashboard tab polls GET /jobs with the key
+    # at most once a second (less when idle), and a CLI at the same time submits, lists or
+    # cancels now and then (`jobs watch` reads GET /jobs/{id}, which needs no key): 5/s keeps
+    # both inside the budget. Give each further client its own key (make api-key CLIENT=...).
+    rate_limit: float = 5.0
+    # Requests allowed at once above the steady rate (the token bucket's size): a script
+    # submitting a small batch, or a page opening with its first reads.
+    burst_limit: int = 10
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Throttle:
@@ -161,6 +191,119 @@ def check_deployable(config: Config, stage: str) -> None:
             )
 
 
+def function_logical_id(handler: str) -> str:
+    """The logical id ``chalice package`` gives a handler's function in the SAM template."""
+    return CHALICE_API_HANDLER_ID if handler == API_HANDLER else to_cfn_resource_name(handler)
+
+
+def sent_queue_outputs() -> set[str]:
+    """The state stack's outputs (queue ARNs) that some function of the app sends to."""
+    return {
+        resource
+        for grants in policies.GRANTS.values()
+        for actions, resources in grants
+        if "sqs:SendMessage" in actions
+        for resource in resources
+    }
+
+
+def looping_handlers(config: Config, sent_queue_names: set[str]) -> list[str]:
+    """The SQS handlers in an SQS -> Lambda -> SQS loop: those triggered by a queue the app's
+    own functions send to (the worker's queue: continuations and retries; on a design with a
+    delay queue, its forwarder too). A dead-letter queue's consumer is not: SQS feeds it."""
+    return sorted(
+        h for h, queue in stack.queue_consumers(config).items() if queue in sent_queue_names
+    )
+
+
+def check_account_concurrency(lambda_client: Any, config: Config, stage: str) -> None:
+    """DeployError unless the account can give the stage's functions their reservations.
+
+    Lambda refuses a reservation that would leave less than MIN_UNRESERVED_CONCURRENCY
+    unreserved, and new accounts often have a quota of 10 or 50. Reservations the stage's
+    functions already hold (a re-deploy) count as available. Called before anything is
+    created, so a refused account ends with nothing half-made.
+    """
+    wanted = {
+        policies.lambda_function_name(config.app_name, stage, handler): reserved
+        for handler in stack.handler_names(config)
+        if (reserved := config.scope(stage, handler).reserved_concurrency) is not None
+    }
+    if not wanted:
+        return
+    limits = lambda_client.get_account_settings()["AccountLimit"]
+    unreserved = int(limits["UnreservedConcurrentExecutions"])
+    held = sum(_reserved_concurrency(lambda_client, function) for function in wanted)
+    needed = sum(wanted.values())
+    if unreserved + held - needed >= MIN_UNRESERVED_CONCURRENCY:
+        return
+    total = int(limits.get("ConcurrentExecutions", unreserved))
+    functions = ", ".join(f"{f} ({n})" for f, n in wanted.items())
+    raise DeployError(
+        f"this account and region cannot reserve concurrency for {functions}: "
+        f"{unreserved + held} of its {total} concurrent executions are unreserved, and Lambda "
+        f"keeps {MIN_UNRESERVED_CONCURRENCY} unreserved, so {needed + MIN_UNRESERVED_CONCURRENCY}"
+        f" are needed. Nothing was created. Ask AWS for more: Service Quotas > AWS Lambda > "
+        f'"{CONCURRENCY_QUOTA}" ({CONCURRENCY_QUOTA_CODE}), e.g. `aws service-quotas '
+        f"request-service-quota-increase --service-code lambda --quota-code "
+        f"{CONCURRENCY_QUOTA_CODE} --desired-value 1000`"
+    )
+
+
+def _reserved_concurrency(lambda_client: Any, function: str) -> int:
+    """The concurrency ``function`` reserves now; 0 if it reserves none or does not exist."""
+    try:
+        answer = lambda_client.get_function_concurrency(FunctionName=function)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ResourceNotFoundException":
+            return 0
+        raise
+    return int(answer.get("ReservedConcurrentExecutions") or 0)
+
+
+def function_exists(lambda_client: Any, function: str) -> bool:
+    try:
+        lambda_client.get_function(FunctionName=function)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ResourceNotFoundException":
+            return False
+        raise
+    return True
+
+
+def allow_recursion(lambda_client: Any, functions: list[str]) -> None:
+    """Set each function's recursive loop detection to Allow (see RECURSIVE_LOOP_ALLOW)."""
+    for function in functions:
+        lambda_client.put_function_recursion_config(
+            FunctionName=function, RecursiveLoop=RECURSIVE_LOOP_ALLOW
+        )
+        print(f"Recursive loop detection of {function}: {RECURSIVE_LOOP_ALLOW}")
+
+
+def restore_deploy_state(
+    ssm: Any, lambda_client: Any, config: Config, stage: str, project_dir: Path
+) -> str:
+    """Put Chalice's record of the stage where it reads it (infra/deploy_state.py).
+
+    DeployError, before anything changes, if the stage's functions exist but no record is
+    found. A local record of a stage whose functions are all gone (destroyed from another
+    clone) is stale and removed, so Chalice starts afresh.
+    """
+    name = resource_name(config, stage)
+    source = deploy_state.restore(ssm, name, project_dir, stage)
+    existing = [f for f in function_names(config, stage) if function_exists(lambda_client, f)]
+    try:
+        deploy_state.check_known(source, existing, stage)
+    except deploy_state.MissingDeployState as error:
+        raise DeployError(str(error)) from None
+    if source == "local" and not existing:
+        deploy_state.record_path(project_dir, stage).unlink()
+        return "none"
+    if source != "none":
+        print(f"Deploy record of stage {stage}: from {'AWS' if source == 'aws' else 'this clone'}")
+    return source
+
+
 def deployed_api_stage(config: Config, stage: str) -> ApiStage | None:
     """The REST API Chalice deployed for the stage, from ``.chalice/deployed/<stage>.json``."""
     try:
@@ -209,6 +352,15 @@ def delete_stack(cfn: Any, name: str) -> bool:
     return True
 
 
+def stack_parameter(cfn: Any, name: str, key: str) -> str | None:
+    """The value stack ``name`` was last given for parameter ``key``; None if no such stack."""
+    if stack.stack_status(cfn, name) in (None, "DELETE_COMPLETE"):
+        return None
+    (described,) = cfn.describe_stacks(StackName=name)["Stacks"]
+    values = {p["ParameterKey"]: p.get("ParameterValue") for p in described.get("Parameters", [])}
+    return values.get(key)
+
+
 def failure_reasons(cfn: Any, name: str) -> list[str]:
     """Why the stack's resources failed, from its events, oldest first."""
     try:
@@ -222,13 +374,44 @@ def failure_reasons(cfn: Any, name: str) -> list[str]:
     ]
 
 
-def apply_stack(cfn: Any, config: Config, stage: str, project_dir: Path) -> dict[str, str]:
+def apply_stack(
+    cfn: Any,
+    config: Config,
+    stage: str,
+    project_dir: Path,
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """Apply the stage's stack (infra.stack); DeployError with the reasons if it fails."""
     name = resource_name(config, stage)
     clear_failed_creation(cfn, name)
     print(f"Applying stack {name}", flush=True)
     try:
-        return stack.apply_stage(stage, project_dir, cfn)
+        return stack.apply_stage(stage, project_dir, cfn, overrides)
+    except WaiterError as error:
+        reasons = "; ".join(failure_reasons(cfn, name)) or str(error)
+        raise DeployError(f"stack {name} failed: {reasons}") from None
+
+
+def apply_operations_stack(
+    cfn: Any,
+    config: Config,
+    stage: str,
+    values: operations.StageOperations,
+    alarm_email: str | None,
+) -> dict[str, str]:
+    """Apply the stage's operations stack (infra/operations.yaml); its outputs.
+
+    ``alarm_email`` None (ALARM_EMAIL not given) keeps the address the stack has, so a
+    deploy without it does not unsubscribe anyone; "" removes it.
+    """
+    name = operations.ops_stack_name(config.app_name, stage)
+    clear_failed_creation(cfn, name)
+    print(f"Applying stack {name}", flush=True)
+    if alarm_email is None:
+        alarm_email = stack_parameter(cfn, name, operations.ALARM_EMAIL_PARAMETER) or ""
+    parameters = operations.parameters(config, stage, values, alarm_email)
+    try:
+        return operations.apply_operations(cfn, name, parameters)
     except WaiterError as error:
         reasons = "; ".join(failure_reasons(cfn, name)) or str(error)
         raise DeployError(f"stack {name} failed: {reasons}") from None
@@ -323,8 +506,36 @@ def ensure_api_access(apigw: Any, name: str, api: ApiStage, throttle: Throttle) 
     return key
 
 
+# A client's name, as it appears in its key's name (<app>-<stage>-<client>).
+CLIENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def client_key_name(name: str, client: str) -> str:
+    """The name of a client's own API key in the stage's plan; DeployError if ``client`` is
+    not 1-64 letters, digits, ``-`` or ``_``."""
+    if not CLIENT_NAME.fullmatch(client):
+        raise DeployError(f"client {client!r}: use 1-64 letters, digits, '-' or '_'")
+    return f"{name}-{client}"
+
+
+def ensure_client_key(apigw: Any, name: str, client: str) -> dict[str, Any]:
+    """Client ``client``'s own key in usage plan ``name``, created if missing.
+
+    Usage plans throttle each key separately, so every client with its own key has the
+    plan's whole rate: a dashboard left open somewhere cannot starve a CLI elsewhere.
+    """
+    plan = find_usage_plan(apigw, name)
+    if plan is None:
+        raise DeployError(f"no usage plan {name}: deploy the stage first")
+    key = ensure_api_key(apigw, client_key_name(name, client))
+    ensure_plan_key(apigw, plan["id"], key["id"])
+    return key
+
+
 def remove_api_access(apigw: Any, name: str) -> None:
-    """Delete usage plan ``name`` (its keys and stages first) and API key ``name``.
+    """Delete usage plan ``name`` (its keys and stages first), API key ``name`` and the
+    clients' keys (``name-<client>``, members of the plan; a key of that form outside the
+    plan is someone else's and stays).
 
     API Gateway refuses to delete a plan that still has API stages, and a REST API's stage
     should not be deleted while a plan points at it: so this runs before ``chalice delete``.
@@ -333,6 +544,9 @@ def remove_api_access(apigw: Any, name: str) -> None:
     if plan is not None:
         for member in _pages(apigw, "get_usage_plan_keys", usagePlanId=plan["id"]):
             apigw.delete_usage_plan_key(usagePlanId=plan["id"], keyId=member["id"])
+            if str(member.get("name", "")).startswith(f"{name}-"):
+                apigw.delete_api_key(apiKey=member["id"])
+                print(f"Deleted API key {member['name']}")
         stages = [f"{s['apiId']}:{s['stage']}" for s in plan.get("apiStages", [])]
         if stages:
             apigw.update_usage_plan(
@@ -352,42 +566,110 @@ def remove_api_access(apigw: Any, name: str) -> None:
 # --- commands ----------------------------------------------------------------------------
 
 
-def deploy(stage: str, throttle: Throttle, project_dir: Path = PROJECT_DIR) -> None:
-    """Apply the stack, ``chalice deploy``, then the API key if the stage requires one."""
+def deploy(
+    stage: str,
+    throttle: Throttle,
+    project_dir: Path = PROJECT_DIR,
+    alarm_email: str | None = None,
+) -> None:
+    """Check the account, apply the stack, ``chalice deploy``, then operations and API key.
+
+    Chalice's record of the stage is restored from AWS first and saved back after, so the
+    same command works from any clone (infra/deploy_state.py).
+    """
     config = stack.load_chalice_config(stage, project_dir)
     check_deployable(config, stage)
-    apply_stack(boto3.client("cloudformation"), config, stage, project_dir)
-    run_chalice(["deploy", "--stage", stage], project_dir)
+    values = operations.StageOperations.from_config(config, stage)
+    state_parameters = operations.state_stack_parameters(values, load_template()["Parameters"])
+    name = resource_name(config, stage)
+    lambda_client, ssm = boto3.client("lambda"), boto3.client("ssm")
+    check_account_concurrency(lambda_client, config, stage)
+    restore_deploy_state(ssm, lambda_client, config, stage, project_dir)
+    cfn = boto3.client("cloudformation")
+    outputs = apply_stack(cfn, config, stage, project_dir, state_parameters)
+    try:
+        run_chalice(["deploy", "--stage", stage], project_dir)
+    finally:  # whatever Chalice recorded, even after a later step failed
+        if deploy_state.save(ssm, name, project_dir, stage):
+            print(f"Saved the deploy record in {deploy_state.parameter_name(name)}")
     # Reloaded: Chalice has just recorded the REST API it deployed.
     config = stack.load_chalice_config(stage, project_dir)
-    if not requires_api_key(config):
-        return
+    sent_to = {outputs[key].rsplit(":", 1)[-1] for key in sent_queue_outputs()}
+    allow_recursion(
+        lambda_client,
+        [
+            policies.lambda_function_name(config.app_name, stage, h)
+            for h in looping_handlers(config, sent_to)
+        ],
+    )
+    operations.set_log_retention(
+        boto3.client("logs"), function_names(config, stage), values.log_retention_days
+    )
+    ops_outputs = apply_operations_stack(cfn, config, stage, values, alarm_email)
+    alarm_email = stack_parameter(
+        cfn, operations.ops_stack_name(config.app_name, stage), operations.ALARM_EMAIL_PARAMETER
+    )
     api = deployed_api_stage(config, stage)
     if api is None:
         raise DeployError(f"chalice recorded no REST API for stage {stage}")
-    name = resource_name(config, stage)
-    ensure_api_access(boto3.client("apigateway"), name, api, throttle)
+    apigw = boto3.client("apigateway")
+    operations.ensure_api_gateway_logging_role(boto3.client("iam"), apigw)
+    operations.enable_access_logs(apigw, api.api_id, api.stage, ops_outputs["AccessLogGroupArn"])
     print(
-        f"Usage plan {name} ({throttle.rate_limit:g} req/s, burst {throttle.burst_limit}) "
-        f"and API key {name} on {api.url}\n"
-        f"  key: make api-key STAGE={stage}"
+        f"Alarms notify {ops_outputs['AlarmTopicArn']}"
+        + (f" ({alarm_email}: confirm the e-mail AWS sends)" if alarm_email else "")
+        + f"; dashboard {ops_outputs['DashboardName']}; logs kept "
+        f"{values.log_retention_days} days"
+    )
+    if not requires_api_key(config):
+        return
+    ensure_api_access(apigw, name, api, throttle)
+    print(
+        f"Usage plan {name} ({throttle.rate_limit:g} req/s, burst {throttle.burst_limit} per "
+        f"key) and API key {name} on {api.url}\n"
+        f"  key: make api-key STAGE={stage}   a client's own: make api-key STAGE={stage} "
+        "CLIENT=<name>"
     )
 
 
 def destroy(stage: str, project_dir: Path = PROJECT_DIR) -> None:
-    """Delete the stage: API key and usage plan, ``chalice delete``, logs, then the stack.
+    """Delete the stage: API keys and usage plan, operations, ``chalice delete``, logs, stack.
 
     Each step removes what points at the next: the usage plan points at the REST API's
-    stage, the functions and their event source at the stack's queue and table. The job
+    stage, the functions and their event sources at the stack's queues and table. The job
     table and the dead-letter queue, with their data, go with the stack.
     """
     config = stack.load_chalice_config(stage, project_dir)
     name = resource_name(config, stage)
+    lambda_client, ssm = boto3.client("lambda"), boto3.client("ssm")
+    restore_deploy_state(ssm, lambda_client, config, stage, project_dir)
     remove_api_access(boto3.client("apigateway"), name)
+    cfn = boto3.client("cloudformation")
+    ops_name = operations.ops_stack_name(config.app_name, stage)
+    if delete_stack(cfn, ops_name):
+        print(f"Deleted stack {ops_name} (alarms, their topic, dashboard, access log)")
     run_chalice(["delete", "--stage", stage], project_dir)
+    deploy_state.forget(ssm, name)
     delete_log_groups(boto3.client("logs"), function_names(config, stage))
-    if delete_stack(boto3.client("cloudformation"), name):
+    if delete_stack(cfn, name):
         print(f"Deleted stack {name} (queue, dead-letter queue, job table and its data)")
+
+
+def set_paused(stage: str, paused: bool, project_dir: Path = PROJECT_DIR) -> str:
+    """Pause (disable) or resume (enable) the worker's event source; the worker's name.
+
+    Paused, queued jobs wait in the queue and none is lost; the job running now finishes
+    its invocation (a continuation or retry waits like the rest).
+    """
+    config = stack.load_chalice_config(stage, project_dir)
+    worker = policies.lambda_function_name(
+        config.app_name, stage, operations.worker_handler(config)
+    )
+    try:
+        operations.set_worker_enabled(boto3.client("lambda"), worker, enabled=not paused)
+    except operations.OperationsError as error:
+        raise DeployError(str(error)) from None
+    return worker
 
 
 def delete_log_groups(logs: Any, functions: list[str]) -> None:
@@ -402,20 +684,30 @@ def delete_log_groups(logs: Any, functions: list[str]) -> None:
             print(f"Deleted log group /aws/lambda/{function}")
 
 
-def api_key(stage: str, project_dir: Path = PROJECT_DIR) -> str:
-    """The value of the stage's API key; DeployError if the stage has none."""
+def api_key(stage: str, project_dir: Path = PROJECT_DIR, client: str | None = None) -> str:
+    """The value of the stage's API key, or of ``client``'s own key (created on first use);
+    DeployError if the stage requires no key or is not deployed."""
     config = stack.load_chalice_config(stage, project_dir)
     if not requires_api_key(config):
         raise DeployError(f"stage {stage} requires no API key ({settings.REQUIRE_API_KEY})")
     name = resource_name(config, stage)
-    key = find_api_key(boto3.client("apigateway"), name)
+    apigw = boto3.client("apigateway")
+    if client is not None:
+        created = ensure_client_key(apigw, name, client)
+        found = find_api_key(apigw, created["name"])  # the value, whichever way it was made
+        return str((found or created)["value"])
+    key = find_api_key(apigw, name)
     if key is None:
         raise DeployError(f"no API key {name}: deploy the stage first")
     return str(key["value"])
 
 
 def package(
-    stage: str, throttle: Throttle, project_dir: Path = PROJECT_DIR, out_dir: Path | None = None
+    stage: str,
+    throttle: Throttle,
+    project_dir: Path = PROJECT_DIR,
+    out_dir: Path | None = None,
+    alarm_email: str = "",
 ) -> Path:
     """Write the stage's SAM template and deployment.zip to ``out/<stage>/``; the dir.
 
@@ -430,7 +722,8 @@ def package(
     template = load_template()
     merge_file = project_dir / MERGE_DIR / f"merge-{stage}.json"
     merge_file.parent.mkdir(parents=True, exist_ok=True)
-    merge_file.write_text(json.dumps(merge_template(config, stage, template, throttle), indent=2))
+    merged = merge_template(config, stage, template, throttle, alarm_email)
+    merge_file.write_text(json.dumps(merged, indent=2))
     env = {**os.environ, **PACKAGE_ENVIRONMENT}
     if not boto3.session.Session().region_name:
         env["AWS_DEFAULT_REGION"] = PACKAGE_FALLBACK_REGION
@@ -474,37 +767,105 @@ def add_bytecode(zip_path: Path) -> int:
     return len(added)
 
 
-def load_template() -> dict[str, Any]:
-    """infra/template.yaml as plain data, short-form tags (!Sub, !GetAtt) expanded and the
-    job table's indexes rendered in (infra.stack.load_template)."""
-    try:
-        return stack.load_template()
-    except stack.StackError as error:
-        raise DeployError(str(error)) from None
+def load_template(path: Path | None = None) -> dict[str, Any]:
+    """A template as plain data, short-form tags (!Sub, !GetAtt) expanded. By default
+    infra/template.yaml, with the job table's indexes rendered in (infra.stack.load_template)."""
+    if path is None:
+        try:
+            return stack.load_template()
+        except stack.StackError as error:
+            raise DeployError(str(error)) from None
+    from cfnlint.decode import decode_str  # a dev dependency: only deploying needs it
+
+    template, errors = decode_str(path.read_text())
+    if errors:
+        raise DeployError(f"{path}: {errors}")
+    return dict(json.loads(json.dumps(template)))
 
 
 def merge_template(
-    config: Config, stage: str, template: Mapping[str, Any], throttle: Throttle
+    config: Config,
+    stage: str,
+    template: Mapping[str, Any],
+    throttle: Throttle,
+    alarm_email: str = "",
 ) -> dict[str, Any]:
     """The ``--merge-template`` for the stage: infra/template.yaml's stack, ready to merge.
 
     Resources are named after the stage's stack (``heavy-jobs-dev-queue``), not after
     whatever stack a pipeline deploys the package as, because those names are the ones in
     the stage's ``environment_variables``. Parameter defaults are the values ``make deploy``
-    passes. A stage that requires an API key also gets its usage plan, key and membership.
+    passes. Operations (infra/operations.yaml) are merged in the same way, the functions get
+    the names ``make deploy`` gives them, and a stage that requires an API key also gets its
+    usage plan, key and membership.
     """
     name = resource_name(config, stage)
+    values = operations.StageOperations.from_config(config, stage)
     merged: dict[str, Any] = {
         key: _resolve_stack_name(value, name)
         for key, value in template.items()
         if key not in ("AWSTemplateFormatVersion", "Description")
     }
-    for parameter, default in stack.parameters_for_stage(config, stage).items():
+    defaults = {
+        **stack.parameters_for_stage(config, stage),
+        **operations.state_stack_parameters(values, template["Parameters"]),
+    }
+    for parameter, default in defaults.items():
         merged["Parameters"][parameter]["Default"] = default
+    _merge_operations(merged, config, stage, values, alarm_email)
+    _name_functions(merged, config, stage)
     if requires_api_key(config):
         merged["Resources"].update(api_access_resources(name, throttle))
         merged["Outputs"]["ApiKeyId"] = {"Value": {"Ref": "ApiKey"}}
     return merged
+
+
+def _merge_operations(
+    merged: dict[str, Any],
+    config: Config,
+    stage: str,
+    values: operations.StageOperations,
+    alarm_email: str,
+) -> None:
+    """Add infra/operations.yaml (named as ``make deploy`` names its stack) to ``merged``,
+    its parameters defaulting to the stage's values, and the REST API's access log."""
+    ops = load_template(operations.TEMPLATE)
+    ops_name = operations.ops_stack_name(config.app_name, stage)
+    for section in ("Parameters", "Conditions", "Resources", "Outputs"):
+        part = _resolve_stack_name(ops.get(section, {}), ops_name)
+        clash = set(part) & set(merged.get(section, {}))
+        if clash:
+            raise DeployError(f"{operations.TEMPLATE.name} and the stack both declare {clash}")
+        merged.setdefault(section, {}).update(part)
+    for parameter, default in operations.parameters(config, stage, values, alarm_email).items():
+        merged["Parameters"][parameter]["Default"] = default
+    merged["Resources"][CHALICE_REST_API_ID] = {
+        "Properties": {
+            "AccessLogSetting": {
+                "DestinationArn": {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]},
+                "Format": operations.ACCESS_LOG_FORMAT,
+            }
+        }
+    }
+
+
+def _name_functions(merged: dict[str, Any], config: Config, stage: str) -> None:
+    """Give each function the name ``make deploy`` gives it, which its role's log permission
+    names (left to CloudFormation, the name would be generated and its logs denied), and let
+    the functions in the SQS -> Lambda -> SQS loop recurse (see RECURSIVE_LOOP_ALLOW)."""
+    resources = merged["Resources"]
+    sent_to = set()
+    for key in sent_queue_outputs():  # GetAtt <queue>.Arn -> that queue's resolved name
+        logical_id, _ = merged["Outputs"][key]["Value"]["Fn::GetAtt"]
+        sent_to.add(resources[logical_id]["Properties"]["QueueName"])
+    looping = set(looping_handlers(config, sent_to))
+    for handler in stack.handler_names(config):
+        properties: dict[str, Any] = {
+            "FunctionName": policies.lambda_function_name(config.app_name, stage, handler)
+        }
+        if handler in looping:
+            properties["RecursiveLoop"] = RECURSIVE_LOOP_ALLOW
+        resources.setdefault(function_logical_id(handler), {})["Properties"] = properties
 
 
 def api_access_resources(name: str, throttle: Throttle) -> dict[str, Any]:
@@ -628,20 +989,32 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["deploy", "destroy", "package", "api-key"])
+    parser.add_argument(
+        "command", choices=["deploy", "destroy", "package", "api-key", "pause", "resume"]
+    )
     parser.add_argument("--stage", required=True)
+    parser.add_argument("--client", help="api-key: this client's own key (created if missing)")
     args = parser.parse_args(argv)
     try:
         if args.command == "deploy":
-            deploy(args.stage, Throttle.from_mapping(os.environ))
+            given = os.environ.get(ALARM_EMAIL)  # unset: keep the stage's current address
+            alarm_email = None if given is None else given.strip()
+            deploy(args.stage, Throttle.from_mapping(os.environ), alarm_email=alarm_email)
         elif args.command == "destroy":
             destroy(args.stage)
         elif args.command == "package":
-            out_dir = package(args.stage, Throttle.from_mapping(os.environ))
+            alarm_email = os.environ.get(ALARM_EMAIL, "").strip()
+            out_dir = package(
+                args.stage, Throttle.from_mapping(os.environ), alarm_email=alarm_email
+            )
             print(f"Packaged stage {args.stage} in {out_dir}")
+        elif args.command in ("pause", "resume"):
+            worker = set_paused(args.stage, paused=args.command == "pause")
+            state = "paused: jobs wait in the queue" if args.command == "pause" else "resumed"
+            print(f"{worker}: {state}")
         else:
-            print(api_key(args.stage))
-    except DeployError as error:
+            print(api_key(args.stage, client=args.client or None))
+    except (DeployError, operations.OperationsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -14,10 +14,14 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from chalice.config import Config
+
 from infra import stack
 
 REGION = "us-east-1"
 VENV = Path(sys.prefix)
+# The scanner's own virtualenv, where `make venv` puts it (the Makefile's CHECKOV_VENV).
+CHECKOV = VENV / "checkov"
 
 
 def copy_project(destination: Path) -> Path:
@@ -59,7 +63,7 @@ def run_make(
 ) -> subprocess.CompletedProcess[str]:
     """``make -s ARGS`` in ``project`` with this virtualenv; fail the test if it fails.
 
-    ``-o`` keeps make from reinstalling the virtualenv (its stamp file may be missing or
+    ``-o`` keeps make from reinstalling the virtualenvs (their stamp files may be missing or
     older than the copied requirements files).
     """
     command = [
@@ -71,9 +75,32 @@ def run_make(
         f"VENV={VENV}",
         "-o",
         f"{VENV}/.installed",
+        "-o",
+        f"{CHECKOV}/.installed",
         *args,
     ]
     result = subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=300)
     if check:
         assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}{result.stderr}"
     return result
+
+
+def stage_config(stage: str, project_dir: Path = stack.PROJECT_DIR) -> Config:
+    """The stage's Chalice config, its app imported afresh with the stage's variables.
+
+    Chalice imports app.py once per process and reads event sources (the queue names) at
+    import: without a fresh import, a second stage would see the first one's queues. The
+    process's environment, import path and ``app`` module are restored afterwards.
+    """
+    saved_app, saved_env, saved_path = sys.modules.pop("app", None), dict(os.environ), sys.path[:]
+    try:
+        config = stack.load_chalice_config(stage, project_dir)
+        config.chalice_app  # noqa: B018 (Chalice imports the app on first access: now)
+        return config
+    finally:
+        sys.modules.pop("app", None)
+        if saved_app is not None:
+            sys.modules["app"] = saved_app
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.path[:] = saved_path

@@ -123,3 +123,39 @@ def test_a_failed_first_creation_is_cleared_before_applying() -> None:
     assert deploy.clear_failed_creation(cfn, NAME) is True
     assert cfn.status == "DELETE_COMPLETE"
     assert deploy.clear_failed_creation(cfn, NAME) is False
+
+
+def test_a_clients_key_joins_the_plan_once(apigw: Any) -> None:
+    deploy.ensure_api_access(apigw, NAME, make_api(apigw), deploy.Throttle())
+    first = deploy.ensure_client_key(apigw, NAME, "alice")
+    second = deploy.ensure_client_key(apigw, NAME, "alice")
+    assert first["id"] == second["id"] and first["name"] == f"{NAME}-alice"
+    (plan,), _ = plans_and_keys(apigw)
+    members = {m["name"] for m in apigw.get_usage_plan_keys(usagePlanId=plan["id"])["items"]}
+    assert members == {NAME, f"{NAME}-alice"}
+
+
+def test_a_client_key_needs_a_deployed_plan_and_a_plain_name(apigw: Any) -> None:
+    with pytest.raises(deploy.DeployError, match="deploy the stage first"):
+        deploy.ensure_client_key(apigw, NAME, "alice")
+    for bad in ("", "a/b", "x" * 65, "two words"):
+        with pytest.raises(deploy.DeployError, match="letters, digits"):
+            deploy.client_key_name(NAME, bad)
+
+
+def test_removing_access_deletes_client_keys_but_not_lookalikes(apigw: Any) -> None:
+    other = apigw.create_api_key(name=NAME + "-ci", enabled=True)  # not in our plan
+    deploy.ensure_api_access(apigw, NAME, make_api(apigw), deploy.Throttle())
+    deploy.ensure_client_key(apigw, NAME, "alice")
+    deploy.remove_api_access(apigw, NAME)
+    plans, keys = plans_and_keys(apigw)
+    assert plans == [] and [k["id"] for k in keys] == [other["id"]]
+
+
+def test_the_default_budget_fits_a_dashboard_tab_and_a_cli_at_once() -> None:
+    """A visible dashboard tab reads GET /jobs with the key at most once a second; a CLI
+    beside it (submit, list, cancel) must still find the budget, bursts included."""
+    dashboard_tab_per_second = 1.0
+    throttle = deploy.Throttle()
+    assert throttle.rate_limit >= 2 * dashboard_tab_per_second
+    assert throttle.burst_limit >= 2 * throttle.rate_limit

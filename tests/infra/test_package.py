@@ -11,12 +11,9 @@ from typing import Any
 import pytest
 
 from chalicelib import config as settings
-from infra import deploy, stack
-from tests.infra.harness import VENV, isolated_environment, run_make
-
-STAGES = ("dev", "prod")
-# Any AWS call fails at once: this endpoint refuses connections, and there are no credentials.
-DEAD_END = "http://127.0.0.1:9"
+from infra import deploy, operations, stack
+from tests.infra.conftest import PACKAGED_STAGES as STAGES
+from tests.infra.harness import VENV, stage_config
 
 
 def cfn_lint(path: Path) -> subprocess.CompletedProcess[str]:
@@ -28,19 +25,6 @@ def cfn_lint(path: Path) -> subprocess.CompletedProcess[str]:
 def test_template_passes_cfn_lint() -> None:
     result = cfn_lint(stack.TEMPLATE)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def packaged(project_copy: Path) -> dict[str, Path]:
-    """`make package` for each stage with no AWS account: no credentials, region or endpoint.
-
-    The package index stays reachable: Chalice bundles requirements.txt from it (pip's
-    PIP_INDEX_URL or PIP_FIND_LINKS can point it at a mirror or a wheelhouse instead).
-    """
-    env = isolated_environment(AWS_ENDPOINT_URL=DEAD_END)
-    for stage in STAGES:
-        run_make(project_copy, env, "package", f"STAGE={stage}")
-    return {stage: project_copy / "out" / stage for stage in STAGES}
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -167,3 +151,96 @@ def test_package_ships_unchecked_bytecode_for_every_module(
         env={**env, "PATH": "/usr/bin:/bin"}, cwd=tmp_path, capture_output=True, text=True,
     )  # fmt: skip
     assert probe.returncode == 0, probe.stderr
+
+
+def functions_of(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource["Properties"]
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_functions_role_allows_exactly_its_own_log_group(
+    packaged: dict[str, Path], stage: str
+) -> None:
+    """Lambda writes to /aws/lambda/<function name>: a role allowing another group (as with
+    names CloudFormation generates) denies the function its logs, and so its metrics."""
+    template = load(packaged, stage)
+    functions = functions_of(template)
+    assert len(functions) == len(stack.handler_names(stage_config(stage)))
+    prefix = "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
+    for properties in functions.values():
+        name = properties["FunctionName"]
+        role_id, _ = properties["Role"]["Fn::GetAtt"]
+        (policy,) = template["Resources"][role_id]["Properties"]["Policies"]
+        (logs,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Sid"] == "OwnLogs"]
+        group = f"{prefix}/aws/lambda/{name}"
+        assert [r["Fn::Sub"] for r in logs["Resource"]] == [group, f"{group}:*"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_functions_have_the_names_make_deploy_gives(packaged: dict[str, Path], stage: str) -> None:
+    names = {p["FunctionName"] for p in functions_of(load(packaged, stage)).values()}
+    config = stage_config(stage)
+    assert names == set(deploy.function_names(config, stage))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_only_the_functions_in_the_sqs_loop_may_recurse(
+    packaged: dict[str, Path], stage: str, tmp_path: Path
+) -> None:
+    functions = functions_of(load(packaged, stage))
+    loops = {logical_id: p.get("RecursiveLoop") for logical_id, p in functions.items()}
+    assert loops["ProcessJob"] == "Allow"  # continuations and retries re-enter it
+    # Fed by API Gateway, by SQS's redrive, by a schedule: AWS's default (Terminate).
+    for not_a_loop in ("APIHandler", "ProcessDeadLetters", "RecoverStalledJobs"):
+        assert loops[not_a_loop] is None
+    # cfn-lint checks SAM's property exists (an unknown one fails E3002) but not its value:
+    # the value SAM passes on must be one AWS::Lambda::Function takes.
+    probe = tmp_path / "probe.json"
+    function = {
+        "Type": "AWS::Lambda::Function",
+        "Properties": {
+            "Runtime": "python3.11",
+            "Handler": "app.process_job",
+            "Role": "arn:aws:iam::123456789012:role/probe",
+            "Code": {"ZipFile": "x"},
+            "RecursiveLoop": functions["ProcessJob"]["RecursiveLoop"],
+        },
+    }
+    probe.write_text(json.dumps({"Resources": {"Probe": function}}))
+    result = cfn_lint(probe)
+    assert result.returncode == 0, result.stdout
+    function["Properties"]["RecursiveLoop"] = "Sometimes"
+    probe.write_text(json.dumps({"Resources": {"Probe": function}}))
+    assert "E3030" in cfn_lint(probe).stdout  # the probe can fail
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_package_holds_the_operations_stack_and_the_access_log(
+    packaged: dict[str, Path], stage: str
+) -> None:
+    template = load(packaged, stage)
+    resources = template["Resources"]
+    ops = deploy.load_template(operations.TEMPLATE)
+    assert set(ops["Resources"]) <= set(resources)
+    ops_name = operations.ops_stack_name("heavy-jobs", stage)
+    assert resources["Dashboard"]["Properties"]["DashboardName"] == ops_name
+    assert resources["AlarmTopic"]["Properties"]["TopicName"] == f"{ops_name}-alarms"
+    config = stage_config(stage)
+    values = operations.StageOperations.from_config(config, stage)
+    for parameter, value in operations.parameters(config, stage, values).items():
+        assert str(template["Parameters"][parameter].get("Default", "")) == value, parameter
+    access = resources["RestAPI"]["Properties"]["AccessLogSetting"]
+    assert access["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    assert json.loads(access["Format"])["requestId"] == "$context.requestId"
+
+
+@pytest.mark.parametrize(("stage", "enabled"), [("dev", "false"), ("prod", "true")])
+def test_package_sets_point_in_time_recovery_per_stage(
+    packaged: dict[str, Path], stage: str, enabled: str
+) -> None:
+    parameters = load(packaged, stage)["Parameters"]
+    assert parameters[operations.POINT_IN_TIME_RECOVERY]["Default"] == enabled

@@ -1,0 +1,303 @@
+"""Operating a deployed stage: alarms, dashboard, log retention, access logs, backups, pause.
+
+What ``make deploy`` adds around the app once ``chalice deploy`` has run, and what ``make
+package`` merges into the SAM template:
+
+- the stack ``<app>-<stage>-ops`` (infra/operations.yaml): the alarm topic (with an optional
+  e-mail subscription, ``ALARM_EMAIL``), the alarms, the CloudWatch dashboard and the REST
+  API's access log group. Its parameters are the project's names, never typed again: the
+  state stack's outputs, the functions Chalice deploys, chalicelib.observability's metrics;
+- the retention of every function's log group, and the REST API stage's access log setting
+  (both through the API: Lambda, not a stack, owns the log groups; Chalice owns the stage);
+- the state stack's ``PointInTimeRecovery`` parameter;
+- pausing and resuming the worker: its SQS event source mapping disabled or enabled.
+
+Per-stage values live with the stage's other settings, under ``"operations"`` in the stage of
+``.chalice/config.json`` (Chalice ignores keys it does not know); :class:`StageOperations`
+declares the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+from chalice.config import Config
+
+from chalicelib import config as settings
+from chalicelib.observability import NAMESPACE, SERVICE, Metric
+from infra import policies, stack
+
+TEMPLATE = Path(__file__).resolve().parent / "operations.yaml"
+# The key of a stage in .chalice/config.json that holds StageOperations' overrides.
+CONFIG_KEY = "operations"
+# infra/operations.yaml's parameter for the address subscribed to the alarms.
+ALARM_EMAIL_PARAMETER = "AlarmEmail"
+# The state stack's parameter for DynamoDB point-in-time recovery ("true"/"false").
+POINT_IN_TIME_RECOVERY = "PointInTimeRecovery"
+# The values CloudWatch Logs accepts for a retention (PutRetentionPolicy's retentionInDays).
+RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+)  # fmt: skip
+# One JSON line per API request; $context.requestId is the id API Gateway returns to the
+# client (x-amzn-requestid) and passes to the function, so a request can be followed.
+ACCESS_LOG_FORMAT = json.dumps(
+    {
+        "requestId": "$context.requestId",
+        "extendedRequestId": "$context.extendedRequestId",
+        "requestTime": "$context.requestTime",
+        "httpMethod": "$context.httpMethod",
+        "path": "$context.path",
+        "resourcePath": "$context.resourcePath",
+        "status": "$context.status",
+        "responseLength": "$context.responseLength",
+        "integrationLatency": "$context.integrationLatency",
+        "sourceIp": "$context.identity.sourceIp",
+        "apiKeyId": "$context.identity.apiKeyId",
+        "errorMessage": "$context.error.message",
+    },
+    separators=(",", ":"),
+)
+
+
+class OperationsError(Exception):
+    """A stage's operations settings are wrong, or the worker's event source is missing."""
+
+
+@dataclass(frozen=True)
+class StageOperations:
+    """How a deployed stage is operated; each stage may override any field in config.json."""
+
+    # Days every function's log group and the API's access log keep their lines.
+    log_retention_days: int = 30
+    # DynamoDB point-in-time recovery of the job table (35 days of restorable history).
+    point_in_time_recovery: bool = False
+    # The job queue's alarm: its oldest message is older than this.
+    oldest_message_alarm_seconds: int = 3600
+
+    @classmethod
+    def from_config(cls, config: Config, stage: str) -> StageOperations:
+        """The stage's values: defaults, overridden by ``stages.<stage>.operations``."""
+        stage_config = config.config_from_disk.get("stages", {}).get(stage, {})
+        overrides = stage_config.get(CONFIG_KEY, {})
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = set(overrides) - set(known)
+        if unknown:
+            raise OperationsError(
+                f"stages.{stage}.{CONFIG_KEY} in .chalice/config.json: unknown "
+                f"{', '.join(sorted(unknown))} (known: {', '.join(known)})"
+            )
+        values = cls(**overrides)
+        values.validate(f"stages.{stage}.{CONFIG_KEY}")
+        return values
+
+    def validate(self, where: str) -> None:
+        if self.log_retention_days not in RETENTION_DAYS:
+            raise OperationsError(
+                f"{where}.log_retention_days: {self.log_retention_days} is not a CloudWatch "
+                f"Logs retention ({', '.join(map(str, RETENTION_DAYS))})"
+            )
+        if not isinstance(self.point_in_time_recovery, bool):
+            raise OperationsError(f"{where}.point_in_time_recovery must be true or false")
+        if not isinstance(self.oldest_message_alarm_seconds, int) or (
+            self.oldest_message_alarm_seconds < 60
+        ):
+            raise OperationsError(f"{where}.oldest_message_alarm_seconds must be >= 60")
+
+
+def ops_stack_name(app_name: str, stage: str) -> str:
+    return f"{stack.stack_name(app_name, stage)}-ops"
+
+
+def worker_handler(config: Config) -> str:
+    """The handler the job queue triggers (the one with reserved concurrency 1)."""
+    job_queue = config.environment_variables[settings.QUEUE_NAME]
+    consumers = [h for h, queue in stack.queue_consumers(config).items() if queue == job_queue]
+    if len(consumers) != 1:
+        raise OperationsError(f"expected one consumer of {job_queue}, found {consumers}")
+    return consumers[0]
+
+
+# --- the operations stack ------------------------------------------------------------------
+
+
+def parameters(
+    config: Config, stage: str, values: StageOperations, alarm_email: str = ""
+) -> dict[str, str]:
+    """infra/operations.yaml's parameters for the stage, all from the project's own names."""
+    env = config.environment_variables
+    return {
+        "JobQueueName": env[settings.QUEUE_NAME],
+        "DeadLetterQueueName": env[settings.DEAD_LETTER_QUEUE_NAME],
+        "WorkerFunctionName": policies.lambda_function_name(
+            config.app_name, stage, worker_handler(config)
+        ),
+        "FunctionNamePrefix": stack.stack_name(config.app_name, stage),
+        "ApiName": config.app_name,  # Chalice names the REST API after the app
+        "ApiStageName": config.api_gateway_stage,
+        "MetricNamespace": NAMESPACE,
+        "MetricService": SERVICE,
+        "AcceptedMetric": Metric.ACCEPTED,
+        "StartedMetric": Metric.STARTED,
+        "SucceededMetric": Metric.SUCCEEDED,
+        "FailedMetric": Metric.FAILED,
+        "CancelledMetric": Metric.CANCELLED,
+        "QueueWaitMetric": Metric.QUEUE_WAIT,
+        "RunDurationMetric": Metric.RUN_DURATION,
+        "OldestMessageAlarmSeconds": str(values.oldest_message_alarm_seconds),
+        "AccessLogRetentionDays": str(values.log_retention_days),
+        ALARM_EMAIL_PARAMETER: alarm_email,
+    }
+
+
+def apply_operations(cfn: Any, name: str, stack_parameters: Mapping[str, str]) -> dict[str, str]:
+    """Create or update the operations stack ``name``; its outputs."""
+    return stack.apply(cfn, name, stack_parameters, TEMPLATE.read_text())
+
+
+def state_stack_parameters(values: StageOperations, declared: Mapping[str, Any]) -> dict[str, str]:
+    """Overrides of the state stack's parameters (infra/template.yaml) for the stage.
+
+    Only parameters the template declares: CloudFormation rejects any other. A stage asking
+    for point-in-time recovery from a template without the parameter gets a warning on
+    stderr, not a silent no.
+    """
+    if POINT_IN_TIME_RECOVERY in declared:
+        return {POINT_IN_TIME_RECOVERY: str(values.point_in_time_recovery).lower()}
+    if values.point_in_time_recovery:
+        print(
+            f"warning: the stage asks for point-in-time recovery, but {stack.TEMPLATE.name} "
+            f"declares no {POINT_IN_TIME_RECOVERY} parameter: the job table has none",
+            file=sys.stderr,
+        )
+    return {}
+
+
+# --- log groups and the API stage ------------------------------------------------------------
+
+
+def log_group_name(function: str) -> str:
+    """The log group Lambda writes a function's output to (its roles allow only this one)."""
+    return f"/aws/lambda/{function}"
+
+
+def set_log_retention(logs: Any, functions: list[str], days: int) -> None:
+    """Give each function's log group ``days`` of retention, creating the group if missing.
+
+    Lambda creates a function's group on its first run, with no retention (kept forever);
+    creating it now lets the retention apply from the first line.
+    """
+    for function in functions:
+        group = log_group_name(function)
+        try:
+            logs.create_log_group(logGroupName=group)
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceAlreadyExistsException":
+                raise
+        logs.put_retention_policy(logGroupName=group, retentionInDays=days)
+
+
+def log_group_arn(arn: str) -> str:
+    """A log group's ARN as API Gateway takes it: without the ``:*`` CloudFormation adds."""
+    return arn.removesuffix(":*")
+
+
+def enable_access_logs(apigw: Any, api_id: str, stage: str, destination_arn: str) -> None:
+    """Point the REST API's stage's access log at ``destination_arn``, one JSON line each."""
+    apigw.update_stage(
+        restApiId=api_id,
+        stageName=stage,
+        patchOperations=[
+            {
+                "op": "replace",
+                "path": "/accessLogSettings/destinationArn",
+                "value": log_group_arn(destination_arn),
+            },
+            {"op": "replace", "path": "/accessLogSettings/format", "value": ACCESS_LOG_FORMAT},
+        ],
+    )
+
+
+# API Gateway writes access logs with one role per account and region (its account settings);
+# AWS's managed policy for it. The role is the account's, not a stage's: destroy keeps it.
+API_GATEWAY_LOGS_ROLE = "apigateway-cloudwatch-logs"
+API_GATEWAY_LOGS_POLICY = (
+    "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+)
+
+
+def ensure_api_gateway_logging_role(iam: Any, apigw: Any) -> str:
+    """The account's API Gateway CloudWatch role, created and set if there is none; its ARN.
+
+    API Gateway refuses access logging on any stage until the account names this role
+    (API Gateway Developer Guide, "Set up CloudWatch logging for REST APIs").
+    """
+    current = apigw.get_account().get("cloudwatchRoleArn")
+    if current:
+        return str(current)
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "apigateway.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    try:
+        role = iam.create_role(
+            RoleName=API_GATEWAY_LOGS_ROLE,
+            AssumeRolePolicyDocument=json.dumps(trust),
+            Description="Lets API Gateway write this account's access and execution logs",
+        )["Role"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "EntityAlreadyExists":
+            raise
+        role = iam.get_role(RoleName=API_GATEWAY_LOGS_ROLE)["Role"]
+    iam.attach_role_policy(RoleName=API_GATEWAY_LOGS_ROLE, PolicyArn=API_GATEWAY_LOGS_POLICY)
+    apigw.update_account(
+        patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": role["Arn"]}]
+    )
+    print(f"Set API Gateway's CloudWatch role for this account and region: {role['Arn']}")
+    return str(role["Arn"])
+
+
+# --- pausing the worker ------------------------------------------------------------------------
+
+
+def event_source_mappings(lambda_client: Any, function: str) -> list[dict[str, Any]]:
+    """The event source mappings of ``function`` (by name).
+
+    Filtered here rather than with the FunctionName parameter: AWS accepts a name or an ARN
+    there, but moto matches only the form given at creation (Chalice gives the ARN).
+    """
+    mappings: list[dict[str, Any]] = []
+    for page in lambda_client.get_paginator("list_event_source_mappings").paginate():
+        mappings += [
+            m
+            for m in page["EventSourceMappings"]
+            if m["FunctionArn"].endswith(f":function:{function}")
+        ]
+    return mappings
+
+
+def set_worker_enabled(lambda_client: Any, function: str, enabled: bool) -> list[str]:
+    """Enable or disable every SQS event source of ``function``; the mappings' UUIDs.
+
+    Disabled, the mapping receives nothing: messages wait in the queue (kept 14 days) and
+    none is lost; a job running now finishes its invocation. Enabling resumes in order.
+    OperationsError if the function has no mapping (the stage is not deployed).
+    """
+    mappings = event_source_mappings(lambda_client, function)
+    if not mappings:
+        raise OperationsError(f"{function} has no event source mapping: deploy the stage first")
+    for mapping in mappings:
+        lambda_client.update_event_source_mapping(UUID=mapping["UUID"], Enabled=enabled)
+    return [m["UUID"] for m in mappings]

@@ -1,0 +1,310 @@
+"""infra/deploy.py's and infra/operations.py's pieces for operating a stage, one at a time:
+the concurrency pre-flight, recursion, the deploy record in SSM, per-stage settings, log
+retention, access logs, pause/resume. Calls moto does not implement are checked against a
+botocore Stubber (the exact requests made); the rest run under moto."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from chalice.config import Config
+from moto import mock_aws
+
+from chalicelib import config as settings
+from infra import deploy, deploy_state, operations
+from tests.infra.harness import stage_config
+
+REGION = "us-east-1"
+WORKER = "heavy-jobs-dev-process_job"
+
+
+@pytest.fixture(scope="module")
+def dev_config() -> Config:
+    return stage_config("dev")
+
+
+@pytest.fixture(scope="module")
+def prod_config() -> Config:
+    return stage_config("prod")
+
+
+def lambda_stub() -> tuple[Any, Stubber]:
+    client = boto3.client("lambda", region_name=REGION)
+    return client, Stubber(client)
+
+
+def account(unreserved: int, total: int = 1000) -> dict[str, Any]:
+    return {
+        "AccountLimit": {
+            "ConcurrentExecutions": total,
+            "UnreservedConcurrentExecutions": unreserved,
+        }
+    }
+
+
+def no_function(stubber: Stubber, name: str) -> None:
+    stubber.add_client_error(
+        "get_function_concurrency",
+        service_error_code="ResourceNotFoundException",
+        http_status_code=404,
+        expected_params={"FunctionName": name},
+    )
+
+
+# --- pre-flight: the account's concurrency ------------------------------------------------
+
+
+def test_preflight_stops_when_the_reservation_would_leave_less_than_100(dev_config: Any) -> None:
+    """A new account's quota of 50: reserving 1 would leave 49 unreserved; Lambda needs 100."""
+    client, stubber = lambda_stub()
+    stubber.add_response("get_account_settings", account(unreserved=50, total=50))
+    no_function(stubber, WORKER)
+    with stubber, pytest.raises(deploy.DeployError) as refused:
+        deploy.check_account_concurrency(client, dev_config, "dev")
+    message = str(refused.value)
+    assert f'"{deploy.CONCURRENCY_QUOTA}" ({deploy.CONCURRENCY_QUOTA_CODE})' in message
+    assert "101 are needed" in message and "Nothing was created" in message
+    stubber.assert_no_pending_responses()
+
+
+def test_preflight_passes_at_exactly_100_left(dev_config: Any) -> None:
+    client, stubber = lambda_stub()
+    stubber.add_response("get_account_settings", account(unreserved=101))
+    no_function(stubber, WORKER)
+    with stubber:
+        deploy.check_account_concurrency(client, dev_config, "dev")
+    stubber.assert_no_pending_responses()
+
+
+def test_preflight_counts_the_reservation_a_redeployed_worker_already_holds(
+    dev_config: Any,
+) -> None:
+    """On a re-deploy the worker's 1 is already out of the unreserved 100: still fine."""
+    client, stubber = lambda_stub()
+    stubber.add_response("get_account_settings", account(unreserved=100, total=101))
+    stubber.add_response(
+        "get_function_concurrency",
+        {"ReservedConcurrentExecutions": 1},
+        expected_params={"FunctionName": WORKER},
+    )
+    with stubber:
+        deploy.check_account_concurrency(client, dev_config, "dev")
+
+
+# --- recursion -----------------------------------------------------------------------------
+
+
+def test_the_loop_is_the_consumers_of_queues_the_app_sends_to(dev_config: Any) -> None:
+    env = dev_config.environment_variables
+    sent_to = {env[settings.QUEUE_NAME]}
+    assert deploy.looping_handlers(dev_config, sent_to) == ["process_job"]
+    # The dead-letter queue is fed by SQS's redrive, never by the app: not a loop.
+    assert deploy.looping_handlers(dev_config, {env[settings.DEAD_LETTER_QUEUE_NAME]}) == [
+        "process_dead_letters"
+    ]
+    assert "QueueArn" in deploy.sent_queue_outputs()
+    assert "DeadLetterQueueArn" not in deploy.sent_queue_outputs()
+
+
+def test_allow_recursion_sets_each_function_to_allow() -> None:
+    """moto 5.2.5 lacks PutFunctionRecursionConfig: the request itself is checked."""
+    client, stubber = lambda_stub()
+    stubber.add_response(
+        "put_function_recursion_config",
+        {"RecursiveLoop": "Allow"},
+        expected_params={"FunctionName": WORKER, "RecursiveLoop": "Allow"},
+    )
+    with stubber:
+        deploy.allow_recursion(client, [WORKER])
+    stubber.assert_no_pending_responses()
+
+
+# --- the deploy record --------------------------------------------------------------------
+
+
+@pytest.fixture
+def ssm() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("ssm", region_name=REGION)
+
+
+def write_record(project: Path, stage: str, resources: list[dict[str, Any]]) -> None:
+    path = deploy_state.record_path(project, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"resources": resources, "schema_version": "2.0"}))
+
+
+def test_the_record_travels_from_one_clone_to_another_through_ssm(ssm: Any, tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    resources = [{"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "abc"}]
+    write_record(first, "dev", resources)
+    assert deploy_state.restore(ssm, "heavy-jobs-dev", second, "dev") == "none"
+    assert deploy_state.save(ssm, "heavy-jobs-dev", first, "dev") is True
+
+    assert deploy_state.restore(ssm, "heavy-jobs-dev", second, "dev") == "aws"
+    restored = json.loads(deploy_state.record_path(second, "dev").read_text())
+    assert restored["resources"] == resources
+
+    deploy_state.forget(ssm, "heavy-jobs-dev")
+    deploy_state.forget(ssm, "heavy-jobs-dev")  # nothing left: still fine
+    assert deploy_state.load(ssm, "heavy-jobs-dev") is None
+
+
+def test_aws_wins_over_a_stale_local_record(ssm: Any, tmp_path: Path) -> None:
+    write_record(tmp_path, "dev", [{"name": "from-aws"}])
+    deploy_state.save(ssm, "heavy-jobs-dev", tmp_path, "dev")
+    write_record(tmp_path, "dev", [{"name": "stale"}])
+    assert deploy_state.restore(ssm, "heavy-jobs-dev", tmp_path, "dev") == "aws"
+    record = json.loads(deploy_state.record_path(tmp_path, "dev").read_text())
+    assert record["resources"] == [{"name": "from-aws"}]
+
+
+def test_a_local_record_is_kept_until_saved(ssm: Any, tmp_path: Path) -> None:
+    """A stage deployed before records were kept in AWS: this clone's record is used."""
+    write_record(tmp_path, "dev", [{"name": "local"}])
+    assert deploy_state.restore(ssm, "heavy-jobs-dev", tmp_path, "dev") == "local"
+
+
+def test_functions_without_any_record_stop_the_deploy() -> None:
+    deploy_state.check_known("none", [], "dev")  # a new stage
+    deploy_state.check_known("aws", [WORKER], "dev")
+    with pytest.raises(deploy_state.MissingDeployState, match="make deploy STAGE=dev"):
+        deploy_state.check_known("none", [WORKER], "dev")
+
+
+def test_a_large_record_still_fits(ssm: Any, tmp_path: Path) -> None:
+    """Over the standard tier's 4 KB SSM moves the parameter to the advanced tier itself."""
+    write_record(tmp_path, "dev", [{"name": f"function-{i}", "arn": "x" * 200} for i in range(30)])
+    assert deploy_state.save(ssm, "heavy-jobs-dev", tmp_path, "dev")
+    assert len(json.dumps(deploy_state.load(ssm, "heavy-jobs-dev"))) > 4096
+
+
+# --- per-stage operations settings ----------------------------------------------------------
+
+
+def test_stage_operations_default_and_prod_keeps_backups(dev_config: Any, prod_config: Any) -> None:
+    dev = operations.StageOperations.from_config(dev_config, "dev")
+    prod = operations.StageOperations.from_config(prod_config, "prod")
+    assert dev == operations.StageOperations()
+    assert dev.log_retention_days == 30 and not dev.point_in_time_recovery
+    assert prod.point_in_time_recovery
+
+
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        ({"log_retention_days": 31}, "not a CloudWatch Logs retention"),
+        ({"point_in_time_recovery": "yes"}, "true or false"),
+        ({"oldest_message_alarm_seconds": 5}, ">= 60"),
+        ({"retention": 30}, "unknown retention"),
+    ],
+)
+def test_bad_stage_operations_are_refused_by_name(
+    dev_config: Any, overrides: dict[str, Any], complaint: str
+) -> None:
+    class Edited:
+        config_from_disk = {"stages": {"dev": {operations.CONFIG_KEY: overrides}}}
+
+    with pytest.raises(operations.OperationsError, match=complaint):
+        operations.StageOperations.from_config(Edited(), "dev")  # type: ignore[arg-type]
+
+
+def test_pitr_is_passed_only_to_a_template_that_declares_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    on, off = operations.StageOperations(point_in_time_recovery=True), operations.StageOperations()
+    declared = {operations.POINT_IN_TIME_RECOVERY: {"Type": "String"}}
+    assert operations.state_stack_parameters(on, declared) == {"PointInTimeRecovery": "true"}
+    assert operations.state_stack_parameters(off, declared) == {"PointInTimeRecovery": "false"}
+    assert operations.state_stack_parameters(off, {}) == {}
+    assert operations.state_stack_parameters(on, {}) == {}
+    assert "point-in-time recovery" in capsys.readouterr().err
+
+
+def test_operations_parameters_are_the_projects_names(dev_config: Any) -> None:
+    parameters = operations.parameters(dev_config, "dev", operations.StageOperations())
+    template = deploy.load_template(operations.TEMPLATE)
+    assert set(parameters) == set(template["Parameters"])
+    env = dev_config.environment_variables
+    assert parameters["JobQueueName"] == env[settings.QUEUE_NAME]
+    assert parameters["DeadLetterQueueName"] == env[settings.DEAD_LETTER_QUEUE_NAME]
+    assert parameters["WorkerFunctionName"] == WORKER
+    assert operations.worker_handler(dev_config) == "process_job"
+
+
+# --- log groups, access logs, pause ---------------------------------------------------------
+
+
+def test_log_retention_is_set_on_new_and_existing_groups() -> None:
+    with mock_aws():
+        logs = boto3.client("logs", region_name=REGION)
+        logs.create_log_group(logGroupName=f"/aws/lambda/{WORKER}")
+        operations.set_log_retention(logs, [WORKER, "heavy-jobs-dev"], 14)
+        operations.set_log_retention(logs, [WORKER, "heavy-jobs-dev"], 30)  # settable again
+        groups = logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]
+        assert {g["logGroupName"]: g["retentionInDays"] for g in groups} == {
+            f"/aws/lambda/{WORKER}": 30,
+            "/aws/lambda/heavy-jobs-dev": 30,
+        }
+
+
+def test_access_logging_role_is_set_once_for_the_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    with mock_aws():
+        iam, apigw = boto3.client("iam"), boto3.client("apigateway", region_name=REGION)
+        arn = operations.ensure_api_gateway_logging_role(iam, apigw)
+        assert operations.ensure_api_gateway_logging_role(iam, apigw) == arn
+        assert apigw.get_account()["cloudwatchRoleArn"] == arn
+        attached = iam.list_attached_role_policies(RoleName=operations.API_GATEWAY_LOGS_ROLE)
+        assert [p["PolicyArn"] for p in attached["AttachedPolicies"]] == [
+            operations.API_GATEWAY_LOGS_POLICY
+        ]
+
+
+def test_access_log_setting_drops_cloudformations_suffix() -> None:
+    arn = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/apigateway/x-access"
+    assert operations.log_group_arn(arn + ":*") == arn
+    assert json.loads(operations.ACCESS_LOG_FORMAT)["requestId"] == "$context.requestId"
+
+
+UUIDS = {name: f"{index:08d}-0000-4000-8000-000000000000" for index, name in enumerate("wdp")}
+
+
+def mapping(uuid: str, function: str, state: str = "Enabled") -> dict[str, Any]:
+    arn = f"arn:aws:lambda:{REGION}:123456789012:function:{function}"
+    return {"UUID": UUIDS[uuid], "FunctionArn": arn, "State": state}
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_pause_toggles_only_the_workers_mappings(enabled: bool) -> None:
+    client, stubber = lambda_stub()
+    stubber.add_response(
+        "list_event_source_mappings",
+        {
+            "EventSourceMappings": [
+                mapping("w", WORKER),
+                mapping("d", "heavy-jobs-dev-process_dead_letters"),
+                mapping("p", "heavy-jobs-prod-process_job"),
+            ]
+        },
+    )
+    worker = UUIDS["w"]
+    stubber.add_response(
+        "update_event_source_mapping", {"UUID": worker}, {"UUID": worker, "Enabled": enabled}
+    )
+    with stubber:
+        assert operations.set_worker_enabled(client, WORKER, enabled) == [worker]
+    stubber.assert_no_pending_responses()
+
+
+def test_pausing_a_stage_that_is_not_deployed_says_so() -> None:
+    client, stubber = lambda_stub()
+    stubber.add_response("list_event_source_mappings", {"EventSourceMappings": []})
+    with stubber, pytest.raises(operations.OperationsError, match="deploy the stage first"):
+        operations.set_worker_enabled(client, WORKER, False)
