@@ -21,13 +21,19 @@ What it reproduces, and how:
   (``DEFAULT_CONCURRENCY`` when unset), capped by the mapping's ``maximum_concurrency``.
 - **The event.** Lambda's exact SQS event (``sqs_message_to_record``), checked against
   AWS's documented sample.
-- **Execution environments.** Each function gets up to ``concurrency`` instances, each a
-  process of its own (multiprocessing, spawn) that imports the app once with the
-  function's environment (a cold start) and then serves invocations (warm). It calls the
-  very object Lambda calls, the function's handler string (``app.<function>``) resolved
-  in the imported module, with ``(event, context)``; the context is Chalice's own
-  ``chalice.local.LambdaContext``. An invocation that outlives the function's timeout has
-  its instance killed ("Task timed out after N seconds"); the next one cold-starts.
+- **Execution environments.** Each function gets up to ``concurrency`` instances, each an
+  interpreter of its own (``bootstrap.py``, run with ``python -I`` in the task root) that
+  imports the app once with the function's environment (a cold start) and then serves
+  invocations (warm). It calls the very object Lambda calls, the function's handler
+  string (``app.<function>``) resolved in the imported module, with ``(event, context)``;
+  the context is Chalice's own ``chalice.local.LambdaContext``. An invocation that
+  outlives the function's timeout has its instance killed ("Task timed out after N
+  seconds"); the next one cold-starts.
+- **The package's imports only.** An instance can import the standard library, boto3
+  and its dependencies (Lambda's runtime) and what ``chalice package`` would zip: app.py,
+  chalicelib/, vendor/, Chalice's runtime (``chalice.app``) and the ``requirements.txt``
+  dependencies (``deployment``). Anything else installed locally (moto, requests,
+  pytest, the project's ``infra``) raises ModuleNotFoundError, as it would on AWS.
 - **Settling the batch** (``settle_batch``): a normal return deletes the batch; a
   ``batchItemFailures`` response deletes all but the listed records; an exception, a
   timeout, a dead instance or a malformed response deletes nothing and leaves visibility
@@ -52,8 +58,9 @@ Where it differs from AWS, knowingly:
   Lambda's back-off after failures, FIFO per-message-group ordering across concurrent
   instances, and the visibility extension AWS applies when batching window + function
   timeout exceed the queue's visibility timeout. Instances inherit the runner's
-  environment (its endpoint and credentials stand in for the execution role) on top of
-  which Lambda's reserved variables and the function's own are set.
+  environment variables (its endpoint and credentials stand in for the execution role)
+  on top of which Lambda's reserved variables and the function's own are set; only their
+  imports are confined to the package.
 - Like ``CreateEventSourceMapping``, it refuses a function timeout longer than the
   queue's visibility timeout.
 
@@ -77,12 +84,15 @@ nothing from the project around it, so it can be copied into another Chalice pro
     settings.py     the project's settings, read through Chalice (``load_project``)
     event.py        Lambda's SQS event (``sqs_event``, ``sqs_message_to_record``)
     settlement.py   settling a batch after an invocation (``settle_batch``)
-    instances.py    execution environments: one process per instance (``FunctionRuntime``)
+    deployment.py   what an instance may import: the package and the runtime (``import_world``)
+    bootstrap.py    an instance's program: the import guard and the runtime loop (a script)
+    instances.py    execution environments: one interpreter per instance (``FunctionRuntime``)
     sources.py      event sources: SQS polling and schedules (``SQSEventSource``, ...)
     runner.py       the command line and the loop that runs the sources (``main``)
     __main__.py     ``python -m infra.event_source``
 """
 
+from .deployment import ImportWorld, import_world
 from .event import sqs_event, sqs_message_to_record
 from .instances import (
     INIT_TIMEOUT_SECONDS,
@@ -128,6 +138,7 @@ __all__ = [
     "EventSource",
     "FunctionRuntime",
     "FunctionSettings",
+    "ImportWorld",
     "Instance",
     "InstanceSpec",
     "Invocation",
@@ -145,6 +156,7 @@ __all__ = [
     "collect_batch",
     "effective_concurrency",
     "function_settings",
+    "import_world",
     "instance_environment",
     "load_project",
     "main",

@@ -16,6 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from chalice.constants import DEFAULT_STAGE_NAME
 
+from .deployment import import_world
 from .instances import FunctionRuntime, InstanceSpec, instance_environment, line_buffered_output
 from .settings import FunctionSettings, ProjectSettings, load_project
 from .sources import (
@@ -130,6 +131,8 @@ def _build_sources(
     # outlast the longest long poll.
     sqs = session.client("sqs", config=Config(read_timeout=poll_seconds + 30))
     runtimes: dict[str, FunctionRuntime] = {}
+    # What every instance of the project may import: computed once, shared.
+    world = import_world(project.project_dir).to_wire()
 
     def runtime_for(function: FunctionSettings) -> FunctionRuntime:
         if function.name not in runtimes:
@@ -142,6 +145,7 @@ def _build_sources(
                 environment=instance_environment(
                     base_environment, function, region, project.project_dir
                 ),
+                import_world=world,
             )
             runtimes[function.name] = FunctionRuntime(function, spec)
         return runtimes[function.name]
