@@ -12,7 +12,8 @@ the process that wrote it, it:
    which drops requests in flight, and with Nagle's algorithm off, which otherwise costs
    40 ms a request on keep-alive connections) and the local Lambda event source
    (``infra.event_source``), which runs the SQS and scheduled handlers in processes of
-   their own, never in the API's.
+   their own, never in the API's; ``EVENT_SOURCE_MODE=aws`` in the environment makes it
+   poll as AWS's mapping does, throttles included (``infra/event_source/modes.py``).
 
 Ctrl-C or SIGTERM stops everything it started, in reverse order, and leaves no process
 or listening port behind; if any of its processes dies, the rest are stopped too (exit 1).
@@ -48,6 +49,7 @@ from infra.emulator import (
     ensure_emulator,
     wait_until,
 )
+from infra.event_source.modes import MODE_VARIABLE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -105,6 +107,9 @@ class Services:
     output: IO[str] = field(default_factory=lambda: sys.stdout)
     # Extra arguments for the event source (e.g. a shorter schedule in tests).
     worker_args: Sequence[str] = ()
+    # The event source's mode ("exact" or "aws", see infra/event_source/modes.py); None
+    # leaves $EVENT_SOURCE_MODE as the caller's environment has it (make run, make worker).
+    event_source_mode: str | None = None
     emulator: EmulatorHandle | None = None
     processes: dict[str, Process] = field(default_factory=dict)
     _print_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -128,6 +133,8 @@ class Services:
         if "AWS_ACCESS_KEY_ID" not in env and "AWS_PROFILE" not in env:
             env["AWS_ACCESS_KEY_ID"] = env["AWS_SECRET_ACCESS_KEY"] = "test"
         env["PYTHONUNBUFFERED"] = "1"
+        if self.event_source_mode is not None:
+            env[MODE_VARIABLE] = self.event_source_mode
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(PROJECT_DIR), env.get("PYTHONPATH")) if p
         )

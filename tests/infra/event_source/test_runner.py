@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from infra.emulator import EmulatorHandle
+from infra.run import PROJECT_DIR, Services
 from tests.infra.event_source.harness import (
     Queue,
     Runner,
@@ -26,6 +28,7 @@ from tests.infra.event_source.harness import (
     send,
 )
 from tests.infra.event_source.toy import REGION, docs_event, shape
+from tests.infra.harness import isolated_environment, run_make
 from tests.processes import child_pids, is_running
 from tests.waiting import wait_for
 
@@ -270,6 +273,38 @@ def test_a_function_timeout_longer_than_the_visibility_timeout_is_refused(
     assert "visibility timeout: 5 seconds is less than function timeout: 6" in runner.log
 
 
+@pytest.mark.parametrize(
+    ("environment", "extra", "first_line"),
+    [
+        ({}, (), "mode=exact"),
+        ({"EVENT_SOURCE_MODE": "aws"}, ("--pollers", "2"), "mode=aws pollers=2"),
+        ({"EVENT_SOURCE_MODE": "aws"}, ("--mode", "exact"), "mode=exact"),  # the flag wins
+    ],
+)
+def test_the_first_line_names_the_mode_in_force(
+    environment: dict[str, str],
+    extra: tuple[str, ...],
+    first_line: str,
+    make_toy: Callable[..., Toy],
+    start_runner: Callable[..., Runner],
+) -> None:
+    runner = start_runner(make_toy(), "--burst", *extra, environment=environment)
+
+    assert runner.process.wait(30) == 0, runner.log
+    assert runner.log.splitlines()[0].endswith(f" event_source {first_line}")
+    serving = runner.lines("serving handle_a")
+    assert len(serving) == 1 and ("mode aws" in serving[0]) == ("aws" in first_line)
+
+
+def test_an_unknown_mode_stops_the_runner(
+    make_toy: Callable[..., Toy], start_runner: Callable[..., Runner]
+) -> None:
+    runner = start_runner(make_toy(), "--burst", environment={"EVENT_SOURCE_MODE": "fast"})
+
+    assert runner.process.wait(30) == 2
+    assert "EVENT_SOURCE_MODE='fast': expected one of exact, aws" in runner.log
+
+
 def test_a_handler_cannot_import_what_the_package_lacks(
     make_toy: Callable[..., Toy], start_runner: Callable[..., Runner], sqs: Any
 ) -> None:
@@ -283,3 +318,21 @@ def test_a_handler_cannot_import_what_the_package_lacks(
     (line,) = runner.lines("invoke function=toy-dev-handle_a")
     assert "outcome=failed" in line
     assert "ModuleNotFoundError: No module named 'requests'" in runner.log
+
+
+def test_make_worker_honours_the_mode_variable(emulator: EmulatorHandle) -> None:
+    # The project's own stage has no queues on this emulator: the worker names its mode,
+    # then stops because the queues are missing (exit 2), which is all this needs.
+    env = isolated_environment(EMULATOR_PORT=str(emulator.port))
+
+    result = run_make(PROJECT_DIR, env, "worker", "EVENT_SOURCE_MODE=aws", check=False)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    first = (result.stdout + result.stderr).splitlines()[0]
+    assert first.endswith(" event_source mode=aws pollers=5"), first
+
+
+def test_services_pass_the_mode_to_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENT_SOURCE_MODE", "exact")
+    assert Services().environment()["EVENT_SOURCE_MODE"] == "exact"  # the caller's, by default
+    assert Services(event_source_mode="aws").environment()["EVENT_SOURCE_MODE"] == "aws"
