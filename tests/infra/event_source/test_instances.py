@@ -4,6 +4,7 @@ imports exactly what the deployment package and Lambda's runtime contain (issue 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -113,7 +114,13 @@ def test_an_instance_sees_the_runtime_and_its_package_only(
 
 def test_the_real_app_initialises_behind_the_guard(tmp_path: Path, start_instance: Any) -> None:
     project = copy_app(tmp_path / "app")
-    names = {"JOBS_TABLE_NAME": "t", "JOBS_QUEUE_NAME": "q", "JOBS_DEAD_LETTER_QUEUE_NAME": "d"}
-    for handler in ("app.process_job", "app.process_dead_letters", "app.recover_stalled_jobs"):
-        instance = start_instance(project, handler, AWS_DEFAULT_REGION="us-east-1", **names)
-        assert instance.wait_ready() is None, handler
+    config = json.loads((project / ".chalice" / "config.json").read_text())
+    names = config["stages"]["local"]["environment_variables"]  # the resources' names
+    # Every event handler's function (the API's routes are chalice local's, not ours).
+    functions = [name for name in config["lambda_functions"] if name != "api_handler"]
+    assert "process_job" in functions
+    for function in functions:
+        instance = start_instance(
+            project, f"app.{function}", AWS_DEFAULT_REGION="us-east-1", **names
+        )
+        assert instance.wait_ready() is None, function
