@@ -87,6 +87,12 @@ class Burst:
         return max(self._times(j, "finished_at") for j in self.ran) - first
 
     @property
+    def overhead_seconds(self) -> float:
+        """The burst's time beyond its jobs' own: what the worker spent not running one
+        (the jobs' speed, which the machine's load moves, cancels out)."""
+        return self.total_seconds - sum(self.run_seconds)
+
+    @property
     def idle_gaps(self) -> list[float]:
         """Seconds between a job's end and the next job's start, in start order."""
         ran = self.ran
@@ -262,8 +268,9 @@ def figure_8(workdir: Path, sizes: Sizes) -> Figure:
     names = ("this checkout", f"release {PREVIOUS_RELEASE}")
     figure.comparisons = [
         Comparison(
-            "8", "burst: first job created to last finished", current.total_seconds,
-            previous.total_seconds, "s", *names, count, target=Target(high=1.0),
+            "8", "burst: first job created to last finished, beyond the sum of run times",
+            current.overhead_seconds, previous.overhead_seconds, "s", *names, count,
+            target=Target(high=1.0),
         ),
         Comparison(
             "8", "burst: idle between consecutive jobs, p99", 1000 * p99(current.idle_gaps),
