@@ -1,4 +1,4 @@
-"""Routes and the SQS handler. Each parses its input, calls one chalicelib function and
+"""Routes and the event handlers. Each parses its input, calls one chalicelib function and
 shapes the answer; domain errors become HTTP errors here and nowhere else."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from chalicelib import connections, dashboard, openapi, service
 from chalicelib.config import (
     api_key_required_at_import,
     dead_letter_queue_name_at_import,
+    delay_queue_name_at_import,
     get_settings,
     queue_name_at_import,
 )
@@ -19,6 +20,7 @@ from chalicelib.errors import RequestError, StoreUnavailable
 from chalicelib.jobs import Job
 from chalicelib.observability import logger
 from chalicelib.requests import parse_prefer, parse_submission
+from chalicelib.worker import Delivery
 
 app = Chalice(app_name="heavy-jobs")
 
@@ -67,21 +69,22 @@ def submit_heavy() -> Response:
             _idempotency_key(request),
         )
         job = submission.job
-        if prefer.wait and not prefer.respond_async:
+        waited = bool(prefer.wait) and not prefer.respond_async
+        if waited and prefer.wait:
             job = service.wait_for_job(job.job_id, connections.job_table(), prefer.wait)
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
     status_url = _external_url(f"/jobs/{job.job_id}")
-    if job.status.is_final:  # Prefer: wait=N, and the job finished in time
-        return Response(
-            status_code=200,
-            body=job.to_api(),
-            headers={"Content-Location": status_url, "Preference-Applied": f"wait={prefer.wait}"},
-        )
-    retry_after = service.retry_after_seconds(job.n, settings.loop_rate_per_second)
-    headers: dict[str, str | list[str]] = {"Location": status_url, "Retry-After": str(retry_after)}
-    if submission.replayed:
+    headers: dict[str, str | list[str]] = {}
+    if submission.replayed:  # on every answer that returns an earlier job, 200 included
         headers["Idempotent-Replayed"] = "true"
+    if job.status.is_final:  # finished: in time for Prefer: wait=N, or a replay of a done job
+        headers["Content-Location"] = status_url
+        if waited:
+            headers["Preference-Applied"] = f"wait={prefer.wait}"
+        return Response(status_code=200, body=job.to_api(), headers=headers)
+    retry_after = service.retry_after_seconds(job.n, settings.loop_rate_per_second)
+    headers.update({"Location": status_url, "Retry-After": str(retry_after)})
     body = {"job_id": job.job_id, "status": job.status.value, "n": job.n, "status_url": status_url}
     return Response(status_code=202, body=body, headers=headers)
 
@@ -138,12 +141,25 @@ def process_job(event: Any) -> None:
     worker = connections.worker()
     # Lambda's context says how long this invocation has left (None: no context, e.g. tests).
     remaining_ms = getattr(event.context, "get_remaining_time_in_millis", None)
-    _each_record(event, lambda record: worker.process_message(record.body, remaining_ms))
+    _each_record(
+        event,
+        lambda record: worker.process_message(
+            record.body, Delivery.from_record(record.to_dict()), remaining_ms
+        ),
+    )
+
+
+@app.on_sqs_message(queue=delay_queue_name_at_import(), batch_size=10)
+def forward_delayed(event: Any) -> None:
+    """Put each retry whose backoff ended at the tail of the job queue."""
+    worker = connections.worker()
+    _each_record(event, lambda record: worker.forward(record.body, record.to_dict()["messageId"]))
 
 
 @app.on_sqs_message(queue=dead_letter_queue_name_at_import(), batch_size=10)
 def process_dead_letters(event: Any) -> None:
-    """Fail the jobs whose messages SQS dead-lettered, so none stays unfinished."""
+    """Handle the messages SQS dead-lettered: send again a job that never started, fail
+    any other, so none stays unfinished."""
     worker = connections.worker()
     _each_record(
         event,
@@ -153,8 +169,8 @@ def process_dead_letters(event: Any) -> None:
     )
 
 
-# Jobs whose worker died are re-driven within about this period plus
-# JOBS_STALE_AFTER_SECONDS after their last heartbeat.
+# How often lost messages are looked for: a job whose message was lost is sent again
+# within about JOBS_LOST_AFTER_SECONDS plus this period.
 RECOVERY_PERIOD = Rate(1, unit=Rate.MINUTES)
 
 

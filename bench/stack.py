@@ -197,14 +197,13 @@ class BenchStack:
             ddb.batch_write_item(RequestItems={self.table_name: requests})
 
     def create_queue_like_jobs(self, name: str) -> str:
-        """A queue with the job queue's visibility timeout (for the floor's own worker)."""
+        """A queue with the job queue's kind (FIFO or not) and visibility timeout (for the
+        floor's own worker); a FIFO queue's ``name`` ends in ``.fifo``."""
         sqs = self.client("sqs")
-        visibility = sqs.get_queue_attributes(
-            QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout"]
-        )["Attributes"]["VisibilityTimeout"]
-        url: str = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": visibility})[
-            "QueueUrl"
-        ]
+        names = ["VisibilityTimeout", "FifoQueue", "ContentBasedDeduplication"]
+        current = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)
+        attributes = {k: v for k, v in current["Attributes"].items() if k in names}
+        url: str = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
         return url
 
 

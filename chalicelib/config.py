@@ -20,6 +20,7 @@ from chalicelib.errors import SettingsError
 TABLE_NAME = "JOBS_TABLE_NAME"
 QUEUE_NAME = "JOBS_QUEUE_NAME"
 DEAD_LETTER_QUEUE_NAME = "JOBS_DEAD_LETTER_QUEUE_NAME"
+DELAY_QUEUE_NAME = "JOBS_DELAY_QUEUE_NAME"
 DEFAULT_N = "JOBS_DEFAULT_N"
 MAX_N = "JOBS_MAX_N"
 PROGRESS_INTERVAL = "JOBS_PROGRESS_INTERVAL_SECONDS"
@@ -30,12 +31,17 @@ MAX_ATTEMPTS = "JOBS_MAX_ATTEMPTS"
 RETRY_BASE = "JOBS_RETRY_BASE_SECONDS"
 STALE_AFTER = "JOBS_STALE_AFTER_SECONDS"
 TIMEOUT_MARGIN = "JOBS_TIMEOUT_MARGIN_SECONDS"
+LOST_AFTER = "JOBS_LOST_AFTER_SECONDS"
 
 
 @dataclass(frozen=True)
 class Settings:
     table_name: str
+    # The FIFO job queue (one message group: jobs start in the order they were sent).
     queue_name: str
+    # The standard queue that holds a retry for its backoff (FIFO has no per-message
+    # delay), then hands it to the job queue (app.forward_delayed).
+    delay_queue_name: str
     # n when POST /heavy has no body: a few seconds of counting on a laptop.
     default_n: int = 300_000_000
     # The largest n accepted: the classic blocking example's 1e10.
@@ -51,11 +57,23 @@ class Settings:
     max_attempts: int = 3
     # Backoff before retry k (k = 1, 2, ...): base * 2**(k-1) seconds, at most 900 (SQS).
     retry_base_seconds: int = 2
-    # A running job whose heartbeat is older than this is presumed dead and re-driven.
+    # A running job whose heartbeat is older than this is presumed dead: its lease has
+    # expired, and the next delivery of its message takes it over.
     stale_after_seconds: int = 30
     # Checkpoint and continue in a new invocation when less than this remains before
     # the function's timeout.
     timeout_margin_seconds: float = 10.0
+    # A queued job whose message should have reached the worker this long ago, by the
+    # queue's order, lost it; the recovery sweep sends it again. Covers the API's bounded
+    # send time and clock skew between the API, SQS and the worker.
+    lost_after_seconds: int = 120
+
+    @property
+    def message_hold_seconds(self) -> int:
+        """How long a running job's message stays hidden (renewed while it runs): twice
+        the lease, so a crashed run's message comes back after its lease has expired and
+        the next delivery can take the job over, within this time."""
+        return 2 * self.stale_after_seconds
 
     def retry_delay_seconds(self, attempt: int) -> int:
         """Backoff before retrying after failed attempt ``attempt`` (SQS allows <= 900 s)."""
@@ -71,6 +89,7 @@ class Settings:
         settings = cls(
             table_name=_required(env, TABLE_NAME),
             queue_name=_required(env, QUEUE_NAME),
+            delay_queue_name=_required(env, DELAY_QUEUE_NAME),
             default_n=_int(env, DEFAULT_N, cls.default_n, minimum=0),
             max_n=_int(env, MAX_N, cls.max_n, minimum=0),
             progress_interval_seconds=_float(env, PROGRESS_INTERVAL, cls.progress_interval_seconds),
@@ -80,6 +99,7 @@ class Settings:
             retry_base_seconds=_int(env, RETRY_BASE, cls.retry_base_seconds, minimum=0),
             stale_after_seconds=_int(env, STALE_AFTER, cls.stale_after_seconds, minimum=1),
             timeout_margin_seconds=_float(env, TIMEOUT_MARGIN, cls.timeout_margin_seconds),
+            lost_after_seconds=_int(env, LOST_AFTER, cls.lost_after_seconds, minimum=1),
         )
         if settings.default_n > settings.max_n:
             raise SettingsError(
@@ -107,6 +127,11 @@ def queue_name_at_import() -> str:
 def dead_letter_queue_name_at_import() -> str:
     """The dead-letter queue's name, for the DLQ consumer's ``@app.on_sqs_message``."""
     return _required(os.environ, DEAD_LETTER_QUEUE_NAME)
+
+
+def delay_queue_name_at_import() -> str:
+    """The delay queue's name, for the forwarder's ``@app.on_sqs_message``."""
+    return _required(os.environ, DELAY_QUEUE_NAME)
 
 
 def api_key_required(env: Mapping[str, str]) -> bool:

@@ -4,38 +4,81 @@ Nothing here runs at import time, so importing app.py makes no AWS call and read
 setting (a Lambda cold start pays only for what the first request uses). The endpoint,
 region and credentials come from boto3's standard settings (``AWS_ENDPOINT_URL``,
 ``AWS_DEFAULT_REGION``, ...), which is how an emulator is selected: no code here knows.
+
+Every client has explicit timeouts and a bounded number of attempts (boto3's defaults
+allow a 60-second read timeout, retried). The API's are tight enough that a submission's
+worst case fits inside the API function's timeout (see ``SUBMISSION_CALLS``); when AWS
+is that slow the API answers 503 and the client retries, which an Idempotency-Key makes
+safe. The worker's functions have minutes, so their clients retry a little more.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
+from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from chalicelib.config import get_settings
-from chalicelib.queue import JobQueue
+from chalicelib.queue import DelayQueue, JobQueue
 from chalicelib.store import JobTable
 from chalicelib.worker import Worker
 
 
+def _bounded(connect: float, read: float, attempts: int) -> Config:
+    return Config(
+        connect_timeout=connect,
+        read_timeout=read,
+        retries={"mode": "standard", "total_max_attempts": attempts},
+    )
+
+
+# The API function's clients: one attempt of at most connect + read seconds per call.
+API_CLIENT_CONFIG = _bounded(connect=1, read=3, attempts=1)
+# The most AWS calls one submission makes, in its worst case: GetQueueUrl (once per cold
+# start), PutItem or TransactWriteItems (the job, and its Idempotency-Key), SendMessage,
+# and when the send failed, TransactWriteItems (fail the job, release its key).
+# tests/chalicelib/test_connections.py counts them, and checks SUBMISSION_CALLS x the worst
+# call against the API function's timeout in .chalice/config.json.
+SUBMISSION_CALLS = 4
+# The worker's, the sweep's, the forwarder's and the DLQ consumer's clients.
+WORKER_CLIENT_CONFIG = _bounded(connect=2, read=10, attempts=3)
+
+
+@cache
+def _client(service: str, config: Config) -> Any:
+    return boto3.client(service, config=config)
+
+
 @lru_cache(maxsize=1)
 def job_table() -> JobTable:
-    return JobTable(boto3.client("dynamodb"), get_settings().table_name)
+    """The API's job table adapter."""
+    return JobTable(_client("dynamodb", API_CLIENT_CONFIG), get_settings().table_name)
 
 
 @lru_cache(maxsize=1)
 def job_queue() -> JobQueue:
-    return JobQueue(boto3.client("sqs"), get_settings().queue_name)
+    """The API's job queue adapter."""
+    return JobQueue(_client("sqs", API_CLIENT_CONFIG), get_settings().queue_name)
 
 
 @lru_cache(maxsize=1)
 def worker() -> Worker:
-    return Worker(job_table(), job_queue(), get_settings())
+    """The worker functions' use cases, on clients of their own."""
+    settings = get_settings()
+    return Worker(
+        table=JobTable(_client("dynamodb", WORKER_CLIENT_CONFIG), settings.table_name),
+        queue=JobQueue(_client("sqs", WORKER_CLIENT_CONFIG), settings.queue_name),
+        delay_queue=DelayQueue(_client("sqs", WORKER_CLIENT_CONFIG), settings.delay_queue_name),
+        settings=settings,
+    )
 
 
 def reset() -> None:
     """Forget cached clients and settings (tests that change the environment call it)."""
     get_settings.cache_clear()
+    _client.cache_clear()
     job_table.cache_clear()
     job_queue.cache_clear()
     worker.cache_clear()

@@ -1,7 +1,22 @@
 """The job record: its statuses, its fields, and its DynamoDB and queue-message forms.
 
 This module is the single source of a job's shape. The store writes ``to_item`` and reads
-``from_item``; the queue carries ``to_message``; the API returns ``to_api``.
+``from_item``; the queue carries ``to_message``; the API returns ``to_api``. The table's
+indexes are declared here too (``INDEXES``): infra/stack.py renders them into the
+template, so the table and the queries that read it cannot disagree.
+
+Item layout (one item per job, key ``job_id``)::
+
+    job_id kind n status created_at progress attempts position   the job itself
+    result error started_at finished_at last_error request_hash   (when set)
+    owner lease_until                                             a run's lease (running only)
+    resume redrives                                               re-delivery bookkeeping
+    expires_at                                                    TTL (epoch seconds)
+    all_key status_key kind_key kind_status_key                   listing index keys
+    pending_key pending_at                                        while a message is due
+
+Idempotency records (``idempotency#<sha256>``) and control items (``control#...``) share
+the table; they carry none of the index keys, so no index lists them.
 """
 
 from __future__ import annotations
@@ -21,15 +36,55 @@ DEFAULT_KIND = "heavyLoad"
 # The table's TTL attribute (epoch seconds). infra/stack.py passes this name to the
 # template, which enables DynamoDB's TTL on it.
 EXPIRES_AT = "expires_at"
-# The index that lists jobs by status, newest first (partition: status, sort: created_at).
-STATUS_INDEX = "by-status"
-# The index that lists all jobs, newest first: partition LISTED (the same value on every
-# job, absent from idempotency records), sort created_at.
-RECENT_INDEX = "recent"
-LISTED = "listed"
-LISTED_VALUE = "job"
 # Idempotency records share the table; their key can never be a job id (not a uuid).
 IDEMPOTENCY_PREFIX = "idempotency#"
+# Control items (the watermark, the schema version) share it too, under this prefix.
+CONTROL_PREFIX = "control#"
+# The version of the item layout above. infra/stack.py brings the items of a table
+# written by an older version up to it once (see JobTable.migrate), and records it in the
+# control item SCHEMA_ITEM. Version 1 was the layout with one "recent" and one
+# "by-status" index (release aa910a9).
+SCHEMA_VERSION = 2
+
+# --- sharding and the indexes ------------------------------------------------------------
+
+# Every index partition key carries a shard, so no index has a single hot partition: a
+# job's writes spread over SHARDS partitions of each index, and a listing reads one page
+# per shard and merges them (DynamoDB: a partition serves at most 1,000 writes/s).
+SHARDS = 4
+
+
+def shard_of(job_id: str) -> int:
+    """The job's shard: its id's first 32 bits (random in a uuid4) modulo SHARDS."""
+    return int(job_id[:8], 16) % SHARDS
+
+
+@dataclass(frozen=True)
+class IndexShape:
+    """A global secondary index of the job table, as the code queries it."""
+
+    name: str
+    partition_key: str  # a string attribute
+    sort_key: str
+    sort_key_type: str  # DynamoDB's scalar type of the sort key: "S" or "N"
+    # Non-key attributes copied into the index; () means KEYS_ONLY. The listings copy only
+    # expires_at (to filter expired jobs in the query): a checkpoint, which changes
+    # neither a key nor a projected attribute, writes no index at all.
+    projected: tuple[str, ...] = ()
+
+
+# Listing indexes: newest first (sort key created_at) within a partition of the filter's
+# values and the shard, e.g. "queued#2" or "heavyLoad#queued#2".
+LIST_ALL = IndexShape("jobs-all", "all_key", "created_at", "S", (EXPIRES_AT,))
+LIST_BY_STATUS = IndexShape("jobs-by-status", "status_key", "created_at", "S", (EXPIRES_AT,))
+LIST_BY_KIND = IndexShape("jobs-by-kind", "kind_key", "created_at", "S", (EXPIRES_AT,))
+LIST_BY_KIND_STATUS = IndexShape(
+    "jobs-by-kind-status", "kind_status_key", "created_at", "S", (EXPIRES_AT,)
+)
+# Sparse: only jobs whose message is due on the job queue (pending_at set) are in it, by
+# when it was (or will be) put there. The recovery sweep reads it below a cutoff.
+PENDING = IndexShape("jobs-pending", "pending_key", "pending_at", "N")
+INDEXES = (LIST_ALL, LIST_BY_STATUS, LIST_BY_KIND, LIST_BY_KIND_STATUS, PENDING)
 
 
 class JobStatus(StrEnum):
@@ -45,6 +100,64 @@ class JobStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What GET /jobs lists: every job, or those of one kind and/or one status. Each
+    combination has its own index, so a filtered listing never reads other jobs."""
+
+    kind: str | None = None
+    status: JobStatus | None = None
+
+    @property
+    def index(self) -> IndexShape:
+        if self.kind is None:
+            return LIST_ALL if self.status is None else LIST_BY_STATUS
+        return LIST_BY_KIND if self.status is None else LIST_BY_KIND_STATUS
+
+    def partition(self, shard: int) -> str:
+        """The index's partition key value for ``shard``."""
+        values = [v for v in (self.kind, self.status) if v is not None]
+        return "#".join([*values, str(shard)]) if values else f"all#{shard}"
+
+    @property
+    def name(self) -> str:
+        """A stable name for this listing (bound into its cursors)."""
+        return f"kind={self.kind or ''}&status={self.status.value if self.status else ''}"
+
+    def matches(self, job: Job) -> bool:
+        return (self.kind is None or job.kind == self.kind) and (
+            self.status is None or job.status is self.status
+        )
+
+
+def listing_keys(job_id: str, kind: str, status: JobStatus) -> dict[str, str]:
+    """The job's partition keys in the four listing indexes."""
+    shard = shard_of(job_id)
+    return {
+        listing.index.partition_key: listing.partition(shard)
+        for listing in (
+            Listing(),
+            Listing(status=status),
+            Listing(kind=kind),
+            Listing(kind=kind, status=status),
+        )
+    }
+
+
+def status_keys(job_id: str, kind: str, status: JobStatus) -> dict[str, str]:
+    """The listing keys that change with the status (what a status change rewrites)."""
+    keys = listing_keys(job_id, kind, status)
+    return {
+        name: keys[name]
+        for name in (LIST_BY_STATUS.partition_key, LIST_BY_KIND_STATUS.partition_key)
+    }
+
+
+def pending_key(job_id: str) -> str:
+    """The job's partition key in the pending index."""
+    return f"pending#{shard_of(job_id)}"
 
 
 @dataclass(frozen=True)
@@ -66,9 +179,8 @@ class Job:
     expires_at: int | None = None
     # The checkpoint: how far the job got (for heavyLoad, the loop counter).
     position: int = 0
-    # The lease (epoch milliseconds): a running job's owner renews it at every checkpoint
-    # (its heartbeat); a job queued again for a retry or a continuation gets one that
-    # covers the wait. Past it, the job is presumed lost and is re-driven.
+    # The lease (epoch milliseconds) of a running job: its owner renews it at every
+    # checkpoint (the heartbeat). Past it, the run is presumed dead.
     lease_until: int | None = None
     # Lease token of the attempt that owns the running job; its writes need it.
     owner: str | None = None
@@ -78,6 +190,13 @@ class Job:
     last_error: str | None = None
     # The Idempotency-Key's request fingerprint, when the job was submitted with one.
     request_hash: str | None = None
+    # A queued job's message is due on the job queue since this moment (epoch ms): set
+    # when the job is written (before its message is sent), or released for a retry (the
+    # moment the delay queue forwards it) or a continuation, or re-driven; removed when a
+    # worker claims it, and when it is cancelled or finished. See Worker.recover_stalled.
+    pending_at: int | None = None
+    # Times a dead-lettered message of the job, never started, was sent again.
+    redrives: int = 0
 
     @classmethod
     def new(
@@ -88,7 +207,8 @@ class Job:
         retention: timedelta | None = None,
         request_hash: str | None = None,
     ) -> Job:
-        """A queued job with a fresh, unguessable id (uuid4: 122 random bits)."""
+        """A queued job with a fresh, unguessable id (uuid4: 122 random bits), its message
+        due now."""
         expires_at = None if retention is None else int((now + retention).timestamp())
         return cls(
             job_id=str(uuid.uuid4()),
@@ -98,6 +218,7 @@ class Job:
             created_at=now,
             expires_at=expires_at,
             request_hash=request_hash,
+            pending_at=epoch_ms(now),
         )
 
     def is_expired(self, now: datetime) -> bool:
@@ -152,6 +273,11 @@ def idempotency_record_id(scope: str, key: str) -> str:
     return IDEMPOTENCY_PREFIX + digest
 
 
+# The control items' keys (CONTROL_PREFIX: never a job id, never an idempotency key).
+WATERMARK_ITEM = CONTROL_PREFIX + "watermark"
+SCHEMA_ITEM = CONTROL_PREFIX + "schema"
+
+
 # --- DynamoDB item form (low-level AttributeValue maps) -------------------------------
 
 
@@ -165,7 +291,6 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
         "attempts": {"N": str(job.attempts)},
         "created_at": {"S": iso_utc(job.created_at)},
         "position": {"N": str(job.position)},
-        LISTED: {"S": LISTED_VALUE},
     }
     optional: dict[str, dict[str, Any] | None] = {
         "result": None if job.result is None else {"N": str(job.result)},
@@ -178,9 +303,24 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
         "owner": None if job.owner is None else {"S": job.owner},
         "resume": {"BOOL": True} if job.resume else None,
         "request_hash": None if job.request_hash is None else {"S": job.request_hash},
+        "redrives": {"N": str(job.redrives)} if job.redrives else None,
     }
     item.update({name: value for name, value in optional.items() if value is not None})
+    item.update(derived_attributes(job))
     return item
+
+
+def derived_attributes(job: Job) -> dict[str, dict[str, Any]]:
+    """The index keys an item of ``job`` carries: its listing keys, and while its message
+    is due, its pending key and time. Every write that changes what they derive from
+    (status, pending_at) rewrites them in the same request."""
+    derived = {
+        name: {"S": value} for name, value in listing_keys(job.job_id, job.kind, job.status).items()
+    }
+    if job.pending_at is not None and job.status is JobStatus.QUEUED:
+        derived[PENDING.partition_key] = {"S": pending_key(job.job_id)}
+        derived[PENDING.sort_key] = {"N": str(job.pending_at)}
+    return derived
 
 
 def from_item(item: dict[str, dict[str, Any]]) -> Job:
@@ -209,7 +349,14 @@ def from_item(item: dict[str, dict[str, Any]]) -> Job:
         owner=s("owner"),
         resume=bool(item.get("resume", {}).get("BOOL", False)),
         request_hash=s("request_hash"),
+        pending_at=num(PENDING.sort_key),
+        redrives=num("redrives") or 0,
     )
+
+
+def is_job_item(item: dict[str, dict[str, Any]]) -> bool:
+    """True for a job's item (not an Idempotency-Key record or a control item)."""
+    return "status" in item and is_job_id(item["job_id"]["S"])
 
 
 def _number(value: float) -> str:
@@ -222,15 +369,19 @@ def _number(value: float) -> str:
 
 @dataclass(frozen=True)
 class Message:
-    """What a queue message says: which job, and whether it continues from a checkpoint."""
+    """What a queue message says: which job (and its kind, so that the claim can rewrite
+    the job's listing keys without reading it first), and whether it continues from a
+    checkpoint. ``kind`` is None in a message that does not name it."""
 
     job_id: str
+    kind: str | None = None
     resume: bool = False
 
 
-def to_message(job_id: str, resume: bool = False) -> str:
-    """The SQS message body: only the id (and the resume flag). State lives in the table."""
-    payload: dict[str, Any] = {"job_id": job_id}
+def to_message(job: Job, resume: bool = False) -> str:
+    """The SQS message body: the job's id, kind and the resume flag. State lives in the
+    table."""
+    payload: dict[str, Any] = {"job_id": job.job_id, "kind": job.kind}
     if resume:
         payload["resume"] = True
     return json.dumps(payload)
@@ -247,7 +398,10 @@ def parse_message(body: str) -> Message:
     job_id = payload.get("job_id")
     if not isinstance(job_id, str) or not is_job_id(job_id):
         raise PoisonMessage(f"message names no valid job id: {job_id!r}")
-    return Message(job_id=job_id, resume=payload.get("resume") is True)
+    kind = payload.get("kind")
+    if kind is not None and not (isinstance(kind, str) and kind):
+        raise PoisonMessage(f"message names no valid kind: {kind!r}")
+    return Message(job_id=job_id, kind=kind, resume=payload.get("resume") is True)
 
 
 # --- timestamps: ISO-8601 UTC with a Z, millisecond precision -------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 from chalicelib.config import Settings
 from chalicelib.jobs import JobStatus
+from chalicelib.kinds import KINDS
 from chalicelib.requests import MAX_BODY_BYTES
 from chalicelib.service import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_PAGE_SIZE, MAX_WAIT_SECONDS
 
@@ -101,6 +102,12 @@ def _document(settings: Settings) -> dict[str, Any]:
                     "summary": "List jobs, newest first",
                     "parameters": [
                         {
+                            "name": "kind",
+                            "in": "query",
+                            "description": "Only jobs of this kind (else 400 unknown_kind).",
+                            "schema": {"type": "string", "enum": sorted(KINDS)},
+                        },
+                        {
                             "name": "status",
                             "in": "query",
                             "schema": {"type": "string", "enum": [s.value for s in JobStatus]},
@@ -119,7 +126,9 @@ def _document(settings: Settings) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(_ref("JobList"), "A page of jobs."),
-                        "400": _error("A bad parameter."),
+                        "400": _error(
+                            "A bad parameter, an unknown kind or a cursor of another listing."
+                        ),
                     },
                 }
             },

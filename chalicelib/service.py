@@ -6,11 +6,11 @@ import base64
 import binascii
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from chalicelib.errors import (
     IdempotencyConflict,
@@ -20,20 +20,25 @@ from chalicelib.errors import (
     StoreUnavailable,
 )
 from chalicelib.jobs import (
-    LISTED,
+    SHARDS,
     Job,
     JobStatus,
+    Listing,
     idempotency_record_id,
     is_job_id,
     request_fingerprint,
+    shard_of,
     to_message,
     utc_now,
 )
+from chalicelib.kinds import KINDS
 from chalicelib.observability import Metric, count, logger
 from chalicelib.queue import JobQueue
-from chalicelib.store import JobTable
+from chalicelib.store import END, JobTable, Position
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# The error of a job whose message could not be sent.
+SEND_FAILED = "The job could not be queued; submit it again."
 
 
 @dataclass(frozen=True)
@@ -70,14 +75,20 @@ def submit_job(
 ) -> Submission:
     """Record a queued job, then enqueue it.
 
-    The record is written first, so a job whose message cannot be sent is known (and
-    marked failed) rather than lost; the message only carries the job's id. With an
-    Idempotency-Key, the key's record is written in the same transaction; a key already
-    used for the same request returns that job, for another request IdempotencyConflict.
+    The record is written first, with its message due (``pending_at``), so a job whose
+    message never reaches the queue is known, and the recovery sweep sends it later.
+    The message only carries the job's id and kind; its deduplication id is the job's id,
+    so a repeated send of it is dropped. With an Idempotency-Key, the key's record is
+    written in the same transaction; a key already used for the same request returns that
+    job, for another request IdempotencyConflict.
+
+    If the send fails, the job is failed and its Idempotency-Key released in one
+    transaction, and StoreUnavailable raised: a retry (with the same key) makes a new job.
     """
     now = now or utc_now
     fingerprint = request_fingerprint(n) if idempotency_key else None
     job = Job.new(n=n, now=now(), retention=retention, request_hash=fingerprint)
+    record_id = None
     if idempotency_key is None:
         table.create(job)
     else:
@@ -86,10 +97,10 @@ def submit_job(
         if holder is not None:
             return _replay(holder.job_id, holder.request_hash, fingerprint, table, now)
     try:
-        queue.send(to_message(job.job_id))
+        queue.send(to_message(job), deduplication_id=job.job_id)
     except StoreUnavailable:
         logger.exception("Could not enqueue the job; marking it failed", job_id=job.job_id)
-        table.fail_unfinished(job.job_id, "The job could not be queued; submit it again.", now())
+        table.fail_submission(job, SEND_FAILED, now(), record_id)
         raise
     logger.info("Job queued", job_id=job.job_id, n=n)
     count(Metric.ACCEPTED)
@@ -133,7 +144,7 @@ def cancel_job(job_id: str, table: JobTable, now: Callable[[], datetime] | None 
     """
     now = now or utc_now
     job = get_job(job_id, table, now)
-    cancelled = table.cancel(job_id, now())
+    cancelled = table.cancel(job, now())
     if cancelled is not None:
         logger.info("Job cancelled", job_id=job_id, was=job.status.value)
         count(Metric.CANCELLED)
@@ -155,7 +166,9 @@ def retry_after_seconds(n: int, loop_rate_per_second: int) -> int:
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
-_CURSOR_KEYS = {"job_id", "status", "created_at", LISTED}
+LISTING_PARAMETERS = ("kind", "status", "limit", "cursor")
+# A shard's position in a cursor: where its last job taken was created (ISO-8601 UTC).
+_CREATED_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 @dataclass(frozen=True)
@@ -169,25 +182,36 @@ def list_jobs(
     table: JobTable,
     now: Callable[[], datetime] | None = None,
 ) -> Page:
-    """A page of jobs, newest first, for GET /jobs?status=&limit=&cursor=.
+    """A page of jobs, newest first, for GET /jobs?kind=&status=&limit=&cursor=.
 
-    Unknown parameters, an unknown status, a limit outside 1..100 and a cursor that was
-    not issued for this listing are InvalidRequest.
+    Unknown parameters, an unknown kind or status, a limit outside 1..100 and a cursor
+    that was not issued for this listing are InvalidRequest, before any AWS call.
     """
-    unknown = sorted(set(params) - {"status", "limit", "cursor"})
+    unknown = sorted(set(params) - set(LISTING_PARAMETERS))
     if unknown:
         raise InvalidRequest(
             "unknown_parameter",
-            f"Unknown query parameter(s): {', '.join(unknown)}. Allowed: status, limit, cursor.",
+            f"Unknown query parameter(s): {', '.join(unknown)}. "
+            f"Allowed: {', '.join(LISTING_PARAMETERS)}.",
         )
-    status = _status_param(params.get("status"))
+    listing = Listing(
+        kind=_kind_param(params.get("kind")), status=_status_param(params.get("status"))
+    )
     limit = _int_param(params, "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
-    start_key = _decode_cursor(params.get("cursor"), status)
+    positions = _decode_cursor(params.get("cursor"), listing)
     try:
-        jobs, last_key = table.page(status, limit, start_key, (now or utc_now)())
+        page = table.page(listing, limit, positions, (now or utc_now)())
     except ValueError:
         raise _bad_cursor() from None
-    return Page(jobs=jobs, next_cursor=_encode_cursor(last_key, status) if last_key else None)
+    cursor = None if page.last else _encode_cursor(listing, page.positions)
+    return Page(jobs=page.jobs, next_cursor=cursor)
+
+
+def _kind_param(raw: str | None) -> str | None:
+    if raw is None or raw in KINDS:
+        return raw
+    kinds = ", ".join(sorted(KINDS))
+    raise InvalidRequest("unknown_kind", f"Unknown kind {raw!r}. Kinds: {kinds}.")
 
 
 def _status_param(raw: str | None) -> JobStatus | None:
@@ -209,30 +233,46 @@ def _int_param(params: Mapping[str, str], name: str, default: int, low: int, hig
     return int(raw)
 
 
-def _encode_cursor(key: dict[str, Any], status: JobStatus | None) -> str:
-    # Opaque to clients; bound to the listing it came from.
-    payload = {"s": status.value if status else None, "k": key}
+def _encode_cursor(listing: Listing, positions: tuple[Position, ...]) -> str:
+    # Opaque to clients; bound to the listing it came from. Per shard: null (not started),
+    # "end", or [created_at, job_id] of the last job taken from it.
+    payload = {"l": listing.name, "p": [list(p) if isinstance(p, tuple) else p for p in positions]}
     return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(raw: str | None, status: JobStatus | None) -> dict[str, Any] | None:
+def _decode_cursor(raw: str | None, listing: Listing) -> list[Position]:
+    """Each shard's position from a cursor, checked whole: the listing, the number of
+    shards, and every position (a timestamp as the service writes them and a job id of
+    that shard), so that nothing malformed ever reaches DynamoDB."""
     if raw is None:
-        return None
+        return [None] * SHARDS
     try:
         payload = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        key = payload["k"]
-        valid = (
-            payload["s"] == (status.value if status else None)
-            and isinstance(key, dict)
-            and set(key) <= _CURSOR_KEYS
-            and all(isinstance(v, dict) and set(v) == {"S"} for v in key.values())
-            and all(isinstance(v["S"], str) for v in key.values())
-        )
-    except (ValueError, TypeError, KeyError, binascii.Error):
-        valid = False
-    if not valid:
-        raise _bad_cursor()
-    return dict(key)
+        if payload["l"] != listing.name or len(payload["p"]) != SHARDS:
+            raise ValueError("another listing")
+        positions = [_position(shard, p) for shard, p in enumerate(payload["p"])]
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+        raise _bad_cursor() from None
+    return positions
+
+
+def _position(shard: int, raw: object) -> Position:
+    if raw is None:
+        return None
+    if raw == END:
+        return END
+    if not isinstance(raw, list) or len(raw) != 2:
+        raise ValueError("not a position")
+    created_at, job_id = raw
+    if not (
+        isinstance(created_at, str)
+        and _CREATED_AT.fullmatch(created_at)
+        and isinstance(job_id, str)
+        and is_job_id(job_id)
+        and shard_of(job_id) == shard
+    ):
+        raise ValueError("not a position")
+    return (created_at, job_id)
 
 
 def _bad_cursor() -> InvalidRequest:

@@ -6,14 +6,19 @@ write a result. A running job belongs to the attempt holding its lease token (``
 only that attempt can checkpoint, finish or release it. Methods that change state return
 the new Job, or None when their condition did not hold.
 
-The table also holds Idempotency-Key records (key ``idempotency#<sha256>``); they have no
-``status``, so the status index never lists them.
+Each write that changes a job's status also rewrites the index keys derived from it
+(``chalicelib.jobs.derived_attributes``) in the same request, so the indexes never
+disagree with the item; a checkpoint changes no index key or projected attribute, so it
+writes no index at all.
+
+The table also holds Idempotency-Key records (``idempotency#<sha256>``) and control items
+(``control#...``); they carry no index key, so no index lists them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,15 +28,23 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import (
     EXPIRES_AT,
-    LISTED,
-    LISTED_VALUE,
-    RECENT_INDEX,
-    STATUS_INDEX,
+    LIST_BY_KIND_STATUS,
+    LIST_BY_STATUS,
+    PENDING,
+    SCHEMA_ITEM,
+    SCHEMA_VERSION,
+    SHARDS,
+    WATERMARK_ITEM,
     Job,
     JobStatus,
+    Listing,
+    derived_attributes,
     epoch_ms,
     from_item,
+    is_job_item,
     iso_utc,
+    pending_key,
+    status_keys,
     to_item,
 )
 
@@ -39,18 +52,57 @@ _CONDITION_FAILED = "ConditionalCheckFailedException"
 _KEY_IS_FREE = "attribute_not_exists(job_id) OR #expires < :now"
 _NAMES = {
     "#status": "status",
+    "#kind": "kind",
     "#result": "result",
     "#error": "error",
     "#owner": "owner",
     "#position": "position",
     "#expires": EXPIRES_AT,
+    "#status_key": LIST_BY_STATUS.partition_key,
+    "#kind_status_key": LIST_BY_KIND_STATUS.partition_key,
+    "#pending_key": PENDING.partition_key,
+    "#pending_at": PENDING.sort_key,
+    "#target": "target",
 }
+# What a job leaving the queued status drops: it no longer has a message due.
+_NOT_PENDING = "#pending_key, #pending_at"
+# BatchGetItem's limit on keys per request.
+_BATCH_GET_LIMIT = 100
+# Retries of a BatchGetItem's unprocessed keys (throttling) before giving up.
+_BATCH_GET_ROUNDS = 5
+# Queries a listing makes on one shard to fill a page while skipping expired jobs (whose
+# TTL deletion lags): expired jobs are the oldest, so this is reached only in a table
+# full of them; the page then ends early and the cursor moves past what was read.
+_MAX_QUERIES_PER_SHARD = 10
+# A listing position per shard: the (created_at, job_id) of the last job taken from it,
+# END once nothing is left in it, or None before the first page.
+END = "end"
+Position = tuple[str, str] | str | None
 
 
 @dataclass(frozen=True)
 class IdempotencyRecord:
     job_id: str
     request_hash: str
+
+
+@dataclass(frozen=True)
+class ListingPage:
+    jobs: list[Job]
+    # Where the next page starts, per shard.
+    positions: tuple[Position, ...]
+
+    @property
+    def last(self) -> bool:
+        return all(position == END for position in self.positions)
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """A job in the pending index: its message is due on the job queue since ``pending_at``."""
+
+    job_id: str
+    pending_at: int
 
 
 class JobTable:
@@ -116,106 +168,195 @@ class JobTable:
         item = self._get_item(job_id)
         return from_item(item) if item else None
 
-    def by_status(self, status: JobStatus) -> Iterator[Job]:
-        """Every job with ``status``, newest first, through the status index."""
-        paginator = self._client.get_paginator("query")
-        try:
-            for page in paginator.paginate(
-                TableName=self.table_name,
-                IndexName=STATUS_INDEX,
-                KeyConditionExpression="#status = :status",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":status": {"S": status.value}},
-                ScanIndexForward=False,
-            ):
-                for item in page["Items"]:
-                    yield from_item(item)
-        except (ClientError, BotoCoreError) as error:
-            raise StoreUnavailable(f"DynamoDB Query failed: {error}") from error
+    def get_many(self, job_ids: Sequence[str], consistent: bool = False) -> dict[str, Job]:
+        """The jobs with these ids that exist, by id (BatchGetItem, 100 keys a request)."""
+        found: dict[str, Job] = {}
+        unique = list(dict.fromkeys(job_ids))
+        for start in range(0, len(unique), _BATCH_GET_LIMIT):
+            keys = [_key(job_id) for job_id in unique[start : start + _BATCH_GET_LIMIT]]
+            for _ in range(_BATCH_GET_ROUNDS):
+                request = {self.table_name: {"Keys": keys, "ConsistentRead": consistent}}
+                response = self._call_unscoped("batch_get_item", RequestItems=request)
+                for item in response.get("Responses", {}).get(self.table_name, []):
+                    if is_job_item(item):
+                        job = from_item(item)
+                        found[job.job_id] = job
+                keys = response.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys")
+                if not keys:
+                    break
+            else:
+                raise StoreUnavailable("DynamoDB BatchGetItem left keys unprocessed; retry")
+        return found
+
+    # --- listing ----------------------------------------------------------------------
 
     def page(
-        self,
-        status: JobStatus | None,
-        limit: int,
-        start_key: dict[str, Any] | None,
-        now: datetime,
-    ) -> tuple[list[Job], dict[str, Any] | None]:
-        """One page of jobs, newest first, with the key to continue from (None at the end).
+        self, listing: Listing, limit: int, positions: Sequence[Position], now: datetime
+    ) -> ListingPage:
+        """One page of ``listing``, newest first, from ``positions`` (one per shard).
 
-        Through the status index, or the recent index for every status; never a scan.
-        Expired jobs are filtered out (DynamoDB's TTL deletes them only eventually), so
-        a page may hold fewer than ``limit`` jobs and still have a next key.
+        One Query per shard on the listing's index (keys and expires_at only; expired jobs
+        are filtered out in the query, as DynamoDB's TTL deletes them only eventually),
+        merged by (created_at, job_id) descending; the first ``limit`` are read with one
+        BatchGetItem. A job that left the listing between the two reads (its status
+        changed) is left out, so a page may hold fewer than ``limit`` jobs and still have
+        more after it. ValueError if a position does not fit the index.
         """
-        if status is None:
-            index, partition, value = RECENT_INDEX, LISTED, LISTED_VALUE
-        else:
-            index, partition, value = STATUS_INDEX, "status", status.value
+        candidates: list[tuple[str, str, int]] = []
+        continuations: dict[int, tuple[str, str] | None] = {}
+        for shard, position in enumerate(positions):
+            if position == END:
+                continue
+            start = position if isinstance(position, tuple) else None
+            keys, continuation = self._listing_keys(listing, shard, start, limit, now)
+            candidates += [(created_at, job_id, shard) for created_at, job_id in keys]
+            continuations[shard] = continuation
+        candidates.sort(reverse=True)
+        taken, left = candidates[:limit], candidates[limit:]
+        next_positions = list(positions)
+        for shard, continuation in continuations.items():
+            mine = [(created_at, job_id) for created_at, job_id, s in taken if s == shard]
+            unread = any(s == shard for _, _, s in left)
+            if mine:
+                next_positions[shard] = mine[-1]
+            elif continuation is not None and not unread:
+                next_positions[shard] = continuation  # it returned only expired jobs
+            if continuation is None and not unread:
+                next_positions[shard] = END
+        jobs = self.get_many([job_id for _, job_id, _ in taken])
+        listed = [
+            jobs[job_id]
+            for _, job_id, _ in taken
+            if job_id in jobs and listing.matches(jobs[job_id]) and not jobs[job_id].is_expired(now)
+        ]
+        return ListingPage(listed, tuple(next_positions))
+
+    def _listing_keys(
+        self,
+        listing: Listing,
+        shard: int,
+        start: tuple[str, str] | None,
+        limit: int,
+        now: datetime,
+    ) -> tuple[list[tuple[str, str]], tuple[str, str] | None]:
+        """Up to ``limit`` unexpired (created_at, job_id) of one shard, newest first, after
+        ``start``; and where the index continues (None: nothing more)."""
+        index = listing.index
+        partition = listing.partition(shard)
         kwargs: dict[str, Any] = {
-            "IndexName": index,
+            "IndexName": index.name,
             "KeyConditionExpression": "#partition = :partition",
             "FilterExpression": "attribute_not_exists(#expires) OR #expires > :now",
-            "ExpressionAttributeNames": {"#partition": partition, "#expires": EXPIRES_AT},
+            "ExpressionAttributeNames": {"#partition": index.partition_key, "#expires": EXPIRES_AT},
             "ExpressionAttributeValues": {
-                ":partition": {"S": value},
+                ":partition": {"S": partition},
                 ":now": _attr(int(now.timestamp())),
             },
             "ScanIndexForward": False,
             "Limit": limit,
         }
-        if start_key:
-            kwargs["ExclusiveStartKey"] = start_key
+        keys: list[tuple[str, str]] = []
+        continuation = start
+        for queries in range(_MAX_QUERIES_PER_SHARD):
+            if continuation is not None:
+                created_at, job_id = continuation
+                kwargs["ExclusiveStartKey"] = {
+                    "job_id": {"S": job_id},
+                    index.sort_key: {"S": created_at},
+                    index.partition_key: {"S": partition},
+                }
+            elif queries:
+                break
+            response = self._query(kwargs, has_start=continuation is not None)
+            keys += [(item[index.sort_key]["S"], item["job_id"]["S"]) for item in response["Items"]]
+            last = response.get("LastEvaluatedKey")
+            continuation = (last[index.sort_key]["S"], last["job_id"]["S"]) if last else None
+            if continuation is None or len(keys) >= limit:
+                break
+        return keys, continuation
+
+    def _query(self, kwargs: dict[str, Any], has_start: bool) -> Any:
         try:
-            response = self._client.query(TableName=self.table_name, **kwargs)
+            return self._client.query(TableName=self.table_name, **kwargs)
         except ClientError as error:
-            if error.response["Error"]["Code"] == "ValidationException" and start_key:
+            if error.response["Error"]["Code"] == "ValidationException" and has_start:
                 raise ValueError("the start key does not fit this listing") from error
             raise StoreUnavailable(f"DynamoDB Query failed: {error}") from error
         except BotoCoreError as error:
             raise StoreUnavailable(f"DynamoDB Query failed: {error}") from error
-        jobs = [from_item(item) for item in response["Items"]]
-        return jobs, response.get("LastEvaluatedKey")
 
     # --- a worker's run of a job --------------------------------------------------------
 
     def claim(
-        self, job_id: str, owner: str, now: datetime, lease_ms: int, resume: bool = False
+        self,
+        job_id: str,
+        kind: str,
+        owner: str,
+        now: datetime,
+        lease_ms: int,
+        resume: bool = False,
     ) -> Job | None:
         """Start a run of the job under lease token ``owner``; None if it is not free.
 
         Free means: queued (and, for a plain message, not waiting for a continuation), or
-        running with an expired lease (its worker died). Each such start is an attempt.
-        With ``resume`` (a continuation message), only a job queued for continuation is
-        taken, and it is not counted as a new attempt.
+        running with an expired lease (its run died: a take-over). Each such start is an
+        attempt, except a continuation's (``resume``) start of a job queued to continue.
+        The claim ends the job's pending state: its message has arrived. ``kind`` must be
+        the job's (it names the job's listing keys); a job of another kind is not claimed.
         """
         if resume:
-            condition = "#status = :queued AND resume = :true"
-            values: dict[str, Any] = {":queued": JobStatus.QUEUED, ":true": True, ":inc": 0}
-        else:
-            condition = (
-                "(#status = :queued AND attribute_not_exists(resume))"
-                " OR (#status = :running AND lease_until < :now_ms)"
+            continued = self._claim(
+                job_id, kind, owner, now, lease_ms, "#status = :queued AND resume = :true", 0
             )
-            values = {":queued": JobStatus.QUEUED, ":running": JobStatus.RUNNING, ":inc": 1}
+            if continued is not None:
+                return continued
+        condition = (
+            "#status = :running AND lease_until < :now_ms"
+            if resume
+            else "(#status = :queued AND attribute_not_exists(resume))"
+            " OR (#status = :running AND lease_until < :now_ms)"
+        )
+        return self._claim(job_id, kind, owner, now, lease_ms, condition, 1)
+
+    def _claim(
+        self,
+        job_id: str,
+        kind: str,
+        owner: str,
+        now: datetime,
+        lease_ms: int,
+        condition: str,
+        increment: int,
+    ) -> Job | None:
+        keys = status_keys(job_id, kind, JobStatus.RUNNING)
         return self._update(
             job_id,
             "SET #status = :running, #owner = :owner, lease_until = :lease,"
-            " started_at = if_not_exists(started_at, :now), attempts = attempts + :inc"
-            " REMOVE resume",
-            condition,
+            " started_at = if_not_exists(started_at, :now), attempts = attempts + :inc,"
+            " #status_key = :status_key, #kind_status_key = :kind_status_key"
+            f" REMOVE resume, {_NOT_PENDING}",
+            f"#kind = :kind AND ({condition})",
             {
-                **values,
+                ":queued": JobStatus.QUEUED,
                 ":running": JobStatus.RUNNING,
+                ":true": True,
+                ":inc": increment,
+                ":kind": kind,
                 ":owner": owner,
                 ":lease": epoch_ms(now) + lease_ms,
                 ":now": now,
                 ":now_ms": epoch_ms(now),
+                ":status_key": keys[LIST_BY_STATUS.partition_key],
+                ":kind_status_key": keys[LIST_BY_KIND_STATUS.partition_key],
             },
         )
 
     def checkpoint(
         self, job_id: str, owner: str, position: int, progress: float, lease_until_ms: int
     ) -> Job | None:
-        """Save how far the run got and renew its lease (the heartbeat); owner only."""
+        """Save how far the run got and renew its lease (the heartbeat); owner only.
+
+        It changes no index key or projected attribute, so no index is written."""
         return self._update(
             job_id,
             "SET #position = :position, progress = :progress, lease_until = :lease",
@@ -229,15 +370,16 @@ class JobTable:
             },
         )
 
-    def succeed(self, job_id: str, owner: str, result: int, now: datetime) -> Job | None:
+    def succeed(self, job: Job, owner: str, result: int, now: datetime) -> Job | None:
         """Finish the job with its result; only the run that owns it can."""
         return self._update(
-            job_id,
-            "SET #status = :succeeded, #result = :result, progress = :one, finished_at = :now"
-            " REMOVE #owner, lease_until, last_error",
+            job.job_id,
+            "SET #status = :to, #result = :result, progress = :one, finished_at = :now, "
+            + _STATUS_KEYS
+            + " REMOVE #owner, lease_until, last_error",
             "#status = :running AND #owner = :owner",
             {
-                ":succeeded": JobStatus.SUCCEEDED,
+                **_status_values(job, JobStatus.SUCCEEDED),
                 ":result": result,
                 ":one": 1,
                 ":now": now,
@@ -246,14 +388,16 @@ class JobTable:
             },
         )
 
-    def fail(self, job_id: str, owner: str, error: str, now: datetime) -> Job | None:
+    def fail(self, job: Job, owner: str, error: str, now: datetime) -> Job | None:
         """Finish the job as failed; only the run that owns it can."""
         return self._update(
-            job_id,
-            "SET #status = :failed, #error = :error, finished_at = :now REMOVE #owner, lease_until",
+            job.job_id,
+            "SET #status = :to, #error = :error, finished_at = :now, "
+            + _STATUS_KEYS
+            + " REMOVE #owner, lease_until",
             "#status = :running AND #owner = :owner",
             {
-                ":failed": JobStatus.FAILED,
+                **_status_values(job, JobStatus.FAILED),
                 ":error": error,
                 ":now": now,
                 ":running": JobStatus.RUNNING,
@@ -263,80 +407,333 @@ class JobTable:
 
     def release(
         self,
-        job_id: str,
+        job: Job,
         owner: str,
-        lease_until_ms: int,
+        pending_at_ms: int,
         resume: bool,
         last_error: str | None = None,
     ) -> Job | None:
         """Queue the job again, keeping its checkpoint: to continue it in a new invocation
-        (``resume``) or to retry it after a failed attempt. The lease covers the wait for
-        the next delivery; if none comes by then, the recovery sweep re-drives the job."""
-        update = "SET #status = :queued, lease_until = :lease REMOVE #owner"
+        (``resume``) or to retry it after a failed attempt. Its message is due on the job
+        queue from ``pending_at_ms`` (now, or when the delay queue forwards a retry)."""
+        update = (
+            "SET #status = :to, #pending_key = :pending_key, #pending_at = :pending_at, "
+            + _STATUS_KEYS
+        )
         values: dict[str, Any] = {
-            ":queued": JobStatus.QUEUED,
-            ":lease": lease_until_ms,
+            **_status_values(job, JobStatus.QUEUED),
+            ":pending_key": pending_key(job.job_id),
+            ":pending_at": pending_at_ms,
             ":running": JobStatus.RUNNING,
             ":owner": owner,
         }
         if resume:
-            update = "SET #status = :queued, lease_until = :lease, resume = :true REMOVE #owner"
+            update += ", resume = :true"
             values[":true"] = True
         if last_error is not None:
-            update = update.replace("SET ", "SET last_error = :last_error, ", 1)
+            update += ", last_error = :last_error"
             values[":last_error"] = last_error
-        return self._update(job_id, update, "#status = :running AND #owner = :owner", values)
+        return self._update(
+            job.job_id,
+            update + " REMOVE #owner, lease_until",
+            "#status = :running AND #owner = :owner",
+            values,
+        )
 
-    # --- outside a run: cancellation, dead letters, recovery ---------------------------
+    # --- outside a run: cancellation, failures, dead letters, recovery -----------------
 
-    def cancel(self, job_id: str, now: datetime) -> Job | None:
+    def cancel(self, job: Job, now: datetime) -> Job | None:
         """Cancel a queued or running job. A queued one will never start; a running one's
         owner fails its next checkpoint and stops. None if the job is already final."""
-        return self._update(
-            job_id,
-            "SET #status = :cancelled, finished_at = :now REMOVE #owner, lease_until, resume",
-            "#status IN (:queued, :running)",
-            {
-                ":cancelled": JobStatus.CANCELLED,
-                ":now": now,
-                ":queued": JobStatus.QUEUED,
-                ":running": JobStatus.RUNNING,
-            },
-        )
+        return self._finish_unfinished(job, JobStatus.CANCELLED, now, {})
 
-    def fail_unfinished(self, job_id: str, error: str, now: datetime) -> Job | None:
+    def fail_unfinished(self, job: Job, error: str, now: datetime) -> Job | None:
         """Fail a job that is still queued or running, whoever holds it (dead letters,
-        crash loops, a message that could not be sent). None if it is already final."""
+        crash loops). None if it is already final."""
+        return self._finish_unfinished(job, JobStatus.FAILED, now, {"#error": error})
+
+    def _finish_unfinished(
+        self, job: Job, status: JobStatus, now: datetime, extra: dict[str, Any]
+    ) -> Job | None:
+        sets = "".join(f", {name} = :{name[1:]}" for name in extra)
         return self._update(
-            job_id,
-            "SET #status = :failed, #error = :error, finished_at = :now"
-            " REMOVE #owner, lease_until, resume",
+            job.job_id,
+            "SET #status = :to, finished_at = :now, "
+            + _STATUS_KEYS
+            + sets
+            + f" REMOVE #owner, lease_until, resume, {_NOT_PENDING}",
             "#status IN (:queued, :running)",
             {
-                ":failed": JobStatus.FAILED,
-                ":error": error,
+                **_status_values(job, status),
+                **{f":{name[1:]}": value for name, value in extra.items()},
                 ":now": now,
                 ":queued": JobStatus.QUEUED,
                 ":running": JobStatus.RUNNING,
             },
         )
 
-    def requeue_lost(self, job: Job, lease_until_ms: int) -> Job | None:
-        """Queue again a job whose lease expired (as read in ``job``), with a new lease
-        covering the re-drive. A running job's old owner, if it still lives, fails its
-        next checkpoint and stops. Condition: status and lease unchanged since read, so
+    def fail_submission(
+        self, job: Job, error: str, now: datetime, key_record_id: str | None = None
+    ) -> bool:
+        """Fail a job whose message could not be sent, and release its Idempotency-Key
+        record (if any) in the same transaction, so that a retry with the same key creates
+        a new job instead of replaying the failed one. False if the job had already left
+        ``queued`` (nothing changed)."""
+        update = {
+            "TableName": self.table_name,
+            "Key": _key(job.job_id),
+            "UpdateExpression": "SET #status = :to, #error = :error, finished_at = :now, "
+            + _STATUS_KEYS
+            + f" REMOVE {_NOT_PENDING}",
+            "ConditionExpression": "#status = :queued",
+        }
+        values: dict[str, Any] = {
+            **_status_values(job, JobStatus.FAILED),
+            ":error": error,
+            ":now": now,
+            ":queued": JobStatus.QUEUED,
+        }
+        _add_expression(update, values)
+        items: list[dict[str, Any]] = [{"Update": update}]
+        if key_record_id is not None:
+            release = {
+                "TableName": self.table_name,
+                "Key": _key(key_record_id),
+                # Only the record that points at this job: never another job's key.
+                "ConditionExpression": "#target = :job_id",
+            }
+            _add_expression(release, {":job_id": job.job_id})
+            items.append({"Delete": release})
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise StoreUnavailable(f"DynamoDB TransactWriteItems failed: {error}") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"DynamoDB TransactWriteItems failed: {error}") from error
+        return True
+
+    def redrive_pending(self, job_id: str, pending_at_ms: int, now_ms: int) -> Job | None:
+        """Mark a queued job whose message was due at ``pending_at_ms`` as due again now
+        (before its message is sent again). Condition: still queued and still due at that
+        time, so concurrent sweeps re-drive it once, and at most once per cutoff period."""
+        return self._update(
+            job_id,
+            "SET #pending_at = :now_ms",
+            "#status = :queued AND #pending_at = :old",
+            {":queued": JobStatus.QUEUED, ":old": pending_at_ms, ":now_ms": now_ms},
+        )
+
+    def clear_pending(self, job_id: str, pending_at_ms: int) -> Job | None:
+        """Drop the pending mark of a job that is no longer queued (written by code that
+        predates the pending index), so the sweep stops finding it."""
+        return self._update(
+            job_id,
+            f"REMOVE {_NOT_PENDING}",
+            "#pending_at = :old AND #status <> :queued",
+            {":queued": JobStatus.QUEUED, ":old": pending_at_ms},
+        )
+
+    def requeue_running(self, job: Job, now_ms: int) -> Job | None:
+        """Queue again a running job whose lease expired long ago (as read in ``job``): its
+        run died and its message is gone too. A late zombie owner fails its next
+        checkpoint and stops. Condition: status and lease unchanged since read, so
         concurrent sweeps re-drive it once."""
         return self._update(
             job.job_id,
-            "SET #status = :queued, lease_until = :lease REMOVE #owner",
-            "#status = :status AND lease_until = :old",
+            "SET #status = :to, #pending_key = :pending_key, #pending_at = :now_ms, "
+            + _STATUS_KEYS
+            + " REMOVE #owner, lease_until",
+            "#status = :running AND lease_until = :old",
             {
-                ":queued": JobStatus.QUEUED,
-                ":lease": lease_until_ms,
-                ":status": job.status,
+                **_status_values(job, JobStatus.QUEUED),
+                ":pending_key": pending_key(job.job_id),
+                ":now_ms": now_ms,
+                ":running": JobStatus.RUNNING,
                 ":old": job.lease_until or 0,
             },
         )
+
+    def redrive_dead_letter(self, job: Job, now_ms: int, max_redrives: int) -> Job | None:
+        """Count one more re-drive of a job that never started (queued, no attempt) and
+        mark its message due now; None once it was re-driven ``max_redrives`` times or if
+        it started meanwhile."""
+        return self._update(
+            job.job_id,
+            "SET redrives = if_not_exists(redrives, :zero) + :one,"
+            " #pending_key = :pending_key, #pending_at = :now_ms",
+            "#status = :queued AND attempts = :zero"
+            " AND (attribute_not_exists(redrives) OR redrives < :max)",
+            {
+                ":queued": JobStatus.QUEUED,
+                ":zero": 0,
+                ":one": 1,
+                ":max": max_redrives,
+                ":pending_key": pending_key(job.job_id),
+                ":now_ms": now_ms,
+            },
+        )
+
+    def lost_pending(self, cutoff_ms: int, limit_per_shard: int) -> list[PendingEntry]:
+        """Queued jobs whose message was due before ``cutoff_ms``, oldest due first: one
+        Query per shard of the pending index, at most ``limit_per_shard`` each. Jobs due
+        after the cutoff are never read, however many there are."""
+        entries: list[PendingEntry] = []
+        for shard in range(SHARDS):
+            response = self._query(
+                {
+                    "IndexName": PENDING.name,
+                    "KeyConditionExpression": "#pending_key = :pending_key"
+                    " AND #pending_at < :cutoff",
+                    "ExpressionAttributeNames": {
+                        "#pending_key": PENDING.partition_key,
+                        "#pending_at": PENDING.sort_key,
+                    },
+                    "ExpressionAttributeValues": {
+                        ":pending_key": {"S": f"pending#{shard}"},
+                        ":cutoff": _attr(cutoff_ms),
+                    },
+                    "Limit": limit_per_shard,
+                },
+                has_start=False,
+            )
+            entries += [
+                PendingEntry(item["job_id"]["S"], int(item[PENDING.sort_key]["N"]))
+                for item in response["Items"]
+            ]
+        return sorted(entries, key=lambda entry: entry.pending_at)
+
+    def running(self, limit_per_shard: int) -> list[Job]:
+        """The jobs the status index lists as running (at most a few: one worker), read
+        consistently; one Query per shard, then one BatchGetItem."""
+        listing = Listing(status=JobStatus.RUNNING)
+        job_ids: list[str] = []
+        for shard in range(SHARDS):
+            response = self._query(
+                {
+                    "IndexName": listing.index.name,
+                    "KeyConditionExpression": "#partition = :partition",
+                    "ExpressionAttributeNames": {"#partition": listing.index.partition_key},
+                    "ExpressionAttributeValues": {":partition": {"S": listing.partition(shard)}},
+                    "Limit": limit_per_shard,
+                },
+                has_start=False,
+            )
+            job_ids += [item["job_id"]["S"] for item in response["Items"]]
+        return list(self.get_many(job_ids, consistent=True).values())
+
+    def rewrite_derived(self, job: Job) -> Job | None:
+        """Rewrite the index keys of ``job`` (as read) from its status: for items whose
+        status was changed by code that predates them. Condition: status unchanged."""
+        derived = derived_attributes(job)
+        names = {f"#d{i}": name for i, name in enumerate(derived)}
+        values = {f":d{i}": value for i, value in enumerate(derived.values())}
+        update = "SET " + ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
+        if PENDING.partition_key not in derived:
+            update += f" REMOVE {_NOT_PENDING}"
+        request = {
+            "TableName": self.table_name,
+            "Key": _key(job.job_id),
+            "UpdateExpression": update,
+            "ConditionExpression": "#status = :status",
+            "ReturnValues": "ALL_NEW",
+        }
+        _add_expression(request, {":status": job.status}, names, values)
+        try:
+            response = self._client.update_item(**request)
+        except ClientError as error:
+            if error.response["Error"]["Code"] == _CONDITION_FAILED:
+                return None
+            raise StoreUnavailable(f"DynamoDB UpdateItem failed: {error}") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"DynamoDB UpdateItem failed: {error}") from error
+        return from_item(response["Attributes"])
+
+    # --- control items ------------------------------------------------------------------
+
+    def watermark(self) -> int | None:
+        """The largest SentTimestamp (epoch ms) a worker has recorded receiving, if any."""
+        item = self._call("get_item", Key=_key(WATERMARK_ITEM)).get("Item")
+        return int(item["sent_ms"]["N"]) if item and "sent_ms" in item else None
+
+    def raise_watermark(self, sent_ms: int) -> bool:
+        """Record ``sent_ms`` as the watermark unless it is already as high; True if raised."""
+        try:
+            self._client.update_item(
+                TableName=self.table_name,
+                Key=_key(WATERMARK_ITEM),
+                UpdateExpression="SET sent_ms = :sent",
+                # It only grows: a late or out-of-order writer cannot pull it back.
+                ConditionExpression="attribute_not_exists(sent_ms) OR sent_ms < :sent",
+                ExpressionAttributeValues={":sent": _attr(sent_ms)},
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == _CONDITION_FAILED:
+                return False
+            raise StoreUnavailable(f"DynamoDB UpdateItem failed: {error}") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"DynamoDB UpdateItem failed: {error}") from error
+        return True
+
+    def schema_version(self) -> int:
+        """The item layout version the table's items are at (1 when never recorded: a
+        table written by release aa910a9, or a new one)."""
+        item = self._get_item(SCHEMA_ITEM)
+        return int(item["version"]["N"]) if item else 1
+
+    def migrate(self, page_size: int = 200) -> MigrationReport:
+        """Bring every job item to SCHEMA_VERSION's layout, then record that version.
+
+        Run once per table (by infra/stack.py when a stage is applied; it needs Scan, which
+        no function of the app is granted). Each job item gets the index keys its status
+        derives; a queued job without a pending time gets its creation time (its message
+        went with the queue an older version used, so the recovery sweep sends it again).
+        Each rewrite is conditional on the status read; a job that changed meanwhile is
+        read again. Idempotent: safe to run again, or after an interruption.
+        """
+        report = MigrationReport()
+        for item in self._scan(page_size):
+            report.scanned += 1
+            if not is_job_item(item):
+                continue
+            for _ in range(3):
+                job = from_item(item)
+                if job.status is JobStatus.QUEUED and job.pending_at is None:
+                    job = job.with_(pending_at=epoch_ms(job.created_at))
+                wanted = derived_attributes(job)
+                if all(item.get(name) == value for name, value in wanted.items()):
+                    break
+                if self.rewrite_derived(job) is not None:
+                    report.rewritten += 1
+                    break
+                fresh = self._get_item(job.job_id)
+                if fresh is None:
+                    break
+                item = fresh
+        try:
+            self._client.put_item(
+                TableName=self.table_name,
+                Item={"job_id": {"S": SCHEMA_ITEM}, "version": _attr(SCHEMA_VERSION)},
+                # Never lowers a version a newer release recorded.
+                ConditionExpression="attribute_not_exists(version) OR version < :version",
+                ExpressionAttributeValues={":version": _attr(SCHEMA_VERSION)},
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != _CONDITION_FAILED:
+                raise StoreUnavailable(f"DynamoDB PutItem failed: {error}") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"DynamoDB PutItem failed: {error}") from error
+        return report
+
+    def _scan(self, page_size: int) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"Limit": page_size, "ConsistentRead": True}
+        while True:
+            response = self._call("scan", **kwargs)
+            yield from response["Items"]
+            if "LastEvaluatedKey" not in response:
+                return
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -348,18 +745,17 @@ class JobTable:
     def _update(
         self, job_id: str, update: str, condition: str, values: dict[str, Any]
     ) -> Job | None:
-        used = set(re.findall(r"[:#]\w+", f"{update} {condition}"))
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": _key(job_id),
+            "UpdateExpression": update,
+            # The job must exist: an update would otherwise create a stub item.
+            "ConditionExpression": f"attribute_exists(job_id) AND ({condition})",
+            "ReturnValues": "ALL_NEW",
+        }
+        _add_expression(request, values)
         try:
-            response = self._client.update_item(
-                TableName=self.table_name,
-                Key=_key(job_id),
-                UpdateExpression=update,
-                # The job must exist: an update would otherwise create a stub item.
-                ConditionExpression=f"attribute_exists(job_id) AND ({condition})",
-                ExpressionAttributeNames={k: v for k, v in _NAMES.items() if k in used},
-                ExpressionAttributeValues={k: _attr(v) for k, v in values.items() if k in used},
-                ReturnValues="ALL_NEW",
-            )
+            response = self._client.update_item(**request)
         except ClientError as error:
             if error.response["Error"]["Code"] == _CONDITION_FAILED:
                 return None
@@ -369,10 +765,53 @@ class JobTable:
         return from_item(response["Attributes"])
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
+        return self._call_unscoped(operation, TableName=self.table_name, **kwargs)
+
+    def _call_unscoped(self, operation: str, **kwargs: Any) -> Any:
         try:
-            return getattr(self._client, operation)(TableName=self.table_name, **kwargs)
+            return getattr(self._client, operation)(**kwargs)
         except (ClientError, BotoCoreError) as error:
             raise StoreUnavailable(f"DynamoDB {operation} failed: {error}") from error
+
+
+@dataclass
+class MigrationReport:
+    scanned: int = 0
+    rewritten: int = 0
+
+
+# A status change sets the status and the two listing keys derived from it.
+_STATUS_KEYS = "#status_key = :status_key, #kind_status_key = :kind_status_key"
+
+
+def _status_values(job: Job, status: JobStatus) -> dict[str, Any]:
+    """The values of a change of ``job`` to ``status``: ``:to`` and its listing keys."""
+    keys = status_keys(job.job_id, job.kind, status)
+    return {
+        ":to": status,
+        ":status_key": keys[LIST_BY_STATUS.partition_key],
+        ":kind_status_key": keys[LIST_BY_KIND_STATUS.partition_key],
+    }
+
+
+def _add_expression(
+    request: dict[str, Any],
+    values: dict[str, Any],
+    names: dict[str, str] | None = None,
+    raw_values: dict[str, Any] | None = None,
+) -> None:
+    """Add the placeholders ``request``'s expressions use (and only those: DynamoDB
+    rejects unused ones) from ``_NAMES``, ``names``, ``values`` and ``raw_values``."""
+    text = " ".join(str(request.get(k, "")) for k in ("UpdateExpression", "ConditionExpression"))
+    used = set(re.findall(r"[:#]\w+", text))
+    all_names = {**_NAMES, **(names or {})}
+    request["ExpressionAttributeNames"] = {k: v for k, v in all_names.items() if k in used}
+    request["ExpressionAttributeValues"] = {
+        **{k: _attr(v) for k, v in values.items() if k in used},
+        **{k: v for k, v in (raw_values or {}).items() if k in used},
+    }
+    if not request["ExpressionAttributeNames"]:
+        del request["ExpressionAttributeNames"]
 
 
 def _key(job_id: str) -> dict[str, dict[str, str]]:

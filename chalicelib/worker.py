@@ -1,39 +1,67 @@
-"""The worker's use cases: run the job a message names, consume dead letters, and
-re-drive jobs whose worker died.
+"""The worker's use cases: run the job a message names, forward delayed retries, consume
+dead letters, and re-drive jobs whose message was lost.
 
-A run owns its job through a lease (claim, then checkpoints that renew it). Everything a
-retry cannot change is acknowledged (returns): a poison message, a duplicate delivery, a
+A run owns its job through a lease (claim, then checkpoints that renew it) and keeps its
+own message hidden while it runs (the message hold, renewed every third of the lease): on
+a FIFO queue an undeleted message blocks every job behind it, so a crashed run's message
+must come back within minutes, not after the queue's visibility timeout. Everything a retry
+cannot change is acknowledged (returns): a poison message, a duplicate delivery, a
 cancelled job. Only a failed AWS call raises (StoreUnavailable), so SQS delivers again.
 
 Failure paths, and where they end::
 
-    job raises            -> queued again after a backoff, up to max_attempts, then failed
-    invocation near its   -> checkpoint, queued again as a continuation (not an attempt);
-      timeout                a job longer than one invocation completes across several
-    worker dies           -> lease expires; the recovery sweep queues the job again and
-                             the next run resumes from the last checkpoint
-    message dead-lettered -> the DLQ consumer fails the job, so nothing stays unfinished
+    job raises            -> released; its message waits out the backoff in the delay
+                             queue, then forward_delayed puts it at the tail of the job
+                             queue; up to max_attempts, then failed
+    invocation near its   -> checkpoint, released as a continuation (not an attempt) at
+      timeout                the tail of the job queue
+    worker dies           -> its message, held only message_hold_seconds, reappears once
+                             the lease has expired; that delivery takes the job over and
+                             resumes from the last checkpoint
+    claim fails (AWS)     -> the message is made visible again within seconds
+    message lost          -> the recovery sweep finds the pending job behind the watermark
+                             and sends it again
+    message dead-lettered -> a job that never started is sent again (a few times);
+                             otherwise the DLQ consumer fails it, so nothing stays unfinished
+
+Continuations and retries are a deliberate SQS -> Lambda -> SQS loop: the worker sends to
+its own trigger queue (retries through the delay queue and forward_delayed). Lambda's
+recursive loop detection stops such a chain after about 16 invocations unless the
+functions' recursion setting is Allow (Lambda Developer Guide, "Use Lambda recursive loop
+detection to prevent infinite loops"); the deployment sets it for process_job and
+forward_delayed, so a job may take as many invocations as it needs.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from chalicelib.config import Settings
 from chalicelib.errors import PoisonMessage, StoreUnavailable
-from chalicelib.jobs import Job, JobStatus, epoch_ms, parse_message, to_message, utc_now
+from chalicelib.jobs import Job, JobStatus, Message, epoch_ms, parse_message, to_message, utc_now
 from chalicelib.kinds import KINDS, JobContext, JobFunction
 from chalicelib.observability import Metric, count, job_logging, logger, milliseconds
-from chalicelib.queue import JobQueue
+from chalicelib.queue import DelayQueue, JobQueue
 from chalicelib.store import JobTable
 
 # Lambda's maximum timeout: the remaining time when no Lambda context is given.
 MAX_INVOCATION_MS = 900_000
+# The longest a message whose claim failed stays hidden before it is tried again:
+# 2^receive count seconds, up to this.
+CLAIM_BACKOFF_CAP_SECONDS = 60
+# A worker process records the watermark at most this often (one write per interval).
+WATERMARK_INTERVAL_SECONDS = 30.0
+# A dead-lettered message of a job that never started is sent again at most this often.
+MAX_DEAD_LETTER_REDRIVES = 3
+# The recovery sweep reads at most this many lost jobs (and running jobs) per shard in
+# one run; more wait for the next run. It bounds the sweep's cost, whatever the backlog.
+SWEEP_LIMIT_PER_SHARD = 25
 
 
 class Outcome(StrEnum):
@@ -44,6 +72,29 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"  # the job was cancelled while this run had it; it stopped
     DUPLICATE = "duplicate"  # the job was not free (running elsewhere or finished)
     POISON = "poison"  # the message can never be processed: logged and dropped
+    FORWARDED = "forwarded"  # a delayed message was put on the job queue
+    REDRIVEN = "redriven"  # a dead-lettered job that never started was sent again
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the event source says about one received message, beside its body."""
+
+    receipt_handle: str
+    # How many times SQS has delivered it (1 on the first delivery).
+    receive_count: int
+    # When SQS accepted it (epoch milliseconds, SQS's clock).
+    sent_at_ms: int
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Delivery:
+        """From one record of Lambda's SQS event (its JSON form)."""
+        attributes = record["attributes"]
+        return cls(
+            receipt_handle=record["receiptHandle"],
+            receive_count=int(attributes["ApproximateReceiveCount"]),
+            sent_at_ms=int(attributes["SentTimestamp"]),
+        )
 
 
 class StopRun(BaseException):
@@ -74,14 +125,18 @@ class Checkpointer:
         job: Job,
         owner: str,
         remaining_ms: Callable[[], int],
+        delivery: Delivery | None = None,
     ) -> None:
         self._worker = worker
         self._job = job
         self._owner = owner
         self._remaining_ms = remaining_ms
+        self._delivery = delivery
         self._interval = worker.settings.progress_interval_seconds
         self._margin_ms = worker.settings.timeout_margin_seconds * 1000
-        self._last = worker.monotonic()
+        # The message hold is renewed with a checkpoint once a third of the lease passed.
+        self._hold_every = worker.settings.stale_after_seconds / 3
+        self._last = self._last_hold = worker.monotonic()
 
     def __call__(self, done: int) -> None:
         now = self._worker.monotonic()
@@ -89,6 +144,9 @@ class Checkpointer:
         if out_of_time or now - self._last >= self._interval:
             self._last = now
             self.save(done)
+            if self._delivery is not None and now - self._last_hold >= self._hold_every:
+                self._last_hold = now
+                self._worker.hold(self._delivery)
         if out_of_time:
             raise _OutOfTime
 
@@ -109,40 +167,59 @@ class Checkpointer:
 class Worker:
     table: JobTable
     queue: JobQueue
+    delay_queue: DelayQueue
     settings: Settings
     now: Callable[[], datetime] = field(default=utc_now)
     monotonic: Callable[[], float] = field(default=time.monotonic)
+    # The largest SentTimestamp this process received, and what it last recorded (when).
+    _watermark_seen: int = field(default=0, init=False)
+    _watermark_recorded: int = field(default=0, init=False)
+    _watermark_recorded_at: float | None = field(default=None, init=False)
 
-    def lease_until_ms(self, extra_seconds: float = 0) -> int:
-        return epoch_ms(self.now()) + int(
-            (self.settings.stale_after_seconds + extra_seconds) * 1000
-        )
+    def lease_until_ms(self) -> int:
+        return epoch_ms(self.now()) + self.settings.stale_after_seconds * 1000
 
     # --- the job queue ----------------------------------------------------------------
 
-    def process_message(self, body: str, remaining_ms: Callable[[], int] | None = None) -> Outcome:
+    def process_message(
+        self,
+        body: str,
+        delivery: Delivery | None = None,
+        remaining_ms: Callable[[], int] | None = None,
+    ) -> Outcome:
         """Run the job ``body`` names, at most once at a time, and record how it ended.
 
-        ``remaining_ms`` is the invocation's time left (Lambda's context); without it, the
-        run assumes Lambda's longest timeout.
+        ``delivery`` (from the event source's record) lets the run hold its message while
+        it runs and advances the watermark; ``remaining_ms`` is the invocation's time left
+        (Lambda's context); without it, the run assumes Lambda's longest timeout.
         """
+        if delivery is not None:
+            self._observe(delivery)
         try:
             message = parse_message(body)
         except PoisonMessage as error:
             logger.error("Dropping a poison message", reason=str(error))
             return Outcome.POISON
         with job_logging(message.job_id):
-            return self._run(
-                message.job_id, message.resume, remaining_ms or (lambda: MAX_INVOCATION_MS)
-            )
+            return self._run(message, delivery, remaining_ms or (lambda: MAX_INVOCATION_MS))
 
-    def _run(self, job_id: str, resume: bool, remaining_ms: Callable[[], int]) -> Outcome:
+    def _run(
+        self, message: Message, delivery: Delivery | None, remaining_ms: Callable[[], int]
+    ) -> Outcome:
         owner = uuid.uuid4().hex
-        job = self.table.claim(
-            job_id, owner, self.now(), self.settings.stale_after_seconds * 1000, resume=resume
-        )
-        if job is None:
-            return self._not_claimed(job_id)
+        try:
+            job = self._claim_message(message, owner)
+            if job is None:
+                return self._not_claimed(message.job_id)
+        except StoreUnavailable:
+            # Not the job's fault: let the message come back in seconds, not after the
+            # queue's visibility timeout (6 x the function's timeout), which would hold
+            # back every job behind it.
+            if delivery is not None:
+                self._back_off(delivery)
+            raise
+        if delivery is not None:
+            self.hold(delivery)
         if job.attempts > self.settings.max_attempts:
             # Only reachable through lease take-overs: its workers keep dying.
             return self._fail(job, owner, self._give_up_message(job))
@@ -152,19 +229,62 @@ class Worker:
 
         logger.info("Job started", attempt=job.attempts, position=job.position, n=job.n)
         count(Metric.STARTED)
-        if job.started_at is not None and job.attempts == 1 and not resume:
+        if job.started_at is not None and job.attempts == 1 and not message.resume:
             waited = job.started_at - job.created_at
             milliseconds(Metric.QUEUE_WAIT, waited.total_seconds() * 1000)
         started = self.monotonic()
         try:
-            return self._run_claimed(job, owner, function, remaining_ms)
+            return self._run_claimed(job, owner, function, remaining_ms, delivery)
         finally:
             milliseconds(Metric.RUN_DURATION, (self.monotonic() - started) * 1000)
 
+    def _claim_message(self, message: Message, owner: str) -> Job | None:
+        """Claim the job ``message`` names, under its kind (looked up if the message does
+        not name it, or names another)."""
+        kind = message.kind
+        if kind is None:
+            existing = self.table.get(message.job_id)
+            if existing is None:
+                return None
+            kind = existing.kind
+        job = self._claim(message.job_id, kind, owner, message.resume)
+        if job is None and message.kind is not None:
+            existing = self.table.get(message.job_id)
+            if existing is not None and existing.kind != kind:
+                logger.warning("The message names another kind", kind=kind)
+                job = self._claim(message.job_id, existing.kind, owner, message.resume)
+        return job
+
+    def _claim(self, job_id: str, kind: str, owner: str, resume: bool) -> Job | None:
+        lease_ms = self.settings.stale_after_seconds * 1000
+        return self.table.claim(job_id, kind, owner, self.now(), lease_ms, resume=resume)
+
+    def hold(self, delivery: Delivery) -> None:
+        """Keep the run's message hidden for the message hold from now. A failure is only
+        logged: the run goes on, and the next checkpoint tries again."""
+        try:
+            self.queue.hold(delivery.receipt_handle, self.settings.message_hold_seconds)
+        except StoreUnavailable as error:
+            logger.warning("Could not hold the job's message", reason=str(error))
+
+    def _back_off(self, delivery: Delivery) -> None:
+        seconds = min(2**delivery.receive_count, CLAIM_BACKOFF_CAP_SECONDS)
+        try:
+            self.queue.hold(delivery.receipt_handle, seconds)
+        except StoreUnavailable as error:
+            logger.warning("Could not shorten the message's visibility", reason=str(error))
+        else:
+            logger.warning("Claim failed; the message comes back soon", seconds=seconds)
+
     def _run_claimed(
-        self, job: Job, owner: str, function: JobFunction, remaining_ms: Callable[[], int]
+        self,
+        job: Job,
+        owner: str,
+        function: JobFunction,
+        remaining_ms: Callable[[], int],
+        delivery: Delivery | None,
     ) -> Outcome:
-        checkpointer = Checkpointer(self, job, owner, remaining_ms)
+        checkpointer = Checkpointer(self, job, owner, remaining_ms, delivery)
         try:
             result = function(job.n, JobContext(start=job.position, report=checkpointer))
         except _Cancelled:
@@ -176,22 +296,25 @@ class Worker:
         except _OutOfTime:
             return self._continue_later(job, owner)
         except StoreUnavailable:
-            raise  # AWS trouble, not the job's: let SQS deliver the message again
+            raise  # AWS trouble, not the job's: the held message comes back for another run
         except Exception as error:  # the job's own code failed
             logger.exception("Job attempt failed", attempt=job.attempts)
             return self._after_failure(job, owner, f"{type(error).__name__}: {error}")
 
-        if self.table.succeed(job.job_id, owner, result, self.now()) is None:
+        if self.table.succeed(job, owner, result, self.now()) is None:
             return self._not_claimed(job.job_id)
         logger.info("Job succeeded", result=result)
         count(Metric.SUCCEEDED)
         return Outcome.SUCCEEDED
 
     def _continue_later(self, job: Job, owner: str) -> Outcome:
-        """The checkpoint is saved; queue the job again to continue in a new invocation."""
-        if self.table.release(job.job_id, owner, self.lease_until_ms(), resume=True) is None:
+        """The checkpoint is saved; queue the job again, at the tail of the job queue, to
+        continue in a new invocation."""
+        released = self.table.release(job, owner, epoch_ms(self.now()), resume=True)
+        if released is None:
             return self._not_claimed(job.job_id)
-        self.queue.send(to_message(job.job_id, resume=True))
+        # A new logical send: a fresh deduplication id.
+        self.queue.send(to_message(job, resume=True), uuid.uuid4().hex)
         logger.info("Checkpointed before the timeout; continues in the next invocation")
         return Outcome.CONTINUED
 
@@ -199,18 +322,18 @@ class Worker:
         if job.attempts >= self.settings.max_attempts:
             return self._fail(job, owner, error)
         delay = self.settings.retry_delay_seconds(job.attempts)
-        released = self.table.release(
-            job.job_id, owner, self.lease_until_ms(delay), resume=False, last_error=error
-        )
+        # Its message will be due on the job queue when the delay queue lets it go.
+        due_ms = epoch_ms(self.now()) + delay * 1000
+        released = self.table.release(job, owner, due_ms, resume=False, last_error=error)
         if released is None:
             return self._not_claimed(job.job_id)
-        self.queue.send(to_message(job.job_id), delay_seconds=delay)
+        self.delay_queue.send(to_message(job), delay_seconds=delay)
         logger.info("Job will be retried", delay_seconds=delay, attempt=job.attempts)
         count(Metric.RETRIED)
         return Outcome.RETRYING
 
     def _fail(self, job: Job, owner: str, error: str) -> Outcome:
-        if self.table.fail(job.job_id, owner, error, self.now()) is None:
+        if self.table.fail(job, owner, error, self.now()) is None:
             return self._not_claimed(job.job_id)
         logger.error("Job failed", error=error)
         count(Metric.FAILED)
@@ -234,10 +357,46 @@ class Worker:
         logger.info("Duplicate delivery acknowledged", job_id=job_id, status=existing.status.value)
         return Outcome.DUPLICATE
 
+    def _observe(self, delivery: Delivery) -> None:
+        """Advance the watermark: the largest SentTimestamp received from the job queue.
+
+        FIFO delivers in send order, so every message sent well before it has been
+        received. Recorded at most once per WATERMARK_INTERVAL_SECONDS per process (it
+        only needs to be roughly current: the sweep allows JOBS_LOST_AFTER_SECONDS of
+        slack), never lowered; a failed write is only logged.
+        """
+        self._watermark_seen = max(self._watermark_seen, delivery.sent_at_ms)
+        now = self.monotonic()
+        recent = (
+            self._watermark_recorded_at is not None
+            and now - self._watermark_recorded_at < WATERMARK_INTERVAL_SECONDS
+        )
+        if recent or self._watermark_seen <= self._watermark_recorded:
+            return
+        try:
+            self.table.raise_watermark(self._watermark_seen)
+        except StoreUnavailable as error:
+            logger.warning("Could not record the watermark", reason=str(error))
+            return
+        self._watermark_recorded, self._watermark_recorded_at = self._watermark_seen, now
+
+    # --- the delay queue --------------------------------------------------------------
+
+    def forward(self, body: str, message_id: str) -> Outcome:
+        """Put a message whose delay ended at the tail of the job queue, unchanged.
+
+        The delay queue's message id is the deduplication id: stable across retries of
+        this forward, so a forward that is delivered twice sends once.
+        """
+        self.queue.send(body, deduplication_id=message_id)
+        return Outcome.FORWARDED
+
     # --- the dead-letter queue ----------------------------------------------------------
 
     def process_dead_letter(self, body: str, receive_count: int) -> Outcome:
-        """Fail the job whose message SQS gave up on, so it does not stay unfinished."""
+        """Handle a message SQS gave up on: send a job that never started again (it only
+        waited too long, at most MAX_DEAD_LETTER_REDRIVES times); fail any other unfinished
+        job, so that it does not stay unfinished."""
         try:
             message = parse_message(body)
         except PoisonMessage as error:
@@ -247,12 +406,24 @@ class Worker:
         if job is None:
             logger.error("Dead-lettered message names no job", job_id=message.job_id)
             return Outcome.POISON
+        if job.status is JobStatus.QUEUED and job.attempts == 0:
+            redriven = self.table.redrive_dead_letter(
+                job, epoch_ms(self.now()), MAX_DEAD_LETTER_REDRIVES
+            )
+            if redriven is not None:
+                self.queue.send(to_message(redriven, resume=redriven.resume), uuid.uuid4().hex)
+                logger.warning(
+                    "Dead-lettered job never started; sent again",
+                    job_id=job.job_id,
+                    redrives=redriven.redrives,
+                )
+                return Outcome.REDRIVEN
         last = f" Last error: {job.last_error}" if job.last_error else ""
         reason = (
             f"The job's message was dead-lettered after {receive_count} deliveries "
             f"without the job finishing.{last}"
         )
-        if self.table.fail_unfinished(job.job_id, reason, self.now()) is None:
+        if self.table.fail_unfinished(job, reason, self.now()) is None:
             logger.info(
                 "Dead letter for a finished job", job_id=job.job_id, status=job.status.value
             )
@@ -264,26 +435,59 @@ class Worker:
     # --- recovery ---------------------------------------------------------------------
 
     def recover_stalled(self) -> list[str]:
-        """Queue again every job whose lease expired (its worker died, or the message
-        meant to continue or retry it was lost); return their ids.
+        """Send again the message of every job that lost it; return their ids.
 
-        Run periodically (every minute on AWS). A job is re-driven within about
-        ``stale_after_seconds`` + the period after its last heartbeat.
+        Run periodically (every minute on AWS). It reads only jobs that need it, so its
+        cost does not grow with the backlog:
+
+        - queued jobs whose message was due before the cutoff (the pending index): the
+          watermark minus JOBS_LOST_AFTER_SECONDS, or now minus it when the job queue is
+          empty. Jobs simply waiting their turn are never sent twice; each lost one at
+          most once per JOBS_LOST_AFTER_SECONDS.
+        - running jobs (a few at most) whose lease expired more than the message hold plus
+          JOBS_LOST_AFTER_SECONDS ago: their run died and its message is gone too (a
+          crashed run's message normally comes back by itself within the hold).
         """
         now_ms = epoch_ms(self.now())
-        recovered = []
-        for status in (JobStatus.RUNNING, JobStatus.QUEUED):
-            for job in self.table.by_status(status):
-                if job.lease_until is None or job.lease_until >= now_ms:
+        recovered: list[str] = []
+        cutoff = self._lost_cutoff(now_ms)
+        if cutoff is not None:
+            for entry in self.table.lost_pending(cutoff, SWEEP_LIMIT_PER_SHARD):
+                job = self.table.redrive_pending(entry.job_id, entry.pending_at, now_ms)
+                if job is None:  # claimed, finished or re-driven meanwhile
+                    self.table.clear_pending(entry.job_id, entry.pending_at)
                     continue
-                if self.table.requeue_lost(job, self.lease_until_ms()) is None:
-                    continue  # it moved on meanwhile, or another sweep took it
-                self.queue.send(to_message(job.job_id, resume=job.resume))
+                self.queue.send(to_message(job, resume=job.resume), uuid.uuid4().hex)
                 logger.warning(
-                    "Job's lease expired; queued again",
-                    job_id=job.job_id,
-                    was=status.value,
-                    position=job.position,
+                    "Job's message was lost; sent again", job_id=job.job_id, resume=job.resume
                 )
                 recovered.append(job.job_id)
+        hold_ms = self.settings.message_hold_seconds * 1000
+        dead_before = now_ms - hold_ms - self.settings.lost_after_seconds * 1000
+        for job in self.table.running(SWEEP_LIMIT_PER_SHARD):
+            if job.status is not JobStatus.RUNNING:
+                # Listed as running by an item changed by code older than its index keys.
+                self.table.rewrite_derived(job)
+                continue
+            if job.lease_until is None or job.lease_until >= dead_before:
+                continue
+            requeued = self.table.requeue_running(job, now_ms)
+            if requeued is None:
+                continue  # it moved on meanwhile, or another sweep took it
+            self.queue.send(to_message(requeued), uuid.uuid4().hex)
+            logger.warning(
+                "Job's run died and its message is gone; queued again",
+                job_id=job.job_id,
+                position=job.position,
+            )
+            recovered.append(job.job_id)
         return recovered
+
+    def _lost_cutoff(self, now_ms: int) -> int | None:
+        """Jobs whose message was due before this (epoch ms) have lost it; None if no
+        message can be known lost yet (messages wait, and none was received so far)."""
+        lost_after_ms = self.settings.lost_after_seconds * 1000
+        if self.queue.counts().empty:
+            return now_ms - lost_after_ms
+        watermark = self.table.watermark()
+        return None if watermark is None else watermark - lost_after_ms

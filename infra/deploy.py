@@ -475,13 +475,12 @@ def add_bytecode(zip_path: Path) -> int:
 
 
 def load_template() -> dict[str, Any]:
-    """infra/template.yaml as plain data, short-form tags (!Sub, !GetAtt) expanded."""
-    from cfnlint.decode import decode_str  # a dev dependency: only packaging needs it
-
-    template, errors = decode_str(stack.TEMPLATE.read_text())
-    if errors:
-        raise DeployError(f"{stack.TEMPLATE}: {errors}")
-    return dict(json.loads(json.dumps(template)))
+    """infra/template.yaml as plain data, short-form tags (!Sub, !GetAtt) expanded and the
+    job table's indexes rendered in (infra.stack.load_template)."""
+    try:
+        return stack.load_template()
+    except stack.StackError as error:
+        raise DeployError(str(error)) from None
 
 
 def merge_template(

@@ -12,45 +12,79 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from chalicelib.jobs import RECENT_INDEX, STATUS_INDEX
+from chalicelib.jobs import (
+    INDEXES,
+    LIST_ALL,
+    LIST_BY_KIND,
+    LIST_BY_KIND_STATUS,
+    LIST_BY_STATUS,
+    PENDING,
+    IndexShape,
+)
+
+
+def _index(shape: IndexShape) -> str:
+    """The resource key of one of the table's indexes (see resource_arns)."""
+    return f"TableArn/index/{shape.name}"
+
+
+_LISTING_INDEXES = [
+    _index(s) for s in (LIST_ALL, LIST_BY_STATUS, LIST_BY_KIND, LIST_BY_KIND_STATUS)
+]
+# The event source mapping polls with the function's role.
+_POLL = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
 
 # handler -> [(actions, resources as stack output keys)]; "TableArn/index/..." name the
 # table's indexes. Why each action:
 GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
     "api_handler": [
         # PutItem (also inside TransactWriteItems): create a job and its Idempotency-Key
-        # record; GetItem: read one; UpdateItem: cancel, or fail one it could not enqueue.
-        (["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], ["TableArn"]),
-        # Query: GET /jobs lists jobs through the indexes (never a scan).
-        (["dynamodb:Query"], ["TableArn/index/status", "TableArn/index/recent"]),
+        # record; GetItem: read one; UpdateItem: cancel, or fail one it could not enqueue,
+        # in a transaction with DeleteItem, which releases that job's Idempotency-Key;
+        # BatchGetItem: read a listing's page.
+        (
+            [
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:BatchGetItem",
+            ],
+            ["TableArn"],
+        ),
+        # Query: GET /jobs lists jobs through the listing indexes (never a scan).
+        (["dynamodb:Query"], _LISTING_INDEXES),
         (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
     ],
     "process_job": [
+        # UpdateItem: claim, checkpoint, finish or release a job, raise the watermark.
         (["dynamodb:GetItem", "dynamodb:UpdateItem"], ["TableArn"]),
-        # Receive/Delete/GetQueueAttributes: the SQS event source polls with this role.
-        # SendMessage: queue a job again to retry it or to continue after a checkpoint.
+        # SendMessage: continue a job; ChangeMessageVisibility: hold the run's message,
+        # or let a message whose claim failed come back soon.
         (
-            [
-                "sqs:ReceiveMessage",
-                "sqs:DeleteMessage",
-                "sqs:GetQueueAttributes",
-                "sqs:GetQueueUrl",
-                "sqs:SendMessage",
-            ],
+            [*_POLL, "sqs:GetQueueUrl", "sqs:SendMessage", "sqs:ChangeMessageVisibility"],
             ["QueueArn"],
         ),
+        # A retry waits out its backoff in the delay queue.
+        (["sqs:GetQueueUrl", "sqs:SendMessage"], ["DelayQueueArn"]),
+    ],
+    "forward_delayed": [
+        (_POLL, ["DelayQueueArn"]),
+        (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
     ],
     "process_dead_letters": [
         (["dynamodb:GetItem", "dynamodb:UpdateItem"], ["TableArn"]),
-        (
-            ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
-            ["DeadLetterQueueArn"],
-        ),
+        (_POLL, ["DeadLetterQueueArn"]),
+        # A job that never started is sent again.
+        (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
     ],
     "recover_stalled_jobs": [
-        (["dynamodb:Query"], ["TableArn/index/status"]),
-        (["dynamodb:UpdateItem"], ["TableArn"]),
-        (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
+        # Query: lost jobs (pending index), running jobs (status index); BatchGetItem: read
+        # the running ones; GetItem: the watermark; UpdateItem: re-drive.
+        (["dynamodb:Query"], [_index(PENDING), _index(LIST_BY_STATUS)]),
+        (["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem"], ["TableArn"]),
+        # GetQueueAttributes: is the job queue empty?
+        (["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"], ["QueueArn"]),
     ],
 }
 LOG_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
@@ -63,11 +97,7 @@ def lambda_function_name(app_name: str, stage: str, handler: str) -> str:
 
 def resource_arns(outputs: Mapping[str, str]) -> dict[str, str]:
     table = outputs["TableArn"]
-    return {
-        **outputs,
-        "TableArn/index/status": f"{table}/index/{STATUS_INDEX}",
-        "TableArn/index/recent": f"{table}/index/{RECENT_INDEX}",
-    }
+    return {**outputs, **{_index(s): f"{table}/index/{s.name}" for s in INDEXES}}
 
 
 def policy_for(

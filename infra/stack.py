@@ -8,16 +8,25 @@ decide where. Applying is idempotent: the stack is created, updated, or left as 
 
 The template's parameters come from ``.chalice/config.json`` (the worker's timeout sets
 the queue's visibility timeout); its outputs go back into the stage's
-``environment_variables`` there. Names are declared once, in the template.
+``environment_variables`` there. Names are declared once, in the template; the job
+table's indexes are declared in chalicelib/jobs.py (``INDEXES``) and rendered into it here.
+
+Updating a stage whose table has other indexes (one deployed by an older release) takes
+several stack updates, because CloudFormation adds or deletes at most one global
+secondary index per table update: first each missing index is added, one at a time (the
+old ones stay, so the code still deployed keeps working), then each obsolete one is
+deleted, one at a time. Then the table's items are brought to the current layout once
+(``JobTable.migrate``, recorded in a control item of the table).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +38,7 @@ from chalice.config import Config
 
 from chalicelib import config as settings
 from chalicelib import jobs
+from chalicelib.store import JobTable
 from infra import policies
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -44,8 +54,17 @@ VISIBILITY_TIMEOUT_FACTOR = 6
 OUTPUT_SETTINGS = {
     "QueueName": settings.QUEUE_NAME,
     "DeadLetterQueueName": settings.DEAD_LETTER_QUEUE_NAME,
+    "DelayQueueName": settings.DELAY_QUEUE_NAME,
     "TableName": settings.TABLE_NAME,
 }
+# The template's table, whose indexes are rendered here.
+TABLE_RESOURCE = "JobTable"
+# Its key attribute (the template declares it; the indexes add theirs).
+TABLE_KEY = {"AttributeName": "job_id", "AttributeType": "S"}
+
+
+class StackError(RuntimeError):
+    """The stack cannot be applied as asked; the message says why."""
 
 
 def stack_name(app_name: str, stage: str) -> str:
@@ -90,18 +109,178 @@ def parameters_for_stage(config: Config, stage: str) -> dict[str, str]:
     return {
         "VisibilityTimeoutSeconds": visibility(settings.QUEUE_NAME),
         "DeadLetterVisibilityTimeoutSeconds": visibility(settings.DEAD_LETTER_QUEUE_NAME),
+        "DelayVisibilityTimeoutSeconds": visibility(settings.DELAY_QUEUE_NAME),
         "ExpiryAttributeName": jobs.EXPIRES_AT,
-        "StatusIndexName": jobs.STATUS_INDEX,
-        "RecentIndexName": jobs.RECENT_INDEX,
-        "ListedAttributeName": jobs.LISTED,
     }
+
+
+# --- the template, with the table's indexes rendered in ------------------------------------
+
+
+def load_template() -> dict[str, Any]:
+    """infra/template.yaml as plain data (short-form tags such as !Sub expanded), with
+    the job table's indexes rendered from chalicelib.jobs.INDEXES."""
+    from cfnlint.decode import decode_str  # a dev dependency: only deploying needs it
+
+    template, errors = decode_str(TEMPLATE.read_text())
+    if errors:
+        raise StackError(f"{TEMPLATE}: {errors}")
+    return render(dict(json.loads(json.dumps(template))), wanted_indexes())
+
+
+def index_definition(shape: jobs.IndexShape) -> dict[str, Any]:
+    """A CloudFormation GlobalSecondaryIndexes entry for one of the code's indexes."""
+    projection: dict[str, Any] = {"ProjectionType": "KEYS_ONLY"}
+    if shape.projected:
+        projection = {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(shape.projected)}
+    return {
+        "IndexName": shape.name,
+        "KeySchema": [
+            {"AttributeName": shape.partition_key, "KeyType": "HASH"},
+            {"AttributeName": shape.sort_key, "KeyType": "RANGE"},
+        ],
+        "Projection": projection,
+    }
+
+
+def wanted_indexes() -> list[Index]:
+    """The indexes the code queries, with their key attributes' types."""
+    return [
+        Index(
+            index_definition(shape),
+            {shape.partition_key: "S", shape.sort_key: shape.sort_key_type},
+        )
+        for shape in jobs.INDEXES
+    ]
+
+
+class Index:
+    """One global secondary index: its CloudFormation definition and key attribute types."""
+
+    def __init__(self, definition: dict[str, Any], attribute_types: dict[str, str]) -> None:
+        self.definition = definition
+        self.attribute_types = attribute_types
+
+    @property
+    def name(self) -> str:
+        return str(self.definition["IndexName"])
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Index)
+            and _normalized(self.definition) == _normalized(other.definition)
+            and self.attribute_types == other.attribute_types
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        return f"Index({self.name})"
+
+
+def _normalized(definition: Mapping[str, Any]) -> Any:
+    projection = definition.get("Projection", {})
+    return (
+        definition["IndexName"],
+        tuple((k["AttributeName"], k["KeyType"]) for k in definition["KeySchema"]),
+        projection.get("ProjectionType"),
+        tuple(sorted(projection.get("NonKeyAttributes", []))),
+    )
+
+
+def render(template: Mapping[str, Any], indexes: Sequence[Index]) -> dict[str, Any]:
+    """``template`` with the job table's indexes (and their attribute definitions) set."""
+    rendered = copy.deepcopy(dict(template))
+    table = rendered["Resources"][TABLE_RESOURCE]["Properties"]
+    types: dict[str, str] = {TABLE_KEY["AttributeName"]: TABLE_KEY["AttributeType"]}
+    for index in indexes:
+        types.update(index.attribute_types)
+    table["AttributeDefinitions"] = [
+        {"AttributeName": name, "AttributeType": kind} for name, kind in types.items()
+    ]
+    table["GlobalSecondaryIndexes"] = [copy.deepcopy(index.definition) for index in indexes]
+    return rendered
+
+
+def live_indexes(ddb: Any, table_name: str) -> list[Index] | None:
+    """The indexes the table has now (DescribeTable), or None if there is no such table."""
+    try:
+        table = ddb.describe_table(TableName=table_name)["Table"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ResourceNotFoundException":
+            return None
+        raise
+    types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+    indexes = []
+    for described in table.get("GlobalSecondaryIndexes", []):
+        projection = {"ProjectionType": described["Projection"]["ProjectionType"]}
+        if described["Projection"].get("NonKeyAttributes"):
+            projection["NonKeyAttributes"] = list(described["Projection"]["NonKeyAttributes"])
+        definition = {
+            "IndexName": described["IndexName"],
+            "KeySchema": [
+                {"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]}
+                for k in described["KeySchema"]
+            ],
+            "Projection": projection,
+        }
+        keys = [k["AttributeName"] for k in described["KeySchema"]]
+        indexes.append(Index(definition, {k: types[k] for k in keys}))
+    return indexes
+
+
+def index_steps(live: Sequence[Index], wanted: Sequence[Index]) -> list[list[Index]]:
+    """The table's index lists, one per stack update, that lead from ``live`` to ``wanted``
+    changing at most one index per update: first each missing index is added (the old
+    ones kept), then each obsolete one deleted. At least one step (the wanted list), so
+    the update carries the template's other changes. StackError if an index kept its
+    name but changed shape (CloudFormation cannot; give it a new name)."""
+    live_by_name = {index.name: index for index in live}
+    wanted_names = {index.name for index in wanted}
+    for index in wanted:
+        if index.name in live_by_name and live_by_name[index.name] != index:
+            raise StackError(f"index {index.name} exists with another shape: rename it")
+    current = list(live)
+    steps: list[list[Index]] = []
+    for index in wanted:
+        if index.name not in live_by_name:
+            current = [*current, index]
+            steps.append(current)
+    for index in live:
+        if index.name not in wanted_names:
+            current = [i for i in current if i.name != index.name]
+            steps.append(current)
+    final = list(wanted)
+    if steps:
+        steps[-1] = final  # the same set, in the declared order
+    return steps or [final]
+
+
+def index_names(template: Mapping[str, Any]) -> list[str]:
+    """The names of the job table's indexes in a (rendered) template."""
+    table = template["Resources"][TABLE_RESOURCE]["Properties"]
+    return [index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])]
+
+
+def plan(cfn: Any, ddb: Any, name: str) -> list[dict[str, Any]]:
+    """The templates to apply, in order, to bring stack ``name`` to infra/template.yaml."""
+    template = load_template()
+    wanted = wanted_indexes()
+    live = None
+    if stack_status(cfn, name) not in (None, "DELETE_COMPLETE"):
+        table_name = outputs(cfn, name).get("TableName")
+        live = live_indexes(ddb, table_name) if table_name else None
+    steps = [wanted] if live is None else index_steps(live, wanted)
+    return [render(template, step) for step in steps]
 
 
 def apply(
     cfn: Any, name: str, parameters: Mapping[str, str], template_body: str | None = None
 ) -> dict[str, str]:
-    """Create or update stack ``name``; wait for it; return its outputs."""
-    body = template_body if template_body is not None else TEMPLATE.read_text()
+    """Create or update stack ``name`` with one template (by default infra/template.yaml
+    with the code's indexes); wait for it; return its outputs."""
+    body = template_body if template_body is not None else json.dumps(load_template())
     params = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
     if stack_status(cfn, name) not in (None, "DELETE_COMPLETE"):
         try:
@@ -189,15 +368,36 @@ def apply_stage(
     cfn: Any = None,
     overrides: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Apply the stage's stack; write its outputs into the stage's config and policies.
+    """Apply the stage's stack, in as many updates as its table's indexes need; bring the
+    table's items to the current layout; write the outputs into the stage's config and
+    policies.
 
     ``overrides`` replace template parameters (tests shorten timeouts and receive counts).
     """
     config = load_chalice_config(stage, project_dir)
     name = stack_name(config.app_name, stage)
     cfn = cfn or boto3.client("cloudformation")
+    ddb = boto3.client("dynamodb", region_name=cfn.meta.region_name)
     parameters = {**parameters_for_stage(config, stage), **(overrides or {})}
-    stack_outputs = apply(cfn, name, parameters)
+    templates = plan(cfn, ddb, name)
+    stack_outputs: dict[str, str] = {}
+    for step, template in enumerate(templates, start=1):
+        if len(templates) > 1:
+            indexes = ", ".join(index_names(template))
+            print(
+                f"Updating stack {name}, step {step} of {len(templates)}: indexes {indexes}",
+                flush=True,
+            )
+        stack_outputs = apply(cfn, name, parameters, json.dumps(template))
+    table = JobTable(ddb, stack_outputs["TableName"])
+    if table.schema_version() < jobs.SCHEMA_VERSION:
+        report = table.migrate()
+        if report.scanned:  # a new table has nothing to say
+            print(
+                f"Job table {table.table_name}: items at layout version {jobs.SCHEMA_VERSION} "
+                f"({report.rewritten} of {report.scanned} rewritten)",
+                flush=True,
+            )
     write_stage_environment(stage, environment_from_outputs(stack_outputs), project_dir)
     write_policies(config, stage, stack_outputs, project_dir)
     return stack_outputs

@@ -4,7 +4,6 @@ test client, and factories for jobs and SQS events that clean up after themselve
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from chalice.test import Client
 from moto import mock_aws
 
 from chalicelib import connections
-from chalicelib.jobs import Job, utc_now
+from chalicelib.jobs import Job, to_message, utc_now
 from infra import stack
 from infra.event_source import sqs_event as sqs_events
 from infra.event_source import sqs_message_to_record
@@ -136,4 +135,4 @@ def make_job(aws: dict[str, str]) -> Callable[..., Job]:
 
 @pytest.fixture
 def message_for() -> Callable[[Job], str]:
-    return lambda job: json.dumps({"job_id": job.job_id})
+    return lambda job: to_message(job)

@@ -12,10 +12,11 @@ import boto3
 import pytest
 from chalice.test import Client
 
-from chalicelib import connections
+from chalicelib import connections, service
 from chalicelib.config import Settings
-from chalicelib.errors import SettingsError
-from chalicelib.jobs import EXPIRES_AT, is_job_id, utc_now
+from chalicelib.errors import SettingsError, StoreUnavailable
+from chalicelib.jobs import CONTROL_PREFIX, EXPIRES_AT, PENDING, is_job_id, utc_now
+from chalicelib.queue import MESSAGE_GROUP
 
 JSON = {"Content-Type": "application/json"}
 
@@ -27,7 +28,16 @@ def post_heavy(
 
 
 def job_count(aws: dict[str, str]) -> int:
-    return boto3.client("dynamodb").scan(TableName=aws["TableName"], Select="COUNT")["Count"]
+    """Items a request could have written: jobs and Idempotency-Key records (not the
+    table's control items, which applying the stack writes)."""
+    return int(
+        boto3.client("dynamodb").scan(
+            TableName=aws["TableName"],
+            Select="COUNT",
+            FilterExpression="NOT begins_with(job_id, :control)",
+            ExpressionAttributeValues={":control": {"S": CONTROL_PREFIX}},
+        )["Count"]
+    )
 
 
 def queue_depth(aws: dict[str, str]) -> int:
@@ -63,7 +73,12 @@ def test_submit_records_queued_job_then_enqueues_it(
     assert int(response.headers["Retry-After"]) >= 1
 
     messages = receive()
-    assert [json.loads(m["Body"]) for m in messages] == [{"job_id": body["job_id"]}]
+    assert [json.loads(m["Body"]) for m in messages] == [
+        {"job_id": body["job_id"], "kind": "heavyLoad"}
+    ]
+    # The FIFO queue's one message group; the job id deduplicates a repeated send.
+    assert messages[0]["Attributes"]["MessageGroupId"] == MESSAGE_GROUP
+    assert messages[0]["Attributes"]["MessageDeduplicationId"] == body["job_id"]
     status = client.http.get(f"/jobs/{body['job_id']}").json_body
     assert status["status"] == "queued" and status["n"] == 1234
 
@@ -202,7 +217,7 @@ def test_job_stays_known_when_it_cannot_be_enqueued(client: Client, aws: dict[st
     assert response.status_code == 503
     assert response.json_body["error"]["code"] == "unavailable"
     items = boto3.client("dynamodb").scan(TableName=aws["TableName"])["Items"]
-    assert [item["status"]["S"] for item in items] == ["failed"]
+    assert [item["status"]["S"] for item in items if "status" in item] == ["failed"]
 
 
 def test_location_keeps_api_gateway_stage_prefix(app_module: Any) -> None:
@@ -376,3 +391,60 @@ def test_idempotency_key_expires_with_its_job(
     second = post_heavy(client, b'{"n": 43}', keyed("order-3"))  # the key is free again
 
     assert second.status_code == 202 and second.json_body["job_id"] != first
+
+
+def test_every_replay_says_so_and_a_preference_only_when_applied(
+    client: Client, receive: Any, sqs_event: Any
+) -> None:
+    """Issue 12.9: a replay of a finished job is a 200 with Idempotent-Replayed: true and
+    no Preference-Applied (no wait was applied); with Prefer: wait=N, both."""
+    first = post_heavy(client, b'{"n": 3}', keyed("order-5"))
+    client.lambda_.invoke("process_job", sqs_event(*receive()))
+
+    replay = post_heavy(client, b'{"n": 3}', keyed("order-5"))
+    waited = post_heavy(client, b'{"n": 3}', {**keyed("order-5"), "Prefer": "wait=1"})
+    asynchronous = post_heavy(
+        client, b'{"n": 3}', {**keyed("order-5"), "Prefer": "respond-async, wait=1"}
+    )
+
+    for answer in (replay, waited, asynchronous):
+        assert answer.status_code == 200
+        assert answer.json_body["job_id"] == first.json_body["job_id"]
+        assert answer.json_body["status"] == "succeeded"
+        assert answer.headers["Idempotent-Replayed"] == "true"
+        assert answer.headers["Content-Location"] == first.headers["Location"]
+    assert "Preference-Applied" not in replay.headers
+    assert "Preference-Applied" not in asynchronous.headers  # respond-async: no wait
+    assert waited.headers["Preference-Applied"] == "wait=1"
+
+
+def test_a_submission_that_could_not_be_queued_never_pins_its_key(
+    client: Client, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12.9: after a 503 'could not be queued; retry', a retry with the same
+    Idempotency-Key makes a new job (the failed one is failed, its key released in the
+    same transaction), instead of replaying the failed job until the key expires."""
+    queue = connections.job_queue()
+    real_send = queue.send
+
+    def unavailable(body: str, deduplication_id: str) -> str:
+        raise StoreUnavailable("SQS send_message failed: injected")
+
+    monkeypatch.setattr(queue, "send", unavailable)
+    refused = post_heavy(client, b'{"n": 5}', keyed("order-9"))
+    monkeypatch.setattr(queue, "send", real_send)
+    retried = post_heavy(client, b'{"n": 5}', keyed("order-9"))
+    replayed = post_heavy(client, b'{"n": 5}', keyed("order-9"))
+
+    assert refused.status_code == 503
+    assert refused.json_body["error"]["code"] == "unavailable"
+    assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers
+    assert replayed.json_body["job_id"] == retried.json_body["job_id"]  # the key holds now
+    items = boto3.client("dynamodb").scan(TableName=aws["TableName"])["Items"]
+    jobs = {i["job_id"]["S"]: i for i in items if "status" in i}
+    assert len(jobs) == 2
+    (failed,) = [i for i in jobs.values() if i["status"]["S"] == "failed"]
+    assert failed["error"]["S"] == service.SEND_FAILED
+    assert failed["job_id"]["S"] != retried.json_body["job_id"]
+    assert PENDING.sort_key not in failed  # no message is due: the sweep leaves it alone
+    assert queue_depth(aws) == 1  # the retried job's message only

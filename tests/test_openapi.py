@@ -9,6 +9,7 @@ from chalice.test import Client
 from chalicelib.config import Settings
 from chalicelib.jobs import Job, utc_now
 from chalicelib.openapi import KEYED_OPERATIONS, document
+from tests.chalicelib.test_config import REQUIRED
 
 
 def test_document_is_served(client: Client) -> None:
@@ -23,28 +24,26 @@ def test_paths_and_methods_are_exactly_the_apps_routes(app_module: Any) -> None:
         for path, methods in app_module.app.routes.items()
         for method in methods
     }
-    doc = document(Settings.from_mapping({"JOBS_TABLE_NAME": "t", "JOBS_QUEUE_NAME": "q"}))
+    doc = document(Settings.from_mapping(REQUIRED))
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert documented == routes
 
 
 def test_job_schema_is_the_job_representation() -> None:
-    doc = document(Settings.from_mapping({"JOBS_TABLE_NAME": "t", "JOBS_QUEUE_NAME": "q"}))
+    doc = document(Settings.from_mapping(REQUIRED))
     job = Job.new(n=1, now=utc_now()).to_api()
     schema = doc["components"]["schemas"]["Job"]
     assert set(schema["properties"]) == set(job) == set(schema["required"])
 
 
 def test_cap_on_n_is_the_stages_setting() -> None:
-    settings = Settings.from_mapping(
-        {"JOBS_TABLE_NAME": "t", "JOBS_QUEUE_NAME": "q", "JOBS_MAX_N": "99", "JOBS_DEFAULT_N": "9"}
-    )
+    settings = Settings.from_mapping({**REQUIRED, "JOBS_MAX_N": "99", "JOBS_DEFAULT_N": "9"})
     body = document(settings)["paths"]["/heavy"]["post"]["requestBody"]
     assert body["content"]["application/json"]["schema"]["properties"]["n"]["maximum"] == 99
 
 
 def test_a_stage_that_requires_a_key_documents_where(app_module: Any) -> None:
-    settings = Settings.from_mapping({"JOBS_TABLE_NAME": "t", "JOBS_QUEUE_NAME": "q"})
+    settings = Settings.from_mapping(REQUIRED)
     keyed = document(settings, api_key_required=True)
     secured = {
         (path, method)
@@ -71,6 +70,7 @@ def test_app_guards_exactly_the_documented_operations(monkeypatch: Any) -> None:
     monkeypatch.setenv("JOBS_REQUIRE_API_KEY", "true")
     monkeypatch.setenv("JOBS_QUEUE_NAME", "q")
     monkeypatch.setenv("JOBS_DEAD_LETTER_QUEUE_NAME", "dlq")
+    monkeypatch.setenv("JOBS_DELAY_QUEUE_NAME", "delay")
     monkeypatch.delitem(sys.modules, "app", raising=False)
     keyed_app = importlib.import_module("app")
     guarded = {
@@ -80,3 +80,13 @@ def test_app_guards_exactly_the_documented_operations(monkeypatch: Any) -> None:
         if entry.api_key_required
     }
     assert guarded == set(KEYED_OPERATIONS)
+
+
+def test_the_kind_filter_lists_the_registered_kinds() -> None:
+    from chalicelib.kinds import KINDS
+    from chalicelib.service import LISTING_PARAMETERS
+
+    parameters = document(Settings.from_mapping(REQUIRED))["paths"]["/jobs"]["get"]["parameters"]
+    (kind,) = [p for p in parameters if p["name"] == "kind"]
+    assert kind["in"] == "query" and kind["schema"]["enum"] == sorted(KINDS)
+    assert {p["name"] for p in parameters} == set(LISTING_PARAMETERS)

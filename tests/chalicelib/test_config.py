@@ -5,14 +5,28 @@ import pytest
 from chalicelib.config import Settings
 from chalicelib.errors import SettingsError
 
-REQUIRED = {"JOBS_TABLE_NAME": "t", "JOBS_QUEUE_NAME": "q"}
+REQUIRED = {"JOBS_TABLE_NAME": "t", "JOBS_QUEUE_NAME": "q", "JOBS_DELAY_QUEUE_NAME": "d"}
 
 
 def test_required_settings_and_defaults() -> None:
     settings = Settings.from_mapping(REQUIRED)
-    assert (settings.table_name, settings.queue_name) == ("t", "q")
+    assert (settings.table_name, settings.queue_name, settings.delay_queue_name) == ("t", "q", "d")
     assert settings.max_n == 10**10
     assert 0 < settings.default_n <= settings.max_n
+    assert settings.lost_after_seconds == 120
+
+
+def test_message_hold_outlasts_the_lease() -> None:
+    """A crashed run's message must come back only after its lease expired (so that
+    delivery can take the job over), and the hold follows the lease setting."""
+    for stale in ("30", "2"):
+        settings = Settings.from_mapping({**REQUIRED, "JOBS_STALE_AFTER_SECONDS": stale})
+        assert settings.message_hold_seconds == 2 * settings.stale_after_seconds
+        # Renewed every third of the lease: what is left of the hold at a crash always
+        # exceeds the lease then left.
+        assert settings.message_hold_seconds - settings.stale_after_seconds / 3 > (
+            settings.stale_after_seconds
+        )
 
 
 @pytest.mark.parametrize("missing", sorted(REQUIRED))
@@ -37,6 +51,7 @@ def test_missing_required_setting_is_named(missing: str, value: str | None) -> N
         ("JOBS_PROGRESS_INTERVAL_SECONDS", "0", "must be > 0"),
         ("JOBS_PROGRESS_INTERVAL_SECONDS", "soon", "must be a number"),
         ("JOBS_LOOP_RATE_PER_SECOND", "0", "must be >= 1"),
+        ("JOBS_LOST_AFTER_SECONDS", "0", "JOBS_LOST_AFTER_SECONDS must be >= 1"),
     ],
 )
 def test_malformed_setting_is_named(name: str, value: str, message: str) -> None:
@@ -51,9 +66,11 @@ def test_overrides_are_read() -> None:
             "JOBS_MAX_N": "50",
             "JOBS_DEFAULT_N": "5",
             "JOBS_PROGRESS_INTERVAL_SECONDS": "0.5",
+            "JOBS_LOST_AFTER_SECONDS": "7",
         }
     )
     assert (settings.max_n, settings.default_n, settings.progress_interval_seconds) == (50, 5, 0.5)
+    assert settings.lost_after_seconds == 7
 
 
 def test_importing_the_app_without_the_queue_setting_names_it(
@@ -65,4 +82,18 @@ def test_importing_the_app_without_the_queue_setting_names_it(
     monkeypatch.delenv("JOBS_QUEUE_NAME", raising=False)
     monkeypatch.delitem(sys.modules, "app", raising=False)
     with pytest.raises(SettingsError, match="JOBS_QUEUE_NAME"):
+        importlib.import_module("app")
+
+
+def test_importing_the_app_without_the_delay_queue_setting_names_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.delenv("JOBS_DELAY_QUEUE_NAME", raising=False)
+    monkeypatch.setenv("JOBS_QUEUE_NAME", "q")
+    monkeypatch.setenv("JOBS_DEAD_LETTER_QUEUE_NAME", "dlq")
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    with pytest.raises(SettingsError, match="JOBS_DELAY_QUEUE_NAME"):
         importlib.import_module("app")

@@ -1,22 +1,106 @@
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
-from chalicelib.jobs import Job, JobStatus, from_item, is_job_id, to_item
+import pytest
+
+from chalicelib.errors import PoisonMessage
+from chalicelib.jobs import (
+    INDEXES,
+    LIST_ALL,
+    LIST_BY_KIND,
+    LIST_BY_KIND_STATUS,
+    LIST_BY_STATUS,
+    PENDING,
+    SHARDS,
+    Job,
+    JobStatus,
+    Listing,
+    from_item,
+    is_job_id,
+    parse_message,
+    shard_of,
+    to_item,
+)
+
+MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
 
 def test_item_round_trip_keeps_every_field() -> None:
-    moment = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
-    job = Job.new(n=10**10, now=moment).with_(
+    job = Job.new(n=10**10, now=MOMENT).with_(
         status=JobStatus.SUCCEEDED,
         progress=0.5,
         result=10**10,
         error="boom",
         attempts=2,
-        started_at=moment,
-        finished_at=moment,
+        started_at=MOMENT,
+        finished_at=MOMENT,
+        expires_at=1_900_000_000,
+        position=12345,
+        lease_until=1_800_000_000_000,
+        owner="token",
+        resume=True,
+        last_error="earlier",
+        request_hash="abc",
+        pending_at=None,  # only a queued job has a message due
+        redrives=2,
     )
+    defaults = {f.name for f in dataclasses.fields(Job) if getattr(job, f.name) == f.default}
+    assert defaults == {"pending_at"}  # every other field is set: the trip keeps it
     assert from_item(to_item(job)) == job
+    queued = Job.new(n=1, now=MOMENT)
+    assert queued.pending_at == int(MOMENT.timestamp() * 1000)  # due from its creation
+    assert from_item(to_item(queued)) == queued
+
+
+def test_an_item_carries_the_index_keys_its_status_and_kind_derive() -> None:
+    job = Job.new(n=1, now=MOMENT)
+    shard = shard_of(job.job_id)
+    item = to_item(job)
+    assert item[LIST_ALL.partition_key] == {"S": f"all#{shard}"}
+    assert item[LIST_BY_STATUS.partition_key] == {"S": f"queued#{shard}"}
+    assert item[LIST_BY_KIND.partition_key] == {"S": f"heavyLoad#{shard}"}
+    assert item[LIST_BY_KIND_STATUS.partition_key] == {"S": f"heavyLoad#queued#{shard}"}
+    assert item[PENDING.partition_key] == {"S": f"pending#{shard}"}
+    done = to_item(job.with_(status=JobStatus.SUCCEEDED))
+    assert done[LIST_BY_STATUS.partition_key] == {"S": f"succeeded#{shard}"}
+    assert PENDING.partition_key not in done and PENDING.sort_key not in done
+
+
+def test_jobs_spread_over_every_shard() -> None:
+    shards = [shard_of(Job.new(n=1, now=MOMENT).job_id) for _ in range(400)]
+    assert set(shards) == set(range(SHARDS))
+    assert min(shards.count(s) for s in range(SHARDS)) > 400 / SHARDS / 2
+
+
+def test_each_listing_has_its_own_index_and_partitions() -> None:
+    listings = [
+        Listing(),
+        Listing(status=JobStatus.QUEUED),
+        Listing(kind="heavyLoad"),
+        Listing(kind="heavyLoad", status=JobStatus.QUEUED),
+    ]
+    assert len({listing.index.name for listing in listings}) == 4
+    assert {listing.index for listing in listings} | {PENDING} == set(INDEXES)
+    partitions = {listing.partition(shard) for listing in listings for shard in range(SHARDS)}
+    assert len(partitions) == 4 * SHARDS  # no hot partition shared by all jobs
+    # Keys only, plus expires_at for the listings: a checkpoint writes no index.
+    checkpointed = {"position", "progress", "lease_until"}
+    for index in INDEXES:
+        assert not checkpointed & {index.partition_key, index.sort_key, *index.projected}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"job_id": "6f9619ff-8b86-4011-b42d-00c04fc964ff", "kind": 5}',
+        '{"job_id": "6f9619ff-8b86-4011-b42d-00c04fc964ff", "kind": ""}',
+    ],
+)
+def test_a_message_with_a_malformed_kind_is_poison(body: str) -> None:
+    with pytest.raises(PoisonMessage):
+        parse_message(body)
 
 
 def test_api_form_uses_iso_utc_strings() -> None:

@@ -1,6 +1,8 @@
-"""The worker: through the real SQS handler (app.process_job) and through Worker directly,
-against moto. Covers the lifecycle, duplicates, poison, retries, checkpoints and
-continuation, lease take-over, cancellation, dead letters and recovery."""
+"""The worker: through the real SQS handlers (app.process_job, app.forward_delayed, ...)
+and through Worker directly, against moto. Covers the lifecycle, duplicates, poison,
+retries through the delay queue, checkpoints and continuation, the message hold and lease
+take-over, a failed claim's backoff, cancellation, dead letters, the watermark and the
+recovery sweep."""
 
 from __future__ import annotations
 
@@ -16,10 +18,32 @@ from chalice.test import Client
 
 from chalicelib import connections, kinds
 from chalicelib.config import get_settings
-from chalicelib.jobs import Job, JobStatus, parse_message, to_message, utc_now
+from chalicelib.errors import StoreUnavailable
+from chalicelib.jobs import (
+    LIST_BY_STATUS,
+    PENDING,
+    SHARDS,
+    Job,
+    JobStatus,
+    Listing,
+    derived_attributes,
+    epoch_ms,
+    parse_message,
+    to_item,
+    to_message,
+    utc_now,
+)
 from chalicelib.kinds import JobContext
+from chalicelib.queue import JobQueue
 from chalicelib.store import JobTable
-from chalicelib.worker import Outcome, Worker
+from chalicelib.worker import (
+    MAX_DEAD_LETTER_REDRIVES,
+    WATERMARK_INTERVAL_SECONDS,
+    Delivery,
+    Outcome,
+    Worker,
+)
+from tests.waiting import wait_for
 
 Receive = Callable[..., list[dict[str, Any]]]
 
@@ -38,8 +62,10 @@ def make_worker(
     table: JobTable | None = None,
     now: Callable[[], datetime] = utc_now,
     monotonic: Callable[[], float] | None = None,
+    queue: JobQueue | None = None,
 ) -> Worker:
-    worker = Worker(table or connections.job_table(), connections.job_queue(), get_settings(), now)
+    real = connections.worker()
+    worker = Worker(table or real.table, queue or real.queue, real.delay_queue, get_settings(), now)
     if monotonic is not None:
         worker.monotonic = monotonic
     return worker
@@ -55,6 +81,22 @@ class FakeClock:
     def __call__(self) -> float:
         self.now += self.step
         return self.now
+
+
+class SpyQueue(JobQueue):
+    """The real job queue adapter, recording every hold (ChangeMessageVisibility)."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        super().__init__(queue._client, queue.queue_name)
+        self.holds: list[tuple[str, int]] = []
+
+    def hold(self, receipt_handle: str, seconds: int) -> None:
+        self.holds.append((receipt_handle, seconds))
+        super().hold(receipt_handle, seconds)
+
+
+def delivery(receipt: str = "receipt-1", receive_count: int = 1, sent_at_ms: int = 0) -> Delivery:
+    return Delivery(receipt, receive_count, sent_at_ms or epoch_ms(utc_now()))
 
 
 class SpyTable(JobTable):
@@ -128,7 +170,7 @@ def test_duplicate_delivery_of_running_job_does_not_run_it_again(
 ) -> None:
     job = make_job(n=10)
     table = connections.job_table()
-    table.claim(job.job_id, "other-worker", utc_now(), 30_000)  # fresh heartbeat
+    table.claim(job.job_id, job.kind, "other-worker", utc_now(), 30_000)  # fresh heartbeat
     calls: list[int] = []
     monkeypatch.setitem(kinds.KINDS, "heavyLoad", lambda n, ctx: calls.append(n) or n)
 
@@ -147,8 +189,8 @@ def test_duplicate_delivery_of_running_job_does_not_run_it_again(
 def test_two_workers_claiming_one_job_only_one_wins(make_job: Callable[..., Job]) -> None:
     job = make_job(n=10)
     table = connections.job_table()
-    first = table.claim(job.job_id, "a", utc_now(), 30_000)
-    second = table.claim(job.job_id, "b", utc_now(), 30_000)
+    first = table.claim(job.job_id, job.kind, "a", utc_now(), 30_000)
+    second = table.claim(job.job_id, job.kind, "b", utc_now(), 30_000)
     assert first is not None and second is None
 
 
@@ -156,14 +198,14 @@ def test_a_run_that_lost_its_lease_writes_nothing(make_job: Callable[..., Job]) 
     """Worker A stalls past its lease; B takes over. A's late writes are refused."""
     job = make_job(n=10)
     table = connections.job_table()
-    table.claim(job.job_id, "a", utc_now(), 30_000)
+    table.claim(job.job_id, job.kind, "a", utc_now(), 30_000)
     later = utc_now() + timedelta(seconds=31)
-    taken = table.claim(job.job_id, "b", later, 30_000)
+    taken = table.claim(job.job_id, job.kind, "b", later, 30_000)
     assert taken is not None and taken.attempts == 2
 
     assert table.checkpoint(job.job_id, "a", 5, 0.5, 0) is None
-    assert table.succeed(job.job_id, "a", 999, utc_now()) is None
-    assert table.succeed(job.job_id, "b", 10, utc_now()) is not None
+    assert table.succeed(job, "a", 999, utc_now()) is None
+    assert table.succeed(job, "b", 10, utc_now()) is not None
     final = table.get(job.job_id)
     assert final is not None and final.result == 10
 
@@ -215,7 +257,6 @@ def broken(n: int, ctx: JobContext) -> int:
 def test_job_that_raises_is_retried_with_backoff_then_failed(
     make_job: Callable[..., Job],
     message_for: Any,
-    receive: Receive,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(kinds.KINDS, "heavyLoad", broken)
@@ -223,17 +264,22 @@ def test_job_that_raises_is_retried_with_backoff_then_failed(
     job = make_job(n=10)
     worker = make_worker()
     sent: list[tuple[str, int]] = []
-    real_send = worker.queue.send
+    real_send = worker.delay_queue.send
     monkeypatch.setattr(
-        worker.queue,
+        worker.delay_queue,
         "send",
-        lambda body, delay_seconds=0: sent.append((body, delay_seconds)) or real_send(body),
+        lambda body, delay_seconds: sent.append((body, delay_seconds)) or real_send(body, 0),
     )
 
     outcomes = [worker.process_message(message_for(job))]
     while outcomes[-1] is Outcome.RETRYING:
-        assert table_job(job).status is JobStatus.QUEUED
-        assert table_job(job).error is None  # not failed yet: only last_error is kept
+        waiting = table_job(job)
+        assert waiting.status is JobStatus.QUEUED
+        assert waiting.error is None  # not failed yet: only last_error is kept
+        # Its message is due on the job queue when the delay queue lets it go.
+        assert waiting.pending_at is not None and waiting.pending_at >= epoch_ms(utc_now()) + (
+            1000 * sent[-1][1] - 5000
+        )
         outcomes.append(worker.process_message(sent[-1][0]))
 
     assert outcomes == [Outcome.RETRYING] * (settings.max_attempts - 1) + [Outcome.FAILED]
@@ -245,6 +291,43 @@ def test_job_that_raises_is_retried_with_backoff_then_failed(
     assert final.status is JobStatus.FAILED
     assert final.error == "ValueError: counting went wrong"
     assert final.attempts == settings.max_attempts and final.finished_at is not None
+    assert final.pending_at is None
+
+
+def test_a_retry_waits_in_the_delay_queue_then_joins_the_tail_of_the_job_queue(
+    make_job: Callable[..., Job],
+    message_for: Any,
+    client: Client,
+    receive: Receive,
+    aws: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FIFO queues have no per-message delay: the retry's message waits out its backoff
+    in the standard delay queue, and forward_delayed puts it on the job queue, behind the
+    jobs that were already waiting."""
+    monkeypatch.setenv("JOBS_RETRY_BASE_SECONDS", "1")
+    connections.reset()
+    monkeypatch.setitem(kinds.KINDS, "explode", broken)
+    failing = make_job(n=10, kind="explode")
+    waiting = make_job(n=10)
+    connections.worker().queue.send(to_message(waiting), waiting.job_id)
+
+    assert make_worker().process_message(message_for(failing)) is Outcome.RETRYING
+
+    delayed = wait_for(lambda: receive(aws["DelayQueueUrl"], wait=5), 10, "the delayed retry")
+    assert [parse_message(m["Body"]).job_id for m in delayed] == [failing.job_id]
+    # Forwarded twice (a redelivered batch): the job queue gets it once, at the tail.
+    event = sqs_event_from(delayed, aws["DelayQueueArn"])
+    client.lambda_.invoke("forward_delayed", event)
+    client.lambda_.invoke("forward_delayed", event)
+    on_queue = [parse_message(m["Body"]).job_id for m in receive()]
+    assert on_queue == [waiting.job_id, failing.job_id]
+
+
+def sqs_event_from(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    from infra.event_source import sqs_event
+
+    return sqs_event(messages, queue_arn, "us-east-1")
 
 
 def test_handler_failure_is_recorded_through_the_entry_point(
@@ -354,7 +437,7 @@ def test_job_near_its_timeout_checkpoints_and_continues_in_a_new_invocation(
         kinds.KINDS, "heavyLoad", lambda n, ctx: starts.append(ctx.start) or real_heavy_load(n, ctx)
     )
     for _ in range(10):
-        outcome = worker.process_message(body, invocation(chunks=4))
+        outcome = worker.process_message(body, remaining_ms=invocation(chunks=4))
         outcomes.append(outcome)
         if outcome is not Outcome.CONTINUED:
             break
@@ -371,29 +454,221 @@ def test_job_near_its_timeout_checkpoints_and_continues_in_a_new_invocation(
     assert final.result == n and final.attempts == 1  # continuations are not attempts
 
 
-def test_dead_worker_job_is_recovered_and_resumes_from_its_checkpoint(
-    make_job: Callable[..., Job], receive: Receive, monkeypatch: pytest.MonkeyPatch
+def test_a_dead_runs_message_comes_back_and_takes_the_job_over_from_its_checkpoint(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A worker claimed the job, checkpointed at 20,000, then died (no more heartbeats).
+    Its message, held only for the message hold, is delivered again once the lease has
+    expired: that delivery takes the job over and resumes from the checkpoint."""
     job = make_job(n=50_000)
     table = connections.job_table()
-    # A worker claimed the job, checkpointed at 20,000, then died (no more heartbeats).
-    table.claim(job.job_id, "dead-worker", utc_now(), 30_000)
-    table.checkpoint(job.job_id, "dead-worker", 20_000, 0.4, 0)
+    table.claim(job.job_id, job.kind, "dead-worker", utc_now(), 30_000)
+    table.checkpoint(job.job_id, "dead-worker", 20_000, 0.4, epoch_ms(utc_now()) + 30_000)
+    starts: list[int] = []
+    real_heavy_load = kinds.heavy_load
+    monkeypatch.setitem(
+        kinds.KINDS, "heavyLoad", lambda n, ctx: starts.append(ctx.start) or real_heavy_load(n, ctx)
+    )
+    hold = timedelta(seconds=get_settings().message_hold_seconds)
+
+    # Redelivered while the lease is fresh (it cannot be, but a duplicate could): no run.
+    assert make_worker().process_message(message_for(job)) is Outcome.DUPLICATE
+    later = utc_now() + hold
+    outcome = make_worker(now=lambda: later).process_message(message_for(job))
+
+    assert outcome is Outcome.SUCCEEDED
+    assert starts == [20_000]
+    final = table_job(job)
+    assert (final.result, final.attempts, final.status) == (50_000, 2, JobStatus.SUCCEEDED)
+
+
+def test_a_resume_message_takes_over_a_dead_continuation(
+    make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A continuation's run dies too: its (resume) message comes back and takes it over."""
+    job = make_job(n=30_000)
+    table = connections.job_table()
+    claimed = table.claim(job.job_id, job.kind, "first", utc_now(), 30_000)
+    assert claimed is not None
+    table.checkpoint(job.job_id, "first", 10_000, 1 / 3, epoch_ms(utc_now()) + 30_000)
+    table.release(claimed, "first", epoch_ms(utc_now()), resume=True)
+    assert table.claim(job.job_id, job.kind, "second", utc_now(), 30_000, resume=True)
+    later = utc_now() + timedelta(seconds=get_settings().message_hold_seconds)
+
+    outcome = make_worker(now=lambda: later).process_message(to_message(job, resume=True))
+
+    assert outcome is Outcome.SUCCEEDED
+    final = table_job(job)
+    assert (final.result, final.attempts) == (30_000, 2)  # the dead continuation: one more
+
+
+def test_the_run_holds_its_message_and_renews_the_hold_with_checkpoints(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kinds, "CHUNK", 1000)
+    job = make_job(n=100_000)  # 100 chunks
+    queue = SpyQueue(connections.worker().queue)
+    clock = FakeClock(step=0.25)  # each chunk "takes" 0.25 s: 25 s of fake time
+    settings = get_settings()
+    worker = make_worker(queue=queue, monotonic=clock)
+
+    assert worker.process_message(message_for(job), delivery("r-1")) is Outcome.SUCCEEDED
+
+    hold = settings.message_hold_seconds
+    assert queue.holds[0] == ("r-1", hold)  # right after the claim
+    # Renewed every third of the lease (30 s / 3 = 10 s) with a checkpoint: at about 10 s
+    # and 20 s of the 25 s run, not at every checkpoint (about one a second).
+    assert queue.holds == [("r-1", hold)] * 3
+
+
+def test_a_hold_that_sqs_refuses_does_not_stop_the_run(
+    make_job: Callable[..., Job], message_for: Any
+) -> None:
+    job = make_job(n=10)
+    # A receipt handle SQS never issued: ChangeMessageVisibility fails.
+    assert make_worker().process_message(message_for(job), delivery("bogus")) is Outcome.SUCCEEDED
+    assert table_job(job).result == 10
+
+
+def test_a_failed_claim_returns_its_message_in_seconds(
+    make_job: Callable[..., Job],
+    message_for: Any,
+    receive: Receive,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DynamoDB failing at the claim is not the job's fault: the message must come back in
+    2^receive count seconds, not after the queue's visibility timeout (90 minutes)."""
+    job = make_job(n=10)
+    connections.worker().queue.send(message_for(job), job.job_id)
+    (message,) = receive()
+    record = sqs_event_from([message], "arn:aws:sqs:us-east-1:123456789012:q")["Records"][0]
+    worker = make_worker()
+    real_claim = worker.table.claim
+
+    def unavailable(*args: Any, **kwargs: Any) -> Job | None:
+        raise StoreUnavailable("DynamoDB UpdateItem failed: throttled")
+
+    monkeypatch.setattr(worker.table, "claim", unavailable)
+    with pytest.raises(StoreUnavailable):
+        worker.process_message(message["Body"], Delivery.from_record(record))
+
+    again = wait_for(lambda: receive(wait=5), 10, "the message to come back")
+    assert again[0]["MessageId"] == message["MessageId"]
+    assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"
+    monkeypatch.setattr(worker.table, "claim", real_claim)
+    assert worker.process_message(again[0]["Body"]) is Outcome.SUCCEEDED
+
+
+def test_claim_backoff_grows_with_the_receive_count_up_to_a_minute(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = make_job(n=10)
+    queue = SpyQueue(connections.worker().queue)
+    worker = make_worker(queue=queue)
+    monkeypatch.setattr(queue, "hold", lambda r, s: queue.holds.append((r, s)))
+
+    def unavailable(*args: Any, **kwargs: Any) -> Job | None:
+        raise StoreUnavailable("DynamoDB UpdateItem failed")
+
+    monkeypatch.setattr(worker.table, "claim", unavailable)
+    for count_ in (1, 3, 6, 9):
+        with pytest.raises(StoreUnavailable):
+            worker.process_message(message_for(job), delivery(receive_count=count_))
+    assert [seconds for _, seconds in queue.holds] == [2, 8, 60, 60]
+
+
+def test_lost_messages_are_sent_again_once_and_waiting_jobs_never(
+    make_job: Callable[..., Job], receive: Receive
+) -> None:
+    """The job queue is empty: a queued job whose message was due more than
+    JOBS_LOST_AFTER_SECONDS ago lost it (e.g. the API stopped between PutItem and
+    SendMessage) and is sent again, once; one due just now is left alone."""
+    settings = get_settings()
+    long_ago = epoch_ms(utc_now()) - (settings.lost_after_seconds + 60) * 1000
+    lost = make_job(n=10, pending_at=long_ago)
+    continued = make_job(n=10, pending_at=long_ago, resume=True, attempts=1)
+    fresh = make_job(n=10)
 
     recovered = make_worker().recover_stalled()
 
-    assert recovered == [job.job_id]
-    assert table_job(job).status is JobStatus.QUEUED
-    assert make_worker().recover_stalled() == []  # one sweep re-drives it once
+    assert sorted(recovered) == sorted([lost.job_id, continued.job_id])
+    assert make_worker().recover_stalled() == []  # re-driven once, not every minute
+    bodies = {parse_message(m["Body"]).job_id: parse_message(m["Body"]) for m in receive()}
+    assert set(bodies) == {lost.job_id, continued.job_id}
+    assert bodies[continued.job_id].resume is True  # a continuation stays one
+    assert table_job(fresh).pending_at == fresh.pending_at
+    assert make_worker().process_message(to_message(lost)) is Outcome.SUCCEEDED
+    assert table_job(lost).pending_at is None  # the claim ends the pending state
+
+
+def test_behind_the_watermark_only_jobs_the_queue_passed_by_are_lost(
+    make_job: Callable[..., Job], message_for: Any, receive: Receive
+) -> None:
+    """Messages wait on the job queue: only jobs due well before the newest message the
+    worker received (the watermark) lost theirs; those due after it are still ahead."""
+    settings = get_settings()
+    now_ms = epoch_ms(utc_now())
+    lost_after_ms = settings.lost_after_seconds * 1000
+    watermark = now_ms - 8 * lost_after_ms
+    waiting = make_job(n=10)  # sent after the watermark: its message is still ahead
+    connections.worker().queue.send(to_message(waiting), waiting.job_id)
+    passed = make_job(n=10, pending_at=watermark - lost_after_ms - 1)
+    recent = make_job(n=10, pending_at=watermark - lost_after_ms + 1000)
+    other = make_job(n=10)
+    make_worker().process_message(message_for(other), delivery(sent_at_ms=watermark))
+
+    recovered = make_worker().recover_stalled()
+
+    assert recovered == [passed.job_id]
+    assert table_job(recent).pending_at == recent.pending_at
+    assert connections.job_table().watermark() == watermark
+
+
+def test_the_watermark_is_written_at_most_every_interval_and_never_lowered(
+    make_job: Callable[..., Job], message_for: Any
+) -> None:
+    table = connections.job_table()
+    clock = [0.0]
+    worker = make_worker(monotonic=lambda: clock[0])
+    job = make_job(n=0)
+
+    worker.process_message(message_for(job), delivery(sent_at_ms=1_000))
+    worker.process_message(message_for(job), delivery(sent_at_ms=2_000))
+    assert table.watermark() == 1_000  # the second came within the interval
+    clock[0] += WATERMARK_INTERVAL_SECONDS
+    worker.process_message(message_for(job), delivery(sent_at_ms=1_500))
+    assert table.watermark() == 2_000  # the largest seen, once the interval passed
+    assert table.raise_watermark(1_999) is False  # another process cannot lower it
+    assert table.watermark() == 2_000
+
+
+def test_a_run_that_died_without_its_message_is_queued_again_by_the_sweep(
+    make_job: Callable[..., Job], receive: Receive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its message should come back by itself within the hold; if it has not (lost, or
+    the job was running when its old queue was replaced), the sweep re-drives the job
+    once its lease expired more than the hold plus JOBS_LOST_AFTER_SECONDS ago."""
+    settings = get_settings()
+    job = make_job(n=50_000)
+    table = connections.job_table()
+    table.claim(job.job_id, job.kind, "dead-worker", utc_now(), 30_000)
+    table.checkpoint(job.job_id, "dead-worker", 20_000, 0.4, epoch_ms(utc_now()))
+    fresh = make_job(n=10)
+    table.claim(fresh.job_id, fresh.kind, "alive", utc_now(), 30_000)
+    soon = utc_now() + timedelta(seconds=settings.message_hold_seconds)
+    late = soon + timedelta(seconds=settings.lost_after_seconds + 1)
+
+    assert make_worker(now=lambda: soon).recover_stalled() == []  # its message may come
+    assert make_worker(now=lambda: late).recover_stalled() == [job.job_id]
+    assert make_worker(now=lambda: late).recover_stalled() == []  # once
+
     (message,) = receive()
     starts: list[int] = []
     real_heavy_load = kinds.heavy_load
     monkeypatch.setitem(
         kinds.KINDS, "heavyLoad", lambda n, ctx: starts.append(ctx.start) or real_heavy_load(n, ctx)
     )
-
-    assert make_worker().process_message(message["Body"]) is Outcome.SUCCEEDED
-
+    assert make_worker(now=lambda: late).process_message(message["Body"]) is Outcome.SUCCEEDED
     assert starts == [20_000]
     final = table_job(job)
     assert (final.result, final.attempts, final.status) == (50_000, 2, JobStatus.SUCCEEDED)
@@ -401,9 +676,72 @@ def test_dead_worker_job_is_recovered_and_resumes_from_its_checkpoint(
 
 def test_live_jobs_are_not_recovered(make_job: Callable[..., Job]) -> None:
     job = make_job(n=10)
-    connections.job_table().claim(job.job_id, "alive", utc_now(), 30_000)
-    make_job(n=10)  # queued, never started: its message is on the queue
+    connections.job_table().claim(job.job_id, job.kind, "alive", utc_now(), 30_000)
+    make_job(n=10)  # queued just now: its message is due
     assert make_worker().recover_stalled() == []
+
+
+def test_waiting_retries_and_continuations_are_never_sent_twice(
+    make_job: Callable[..., Job], message_for: Any, receive: Receive
+) -> None:
+    """Issue 12.10: a retry waiting out its backoff in the delay queue, and a continuation
+    waiting its turn behind other jobs, are not re-sent, however long they wait."""
+    table = connections.job_table()
+    job = make_job(n=10)
+    claimed = table.claim(job.job_id, job.kind, "w", utc_now(), 30_000)
+    assert claimed is not None
+    backoff_end = epoch_ms(utc_now()) + 900_000  # a retry due in 15 minutes
+    table.release(claimed, "w", backoff_end, resume=False, last_error="boom")
+    continuation = make_job(n=10)
+    claimed = table.claim(continuation.job_id, continuation.kind, "w", utc_now(), 30_000)
+    assert claimed is not None
+    table.release(claimed, "w", epoch_ms(utc_now()), resume=True)
+    queue = connections.worker().queue
+    queue.send(to_message(continuation, resume=True), "continuation")
+    # The worker is busy with a long job sent before both: the watermark stays behind.
+    busy = make_job(n=10)
+    make_worker().process_message(message_for(busy), delivery(sent_at_ms=1))
+    hours_later = utc_now() + timedelta(hours=2)
+
+    for _ in range(3):
+        assert make_worker(now=lambda: hours_later).recover_stalled() == []
+    assert len(receive()) == 1  # the continuation's own message only
+
+
+def test_the_sweeps_cost_does_not_grow_with_the_backlog(make_job: Callable[..., Job]) -> None:
+    """Issue 15.2: it reads the jobs that need it, never the jobs that simply wait: the
+    same calls, returning the same items, with 1 job or 151 waiting."""
+    worker = make_worker()
+    made: list[tuple[str, int]] = []
+
+    def record(model: Any, parsed: dict[str, Any], **_: Any) -> None:
+        made.append((model.name, len(parsed.get("Items", parsed.get("Messages", [])))))
+
+    for client in (worker.table._client, worker.queue._client):
+        client.meta.events.register("after-call", record)
+    connections.worker().queue.send(to_message(make_job(n=10)), "one")  # a non-empty queue
+    make_worker().process_message(to_message(make_job(n=0)), delivery())  # a watermark
+    worker.recover_stalled()  # warm: its first call looks the queue's URL up
+
+    made.clear()
+    worker.recover_stalled()
+    few = list(made)
+    for _ in range(150):
+        connections.worker().queue.send(to_message(make_job(n=10)), uuid_hex())
+    made.clear()
+    worker.recover_stalled()
+
+    assert made == few
+    assert "Scan" not in {name for name, _ in made}
+    queries = [items for name, items in made if name == "Query"]
+    assert len(queries) == 2 * SHARDS  # the pending index and the running jobs, per shard
+    assert sum(queries) == 0  # no waiting job was read
+
+
+def uuid_hex() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
 
 
 def test_a_job_whose_workers_keep_dying_fails_after_max_attempts(
@@ -412,7 +750,9 @@ def test_a_job_whose_workers_keep_dying_fails_after_max_attempts(
     job = make_job(n=10)
     table = connections.job_table()
     for attempt in range(get_settings().max_attempts):
-        table.claim(job.job_id, f"dies-{attempt}", utc_now() + timedelta(minutes=attempt), 1000)
+        table.claim(
+            job.job_id, job.kind, f"dies-{attempt}", utc_now() + timedelta(minutes=attempt), 1000
+        )
     later = utc_now() + timedelta(hours=1)
 
     outcome = make_worker(now=lambda: later).process_message(message_for(job))
@@ -430,7 +770,7 @@ def test_cancelled_queued_job_never_starts(
     calls: list[int] = []
     monkeypatch.setitem(kinds.KINDS, "heavyLoad", lambda n, ctx: calls.append(n) or n)
     job = make_job(n=10)
-    connections.job_table().cancel(job.job_id, utc_now())
+    connections.job_table().cancel(job, utc_now())
 
     assert make_worker().process_message(message_for(job)) is Outcome.CANCELLED
     assert calls == [] and table_job(job).status is JobStatus.CANCELLED
@@ -444,7 +784,7 @@ def test_running_job_stops_at_its_next_checkpoint_when_cancelled(
     def cancelled_midway(n: int, ctx: JobContext) -> int:
         for done in range(1, n + 1):
             if done == 3:
-                connections.job_table().cancel(job.job_id, utc_now())
+                connections.job_table().cancel(job, utc_now())
             ctx.report(done)
             reached.append(done)
         return n
@@ -464,7 +804,7 @@ def test_kind_catching_exception_cannot_swallow_a_stop(
     make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def stubborn(n: int, ctx: JobContext) -> int:
-        connections.job_table().cancel(job.job_id, utc_now())
+        connections.job_table().cancel(job, utc_now())
         with contextlib.suppress(Exception):  # the point of the test
             ctx.report(1)
         return n
@@ -482,7 +822,7 @@ def test_dead_lettered_message_fails_its_job(
     make_job: Callable[..., Job], message_for: Any, client: Client, aws: dict[str, str]
 ) -> None:
     job = make_job(n=10)
-    connections.job_table().claim(job.job_id, "crashed", utc_now(), 30_000)
+    connections.job_table().claim(job.job_id, job.kind, "crashed", utc_now(), 30_000)
     event = {
         "Records": [
             dict(
@@ -502,6 +842,23 @@ def test_dead_lettered_message_fails_its_job(
     final = status(client, job.job_id)
     assert final["status"] == "failed"
     assert "dead-lettered after 5 deliveries" in final["error"]
+
+
+def test_a_dead_lettered_job_that_never_started_is_sent_again_a_few_times(
+    make_job: Callable[..., Job], message_for: Any, receive: Receive
+) -> None:
+    """It only waited too long (the DLQ consumer must not fail a job that never ran); it is
+    sent again MAX_DEAD_LETTER_REDRIVES times, then failed like any dead letter."""
+    job = make_job(n=10)
+    worker = make_worker()
+
+    outcomes = [worker.process_dead_letter(message_for(job), 5) for _ in range(4)]
+
+    assert outcomes == [Outcome.REDRIVEN] * MAX_DEAD_LETTER_REDRIVES + [Outcome.FAILED]
+    assert len(receive()) == MAX_DEAD_LETTER_REDRIVES
+    final = table_job(job)
+    assert final.redrives == MAX_DEAD_LETTER_REDRIVES and final.status is JobStatus.FAILED
+    assert final.pending_at is None
 
 
 def test_dead_letter_of_a_finished_job_changes_nothing(
@@ -538,7 +895,88 @@ def test_job_statuses() -> None:
     assert [s.value for s in JobStatus] == ["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-def test_message_body_is_the_job_id_and_resume_flag(make_job: Callable[..., Job]) -> None:
+def test_message_body_is_the_job_id_kind_and_resume_flag(make_job: Callable[..., Job]) -> None:
     job = make_job()
-    assert json.loads(to_message(job.job_id)) == {"job_id": job.job_id}
-    assert parse_message(to_message(job.job_id, resume=True)).resume is True
+    assert json.loads(to_message(job)) == {"job_id": job.job_id, "kind": job.kind}
+    assert parse_message(to_message(job, resume=True)).resume is True
+    assert parse_message(to_message(job)).kind == job.kind
+
+
+def test_a_message_without_its_kind_is_still_run(
+    make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages name the job's kind (the claim rewrites the kind's listing keys); one that
+    does not, or names another, still runs the job under its own kind."""
+    monkeypatch.setitem(kinds.KINDS, "other", lambda n, ctx: n)
+    plain, mislabelled = make_job(n=3), make_job(n=4, kind="other")
+    worker = make_worker()
+
+    assert worker.process_message(json.dumps({"job_id": plain.job_id})) is Outcome.SUCCEEDED
+    wrong = json.dumps({"job_id": mislabelled.job_id, "kind": "heavyLoad"})
+    assert worker.process_message(wrong) is Outcome.SUCCEEDED
+
+    assert table_job(plain).result == 3 and table_job(mislabelled).result == 4
+    listed = connections.job_table().page(
+        Listing(kind="other", status=JobStatus.SUCCEEDED), 10, [None] * SHARDS, utc_now()
+    )
+    assert [j.job_id for j in listed.jobs] == [mislabelled.job_id]
+
+
+def test_the_sweep_repairs_what_code_older_than_the_indexes_left(
+    make_job: Callable[..., Job], aws: dict[str, str]
+) -> None:
+    """During an upgrade, the previous release's worker may finish a job after its item
+    was migrated: the item says succeeded, its listing keys still say running. Likewise a
+    job it failed keeps a pending mark. The sweep, which reads both, puts them right."""
+    finished = make_job(n=10).with_(status=JobStatus.SUCCEEDED, result=10, pending_at=None)
+    stale = to_item(finished)
+    stale.update(
+        {
+            LIST_BY_STATUS.partition_key: to_item(finished.with_(status=JobStatus.RUNNING))[
+                LIST_BY_STATUS.partition_key
+            ],
+        }
+    )
+    failed = make_job(n=10).with_(status=JobStatus.FAILED, error="old code")
+    marked = {**to_item(failed), **derived_attributes(failed.with_(status=JobStatus.QUEUED))}
+    marked[PENDING.sort_key] = {"N": "1"}
+    ddb = boto3.client("dynamodb")
+    for item in (stale, marked):
+        ddb.put_item(TableName=aws["TableName"], Item=item)
+    table = connections.job_table()
+
+    def running_keys() -> list[str]:
+        return [job.job_id for job in table.running(10)]
+
+    assert running_keys() == [finished.job_id]  # the index still lists it as running
+    assert [e.job_id for e in table.lost_pending(epoch_ms(utc_now()), 10)] == [failed.job_id]
+
+    assert make_worker().recover_stalled() == []
+
+    assert running_keys() == []
+    assert [e.job_id for e in table.lost_pending(epoch_ms(utc_now()), 10)] == []
+    succeeded = table.page(Listing(status=JobStatus.SUCCEEDED), 10, [None] * SHARDS, utc_now())
+    assert [j.job_id for j in succeeded.jobs] == [finished.job_id]
+    assert table_job(failed).status is JobStatus.FAILED  # left as it was
+
+
+def test_any_read_before_the_run_that_fails_backs_off_too(
+    make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking up the kind of a message that does not name it, or reading a job that was
+    not free, fails like the claim: the message comes back soon, not in 90 minutes."""
+    job = make_job(n=10)
+    queue = SpyQueue(connections.worker().queue)
+    worker = make_worker(queue=queue)
+    monkeypatch.setattr(queue, "hold", lambda r, s: queue.holds.append((r, s)))
+
+    def unavailable(*args: Any, **kwargs: Any) -> Job | None:
+        raise StoreUnavailable("DynamoDB GetItem failed")
+
+    monkeypatch.setattr(worker.table, "get", unavailable)
+    with pytest.raises(StoreUnavailable):
+        worker.process_message(json.dumps({"job_id": job.job_id}), delivery(receive_count=2))
+    monkeypatch.setattr(worker.table, "claim", lambda *a, **k: None)  # not free
+    with pytest.raises(StoreUnavailable):
+        worker.process_message(to_message(job), delivery(receive_count=1))
+    assert [seconds for _, seconds in queue.holds] == [4, 2]

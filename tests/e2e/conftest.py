@@ -10,6 +10,7 @@ Everything is stopped afterwards, and the test fails if a process or port is lef
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import boto3
 import pytest
 import requests
 
+from chalicelib.queue import MESSAGE_GROUP
 from infra.emulator import free_port, port_is_free
 from infra.run import Services, copy_app
 from tests.processes import is_running
@@ -96,7 +98,14 @@ class Stack:
         return found
 
     def send_raw(self, body: str) -> None:
-        self.client("sqs").send_message(QueueUrl=self.outputs["QueueUrl"], MessageBody=body)
+        """Put ``body`` on the job queue as a sender would (its one message group, a
+        deduplication id of its own)."""
+        self.client("sqs").send_message(
+            QueueUrl=self.outputs["QueueUrl"],
+            MessageBody=body,
+            MessageGroupId=MESSAGE_GROUP,
+            MessageDeduplicationId=uuid.uuid4().hex,
+        )
 
     def depth(self, queue_url_key: str = "QueueUrl") -> int:
         attributes = self.client("sqs").get_queue_attributes(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from chalicelib.worker import MAX_DEAD_LETTER_REDRIVES
 from infra.emulator import free_port, port_is_free
 from infra.run import PROJECT_DIR
 from tests.e2e.conftest import Stack
@@ -97,13 +98,22 @@ def test_handler_failures_are_redelivered_then_dead_lettered_and_the_job_failed(
     )
     job_id = stack.submit(10)["job_id"]
 
-    failed = stack.wait_for_job(job_id, lambda j: j["status"] == "failed", timeout=60)
+    failed = stack.wait_for_job(job_id, lambda j: j["status"] == "failed", timeout=180)
 
     assert "dead-lettered after" in failed["error"]
-    # maxReceiveCount 2: two deliveries raised, then SQS moved the message to the DLQ.
-    assert stack.log.count("function=heavy-jobs-local-process_job") == 2
-    assert stack.log.count("outcome=failed") == 2
-    assert stack.depth() == 0 and stack.depth("DeadLetterQueueUrl") == 0
+    # maxReceiveCount 2: two deliveries raised, then SQS moved the message to the DLQ. The
+    # job never started, so the DLQ consumer sent it again, MAX_DEAD_LETTER_REDRIVES
+    # times, before failing it: each time two more deliveries, each of which raised.
+    deliveries = 2 * (1 + MAX_DEAD_LETTER_REDRIVES)
+    assert stack.log.count("function=heavy-jobs-local-process_job") == deliveries
+    assert stack.log.count("outcome=failed") == deliveries  # every one of them raised
+    redriven = [
+        line for line in stack.log.splitlines() if "Dead-lettered job never started" in line
+    ]
+    assert len(redriven) == MAX_DEAD_LETTER_REDRIVES
+    assert failed["attempts"] == 0  # it never ran: no attempt was spent
+    wait_for(lambda: stack.depth() == 0, 10, "the job queue to be empty")
+    wait_for(lambda: stack.depth("DeadLetterQueueUrl") == 0, 10, "the DLQ to be empty")
 
 
 def test_a_poison_message_does_not_stop_the_worker(make_stack: Callable[..., Stack]) -> None:

@@ -160,6 +160,7 @@ def test_package_ships_unchecked_bytecode_for_every_module(
         "PYTHONPATH": str(tmp_path),
         "JOBS_QUEUE_NAME": "q",
         "JOBS_DEAD_LETTER_QUEUE_NAME": "dlq",
+        "JOBS_DELAY_QUEUE_NAME": "delay",
     }
     probe = subprocess.run(
         [sys.executable, "-c", "import app, sys; print(sys.modules['app'].__cached__)"],

@@ -12,19 +12,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib.jobs import EXPIRES_AT, LISTED, RECENT_INDEX, STATUS_INDEX
+from chalicelib.jobs import EXPIRES_AT, INDEXES
+from chalicelib.queue import MESSAGE_GROUP
 from infra import policies, stack
 
-PARAMS = {
-    "VisibilityTimeoutSeconds": "60",
-    "ExpiryAttributeName": EXPIRES_AT,
-    "StatusIndexName": STATUS_INDEX,
-    "RecentIndexName": RECENT_INDEX,
-    "ListedAttributeName": LISTED,
-}
+PARAMS = {"VisibilityTimeoutSeconds": "60", "ExpiryAttributeName": EXPIRES_AT}
+FOURTEEN_DAYS = 14 * 24 * 3600
 
 
-def test_template_declares_queue_dlq_and_table(aws: dict[str, str]) -> None:
+def test_template_declares_the_queues_and_the_table(aws: dict[str, str]) -> None:
     sqs = boto3.client("sqs")
     attributes = sqs.get_queue_attributes(QueueUrl=aws["QueueUrl"], AttributeNames=["All"])[
         "Attributes"
@@ -36,9 +32,92 @@ def test_template_declares_queue_dlq_and_table(aws: dict[str, str]) -> None:
     assert table["KeySchema"] == [{"AttributeName": "job_id", "KeyType": "HASH"}]
 
 
+def test_job_queue_and_its_dlq_are_fifo_and_the_delay_queue_standard(aws: dict[str, str]) -> None:
+    sqs = boto3.client("sqs")
+
+    def attributes(url_key: str) -> dict[str, str]:
+        return dict(
+            sqs.get_queue_attributes(QueueUrl=aws[url_key], AttributeNames=["All"])["Attributes"]
+        )
+
+    for url_key in ("QueueUrl", "DeadLetterQueueUrl"):
+        fifo = attributes(url_key)
+        assert fifo["FifoQueue"] == "true" and aws[url_key].endswith(".fifo")
+        # Every send names its deduplication id (DESIGN section 1): no content dedup.
+        assert fifo["ContentBasedDeduplication"] == "false"
+    delay = attributes("DelayQueueUrl")
+    assert delay.get("FifoQueue", "false") == "false"  # FIFO has no per-message delay
+    assert "RedrivePolicy" not in delay
+    # A message without a group or a deduplication id is refused: the job queue is FIFO.
+    with pytest.raises(sqs.exceptions.ClientError):
+        sqs.send_message(QueueUrl=aws["QueueUrl"], MessageBody="x", MessageGroupId=MESSAGE_GROUP)
+
+
+@pytest.mark.parametrize("url_key", ["QueueUrl", "DeadLetterQueueUrl", "DelayQueueUrl"])
+def test_every_queue_keeps_messages_14_days_encrypted(aws: dict[str, str], url_key: str) -> None:
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=aws[url_key], AttributeNames=["All"]
+    )["Attributes"]
+    assert int(attributes["MessageRetentionPeriod"]) == FOURTEEN_DAYS
+    assert attributes["SqsManagedSseEnabled"] == "true"
+    body = cfn_template_resource(
+        {"QueueUrl": "JobQueue", "DeadLetterQueueUrl": "DeadLetterQueue"}.get(url_key, "DelayQueue")
+    )
+    assert body["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def test_table_has_exactly_the_indexes_the_code_queries(aws: dict[str, str]) -> None:
+    table = boto3.client("dynamodb").describe_table(TableName=aws["TableName"])["Table"]
+    described = {i["IndexName"]: i for i in table["GlobalSecondaryIndexes"]}
+    assert set(described) == {shape.name for shape in INDEXES}
+    for shape in INDEXES:
+        index = described[shape.name]
+        assert [k["AttributeName"] for k in index["KeySchema"]] == [
+            shape.partition_key,
+            shape.sort_key,
+        ]
+        projection = index["Projection"]
+        if shape.projected:
+            assert projection["ProjectionType"] == "INCLUDE"
+            assert projection["NonKeyAttributes"] == list(shape.projected)
+        else:
+            assert projection["ProjectionType"] == "KEYS_ONLY"
+
+
+def test_point_in_time_recovery_is_a_template_parameter() -> None:
+    template = stack.load_template()
+    parameter = template["Parameters"]["PointInTimeRecovery"]
+    assert parameter["AllowedValues"] == ["true", "false"] and parameter["Default"] == "false"
+    spec = template["Resources"]["JobTable"]["Properties"]["PointInTimeRecoverySpecification"]
+    assert spec == {
+        "PointInTimeRecoveryEnabled": {"Fn::If": ["PointInTimeRecoveryOn", True, False]}
+    }
+    assert template["Conditions"]["PointInTimeRecoveryOn"] == {
+        "Fn::Equals": [{"Ref": "PointInTimeRecovery"}, "true"]
+    }
+
+
+def test_rendered_template_passes_cfn_lint(tmp_path: Path) -> None:
+    import subprocess
+
+    rendered = tmp_path / "rendered.json"
+    rendered.write_text(json.dumps(stack.load_template()))
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), str(rendered)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     ("queue_url", "consumer"),
-    [("QueueUrl", "process_job"), ("DeadLetterQueueUrl", "process_dead_letters")],
+    [
+        ("QueueUrl", "process_job"),
+        ("DeadLetterQueueUrl", "process_dead_letters"),
+        ("DelayQueueUrl", "forward_delayed"),
+    ],
 )
 def test_visibility_timeout_is_six_times_the_consumers_timeout(
     aws: dict[str, str], queue_url: str, consumer: str
@@ -57,8 +136,9 @@ def test_worker_settings_come_from_chalice_config(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(os, "environ", os.environ.copy())  # the import sets dev's variables
     config = stack.load_chalice_config("dev")
     assert stack.queue_consumers(config) == {
-        "process_job": "heavy-jobs-dev-queue",
-        "process_dead_letters": "heavy-jobs-dev-dlq",
+        "process_job": "heavy-jobs-dev-queue.fifo",
+        "forward_delayed": "heavy-jobs-dev-delay",
+        "process_dead_letters": "heavy-jobs-dev-dlq.fifo",
     }
     worker = config.scope("dev", "process_job")
     assert worker.reserved_concurrency == 1
@@ -72,7 +152,7 @@ def test_apply_is_idempotent() -> None:
         first = stack.apply(cfn, "heavy-jobs-idem", PARAMS)
         second = stack.apply(cfn, "heavy-jobs-idem", PARAMS)
         assert first == second
-        assert len(boto3.client("sqs").list_queues()["QueueUrls"]) == 2
+        assert len(boto3.client("sqs").list_queues()["QueueUrls"]) == 3
 
 
 @pytest.mark.parametrize("stage", ["local", "dev", "prod"])
@@ -112,7 +192,13 @@ def test_each_function_gets_a_least_privilege_policy(
 
     written = stack.write_policies(config, stage, outputs, tmp_path)
 
-    handlers = ["api_handler", "process_job", "process_dead_letters", "recover_stalled_jobs"]
+    handlers = [
+        "api_handler",
+        "process_job",
+        "forward_delayed",
+        "process_dead_letters",
+        "recover_stalled_jobs",
+    ]
     assert sorted(p.name for p in written) == sorted(
         f"policy-{stage}-{handler}.json" for handler in handlers
     )
@@ -120,8 +206,8 @@ def test_each_function_gets_a_least_privilege_policy(
         outputs["TableArn"],
         outputs["QueueArn"],
         outputs["DeadLetterQueueArn"],
-        f"{outputs['TableArn']}/index/{STATUS_INDEX}",
-        f"{outputs['TableArn']}/index/{RECENT_INDEX}",
+        outputs["DelayQueueArn"],
+        *(f"{outputs['TableArn']}/index/{shape.name}" for shape in INDEXES),
     }
     for path in written:
         document = json.loads(path.read_text())
@@ -137,13 +223,27 @@ def test_each_function_gets_a_least_privilege_policy(
         for handler in handlers
     }
     assert "sqs:SendMessage" in grants["api_handler"]
+    # Failing a submission releases its Idempotency-Key in the same transaction.
+    assert "dynamodb:DeleteItem" in grants["api_handler"]
     assert "dynamodb:Scan" not in set().union(*grants.values())  # listings use indexes
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= grants["process_job"]
+    assert "sqs:ChangeMessageVisibility" in grants["process_job"]  # the message hold
     assert "dynamodb:PutItem" not in grants["process_job"]  # workers never create jobs
+    assert grants["forward_delayed"] == {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+        "sqs:SendMessage",
+        *policies.LOG_ACTIONS,
+    }
     assert grants["recover_stalled_jobs"] == {
         "dynamodb:Query",
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
         "dynamodb:UpdateItem",
         "sqs:GetQueueUrl",
+        "sqs:GetQueueAttributes",
         "sqs:SendMessage",
         *policies.LOG_ACTIONS,
     }
