@@ -49,7 +49,8 @@ LOCAL := AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL:-http://127.0.0.1:$(EMULATOR_PORT)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
 	AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-test}
 
-run: venv ## Everything, in the foreground: emulator, infra, API on PORT, worker
+# EVENT_SOURCE_MODE=exact|aws (run, worker): how the local event source polls, see README.
+run: venv ## Everything, in the foreground: emulator, infra, API on PORT, worker (EVENT_SOURCE_MODE)
 	$(PY) -m infra.run --port $(PORT) --emulator-port $(EMULATOR_PORT)
 
 emulator: venv ## The AWS emulator alone (moto server, unless one already answers)
@@ -61,7 +62,7 @@ infra: venv ## Apply infra/template.yaml to the emulator (idempotent)
 api: venv ## chalice local on PORT, against the emulator
 	$(LOCAL) $(PY) -m infra.local_api --stage local --host 127.0.0.1 --port $(PORT)
 
-worker: venv ## The SQS and scheduled handlers, run as Lambda would, against the emulator
+worker: venv ## The SQS and scheduled handlers, run as Lambda would (EVENT_SOURCE_MODE=aws: with its throttling)
 	$(LOCAL) $(PY) -m infra.event_source --project-dir . --stage local
 
 demo: venv ## The classic experiment, against a running `make run`

@@ -9,6 +9,7 @@ Modules, one figure or concept each:
     queueing.py      3. queue-to-start; 5. throughput, against a bare pipeline
     loopspeed.py     4. the worker's loop against a bare loop
     coldstart.py     6. cold import and the deployment package
+    burst.py         8. a burst through AWS's SQS mapping (aws mode), against the previous release
     report.py        BENCHMARKS.md, the chart, the JSON
     stats.py sizes.py machine.py client.py
     loop.py blocking_server.py floor_worker.py   processes the figures start

@@ -35,6 +35,10 @@ class Sizes:
     load_rounds: int = 3
     load_clients: int = 20
     load_seconds: float = 5.0
+    # 8. a burst of short jobs in aws mode, this checkout against the previous release.
+    burst_jobs: int = 30
+    burst_n: int = 50_000_000  # about a second of counting in the worker here
+    burst_timeout_seconds: float = 600.0
 
 
 FULL = Sizes()
@@ -58,4 +62,7 @@ SMOKE = Sizes(
     load_rounds=1,
     load_clients=2,
     load_seconds=0.3,
+    burst_jobs=3,
+    burst_n=1_000_000,
+    burst_timeout_seconds=120.0,
 )

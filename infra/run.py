@@ -14,7 +14,8 @@ the process that wrote it, it:
    which drops requests in flight, and with Nagle's algorithm off, which otherwise costs
    40 ms a request on keep-alive connections) and the local Lambda event source
    (``infra.event_source``), which runs the SQS and scheduled handlers in processes of
-   their own, never in the API's.
+   their own, never in the API's; ``EVENT_SOURCE_MODE=aws`` in the environment makes it
+   poll as AWS's mapping does, throttles included (``infra/event_source/modes.py``).
 
 Ctrl-C or SIGTERM stops everything it started, in reverse order, and leaves no process
 or listening port behind; if any of its processes dies, the rest are stopped too (exit 1).
@@ -51,6 +52,7 @@ from infra.emulator import (
     localstack_endpoint,
     wait_until,
 )
+from infra.event_source.modes import MODE_VARIABLE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -111,6 +113,9 @@ class Services:
     # Where else an emulator may already answer (a user's LocalStack), tried after
     # emulator_port and before starting moto there; `make run` passes localstack_endpoint().
     localstack: str | None = None
+    # The event source's mode ("exact" or "aws", see infra/event_source/modes.py); None
+    # leaves $EVENT_SOURCE_MODE as the caller's environment has it (make run, make worker).
+    event_source_mode: str | None = None
     emulator: EmulatorHandle | None = None
     processes: dict[str, Process] = field(default_factory=dict)
     _print_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -137,6 +142,8 @@ class Services:
         if "AWS_ACCESS_KEY_ID" not in env and "AWS_PROFILE" not in env:
             env["AWS_ACCESS_KEY_ID"] = env["AWS_SECRET_ACCESS_KEY"] = "test"
         env["PYTHONUNBUFFERED"] = "1"
+        if self.event_source_mode is not None:
+            env[MODE_VARIABLE] = self.event_source_mode
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(PROJECT_DIR), env.get("PYTHONPATH")) if p
         )

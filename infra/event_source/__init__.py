@@ -4,6 +4,7 @@
 does for them what Lambda's event source mapping does on AWS::
 
     python -m infra.event_source --project-dir DIR --stage STAGE [--burst] [--poll-seconds N]
+                                 [--mode exact|aws] [--pollers N]
 
 What it reproduces, and how:
 
@@ -14,20 +15,35 @@ What it reproduces, and how:
   is served, with its queue, batch size and batching window from the decorator and its
   reserved concurrency, timeout, memory size and environment variables from
   ``config.scope(stage, name)``. Nothing is copied or typed a second time.
-- **Polling.** Long-poll ReceiveMessage (batch size ≤ 10 per call, all system and message
-  attributes), honouring the batching window. A function's poller only receives when one
-  of the function's instance slots is free, so messages are never taken that cannot run
-  now, and a function never runs more invocations at once than its reserved concurrency
-  (``DEFAULT_CONCURRENCY`` when unset), capped by the mapping's ``maximum_concurrency``.
+- **Polling, in one of two modes** (``--mode``, else ``$EVENT_SOURCE_MODE``, else
+  ``exact``; the first log line names it, e.g. ``mode=aws pollers=5``; see ``modes``).
+  Both long-poll ReceiveMessage (batch size ≤ 10 per call, all system and message
+  attributes), honouring the batching window, and never run more invocations of a
+  function at once than its reserved concurrency (``DEFAULT_CONCURRENCY`` when unset),
+  capped by the mapping's ``maximum_concurrency``.
+
+  - ``exact``: a function's poller only receives when one of the function's instance
+    slots is free, so no message is taken that cannot run now.
+  - ``aws`` (``pollers``): as AWS documents the mapping, five pollers (``--pollers``)
+    receive whether or not concurrency is free; an invocation that finds none is
+    throttled and retried with exponential backoff until the batch's visibility timeout,
+    then dropped (it comes back with its receive count raised, and SQS's redrive policy
+    applies). On a FIFO queue SQS keeps one batch in flight per message group.
 - **The event.** Lambda's exact SQS event (``sqs_message_to_record``), checked against
   AWS's documented sample.
-- **Execution environments.** Each function gets up to ``concurrency`` instances, each a
-  process of its own (multiprocessing, spawn) that imports the app once with the
-  function's environment (a cold start) and then serves invocations (warm). It calls the
-  very object Lambda calls, the function's handler string (``app.<function>``) resolved
-  in the imported module, with ``(event, context)``; the context is Chalice's own
-  ``chalice.local.LambdaContext``. An invocation that outlives the function's timeout has
-  its instance killed ("Task timed out after N seconds"); the next one cold-starts.
+- **Execution environments.** Each function gets up to ``concurrency`` instances, each an
+  interpreter of its own (``bootstrap.py``, run with ``python -I`` in the task root) that
+  imports the app once with the function's environment (a cold start) and then serves
+  invocations (warm). It calls the very object Lambda calls, the function's handler
+  string (``app.<function>``) resolved in the imported module, with ``(event, context)``;
+  the context is Chalice's own ``chalice.local.LambdaContext``. An invocation that
+  outlives the function's timeout has its instance killed ("Task timed out after N
+  seconds"); the next one cold-starts.
+- **The package's imports only.** An instance can import the standard library, boto3
+  and its dependencies (Lambda's runtime) and what ``chalice package`` would zip: app.py,
+  chalicelib/, vendor/, Chalice's runtime (``chalice.app``) and the ``requirements.txt``
+  dependencies (``deployment``). Anything else installed locally (moto, requests,
+  pytest, the project's ``infra``) raises ModuleNotFoundError, as it would on AWS.
 - **Settling the batch** (``settle_batch``): a normal return deletes the batch; a
   ``batchItemFailures`` response deletes all but the listed records; an exception, a
   timeout, a dead instance or a malformed response deletes nothing and leaves visibility
@@ -41,19 +57,25 @@ What it reproduces, and how:
 
 Where it differs from AWS, knowingly:
 
-- AWS runs about five pollers per mapping regardless of reserved concurrency and
-  *throttles* the batches it cannot run; they go back to the queue and their receive count
-  rises (with a low ``maxReceiveCount`` a message can reach the DLQ without ever running).
-  This runner never over-receives, so receive counts rise only on real failures.
+- In ``exact`` mode (the default): AWS runs about five pollers per mapping regardless of
+  reserved concurrency and *throttles* the batches it cannot run; they go back to the
+  queue and their receive count rises (with a low ``maxReceiveCount`` a message can reach
+  the DLQ without ever running), the function idles while held batches back off, and a
+  standard queue's messages start out of order. ``exact`` never over-receives, so none
+  of that happens: receive counts rise only on real failures. ``aws`` mode reproduces it;
+  it does not model the mapping's scaling steps (up by 300 pollers a minute, down to two
+  at low traffic) nor its reduced concurrency after function errors, and AWS does not
+  publish its backoff curve (``modes.ThrottleBackoff`` says which one is used, and why).
 - It behaves as a mapping with ``FunctionResponseTypes: [ReportBatchItemFailures]``.
   Chalice cannot set that; the deployment must (e.g. ``chalice package
   --merge-template``), or AWS ignores the response and deletes the whole batch.
 - Not reproduced: memory limits and memory-proportional CPU, the 6 MB payload limit,
-  Lambda's back-off after failures, FIFO per-message-group ordering across concurrent
-  instances, and the visibility extension AWS applies when batching window + function
-  timeout exceed the queue's visibility timeout. Instances inherit the runner's
-  environment (its endpoint and credentials stand in for the execution role) on top of
-  which Lambda's reserved variables and the function's own are set.
+  Lambda's back-off after failures (both modes), throttled scheduled invocations (run as
+  in ``exact`` mode), and the visibility extension AWS applies when batching window +
+  function timeout exceed the queue's visibility timeout. Instances inherit the runner's
+  environment variables (its endpoint and credentials stand in for the execution role)
+  on top of which Lambda's reserved variables and the function's own are set; only their
+  imports are confined to the package.
 - Like ``CreateEventSourceMapping``, it refuses a function timeout longer than the
   queue's visibility timeout.
 
@@ -75,14 +97,19 @@ The package, one module per concern, each depending only on those above it; it i
 nothing from the project around it, so it can be copied into another Chalice project::
 
     settings.py     the project's settings, read through Chalice (``load_project``)
+    modes.py        exact or aws, and the AWS parameters of aws mode (``Mode``, backoff)
     event.py        Lambda's SQS event (``sqs_event``, ``sqs_message_to_record``)
     settlement.py   settling a batch after an invocation (``settle_batch``)
-    instances.py    execution environments: one process per instance (``FunctionRuntime``)
-    sources.py      event sources: SQS polling and schedules (``SQSEventSource``, ...)
+    deployment.py   what an instance may import: the package and the runtime (``import_world``)
+    bootstrap.py    an instance's program: the import guard and the runtime loop (a script)
+    instances.py    execution environments: one interpreter per instance (``FunctionRuntime``)
+    sources.py      event sources: SQS polling (exact) and schedules (``SQSEventSource``, ...)
+    pollers.py      SQS polling in aws mode: throttles and backoff (``PollingSQSEventSource``)
     runner.py       the command line and the loop that runs the sources (``main``)
     __main__.py     ``python -m infra.event_source``
 """
 
+from .deployment import ImportWorld, import_world
 from .event import sqs_event, sqs_message_to_record
 from .instances import (
     INIT_TIMEOUT_SECONDS,
@@ -93,6 +120,8 @@ from .instances import (
     Invocation,
     instance_environment,
 )
+from .modes import DEFAULT_MODE, DEFAULT_POLLERS, MODE_VARIABLE, Mode, ThrottleBackoff
+from .pollers import PollingSQSEventSource
 from .runner import main, run_sources
 from .settings import (
     DEFAULT_CONCURRENCY,
@@ -120,20 +149,26 @@ from .sources import (
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "DEFAULT_MODE",
+    "DEFAULT_POLLERS",
     "INIT_TIMEOUT_SECONDS",
     "MAX_MESSAGES_PER_RECEIVE",
     "MAX_WAIT_SECONDS",
+    "MODE_VARIABLE",
     "RATE_UNIT_SECONDS",
     "SHUTDOWN_GRACE_SECONDS",
     "EventSource",
     "FunctionRuntime",
     "FunctionSettings",
+    "ImportWorld",
     "Instance",
     "InstanceSpec",
     "Invocation",
     "InvocationResult",
     "InvocationStatus",
+    "Mode",
     "Outcome",
+    "PollingSQSEventSource",
     "ProjectSettings",
     "ReceiveFn",
     "SQSEventSource",
@@ -142,9 +177,11 @@ __all__ = [
     "ScheduleSourceSettings",
     "Settlement",
     "SourceError",
+    "ThrottleBackoff",
     "collect_batch",
     "effective_concurrency",
     "function_settings",
+    "import_world",
     "instance_environment",
     "load_project",
     "main",

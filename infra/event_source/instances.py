@@ -1,28 +1,28 @@
 """Execution environments: one process per function instance, as Lambda runs them.
 
 ``FunctionRuntime`` keeps up to ``concurrency`` instances of one function warm; each
-``Instance`` is a spawned process that imports the app once (a cold start) and then
-answers invocations with the function's handler, killed when one outlives the timeout.
+``Instance`` is an interpreter of its own (``bootstrap.py``, run isolated) that imports
+the app once (a cold start), seeing only what the deployment package and Lambda's
+runtime contain (``deployment.import_world``), and then answers invocations with the
+function's handler, killed when one outlives the timeout.
 """
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import json
 import logging
-import multiprocessing
-import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from multiprocessing import Pipe
 from multiprocessing.connection import wait as wait_for_any
-from multiprocessing.context import BaseContext
-from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from .settings import FunctionSettings
@@ -33,11 +33,13 @@ log = logging.getLogger(__name__)
 
 INIT_TIMEOUT_SECONDS = 10.0  # Lambda's limit for a cold start's init phase
 SHUTDOWN_GRACE_SECONDS = 0.5  # SIGTERM to SIGKILL for an instance at shutdown
+# The instance's program, run as a script: it must not import this package.
+BOOTSTRAP = Path(__file__).resolve().with_name("bootstrap.py")
 
 
 @dataclass(frozen=True)
 class InstanceSpec:
-    """What an instance process needs; picklable, since it crosses into the child."""
+    """What an instance process needs; plain data, since it crosses into the child."""
 
     project_dir: str
     handler: str
@@ -45,6 +47,8 @@ class InstanceSpec:
     memory_size: int
     timeout_seconds: int
     environment: dict[str, str]
+    # deployment.ImportWorld.to_wire(): what the instance may import besides the stdlib
+    import_world: dict[str, list[str]] = field(default_factory=dict)
 
 
 def instance_environment(
@@ -76,124 +80,39 @@ def instance_environment(
     return env
 
 
-def _instance_main(conn: Connection, spec: InstanceSpec) -> None:
-    """An instance process: Lambda's runtime loop for one function.
-
-    Init once (environment, import the handler), report "ready" or the init error, then
-    answer one invocation per event received until the runner closes the pipe.
-    """
-    # Ctrl-C in a terminal reaches the whole process group; shutdown is the runner's call.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    line_buffered_output()
-    # Lambda's Python runtime logs through a root handler (WARNING and up by default).
-    logging.basicConfig(stream=sys.stderr, format="[%(levelname)s]\t%(asctime)s\t%(message)s")
-    os.environ.clear()
-    os.environ.update(spec.environment)
-    time.tzset()  # TZ changed
-    _exit_when_orphaned()
-    try:
-        handler = _import_handler(spec.project_dir, spec.handler)
-    except Exception as err:
-        # Any init error fails the init, and Lambda logs it to the function's log.
-        error = f"{type(err).__name__}: {err}"
-        log.exception("Init error: %s", error)
-        conn.send(("init_error", error))
-        return
-    conn.send(("ready", None))
-    while True:
-        try:
-            event, request_id = conn.recv()
-        except EOFError:
-            return  # the runner is gone
-        conn.send(_call_handler(handler, event, request_id, spec))
-
-
-def _exit_when_orphaned(interval: float = 0.5) -> None:
-    """Exit if the runner dies without shutting us down (SIGKILL, a crash).
-
-    The pipe tells an idle instance (EOF), but not one busy in a long handler; a
-    daemon thread that notices the change of parent covers that case.
-    """
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
-
-
-def _import_handler(project_dir: str, handler: str) -> Callable[[Any, Any], Any]:
-    # Lambda's task root holds app.py and chalicelib/ with vendor/'s contents beside
-    # them; like the chalice CLI, vendor/ goes last so locally built packages win.
-    if project_dir not in sys.path:
-        sys.path.insert(0, project_dir)
-    vendor = os.path.join(project_dir, "vendor")
-    if os.path.isdir(vendor) and vendor not in sys.path:
-        sys.path.append(vendor)
-    # Lambda's handler string is "module.attribute": for a Chalice handler that is
-    # "app.<python function name>", the decorated object that Lambda itself calls.
-    module_name, _, attribute = handler.rpartition(".")
-    module = importlib.import_module(module_name)
-    function: Callable[[Any, Any], Any] = getattr(module, attribute)
-    return function
-
-
-def _call_handler(
-    handler: Callable[[Any, Any], Any], event: Any, request_id: str, spec: InstanceSpec
-) -> tuple[str, str]:
-    """Invoke once; ("returned", response JSON) or ("error", what Lambda would report)."""
-    from chalice.local import LambdaContext  # imported in the instance only
-
-    # Chalice's local context carries the real context's fields; its remaining time
-    # counts down from now against the function's timeout. Set what it leaves blank and
-    # Lambda fills in; invoked_function_arn stays "" (no account to put in it).
-    context = LambdaContext(
-        spec.function_name, spec.memory_size, max_runtime_ms=spec.timeout_seconds * 1000
-    )
-    context.aws_request_id = request_id
-    context.log_group_name = f"/aws/lambda/{spec.function_name}"
-    try:
-        response = handler(event, context)
-    except Exception as err:
-        # Any error fails the invocation; the Python runtime logs it with its traceback.
-        error = f"{type(err).__name__}: {err}"
-        log.exception("%s", error)
-        return ("error", error)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    try:
-        # Lambda sends the response back as JSON; one that cannot be serialized fails the
-        # invocation.
-        return ("returned", json.dumps(response))
-    except (TypeError, ValueError) as err:
-        return ("error", f"Runtime.MarshalError: Unable to marshal response: {err}")
-
-
 class Instance:
-    """One execution environment of a function: a child process that imported the app once.
+    """One execution environment of a function: a child interpreter that imported the app
+    once.
 
-    The process starts on construction; ``wait_ready`` completes the cold start. Talks to
-    the child over a pipe and watches its sentinel, so a dead child is noticed at once.
+    The process starts on construction (``python -I bootstrap.py FD``, in the function's
+    environment, with the task root as working directory, as Lambda runs it);
+    ``wait_ready`` completes the cold start. Talks to the child over a pipe whose other
+    end only the child holds, so a dead child reads as EOF at once.
     """
 
-    def __init__(self, spec: InstanceSpec, mp_context: BaseContext) -> None:
-        self._conn, child_conn = mp_context.Pipe()
-        self._process: BaseProcess = mp_context.Process(  # type: ignore[attr-defined]
-            target=_instance_main,
-            args=(child_conn, spec),
-            name=f"instance:{spec.function_name}",
+    def __init__(self, spec: InstanceSpec) -> None:
+        self._conn, child_conn = Pipe()
+        fd = child_conn.fileno()
+        self._process = subprocess.Popen(
+            [sys.executable, "-I", str(BOOTSTRAP), str(fd)],
+            cwd=spec.project_dir,  # Lambda's working directory is the task root
+            env=spec.environment,
+            stdin=subprocess.DEVNULL,
+            pass_fds=(fd,),
         )
-        self._process.start()
         child_conn.close()  # only the child holds its end now: its death reads as EOF
         self._started = time.monotonic()
         self.init_ms: float | None = None  # the cold start, process start to handler imported
+        with contextlib.suppress(OSError):  # it died at once: wait_ready reports how
+            self._conn.send(asdict(spec))
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     @property
     def alive(self) -> bool:
-        return self._process.is_alive()
+        return self._process.poll() is None
 
     def wait_ready(self, timeout: float = INIT_TIMEOUT_SECONDS) -> InvocationResult | None:
         """Finish the cold start: None once ready, else the failed result (instance killed)."""
@@ -233,20 +152,20 @@ class Instance:
 
     def _receive(self, timeout: float) -> tuple[str, Any] | None:
         """The child's next message, ("died", description) if it exited, None on timeout."""
-        ready = wait_for_any([self._conn, self._process.sentinel], timeout)
-        if not ready:
+        if not wait_for_any([self._conn], timeout):
             return None
-        if self._conn in ready:
-            try:
-                reply: tuple[str, Any] = self._conn.recv()
-                return reply
-            except (EOFError, OSError):
-                pass  # the child closed the pipe by exiting
+        try:
+            reply: tuple[str, Any] = self._conn.recv()
+            return reply
+        except (EOFError, OSError):
+            pass  # the child closed the pipe by exiting
         return ("died", self._exit_description())
 
     def _exit_description(self) -> str:
-        self._process.join(1.0)
-        code = self._process.exitcode
+        try:
+            code: int | None = self._process.wait(1.0)
+        except subprocess.TimeoutExpired:
+            code = None
         if code is None:
             return "Runtime exited"
         if code < 0:
@@ -255,21 +174,22 @@ class Instance:
 
     def terminate(self) -> None:
         """Ask the process to stop (SIGTERM); ``reap`` waits for it."""
-        if self._process.is_alive():
+        if self.alive:
             self._process.terminate()
 
     def kill(self) -> None:
         """Stop the process at once (SIGKILL) and reap it."""
-        if self._process.is_alive():
+        if self.alive:
             self._process.kill()
         self.reap(grace=0.0)
 
     def reap(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Wait up to ``grace`` seconds for the process to exit, then kill it; close the pipe."""
-        self._process.join(grace)
-        if self._process.is_alive():
+        try:
+            self._process.wait(grace)
+        except subprocess.TimeoutExpired:
             self._process.kill()
-            self._process.join()
+            self._process.wait()
         self._conn.close()
 
 
@@ -291,15 +211,9 @@ class FunctionRuntime:
     it, and releases it afterwards; a slot with no warm instance cold-starts one.
     """
 
-    def __init__(
-        self,
-        function: FunctionSettings,
-        spec: InstanceSpec,
-        mp_context: BaseContext | None = None,
-    ) -> None:
+    def __init__(self, function: FunctionSettings, spec: InstanceSpec) -> None:
         self.function = function
         self._spec = spec
-        self._mp = mp_context or multiprocessing.get_context("spawn")
         self._slots = threading.Semaphore(function.concurrency)
         self._lock = threading.Lock()
         self._busy = 0
@@ -348,7 +262,7 @@ class FunctionRuntime:
             if self._idle:
                 return self._idle.pop(), False
             # Started under the lock so that shutdown() cannot miss it.
-            instance = Instance(self._spec, self._mp)
+            instance = Instance(self._spec)
             self._instances.add(instance)
             return instance, True
 

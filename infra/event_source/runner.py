@@ -16,8 +16,11 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from chalice.constants import DEFAULT_STAGE_NAME
 
+from .deployment import import_world
 from .instances import FunctionRuntime, InstanceSpec, instance_environment, line_buffered_output
-from .settings import FunctionSettings, ProjectSettings, load_project
+from .modes import DEFAULT_POLLERS, MODE_VARIABLE, Mode, mode_from_environment
+from .pollers import PollingSQSEventSource
+from .settings import FunctionSettings, ProjectSettings, SQSSourceSettings, load_project
 from .sources import (
     MAX_WAIT_SECONDS,
     EventSource,
@@ -88,6 +91,13 @@ def _poll_seconds(text: str) -> int:
     return value
 
 
+def _pollers(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m infra.event_source",
@@ -115,6 +125,21 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=MAX_WAIT_SECONDS,
         help=f"long-poll wait of each receive, 0..{MAX_WAIT_SECONDS} (default: {MAX_WAIT_SECONDS})",
     )
+    parser.add_argument(
+        "--mode",
+        type=Mode,
+        choices=list(Mode),
+        default=None,
+        help=f"exact: receive only what can run at once; aws: Lambda's pollers, throttles and "
+        f"backoff as AWS documents them (default: ${MODE_VARIABLE}, else exact)",
+    )
+    parser.add_argument(
+        "--pollers",
+        type=_pollers,
+        default=DEFAULT_POLLERS,
+        help=f"aws mode: pollers per SQS mapping (default: {DEFAULT_POLLERS}, as AWS starts a "
+        "standard queue's mapping)",
+    )
     return parser.parse_args(argv)
 
 
@@ -125,11 +150,15 @@ def _build_sources(
     region: str,
     poll_seconds: int,
     schedule_period: float | None = None,
+    mode: Mode = Mode.EXACT,
+    pollers: int = DEFAULT_POLLERS,
 ) -> tuple[list[EventSource], list[FunctionRuntime]]:
     # One client for all sources: boto3 clients are thread-safe. Its read timeout must
     # outlast the longest long poll.
     sqs = session.client("sqs", config=Config(read_timeout=poll_seconds + 30))
     runtimes: dict[str, FunctionRuntime] = {}
+    # What every instance of the project may import: computed once, shared.
+    world = import_world(project.project_dir).to_wire()
 
     def runtime_for(function: FunctionSettings) -> FunctionRuntime:
         if function.name not in runtimes:
@@ -142,14 +171,18 @@ def _build_sources(
                 environment=instance_environment(
                     base_environment, function, region, project.project_dir
                 ),
+                import_world=world,
             )
             runtimes[function.name] = FunctionRuntime(function, spec)
         return runtimes[function.name]
 
-    sources: list[EventSource] = [
-        SQSEventSource(settings, runtime_for(settings.function), sqs, region, poll_seconds)
-        for settings in project.sqs_sources
-    ]
+    def sqs_source(settings: SQSSourceSettings) -> EventSource:
+        runtime = runtime_for(settings.function)
+        if mode is Mode.AWS:
+            return PollingSQSEventSource(settings, runtime, sqs, region, poll_seconds, pollers)
+        return SQSEventSource(settings, runtime, sqs, region, poll_seconds)
+
+    sources = [sqs_source(settings) for settings in project.sqs_sources]
     if project.schedule_sources:
         account = _account_id(session)
         sources += [
@@ -173,6 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (2 when the project or a queue is unusable)."""
     args = _parse_args(argv)
     _configure_logging()
+    try:
+        mode: Mode = args.mode or mode_from_environment(os.environ)
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
+    # The first line says which mapping behaviour is in force (see .modes).
+    log.info("mode=%s%s", mode.value, f" pollers={args.pollers}" if mode is Mode.AWS else "")
     stop = threading.Event()
     _stop_on_signals(stop)
     # What instances inherit: the environment before Chalice adds the stage's variables.
@@ -196,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         region,
         args.poll_seconds,
         args.schedule_period_seconds,
+        mode,
+        args.pollers,
     )
     try:
         for source in sources:

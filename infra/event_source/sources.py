@@ -100,6 +100,7 @@ class SQSEventSource:
         self._poll_seconds = poll_seconds
         self._queue_url = ""
         self._queue_arn = ""
+        self._visibility_seconds = 0  # the queue's default visibility timeout
         self._stop = threading.Event()
 
     def describe(self) -> str:
@@ -129,7 +130,7 @@ class SQSEventSource:
         except (BotoCoreError, ClientError) as err:
             raise SourceError(f"{self.settings.function.name}: queue {name!r}: {err}") from err
         self._queue_arn = attributes["QueueArn"]
-        visibility = int(attributes["VisibilityTimeout"])
+        visibility = self._visibility_seconds = int(attributes["VisibilityTimeout"])
         timeout = self.settings.function.timeout_seconds
         if timeout > visibility:
             raise SourceError(
@@ -180,7 +181,7 @@ class SQSEventSource:
                 continue
             if batch and not stop.is_set():
                 threading.Thread(
-                    target=self._invoke_and_settle,
+                    target=self._invoke_and_settle_holding_slot,
                     args=(batch,),
                     name=f"invoke:{self.settings.function.name}",
                     daemon=True,
@@ -211,12 +212,28 @@ class SQSEventSource:
         messages: list[dict[str, Any]] = response.get("Messages", [])
         return messages
 
-    def _invoke_and_settle(self, batch: list[dict[str, Any]]) -> None:
-        """Invoke with one batch, delete what the outcome allows, log one line; free the slot."""
+    def _invoke_and_settle_holding_slot(self, batch: list[dict[str, Any]]) -> None:
+        """Invoke and settle with the slot reserved before the receive; free it after."""
+        self._invoke_and_settle(batch, release_when_returned=False)
+
+    def _invoke_and_settle(
+        self,
+        batch: list[dict[str, Any]],
+        release_when_returned: bool,
+        throttles: int | None = None,
+    ) -> None:
+        """Invoke with one batch (the caller holds a slot), delete what the outcome allows,
+        log one line; the slot is freed in any case, as soon as the invocation returns
+        when ``release_when_returned`` (Lambda frees the concurrency before it deletes),
+        else after settling. ``throttles`` (aws mode) is logged with the line."""
         ids = [m["MessageId"] for m in batch]
         name = self.runtime.function.function_name
+        held = True
         try:
             invocation = self.runtime.invoke(sqs_event(batch, self._queue_arn, self._region))
+            if release_when_returned:
+                held = False
+                self.runtime.release()
             if self._stop.is_set():
                 log.info(
                     "%s: interrupted by shutdown; %d message(s) return to the queue", name, len(ids)
@@ -227,13 +244,17 @@ class SQSEventSource:
                 log.error("%s %s %s", name, invocation.request_id, result.error)
             settlement = settle_batch(result, ids)
             deleted = self._delete(batch, settlement.delete)
-            log.info("%s", _invocation_line(name, ids, invocation, settlement, deleted))
+            line = _invocation_line(name, ids, invocation, settlement, deleted)
+            if throttles is not None:
+                line += f" throttles={throttles}"
+            log.info("%s", line)
         except Exception:
             if self._stop.is_set():
                 return  # the runtime was shut down under us; nothing was deleted
             log.exception("%s: invocation of %d message(s) broke the runner", name, len(ids))
         finally:
-            self.runtime.release()
+            if held:
+                self.runtime.release()
 
     def _delete(self, batch: list[dict[str, Any]], ids: Sequence[str]) -> int:
         """DeleteMessageBatch for ``ids``; returns how many were deleted, logs the rest."""

@@ -8,232 +8,29 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from typing import Any
 
-import boto3
 import pytest
 
-from infra.emulator import EmulatorHandle, start_emulator
-from tests.infra.event_source.toy import (
-    REGION,
-    STAGE,
-    docs_event,
-    shape,
-    toy_config,
-    write_toy_project,
+from infra.emulator import EmulatorHandle
+from infra.run import PROJECT_DIR, Services
+from tests.infra.event_source.harness import (
+    Queue,
+    Runner,
+    Toy,
+    intervals,
+    messages_in,
+    overlaps,
+    queue_attribute,
+    send,
 )
+from tests.infra.event_source.toy import REGION, docs_event, shape
+from tests.infra.harness import isolated_environment, run_make
 from tests.processes import child_pids, is_running
 from tests.waiting import wait_for
-
-IMPORT_ROOT = Path(__file__).resolve().parents[3]  # holds the `infra` package
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorHandle]:
-    with start_emulator() as handle:
-        yield handle
-
-
-@pytest.fixture
-def sqs(emulator: EmulatorHandle) -> Any:
-    return boto3.client(
-        "sqs",
-        endpoint_url=emulator.url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-@dataclass
-class Queue:
-    name: str
-    url: str
-    arn: str
-    dlq_url: str | None = None
-
-
-@pytest.fixture
-def make_queue(sqs: Any) -> Iterator[Callable[..., Queue]]:
-    """Factory for a fresh queue (unique name), optionally with a dead-letter queue."""
-    urls: list[str] = []
-
-    def make(visibility: int = 5, max_receive_count: int | None = None) -> Queue:
-        # 5 s by default: well past a cold start plus the toy's work, so a message is
-        # redelivered only when a test means it to be (visibility=1 and a failure).
-        name = f"q-{uuid.uuid4().hex[:12]}"
-        attributes = {"VisibilityTimeout": str(visibility)}
-        dlq_url = None
-        if max_receive_count is not None:
-            dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-            urls.append(dlq_url)
-            dlq_arn = queue_attribute(sqs, dlq_url, "QueueArn")
-            attributes["RedrivePolicy"] = json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}
-            )
-        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-        urls.append(url)
-        return Queue(name, url, queue_attribute(sqs, url, "QueueArn"), dlq_url)
-
-    yield make
-    for url in urls:
-        sqs.delete_queue(QueueUrl=url)
-
-
-def queue_attribute(sqs: Any, url: str, name: str) -> str:
-    value: str = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[name])["Attributes"][name]
-    return value
-
-
-def messages_in(sqs: Any, queue: Queue) -> int:
-    """Visible plus in-flight messages."""
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=queue.url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return sum(int(v) for v in attributes.values())
-
-
-def send(sqs: Any, queue: Queue, tag: str, **command: Any) -> str:
-    message_id: str = sqs.send_message(
-        QueueUrl=queue.url, MessageBody=json.dumps({"tag": tag, **command})
-    )["MessageId"]
-    return message_id
-
-
-@dataclass
-class Toy:
-    directory: Path
-    records: Path
-    queue_a: Queue
-    queue_b: Queue
-
-    def read_records(self) -> list[dict[str, Any]]:
-        if not self.records.exists():
-            return []
-        return [json.loads(line) for line in self.records.read_text().splitlines()]
-
-    def starts(self, function: str) -> list[dict[str, Any]]:
-        return [
-            r for r in self.read_records() if r["phase"] == "start" and r["function"] == function
-        ]
-
-    def tags_seen(self, function: str) -> list[str]:
-        """Tags of every record delivered to ``function``, one per delivery."""
-        return [
-            json.loads(record["body"])["tag"]
-            for start in self.starts(function)
-            for record in start["event"]["Records"]
-        ]
-
-
-@pytest.fixture
-def make_toy(tmp_path: Path, make_queue: Callable[..., Queue]) -> Callable[..., Toy]:
-    """Factory: the toy project under tmp_path, wired to fresh queues A and B."""
-
-    def make(
-        queue_a: Queue | None = None, queue_b: Queue | None = None, **stage_overrides: Any
-    ) -> Toy:
-        a = queue_a or make_queue()
-        b = queue_b or make_queue()
-        records = tmp_path / "records.jsonl"
-        config = toy_config(a.name, b.name, records, **stage_overrides)
-        return Toy(write_toy_project(tmp_path / "toy", config), records, a, b)
-
-    return make
-
-
-@dataclass
-class Runner:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: BinaryIO
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def runner_environment(endpoint: str) -> dict[str, str]:
-    """The shell a user runs the runner from: boto3's standard variables, no profile."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        PYTHONPATH=os.pathsep.join(p for p in (str(IMPORT_ROOT), env.get("PYTHONPATH")) if p),
-    )
-    return env
-
-
-@pytest.fixture
-def start_runner(emulator: EmulatorHandle, tmp_path: Path) -> Iterator[Callable[..., Runner]]:
-    """Factory: ``python -m infra.event_source`` on a project; stopped after the test."""
-    runners: list[Runner] = []
-
-    def start(toy: Toy, *extra: str) -> Runner:
-        log_path = tmp_path / f"runner-{len(runners)}.log"
-        log_file = log_path.open("wb")
-        command = [
-            sys.executable, "-m", "infra.event_source",
-            "--project-dir", str(toy.directory), "--stage", STAGE, "--poll-seconds", "1",
-            *extra,
-        ]  # fmt: skip
-        process = subprocess.Popen(
-            command,
-            cwd=IMPORT_ROOT,  # `-m` looks in the working directory first
-            env=runner_environment(emulator.url),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a group of its own, so cleanup can reach stragglers
-        )
-        runners.append(Runner(process, log_path, log_file))
-        return runners[-1]
-
-    yield start
-    for runner in runners:
-        if runner.process.poll() is None:
-            runner.process.terminate()
-            try:
-                runner.process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(runner.process.pid, signal.SIGKILL)
-                runner.process.wait()
-        runner.log_file.close()
-
-
-def overlaps(starts_and_ends: list[tuple[float, float]]) -> int:
-    """The largest number of intervals open at one time."""
-    edges = sorted([(s, 1) for s, _ in starts_and_ends] + [(e, -1) for _, e in starts_and_ends])
-    open_now = peak = 0
-    for _, step in edges:
-        open_now += step
-        peak = max(peak, open_now)
-    return peak
-
-
-def intervals(toy: Toy, function: str) -> list[tuple[float, float]]:
-    """(start, end) of each completed invocation of ``function``, paired by process."""
-    records = [r for r in toy.read_records() if r["function"] == function]
-    started: dict[int, float] = {}
-    result = []
-    for record in records:
-        if record["phase"] == "start":
-            started[record["pid"]] = record["time"]
-        else:
-            result.append((started.pop(record["pid"]), record["time"]))
-    return result
 
 
 def test_both_queues_are_served_with_lambdas_event_context_and_environment(
@@ -474,3 +271,68 @@ def test_a_function_timeout_longer_than_the_visibility_timeout_is_refused(
 
     assert runner.process.wait(15) == 2
     assert "visibility timeout: 5 seconds is less than function timeout: 6" in runner.log
+
+
+@pytest.mark.parametrize(
+    ("environment", "extra", "first_line"),
+    [
+        ({}, (), "mode=exact"),
+        ({"EVENT_SOURCE_MODE": "aws"}, ("--pollers", "2"), "mode=aws pollers=2"),
+        ({"EVENT_SOURCE_MODE": "aws"}, ("--mode", "exact"), "mode=exact"),  # the flag wins
+    ],
+)
+def test_the_first_line_names_the_mode_in_force(
+    environment: dict[str, str],
+    extra: tuple[str, ...],
+    first_line: str,
+    make_toy: Callable[..., Toy],
+    start_runner: Callable[..., Runner],
+) -> None:
+    runner = start_runner(make_toy(), "--burst", *extra, environment=environment)
+
+    assert runner.process.wait(30) == 0, runner.log
+    assert runner.log.splitlines()[0].endswith(f" event_source {first_line}")
+    serving = runner.lines("serving handle_a")
+    assert len(serving) == 1 and ("mode aws" in serving[0]) == ("aws" in first_line)
+
+
+def test_an_unknown_mode_stops_the_runner(
+    make_toy: Callable[..., Toy], start_runner: Callable[..., Runner]
+) -> None:
+    runner = start_runner(make_toy(), "--burst", environment={"EVENT_SOURCE_MODE": "fast"})
+
+    assert runner.process.wait(30) == 2
+    assert "EVENT_SOURCE_MODE='fast': expected one of exact, aws" in runner.log
+
+
+def test_a_handler_cannot_import_what_the_package_lacks(
+    make_toy: Callable[..., Toy], start_runner: Callable[..., Runner], sqs: Any
+) -> None:
+    # requests is installed for the tests, but the toy has no requirements.txt.
+    toy = make_toy()
+    send(sqs, toy.queue_a, "lazy", **{"import": "requests"})
+
+    runner = start_runner(toy, "--burst")
+
+    assert runner.process.wait(30) == 0, runner.log
+    (line,) = runner.lines("invoke function=toy-dev-handle_a")
+    assert "outcome=failed" in line
+    assert "ModuleNotFoundError: No module named 'requests'" in runner.log
+
+
+def test_make_worker_honours_the_mode_variable(emulator: EmulatorHandle) -> None:
+    # The project's own stage has no queues on this emulator: the worker names its mode,
+    # then stops because the queues are missing (exit 2), which is all this needs.
+    env = isolated_environment(EMULATOR_PORT=str(emulator.port))
+
+    result = run_make(PROJECT_DIR, env, "worker", "EVENT_SOURCE_MODE=aws", check=False)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    first = (result.stdout + result.stderr).splitlines()[0]
+    assert first.endswith(" event_source mode=aws pollers=5"), first
+
+
+def test_services_pass_the_mode_to_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENT_SOURCE_MODE", "exact")
+    assert Services().environment()["EVENT_SOURCE_MODE"] == "exact"  # the caller's, by default
+    assert Services(event_source_mode="aws").environment()["EVENT_SOURCE_MODE"] == "aws"
