@@ -367,17 +367,19 @@ def apply_stage(
     project_dir: Path = PROJECT_DIR,
     cfn: Any = None,
     overrides: Mapping[str, str] | None = None,
+    ddb: Any = None,
 ) -> dict[str, str]:
     """Apply the stage's stack, in as many updates as its table's indexes need; bring the
     table's items to the current layout; write the outputs into the stage's config and
     policies.
 
     ``overrides`` replace template parameters (tests shorten timeouts and receive counts).
+    ``cfn`` and ``ddb`` are the clients to use (default: boto3's, in ``cfn``'s region).
     """
     config = load_chalice_config(stage, project_dir)
     name = stack_name(config.app_name, stage)
     cfn = cfn or boto3.client("cloudformation")
-    ddb = boto3.client("dynamodb", region_name=cfn.meta.region_name)
+    ddb = ddb or boto3.client("dynamodb", region_name=cfn.meta.region_name)
     parameters = {**parameters_for_stage(config, stage), **(overrides or {})}
     templates = plan(cfn, ddb, name)
     stack_outputs: dict[str, str] = {}

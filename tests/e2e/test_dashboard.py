@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -371,7 +371,9 @@ def start_on_a_paused_clock(tab: Page, stage: FakeStage, key: str | None = None)
     """Load the page with its clock stopped: time moves only when the test advances it."""
     if key:
         tab.add_init_script(f"localStorage.setItem('heavy-jobs:api-key:/dev/', {key!r})")
-    tab.clock.install(time=CLOCK_START)
+    # Installed well before CLOCK_START: pause_at only jumps forward, and on a busy machine
+    # the installed clock may already have run a little by the time it is called.
+    tab.clock.install(time=CLOCK_START - timedelta(hours=1))
     tab.clock.pause_at(CLOCK_START)
     tab.goto(f"{stage.origin}/dev/")
     expect(tab.locator("#live-state")).to_have_attribute("data-poll", "waiting")

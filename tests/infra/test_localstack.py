@@ -102,10 +102,18 @@ def test_localstack_client_sessions_drive_the_embedded_emulator(tmp_path: Path) 
     # The project's own stack, applied through that session (to a copy of the project,
     # whose config receives the outputs).
     project = copy_app(tmp_path / "project")
-    outputs = stack.apply_stage("local", project, cfn=session.client("cloudformation"))
+    outputs = stack.apply_stage(
+        "local", project, cfn=session.client("cloudformation"), ddb=session.client("dynamodb")
+    )
 
     sqs: Any = session.client("sqs")
-    sqs.send_message(QueueUrl=outputs["QueueUrl"], MessageBody="hello")
+    # The job queue is FIFO: every message names its group and deduplication id.
+    sqs.send_message(
+        QueueUrl=outputs["QueueUrl"],
+        MessageBody="hello",
+        MessageGroupId="test",
+        MessageDeduplicationId="hello-1",
+    )
     received = sqs.receive_message(QueueUrl=outputs["QueueUrl"], WaitTimeSeconds=1)
     assert [m["Body"] for m in received["Messages"]] == ["hello"]
     table = session.resource("dynamodb").Table(outputs["TableName"])
