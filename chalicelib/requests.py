@@ -233,6 +233,8 @@ def _json_type(value: Any) -> str:
         return "a boolean"
     if isinstance(value, str):
         return "a string"
+    if isinstance(value, int):
+        return "an integer"
     if isinstance(value, float):
         return "a number with a fraction or exponent"
     if isinstance(value, list):

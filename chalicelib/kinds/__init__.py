@@ -195,7 +195,10 @@ class Kind(Generic[InputT, ResultT]):
             )
         is_record = dataclasses.is_dataclass(result) and not isinstance(result, type)
         value = dataclasses.asdict(result) if is_record else result
-        size = len(compact_json(value).encode())
+        try:
+            size = len(compact_json(value).encode())
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"the result is not JSON: {error}") from None
         if size > MAX_RESULT_BYTES:
             raise ValueError(f"the result is {size} bytes of JSON; the limit is {MAX_RESULT_BYTES}")
         return value
