@@ -139,6 +139,7 @@ def test_submit_follow_and_cancel_jobs_in_the_browser(
 # --- against a scripted API, under a stage prefix ----------------------------------------
 
 JOB_ID = "0b7f2c9e-5d1a-4c3e-9f00-2a6b8c4d1e7f"
+NEW_JOB_ID = "7e1d4c8b-6a2b-4f00-9e3c-1a5d2c9f7b0e"  # what POST /jobs and retries create
 
 
 def fake_job(**overrides: Any) -> dict[str, Any]:
@@ -176,6 +177,10 @@ class FakeStage:
     # Retry-After header if set.
     throttle_next: int = 0
     retry_after: str | None = None
+    # GET /kinds' list; None is an older stage without it (API Gateway answers an unknown
+    # path 403). POST /jobs and /jobs/{id}/retry answer 202, or the scripted error.
+    kinds: list[dict[str, Any]] | None = None
+    submit_error: tuple[int, dict[str, Any]] | None = None
 
     def handle(self, route: Route, request: Request) -> None:
         self.requests.append(request)
@@ -199,6 +204,14 @@ class FakeStage:
                 self.held_fast.append(route)
             else:
                 self._json(route, 200, {"message": "I'm fast"})
+        elif path == "/dev/kinds" and request.method == "GET" and self.kinds is not None:
+            self._json(route, 200, {"kinds": self.kinds})
+        elif (
+            self.kinds is not None
+            and request.method == "POST"
+            and (path == "/dev/jobs" or re.fullmatch(r"/dev/jobs/[^/]+/retry", path))
+        ):
+            self._submit(route, request, path)
         elif path == "/dev/heavy" and request.method == "POST":
             if self.require_key and request.headers.get("x-api-key") != self.require_key:
                 self._json(route, 403, {"message": "Forbidden"})
@@ -207,6 +220,23 @@ class FakeStage:
                 self._json(route, 202, {"job_id": JOB_ID, "status": "queued", "n": n})
         else:
             self._json(route, 403, {"message": "Missing Authentication Token"})
+
+    def _submit(self, route: Route, request: Request, path: str) -> None:
+        if self.submit_error:
+            self._json(route, *self.submit_error)
+        elif path == "/dev/jobs":
+            body = json.loads(request.post_data or "{}")
+            job = {"job_id": NEW_JOB_ID, "status": "queued", **body}
+            self._json(route, 202, job)
+        else:  # a retry: a new job of the same kind and input
+            retried = path.split("/")[3]
+            (old,) = [job for job in self.jobs if job["job_id"] == retried]
+            job = fake_job(
+                job_id=NEW_JOB_ID, status="queued", retry_of=retried, error=None, progress=0
+            )
+            job.update(kind=old.get("kind"), input=old.get("input"))
+            self.jobs = [job, *self.jobs]
+            self._json(route, 202, job)
 
     @staticmethod
     def _json(route: Route, status: int, body: dict[str, Any]) -> None:
@@ -245,6 +275,7 @@ def test_under_a_stage_prefix_every_call_stays_under_it(
     assert paths[0] == location and paths[1:]
     assert all(p.startswith("/dev/") for p in paths[1:]), paths
     assert {urlsplit(r.url).path for r in stage.requests[1:]} == {
+        "/dev/kinds",  # this stage has none: the page falls back to the n form
         "/dev/jobs",
         "/dev/heavy",
         "/dev/fast",
