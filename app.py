@@ -10,6 +10,7 @@ from chalice.app import Chalice, Rate, Request, Response, SQSRecord
 
 from chalicelib import connections, dashboard, openapi, service
 from chalicelib.config import (
+    Settings,
     api_key_required_at_import,
     dead_letter_queue_name_at_import,
     delay_queue_name_at_import,
@@ -17,9 +18,9 @@ from chalicelib.config import (
     queue_name_at_import,
 )
 from chalicelib.errors import RequestError, StoreUnavailable
-from chalicelib.jobs import Job
+from chalicelib.jobs import DEFAULT_KIND, Job
 from chalicelib.observability import logger
-from chalicelib.requests import parse_prefer, parse_submission
+from chalicelib.requests import JobRequest, parse_job_request, parse_prefer, parse_submission
 from chalicelib.worker import Delivery
 
 app = Chalice(app_name="heavy-jobs")
@@ -49,6 +50,11 @@ def openapi_document() -> dict[str, object]:
     return openapi.document(get_settings(), KEY_REQUIRED)
 
 
+@app.route("/kinds", methods=["GET"])
+def list_kinds() -> dict[str, object]:
+    return {"kinds": service.describe_kinds(get_settings())}
+
+
 @app.route(
     "/heavy",
     methods=["POST"],
@@ -57,12 +63,49 @@ def openapi_document() -> dict[str, object]:
 )
 def submit_heavy() -> Response:
     request = _current_request()
+
+    def parse(settings: Settings) -> JobRequest:
+        n = parse_submission(request.raw_body, request.headers, settings)
+        return JobRequest(DEFAULT_KIND, {"n": n})
+
+    def accepted(job: Job, status_url: str) -> dict[str, Any]:
+        return {
+            "job_id": job.job_id,
+            "status": job.status.value,
+            "n": job.n,
+            "status_url": status_url,
+        }
+
+    return _submit(parse, accepted)
+
+
+@app.route(
+    "/jobs",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    api_key_required=KEY_REQUIRED,
+)
+def submit_job() -> Response:
+    request = _current_request()
+    return _submit(
+        lambda settings: parse_job_request(request.raw_body, settings),
+        lambda job, status_url: job.to_api(),
+    )
+
+
+def _submit(
+    parse: Callable[[Settings], JobRequest], accepted: Callable[[Job, str], dict[str, Any]]
+) -> Response:
+    """POST /heavy and POST /jobs: parse, submit (Idempotency-Key), honour Prefer, and
+    answer 202 with ``accepted``'s body (or 200 with the job once it is finished)."""
+    request = _current_request()
     settings = get_settings()
     prefer = parse_prefer(request.headers.get("prefer"), service.MAX_WAIT_SECONDS)
     try:
-        n = parse_submission(request.raw_body, request.headers, settings)
+        job_request = parse(settings)
         submission = service.submit_job(
-            n,
+            job_request.kind,
+            job_request.input,
             connections.job_table(),
             connections.job_queue(),
             settings.retention,
@@ -83,10 +126,13 @@ def submit_heavy() -> Response:
         if waited:
             headers["Preference-Applied"] = f"wait={prefer.wait}"
         return Response(status_code=200, body=job.to_api(), headers=headers)
-    retry_after = service.retry_after_seconds(job.n, settings.loop_rate_per_second)
-    headers.update({"Location": status_url, "Retry-After": str(retry_after)})
-    body = {"job_id": job.job_id, "status": job.status.value, "n": job.n, "status_url": status_url}
-    return Response(status_code=202, body=body, headers=headers)
+    headers.update(_accepted_headers(job, status_url, settings))
+    return Response(status_code=202, body=accepted(job, status_url), headers=headers)
+
+
+def _accepted_headers(job: Job, status_url: str, settings: Settings) -> dict[str, str]:
+    retry_after = service.retry_after_seconds(job, settings)
+    return {"Location": status_url, "Retry-After": str(retry_after)}
 
 
 @app.route("/jobs", methods=["GET"], api_key_required=KEY_REQUIRED)
@@ -127,6 +173,25 @@ def cancel_job(job_id: str) -> Response:
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
     return Response(status_code=200, body=job.to_api())
+
+
+@app.route(
+    "/jobs/{job_id}/retry",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    api_key_required=KEY_REQUIRED,
+)
+def retry_job(job_id: str) -> Response:
+    settings = get_settings()
+    try:
+        job = service.retry_job(
+            job_id, connections.job_table(), connections.job_queue(), settings.retention
+        )
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    status_url = _external_url(f"/jobs/{job.job_id}")
+    headers = _accepted_headers(job, status_url, settings)
+    return Response(status_code=202, body=job.to_api(), headers={**headers})
 
 
 @app.on_sqs_message(queue=queue_name_at_import(), batch_size=1)

@@ -10,6 +10,7 @@
     │   ├── LengthRequired       411: chunked body that arrived empty
     │   ├── JobNotFound          404: no such job
     │   ├── JobFinished          409: cancelling a job that already ended
+    │   ├── JobNotRetryable      409: retrying a job that did not fail or get cancelled
     │   └── IdempotencyConflict  409: an Idempotency-Key reused for another request
     ├── PoisonMessage            a queue message that can never be processed
     └── StoreUnavailable         DynamoDB/SQS failed in a way worth retrying
@@ -59,6 +60,10 @@ class JobNotFound(RequestError):
 
 
 class JobFinished(RequestError):
+    status_code = 409
+
+
+class JobNotRetryable(RequestError):
     status_code = 409
 
 

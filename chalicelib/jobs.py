@@ -7,13 +7,21 @@ template, so the table and the queries that read it cannot disagree.
 
 Item layout (one item per job, key ``job_id``)::
 
-    job_id kind n status created_at progress attempts position   the job itself
+    job_id kind input status created_at progress attempts         the job itself
+    n                                                             heavyLoad's n (as before kinds)
+    state                                                         the checkpoint (JSON text)
     result error started_at finished_at last_error request_hash   (when set)
+    retry_of                                                      the job this one retries
     owner lease_until                                             a run's lease (running only)
     resume redrives                                               re-delivery bookkeeping
     expires_at                                                    TTL (epoch seconds)
     all_key status_key kind_key kind_status_key                   listing index keys
     pending_key pending_at                                        while a message is due
+
+``result`` is a number for an integer result (heavyLoad's, as before kinds), else JSON text.
+Items written before kinds (schema version 2) have ``n`` and ``position`` instead of
+``input`` and ``state``; ``from_item`` reads them as heavyLoad's input and state, and the
+version 3 backfill adds ``input``.
 
 Idempotency records (``idempotency#<sha256>``) and control items (``control#...``) share
 the table; they carry none of the index keys, so no index lists them.
@@ -43,8 +51,8 @@ CONTROL_PREFIX = "control#"
 # The version of the item layout above. infra/stack.py brings the items of a table
 # written by an older version up to it once (see JobTable.migrate), and records it in the
 # control item SCHEMA_ITEM. Version 1 was the layout with one "recent" and one
-# "by-status" index (release aa910a9).
-SCHEMA_VERSION = 2
+# "by-status" index (release aa910a9); version 2 had no input, only heavyLoad's n.
+SCHEMA_VERSION = 3
 
 # --- sharding and the indexes ------------------------------------------------------------
 
@@ -164,11 +172,13 @@ def pending_key(job_id: str) -> str:
 class Job:
     job_id: str
     kind: str
-    n: int
+    # The validated input, defaults filled in (JSON object).
+    input: dict[str, Any]
     status: JobStatus
     created_at: datetime
     progress: float = 0.0
-    result: int | None = None
+    # What the kind's function returned, in JSON form (heavyLoad: an int).
+    result: Any = None
     error: str | None = None
     # Starts of a run by a worker; a planned continuation (after a checkpoint taken
     # before the function's timeout) is not a new attempt.
@@ -177,8 +187,9 @@ class Job:
     finished_at: datetime | None = None
     # When DynamoDB may delete the record (epoch seconds); None keeps it forever.
     expires_at: int | None = None
-    # The checkpoint: how far the job got (for heavyLoad, the loop counter).
-    position: int = 0
+    # The checkpoint: the JSON state the kind last reported (heavyLoad: the loop counter);
+    # None before the first checkpoint.
+    state: Any = None
     # The lease (epoch milliseconds) of a running job: its owner renews it at every
     # checkpoint (the heartbeat). Past it, the run is presumed dead.
     lease_until: int | None = None
@@ -197,29 +208,46 @@ class Job:
     pending_at: int | None = None
     # Times a dead-lettered message of the job, never started, was sent again.
     redrives: int = 0
+    # The failed or cancelled job this one retries (POST /jobs/{id}/retry).
+    retry_of: str | None = None
 
     @classmethod
     def new(
         cls,
-        n: int,
-        now: datetime,
+        n: int | None = None,
+        now: datetime | None = None,
         kind: str = DEFAULT_KIND,
         retention: timedelta | None = None,
         request_hash: str | None = None,
+        input: dict[str, Any] | None = None,
+        retry_of: str | None = None,
     ) -> Job:
         """A queued job with a fresh, unguessable id (uuid4: 122 random bits), its message
-        due now."""
+        due now. ``input`` is the validated input; ``n`` is short for heavyLoad's
+        ``{"n": n}``."""
+        if input is None:
+            if n is None:
+                raise TypeError("a job needs its input (or heavyLoad's n)")
+            input = {"n": n}
+        now = now or utc_now()
         expires_at = None if retention is None else int((now + retention).timestamp())
         return cls(
             job_id=str(uuid.uuid4()),
             kind=kind,
-            n=n,
+            input=input,
             status=JobStatus.QUEUED,
             created_at=now,
             expires_at=expires_at,
             request_hash=request_hash,
             pending_at=epoch_ms(now),
+            retry_of=retry_of,
         )
+
+    @property
+    def n(self) -> int | None:
+        """heavyLoad's n (its representation has it, as before kinds); None otherwise."""
+        n = self.input.get("n") if self.kind == DEFAULT_KIND else None
+        return n if isinstance(n, int) else None
 
     def is_expired(self, now: datetime) -> bool:
         """Past its expiry: gone for readers, even before DynamoDB's TTL deletes it."""
@@ -230,8 +258,10 @@ class Job:
 
     def to_api(self) -> dict[str, Any]:
         """The public representation returned by ``GET /jobs/{job_id}``."""
-        return {
+        body = {
             "job_id": self.job_id,
+            "kind": self.kind,
+            "input": self.input,
             "status": self.status.value,
             "n": self.n,
             "progress": self.progress,
@@ -242,6 +272,9 @@ class Job:
             "started_at": iso_utc(self.started_at),
             "finished_at": iso_utc(self.finished_at),
         }
+        if self.retry_of is not None:
+            body["retry_of"] = self.retry_of
+        return body
 
 
 def is_job_id(value: str) -> bool:
@@ -261,9 +294,14 @@ def epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def request_fingerprint(n: int, kind: str = DEFAULT_KIND) -> str:
-    """What an Idempotency-Key binds to: the parsed request, not its bytes."""
-    canonical = json.dumps({"kind": kind, "n": n}, sort_keys=True)
+def request_fingerprint(kind: str, input: dict[str, Any]) -> str:
+    """What an Idempotency-Key binds to: the parsed request (kind and validated input),
+    not its bytes. heavyLoad's is computed as before kinds existed, so a key recorded by
+    an earlier release still replays its job."""
+    if kind == DEFAULT_KIND and set(input) == {"n"}:
+        canonical = json.dumps({"kind": kind, "n": input["n"]}, sort_keys=True)
+    else:
+        canonical = json.dumps({"kind": kind, "input": input}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -285,15 +323,17 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
     item: dict[str, dict[str, Any]] = {
         "job_id": {"S": job.job_id},
         "kind": {"S": job.kind},
-        "n": {"N": str(job.n)},
+        "input": {"S": json.dumps(job.input, separators=(",", ":"))},
         "status": {"S": job.status.value},
         "progress": {"N": _number(job.progress)},
         "attempts": {"N": str(job.attempts)},
         "created_at": {"S": iso_utc(job.created_at)},
-        "position": {"N": str(job.position)},
     }
     optional: dict[str, dict[str, Any] | None] = {
-        "result": None if job.result is None else {"N": str(job.result)},
+        # Written for heavyLoad as before kinds: code of the previous release reads it.
+        "n": None if job.n is None else {"N": str(job.n)},
+        "state": None if job.state is None else {"S": json.dumps(job.state)},
+        "result": None if job.result is None else result_attribute(job.result),
         "error": None if job.error is None else {"S": job.error},
         "started_at": None if job.started_at is None else {"S": iso_utc(job.started_at)},
         "finished_at": None if job.finished_at is None else {"S": iso_utc(job.finished_at)},
@@ -304,6 +344,7 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
         "resume": {"BOOL": True} if job.resume else None,
         "request_hash": None if job.request_hash is None else {"S": job.request_hash},
         "redrives": {"N": str(job.redrives)} if job.redrives else None,
+        "retry_of": None if job.retry_of is None else {"S": job.retry_of},
     }
     item.update({name: value for name, value in optional.items() if value is not None})
     item.update(derived_attributes(job))
@@ -333,17 +374,18 @@ def from_item(item: dict[str, dict[str, Any]]) -> Job:
     return Job(
         job_id=item["job_id"]["S"],
         kind=item["kind"]["S"],
-        n=int(item["n"]["N"]),
+        input=item_input(item),
         status=JobStatus(item["status"]["S"]),
         created_at=_parse_iso(item["created_at"]["S"]),
         progress=float(Decimal(item["progress"]["N"])) if "progress" in item else 0.0,
-        result=num("result"),
+        result=_result(item.get("result")),
         error=s("error"),
         attempts=num("attempts") or 0,
         started_at=_parse_optional_iso(s("started_at")),
         finished_at=_parse_optional_iso(s("finished_at")),
         expires_at=num(EXPIRES_AT),
-        position=num("position") or 0,
+        # Before kinds, heavyLoad's checkpoint was the number "position" (0: none yet).
+        state=json.loads(item["state"]["S"]) if "state" in item else num("position") or None,
         lease_until=num("lease_until"),
         last_error=s("last_error"),
         owner=s("owner"),
@@ -351,7 +393,31 @@ def from_item(item: dict[str, dict[str, Any]]) -> Job:
         request_hash=s("request_hash"),
         pending_at=num(PENDING.sort_key),
         redrives=num("redrives") or 0,
+        retry_of=s("retry_of"),
     )
+
+
+def item_input(item: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A job item's input; an item written before kinds has only heavyLoad's n."""
+    if "input" in item:
+        value: dict[str, Any] = json.loads(item["input"]["S"])
+        return value
+    return {"n": int(item["n"]["N"])}
+
+
+def result_attribute(result: Any) -> dict[str, Any]:
+    """A result's attribute: a number for an int (as before kinds), else JSON text."""
+    if isinstance(result, int) and not isinstance(result, bool):
+        return {"N": str(result)}
+    return {"S": json.dumps(result, separators=(",", ":"))}
+
+
+def _result(attribute: dict[str, Any] | None) -> Any:
+    if attribute is None:
+        return None
+    if "N" in attribute:
+        return int(Decimal(attribute["N"]))
+    return json.loads(attribute["S"])
 
 
 def is_job_item(item: dict[str, dict[str, Any]]) -> bool:

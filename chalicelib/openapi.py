@@ -1,8 +1,8 @@
 """The OpenAPI 3 document of the HTTP API, served at ``GET /openapi.json``.
 
-Built from the code's own sources (statuses, limits, the stage's cap on n) so it cannot
-drift from them; a test checks that its paths are exactly the app's routes and that its
-Job schema is exactly ``Job.to_api``'s fields.
+Built from the code's own sources (statuses, limits, the stage's cap on n, each kind's
+declaration) so it cannot drift from them; a test checks that its paths are exactly the
+app's routes and that its Job schema is exactly ``Job.to_api``'s fields.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.config import Settings
-from chalicelib.jobs import JobStatus
+from chalicelib.jobs import DEFAULT_KIND, JobStatus
 from chalicelib.kinds import KINDS
 from chalicelib.requests import MAX_BODY_BYTES
 from chalicelib.service import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_PAGE_SIZE, MAX_WAIT_SECONDS
@@ -39,7 +39,13 @@ _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": _UUID4}
 
 
 # The operations an API key guards where the stage requires one (see app.py).
-KEYED_OPERATIONS = (("/heavy", "post"), ("/jobs", "get"), ("/jobs/{job_id}/cancel", "post"))
+KEYED_OPERATIONS = (
+    ("/heavy", "post"),
+    ("/jobs", "get"),
+    ("/jobs", "post"),
+    ("/jobs/{job_id}/cancel", "post"),
+    ("/jobs/{job_id}/retry", "post"),
+)
 
 
 def document(settings: Settings, api_key_required: bool = False) -> dict[str, Any]:
@@ -97,7 +103,14 @@ def _document(settings: Settings) -> dict[str, Any]:
                 }
             },
             "/heavy": {"post": _submit(settings)},
+            "/kinds": {
+                "get": {
+                    "summary": "The job kinds: each one's input and result schemas",
+                    "responses": {"200": _json(_ref("KindList"), "Every kind, by name.")},
+                }
+            },
             "/jobs": {
+                "post": _submit_job(),
                 "get": {
                     "summary": "List jobs, newest first",
                     "parameters": [
@@ -132,7 +145,7 @@ def _document(settings: Settings) -> dict[str, Any]:
                             "A bad parameter, an unknown kind or a cursor of another listing."
                         ),
                     },
-                }
+                },
             },
             "/jobs/{job_id}": {
                 "get": {
@@ -169,6 +182,20 @@ def _document(settings: Settings) -> dict[str, Any]:
                     },
                 }
             },
+            "/jobs/{job_id}/retry": {
+                "post": {
+                    "summary": "Run a failed or cancelled job again, as a new job",
+                    "parameters": [_JOB_ID],
+                    "responses": {
+                        "202": _accepted(_ref("Job"), "The new job (queued), with retry_of set."),
+                        "400": _error("A malformed job id."),
+                        "404": _error("No such job."),
+                        "409": _error("The job is queued, running or succeeded."),
+                        "415": {"description": "An unsupported Content-Type."},
+                        "503": _error("The job store is unavailable; retry."),
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -180,27 +207,42 @@ def _document(settings: Settings) -> dict[str, Any]:
     }
 
 
+_SUBMIT_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+            "pattern": "^[!-~]+$",
+        },
+    },
+    {
+        "name": "Prefer",
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": f"RFC 7240: respond-async, or wait=N (N <= {MAX_WAIT_SECONDS}).",
+    },
+]
+
+
+def _accepted(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {
+            "Location": {"schema": {"type": "string"}},
+            "Retry-After": {"schema": {"type": "integer"}},
+        },
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
 def _submit(settings: Settings) -> dict[str, Any]:
+    heavy = _schema(KINDS[DEFAULT_KIND].input_schema(settings))
     return {
         "summary": "Queue a heavyLoad job counting to n",
-        "parameters": [
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "schema": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
-                    "pattern": "^[!-~]+$",
-                },
-            },
-            {
-                "name": "Prefer",
-                "in": "header",
-                "schema": {"type": "string"},
-                "description": f"RFC 7240: respond-async, or wait=N (N <= {MAX_WAIT_SECONDS}).",
-            },
-        ],
+        "parameters": _SUBMIT_PARAMETERS,
         "requestBody": {
             "required": False,
             "content": {
@@ -208,22 +250,15 @@ def _submit(settings: Settings) -> dict[str, Any]:
                     "schema": {
                         "type": "object",
                         "additionalProperties": False,
-                        "properties": {
-                            "n": {"type": "integer", "minimum": 0, "maximum": settings.max_n}
-                        },
+                        "properties": heavy["properties"],
                     }
                 }
             },
         },
         "responses": {
-            "202": {
-                "description": "Queued. Poll Location; Retry-After estimates the run time.",
-                "headers": {
-                    "Location": {"schema": {"type": "string"}},
-                    "Retry-After": {"schema": {"type": "integer"}},
-                },
-                "content": {"application/json": {"schema": _ref("Accepted")}},
-            },
+            "202": _accepted(
+                _ref("Accepted"), "Queued. Poll Location; Retry-After estimates the run time."
+            ),
             "200": _json(_ref("Job"), "Prefer: wait=N, and the job finished in time."),
             "400": _error("The body is not a JSON object with a valid n."),
             "409": _error("The Idempotency-Key was used for another request."),
@@ -235,13 +270,94 @@ def _submit(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _submit_job() -> dict[str, Any]:
+    return {
+        "summary": "Queue a job of any kind (GET /kinds lists them)",
+        "parameters": _SUBMIT_PARAMETERS,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("JobRequest")}},
+        },
+        "responses": {
+            "202": _accepted(
+                _ref("Job"), "Queued. Poll Location; Retry-After estimates the run time."
+            ),
+            "200": _json(_ref("Job"), "Prefer: wait=N, and the job finished in time."),
+            "400": _error(
+                "Not a JSON object with a known kind (unknown_kind) and a valid input "
+                "(invalid_input, naming the field as a JSON pointer)."
+            ),
+            "409": _error("The Idempotency-Key was used for another request."),
+            "413": _error(f"The body is over {MAX_BODY_BYTES} bytes."),
+            "415": {"description": "An unsupported Content-Type."},
+            "503": _error("The job store is unavailable; retry."),
+        },
+    }
+
+
+def _schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema as OpenAPI 3.0 takes it: no empty ``required`` (it needs one name)."""
+    if schema.get("required") == []:
+        schema = {k: v for k, v in schema.items() if k != "required"}
+    return schema
+
+
+def _request_schema(name: str) -> str:
+    return f"{name}Request"
+
+
+def _kind_schemas(settings: Settings) -> dict[str, Any]:
+    """POST /jobs's body: one schema per kind, discriminated by ``kind``."""
+    schemas: dict[str, Any] = {
+        _request_schema(name): {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind"],
+            "description": kind.description,
+            "properties": {
+                "kind": {"type": "string", "enum": [name]},
+                "input": _schema(kind.input_schema(settings)),
+            },
+        }
+        for name, kind in sorted(KINDS.items())
+    }
+    schemas["JobRequest"] = {
+        "oneOf": [_ref(_request_schema(name)) for name in sorted(KINDS)],
+        "discriminator": {
+            "propertyName": "kind",
+            "mapping": {
+                name: f"#/components/schemas/{_request_schema(name)}" for name in sorted(KINDS)
+            },
+        },
+    }
+    return schemas
+
+
 def _schemas(settings: Settings) -> dict[str, Any]:
     return {
+        **_kind_schemas(settings),
         "Job": {
             "type": "object",
             "additionalProperties": False,
             "required": list(JOB_FIELDS),
-            "properties": JOB_FIELDS,
+            "properties": {**JOB_FIELDS, **OPTIONAL_JOB_FIELDS},
+        },
+        "KindList": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kinds"],
+            "properties": {"kinds": {"type": "array", "items": _ref("Kind")}},
+        },
+        "Kind": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind", "description", "input_schema", "result_schema"],
+            "properties": {
+                "kind": {"type": "string", "enum": sorted(KINDS)},
+                "description": {"type": "string"},
+                "input_schema": {"type": "object", "description": "A JSON Schema."},
+                "result_schema": {"type": "object", "description": "A JSON Schema."},
+            },
         },
         "JobList": {
             "type": "object",
@@ -281,13 +397,19 @@ def _schemas(settings: Settings) -> dict[str, Any]:
 
 JOB_FIELDS: dict[str, Any] = {
     "job_id": {"type": "string", "format": "uuid"},
+    "kind": {"type": "string"},
+    "input": {"type": "object", "description": "The validated input, defaults filled in."},
     "status": {"type": "string", "enum": [s.value for s in JobStatus]},
-    "n": {"type": "integer", "minimum": 0},
+    "n": {"type": "integer", "minimum": 0, "nullable": True, "description": "heavyLoad's n."},
     "progress": {"type": "number", "minimum": 0, "maximum": 1},
-    "result": {"type": "integer", "nullable": True},
+    "result": {"nullable": True, "description": "The kind's result (GET /kinds: result_schema)."},
     "error": {"type": "string", "nullable": True},
     "attempts": {"type": "integer", "minimum": 0},
     "created_at": {"type": "string", "format": "date-time"},
     "started_at": _TIMESTAMP,
     "finished_at": _TIMESTAMP,
+}
+# Present only when set.
+OPTIONAL_JOB_FIELDS: dict[str, Any] = {
+    "retry_of": {"type": "string", "format": "uuid", "description": "The job this one retries."},
 }

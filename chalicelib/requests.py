@@ -1,7 +1,8 @@
-"""Strict parsing of a ``POST /heavy`` body into the n to count to, and of its ``Prefer``
-header.
+"""Strict parsing of a ``POST /heavy`` body into the n to count to, of a ``POST /jobs``
+body into a kind and its validated input, and of their ``Prefer`` header.
 
-Strict means: only a JSON object, only known fields, and n only as a JSON integer.
+Strict means: only a JSON object, only known fields, and numbers only as JSON numbers
+within the declared limits (n, or each field a kind declares: chalicelib.kinds).
 Python's json module needs help for that: it accepts NaN/Infinity, keeps the last of
 duplicate keys, raises ValueError on integers over 4,300 digits and RecursionError on deep
 nesting, and ``bool`` is a subclass of ``int``. Each of those becomes a 400 here.
@@ -10,12 +11,15 @@ nesting, and ``bool`` is a subclass of ``int``. Each of those becomes a 400 here
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.config import Settings
 from chalicelib.errors import InvalidRequest, LengthRequired, PayloadTooLarge
+from chalicelib.kinds import KINDS, Field, Kind
 
 MAX_BODY_BYTES = 16 * 1024
 FIELDS = ("n",)
@@ -29,11 +33,7 @@ class _TooLarge:
 
 def parse_submission(raw: bytes | str, headers: Mapping[str, str], settings: Settings) -> int:
     """Return n for a submission body, or raise a RequestError saying what is wrong."""
-    body = raw.encode("utf-8") if isinstance(raw, str) else raw
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(
-            "body_too_large", f"The body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}."
-        )
+    body = _bounded(raw)
     if not body.strip():
         # chalice local drops chunked bodies: an empty one may not be what was sent.
         if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -53,6 +53,132 @@ def parse_submission(raw: bytes | str, headers: Mapping[str, str], settings: Set
     if "n" not in payload:
         return settings.default_n
     return _valid_n(payload["n"], settings.max_n)
+
+
+JOB_FIELDS = ("kind", "input")
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A valid ``POST /jobs`` body: a registered kind and its input, defaults filled in."""
+
+    kind: str
+    input: dict[str, Any]
+
+
+def parse_job_request(raw: bytes | str, settings: Settings) -> JobRequest:
+    """Parse ``{"kind": ..., "input": {...}}`` (input may be left out: all defaults).
+
+    400 unknown_kind (naming the kinds) for a kind not registered, 400 invalid_input
+    naming the field by JSON pointer ("/input/below: must be >= 2"), the body errors of
+    POST /heavy otherwise, 413 over MAX_BODY_BYTES.
+    """
+    body = _bounded(raw)
+    payload = _loads(body) if body.strip() else None
+    if not isinstance(payload, dict):
+        raise InvalidRequest(
+            "body_not_object",
+            'The body must be a JSON object like {"kind": "heavyLoad", "input": {"n": 1000}}.',
+        )
+    unknown = sorted(set(payload) - set(JOB_FIELDS))
+    if unknown:
+        raise InvalidRequest(
+            "unknown_field",
+            f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(JOB_FIELDS)}.",
+        )
+    name = payload.get("kind")
+    kind = KINDS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        shown = "no kind" if name is None else f"Unknown kind {_shown(name)}"
+        raise InvalidRequest("unknown_kind", f"{shown}. Kinds: {', '.join(sorted(KINDS))}.")
+    return JobRequest(kind.name, validate_input(kind, payload.get("input", {}), settings))
+
+
+def validate_input(kind: Kind[Any, Any], raw: Any, settings: Settings) -> dict[str, Any]:
+    """``raw`` checked against the kind's declared fields, defaults filled in; 400
+    invalid_input naming the first wrong field."""
+    if not isinstance(raw, dict):
+        raise _invalid("", f"must be an object, got {_json_type(raw)}")
+    fields = kind.fields(settings)
+    unknown = sorted(set(raw) - {f.name for f in fields})
+    if unknown:
+        allowed = ", ".join(f.name for f in fields) or "none"
+        raise _invalid(f"/{_escape(unknown[0])}", f"unknown field (fields: {allowed})")
+    values: dict[str, Any] = {}
+    for field in fields:
+        if field.name in raw:
+            values[field.name] = _valid_value(field, raw[field.name])
+        elif field.required:
+            raise _invalid(f"/{_escape(field.name)}", "is required")
+        else:
+            values[field.name] = field.default
+    return values
+
+
+def _valid_value(field: Field, value: Any) -> Any:
+    where = f"/{_escape(field.name)}"
+    if isinstance(value, _TooLarge):
+        if field.type not in ("integer", "number"):
+            raise _invalid(where, f"must be {_TYPE_NAMES[field.type]}, got a number")
+        too_large = f"must be <= {field.maximum}" if field.maximum is not None else "is too large"
+        raise _invalid(where, too_large)
+    if not _is_json_type(value, field.type):
+        raise _invalid(where, f"must be {_TYPE_NAMES[field.type]}, got {_json_type(value)}")
+    if field.minimum is not None and value < field.minimum:
+        raise _invalid(where, f"must be >= {field.minimum}")
+    if field.maximum is not None and value > field.maximum:
+        raise _invalid(where, f"must be <= {field.maximum}")
+    if field.type == "string":
+        if field.min_length is not None and len(value) < field.min_length:
+            raise _invalid(where, f"must be at least {field.min_length} characters")
+        if field.max_length is not None and len(value) > field.max_length:
+            raise _invalid(where, f"must be at most {field.max_length} characters")
+        if field.pattern is not None and not re.search(field.pattern, value):
+            raise _invalid(where, f"must match {field.pattern}")
+        if field.enum is not None and value not in field.enum:
+            raise _invalid(where, f"must be one of: {', '.join(field.enum)}")
+    return value
+
+
+_TYPE_NAMES = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "a boolean",
+}
+
+
+def _is_json_type(value: Any, type_name: str) -> bool:
+    # bool is an int subclass in Python, but true/false is not a number in JSON.
+    if type_name == "integer":
+        return type(value) is int
+    if type_name == "number":  # finite: 1e999 parses as inf, which JSON cannot carry
+        return type(value) is int or (type(value) is float and math.isfinite(value))
+    if type_name == "string":
+        return isinstance(value, str)
+    return isinstance(value, bool)
+
+
+def _invalid(pointer: str, message: str) -> InvalidRequest:
+    return InvalidRequest("invalid_input", f"/input{pointer}: {message}.")
+
+
+def _escape(name: str) -> str:
+    """A field name as a JSON pointer token (RFC 6901)."""
+    return name.replace("~", "~0").replace("/", "~1")
+
+
+def _shown(value: Any) -> str:
+    return repr(value)[:80] if isinstance(value, str) else _json_type(value)
+
+
+def _bounded(raw: bytes | str) -> bytes:
+    body = raw.encode("utf-8") if isinstance(raw, str) else raw
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(
+            "body_too_large", f"The body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}."
+        )
+    return body
 
 
 def _loads(body: bytes) -> Any:
@@ -107,6 +233,8 @@ def _json_type(value: Any) -> str:
         return "a boolean"
     if isinstance(value, str):
         return "a string"
+    if isinstance(value, int):
+        return "an integer"
     if isinstance(value, float):
         return "a number with a fraction or exponent"
     if isinstance(value, list):

@@ -1,4 +1,5 @@
-"""The API's use cases: submit a job, look one up, wait for one, list them, cancel one."""
+"""The API's use cases: submit a job, look one up, wait for one, list them, cancel or
+retry one, describe the kinds."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from chalicelib.config import Settings
 from chalicelib.errors import (
     IdempotencyConflict,
     InvalidRequest,
     JobFinished,
     JobNotFound,
+    JobNotRetryable,
     StoreUnavailable,
 )
 from chalicelib.jobs import (
@@ -66,28 +70,37 @@ class Submission:
 
 
 def submit_job(
-    n: int,
+    kind: str,
+    input: dict[str, Any],
     table: JobTable,
     queue: JobQueue,
     retention: timedelta,
     idempotency_key: IdempotencyKey | None = None,
     now: Callable[[], datetime] | None = None,
+    retry_of: str | None = None,
 ) -> Submission:
-    """Record a queued job, then enqueue it.
+    """Record a queued job of ``kind`` with its validated ``input``, then enqueue it.
 
     The record is written first, with its message due (``pending_at``), so a job whose
     message never reaches the queue is known, and the recovery sweep sends it later.
     The message only carries the job's id and kind; its deduplication id is the job's id,
     so a repeated send of it is dropped. With an Idempotency-Key, the key's record is
-    written in the same transaction; a key already used for the same request returns that
-    job, for another request IdempotencyConflict.
+    written in the same transaction; a key already used for the same request (kind and
+    input) returns that job, for another request IdempotencyConflict.
 
     If the send fails, the job is failed and its Idempotency-Key released in one
     transaction, and StoreUnavailable raised: a retry (with the same key) makes a new job.
     """
     now = now or utc_now
-    fingerprint = request_fingerprint(n) if idempotency_key else None
-    job = Job.new(n=n, now=now(), retention=retention, request_hash=fingerprint)
+    fingerprint = request_fingerprint(kind, input) if idempotency_key else None
+    job = Job.new(
+        kind=kind,
+        input=input,
+        now=now(),
+        retention=retention,
+        request_hash=fingerprint,
+        retry_of=retry_of,
+    )
     record_id = None
     if idempotency_key is None:
         table.create(job)
@@ -102,7 +115,7 @@ def submit_job(
         logger.exception("Could not enqueue the job; marking it failed", job_id=job.job_id)
         table.fail_submission(job, SEND_FAILED, now(), record_id)
         raise
-    logger.info("Job queued", job_id=job.job_id, n=n)
+    logger.info("Job queued", job_id=job.job_id, kind=kind, input=input)
     count(Metric.ACCEPTED)
     return Submission(job=job, replayed=False)
 
@@ -157,9 +170,38 @@ def cancel_job(job_id: str, table: JobTable, now: Callable[[], datetime] | None 
     )
 
 
-def retry_after_seconds(n: int, loop_rate_per_second: int) -> int:
-    """A whole-second estimate of the job's run time, for the Retry-After header."""
-    return max(1, math.ceil(n / loop_rate_per_second))
+def retry_job(
+    job_id: str,
+    table: JobTable,
+    queue: JobQueue,
+    retention: timedelta,
+    now: Callable[[], datetime] | None = None,
+) -> Job:
+    """Submit a new job with the kind and input of a failed or cancelled one, carrying
+    ``retry_of``; JobNotRetryable (409) for a job that is queued, running or succeeded.
+    Each call makes a new job (send an Idempotency-Key with POST /jobs to deduplicate)."""
+    job = get_job(job_id, table, now)
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise JobNotRetryable(
+            "not_retryable",
+            f"The job is {job.status.value}; only a failed or cancelled job can be retried.",
+        )
+    submission = submit_job(job.kind, job.input, table, queue, retention, now=now, retry_of=job_id)
+    return submission.job
+
+
+def describe_kinds(settings: Settings) -> list[dict[str, Any]]:
+    """Every kind as GET /kinds lists it, sorted by name."""
+    return [KINDS[name].describe(settings) for name in sorted(KINDS)]
+
+
+def retry_after_seconds(job: Job, settings: Settings) -> int:
+    """A whole-second estimate of the job's run time, for the Retry-After header (from its
+    kind's declared estimate; 1 if the kind is gone)."""
+    kind = KINDS.get(job.kind)
+    if kind is None:
+        return 1
+    return max(1, math.ceil(kind.estimate_seconds(kind.make_input(job.input), settings)))
 
 
 # --- listing --------------------------------------------------------------------------

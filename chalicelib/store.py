@@ -44,6 +44,7 @@ from chalicelib.jobs import (
     is_job_item,
     iso_utc,
     pending_key,
+    result_attribute,
     status_keys,
     to_item,
 )
@@ -56,7 +57,8 @@ _NAMES = {
     "#result": "result",
     "#error": "error",
     "#owner": "owner",
-    "#position": "position",
+    "#state": "state",
+    "#input": "input",
     "#expires": EXPIRES_AT,
     "#status_key": LIST_BY_STATUS.partition_key,
     "#kind_status_key": LIST_BY_KIND_STATUS.partition_key,
@@ -352,17 +354,18 @@ class JobTable:
         )
 
     def checkpoint(
-        self, job_id: str, owner: str, position: int, progress: float, lease_until_ms: int
+        self, job_id: str, owner: str, state: str, progress: float, lease_until_ms: int
     ) -> Job | None:
-        """Save how far the run got and renew its lease (the heartbeat); owner only.
+        """Save the run's state (JSON text, at most MAX_STATE_BYTES) and progress and renew
+        its lease (the heartbeat); owner only.
 
         It changes no index key or projected attribute, so no index is written."""
         return self._update(
             job_id,
-            "SET #position = :position, progress = :progress, lease_until = :lease",
+            "SET #state = :state, progress = :progress, lease_until = :lease",
             "#status = :running AND #owner = :owner",
             {
-                ":position": position,
+                ":state": state,
                 ":progress": progress,
                 ":lease": lease_until_ms,
                 ":running": JobStatus.RUNNING,
@@ -370,8 +373,8 @@ class JobTable:
             },
         )
 
-    def succeed(self, job: Job, owner: str, result: int, now: datetime) -> Job | None:
-        """Finish the job with its result; only the run that owns it can."""
+    def succeed(self, job: Job, owner: str, result: Any, now: datetime) -> Job | None:
+        """Finish the job with its result (JSON form); only the run that owns it can."""
         return self._update(
             job.job_id,
             "SET #status = :to, #result = :result, progress = :one, finished_at = :now, "
@@ -380,12 +383,12 @@ class JobTable:
             "#status = :running AND #owner = :owner",
             {
                 **_status_values(job, JobStatus.SUCCEEDED),
-                ":result": result,
                 ":one": 1,
                 ":now": now,
                 ":running": JobStatus.RUNNING,
                 ":owner": owner,
             },
+            raw_values={":result": result_attribute(result)},
         )
 
     def fail(self, job: Job, owner: str, error: str, now: datetime) -> Job | None:
@@ -623,10 +626,13 @@ class JobTable:
             job_ids += [item["job_id"]["S"] for item in response["Items"]]
         return list(self.get_many(job_ids, consistent=True).values())
 
-    def rewrite_derived(self, job: Job) -> Job | None:
+    def rewrite_derived(self, job: Job, with_input: bool = False) -> Job | None:
         """Rewrite the index keys of ``job`` (as read) from its status: for items whose
-        status was changed by code that predates them. Condition: status unchanged."""
+        status was changed by code that predates them; ``with_input`` also writes its
+        input (an item written before kinds has only n). Condition: status unchanged."""
         derived = derived_attributes(job)
+        if with_input:
+            derived["input"] = to_item(job)["input"]
         names = {f"#d{i}": name for i, name in enumerate(derived)}
         values = {f":d{i}": value for i, value in enumerate(derived.values())}
         update = "SET " + ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
@@ -687,10 +693,11 @@ class JobTable:
 
         Run once per table (by infra/stack.py when a stage is applied; it needs Scan, which
         no function of the app is granted). Each job item gets the index keys its status
-        derives; a queued job without a pending time gets its creation time (its message
-        went with the queue an older version used, so the recovery sweep sends it again).
-        Each rewrite is conditional on the status read; a job that changed meanwhile is
-        read again. Idempotent: safe to run again, or after an interruption.
+        derives and, if written before kinds, its input (from n); a queued job without a
+        pending time gets its creation time (its message went with the queue an older
+        version used, so the recovery sweep sends it again). Each rewrite is conditional
+        on the status read; a job that changed meanwhile is read again. Idempotent: safe
+        to run again, or after an interruption.
         """
         report = MigrationReport()
         for item in self._scan(page_size):
@@ -702,9 +709,11 @@ class JobTable:
                 if job.status is JobStatus.QUEUED and job.pending_at is None:
                     job = job.with_(pending_at=epoch_ms(job.created_at))
                 wanted = derived_attributes(job)
-                if all(item.get(name) == value for name, value in wanted.items()):
+                # Version 3: every job item has its input (before kinds: only heavyLoad's n).
+                no_input = "input" not in item
+                if not no_input and all(item.get(k) == v for k, v in wanted.items()):
                     break
-                if self.rewrite_derived(job) is not None:
+                if self.rewrite_derived(job, with_input=no_input) is not None:
                     report.rewritten += 1
                     break
                 fresh = self._get_item(job.job_id)
@@ -743,7 +752,12 @@ class JobTable:
         return item
 
     def _update(
-        self, job_id: str, update: str, condition: str, values: dict[str, Any]
+        self,
+        job_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        raw_values: dict[str, Any] | None = None,
     ) -> Job | None:
         request: dict[str, Any] = {
             "TableName": self.table_name,
@@ -753,7 +767,7 @@ class JobTable:
             "ConditionExpression": f"attribute_exists(job_id) AND ({condition})",
             "ReturnValues": "ALL_NEW",
         }
-        _add_expression(request, values)
+        _add_expression(request, values, raw_values=raw_values)
         try:
             response = self._client.update_item(**request)
         except ClientError as error:

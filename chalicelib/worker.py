@@ -45,7 +45,7 @@ from typing import Any
 from chalicelib.config import Settings
 from chalicelib.errors import PoisonMessage, StoreUnavailable
 from chalicelib.jobs import Job, JobStatus, Message, epoch_ms, parse_message, to_message, utc_now
-from chalicelib.kinds import KINDS, JobContext, JobFunction
+from chalicelib.kinds import KINDS, Context, Kind, state_json
 from chalicelib.observability import Metric, count, job_logging, logger, milliseconds
 from chalicelib.queue import DelayQueue, JobQueue
 from chalicelib.store import JobTable
@@ -114,10 +114,14 @@ class _OutOfTime(StopRun):
     pass
 
 
+class _BadState(StopRun):
+    """The kind reported a state that cannot be saved (not JSON, or too large)."""
+
+
 class Checkpointer:
-    """``ctx.report`` for one run: saves position, progress and heartbeat at most once per
+    """``ctx.report`` for one run: saves state, progress and heartbeat at most once per
     interval, and stops the run when it was cancelled, lost its lease, or must yield
-    before the invocation's timeout."""
+    before the invocation's timeout, or reported a state it cannot save."""
 
     def __init__(
         self,
@@ -138,23 +142,27 @@ class Checkpointer:
         self._hold_every = worker.settings.stale_after_seconds / 3
         self._last = self._last_hold = worker.monotonic()
 
-    def __call__(self, done: int) -> None:
+    def __call__(self, progress: float, state: Any) -> None:
         now = self._worker.monotonic()
         out_of_time = self._remaining_ms() < self._margin_ms
         if out_of_time or now - self._last >= self._interval:
             self._last = now
-            self.save(done)
+            self.save(progress, state)
             if self._delivery is not None and now - self._last_hold >= self._hold_every:
                 self._last_hold = now
                 self._worker.hold(self._delivery)
         if out_of_time:
             raise _OutOfTime
 
-    def save(self, done: int) -> None:
+    def save(self, progress: float, state: Any) -> None:
         job, worker = self._job, self._worker
-        progress = done / job.n if job.n else 1.0
+        try:
+            text = state_json(state)
+        except ValueError as error:
+            raise _BadState(str(error)) from None
+        progress = min(1.0, max(0.0, float(progress)))
         saved = worker.table.checkpoint(
-            job.job_id, self._owner, done, progress, worker.lease_until_ms()
+            job.job_id, self._owner, text, progress, worker.lease_until_ms()
         )
         if saved is None:
             current = worker.table.get(job.job_id)
@@ -223,18 +231,25 @@ class Worker:
         if job.attempts > self.settings.max_attempts:
             # Only reachable through lease take-overs: its workers keep dying.
             return self._fail(job, owner, self._give_up_message(job))
-        function = KINDS.get(job.kind)
-        if function is None:
+        kind = KINDS.get(job.kind)
+        if kind is None:
             return self._fail(job, owner, f"Unknown job kind {job.kind!r}.")
 
-        logger.info("Job started", attempt=job.attempts, position=job.position, n=job.n)
+        logger.info(
+            "Job started",
+            attempt=job.attempts,
+            kind=job.kind,
+            state=job.state,
+            progress=job.progress,
+            n=job.n,
+        )
         count(Metric.STARTED)
         if job.started_at is not None and job.attempts == 1 and not message.resume:
             waited = job.started_at - job.created_at
             milliseconds(Metric.QUEUE_WAIT, waited.total_seconds() * 1000)
         started = self.monotonic()
         try:
-            return self._run_claimed(job, owner, function, remaining_ms, delivery)
+            return self._run_claimed(job, owner, kind, remaining_ms, delivery)
         finally:
             milliseconds(Metric.RUN_DURATION, (self.monotonic() - started) * 1000)
 
@@ -280,13 +295,20 @@ class Worker:
         self,
         job: Job,
         owner: str,
-        function: JobFunction,
+        kind: Kind[Any, Any],
         remaining_ms: Callable[[], int],
         delivery: Delivery | None,
     ) -> Outcome:
+        try:
+            input = kind.make_input(job.input)
+        except TypeError as error:
+            # Stored input the declaration no longer accepts: no retry can change that.
+            return self._fail(job, owner, f"The input does not fit kind {kind.name}: {error}")
         checkpointer = Checkpointer(self, job, owner, remaining_ms, delivery)
         try:
-            result = function(job.n, JobContext(start=job.position, report=checkpointer))
+            returned = kind.run(input, Context(state=job.state, report=checkpointer))
+        except _BadState as error:
+            return self._fail(job, owner, f"Kind {kind.name}: {error}.")
         except _Cancelled:
             logger.info("Job cancelled while running; stopped")
             return Outcome.CANCELLED
@@ -301,6 +323,10 @@ class Worker:
             logger.exception("Job attempt failed", attempt=job.attempts)
             return self._after_failure(job, owner, f"{type(error).__name__}: {error}")
 
+        try:
+            result = kind.result_json(returned)
+        except ValueError as error:
+            return self._fail(job, owner, f"Kind {kind.name}: {error}.")
         if self.table.succeed(job, owner, result, self.now()) is None:
             return self._not_claimed(job.job_id)
         logger.info("Job succeeded", result=result)
@@ -478,7 +504,7 @@ class Worker:
             logger.warning(
                 "Job's run died and its message is gone; queued again",
                 job_id=job.job_id,
-                position=job.position,
+                progress=job.progress,
             )
             recovered.append(job.job_id)
         return recovered

@@ -179,6 +179,8 @@ def test_get_job_reports_every_field(client: Client) -> None:
     body = client.http.get(f"/jobs/{job_id}").json_body
     assert set(body) == {
         "job_id",
+        "kind",
+        "input",
         "status",
         "n",
         "progress",

@@ -19,6 +19,7 @@ from chalicelib import connections, kinds, service
 from chalicelib.jobs import SHARDS, Job, JobStatus, Listing, iso_utc, shard_of, utc_now
 from chalicelib.requests import parse_prefer
 from tests.conftest import STAGE
+from tests.fake_kinds import kind_running
 
 JSON = {"Content-Type": "application/json"}
 
@@ -166,7 +167,7 @@ def test_pages_merge_every_shard_newest_first(client: Client, make_job: Callable
 def test_lists_by_kind_with_or_without_status(
     client: Client, make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(kinds.KINDS, "otherKind", lambda n, ctx: n)
+    monkeypatch.setitem(kinds.KINDS, "otherKind", kind_running(lambda i, ctx: i.n))
     start = utc_now() - timedelta(minutes=1)
     heavy = [make_job(n=i, created_at=start + timedelta(seconds=i)) for i in range(3)]
     other = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,9 @@ def test_job_schema_is_the_job_representation() -> None:
     doc = document(Settings.from_mapping(REQUIRED))
     job = Job.new(n=1, now=utc_now()).to_api()
     schema = doc["components"]["schemas"]["Job"]
-    assert set(schema["properties"]) == set(job) == set(schema["required"])
+    assert set(job) == set(schema["required"])
+    retried = Job.new(n=1, now=utc_now(), retry_of=str(uuid.uuid4())).to_api()
+    assert set(schema["properties"]) == set(retried) == set(job) | {"retry_of"}
 
 
 def test_cap_on_n_is_the_stages_setting() -> None:

@@ -37,7 +37,7 @@ def test_item_round_trip_keeps_every_field() -> None:
         started_at=MOMENT,
         finished_at=MOMENT,
         expires_at=1_900_000_000,
-        position=12345,
+        state={"low": 12345, "count": [1, "two"]},
         lease_until=1_800_000_000_000,
         owner="token",
         resume=True,
@@ -45,6 +45,7 @@ def test_item_round_trip_keeps_every_field() -> None:
         request_hash="abc",
         pending_at=None,  # only a queued job has a message due
         redrives=2,
+        retry_of="6f9619ff-8b86-4011-b42d-00c04fc964ff",
     )
     defaults = {f.name for f in dataclasses.fields(Job) if getattr(job, f.name) == f.default}
     assert defaults == {"pending_at"}  # every other field is set: the trip keeps it
@@ -86,7 +87,7 @@ def test_each_listing_has_its_own_index_and_partitions() -> None:
     partitions = {listing.partition(shard) for listing in listings for shard in range(SHARDS)}
     assert len(partitions) == 4 * SHARDS  # no hot partition shared by all jobs
     # Keys only, plus expires_at for the listings: a checkpoint writes no index.
-    checkpointed = {"position", "progress", "lease_until"}
+    checkpointed = {"state", "progress", "lease_until"}
     for index in INDEXES:
         assert not checkpointed & {index.partition_key, index.sort_key, *index.projected}
 

@@ -17,6 +17,7 @@ from chalice.test import Client
 from chalicelib import connections, kinds
 from chalicelib.jobs import Job
 from chalicelib.observability import NAMESPACE, SERVICE, Metric, logger
+from tests.fake_kinds import kind_running
 
 
 @pytest.fixture(autouse=True)
@@ -82,10 +83,10 @@ def test_a_failing_job_logs_its_error_with_the_job_id(
     monkeypatch.setenv("JOBS_MAX_ATTEMPTS", "1")
     connections.reset()
 
-    def broken(n: int, ctx: kinds.JobContext) -> int:
+    def broken(input: Any, ctx: kinds.Context) -> int:
         raise RuntimeError("no")
 
-    monkeypatch.setitem(kinds.KINDS, "heavyLoad", broken)
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(broken))
     job = make_job(n=10)
     lines(capsys, log_buffer)
 

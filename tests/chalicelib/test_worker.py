@@ -33,7 +33,7 @@ from chalicelib.jobs import (
     to_message,
     utc_now,
 )
-from chalicelib.kinds import JobContext
+from chalicelib.kinds import Context, heavy_load
 from chalicelib.queue import JobQueue
 from chalicelib.store import JobTable
 from chalicelib.worker import (
@@ -43,6 +43,7 @@ from chalicelib.worker import (
     Outcome,
     Worker,
 )
+from tests.fake_kinds import kind_running
 from tests.waiting import wait_for
 
 Receive = Callable[..., list[dict[str, Any]]]
@@ -104,13 +105,13 @@ class SpyTable(JobTable):
 
     def __init__(self, table: JobTable) -> None:
         super().__init__(table._client, table.table_name)
-        self.checkpoints: list[tuple[int, float]] = []
+        self.checkpoints: list[tuple[Any, float]] = []
 
     def checkpoint(
-        self, job_id: str, owner: str, position: int, progress: float, lease_until_ms: int
+        self, job_id: str, owner: str, state: str, progress: float, lease_until_ms: int
     ) -> Job | None:
-        self.checkpoints.append((position, progress))
-        return super().checkpoint(job_id, owner, position, progress, lease_until_ms)
+        self.checkpoints.append((json.loads(state), progress))
+        return super().checkpoint(job_id, owner, state, progress, lease_until_ms)
 
 
 # --- lifecycle through the deployed entry point --------------------------------------
@@ -143,7 +144,7 @@ def test_result_is_an_int_even_for_the_largest_n(
     sqs_event: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(kinds.KINDS, "heavyLoad", lambda n, ctx: n)  # skip 1e10 iterations
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(lambda i, ctx: i.n))  # skip 1e10
     job = make_job(n=10**10)
     run_worker(client, sqs_event(message_for(job)))
     body = status(client, job.job_id)
@@ -172,7 +173,9 @@ def test_duplicate_delivery_of_running_job_does_not_run_it_again(
     table = connections.job_table()
     table.claim(job.job_id, job.kind, "other-worker", utc_now(), 30_000)  # fresh heartbeat
     calls: list[int] = []
-    monkeypatch.setitem(kinds.KINDS, "heavyLoad", lambda n, ctx: calls.append(n) or n)
+    monkeypatch.setitem(
+        kinds.KINDS, "heavyLoad", kind_running(lambda i, ctx: calls.append(i.n) or i.n)
+    )
 
     assert make_worker().process_message(message_for(job)) is Outcome.DUPLICATE
 
@@ -203,7 +206,7 @@ def test_a_run_that_lost_its_lease_writes_nothing(make_job: Callable[..., Job]) 
     taken = table.claim(job.job_id, job.kind, "b", later, 30_000)
     assert taken is not None and taken.attempts == 2
 
-    assert table.checkpoint(job.job_id, "a", 5, 0.5, 0) is None
+    assert table.checkpoint(job.job_id, "a", "5", 0.5, 0) is None
     assert table.succeed(job, "a", 999, utc_now()) is None
     assert table.succeed(job, "b", 10, utc_now()) is not None
     final = table.get(job.job_id)
@@ -250,8 +253,11 @@ def test_aws_failure_raises_so_sqs_redelivers(
 # --- failures and retries -----------------------------------------------------------
 
 
-def broken(n: int, ctx: JobContext) -> int:
+def _broken(input: Any, ctx: Context) -> int:
     raise ValueError("counting went wrong")
+
+
+broken = kind_running(_broken)
 
 
 def test_job_that_raises_is_retried_with_backoff_then_failed(
@@ -371,7 +377,7 @@ def table_job(job: Job) -> Job:
 def test_progress_is_monotonic_rate_limited_and_reaches_one(
     make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kinds, "CHUNK", 1000)
+    monkeypatch.setattr(heavy_load, "CHUNK", 1000)
     n = 100_000  # 100 chunks
     job = make_job(n=n)
     table = SpyTable(connections.job_table())
@@ -397,13 +403,14 @@ def test_progress_is_visible_while_the_job_runs(
 ) -> None:
     seen: list[dict[str, Any]] = []
 
-    def watching(n: int, ctx: JobContext) -> int:
+    def watching(input: Any, ctx: Context) -> int:
+        n = input.n
         for done in range(0, n + 1, n // 4):
-            ctx.report(done)
+            ctx.report(done / n, done)
             seen.append(status(client, job.job_id))
         return n
 
-    monkeypatch.setitem(kinds.KINDS, "heavyLoad", watching)
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(watching))
     job = make_job(n=400)
     make_worker(monotonic=FakeClock(step=2.0)).process_message(message_for(job))
 
@@ -418,7 +425,7 @@ def test_job_near_its_timeout_checkpoints_and_continues_in_a_new_invocation(
     receive: Receive,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(kinds, "CHUNK", 1000)
+    monkeypatch.setattr(heavy_load, "CHUNK", 1000)
     n = 10_500
     job = make_job(n=n)
     worker = make_worker(monotonic=FakeClock(step=0.0))
@@ -432,9 +439,10 @@ def test_job_near_its_timeout_checkpoints_and_continues_in_a_new_invocation(
     body = message_for(job)
     starts: list[int] = []
     outcomes: list[Outcome] = []
-    real_heavy_load = kinds.heavy_load
     monkeypatch.setitem(
-        kinds.KINDS, "heavyLoad", lambda n, ctx: starts.append(ctx.start) or real_heavy_load(n, ctx)
+        kinds.KINDS,
+        "heavyLoad",
+        kind_running(lambda i, ctx: starts.append(ctx.state or 0) or heavy_load.heavy_load(i, ctx)),
     )
     for _ in range(10):
         outcome = worker.process_message(body, remaining_ms=invocation(chunks=4))
@@ -463,11 +471,12 @@ def test_a_dead_runs_message_comes_back_and_takes_the_job_over_from_its_checkpoi
     job = make_job(n=50_000)
     table = connections.job_table()
     table.claim(job.job_id, job.kind, "dead-worker", utc_now(), 30_000)
-    table.checkpoint(job.job_id, "dead-worker", 20_000, 0.4, epoch_ms(utc_now()) + 30_000)
+    table.checkpoint(job.job_id, "dead-worker", "20000", 0.4, epoch_ms(utc_now()) + 30_000)
     starts: list[int] = []
-    real_heavy_load = kinds.heavy_load
     monkeypatch.setitem(
-        kinds.KINDS, "heavyLoad", lambda n, ctx: starts.append(ctx.start) or real_heavy_load(n, ctx)
+        kinds.KINDS,
+        "heavyLoad",
+        kind_running(lambda i, ctx: starts.append(ctx.state or 0) or heavy_load.heavy_load(i, ctx)),
     )
     hold = timedelta(seconds=get_settings().message_hold_seconds)
 
@@ -490,7 +499,7 @@ def test_a_resume_message_takes_over_a_dead_continuation(
     table = connections.job_table()
     claimed = table.claim(job.job_id, job.kind, "first", utc_now(), 30_000)
     assert claimed is not None
-    table.checkpoint(job.job_id, "first", 10_000, 1 / 3, epoch_ms(utc_now()) + 30_000)
+    table.checkpoint(job.job_id, "first", "10000", 1 / 3, epoch_ms(utc_now()) + 30_000)
     table.release(claimed, "first", epoch_ms(utc_now()), resume=True)
     assert table.claim(job.job_id, job.kind, "second", utc_now(), 30_000, resume=True)
     later = utc_now() + timedelta(seconds=get_settings().message_hold_seconds)
@@ -505,7 +514,7 @@ def test_a_resume_message_takes_over_a_dead_continuation(
 def test_the_run_holds_its_message_and_renews_the_hold_with_checkpoints(
     make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kinds, "CHUNK", 1000)
+    monkeypatch.setattr(heavy_load, "CHUNK", 1000)
     job = make_job(n=100_000)  # 100 chunks
     queue = SpyQueue(connections.worker().queue)
     clock = FakeClock(step=0.25)  # each chunk "takes" 0.25 s: 25 s of fake time
@@ -652,7 +661,7 @@ def test_a_run_that_died_without_its_message_is_queued_again_by_the_sweep(
     job = make_job(n=50_000)
     table = connections.job_table()
     table.claim(job.job_id, job.kind, "dead-worker", utc_now(), 30_000)
-    table.checkpoint(job.job_id, "dead-worker", 20_000, 0.4, epoch_ms(utc_now()))
+    table.checkpoint(job.job_id, "dead-worker", "20000", 0.4, epoch_ms(utc_now()))
     fresh = make_job(n=10)
     table.claim(fresh.job_id, fresh.kind, "alive", utc_now(), 30_000)
     soon = utc_now() + timedelta(seconds=settings.message_hold_seconds)
@@ -664,9 +673,10 @@ def test_a_run_that_died_without_its_message_is_queued_again_by_the_sweep(
 
     (message,) = receive()
     starts: list[int] = []
-    real_heavy_load = kinds.heavy_load
     monkeypatch.setitem(
-        kinds.KINDS, "heavyLoad", lambda n, ctx: starts.append(ctx.start) or real_heavy_load(n, ctx)
+        kinds.KINDS,
+        "heavyLoad",
+        kind_running(lambda i, ctx: starts.append(ctx.state or 0) or heavy_load.heavy_load(i, ctx)),
     )
     assert make_worker(now=lambda: late).process_message(message["Body"]) is Outcome.SUCCEEDED
     assert starts == [20_000]
@@ -768,7 +778,9 @@ def test_cancelled_queued_job_never_starts(
     make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    monkeypatch.setitem(kinds.KINDS, "heavyLoad", lambda n, ctx: calls.append(n) or n)
+    monkeypatch.setitem(
+        kinds.KINDS, "heavyLoad", kind_running(lambda i, ctx: calls.append(i.n) or i.n)
+    )
     job = make_job(n=10)
     connections.job_table().cancel(job, utc_now())
 
@@ -781,15 +793,16 @@ def test_running_job_stops_at_its_next_checkpoint_when_cancelled(
 ) -> None:
     reached: list[int] = []
 
-    def cancelled_midway(n: int, ctx: JobContext) -> int:
+    def cancelled_midway(input: Any, ctx: Context) -> int:
+        n = input.n
         for done in range(1, n + 1):
             if done == 3:
                 connections.job_table().cancel(job, utc_now())
-            ctx.report(done)
+            ctx.report(done / n, done)
             reached.append(done)
         return n
 
-    monkeypatch.setitem(kinds.KINDS, "heavyLoad", cancelled_midway)
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(cancelled_midway))
     job = make_job(n=10)
 
     outcome = make_worker(monotonic=FakeClock(step=2.0)).process_message(message_for(job))
@@ -803,13 +816,13 @@ def test_running_job_stops_at_its_next_checkpoint_when_cancelled(
 def test_kind_catching_exception_cannot_swallow_a_stop(
     make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def stubborn(n: int, ctx: JobContext) -> int:
+    def stubborn(input: Any, ctx: Context) -> int:
         connections.job_table().cancel(job, utc_now())
         with contextlib.suppress(Exception):  # the point of the test
-            ctx.report(1)
-        return n
+            ctx.report(0.1, 1)
+        return int(input.n)
 
-    monkeypatch.setitem(kinds.KINDS, "heavyLoad", stubborn)
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(stubborn))
     job = make_job(n=10)
     outcome = make_worker(monotonic=FakeClock(step=2.0)).process_message(message_for(job))
     assert outcome is Outcome.CANCELLED and table_job(job).result is None
@@ -882,15 +895,6 @@ def dlq_record(body: str, aws: dict[str, str]) -> dict[str, Any]:
 # --- the job kinds and the message form -------------------------------------------
 
 
-def test_heavy_load_counts_to_n_exactly_from_any_checkpoint() -> None:
-    reports: list[int] = []
-    n = 3 * kinds.CHUNK + 17
-    assert kinds.heavy_load(n, JobContext(start=0, report=reports.append)) == n
-    assert reports[-1] == n and reports == sorted(reports)
-    assert kinds.heavy_load(0, JobContext(start=0, report=reports.append)) == 0
-    assert kinds.heavy_load(n, JobContext(start=2 * kinds.CHUNK + 5, report=reports.append)) == n
-
-
 def test_job_statuses() -> None:
     assert [s.value for s in JobStatus] == ["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -907,7 +911,7 @@ def test_a_message_without_its_kind_is_still_run(
 ) -> None:
     """Messages name the job's kind (the claim rewrites the kind's listing keys); one that
     does not, or names another, still runs the job under its own kind."""
-    monkeypatch.setitem(kinds.KINDS, "other", lambda n, ctx: n)
+    monkeypatch.setitem(kinds.KINDS, "other", kind_running(lambda i, ctx: i.n))
     plain, mislabelled = make_job(n=3), make_job(n=4, kind="other")
     worker = make_worker()
 
