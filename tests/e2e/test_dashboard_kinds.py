@@ -14,12 +14,11 @@ test_dashboard.py runs every one of its tests against such a stage).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Locator, Page, Request, Route, expect
+from playwright.sync_api import Page, Request, Route, expect
 
 from infra.emulator import free_port
 from tests.e2e.test_dashboard import (  # noqa: F401 - browser and page: fixtures
@@ -30,6 +29,7 @@ from tests.e2e.test_dashboard import (  # noqa: F401 - browser and page: fixture
     FakeStage,
     browser,
     fake_job,
+    kind_field,
     page,
 )
 
@@ -113,12 +113,6 @@ def open_page(tab: Page, stage: FakeStage, kind_name: str | None = None) -> None
         tab.get_by_label("Job kind").select_option(kind_name)
 
 
-def field(tab: Page, label: str) -> Locator:
-    """A generated field, by its label (a required one's ends in a star, hidden from
-    screen readers, which hear aria-required instead)."""
-    return tab.locator("#kind-fields").get_by_label(re.compile(rf"^{re.escape(label)}( \*)?$"))
-
-
 def posted_jobs(stage: FakeStage) -> list[str]:
     return [r.post_data or "" for r in stage.api_calls("/dev/jobs") if r.method == "POST"]
 
@@ -132,7 +126,7 @@ def test_the_form_follows_the_selected_kinds_input_schema(
     expect(kinds.locator("option")).to_have_text(["countPrimes", "everyType", "heavyLoad"])
     expect(kinds).to_have_value("heavyLoad")  # the service's classic job comes first
     expect(tab.get_by_label("Loop count (n)")).to_be_hidden()  # the older stage's form
-    n = field(tab, "n")
+    n = kind_field(tab, "n")
     expect(n).to_have_value("300000000")  # its default
     expect(n).not_to_have_attribute("aria-required", "true")
     expect(tab.locator("#field-0-help")).to_have_text(
@@ -142,7 +136,7 @@ def test_the_form_follows_the_selected_kinds_input_schema(
 
     kinds.select_option("countPrimes")
     expect(tab.locator("#kind-help")).to_have_text("The countPrimes kind.")
-    below = field(tab, "below")
+    below = kind_field(tab, "below")
     expect(below).to_have_value("")
     expect(below).to_have_attribute("aria-required", "true")
     expect(below).to_have_attribute("inputmode", "numeric")
@@ -155,25 +149,25 @@ def test_the_form_follows_the_selected_kinds_input_schema(
 
     kinds.select_option("everyType")
     expect(tab.locator("#kind-help")).to_have_text("Every field type " + HOSTILE)
-    size = field(tab, "Size (size)")  # a title, with the field's name
+    size = kind_field(tab, "Size (size)")  # a title, with the field's name
     expect(size).to_have_attribute("aria-required", "true")
     expect(tab.locator("#field-0-help")).to_have_text(
         "How many. A whole number, at least 1. Separators such as 1_000_000 are fine. Required."
     )
-    ratio = field(tab, "ratio")
+    ratio = kind_field(tab, "ratio")
     expect(ratio).to_have_value("0.5")
     expect(ratio).to_have_attribute("inputmode", "decimal")
     expect(tab.locator("#field-1-help")).to_have_text("A number from 0 to 1. Default: 0.5.")
-    label = field(tab, "label")
+    label = kind_field(tab, "label")
     expect(tab.locator("#field-2-help")).to_have_text(
         HOSTILE + " From 3 to 8 characters. It must match ^[a-z]+$. Required."
     )
     expect(label).to_have_attribute("aria-describedby", "field-2-help form-message")
-    fast = field(tab, "fast")
+    fast = kind_field(tab, "fast")
     expect(fast).to_have_attribute("type", "checkbox")
     expect(fast).to_be_checked()  # its default
     expect(tab.locator("#field-3-help")).to_have_text("Skip the checks.")
-    mode = field(tab, "mode")
+    mode = kind_field(tab, "mode")
     expect(mode.locator("option")).to_have_text(["quick", "thorough"])
     expect(mode.locator("option:checked")).to_have_text("thorough")  # its default
     # Descriptions are API text: shown as text, never as markup.
@@ -209,10 +203,10 @@ def test_a_bad_value_is_explained_not_sent(
     tab, _ = page
     open_page(tab, stage, kind_name)
     if kind_name == "everyType":  # the other required fields valid
-        field(tab, "Size (size)").fill("3")
+        kind_field(tab, "Size (size)").fill("3")
         if name != "label":
-            field(tab, "label").fill("abc")
-    control = field(tab, name)
+            kind_field(tab, "label").fill("abc")
+    control = kind_field(tab, name)
     control.fill(value)
     control.press("Enter")
     expect(tab.locator("#form-message")).to_have_text(message)
@@ -231,7 +225,7 @@ def test_a_bad_value_is_explained_not_sent(
 def test_the_body_sent_to_post_jobs(page: tuple[Page, Console], stage: FakeStage) -> None:
     tab, console = page
     open_page(tab, stage, "countPrimes")
-    field(tab, "below").fill("1_000,000")
+    kind_field(tab, "below").fill("1_000,000")
     tab.get_by_role("button", name="Submit job").click()
     expect(tab.locator("#form-message")).to_have_text(
         f"Queued job {NEW_JOB_ID[:8]} (countPrimes: below = 1,000,000)."
@@ -240,11 +234,11 @@ def test_the_body_sent_to_post_jobs(page: tuple[Page, Console], stage: FakeStage
     # Every type, exactly as JSON: integers exact at any size, the boolean unchecked,
     # the enum's other value; a blank optional field is left to its default.
     tab.get_by_label("Job kind").select_option("everyType")
-    field(tab, "Size (size)").fill("123456789012345678901")
-    field(tab, "ratio").fill("")
-    field(tab, "label").fill("abc")
-    field(tab, "fast").uncheck()
-    field(tab, "mode").select_option("quick")
+    kind_field(tab, "Size (size)").fill("123456789012345678901")
+    kind_field(tab, "ratio").fill("")
+    kind_field(tab, "label").fill("abc")
+    kind_field(tab, "fast").uncheck()
+    kind_field(tab, "mode").select_option("quick")
     tab.get_by_role("button", name="Submit job").click()
     expect(tab.locator("#form-message")).to_contain_text(f"Queued job {NEW_JOB_ID[:8]} (everyType")
 
@@ -272,7 +266,7 @@ def test_an_api_error_is_shown_on_the_field_it_names(
         {"error": {"code": "invalid_input", "message": "/input/below: must be >= 2"}},
     )
     open_page(tab, stage, "countPrimes")
-    below = field(tab, "below")
+    below = kind_field(tab, "below")
     below.fill("7")
     below.press("Enter")
     expect(tab.locator("#form-message")).to_have_text("Not submitted: /input/below: must be >= 2")
