@@ -460,3 +460,24 @@ def test_without_get_kinds_the_page_keeps_the_n_form(
     expect(tab.locator(f'tr[data-job-id="{JOB_ID}"] .status')).to_have_text("failed")
     expect(tab.get_by_role("button", name="Retry job")).to_have_count(0)
     assert console.errors() == []
+
+
+def test_a_field_of_another_type_is_typed_as_json(page: tuple[Page, Console]) -> None:
+    # GET /kinds promises four types and enums; a later kind might declare another: its
+    # value is typed as JSON (and the API, which knows the type, has the last word).
+    tab, console = page
+    future = kind("future", {"tags": {"type": "array", "description": "Labels."}}, ["tags"])
+    stage = FakeStage(origin=f"http://127.0.0.1:{free_port()}", jobs=[], kinds=[future])
+    tab.route(f"{stage.origin}/**", stage.handle)
+    open_page(tab, stage)
+    tags = kind_field(tab, "tags")
+    expect(tab.locator("#field-0-help")).to_have_text("Labels. A JSON value. Required.")
+    tags.fill('["a", 2')
+    tags.press("Enter")
+    expect(tab.locator("#form-message")).to_have_text('Enter tags as JSON, such as "text" or 42.')
+    assert posted_jobs(stage) == []
+    tags.fill('[ "a", 2 ]')
+    tags.press("Enter")
+    expect(tab.locator("#form-message")).to_contain_text(f"Queued job {NEW_JOB_ID[:8]}")
+    assert posted_jobs(stage) == ['{"kind": "future", "input": {"tags": ["a",2]}}']
+    assert console.errors() == []
