@@ -366,7 +366,7 @@ def test_each_row_shows_its_kind_and_input_as_text(
     page: tuple[Page, Console], stage: FakeStage
 ) -> None:
     tab, console = page
-    long_input = {"words": "x" * 100}
+    long_input = {"words": "\U0001f600" * 100}  # cut between characters, not inside one
     stage.jobs = [
         kind_job(JOB_ID, "succeeded", result={"count": 168}),
         kind_job("1" * 8, "queued", kind=HOSTILE, input={HOSTILE: HOSTILE, "on": True}),
@@ -386,7 +386,7 @@ def test_each_row_shows_its_kind_and_input_as_text(
     )
     expect(rows.nth(2).locator(".input-summary")).to_have_text("n = 5")
     expect(rows.nth(2).locator(".result")).to_have_text("5")
-    summary = "words = " + json.dumps(long_input["words"])
+    summary = "words = " + json.dumps(long_input["words"], ensure_ascii=False)
     expect(rows.nth(3).locator(".input-summary")).to_have_text(summary[:59] + "…")
     expect(rows.nth(3).locator(".input-summary")).to_have_attribute("title", summary)
     expect(rows.nth(4).locator(".kind-name")).to_have_text("")
