@@ -1,11 +1,14 @@
 """The dashboard in a real browser: Debian's headless Chromium, driven by Playwright.
 
-One test runs against a real local stack (``make_stack``): it submits a job through the
-form and sees it succeed, then cancels a running job with its button, with GET /fast
-timed beside it. The others serve the page and a scripted API through Playwright's
-request interception, under a stage prefix as API Gateway does, to check what a real
-stack cannot easily produce: hostile text in the API's answers, a missing API key, a
-hidden tab, a usage plan's 429, exact latencies. Those about pacing run the page on
+Two tests run against a real local stack (``make_stack``): one submits a heavyLoad job
+through the form and sees it succeed, then cancels a running job with its button, with
+GET /fast timed beside it; the other runs a countPrimes job, retries a cancelled one and
+filters the list by kind. The others serve the page and a scripted API through
+Playwright's request interception, under a stage prefix as API Gateway does, to check
+what a real stack cannot easily produce: hostile text in the API's answers, a missing API
+key, a hidden tab, a usage plan's 429, exact latencies. The scripted stage has no GET
+/kinds unless a test gives it kinds, so these tests also hold the page's n form (an
+older stage's); tests/e2e/test_dashboard_kinds.py tests the kinds form against it. Those about pacing run the page on
 Playwright's fake clock, so a minute of polling takes a few seconds and no assertion
 depends on how fast this machine is.
 
