@@ -25,6 +25,9 @@ class Sizes:
     # 4. loop speed: rounds of one worker job and one bare loop of loop_n.
     loop_rounds: int = 7
     loop_n: int = 200_000_000  # 2-4 s of counting
+    # ...and of one countPrimes job and one bare sieve below sieve_below.
+    sieve_rounds: int = 5
+    sieve_below: int = 400_000_000  # 5-10 s of sieving
     # 5. trivial-job throughput: rounds of a batch through the product and the floor.
     throughput_rounds: int = 5
     throughput_jobs: int = 100
@@ -55,6 +58,8 @@ SMOKE = Sizes(
     queue_samples=2,
     loop_rounds=1,
     loop_n=2_000_000,
+    sieve_rounds=1,
+    sieve_below=2_000_000,
     throughput_rounds=1,
     throughput_jobs=3,
     throughput_window=2,

@@ -308,19 +308,20 @@ def _request_schema(name: str) -> str:
 
 def _kind_schemas(settings: Settings) -> dict[str, Any]:
     """POST /jobs's body: one schema per kind, discriminated by ``kind``."""
-    schemas: dict[str, Any] = {
-        _request_schema(name): {
+    schemas: dict[str, Any] = {}
+    for name, kind in sorted(KINDS.items()):
+        input_schema = kind.input_schema(settings)
+        schemas[_request_schema(name)] = {
             "type": "object",
             "additionalProperties": False,
-            "required": ["kind"],
+            # The input may be left out only when every field has a default.
+            "required": ["kind", "input"] if input_schema["required"] else ["kind"],
             "description": kind.description,
             "properties": {
                 "kind": {"type": "string", "enum": [name]},
-                "input": _schema(kind.input_schema(settings)),
+                "input": _schema(input_schema),
             },
         }
-        for name, kind in sorted(KINDS.items())
-    }
     schemas["JobRequest"] = {
         "oneOf": [_ref(_request_schema(name)) for name in sorted(KINDS)],
         "discriminator": {

@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from chalicelib.config import Settings
 from chalicelib.errors import InvalidRequest, LengthRequired, PayloadTooLarge
@@ -58,8 +58,7 @@ def parse_submission(raw: bytes | str, headers: Mapping[str, str], settings: Set
 JOB_FIELDS = ("kind", "input")
 
 
-@dataclass(frozen=True)
-class JobRequest:
+class JobRequest(NamedTuple):
     """A valid ``POST /jobs`` body: a registered kind and its input, defaults filled in."""
 
     kind: str

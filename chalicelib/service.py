@@ -197,11 +197,16 @@ def describe_kinds(settings: Settings) -> list[dict[str, Any]]:
 
 def retry_after_seconds(job: Job, settings: Settings) -> int:
     """A whole-second estimate of the job's run time, for the Retry-After header (from its
-    kind's declared estimate; 1 if the kind is gone)."""
+    kind's declared estimate; 1 if the kind is gone, or the input of a retried job no
+    longer fits its declaration: the worker fails such a job, saying why)."""
     kind = KINDS.get(job.kind)
     if kind is None:
         return 1
-    return max(1, math.ceil(kind.estimate_seconds(kind.make_input(job.input), settings)))
+    try:
+        input = kind.make_input(job.input)
+    except TypeError:
+        return 1
+    return max(1, math.ceil(kind.estimate_seconds(input, settings)))
 
 
 # --- listing --------------------------------------------------------------------------

@@ -70,16 +70,40 @@ class Api:
         response = self._request("POST", "heavy", json={"n": n}, headers=headers, wait=wait)
         return response.status_code, _body(response)
 
+    def submit_job(
+        self, kind: str, input: Mapping[str, Any], wait: int | None = None
+    ) -> tuple[int, Job]:
+        """POST /jobs: (202, the queued job) or, after Prefer: wait, (200, the job)."""
+        headers = {"Prefer": f"wait={wait}"} if wait else {}
+        body = {"kind": kind, "input": dict(input)}
+        response = self._request("POST", "jobs", json=body, headers=headers, wait=wait)
+        return response.status_code, _body(response)
+
+    def kinds(self) -> list[dict[str, Any]]:
+        """GET /kinds: each kind's name, description and input and result schemas."""
+        kinds = _body(self._request("GET", "kinds")).get("kinds")
+        if not isinstance(kinds, list):
+            raise ApiError(200, None, "GET /kinds answered without a list of kinds")
+        return [kind for kind in kinds if isinstance(kind, dict)]
+
+    def retry(self, job_id: str) -> Job:
+        """POST /jobs/{id}/retry: the new job."""
+        return _body(self._request("POST", f"{_job_path(job_id)}/retry"))
+
     def job(self, job_id: str, wait: int | None = None) -> Job:
         """GET /jobs/{id}, waiting up to ``wait`` seconds on the server for it to finish."""
         params = {"wait": str(wait)} if wait else None
         return _body(self._request("GET", _job_path(job_id), params=params, wait=wait))
 
     def jobs(
-        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+        self,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        kind: str | None = None,
     ) -> dict[str, Any]:
         """GET /jobs: a page of jobs, newest first, and the cursor of the next one."""
-        params = {"status": status, "limit": None if limit is None else str(limit)}
+        params = {"kind": kind, "status": status, "limit": None if limit is None else str(limit)}
         params["cursor"] = cursor
         found = {name: value for name, value in params.items() if value is not None}
         return _body(self._request("GET", "jobs", params=found))

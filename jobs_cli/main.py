@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -45,6 +46,8 @@ cancelled, 2 bad usage or an API/connection error (one line on stderr).
 
 examples:
   jobs submit 300000000 --wait          prints the result once the job succeeded
+  jobs kinds                            the kinds of job and their fields
+  jobs submit countPrimes below=1e9 --wait
   id=$(jobs submit 5_000_000_000) && jobs watch "$id"
   jobs list --status running
   jobs --url https://abc.execute-api.eu-west-1.amazonaws.com/prod --api-key KEY submit 10
@@ -103,15 +106,30 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    submit = commands.add_parser("submit", help="queue a job counting to N; print its id")
-    submit.add_argument("n", type=count, metavar="N", help="e.g. 300000000, 3e8 or 300_000_000")
+    submit = commands.add_parser(
+        "submit", help="queue a job: KIND FIELD=VALUE..., or N to count to; print its id"
+    )
+    submit.add_argument(
+        "target",
+        metavar="KIND",
+        help="a kind (see `jobs kinds`), or N for heavyLoad: 300000000, 3e8 or 300_000_000",
+    )
+    submit.add_argument(
+        "fields",
+        nargs="*",
+        default=[],  # else argparse calls it required when KIND is missing
+        metavar="FIELD=VALUE",
+        help="the kind's input, e.g. below=1e9",
+    )
     submit.add_argument(
         "--wait", action="store_true", help="wait for the job to finish and print its result"
     )
+    commands.add_parser("kinds", help="list the kinds of job and their input fields")
     for name, text in (
         ("status", "show a job (exit 1 if it failed or was cancelled)"),
         ("watch", "follow a job with a live progress bar until it finishes"),
         ("cancel", "cancel a queued or running job"),
+        ("retry", "run a failed or cancelled job again, as a new job; print its id"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("job_id", metavar="ID")
@@ -119,6 +137,7 @@ def build_parser() -> Parser:
     listing.add_argument(
         "--status", help="only jobs in this status: queued, running, succeeded, failed, cancelled"
     )
+    listing.add_argument("--kind", help="only jobs of this kind (see `jobs kinds`)")
     listing.add_argument("--limit", type=int, help="at most this many (1 to 100; default 20)")
     listing.add_argument("--cursor", help="the next page, as printed after a full page")
     for command in commands.choices.values():
@@ -169,8 +188,9 @@ def _now() -> datetime:
 
 
 def submit(args: argparse.Namespace, api: Api, output: Output) -> int:
+    post = _submission(args, api)
     if not args.wait:
-        _, accepted = api.submit(args.n)
+        _, accepted = post(None)
         if output.as_json:
             output.json(accepted)
         else:
@@ -179,14 +199,105 @@ def submit(args: argparse.Namespace, api: Api, output: Output) -> int:
         return EXIT_OK
     # The server holds each request open until the job finishes or MAX_WAIT_SECONDS
     # pass (Prefer: wait, then ?wait=): no polling loop here.
-    _, job = api.submit(args.n, wait=MAX_WAIT_SECONDS)
+    _, job = post(MAX_WAIT_SECONDS)
     while job.get("status") not in FINAL_STATUSES:
         job = api.job(str(job["job_id"]), wait=MAX_WAIT_SECONDS)
     if output.as_json:
         output.json(job)
     elif job["status"] == "succeeded":
-        output.out.print(str(job["result"]), markup=False)
+        output.out.print(render.result_text(job.get("result")), markup=False)
     return _job_exit(job, output)
+
+
+def _submission(args: argparse.Namespace, api: Api) -> Callable[[int | None], tuple[int, Job]]:
+    """How to post the job the command line describes: N (POST /heavy, as before kinds)
+    or a kind and its fields (POST /jobs), read per the kind's input schema."""
+    target: str = args.target
+    if target[:1].isdigit():
+        try:
+            n = count(target)
+        except argparse.ArgumentTypeError as error:
+            raise UsageError(f"argument N: {error} (see `jobs submit --help`)") from None
+        if args.fields:
+            raise UsageError(
+                f"N takes no FIELD=VALUE; name the kind: jobs submit KIND {args.fields[0]}"
+            )
+        return lambda wait: api.submit(n, wait=wait)
+    kinds = {str(kind.get("kind")): kind for kind in api.kinds()}
+    if target not in kinds:
+        raise UsageError(f"no kind {target!r}; kinds: {', '.join(sorted(kinds))}")
+    input = parse_fields(kinds[target], args.fields)
+    return lambda wait: api.submit_job(target, input, wait=wait)
+
+
+def parse_fields(kind: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` arguments as the kind's input, each value read as its schema's type
+    says (integers as ``count`` reads n). The API checks the limits."""
+    schema = kind.get("input_schema") or {}
+    properties: dict[str, Any] = schema.get("properties") or {}
+    name = kind.get("kind")
+    input: dict[str, Any] = {}
+    for text in fields:
+        field, sep, raw = text.partition("=")
+        if not sep or not field:
+            raise UsageError(f"not FIELD=VALUE: {text!r}")
+        if field not in properties:
+            known = ", ".join(properties) or "none"
+            raise UsageError(f"{name} has no field {field!r}; fields: {known}")
+        if field in input:
+            raise UsageError(f"{field} given twice")
+        input[field] = _field_value(field, properties[field], raw)
+    missing = [f for f in schema.get("required") or [] if f not in input]
+    if missing:
+        raise UsageError(f"{name} needs {', '.join(f'{f}=...' for f in missing)}")
+    return input
+
+
+def _field_value(field: str, schema: Mapping[str, Any], raw: str) -> Any:
+    kind = schema.get("type")
+    try:
+        if kind == "integer":
+            return count(raw)
+        if kind == "number":
+            value = float(raw.replace("_", ""))
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+    except (argparse.ArgumentTypeError, ValueError):
+        raise UsageError(
+            f"{field}: not {'a whole number' if kind == 'integer' else 'a number'}: {raw!r}"
+        ) from None
+    if kind == "boolean":
+        word = raw.strip().lower()
+        if word not in BOOLEANS:
+            raise UsageError(f"{field}: not true or false: {raw!r}")
+        return BOOLEANS[word]
+    enum = schema.get("enum")
+    if enum is not None and raw not in enum:
+        raise UsageError(f"{field}: one of {', '.join(map(str, enum))}, not {raw!r}")
+    return raw
+
+
+BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def kinds(args: argparse.Namespace, api: Api, output: Output) -> int:
+    listed = api.kinds()
+    if output.as_json:
+        output.json({"kinds": listed})
+    else:
+        output.table(render.kind_list(listed))
+    return EXIT_OK
+
+
+def retry(args: argparse.Namespace, api: Api, output: Output) -> int:
+    job = api.retry(args.job_id)
+    if output.as_json:
+        output.json(job)
+    else:
+        output.out.print(job["job_id"], markup=False)
+        output.note(f"queued again; follow it with: jobs watch {job['job_id']}")
+    return EXIT_OK
 
 
 def status(args: argparse.Namespace, api: Api, output: Output) -> int:
@@ -208,7 +319,7 @@ def watch_job(args: argparse.Namespace, api: Api, output: Output) -> int:
 
 
 def list_jobs(args: argparse.Namespace, api: Api, output: Output) -> int:
-    page = api.jobs(status=args.status, limit=args.limit, cursor=args.cursor)
+    page = api.jobs(status=args.status, limit=args.limit, cursor=args.cursor, kind=args.kind)
     if output.as_json:
         output.json(page)
         return EXIT_OK
@@ -237,6 +348,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Api, Output], int]] = {
     "watch": watch_job,
     "list": list_jobs,
     "cancel": cancel,
+    "kinds": kinds,
+    "retry": retry,
 }
 
 

@@ -6,6 +6,7 @@ brackets in an error message print as they are.
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -102,10 +103,14 @@ def job_details(job: Job, now: datetime) -> Table:
     rows: list[tuple[str, Text]] = [
         ("job", _value(job.get("job_id"))),
         ("status", status_text(job.get("status"))),
+        ("kind", _value(job.get("kind"))),
+        ("input", Text(input_text(job.get("input")))),
         ("n", _value(job.get("n"))),
         ("progress", Text(percent(job.get("progress")))),
-        ("result", _value(job.get("result"))),
+        ("result", Text(result_text(job.get("result")))),
     ]
+    if job.get("retry_of") is not None:
+        rows.insert(2, ("retry of", _value(job["retry_of"])))
     if job.get("error") is not None:
         rows.append(("error", Text(str(job["error"]), style="red")))
     rows += [
@@ -126,6 +131,7 @@ def job_list(jobs: list[Job], now: datetime) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("JOB", no_wrap=True)
     table.add_column("STATUS", no_wrap=True)
+    table.add_column("KIND", no_wrap=True)
     for name in ("N", "PROGRESS", "RESULT", "QUEUE WAIT", "RUN TIME"):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("CREATED", no_wrap=True)
@@ -135,10 +141,11 @@ def job_list(jobs: list[Job], now: datetime) -> Table:
         if job.get("status") == "failed":
             outcome = Text(str(job.get("error") or "failed"), style="red")
         else:
-            outcome = _value(result)
+            outcome = Text(result_text(result))
         table.add_row(
             _value(job.get("job_id")),
             status_text(job.get("status")),
+            _value(job.get("kind")),
             _value(job.get("n")),
             Text(percent(job.get("progress"))),
             outcome,
@@ -161,7 +168,54 @@ def outcome(job: Job, now: datetime) -> str:
     spent = f"queued {duration(queue_wait)}, ran {duration(run_time)}"
     status = job.get("status")
     if status == "succeeded":
-        return f"succeeded: result {job.get('result')} ({spent})"
+        return f"succeeded: result {result_text(job.get('result'))} ({spent})"
     if status == "failed":
         return f"failed: {job.get('error')} ({spent})"
     return f"{status} at {percent(job.get('progress'))} ({spent})"
+
+
+def result_text(result: Any) -> str:
+    """A job's result as one line: an integer as is (heavyLoad's), JSON otherwise."""
+    if result is None:
+        return NONE
+    if isinstance(result, int) and not isinstance(result, bool):
+        return str(result)
+    return json.dumps(result, separators=(", ", ": "))
+
+
+def input_text(input: Any) -> str:
+    """A job's input as ``below=1000000000 ...``."""
+    if not isinstance(input, dict) or not input:
+        return NONE
+    return " ".join(f"{name}={json.dumps(value)}" for name, value in input.items())
+
+
+def kind_list(kinds: list[dict[str, Any]]) -> Table:
+    """The kinds as a table, for ``jobs kinds``: each field's type, limits and default."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("KIND", no_wrap=True)
+    table.add_column("FIELDS")
+    table.add_column("DESCRIPTION")
+    for kind in kinds:
+        schema = kind.get("input_schema") or {}
+        required = set(schema.get("required") or [])
+        fields = [
+            _field_text(name, spec, name in required)
+            for name, spec in (schema.get("properties") or {}).items()
+        ]
+        table.add_row(
+            _value(kind.get("kind")),
+            Text("\n".join(fields) or NONE),
+            _value(kind.get("description")),
+        )
+    return table
+
+
+def _field_text(name: str, spec: dict[str, Any], required: bool) -> str:
+    text = f"{name}: {spec.get('type')}"
+    if "enum" in spec:
+        text += " (" + "|".join(map(str, spec["enum"])) + ")"
+    low, high = spec.get("minimum"), spec.get("maximum")
+    if low is not None or high is not None:
+        text += f" {'' if low is None else low}..{'' if high is None else high}"
+    return text + (" required" if required else f" = {json.dumps(spec.get('default'))}")

@@ -210,3 +210,19 @@ def test_retrying_an_unknown_job_is_404(client: Client) -> None:
     response = retry(client, "6f9619ff-8b86-4011-b42d-00c04fc964ff")
     assert response.status_code == 404
     assert retry(client, "not-a-uuid").status_code == 400
+
+
+def test_a_retried_job_whose_input_no_longer_fits_its_kind_fails_saying_why(
+    client: Client, make_job: Callable[..., Job], sqs_event: Any, message_for: Any
+) -> None:
+    """Say a field was renamed since the job ran: the retry is accepted (its input is the
+    old job's), and the worker fails it with the reason instead of running it."""
+    old = make_job(kind="countPrimes", input={"upto": 500})
+    connections.job_table().fail_unfinished(old, "boom", utc_now())
+    response = retry(client, old.job_id)
+    assert response.status_code == 202 and response.headers["Retry-After"] == "1"
+    new = connections.job_table().get(response.json_body["job_id"])
+    assert new is not None
+    run_worker(client, sqs_event(message_for(new)))
+    body = client.http.get(f"/jobs/{new.job_id}").json_body
+    assert body["status"] == "failed" and "does not fit kind countPrimes" in body["error"]

@@ -114,3 +114,35 @@ def test_the_cursor_the_document_allows_is_what_the_api_accepts(
     next_cursor = client.http.get("/jobs?limit=1").json_body["next"]
     assert len(next_cursor) >= cursor["schema"]["minLength"]
     assert client.http.get(f"/jobs?limit=1&cursor={next_cursor}").status_code == 200
+
+
+def test_post_jobs_has_one_schema_per_kind_discriminated_by_kind() -> None:
+    from chalicelib.kinds import KINDS
+
+    settings = Settings.from_mapping({**REQUIRED, "JOBS_MAX_N": "99", "JOBS_DEFAULT_N": "9"})
+    doc = document(settings)
+    schemas = doc["components"]["schemas"]
+    body = doc["paths"]["/jobs"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/JobRequest"}
+    request = schemas["JobRequest"]
+    assert request["discriminator"]["propertyName"] == "kind"
+    assert set(request["discriminator"]["mapping"]) == set(KINDS)
+    assert len(request["oneOf"]) == len(KINDS)
+    for name, kind in KINDS.items():
+        variant = schemas[request["discriminator"]["mapping"][name].rsplit("/", 1)[-1]]
+        assert variant["properties"]["kind"] == {"type": "string", "enum": [name]}
+        declared = kind.input_schema(settings)
+        assert variant["properties"]["input"]["properties"] == declared["properties"]
+        assert ("input" in variant["required"]) == bool(declared["required"])
+    assert schemas["heavyLoadRequest"]["properties"]["input"]["properties"]["n"]["maximum"] == 99
+    assert "countPrimes" in schemas["Kind"]["properties"]["kind"]["enum"]
+
+
+def test_the_kinds_and_retry_operations_are_documented() -> None:
+    paths = document(Settings.from_mapping(REQUIRED))["paths"]
+    assert paths["/kinds"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/KindList"
+    }
+    retry = paths["/jobs/{job_id}/retry"]["post"]["responses"]
+    assert {"202", "404", "409"} <= set(retry)
+    assert set(retry["202"]["headers"]) == {"Location", "Retry-After"}

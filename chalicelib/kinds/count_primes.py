@@ -15,7 +15,6 @@ from typing import Any
 from chalicelib.config import Settings
 from chalicelib.kinds import Context, Kind, param
 
-MAX_BELOW = 10**10
 # Numbers per segment (even): an 8 MiB bytearray of odd numbers, a few tenths of a second
 # of sieving, so reports (and cancellation) come often enough.
 SEGMENT = 1 << 24
@@ -26,8 +25,12 @@ SIEVE_RATE_PER_SECOND = 40_000_000
 
 @dataclass(frozen=True)
 class Input:
+    # Capped by the stage's JOBS_MAX_N (default 10^10, a few minutes of sieving), as
+    # heavyLoad's n is: a stage that caps the size of its jobs caps both.
     below: int = param(
-        minimum=2, maximum=MAX_BELOW, description="Count the primes smaller than this."
+        minimum=2,
+        maximum=lambda settings: settings.max_n,
+        description="Count the primes smaller than this.",
     )
 
 
@@ -76,7 +79,7 @@ def count_segment(low: int, high: int, base: list[int]) -> int:
 
 
 def odd_primes_upto(limit: int) -> list[int]:
-    """The odd primes <= limit (a plain sieve: limit is at most sqrt(MAX_BELOW))."""
+    """The odd primes <= limit (a plain sieve: limit is the square root of the bound)."""
     if limit < 3:
         return []
     sieve = bytearray(b"\x01") * (limit + 1)

@@ -72,7 +72,8 @@ def test_input_schemas_are_the_declarations_with_the_stages_limits() -> None:
     primes = kinds.KINDS["countPrimes"].input_schema(settings)
     below = primes["properties"]["below"]
     assert primes["required"] == ["below"] and "default" not in below
-    assert below["type"] == "integer" and below["minimum"] == 2 and below["maximum"] >= 10**10
+    assert below["type"] == "integer" and below["minimum"] == 2 and below["maximum"] == 99
+    assert kinds.KINDS["countPrimes"].fields(SETTINGS)[0].maximum == SETTINGS.max_n == 10**10
     assert kinds.KINDS["countPrimes"].result_schema() == {
         "type": "object",
         "title": "Result",

@@ -21,6 +21,8 @@ JOB_PATH = f"/jobs/{JOB_ID}"
 def job(**overrides: Any) -> dict[str, Any]:
     return {
         "job_id": JOB_ID,
+        "kind": "heavyLoad",
+        "input": {"n": 1000},
         "status": "succeeded",
         "n": 1000,
         "progress": 1,
@@ -181,13 +183,14 @@ def test_list_shows_full_ids_and_passes_the_filters(jobs: Any, fake_api: FakeApi
     assert fake_api.requests[0].query == {"status": "failed", "limit": "2", "cursor": "xyz"}
     lines = result.out.splitlines()
     assert lines[0].split() == [
-        "JOB", "STATUS", "N", "PROGRESS", "RESULT", "QUEUE", "WAIT", "RUN", "TIME", "CREATED"
+        "JOB", "STATUS", "KIND", "N", "PROGRESS", "RESULT", "QUEUE", "WAIT", "RUN", "TIME",
+        "CREATED"
     ]  # fmt: skip
     assert lines[2].split() == [
-        JOB_ID, "succeeded", "1000", "100%", "1000", "1.0", "s", "2.5", "s", "2026-01-01",
-        "00:00:00Z",
+        JOB_ID, "succeeded", "heavyLoad", "1000", "100%", "1000", "1.0", "s", "2.5", "s",
+        "2026-01-01", "00:00:00Z",
     ]  # fmt: skip
-    assert lines[3].split()[:5] == [other, "failed", "1000", "100%", "boom"]
+    assert lines[3].split()[:6] == [other, "failed", "heavyLoad", "1000", "100%", "boom"]
 
 
 def test_list_sends_only_the_filters_given(jobs: Any, fake_api: FakeApi) -> None:
@@ -290,8 +293,9 @@ def test_a_body_that_is_not_json_is_an_error(jobs: Any, fake_api: FakeApi) -> No
     ("argv", "message"),
     [
         ([], "the following arguments are required: COMMAND (see `jobs --help`)"),
-        (["submit"], "the following arguments are required: N (see `jobs submit --help`)"),
-        (["submit", "abc"], "argument N: not a whole number: 'abc' (see `jobs submit --help`)"),
+        (["submit"], "the following arguments are required: KIND (see `jobs submit --help`)"),
+        (["submit", "1x"], "argument N: not a whole number: '1x' (see `jobs submit --help`)"),
+        (["submit", "5", "n=6"], "N takes no FIELD=VALUE; name the kind: jobs submit KIND n=6"),
         (["submit", "3.5"], "argument N: not a whole number: '3.5' (see `jobs submit --help`)"),
         (["status"], "the following arguments are required: ID (see `jobs status --help`)"),
         (["list", "--limit", "x"], "argument --limit: invalid int value: 'x'"),
@@ -308,3 +312,120 @@ def test_help_exits_0(jobs: Any) -> None:
     with pytest.raises(SystemExit) as exited:
         jobs("--help")
     assert exited.value.code == 0
+
+
+# --- kinds ------------------------------------------------------------------------------
+
+KINDS = {
+    "kinds": [
+        {
+            "kind": "countPrimes",
+            "description": "Count the primes below a bound.",
+            "input_schema": {
+                "type": "object",
+                "title": "countPrimes",
+                "properties": {"below": {"type": "integer", "minimum": 2, "maximum": 10**10}},
+                "required": ["below"],
+                "additionalProperties": False,
+            },
+            "result_schema": {"type": "object"},
+        },
+        {
+            "kind": "demo",
+            "description": "Every field type.",
+            "input_schema": {
+                "type": "object",
+                "title": "demo",
+                "properties": {
+                    "ratio": {"type": "number", "default": 0.5},
+                    "loud": {"type": "boolean", "default": False},
+                    "name": {"type": "string", "default": "x"},
+                    "mode": {"type": "string", "enum": ["fast", "slow"], "default": "fast"},
+                },
+                "required": [],
+                "additionalProperties": False,
+            },
+            "result_schema": {"type": "integer"},
+        },
+    ]
+}
+PRIMES_DONE = job(kind="countPrimes", input={"below": 100}, n=None, result={"count": 25})
+
+
+def test_kinds_lists_each_kind_and_its_fields(jobs: Any, fake_api: FakeApi) -> None:
+    fake_api.on("GET", "/kinds", (200, KINDS))
+    result = jobs("kinds")
+    assert result.code == 0
+    assert "countPrimes" in result.out and "below: integer 2..10000000000 required" in result.out
+    assert 'mode: string (fast|slow) = "fast"' in result.out
+    assert json.loads(jobs("--json", "kinds").out) == KINDS
+
+
+def test_submit_a_kind_reads_each_field_as_its_schema_says(jobs: Any, fake_api: FakeApi) -> None:
+    fake_api.on("GET", "/kinds", (200, KINDS))
+    fake_api.on("POST", "/jobs", (202, job(status="queued")))
+    result = jobs("submit", "countPrimes", "below=1e9")
+    assert (result.code, result.out) == (0, f"{JOB_ID}\n")
+    assert fake_api.calls("POST", "/jobs")[0].json() == {
+        "kind": "countPrimes",
+        "input": {"below": 10**9},
+    }
+    jobs("submit", "demo", "ratio=2.5", "loud=yes", "name=a=b", "mode=slow")
+    assert fake_api.calls("POST", "/jobs")[1].json()["input"] == {
+        "ratio": 2.5,
+        "loud": True,
+        "name": "a=b",
+        "mode": "slow",
+    }
+
+
+def test_submit_a_kind_and_wait_prints_its_json_result(jobs: Any, fake_api: FakeApi) -> None:
+    fake_api.on("GET", "/kinds", (200, KINDS))
+    fake_api.on("POST", "/jobs", (200, PRIMES_DONE))
+    result = jobs("submit", "countPrimes", "below=100", "--wait")
+    assert (result.code, result.out) == (0, '{"count": 25}\n')
+    assert fake_api.calls("POST", "/jobs")[0].headers["prefer"] == f"wait={MAX_WAIT_SECONDS}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["submit", "abc"], "no kind 'abc'; kinds: countPrimes, demo"),
+        (["submit", "countPrimes"], "countPrimes needs below=..."),
+        (["submit", "countPrimes", "below"], "not FIELD=VALUE: 'below'"),
+        (["submit", "countPrimes", "n=5"], "countPrimes has no field 'n'; fields: below"),
+        (["submit", "countPrimes", "below=x"], "below: not a whole number: 'x'"),
+        (["submit", "countPrimes", "below=5", "below=6"], "below given twice"),
+        (["submit", "demo", "ratio=nan"], "ratio: not a number: 'nan'"),
+        (["submit", "demo", "loud=maybe"], "loud: not true or false: 'maybe'"),
+        (["submit", "demo", "mode=medium"], "mode: one of fast, slow, not 'medium'"),
+    ],
+)
+def test_a_bad_field_is_one_line_and_submits_nothing(
+    jobs: Any, fake_api: FakeApi, argv: list[str], message: str
+) -> None:
+    fake_api.on("GET", "/kinds", (200, KINDS))
+    result = jobs(*argv)
+    assert (result.code, result.err) == (2, f"jobs: {message}\n")
+    assert fake_api.calls("POST", "/jobs") == []
+
+
+def test_retry_prints_the_new_job_id(jobs: Any, fake_api: FakeApi) -> None:
+    other = "6f9619ff-8b86-4011-b42d-00c04fc964ff"
+    fake_api.on("POST", f"{JOB_PATH}/retry", (202, job(job_id=other, retry_of=JOB_ID)))
+    result = jobs("retry", JOB_ID)
+    assert (result.code, result.out) == (0, f"{other}\n")
+    fake_api.on(
+        "POST",
+        f"{JOB_PATH}/retry",
+        (409, {"error": {"code": "not_retryable", "message": "The job is running."}}),
+    )
+    refused = jobs("retry", JOB_ID)
+    assert (refused.code, refused.err) == (2, "jobs: The job is running.\n")
+
+
+def test_list_filters_by_kind(jobs: Any, fake_api: FakeApi) -> None:
+    fake_api.on("GET", "/jobs", (200, {"jobs": [PRIMES_DONE], "next": None}))
+    result = jobs("list", "--kind", "countPrimes")
+    assert fake_api.requests[0].query == {"kind": "countPrimes"}
+    assert '{"count": 25}' in result.out and "countPrimes" in result.out

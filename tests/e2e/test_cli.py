@@ -96,3 +96,28 @@ def test_bad_usage_is_one_line_and_exit_2(argv: list[str]) -> None:
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.startswith("jobs: ") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
+
+
+def test_kinds_submit_a_kind_list_by_kind_and_retry(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    kinds = jobs("kinds", url=stack.url)
+    assert kinds.returncode == 0
+    assert (
+        "countPrimes" in kinds.stdout and "below: integer 2..10000000000 required" in kinds.stdout
+    )
+
+    done = jobs("submit", "countPrimes", "below=1_000", "--wait", url=stack.url)
+    assert (done.returncode, done.stdout, done.stderr) == (0, '{"count": 168}\n', "")
+
+    listed = jobs("--json", "list", "--kind", "countPrimes", url=stack.url)
+    (primes,) = json.loads(listed.stdout)["jobs"]
+    assert primes["kind"] == "countPrimes" and primes["input"] == {"below": 1000}
+
+    long_id = jobs("submit", "countPrimes", "below=1e10", url=stack.url).stdout.strip()
+    assert jobs("cancel", long_id, url=stack.url).returncode == 0
+    retried = jobs("--json", "retry", long_id, url=stack.url)
+    assert retried.returncode == 0, retried.stderr
+    again = json.loads(retried.stdout)
+    assert again["retry_of"] == long_id and again["input"] == {"below": 10**10}
+    refused = jobs("retry", primes["job_id"], url=stack.url)  # it succeeded
+    assert refused.returncode == 2 and "only a failed or cancelled job" in refused.stderr

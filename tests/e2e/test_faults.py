@@ -16,13 +16,17 @@ from tests.e2e.conftest import Stack
 from tests.e2e.test_local_stack import SECONDS_OF_WORK
 from tests.waiting import wait_for
 
+# A kind module added to the copied project: the registry finds it like any other.
 FAILING_KIND = """
+from chalicelib.kinds import Kind
+from chalicelib.kinds.heavy_load import Input
 
-def _explode(n: int, ctx: JobContext) -> int:
+
+def explode(input, ctx):
     raise RuntimeError("injected failure")
 
 
-KINDS["explode"] = _explode
+KIND = Kind("explode", "Always fails.", Input, explode, int, lambda input, settings: 1)
 """
 
 
@@ -76,7 +80,7 @@ def test_killed_worker_job_resumes_from_its_checkpoint(make_stack: Callable[...,
     assert progress == sorted(progress)  # never fell back: it resumed from the checkpoint
     runs = started(stack, job_id)
     assert [r["attempt"] for r in runs] == [1, 2]
-    assert runs[1]["position"] >= 0.3 * n  # not from zero
+    assert runs[1]["state"] >= 0.3 * n  # not from zero: heavyLoad's state is its count
     assert sum(1 for r in log_records(stack) if r["message"] == "Job succeeded") == 1
 
 
@@ -148,7 +152,7 @@ def test_each_kind_of_poison_is_dropped_at_once(make_stack: Callable[..., Stack]
 def test_a_failing_job_is_retried_with_backoff_then_failed(
     make_stack: Callable[..., Stack],
 ) -> None:
-    stack = make_stack(extra_files={"chalicelib/kinds.py": FAILING_KIND})
+    stack = make_stack(extra_files={"chalicelib/kinds/explode.py": FAILING_KIND})
     job_id = put_job(stack, "explode", 10)
 
     failed = stack.wait_for_job(job_id, lambda j: j["status"] == "failed", timeout=60)

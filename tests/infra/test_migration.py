@@ -39,7 +39,15 @@ from moto.sqs.models import Queue, sqs_backends
 
 from chalicelib import service
 from chalicelib.config import Settings
-from chalicelib.jobs import INDEXES, SHARDS, JobStatus, Listing, utc_now
+from chalicelib.jobs import (
+    INDEXES,
+    SCHEMA_VERSION,
+    SHARDS,
+    JobStatus,
+    Listing,
+    is_job_item,
+    utc_now,
+)
 from chalicelib.queue import DelayQueue, JobQueue
 from chalicelib.store import JobTable
 from chalicelib.worker import Delivery, Worker
@@ -350,7 +358,13 @@ def test_the_table_ends_with_exactly_the_new_indexes(migration: Migration) -> No
     table = migration.client("dynamodb").describe_table(TableName=migration.settings.table_name)
     names = {index["IndexName"] for index in table["Table"]["GlobalSecondaryIndexes"]}
     assert names == {shape.name for shape in INDEXES}
-    assert migration.table().schema_version() == 2
+    assert migration.table().schema_version() == SCHEMA_VERSION
+    # Version 3: every job item has its input (the previous release wrote only n).
+    items = migration.client("dynamodb").scan(TableName=migration.settings.table_name)["Items"]
+    jobs = [item for item in items if is_job_item(item)]
+    assert jobs and all(
+        json.loads(item["input"]["S"]) == {"n": int(item["n"]["N"])} for item in jobs
+    )
 
 
 def test_the_queues_were_replaced_by_the_fifo_ones_and_the_delay_queue(
@@ -406,7 +420,12 @@ def test_an_old_idempotency_key_still_replays_its_job(migration: Migration) -> N
     table = migration.table()
     queue = JobQueue(migration.client("sqs"), migration.settings.queue_name)
     replay = service.submit_job(
-        13, table, queue, migration.settings.retention, service.IdempotencyKey(key="order-1")
+        "heavyLoad",
+        {"n": 13},
+        table,
+        queue,
+        migration.settings.retention,
+        service.IdempotencyKey(key="order-1"),
     )
     assert replay.replayed and replay.job.job_id == migration.old_jobs["keyed"]
 

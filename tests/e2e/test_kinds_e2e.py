@@ -1,0 +1,51 @@
+"""countPrimes on the local stack as real processes: a worker SIGKILLed mid-sieve, and
+the next one resuming from the checkpoint to the published count."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from tests.e2e.conftest import Stack
+from tests.e2e.test_faults import log_records, started
+from tests.waiting import wait_for
+
+# pi(10^8) (OEIS A006880): six segments of the sieve, a few seconds of work.
+BELOW, PRIMES = 10**8, 5_761_455
+
+
+def test_killed_worker_count_primes_resumes_from_its_checkpoint(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack()
+    answer = requests.post(
+        f"{stack.url}/jobs", json={"kind": "countPrimes", "input": {"below": BELOW}}, timeout=30
+    )
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job_id"]
+    progress: list[float] = []
+
+    def reached(fraction: float) -> bool:
+        progress.append(stack.job(job_id)["progress"])
+        return progress[-1] >= fraction
+
+    wait_for(lambda: reached(0.3), 120, "the sieve to get a third of the way")
+    stack.services.processes["worker"].kill()  # SIGKILL, mid-sieve
+    stack.services.start_worker("worker2")
+
+    def finished() -> dict[str, Any] | None:
+        job = stack.job(job_id)
+        progress.append(job["progress"])
+        return job if job["status"] == "succeeded" else None
+
+    job = wait_for(finished, 180, lambda: f"the job to finish\n{stack.log[-4000:]}")
+
+    assert job["result"] == {"count": PRIMES} and job["attempts"] == 2
+    assert progress == sorted(progress)  # never fell back: it resumed from the checkpoint
+    runs = started(stack, job_id)
+    assert [r["attempt"] for r in runs] == [1, 2]
+    assert runs[0].get("state") is None  # a fresh start (the logger leaves out None)
+    assert runs[1]["state"]["low"] >= 0.3 * BELOW  # from the checkpoint, not from 0
+    assert sum(1 for r in log_records(stack) if r["message"] == "Job succeeded") == 1

@@ -1,0 +1,107 @@
+"""README's "Add your own job kind", followed literally: its example module is added to a
+copy of the project, and the kind shows up in GET /kinds, the OpenAPI document and the
+CLI, answers as the README shows, and a job of it runs end to end on the local stack,
+resuming from its checkpoint after the worker is SIGKILLed."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from infra.stack import PROJECT_DIR
+from tests.e2e.conftest import Stack
+from tests.e2e.test_cli import jobs
+from tests.e2e.test_faults import started
+from tests.waiting import wait_for
+
+README = (PROJECT_DIR / "README.md").read_text()
+SECTION = README[README.index("### Add your own job kind") :]
+# The module, as the walkthrough says to save it.
+MODULE_PATH = re.search(r"Save this as `([^`]+)`", SECTION).group(1)  # type: ignore[union-attr]
+MODULE = re.search(r"```python\n(.*?)```", SECTION, re.S).group(1)  # type: ignore[union-attr]
+# The console session after it: commands and the output the README shows for each.
+CONSOLE = re.search(r"```console\n(.*?)```", SECTION, re.S).group(1)  # type: ignore[union-attr]
+
+
+def console_steps() -> list[tuple[str, str]]:
+    lines = CONSOLE.strip().splitlines()
+    return [(line[2:], lines[i + 1]) for i, line in enumerate(lines) if line.startswith("$ ")]
+
+
+def sum_of_squares(below: int) -> int:
+    return (below - 1) * below * (2 * below - 1) // 6
+
+
+def test_the_readme_kind_works_as_the_walkthrough_says(
+    make_stack: Callable[..., Stack],
+) -> None:
+    assert MODULE_PATH == "chalicelib/kinds/sum_of_squares.py"
+    stack = make_stack(extra_files={MODULE_PATH: MODULE})
+    name = "sumOfSquares"
+
+    (kind,) = [
+        k
+        for k in requests.get(f"{stack.url}/kinds", timeout=10).json()["kinds"]
+        if k["kind"] == name
+    ]
+    assert kind["input_schema"]["required"] == ["below"]
+    assert kind["input_schema"]["properties"]["step"]["default"] == 1
+    assert kind["result_schema"]["properties"] == {"total": {"type": "integer"}}
+
+    document = requests.get(f"{stack.url}/openapi.json", timeout=10).json()
+    request = document["components"]["schemas"]["JobRequest"]
+    assert request["discriminator"]["mapping"][name].endswith(f"/{name}Request")
+    body = document["components"]["schemas"][f"{name}Request"]
+    assert body["properties"]["input"]["properties"] == kind["input_schema"]["properties"]
+
+    listed = jobs("kinds", url=stack.url)
+    assert listed.returncode == 0 and name in listed.stdout
+
+    # The dashboard's form for the kind: the kindsui branch adds its browser check here.
+
+    for command, shown in console_steps():
+        argv = shlex.split(command.replace("localhost:8000", stack.url))
+        if argv[0] == "jobs":
+            ran = jobs(*argv[1:], url=stack.url)
+        else:
+            ran = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        assert json.loads(ran.stdout) == json.loads(shown), (command, ran.stderr)
+
+    below = 120_000_000  # several seconds of the loop
+    answer = requests.post(
+        f"{stack.url}/jobs", json={"kind": name, "input": {"below": below}}, timeout=30
+    )
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job_id"]
+    progress: list[float] = []
+
+    def reached(fraction: float) -> bool:
+        progress.append(stack.job(job_id)["progress"])
+        return progress[-1] >= fraction
+
+    wait_for(lambda: reached(0.3), 120, "the job to get a third of the way")
+    stack.services.processes["worker"].kill()  # SIGKILL, mid-job
+    stack.services.start_worker("worker2")
+
+    def finished() -> dict[str, Any] | None:
+        job = stack.job(job_id)
+        progress.append(job["progress"])
+        return job if job["status"] == "succeeded" else None
+
+    job = wait_for(finished, 240, lambda: f"the job to finish\n{stack.log[-4000:]}")
+    assert job["result"] == {"total": sum_of_squares(below)} and job["attempts"] == 2
+    assert progress == sorted(progress)
+    runs = started(stack, job_id)
+    assert [r["attempt"] for r in runs] == [1, 2]
+    assert runs[1]["state"][0] >= 0.3 * below  # resumed from its checkpoint, not from 0
+
+
+def test_the_module_is_not_part_of_the_project() -> None:
+    """The walkthrough adds a kind; the project itself ships only its own two."""
+    assert not (PROJECT_DIR / MODULE_PATH).exists()
