@@ -8,9 +8,9 @@ Playwright's request interception, under a stage prefix as API Gateway does, to 
 what a real stack cannot easily produce: hostile text in the API's answers, a missing API
 key, a hidden tab, a usage plan's 429, exact latencies. The scripted stage has no GET
 /kinds unless a test gives it kinds, so these tests also hold the page's n form (an
-older stage's); tests/e2e/test_dashboard_kinds.py tests the kinds form against it. Those about pacing run the page on
-Playwright's fake clock, so a minute of polling takes a few seconds and no assertion
-depends on how fast this machine is.
+older stage's); tests/e2e/test_dashboard_kinds.py tests the kinds form against it.
+Those about pacing run the page on Playwright's fake clock, so a minute of polling takes
+a few seconds and no assertion depends on how fast this machine is.
 
 Chromium must be installed (``apt-get install -y chromium``; ``.ci/run`` does it): if it
 is missing these tests fail, they do not skip.
