@@ -62,9 +62,10 @@ def test_api_urls_are_relative_to_the_page_never_to_the_root() -> None:
     # Under API Gateway the page is at /<stage>/ (or /<stage>): "/jobs" would miss the
     # stage prefix. Every call goes through apiUrl(relative) against the page's location.
     script = _script(dashboard.PAGE_FILE.read_text())
-    assert not re.search(r"""["'`]/(heavy|jobs|fast|openapi)""", script)
+    assert not re.search(r"""["'`]/(heavy|jobs|fast|kinds|openapi)""", script)
     assert "window.location.origin" not in script
-    assert re.findall(r"""call\("(?:GET|POST)", "([a-z]+)""", script) == ["jobs", "heavy", "jobs"]
+    calls = re.findall(r"""call\("(?:GET|POST)", "([a-z]+)""", script)
+    assert calls == ["jobs", "kinds", "jobs", "heavy", "jobs", "jobs"]
 
 
 def test_the_page_is_read_once() -> None:

@@ -1,7 +1,8 @@
 """README's "Add your own job kind", followed literally: its example module is added to a
-copy of the project, and the kind shows up in GET /kinds, the OpenAPI document and the
-CLI, answers as the README shows, and a job of it runs end to end on the local stack,
-resuming from its checkpoint after the worker is SIGKILLed."""
+copy of the project, and the kind shows up in GET /kinds, the OpenAPI document, the
+dashboard's form (in the browser) and the CLI, answers as the README shows, and a job of
+it runs end to end on the local stack, resuming from its checkpoint after the worker is
+SIGKILLed."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
+from playwright.sync_api import expect
 
+from infra.browser import chromium
 from infra.stack import PROJECT_DIR
 from tests.e2e.conftest import Stack
 from tests.e2e.test_cli import jobs
+from tests.e2e.test_dashboard import kind_field
 from tests.e2e.test_faults import started
 from tests.waiting import wait_for
 
@@ -26,6 +30,7 @@ SECTION = README[README.index("### Add your own job kind") :]
 MODULE_PATH = re.search(r"Save this as `([^`]+)`", SECTION).group(1)  # type: ignore[union-attr]
 MODULE = re.search(r"```python\n(.*?)```", SECTION, re.S).group(1)  # type: ignore[union-attr]
 # The console session after it: commands and the output the README shows for each.
+KIND_DESCRIPTION = re.search(r'description="([^"]+)",\n    input=', MODULE).group(1)  # type: ignore[union-attr]
 CONSOLE = re.search(r"```console\n(.*?)```", SECTION, re.S).group(1)  # type: ignore[union-attr]
 
 
@@ -63,7 +68,23 @@ def test_the_readme_kind_works_as_the_walkthrough_says(
     listed = jobs("kinds", url=stack.url)
     assert listed.returncode == 0 and name in listed.stdout
 
-    # The dashboard's form for the kind: the kindsui branch adds its browser check here.
+    # The dashboard's form for the kind, in the browser: generated from its declaration.
+    with chromium() as browser:
+        tab = browser.new_page(locale="en-US")
+        tab.goto(f"{stack.url}/")
+        tab.get_by_label("Job kind").select_option(name)
+        expect(tab.locator("#kind-help")).to_have_text(KIND_DESCRIPTION)
+        below, step = kind_field(tab, "below"), kind_field(tab, "step")
+        expect(below).to_have_attribute("aria-required", "true")
+        expect(below).to_have_value("")
+        expect(step).to_have_value("1")  # its default
+        expect(tab.locator("#field-1-help")).to_have_text(
+            "Every step-th number. A whole number from 1 to 1,000. Separators such as"
+            " 1_000_000 are fine. Default: 1."
+        )
+        below.fill("-1")
+        below.press("Enter")
+        expect(tab.locator("#form-message")).to_have_text("below must be at least 0.")
 
     for command, shown in console_steps():
         argv = shlex.split(command.replace("localhost:8000", stack.url))
