@@ -18,7 +18,7 @@ from chalicelib.config import (
 )
 from chalicelib.errors import RequestError, StoreUnavailable
 from chalicelib.jobs import Job
-from chalicelib.observability import logger
+from chalicelib.observability import continue_trace, logger, received_trace_header
 from chalicelib.requests import parse_prefer, parse_submission
 from chalicelib.worker import Delivery
 
@@ -182,8 +182,10 @@ def recover_stalled_jobs(event: Any) -> None:
 def _each_record(event: Any, handle: Callable[[SQSRecord], object]) -> None:
     failures = []
     for record in event:
+        # Whatever this record's handling sends stays on the trace the message came with.
         try:
-            handle(record)
+            with continue_trace(received_trace_header(record.to_dict())):
+                handle(record)
         except StoreUnavailable as error:
             failures.append(error)
     if failures:
