@@ -844,7 +844,11 @@ def _merge_operations(
             "AccessLogSetting": {
                 "DestinationArn": {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]},
                 "Format": operations.ACCESS_LOG_FORMAT,
-            }
+            },
+            # `chalice deploy` turns on the stage's X-Ray tracing with the stage's "xray"
+            # setting (CreateDeployment tracingEnabled) and `chalice package` gives the
+            # functions Tracing: Active, but leaves the API's TracingEnabled out.
+            "TracingEnabled": bool(config.scope(stage, API_HANDLER).xray_enabled),
         }
     }
 

@@ -400,7 +400,9 @@ def test_job_table_exists(
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_role_is_least_privilege(rehearsal: Rehearsal, stage: str) -> None:
     """Each function's own role holds exactly infra.policies' document: no wildcards, and
-    no SQS or DynamoDB resource outside the stage's stack."""
+    no SQS or DynamoDB resource outside the stage's stack. The one exception is X-Ray's
+    write actions, which have no resource type ("*" is their only resource), granted
+    because the stage traces."""
     iam, lambda_client = rehearsal.client("iam"), rehearsal.client("lambda")
     outputs = rehearsal.outputs[stage]
     stack_arns = {v for k, v in outputs.items() if k.endswith("Arn")}
@@ -414,11 +416,15 @@ def test_every_role_is_least_privilege(rehearsal: Rehearsal, stage: str) -> None
         (policy_name,) = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
         document = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)
         statements = document["PolicyDocument"]["Statement"]
-        assert statements == policies.policy_for(handler, "heavy-jobs", stage, outputs)["Statement"]
+        wanted = policies.policy_for(handler, "heavy-jobs", stage, outputs, tracing=True)
+        assert statements == wanted["Statement"]
+        traces = [s for s in statements if s["Action"] == policies.XRAY_ACTIONS]
+        assert [s["Resource"] for s in traces] == [["*"]]
         for statement in statements:
             assert statement["Effect"] == "Allow"
             assert all("*" not in action for action in statement["Action"])
-            assert "*" not in statement["Resource"]
+            if statement not in traces:
+                assert "*" not in statement["Resource"]
             if any(a.startswith(("sqs:", "dynamodb:")) for a in statement["Action"]):
                 for resource in statement["Resource"]:
                     assert resource in stack_arns or resource.startswith(
@@ -697,6 +703,25 @@ def test_the_api_stage_writes_a_json_access_log_with_the_request_id(
     assert line["requestId"] == "$context.requestId"
     # API Gateway logs only for an account that names its CloudWatch role.
     assert apigw.get_account()["cloudwatchRoleArn"].endswith(f"/{operations.API_GATEWAY_LOGS_ROLE}")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_functions_and_the_api_stage_are_traced(rehearsal: Rehearsal, stage: str) -> None:
+    """Active tracing on every function, X-Ray tracing on the REST API's stage: the stage's
+    "xray" setting in .chalice/config.json, which `chalice deploy` applies."""
+    with _fresh_app_import():
+        config = stack.load_chalice_config(stage, rehearsal.project)
+    assert config.xray_enabled is True
+    lambda_client = rehearsal.client("lambda")
+    functions = rehearsal.functions(stage)
+    assert set(functions) == set(stack.handler_names(config))
+    for function in functions.values():
+        configuration = lambda_client.get_function_configuration(FunctionName=function)
+        assert configuration["TracingConfig"] == {"Mode": "Active"}, function
+    api_stage = rehearsal.client("apigateway").get_stage(
+        restApiId=rehearsal.api_id(stage), stageName=stage
+    )
+    assert api_stage["tracingEnabled"] is True
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
