@@ -97,7 +97,11 @@ def list_jobs() -> Response:
         return _error_response(error)
     return Response(
         status_code=200,
-        body={"jobs": [job.to_api() for job in page.jobs], "next": page.next_cursor},
+        body={
+            "jobs": [job.to_api() for job in page.jobs],
+            "next": page.next_cursor,
+            "paused": page.paused,
+        },
     )
 
 

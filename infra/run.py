@@ -56,6 +56,8 @@ from infra.event_source.modes import MODE_VARIABLE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+# The stage `make run` serves (its settings in .chalice/config.json, stack heavy-jobs-local).
+LOCAL_STAGE = "local"
 DEFAULT_API_PORT = 8000
 DEFAULT_REGION = "us-east-1"
 STOP_GRACE_SECONDS = 5.0
@@ -104,7 +106,7 @@ class Services:
     """The local stack's processes, started and stopped one by one or all together."""
 
     project_dir: Path = PROJECT_DIR
-    stage: str = "local"
+    stage: str = LOCAL_STAGE
     api_port: int = DEFAULT_API_PORT
     emulator_port: int = field(default_factory=default_port)
     output: IO[str] = field(default_factory=lambda: sys.stdout)
@@ -307,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--stage", default="local")
+    parser.add_argument("--stage", default=LOCAL_STAGE)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_API_PORT)))
     parser.add_argument("--emulator-port", type=int, default=default_port())
     args = parser.parse_args(argv)

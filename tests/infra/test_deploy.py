@@ -36,6 +36,7 @@ from moto.server import ThreadedMotoServer
 
 from chalicelib import config as settings
 from chalicelib.observability import NAMESPACE, SERVICE, Metric
+from chalicelib.store import JobTable, WorkerPause
 from infra import deploy, deploy_state, operations, policies, stack
 from tests.infra import moto_bridges
 from tests.infra.harness import REGION, VENV, copy_project, isolated_environment, run_make
@@ -756,8 +757,11 @@ def test_pause_and_resume_switch_only_the_worker(rehearsal: Rehearsal) -> None:
         return {m["FunctionArn"].split(":")[-1]: m["State"] for m in mappings}
 
     worker = function_name("dev", "process_job")
+    table = JobTable(rehearsal.client("dynamodb"), rehearsal.outputs["dev"]["TableName"])
+    assert table.worker_paused() == WorkerPause(paused=False)  # never paused: not recorded
     before = states()
     assert rehearsal.make("resume", "STAGE=dev").returncode == 0
+    assert table.worker_paused() == WorkerPause(paused=False)
     resumed = states()
     assert resumed[worker] == "Enabled"
     assert {f: s for f, s in resumed.items() if f != worker} == {
@@ -770,8 +774,12 @@ def test_pause_and_resume_switch_only_the_worker(rehearsal: Rehearsal) -> None:
     assert "paused" in paused.stdout
     assert states() == before  # disabled again (as the harness keeps it: moto cannot run it)
     assert before[worker] == "Disabled"
+    # The control item follows, for the API to report (GET /jobs "paused").
+    recorded = table.worker_paused()
+    assert recorded.paused is True and recorded.paused_at is not None
     rehearsal.make("deploy", "STAGE=dev")  # maintenance does not end with a deploy
     assert states()[worker] == "Disabled"
+    assert table.worker_paused() == recorded
 
 
 def test_a_deploy_without_alarm_email_keeps_the_subscription(rehearsal: Rehearsal) -> None:
