@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, WaiterError
 from chalice.config import Config
 from chalice.utils import to_cfn_resource_name
@@ -692,6 +693,8 @@ def set_paused(stage: str, paused: bool, project_dir: Path = PROJECT_DIR) -> str
     try:
         table.record_worker_paused(paused, utc_now())
     except StoreUnavailable as error:
+        if stage == LOCAL_STAGE:  # no emulator: `make run` records it when it starts
+            return f"{switched}; not recorded in the job table (is `make run` running?)"
         message = f"{switched} switched, but not recorded in the job table: {error}"
         raise DeployError(message) from None
     return switched
@@ -722,6 +725,8 @@ def _local_client(service: str) -> Any:
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL")
         or emulator.endpoint_url(emulator.default_port()),
         region_name=session.region_name or run.DEFAULT_REGION,
+        # An emulator answers at once or is not running: do not retry for long.
+        config=BotoConfig(connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 2}),
         **credentials,
     )
 

@@ -103,3 +103,27 @@ def test_a_paused_local_worker_keeps_every_job_queued_until_resumed(
     assert PAUSED_LINE not in jobs("list", url=running.url).stderr
     wait_for(lambda: running.depth() == 0, 30, "the job queue to drain")
     assert running.depth("DeadLetterQueueUrl") == 0  # none lost, none dead-lettered
+
+
+def test_a_worker_paused_while_the_stack_was_down_starts_paused(
+    stack: tuple[Stack, Path],
+) -> None:
+    """The mapping state outlives `make run` (a file); a new emulator's table does not,
+    so the start records it again and the API keeps saying so."""
+    running, project = stack
+    services = running.services
+    services.stop_all()
+    env = isolated_environment(EMULATOR_PORT=str(services.emulator_port))
+
+    paused = run_make(project, env, "pause", f"STAGE={STAGE}")  # nothing running
+
+    assert "not recorded in the job table" in paused.stdout
+    services.start_all()
+    assert "the worker is paused" in running.log
+    assert listing(running)["paused"] is True
+    job_id = running.submit(N)["job_id"]
+
+    run_make(project, env, "resume", f"STAGE={STAGE}")
+
+    running.wait_for_job(job_id, lambda j: j["status"] == "succeeded")
+    assert listing(running)["paused"] is False
