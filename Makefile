@@ -83,7 +83,7 @@ package: venv ## Write out/STAGE/ (SAM template + zip) for a pipeline; needs no 
 api-key: venv ## Print STAGE's API key value; CLIENT=name: that client's own key (made once)
 	@$(PY) -m infra.deploy api-key --stage $(STAGE) $(if $(CLIENT),--client $(CLIENT))
 
-pause: venv ## Stop STAGE's worker taking jobs (they wait in the queue; none is lost)
+pause: venv ## Stop STAGE's worker (dev|prod|local) taking jobs: they wait in the queue, none is lost
 	$(PY) -m infra.deploy pause --stage $(STAGE)
 
 resume: venv ## Let STAGE's worker take jobs again, in order

@@ -19,7 +19,7 @@ from chalicelib.config import (
 )
 from chalicelib.errors import RequestError, StoreUnavailable
 from chalicelib.jobs import DEFAULT_KIND, Job
-from chalicelib.observability import logger
+from chalicelib.observability import continue_trace, logger, received_trace_header
 from chalicelib.requests import JobRequest, parse_job_request, parse_prefer, parse_submission
 from chalicelib.worker import Delivery
 
@@ -143,7 +143,11 @@ def list_jobs() -> Response:
         return _error_response(error)
     return Response(
         status_code=200,
-        body={"jobs": [job.to_api() for job in page.jobs], "next": page.next_cursor},
+        body={
+            "jobs": [job.to_api() for job in page.jobs],
+            "next": page.next_cursor,
+            "paused": page.paused,
+        },
     )
 
 
@@ -247,8 +251,10 @@ def recover_stalled_jobs(event: Any) -> None:
 def _each_record(event: Any, handle: Callable[[SQSRecord], object]) -> None:
     failures = []
     for record in event:
+        # Whatever this record's handling sends stays on the trace the message came with.
         try:
-            handle(record)
+            with continue_trace(received_trace_header(record.to_dict())):
+                handle(record)
         except StoreUnavailable as error:
             failures.append(error)
     if failures:

@@ -314,6 +314,8 @@ def idempotency_record_id(scope: str, key: str) -> str:
 # The control items' keys (CONTROL_PREFIX: never a job id, never an idempotency key).
 WATERMARK_ITEM = CONTROL_PREFIX + "watermark"
 SCHEMA_ITEM = CONTROL_PREFIX + "schema"
+# Whether the worker is paused (`make pause`), for the API to report.
+WORKER_ITEM = CONTROL_PREFIX + "worker"
 
 
 # --- DynamoDB item form (low-level AttributeValue maps) -------------------------------

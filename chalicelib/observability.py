@@ -1,15 +1,31 @@
-"""Structured logs and metrics: Powertools for AWS Lambda's Logger (JSON lines) and
-CloudWatch embedded metric format (EMF) lines on stdout.
+"""Structured logs, metrics and trace propagation.
 
-On AWS, Lambda ships stdout to CloudWatch Logs, where EMF lines become metrics with no API
-call; locally they appear in ``make run``'s output. Every log line about a job carries its
-``job_id``: the worker binds it for the run, the API passes it per line.
+Logs are Powertools for AWS Lambda's Logger (JSON lines); metrics are CloudWatch embedded
+metric format (EMF) lines on stdout. On AWS, Lambda ships stdout to CloudWatch Logs, where
+EMF lines become metrics with no API call; locally they appear in ``make run``'s output.
+Every log line about a job carries its ``job_id``: the worker binds it for the run, the API
+passes it per line.
+
+Tracing needs no SDK. With active tracing, Lambda gives each invocation its X-Ray trace
+header in ``_X_AMZN_TRACE_ID`` (Lambda Developer Guide, "Visualize Lambda function
+invocations using AWS X-Ray"; the Python runtime sets it per invocation). Every SendMessage
+of a job's life carries a trace header in the ``AWSTraceHeader`` message system attribute,
+and X-Ray links the producer's trace to the Lambda consumer that receives the message (X-Ray
+Developer Guide, "Amazon SQS and AWS X-Ray" and "Tracing event-driven applications"). Which
+header: the one the message being handled arrived with, if any (so a continuation, a retry
+through the delay queue and its forward, and a dead-letter re-drive stay on the job's
+trace from POST /heavy), else this invocation's own. Locally neither exists, so nothing is
+sent and nothing warns. The X-Ray SDK (or Powertools' Tracer, built on it) is not used: it
+would add subsegments only, at about twice the cold import of boto3 (see README,
+"Tracing").
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -17,6 +33,14 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 # Not the Chalice app's name: Chalice owns the logger called "heavy-jobs" (level ERROR).
 SERVICE = "jobs"
 NAMESPACE = "HeavyJobs"
+
+# Lambda's per-invocation trace header (set only when the function's tracing is active or
+# the caller sent one), and the SQS system attribute that carries one with a message.
+TRACE_HEADER_VARIABLE = "_X_AMZN_TRACE_ID"
+TRACE_ATTRIBUTE = "AWSTraceHeader"
+
+# The trace header of the message being handled (None: none arrived with it).
+_received_trace: ContextVar[str | None] = ContextVar("received_trace", default=None)
 
 # Powertools' idiom is one module-level Logger; it reads only POWERTOOLS_* settings.
 logger = Logger(service=SERVICE)
@@ -64,3 +88,30 @@ def job_logging(job_id: str) -> Iterator[None]:
         yield
     finally:
         logger.thread_safe_remove_keys(["job_id"])
+
+
+def trace_header(environ: Mapping[str, str] | None = None) -> str | None:
+    """The X-Ray trace header a message sent now should carry: the one the message being
+    handled arrived with, else this invocation's (``_X_AMZN_TRACE_ID``), else None."""
+    received = _received_trace.get()
+    if received:
+        return received
+    return (os.environ if environ is None else environ).get(TRACE_HEADER_VARIABLE) or None
+
+
+@contextmanager
+def continue_trace(received: str | None) -> Iterator[None]:
+    """While the block runs, messages sent in this context carry ``received`` (the trace
+    header a handled message arrived with); None keeps the invocation's own."""
+    token = _received_trace.set(received)
+    try:
+        yield
+    finally:
+        _received_trace.reset(token)
+
+
+def received_trace_header(record: Mapping[str, object]) -> str | None:
+    """The trace header of one record of Lambda's SQS event (its JSON form), if any."""
+    attributes = record.get("attributes")
+    header = attributes.get(TRACE_ATTRIBUTE) if isinstance(attributes, Mapping) else None
+    return header if isinstance(header, str) and header else None

@@ -363,10 +363,15 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "JobList": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["jobs", "next"],
+            "required": ["jobs", "next", "paused"],
             "properties": {
                 "jobs": {"type": "array", "items": _ref("Job")},
                 "next": {"type": "string", "nullable": True},
+                "paused": {
+                    "type": "boolean",
+                    "description": "The worker is paused (`make pause`): queued jobs wait, "
+                    "none is lost, until `make resume`.",
+                },
             },
         },
         "Accepted": {

@@ -10,6 +10,10 @@
 - ``DelayQueue``: a standard queue that holds a message for a delay (FIFO queues have no
   per-message DelaySeconds), after which ``forward_delayed`` puts it on the job queue.
 
+Every send carries the current X-Ray trace header, when there is one, in the
+``AWSTraceHeader`` system attribute (see chalicelib.observability), so one trace follows a
+job from its submission through every message of its life.
+
 Only these adapters know SQS; they turn botocore errors into StoreUnavailable.
 """
 
@@ -21,6 +25,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.errors import StoreUnavailable
+from chalicelib.observability import TRACE_ATTRIBUTE, trace_header
 
 # The one message group of the job queue.
 MESSAGE_GROUP = "jobs"
@@ -42,6 +47,17 @@ class _Queue:
             response = self._call("get_queue_url", QueueName=self.queue_name)
             self._url = response["QueueUrl"]
         return self._url
+
+    def _send(self, **kwargs: Any) -> str:
+        header = trace_header()
+        if header is not None:
+            # A system attribute, not a message attribute: X-Ray reads only this one, and
+            # it counts towards neither the message's size nor its attribute quota.
+            kwargs["MessageSystemAttributes"] = {
+                TRACE_ATTRIBUTE: {"DataType": "String", "StringValue": header}
+            }
+        response = self._call("send_message", QueueUrl=self.url, **kwargs)
+        return str(response["MessageId"])
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
         try:
@@ -73,14 +89,11 @@ class JobQueue(_Queue):
         id within its five-minute deduplication window, so an SDK retry of this call is
         harmless, while a new logical send (a continuation, a re-drive) needs a new id.
         """
-        response = self._call(
-            "send_message",
-            QueueUrl=self.url,
+        return self._send(
             MessageBody=body,
             MessageGroupId=MESSAGE_GROUP,
             MessageDeduplicationId=deduplication_id,
         )
-        return str(response["MessageId"])
 
     def hold(self, receipt_handle: str, seconds: int) -> None:
         """Keep a received message hidden for ``seconds`` from now (ChangeMessageVisibility).
@@ -118,10 +131,4 @@ class DelayQueue(_Queue):
 
     def send(self, body: str, delay_seconds: int) -> str:
         """Put one message on the queue, visible after ``delay_seconds`` (at most 900)."""
-        response = self._call(
-            "send_message",
-            QueueUrl=self.url,
-            MessageBody=body,
-            DelaySeconds=min(delay_seconds, MAX_DELAY_SECONDS),
-        )
-        return str(response["MessageId"])
+        return self._send(MessageBody=body, DelaySeconds=min(delay_seconds, MAX_DELAY_SECONDS))

@@ -222,6 +222,8 @@ _CREATED_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 class Page:
     jobs: list[Job]
     next_cursor: str | None
+    # The worker is paused (`make pause`): queued jobs wait until it is resumed.
+    paused: bool = False
 
 
 def list_jobs(
@@ -229,7 +231,8 @@ def list_jobs(
     table: JobTable,
     now: Callable[[], datetime] | None = None,
 ) -> Page:
-    """A page of jobs, newest first, for GET /jobs?kind=&status=&limit=&cursor=.
+    """A page of jobs, newest first, for GET /jobs?kind=&status=&limit=&cursor=, and
+    whether the worker is paused.
 
     Unknown parameters, an unknown kind or status, a limit outside 1..100 and a cursor
     that was not issued for this listing are InvalidRequest, before any AWS call.
@@ -251,7 +254,7 @@ def list_jobs(
     except ValueError:
         raise _bad_cursor() from None
     cursor = None if page.last else _encode_cursor(listing, page.positions)
-    return Page(jobs=page.jobs, next_cursor=cursor)
+    return Page(jobs=page.jobs, next_cursor=cursor, paused=table.worker_paused().paused)
 
 
 def _kind_param(raw: str | None) -> str | None:

@@ -35,6 +35,7 @@ from chalicelib.jobs import (
     SCHEMA_VERSION,
     SHARDS,
     WATERMARK_ITEM,
+    WORKER_ITEM,
     Job,
     JobStatus,
     Listing,
@@ -97,6 +98,14 @@ class ListingPage:
     @property
     def last(self) -> bool:
         return all(position == END for position in self.positions)
+
+
+@dataclass(frozen=True)
+class WorkerPause:
+    """The control item ``control#worker``: is the worker paused, since when (ISO UTC)."""
+
+    paused: bool
+    paused_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -657,6 +666,28 @@ class JobTable:
         return from_item(response["Attributes"])
 
     # --- control items ------------------------------------------------------------------
+
+    def worker_paused(self) -> WorkerPause:
+        """Whether the worker is paused, as `make pause`/`make resume` last recorded it
+        (not paused when never recorded)."""
+        item = self._call("get_item", Key=_key(WORKER_ITEM)).get("Item") or {}
+        return WorkerPause(
+            paused=bool(item.get("paused", {}).get("BOOL", False)),
+            paused_at=item.get("paused_at", {}).get("S"),
+        )
+
+    def record_worker_paused(self, paused: bool, now: datetime) -> None:
+        """Record that the worker was paused (at ``now``) or resumed. Written by the
+        operator's `make pause`/`make resume` after the event source itself changed: the
+        event source is the truth, this item what the API reports of it."""
+        update = "SET paused = :paused" + (", paused_at = :at" if paused else " REMOVE paused_at")
+        values = {":paused": _attr(paused), **({":at": _attr(now)} if paused else {})}
+        self._call(
+            "update_item",
+            Key=_key(WORKER_ITEM),
+            UpdateExpression=update,
+            ExpressionAttributeValues=values,
+        )
 
     def watermark(self) -> int | None:
         """The largest SentTimestamp (epoch ms) a worker has recorded receiving, if any."""

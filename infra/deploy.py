@@ -51,12 +51,17 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, WaiterError
 from chalice.config import Config
 from chalice.utils import to_cfn_resource_name
 
 from chalicelib import config as settings
-from infra import deploy_state, operations, policies, stack
+from chalicelib.errors import StoreUnavailable
+from chalicelib.jobs import utc_now
+from chalicelib.store import JobTable
+from infra import deploy_state, emulator, operations, policies, run, stack
+from infra.event_source import mappings
 
 PROJECT_DIR = stack.PROJECT_DIR
 # Where `package` writes the generated merge templates, in the project (build/ is ignored).
@@ -100,6 +105,13 @@ CONCURRENCY_QUOTA_CODE = "L-B99A9384"
 # to Allow (Lambda Developer Guide, "Use Lambda recursive loop detection to prevent infinite
 # loops"; API PutFunctionRecursionConfig; SAM/CloudFormation property RecursiveLoop).
 RECURSIVE_LOOP_ALLOW = "Allow"
+
+
+# The stage `make run` serves on this machine: its worker is the local event source.
+LOCAL_STAGE = run.LOCAL_STAGE
+# How long `make pause STAGE=local` waits for the local event source to take it up: a
+# receive in flight (a long poll of up to 20 s) returns first.
+LOCAL_MAPPING_WAIT_SECONDS = 30.0
 
 
 class DeployError(Exception):
@@ -656,20 +668,67 @@ def destroy(stage: str, project_dir: Path = PROJECT_DIR) -> None:
 
 
 def set_paused(stage: str, paused: bool, project_dir: Path = PROJECT_DIR) -> str:
-    """Pause (disable) or resume (enable) the worker's event source; the worker's name.
+    """Pause (disable) or resume (enable) the worker's event source, then record it in the
+    job table's ``control#worker`` item, which the API reports; what was switched.
 
     Paused, queued jobs wait in the queue and none is lost; the job running now finishes
-    its invocation (a continuation or retry waits like the rest).
+    its invocation (a continuation or retry waits like the rest). On AWS the event source
+    is the function's SQS mapping (UpdateEventSourceMapping). The local stage's is the
+    local event source's mapping state (infra/event_source/mappings.py): the runner of a
+    running ``make run`` takes it up within a long poll, and this waits until it did.
     """
     config = stack.load_chalice_config(stage, project_dir)
-    worker = policies.lambda_function_name(
-        config.app_name, stage, operations.worker_handler(config)
-    )
+    handler = operations.worker_handler(config)
+    if stage == LOCAL_STAGE:
+        switched = _set_local_worker_enabled(project_dir, stage, handler, enabled=not paused)
+        dynamodb = _local_client("dynamodb")
+    else:
+        switched = policies.lambda_function_name(config.app_name, stage, handler)
+        try:
+            operations.set_worker_enabled(boto3.client("lambda"), switched, enabled=not paused)
+        except operations.OperationsError as error:
+            raise DeployError(str(error)) from None
+        dynamodb = boto3.client("dynamodb")
+    table = JobTable(dynamodb, config.environment_variables[settings.TABLE_NAME])
     try:
-        operations.set_worker_enabled(boto3.client("lambda"), worker, enabled=not paused)
-    except operations.OperationsError as error:
-        raise DeployError(str(error)) from None
-    return worker
+        table.record_worker_paused(paused, utc_now())
+    except StoreUnavailable as error:
+        if stage == LOCAL_STAGE:  # no emulator: `make run` records it when it starts
+            return f"{switched}; not recorded in the job table (is `make run` running?)"
+        message = f"{switched} switched, but not recorded in the job table: {error}"
+        raise DeployError(message) from None
+    return switched
+
+
+def _set_local_worker_enabled(project_dir: Path, stage: str, handler: str, enabled: bool) -> str:
+    mappings.set_enabled(project_dir, stage, handler, enabled)
+    state = mappings.ENABLED if enabled else mappings.DISABLED
+    # A disable takes effect once the receive in flight returns: at most a long poll.
+    took = mappings.wait_for_state(
+        project_dir, stage, handler, state, timeout=LOCAL_MAPPING_WAIT_SECONDS
+    )
+    if took is False:
+        raise DeployError(f"the local event source did not report {state} for {handler}")
+    where = "local event source" if took else "local event source, when it starts"
+    return f"{handler} ({where})"
+
+
+def _local_client(service: str) -> Any:
+    """A client for the local stage's emulator: AWS_ENDPOINT_URL, else where `make run`
+    starts one; dummy credentials when none are configured (emulators take any)."""
+    session = boto3.session.Session()
+    credentials = {}
+    if session.get_credentials() is None:
+        credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    return session.client(
+        service,
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL")
+        or emulator.endpoint_url(emulator.default_port()),
+        region_name=session.region_name or run.DEFAULT_REGION,
+        # An emulator answers at once or is not running: do not retry for long.
+        config=BotoConfig(connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 2}),
+        **credentials,
+    )
 
 
 def delete_log_groups(logs: Any, functions: list[str]) -> None:
@@ -844,7 +903,11 @@ def _merge_operations(
             "AccessLogSetting": {
                 "DestinationArn": {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]},
                 "Format": operations.ACCESS_LOG_FORMAT,
-            }
+            },
+            # `chalice deploy` turns on the stage's X-Ray tracing with the stage's "xray"
+            # setting (CreateDeployment tracingEnabled) and `chalice package` gives the
+            # functions Tracing: Active, but leaves the API's TracingEnabled out.
+            "TracingEnabled": bool(config.scope(stage, API_HANDLER).xray_enabled),
         }
     }
 
@@ -1009,9 +1072,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"Packaged stage {args.stage} in {out_dir}")
         elif args.command in ("pause", "resume"):
-            worker = set_paused(args.stage, paused=args.command == "pause")
+            switched = set_paused(args.stage, paused=args.command == "pause")
             state = "paused: jobs wait in the queue" if args.command == "pause" else "resumed"
-            print(f"{worker}: {state}")
+            print(f"{switched}: {state}")
         else:
             print(api_key(args.stage, client=args.client or None))
     except (DeployError, operations.OperationsError) as error:

@@ -88,6 +88,12 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
     ],
 }
 LOG_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
+# With active tracing (the stage's "xray" setting), Lambda sends the function's trace
+# segments with the function's role: it needs these two actions (Lambda Developer Guide,
+# "Visualize Lambda function invocations using AWS X-Ray": the AWSXRayDaemonWriteAccess
+# permissions). X-Ray defines no resource types for them (Service Authorization Reference,
+# "Actions, resources, and condition keys for AWS X-Ray"), so their resource is "*".
+XRAY_ACTIONS = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
 
 
 def lambda_function_name(app_name: str, stage: str, handler: str) -> str:
@@ -101,9 +107,10 @@ def resource_arns(outputs: Mapping[str, str]) -> dict[str, str]:
 
 
 def policy_for(
-    handler: str, app_name: str, stage: str, outputs: Mapping[str, str]
+    handler: str, app_name: str, stage: str, outputs: Mapping[str, str], tracing: bool = False
 ) -> dict[str, Any]:
-    """The IAM policy document for one function of the stage."""
+    """The IAM policy document for one function of the stage (``tracing``: the function's
+    active tracing is on, so it may write trace segments)."""
     _, _, _, region, account, _ = outputs["QueueArn"].split(":", 5)
     function = lambda_function_name(app_name, stage, handler)
     log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{function}"
@@ -125,4 +132,8 @@ def policy_for(
             "Resource": [log_group, f"{log_group}:*"],
         }
     )
+    if tracing:
+        statements.append(
+            {"Sid": "OwnTraces", "Effect": "Allow", "Action": XRAY_ACTIONS, "Resource": ["*"]}
+        )
     return {"Version": "2012-10-17", "Statement": statements}

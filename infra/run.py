@@ -41,9 +41,12 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+import boto3
 import requests
 
-from infra import stack
+from chalicelib.jobs import utc_now
+from chalicelib.store import JobTable
+from infra import operations, stack
 from infra.emulator import (
     EmulatorHandle,
     default_port,
@@ -52,10 +55,13 @@ from infra.emulator import (
     localstack_endpoint,
     wait_until,
 )
+from infra.event_source import mappings
 from infra.event_source.modes import MODE_VARIABLE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+# The stage `make run` serves (its settings in .chalice/config.json, stack heavy-jobs-local).
+LOCAL_STAGE = "local"
 DEFAULT_API_PORT = 8000
 DEFAULT_REGION = "us-east-1"
 STOP_GRACE_SECONDS = 5.0
@@ -104,7 +110,7 @@ class Services:
     """The local stack's processes, started and stopped one by one or all together."""
 
     project_dir: Path = PROJECT_DIR
-    stage: str = "local"
+    stage: str = LOCAL_STAGE
     api_port: int = DEFAULT_API_PORT
     emulator_port: int = field(default_factory=default_port)
     output: IO[str] = field(default_factory=lambda: sys.stdout)
@@ -166,10 +172,24 @@ class Services:
         """Apply the template to the emulator as the stage's stack; return its outputs."""
         with _environment(self.environment()):
             outputs = stack.apply_stage(self.stage, self.project_dir, overrides=overrides)
+            paused = self._record_pause(outputs["TableName"])
         self.say(
             f"infrastructure applied: queue {outputs['QueueName']}, table {outputs['TableName']}"
         )
+        if paused:
+            self.say(f"the worker is paused: make resume STAGE={self.stage} lets it take jobs")
         return outputs
+
+    def _record_pause(self, table_name: str) -> bool:
+        """A worker paused before this start stays paused (its mapping state is a file,
+        infra/event_source/mappings.py), while a new emulator's table forgot it: record it
+        there again, as `make pause` did, so the API reports it. True if paused."""
+        config = stack.load_chalice_config(self.stage, self.project_dir)
+        handler = operations.worker_handler(config)
+        if mappings.is_enabled(self.project_dir, self.stage, handler):
+            return False
+        JobTable(boto3.client("dynamodb"), table_name).record_worker_paused(True, utc_now())
+        return True
 
     def start_api(self) -> Process:
         command = [
@@ -307,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--stage", default="local")
+    parser.add_argument("--stage", default=LOCAL_STAGE)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_API_PORT)))
     parser.add_argument("--emulator-port", type=int, default=default_port())
     args = parser.parse_args(argv)

@@ -352,11 +352,14 @@ def write_policies(
     """Write each function's ``iam_policy_file`` (if the stage names one) from the outputs."""
     written = []
     for handler in handler_names(config):
-        filename = config.scope(stage, handler).iam_policy_file
+        scoped = config.scope(stage, handler)
+        filename = scoped.iam_policy_file
         if not filename:
             continue
         path = project_dir / ".chalice" / filename
-        document = policies.policy_for(handler, config.app_name, stage, stack_outputs)
+        document = policies.policy_for(
+            handler, config.app_name, stage, stack_outputs, tracing=bool(scoped.xray_enabled)
+        )
         path.write_text(json.dumps(document, indent=2) + "\n")
         written.append(path)
     return written

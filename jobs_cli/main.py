@@ -145,6 +145,10 @@ def build_parser() -> Parser:
     return parser
 
 
+# What `jobs list` says when the API reports the worker paused (GET /jobs "paused").
+PAUSED_LINE = "paused: the worker takes no jobs; queued jobs wait until `make resume`"
+
+
 class Output:
     """Where a command writes: results on stdout, progress and notes on stderr."""
 
@@ -324,6 +328,9 @@ def list_jobs(args: argparse.Namespace, api: Api, output: Output) -> int:
         output.json(page)
         return EXIT_OK
     jobs = page.get("jobs") or []
+    if page.get("paused") is True:
+        # On stderr, in a pipe too: stdout stays the table scripts read.
+        output.err.print(PAUSED_LINE, markup=False, highlight=False)
     if jobs:
         output.table(render.job_list(jobs, _now()))
     else:

@@ -64,7 +64,11 @@ def test_filters_by_status(client: Client, jobs: list[Job]) -> None:
     running = listing(client, "?status=running").json_body["jobs"]
     assert [j["job_id"] for j in running] == [jobs[3].job_id, jobs[1].job_id]
     assert {j["status"] for j in listing(client, "?status=queued").json_body["jobs"]} == {"queued"}
-    assert listing(client, "?status=cancelled").json_body == {"jobs": [], "next": None}
+    assert listing(client, "?status=cancelled").json_body == {
+        "jobs": [],
+        "next": None,
+        "paused": False,
+    }
 
 
 def test_expired_jobs_and_idempotency_records_are_not_listed(

@@ -78,6 +78,11 @@ Where it differs from AWS, knowingly:
   imports are confined to the package.
 - Like ``CreateEventSourceMapping``, it refuses a function timeout longer than the
   queue's visibility timeout.
+- Like ``UpdateEventSourceMapping``'s ``Enabled``, a function's SQS mapping can be disabled
+  and enabled while the runner runs (``mappings.set_enabled``: a small file per stage and
+  function, re-read before every receive). Disabled, nothing is received: messages wait
+  and none is lost; the runner reports ``Disabled`` once no receive is in flight
+  (``mappings.wait_for_state``), as AWS's State field goes Disabling -> Disabled.
 
 AWS is reached only through boto3's standard settings (``AWS_ENDPOINT_URL``,
 ``AWS_DEFAULT_REGION``, credentials from the environment): the same runner works against
@@ -100,6 +105,7 @@ nothing from the project around it, so it can be copied into another Chalice pro
     modes.py        exact or aws, and the AWS parameters of aws mode (``Mode``, backoff)
     event.py        Lambda's SQS event (``sqs_event``, ``sqs_message_to_record``)
     settlement.py   settling a batch after an invocation (``settle_batch``)
+    mappings.py     a mapping's Enabled state, per stage and function (``MappingGate``)
     deployment.py   what an instance may import: the package and the runtime (``import_world``)
     bootstrap.py    an instance's program: the import guard and the runtime loop (a script)
     instances.py    execution environments: one interpreter per instance (``FunctionRuntime``)

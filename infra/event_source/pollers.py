@@ -37,6 +37,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .instances import FunctionRuntime
+from .mappings import MappingGate
 from .modes import DEFAULT_POLLERS, ThrottleBackoff
 from .settings import SQSSourceSettings
 from .sources import MAX_WAIT_SECONDS, SQSEventSource
@@ -58,8 +59,9 @@ class PollingSQSEventSource(SQSEventSource):
         pollers: int = DEFAULT_POLLERS,
         backoff: ThrottleBackoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        gate: MappingGate | None = None,
     ) -> None:
-        super().__init__(settings, runtime, sqs, region, poll_seconds)
+        super().__init__(settings, runtime, sqs, region, poll_seconds, gate)
         if pollers < 1:
             raise ValueError(f"pollers must be at least 1, got {pollers}")
         self._pollers = pollers
@@ -104,6 +106,8 @@ class PollingSQSEventSource(SQSEventSource):
 
     def _poll(self, stop: threading.Event, burst: bool) -> None:
         while not stop.is_set():
+            if not self._may_receive(stop, burst):
+                return
             try:
                 batch = self._next_batch()
             except (BotoCoreError, ClientError) as err:

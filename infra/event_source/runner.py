@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from types import FrameType
 
 import boto3
@@ -18,6 +19,7 @@ from chalice.constants import DEFAULT_STAGE_NAME
 
 from .deployment import import_world
 from .instances import FunctionRuntime, InstanceSpec, instance_environment, line_buffered_output
+from .mappings import MappingGate
 from .modes import DEFAULT_POLLERS, MODE_VARIABLE, Mode, mode_from_environment
 from .pollers import PollingSQSEventSource
 from .settings import FunctionSettings, ProjectSettings, SQSSourceSettings, load_project
@@ -178,9 +180,19 @@ def _build_sources(
 
     def sqs_source(settings: SQSSourceSettings) -> EventSource:
         runtime = runtime_for(settings.function)
+        # Each mapping can be disabled and enabled while the runner runs (see .mappings).
+        gate = MappingGate(
+            Path(project.project_dir),
+            project.stage,
+            settings.function.name,
+            pollers=pollers if mode is Mode.AWS else 1,
+            log=log.info,
+        )
         if mode is Mode.AWS:
-            return PollingSQSEventSource(settings, runtime, sqs, region, poll_seconds, pollers)
-        return SQSEventSource(settings, runtime, sqs, region, poll_seconds)
+            return PollingSQSEventSource(
+                settings, runtime, sqs, region, poll_seconds, pollers, gate=gate
+            )
+        return SQSEventSource(settings, runtime, sqs, region, poll_seconds, gate)
 
     sources = [sqs_source(settings) for settings in project.sqs_sources]
     if project.schedule_sources:

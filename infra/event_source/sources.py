@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .event import sqs_event
 from .instances import FunctionRuntime, Invocation
+from .mappings import MappingGate
 from .settings import ScheduleSourceSettings, SQSSourceSettings
 from .settlement import InvocationStatus, Settlement, settle_batch
 
@@ -92,12 +93,15 @@ class SQSEventSource:
         sqs: Any,
         region: str,
         poll_seconds: int = MAX_WAIT_SECONDS,
+        gate: MappingGate | None = None,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
         self._sqs = sqs
         self._region = region
         self._poll_seconds = poll_seconds
+        # The mapping's Enabled state (see .mappings); None: always enabled.
+        self._gate = gate
         self._queue_url = ""
         self._queue_arn = ""
         self._visibility_seconds = 0  # the queue's default visibility timeout
@@ -170,6 +174,8 @@ class SQSEventSource:
             log.warning("%s: concurrency 0: throttled, not polling", self.runtime.function.name)
             return
         while not stop.is_set():
+            if not self._may_receive(stop, burst):
+                return
             if not self.runtime.reserve(timeout=0.25):
                 continue
             try:
@@ -192,6 +198,11 @@ class SQSEventSource:
             self.runtime.release()
             if burst and not batch and self.runtime.busy == 0:
                 return
+
+    def _may_receive(self, stop: threading.Event, burst: bool) -> bool:
+        """Wait while the mapping is disabled; False if stopped meanwhile (or, in burst
+        mode, disabled: nothing it may receive is left to drain)."""
+        return self._gate is None or self._gate.wait_until_enabled(stop, burst)
 
     def _next_batch(self) -> list[dict[str, Any]]:
         return collect_batch(

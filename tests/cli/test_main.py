@@ -12,6 +12,7 @@ from infra.emulator import free_port
 from jobs_cli import main as cli
 from jobs_cli import watch
 from jobs_cli.client import MAX_WAIT_SECONDS, Api
+from jobs_cli.main import PAUSED_LINE
 from tests.cli.conftest import Answer, FakeApi
 
 JOB_ID = "0b7f2c9e-5d1a-4c3e-9f00-2a6b8c4d1e7f"
@@ -198,6 +199,17 @@ def test_list_sends_only_the_filters_given(jobs: Any, fake_api: FakeApi) -> None
     result = jobs("list")
     assert (result.code, result.out) == (0, "no jobs\n")
     assert fake_api.requests[0].query == {}
+
+
+@pytest.mark.parametrize("paused", [True, False])
+def test_list_says_when_the_worker_is_paused(jobs: Any, fake_api: FakeApi, paused: bool) -> None:
+    fake_api.on(
+        "GET", "/jobs", (200, {"jobs": [job(status="queued")], "next": None, "paused": paused})
+    )
+    result = jobs("list")
+    assert result.code == 0
+    assert result.out.splitlines()[2].split()[:2] == [JOB_ID, "queued"]  # stdout: the table only
+    assert result.err == (f"{PAUSED_LINE}\n" if paused else "")
 
 
 def test_cancel(jobs: Any, fake_api: FakeApi) -> None:

@@ -248,6 +248,8 @@ class FakeStage:
     # path 403). POST /jobs and /jobs/{id}/retry answer 202, or the scripted error.
     kinds: list[dict[str, Any]] | None = None
     submit_error: tuple[int, dict[str, Any]] | None = None
+    # GET /jobs "paused": the worker is paused (make pause).
+    paused: bool = False
 
     def handle(self, route: Route, request: Request) -> None:
         self.requests.append(request)
@@ -265,7 +267,7 @@ class FakeStage:
                 headers=headers,
             )
         elif path == "/dev/jobs" and request.method == "GET":
-            self._json(route, 200, {"jobs": self.jobs, "next": None})
+            self._json(route, 200, {"jobs": self.jobs, "next": None, "paused": self.paused})
         elif path == "/dev/fast" and request.method == "GET":
             if self.hold_fast:
                 self.held_fast.append(route)
@@ -365,6 +367,43 @@ def test_text_from_the_api_is_shown_as_text(page: tuple[Page, Console], stage: F
     expect(row.locator(".queue-wait")).to_have_text("2.0 s")
     expect(row.locator(".run-time")).to_have_text("3.5 s")
     assert console.errors() == []
+
+
+def test_a_paused_worker_shows_a_banner_until_it_is_resumed(
+    page: tuple[Page, Console], stage: FakeStage
+) -> None:
+    tab, console = page
+    stage.jobs = [fake_job(status="queued", finished_at=None, result=None, error=None)]
+    stage.paused = True
+    tab.goto(f"{stage.origin}/dev/")
+    # A status region, so a screen reader announces it when it appears; readable text.
+    banner = tab.get_by_role("status").filter(has_text="Paused")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("Queued jobs wait in the queue, none is lost")
+    colors = banner.evaluate(
+        "e => [getComputedStyle(e).color, getComputedStyle(e).backgroundColor]"
+    )
+    assert contrast(*colors) >= 4.5  # WCAG AA for normal text
+    tab.set_viewport_size(PHONE)
+    expect(banner).to_be_visible()
+
+    stage.paused = False
+    tab.get_by_label("Show").select_option("queued")  # a refresh now, not at the next tick
+
+    expect(tab.locator("#paused-banner")).to_be_hidden()
+    assert console.errors() == []
+
+
+def contrast(foreground: str, background: str) -> float:
+    """WCAG 2's contrast ratio of two CSS rgb() colours."""
+
+    def luminance(css: str) -> float:
+        channels = [int(v) / 255 for v in re.findall(r"\d+", css)[:3]]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
 
 
 def test_api_key_is_kept_per_stage_and_sent(page: tuple[Page, Console], stage: FakeStage) -> None:

@@ -13,7 +13,11 @@ against, and each piece as close to AWS's documented behaviour as the rehearsal 
 - CloudFormation's PointInTimeRecoverySpecification on AWS::DynamoDB::Table, which moto's
   CloudFormation ignores: applied through moto's own UpdateContinuousBackups on creation;
 - AWS's managed IAM policies, which exist in every account and moto loads only when asked
-  (the deploy attaches AmazonAPIGatewayPushToCloudWatchLogs).
+  (the deploy attaches AmazonAPIGatewayPushToCloudWatchLogs);
+- API Gateway's CreateDeployment ``tracingEnabled``, which moto ignores (it creates the
+  stage without it): applied to the stage the deployment creates or updates, as API
+  Gateway does ("CreateDeployment": tracingEnabled "specifies whether active tracing with
+  X-Ray is enabled for the Stage"); `chalice deploy` turns tracing on this way.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import moto
 import pytest
+from moto.apigateway.responses import APIGatewayResponse
 from moto.awslambda import urls as lambda_urls
 from moto.awslambda.models import lambda_backends
 from moto.cloudformation import parsing
@@ -79,6 +84,18 @@ def install(monkeypatch: pytest.MonkeyPatch) -> None:
         return table
 
     monkeypatch.setattr(Table, "create_from_cloudformation_json", classmethod(create_table))
+    original_deployment = APIGatewayResponse.create_deployment
+
+    def create_deployment(self: APIGatewayResponse) -> Any:
+        answer = original_deployment(self)
+        tracing = self._get_param("tracingEnabled")
+        if tracing is not None:
+            function_id = self.path.replace("/restapis/", "", 1).split("/")[0]
+            stage = self.backend.get_stage(function_id, self._get_param("stageName"))
+            stage.tracing_enabled = bool(tracing)
+        return answer
+
+    monkeypatch.setattr(APIGatewayResponse, "create_deployment", create_deployment)
     original_map = parsing.get_model_map()
     monkeypatch.setattr(
         parsing,

@@ -36,6 +36,7 @@ from moto.server import ThreadedMotoServer
 
 from chalicelib import config as settings
 from chalicelib.observability import NAMESPACE, SERVICE, Metric
+from chalicelib.store import JobTable, WorkerPause
 from infra import deploy, deploy_state, operations, policies, stack
 from tests.infra import moto_bridges
 from tests.infra.harness import REGION, VENV, copy_project, isolated_environment, run_make
@@ -400,7 +401,9 @@ def test_job_table_exists(
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_role_is_least_privilege(rehearsal: Rehearsal, stage: str) -> None:
     """Each function's own role holds exactly infra.policies' document: no wildcards, and
-    no SQS or DynamoDB resource outside the stage's stack."""
+    no SQS or DynamoDB resource outside the stage's stack. The one exception is X-Ray's
+    write actions, which have no resource type ("*" is their only resource), granted
+    because the stage traces."""
     iam, lambda_client = rehearsal.client("iam"), rehearsal.client("lambda")
     outputs = rehearsal.outputs[stage]
     stack_arns = {v for k, v in outputs.items() if k.endswith("Arn")}
@@ -414,11 +417,15 @@ def test_every_role_is_least_privilege(rehearsal: Rehearsal, stage: str) -> None
         (policy_name,) = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
         document = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)
         statements = document["PolicyDocument"]["Statement"]
-        assert statements == policies.policy_for(handler, "heavy-jobs", stage, outputs)["Statement"]
+        wanted = policies.policy_for(handler, "heavy-jobs", stage, outputs, tracing=True)
+        assert statements == wanted["Statement"]
+        traces = [s for s in statements if s["Action"] == policies.XRAY_ACTIONS]
+        assert [s["Resource"] for s in traces] == [["*"]]
         for statement in statements:
             assert statement["Effect"] == "Allow"
             assert all("*" not in action for action in statement["Action"])
-            assert "*" not in statement["Resource"]
+            if statement not in traces:
+                assert "*" not in statement["Resource"]
             if any(a.startswith(("sqs:", "dynamodb:")) for a in statement["Action"]):
                 for resource in statement["Resource"]:
                     assert resource in stack_arns or resource.startswith(
@@ -699,6 +706,25 @@ def test_the_api_stage_writes_a_json_access_log_with_the_request_id(
     assert apigw.get_account()["cloudwatchRoleArn"].endswith(f"/{operations.API_GATEWAY_LOGS_ROLE}")
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_functions_and_the_api_stage_are_traced(rehearsal: Rehearsal, stage: str) -> None:
+    """Active tracing on every function, X-Ray tracing on the REST API's stage: the stage's
+    "xray" setting in .chalice/config.json, which `chalice deploy` applies."""
+    with _fresh_app_import():
+        config = stack.load_chalice_config(stage, rehearsal.project)
+    assert config.xray_enabled is True
+    lambda_client = rehearsal.client("lambda")
+    functions = rehearsal.functions(stage)
+    assert set(functions) == set(stack.handler_names(config))
+    for function in functions.values():
+        configuration = lambda_client.get_function_configuration(FunctionName=function)
+        assert configuration["TracingConfig"] == {"Mode": "Active"}, function
+    api_stage = rehearsal.client("apigateway").get_stage(
+        restApiId=rehearsal.api_id(stage), stageName=stage
+    )
+    assert api_stage["tracingEnabled"] is True
+
+
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_point_in_time_recovery_follows_the_stage(rehearsal: Rehearsal, stage: str) -> None:
     table = rehearsal.outputs[stage]["TableName"]
@@ -731,8 +757,11 @@ def test_pause_and_resume_switch_only_the_worker(rehearsal: Rehearsal) -> None:
         return {m["FunctionArn"].split(":")[-1]: m["State"] for m in mappings}
 
     worker = function_name("dev", "process_job")
+    table = JobTable(rehearsal.client("dynamodb"), rehearsal.outputs["dev"]["TableName"])
+    assert table.worker_paused() == WorkerPause(paused=False)  # never paused: not recorded
     before = states()
     assert rehearsal.make("resume", "STAGE=dev").returncode == 0
+    assert table.worker_paused() == WorkerPause(paused=False)
     resumed = states()
     assert resumed[worker] == "Enabled"
     assert {f: s for f, s in resumed.items() if f != worker} == {
@@ -745,8 +774,12 @@ def test_pause_and_resume_switch_only_the_worker(rehearsal: Rehearsal) -> None:
     assert "paused" in paused.stdout
     assert states() == before  # disabled again (as the harness keeps it: moto cannot run it)
     assert before[worker] == "Disabled"
+    # The control item follows, for the API to report (GET /jobs "paused").
+    recorded = table.worker_paused()
+    assert recorded.paused is True and recorded.paused_at is not None
     rehearsal.make("deploy", "STAGE=dev")  # maintenance does not end with a deploy
     assert states()[worker] == "Disabled"
+    assert table.worker_paused() == recorded
 
 
 def test_a_deploy_without_alarm_email_keeps_the_subscription(rehearsal: Rehearsal) -> None:

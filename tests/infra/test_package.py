@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from chalicelib import config as settings
-from infra import deploy, operations, stack
+from infra import deploy, operations, policies, stack
 from tests.infra.conftest import PACKAGED_STAGES as STAGES
 from tests.infra.harness import VENV, stage_config
 
@@ -78,6 +78,10 @@ def test_package_policies_name_the_packaged_stack_in_any_account(
     for role in roles:
         (policy,) = role["Properties"]["Policies"]
         for statement in policy["PolicyDocument"]["Statement"]:
+            if statement["Sid"] == "OwnTraces":  # X-Ray's write actions have no resource type
+                assert statement["Action"] == policies.XRAY_ACTIONS
+                assert statement["Resource"] == ["*"]
+                continue
             for resource in statement["Resource"]:
                 if statement["Sid"] == "OwnLogs":
                     assert resource["Fn::Sub"].startswith(
@@ -244,3 +248,22 @@ def test_package_sets_point_in_time_recovery_per_stage(
 ) -> None:
     parameters = load(packaged, stage)["Parameters"]
     assert parameters[operations.POINT_IN_TIME_RECOVERY]["Default"] == enabled
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_package_traces_every_function_and_the_api_stage(
+    packaged: dict[str, Path], stage: str
+) -> None:
+    """The stage's "xray" setting, in the SAM template: functions Tracing Active, with the
+    X-Ray write grant on each role, and the REST API's stage TracingEnabled."""
+    assert stage_config(stage).xray_enabled is True
+    template = load(packaged, stage)
+    functions = functions_of(template)
+    assert len(functions) == len(stack.handler_names(stage_config(stage)))
+    for properties in functions.values():
+        assert properties["Tracing"] == "Active"
+        role_id, _ = properties["Role"]["Fn::GetAtt"]
+        (policy,) = template["Resources"][role_id]["Properties"]["Policies"]
+        actions = [s["Action"] for s in policy["PolicyDocument"]["Statement"]]
+        assert policies.XRAY_ACTIONS in actions
+    assert template["Resources"]["RestAPI"]["Properties"]["TracingEnabled"] is True

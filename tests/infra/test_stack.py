@@ -216,6 +216,11 @@ def test_each_function_gets_a_least_privilege_policy(
             assert all("*" not in action for action in statement["Action"])
             if statement["Sid"] == "OwnLogs":
                 assert all(f"/aws/lambda/heavy-jobs-{stage}" in r for r in statement["Resource"])
+            elif statement["Sid"] == "OwnTraces":
+                # The stage traces; X-Ray's write actions have no resource type but "*".
+                assert config.xray_enabled is True
+                assert statement["Action"] == policies.XRAY_ACTIONS
+                assert statement["Resource"] == ["*"]
             else:
                 assert set(statement["Resource"]) <= own
     grants = {
@@ -236,6 +241,7 @@ def test_each_function_gets_a_least_privilege_policy(
         "sqs:GetQueueUrl",
         "sqs:SendMessage",
         *policies.LOG_ACTIONS,
+        *policies.XRAY_ACTIONS,
     }
     assert grants["recover_stalled_jobs"] == {
         "dynamodb:Query",
@@ -246,6 +252,7 @@ def test_each_function_gets_a_least_privilege_policy(
         "sqs:GetQueueAttributes",
         "sqs:SendMessage",
         *policies.LOG_ACTIONS,
+        *policies.XRAY_ACTIONS,
     }
 
 
