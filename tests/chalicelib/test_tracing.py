@@ -17,10 +17,11 @@ from chalice.test import Client
 
 from chalicelib import connections, kinds
 from chalicelib.jobs import Job, epoch_ms, parse_message, to_message, utc_now
-from chalicelib.kinds import JobContext
+from chalicelib.kinds import Context, heavy_load
 from chalicelib.observability import TRACE_ATTRIBUTE, TRACE_HEADER_VARIABLE
 from chalicelib.queue import MESSAGE_GROUP
 from infra.event_source import sqs_event
+from tests.fake_kinds import kind_running
 
 Receive = Callable[..., list[dict[str, Any]]]
 
@@ -63,8 +64,11 @@ def delivered(receive: Receive, queue_url: str, queue_arn: str) -> dict[str, Any
     return sqs_event(messages, queue_arn, "us-east-1")
 
 
-def broken(n: int, ctx: JobContext) -> int:
+def _broken(input: Any, ctx: Context) -> int:
     raise ValueError("counting went wrong")
+
+
+broken = kind_running(_broken)
 
 
 @pytest.mark.parametrize("header", [JOB_TRACE, None])
@@ -131,7 +135,7 @@ def test_a_continuation_carries_the_header_its_message_came_with(
     # first checkpoint, which then continues in a new invocation.
     monkeypatch.setenv("JOBS_TIMEOUT_MARGIN_SECONDS", "10")
     connections.reset()
-    monkeypatch.setattr(kinds, "CHUNK", 1000)
+    monkeypatch.setattr(heavy_load, "CHUNK", 1000)
     job = make_job(n=10_000)
     put(aws["QueueUrl"], to_message(job), received)
     event = delivered(receive, aws["QueueUrl"], aws["QueueArn"])
