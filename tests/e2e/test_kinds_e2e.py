@@ -12,7 +12,7 @@ from tests.e2e.conftest import Stack
 from tests.e2e.test_faults import log_records, started
 from tests.waiting import wait_for
 
-# pi(10^8) (OEIS A006880): six segments of the sieve, a few seconds of work.
+# pi(10^8) (OEIS A006880): 24 segments of the sieve, a few seconds of work.
 BELOW, PRIMES = 10**8, 5_761_455
 
 
