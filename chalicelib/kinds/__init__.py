@@ -16,10 +16,12 @@ A declaration names:
 - ``run(input, ctx)``: the work. ``ctx.state`` is the JSON state it last reported (None
   on a fresh start: resume from it); ``ctx.report(progress, state)`` says how far it got
   (0..1) and what it needs to resume. Reporting is cheap (the worker writes a checkpoint
-  at most once per JOBS_PROGRESS_INTERVAL_SECONDS, with the heartbeat) and is where a run
-  is stopped: it raises when the job is cancelled, its lease is lost, or the invocation
-  is about to time out. Those exceptions derive from BaseException, so a kind's own
-  ``except Exception`` cannot swallow them;
+  at most once per JOBS_PROGRESS_INTERVAL_SECONDS, with the heartbeat). Report often
+  (every second or less): only a report renews the run's lease, and a run silent for
+  JOBS_STALE_AFTER_SECONDS is presumed dead and taken over. Reporting is also where a
+  run is stopped: it raises when the job is cancelled, its lease is lost, or the
+  invocation is about to time out. Those exceptions derive from BaseException, so a
+  kind's own ``except Exception`` cannot swallow them;
 - ``result``: the return type: ``int``, ``float``, ``str``, ``bool`` or a dataclass of
   those (a JSON object);
 - ``estimate_seconds(input, settings)``: its run time, for Retry-After.

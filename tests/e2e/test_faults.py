@@ -40,6 +40,11 @@ def log_records(stack: Stack, process: str = "worker") -> list[dict[str, Any]]:
     return records
 
 
+def succeeded_logged(stack: Stack) -> int:
+    """How many "Job succeeded" lines the stack's workers have logged."""
+    return sum(1 for r in log_records(stack) if r["message"] == "Job succeeded")
+
+
 def started(stack: Stack, job_id: str) -> list[dict[str, Any]]:
     return [
         r for r in log_records(stack) if r["message"] == "Job started" and r.get("job_id") == job_id
@@ -81,7 +86,9 @@ def test_killed_worker_job_resumes_from_its_checkpoint(make_stack: Callable[...,
     runs = started(stack, job_id)
     assert [r["attempt"] for r in runs] == [1, 2]
     assert runs[1]["state"] >= 0.3 * n  # not from zero: heavyLoad's state is its count
-    assert sum(1 for r in log_records(stack) if r["message"] == "Job succeeded") == 1
+    # The worker writes its log line after the job's item: wait for it, then count.
+    wait_for(lambda: succeeded_logged(stack), 30, "the worker's 'Job succeeded' log line")
+    assert succeeded_logged(stack) == 1
 
 
 def message_of(stack: Stack, job_id: str) -> str:
