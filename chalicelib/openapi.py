@@ -203,6 +203,8 @@ def _submit(settings: Settings) -> dict[str, Any]:
         ],
         "requestBody": {
             "required": False,
+            "description": "Optional. No body, a body of only whitespace, and {} are the "
+            f"same request: n defaults to {settings.default_n}.",
             "content": {
                 "application/json": {
                     "schema": {

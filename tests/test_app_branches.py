@@ -13,7 +13,9 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from chalice.local import LambdaEventConverter
 from chalice.test import Client
 
-from chalicelib import connections
+from chalicelib import connections, openapi
+from chalicelib.config import Settings
+from tests.chalicelib.test_config import REQUIRED
 from tests.test_app import JSON, job_count, post_heavy, queue_depth
 
 
@@ -130,3 +132,13 @@ def test_a_replay_whose_job_is_missing_is_a_503_not_a_new_job(
     assert replay.json_body["error"]["code"] == "unavailable"
     assert job_count(aws) == 1  # the key's record only
     assert queue_depth(aws) == 1  # the first job's message only
+
+
+def test_the_document_says_a_blank_body_is_no_body() -> None:
+    """A whitespace-only body is answered as no body (tests/test_app.py); the document must
+    not claim it is refused, or schema-driven clients and fuzzers read it as a 400."""
+    settings = Settings.from_mapping(REQUIRED)
+    body = openapi.document(settings, False)["paths"]["/heavy"]["post"]["requestBody"]
+    assert body["required"] is False
+    assert "only whitespace" in body["description"]
+    assert str(settings.default_n) in body["description"]
