@@ -43,6 +43,16 @@ lint: venv ## ruff (lint + format check) and mypy
 test: lint ## Lint, then the whole test suite
 	$(PY) -m pytest
 
+# Mutation testing of the state machine and its adapters (mutmut; config in pyproject.toml):
+# hours on 2 cores for all six modules, so not in make test or CI. Narrow it with
+# MUTATE='chalicelib.worker*' (mutant name globs); JOBS=n children. See README "Testing".
+.PHONY: mutation
+MUTATE ?=
+JOBS ?= 1
+mutation: venv ## Mutation testing (slow, hours; MUTATE='chalicelib.worker*' narrows it)
+	nice -n 10 $(BIN)/mutmut run --max-children $(JOBS) $(foreach m,$(MUTATE),'$(m)')
+	$(BIN)/mutmut results
+
 # --- the local stack (no AWS account: an emulator on EMULATOR_PORT) -------------------
 .PHONY: run emulator infra api worker demo
 LOCAL := AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL:-http://127.0.0.1:$(EMULATOR_PORT)} \

@@ -245,6 +245,8 @@ def _submit(settings: Settings) -> dict[str, Any]:
         "parameters": _SUBMIT_PARAMETERS,
         "requestBody": {
             "required": False,
+            "description": "Optional. No body, a body of only whitespace, and {} are the "
+            f"same request: n defaults to {settings.default_n}.",
             "content": {
                 "application/json": {
                     "schema": {

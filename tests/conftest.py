@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
+import chalice.test
 import pytest
+from chalice.local import LambdaContext
 from chalice.test import Client
 from moto import mock_aws
 
@@ -50,8 +52,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         outputs = stack.apply_stage(STAGE, cfn=boto3.client("cloudformation"))
         for name, value in stack.environment_from_outputs(outputs).items():
             monkeypatch.setenv(name, value)
-        # Chalice's test client gives every invocation a 3-second Lambda context: keep the
-        # checkpoint-before-timeout margin under it so jobs run to the end in one go.
+        # A small checkpoint-before-timeout margin, for tests that give a run a short
+        # Lambda context of their own.
         monkeypatch.setenv("JOBS_TIMEOUT_MARGIN_SECONDS", "0.5")
         connections.reset()
         yield outputs
@@ -65,8 +67,19 @@ def app_module(aws: dict[str, str]) -> Any:
 
 
 @pytest.fixture
-def client(app_module: Any) -> Iterator[Client]:
+def client(app_module: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     with Client(app_module.app, stage_name=STAGE) as test_client:
+        # Chalice's test client gives every invocation a 3-second Lambda context, whatever
+        # the function's timeout: on a busy machine a job of a few milliseconds then
+        # "nears its timeout" and continues in another invocation. Give each invocation
+        # its function's configured timeout, as Lambda does.
+        config = test_client.lambda_._config
+
+        def context(function_name: str, memory_size: int) -> LambdaContext:
+            timeout = config.scope(STAGE, function_name).lambda_timeout
+            return LambdaContext(function_name, memory_size, max_runtime_ms=timeout * 1000)
+
+        monkeypatch.setattr(chalice.test, "LambdaContext", context)
         yield test_client
 
 

@@ -816,15 +816,21 @@ def test_running_job_stops_at_its_next_checkpoint_when_cancelled(
 def test_kind_catching_exception_cannot_swallow_a_stop(
     make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    kept_running: list[int] = []
+
     def stubborn(input: Any, ctx: Context) -> int:
         connections.job_table().cancel(job, utc_now())
         with contextlib.suppress(Exception):  # the point of the test
             ctx.report(0.1, 1)
+        kept_running.append(1)  # reached only if the stop was swallowed
         return int(input.n)
 
     monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(stubborn))
     job = make_job(n=10)
     outcome = make_worker(monotonic=FakeClock(step=2.0)).process_message(message_for(job))
+    # The outcome alone cannot tell: a run that kept going would see its final write
+    # refused and report CANCELLED too. The stop must end the kind's code at the report.
+    assert kept_running == []
     assert outcome is Outcome.CANCELLED and table_job(job).result is None
 
 

@@ -13,10 +13,11 @@ import pytest
 
 from infra.emulator import free_port
 from tests.e2e.conftest import Stack
+from tests.speed import iterations_per_second
 
 JOBS = Path(sys.executable).with_name("jobs")
 # About a second of counting; and a job far longer than the test.
-SHORT_N = 100_000_000
+SHORT_N = iterations_per_second()  # about a second of work, measured
 LONG_N = 10_000_000_000
 
 

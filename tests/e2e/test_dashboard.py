@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,9 +36,10 @@ from infra.browser import ChromiumMissing, chromium
 from infra.deploy import Throttle
 from infra.emulator import free_port
 from tests.e2e.conftest import Stack
+from tests.speed import iterations_per_second
 
 # A second or so of counting, and a job far longer than the test.
-SHORT_N = 100_000_000
+SHORT_N = iterations_per_second()  # about a second of work, measured
 LONG_N = 10_000_000_000
 PHONE = {"width": 390, "height": 844}
 
@@ -450,16 +452,22 @@ def test_polling_pauses_while_the_tab_is_hidden(
     stage.jobs = [running_job()]  # something to follow: the page's busy pace
     tab.goto(f"{stage.origin}/dev/")
     expect(tab.locator("#live-state")).to_contain_text("Live")
-    # Waiting through Playwright, not time.sleep: the sync API runs the route handler
-    # (our fake API) only while a Playwright call is pumping its events.
-    tab.wait_for_timeout(2200)
-    assert len(stage.api_calls("/dev/jobs")) >= 2  # about one a second
-    assert len(stage.api_calls("/dev/fast")) >= 2
+    # Two polls of each while visible (about one a second), waited for as a condition;
+    # how long they took on this machine, now, sizes the hidden window below.
+    began = time.monotonic()
+    pump_until(
+        tab,
+        lambda: len(stage.api_calls("/dev/jobs")) >= 2 and len(stage.api_calls("/dev/fast")) >= 2,
+        "two polls of /jobs and /fast while visible",
+    )
+    two_polls = time.monotonic() - began
 
     _set_hidden(tab, True)
     expect(tab.locator("#live-state")).to_have_text("Paused while this tab is hidden.")
     before = len(stage.requests)
-    tab.wait_for_timeout(2500)
+    # Hidden for twice as long as two visible polls took (at least 2.5 s): a page that
+    # kept polling would have polled here, at the pace it just showed.
+    tab.wait_for_timeout(max(2500, 2000 * two_polls))
     assert stage.api_calls("/dev/jobs", since=before) == []
     assert stage.api_calls("/dev/fast", since=before) == []
 
@@ -467,6 +475,15 @@ def test_polling_pauses_while_the_tab_is_hidden(
     expect(tab.locator("#live-state")).to_contain_text("Live")
     assert len(stage.api_calls("/dev/jobs", since=before)) >= 1
     assert len(stage.api_calls("/dev/fast", since=before)) >= 1
+
+
+def pump_until(tab: Page, condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    """Wait for ``condition`` through Playwright, not time.sleep: the sync API runs the
+    route handler (our fake API) only while a Playwright call is pumping its events."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        tab.wait_for_timeout(50)
 
 
 def _set_hidden(tab: Page, hidden: bool) -> None:
@@ -645,11 +662,7 @@ def test_the_fast_readout_shows_the_last_minutes_p50_and_p99(
 
 def answer_fast_after(tab: Page, stage: FakeStage, latency_ms: int) -> None:
     """Answer the page's pending GET /fast once ``latency_ms`` of its clock has passed."""
-    for _ in range(400):  # the route handler runs while Playwright pumps events
-        if stage.held_fast:
-            break
-        tab.wait_for_timeout(25)
-    assert stage.held_fast, "the page sent no GET /fast"
+    pump_until(tab, lambda: bool(stage.held_fast), "the page's GET /fast")
     route = stage.held_fast.pop(0)
     tab.clock.run_for(latency_ms)
     route.fulfill(status=200, body='{"message": "I\'m fast"}', content_type="application/json")

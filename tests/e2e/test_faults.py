@@ -111,6 +111,9 @@ def test_duplicate_deliveries_never_run_a_job_twice(make_stack: Callable[..., St
     job_id = stack.submit(n)["job_id"]
     stack.wait_for_job(job_id, lambda j: j["status"] == "running")
     stack.send_raw(message_of(stack, job_id))  # duplicate of a running job (heartbeat fresh)
+    # The case under test happened: the job (seconds of work, sized from the speed measured
+    # at the start of the run) was still running when its duplicate was sent.
+    assert stack.job(job_id)["status"] == "running"
 
     done = stack.wait_for_job(job_id, lambda j: j["status"] == "succeeded")
     stack.send_raw(message_of(stack, job_id))  # duplicate of a finished job

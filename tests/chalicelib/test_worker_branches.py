@@ -1,0 +1,435 @@
+"""The worker's rarer branches (issue 13.2), each through its effect: what the table holds
+afterwards, what is on the job and delay queues, and what the run returned. Each test
+names the branch of chalicelib/worker.py it guards; removing or changing that branch makes
+it fail."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from chalice.test import Client
+
+from chalicelib import connections, kinds
+from chalicelib.config import get_settings
+from chalicelib.errors import StoreUnavailable
+from chalicelib.jobs import Job, JobStatus, epoch_ms, parse_message, to_message, utc_now
+from chalicelib.kinds import JobContext
+from chalicelib.worker import Outcome
+from tests.chalicelib.test_worker import (
+    FakeClock,
+    Receive,
+    SpyQueue,
+    delivery,
+    make_worker,
+    sqs_event_from,
+    table_job,
+)
+
+
+def queued_bodies(receive: Receive, queue_url: str | None = None) -> list[str]:
+    return [message["Body"] for message in receive(queue_url)]
+
+
+# --- stops from inside ctx.report -------------------------------------------------------
+
+
+def test_a_run_that_lost_its_lease_stops_writes_nothing_and_is_a_duplicate(
+    make_job: Callable[..., Job],
+    message_for: Any,
+    receive: Receive,
+    aws: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Worker._run_claimed's ``except _LostLease``: another run took the job over (this
+    run stalled past its lease); this run's next report stops it, and it writes nothing:
+    no checkpoint, no result, no release, no message."""
+    after_report: list[int] = []
+    table = connections.job_table()
+    later = utc_now() + timedelta(seconds=get_settings().stale_after_seconds + 1)
+
+    def overtaken(n: int, ctx: JobContext) -> int:
+        assert table.claim(job.job_id, job.kind, "usurper", later, 30_000) is not None
+        ctx.report(5)
+        after_report.append(5)
+        return n
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", overtaken)
+    job = make_job(n=10)
+
+    outcome = make_worker(monotonic=FakeClock(step=2.0)).process_message(message_for(job))
+
+    assert outcome is Outcome.DUPLICATE
+    assert after_report == []  # the run stopped at the report
+    final = table_job(job)
+    assert (final.status, final.owner, final.attempts) == (JobStatus.RUNNING, "usurper", 2)
+    assert (final.position, final.result, final.last_error) == (0, None, None)
+    assert receive() == [] and receive(aws["DelayQueueUrl"]) == []
+
+
+def test_an_aws_failure_mid_run_raises_and_burns_no_attempt(
+    make_job: Callable[..., Job],
+    message_for: Any,
+    receive: Receive,
+    aws: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Worker._run_claimed's ``except StoreUnavailable: raise``: a checkpoint that DynamoDB
+    refuses is not the job's failure. The invocation raises (SQS delivers the held message
+    again); the job is not released as a retry, gets no last_error, and nothing goes to the
+    delay queue."""
+    job = make_job(n=10)
+    worker = make_worker(monotonic=FakeClock(step=2.0))
+
+    def unavailable(*args: Any, **kwargs: Any) -> Job | None:
+        raise StoreUnavailable("DynamoDB UpdateItem failed: throttled")
+
+    monkeypatch.setattr(worker.table, "checkpoint", unavailable)
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", lambda n, ctx: ctx.report(1) or n)
+
+    with pytest.raises(StoreUnavailable):
+        worker.process_message(message_for(job))
+
+    current = table_job(job)
+    assert (current.status, current.attempts) == (JobStatus.RUNNING, 1)
+    assert (current.last_error, current.error, current.pending_at) == (None, None, None)
+    assert receive(aws["DelayQueueUrl"]) == [] and receive() == []
+
+
+# --- writes a run makes that the table refuses -------------------------------------------
+
+
+def cancel_then_raise(job_ref: list[Job]) -> Callable[[int, JobContext], int]:
+    def kind(n: int, ctx: JobContext) -> int:
+        connections.job_table().cancel(job_ref[0], utc_now())
+        raise ValueError("failed after being cancelled")
+
+    return kind
+
+
+def test_a_retry_release_refused_sends_nothing(
+    make_job: Callable[..., Job],
+    message_for: Any,
+    receive: Receive,
+    aws: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Worker._after_failure: the job was cancelled while its attempt failed; the release
+    is refused, so no retry is sent to the delay queue and the cancellation stands."""
+    job = make_job(n=10)
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", cancel_then_raise([job]))
+
+    assert make_worker().process_message(message_for(job)) is Outcome.CANCELLED
+
+    assert receive(aws["DelayQueueUrl"]) == []
+    final = table_job(job)
+    assert (final.status, final.last_error, final.error) == (JobStatus.CANCELLED, None, None)
+    assert final.pending_at is None
+
+
+def test_a_final_failure_refused_leaves_the_cancellation(
+    make_job: Callable[..., Job],
+    message_for: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Worker._fail: on the last attempt, a failure write refused (cancelled meanwhile) is
+    reported as the cancellation, and the job keeps no error."""
+    monkeypatch.setenv("JOBS_MAX_ATTEMPTS", "1")
+    connections.reset()
+    job = make_job(n=10)
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", cancel_then_raise([job]))
+
+    assert make_worker().process_message(message_for(job)) is Outcome.CANCELLED
+
+    final = table_job(job)
+    assert (final.status, final.error) == (JobStatus.CANCELLED, None)
+
+
+def test_a_continuation_release_refused_sends_nothing(
+    make_job: Callable[..., Job],
+    message_for: Any,
+    receive: Receive,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Worker._continue_later: the checkpoint before the timeout was saved, then the job
+    was cancelled before its release; the release is refused and no continuation is sent."""
+    monkeypatch.setattr(kinds, "CHUNK", 1000)
+    job = make_job(n=10_000)
+    worker = make_worker(monotonic=FakeClock(step=0.0))
+    real_release = worker.table.release
+
+    def cancelled_first(*args: Any, **kwargs: Any) -> Job | None:
+        connections.job_table().cancel(job, utc_now())
+        return real_release(*args, **kwargs)
+
+    monkeypatch.setattr(worker.table, "release", cancelled_first)
+    out_of_time = lambda: 0  # noqa: E731 - below any margin: yield at the first report
+
+    assert worker.process_message(message_for(job), remaining_ms=out_of_time) is (Outcome.CANCELLED)
+
+    assert receive() == []
+    final = table_job(job)
+    assert (final.status, final.resume, final.pending_at) == (JobStatus.CANCELLED, False, None)
+
+
+def test_the_give_up_and_dead_letter_errors_end_with_the_last_error(
+    make_job: Callable[..., Job], message_for: Any
+) -> None:
+    """Worker._give_up_message and process_dead_letter: the job's error says why it was
+    given up, then ' Last error: <the last attempt's error>' when there was one."""
+    settings = get_settings()
+    dead = {"status": JobStatus.RUNNING, "owner": "dead", "lease_until": 1}
+    crashing = make_job(n=10, attempts=settings.max_attempts, last_error="ValueError: boom", **dead)
+    quiet = make_job(n=10, attempts=settings.max_attempts, **dead)
+    lettered = make_job(n=10, attempts=1, last_error="KeyError: 'x'", **dead)
+    worker = make_worker()
+
+    assert worker.process_message(message_for(crashing)) is Outcome.FAILED
+    assert worker.process_message(message_for(quiet)) is Outcome.FAILED
+    assert worker.process_dead_letter(message_for(lettered), 5) is Outcome.FAILED
+
+    gave_up = (
+        f"Gave up after {settings.max_attempts} attempts: the worker stopped without "
+        "finishing each time."
+    )
+    assert table_job(crashing).error == gave_up + " Last error: ValueError: boom"
+    assert table_job(quiet).error == gave_up
+    assert table_job(lettered).error == (
+        "The job's message was dead-lettered after 5 deliveries without the job finishing."
+        " Last error: KeyError: 'x'"
+    )
+
+
+# --- the recovery sweep -----------------------------------------------------------------
+
+
+def lost_long_ago() -> int:
+    return epoch_ms(utc_now()) - (get_settings().lost_after_seconds + 60) * 1000
+
+
+def test_a_swept_retry_and_continuation_run_once_their_message_is_sent_again(
+    make_job: Callable[..., Job], receive: Receive
+) -> None:
+    """Worker.recover_stalled sends ``to_message(job, resume=job.resume)``: a continuation
+    must stay one (a plain message for a job queued to continue is refused by the claim,
+    forever), and a retry must stay a plain attempt."""
+    table = connections.job_table()
+    retry = make_job(n=7)
+    claimed = table.claim(retry.job_id, retry.kind, "w", utc_now(), 30_000)
+    assert claimed is not None
+    table.release(claimed, "w", lost_long_ago(), resume=False, last_error="ValueError: x")
+    continuation = make_job(n=9)
+    claimed = table.claim(continuation.job_id, continuation.kind, "w", utc_now(), 30_000)
+    assert claimed is not None
+    table.checkpoint(continuation.job_id, "w", 4, 4 / 9, epoch_ms(utc_now()) + 30_000)
+    table.release(claimed, "w", lost_long_ago(), resume=True)
+
+    recovered = make_worker().recover_stalled()
+
+    assert sorted(recovered) == sorted([retry.job_id, continuation.job_id])
+    worker = make_worker()
+    outcomes = {
+        parse_message(body).job_id: worker.process_message(body) for body in queued_bodies(receive)
+    }
+    assert outcomes == {retry.job_id: Outcome.SUCCEEDED, continuation.job_id: Outcome.SUCCEEDED}
+    assert (table_job(retry).result, table_job(retry).attempts) == (7, 2)
+    assert (table_job(continuation).result, table_job(continuation).attempts) == (9, 1)
+
+
+def test_a_sweep_that_loses_the_race_for_a_pending_job_sends_nothing(
+    make_job: Callable[..., Job], receive: Receive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker.recover_stalled when redrive_pending is refused: a worker claimed the job
+    between the index read and the re-drive (its pending mark is gone), or another sweep
+    re-drove it first (its mark moved on and stays). Nothing is sent either way."""
+    claimed, other_swept = (
+        make_job(n=10, pending_at=lost_long_ago()),
+        make_job(n=10, pending_at=lost_long_ago()),
+    )
+    table = connections.job_table()
+    worker = make_worker()
+    real_redrive = worker.table.redrive_pending
+    other_sweep_at = epoch_ms(utc_now()) - 1
+
+    def racing(job_id: str, pending_at_ms: int, now_ms: int) -> Job | None:
+        if job_id == claimed.job_id:
+            table.claim(job_id, claimed.kind, "worker", utc_now(), 30_000)
+        else:
+            assert real_redrive(job_id, pending_at_ms, other_sweep_at) is not None
+        return real_redrive(job_id, pending_at_ms, now_ms)
+
+    monkeypatch.setattr(worker.table, "redrive_pending", racing)
+
+    assert worker.recover_stalled() == []
+
+    assert receive() == []
+    running = table_job(claimed)
+    assert (running.status, running.owner, running.pending_at) == (
+        JobStatus.RUNNING,
+        "worker",
+        None,
+    )
+    waiting = table_job(other_swept)
+    assert (waiting.status, waiting.pending_at) == (JobStatus.QUEUED, other_sweep_at)
+
+
+def test_a_sweep_that_loses_the_race_for_a_dead_run_sends_nothing(
+    make_job: Callable[..., Job], receive: Receive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker.recover_stalled when requeue_running is refused: the run it read as dead
+    checkpointed (or another sweep re-queued it) before the re-queue."""
+    settings = get_settings()
+    job = make_job(n=10)
+    table = connections.job_table()
+    table.claim(job.job_id, job.kind, "slow", utc_now(), 30_000)
+    late = utc_now() + timedelta(
+        seconds=settings.message_hold_seconds + settings.lost_after_seconds + 31
+    )
+    worker = make_worker(now=lambda: late)
+    real_running = worker.table.running
+
+    def then_it_checkpoints(limit_per_shard: int) -> list[Job]:
+        listed = real_running(limit_per_shard)
+        table.checkpoint(job.job_id, "slow", 3, 0.3, epoch_ms(late) + 30_000)
+        return listed
+
+    monkeypatch.setattr(worker.table, "running", then_it_checkpoints)
+
+    assert worker.recover_stalled() == []
+
+    assert receive() == []
+    current = table_job(job)
+    assert (current.status, current.owner, current.position) == (JobStatus.RUNNING, "slow", 3)
+
+
+# --- dead letters -----------------------------------------------------------------------
+
+
+def test_a_dead_letter_naming_no_job_is_dropped_and_writes_nothing(
+    make_job: Callable[..., Job], receive: Receive
+) -> None:
+    """Worker.process_dead_letter for a well-formed message whose job does not exist (it
+    expired): acknowledged as poison; no item is created, nothing is sent."""
+    unknown = Job.new(n=10, now=utc_now())  # never written
+
+    assert make_worker().process_dead_letter(to_message(unknown), 5) is Outcome.POISON
+
+    assert connections.job_table().get(unknown.job_id) is None
+    assert receive() == []
+
+
+def test_a_dead_letter_of_a_job_that_started_meanwhile_is_not_redriven(
+    make_job: Callable[..., Job], message_for: Any, receive: Receive
+) -> None:
+    """Worker.process_dead_letter: the job read as never started was claimed before the
+    re-drive; the re-drive is refused and the dead letter fails the job (its message
+    was dead-lettered: its run would never be acknowledged), sending nothing."""
+    job = make_job(n=10)
+    worker = make_worker()
+    real_get = worker.table.get
+
+    def read_then_claimed(job_id: str) -> Job | None:
+        before = real_get(job_id)
+        connections.job_table().claim(job_id, job.kind, "worker", utc_now(), 30_000)
+        return before
+
+    worker.table.get = read_then_claimed  # type: ignore[method-assign]
+
+    assert worker.process_dead_letter(message_for(job), 5) is Outcome.FAILED
+
+    assert receive() == []
+    final = table_job(job)
+    assert (final.status, final.redrives) == (JobStatus.FAILED, 0)
+
+
+# --- the message hold and the watermark --------------------------------------------------
+
+
+def test_a_failed_claim_whose_back_off_also_fails_still_raises(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker._back_off: SQS refusing the shorter visibility is only logged; the claim's
+    StoreUnavailable is what the invocation raises (so SQS delivers again)."""
+    job = make_job(n=10)
+    queue = SpyQueue(connections.worker().queue)
+    worker = make_worker(queue=queue)
+
+    def unavailable(*args: Any, **kwargs: Any) -> Job | None:
+        raise StoreUnavailable("DynamoDB UpdateItem failed: claim")
+
+    def refused(receipt_handle: str, seconds: int) -> None:
+        queue.holds.append((receipt_handle, seconds))
+        raise StoreUnavailable("SQS ChangeMessageVisibility failed")
+
+    monkeypatch.setattr(worker.table, "claim", unavailable)
+    monkeypatch.setattr(queue, "hold", refused)
+
+    with pytest.raises(StoreUnavailable, match="claim"):
+        worker.process_message(message_for(job), delivery("r-9", receive_count=2))
+    assert queue.holds == [("r-9", 4)]
+    assert table_job(job).status is JobStatus.QUEUED
+
+
+def test_a_watermark_write_that_fails_is_tried_again_at_the_next_delivery(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker._observe: a failed write is not counted as recorded, so the next delivery
+    (within the interval) writes it, instead of leaving the watermark behind for 30 s."""
+    clock = [0.0]
+    worker = make_worker(monotonic=lambda: clock[0])
+    table = connections.job_table()
+    job = make_job(n=0)
+    real_raise = worker.table.raise_watermark
+    failures = [StoreUnavailable("DynamoDB UpdateItem failed")]
+
+    def flaky(sent_ms: int) -> bool:
+        if failures:
+            raise failures.pop()
+        return real_raise(sent_ms)
+
+    monkeypatch.setattr(worker.table, "raise_watermark", flaky)
+
+    assert worker.process_message(message_for(job), delivery(sent_at_ms=5_000)) is not None
+    assert table.watermark() is None
+    worker.process_message(message_for(job), delivery(sent_at_ms=4_000))
+    assert table.watermark() == 5_000  # the largest seen, written at once
+
+
+# --- handlers: one failing record does not stop the others ------------------------------
+
+
+def test_a_batch_with_a_failing_record_handles_the_others_then_raises(
+    make_job: Callable[..., Job],
+    client: Client,
+    receive: Receive,
+    aws: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """app._each_record (forward_delayed, batch 10): the third forward fails with an AWS
+    error; the other nine are still forwarded, in order, then the invocation raises so
+    SQS delivers the batch again (the nine are deduplicated by their message ids)."""
+    jobs = [make_job(n=10) for _ in range(10)]
+    messages = []
+    for job in jobs:
+        connections.worker().delay_queue.send(to_message(job), delay_seconds=0)
+    while len(messages) < 10:
+        messages += receive(aws["DelayQueueUrl"])
+    by_id = {parse_message(m["Body"]).job_id: m for m in messages}
+    ordered = [by_id[job.job_id] for job in jobs]
+    queue = connections.worker().queue
+    real_send = queue.send
+
+    def third_fails(body: str, deduplication_id: str) -> str:
+        if parse_message(body).job_id == jobs[2].job_id:
+            raise StoreUnavailable("SQS SendMessage failed: injected")
+        return real_send(body, deduplication_id)
+
+    monkeypatch.setattr(queue, "send", third_fails)
+
+    with pytest.raises(StoreUnavailable, match="injected"):
+        client.lambda_.invoke("forward_delayed", sqs_event_from(ordered, aws["DelayQueueArn"]))
+
+    forwarded = [parse_message(body).job_id for body in queued_bodies(receive)]
+    assert forwarded == [job.job_id for i, job in enumerate(jobs) if i != 2]
