@@ -131,9 +131,9 @@ def test_a_continuation_carries_the_header_its_message_came_with(
     own: str | None,
     expected: str | None,
 ) -> None:
-    # The test client's Lambda context has 3 s: a margin above that ends the run at its
-    # first checkpoint, which then continues in a new invocation.
-    monkeypatch.setenv("JOBS_TIMEOUT_MARGIN_SECONDS", "10")
+    # A margin longer than any Lambda timeout (900 s at most): the run ends at its first
+    # checkpoint, which then continues in a new invocation.
+    monkeypatch.setenv("JOBS_TIMEOUT_MARGIN_SECONDS", "1000")
     connections.reset()
     monkeypatch.setattr(heavy_load, "CHUNK", 1000)
     job = make_job(n=10_000)

@@ -16,7 +16,7 @@ from chalicelib import connections, kinds
 from chalicelib.config import get_settings
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import Job, JobStatus, epoch_ms, parse_message, to_message, utc_now
-from chalicelib.kinds import JobContext
+from chalicelib.kinds import Context, Kind, heavy_load
 from chalicelib.worker import Outcome
 from tests.chalicelib.test_worker import (
     FakeClock,
@@ -27,6 +27,7 @@ from tests.chalicelib.test_worker import (
     sqs_event_from,
     table_job,
 )
+from tests.fake_kinds import kind_running
 
 
 def queued_bodies(receive: Receive, queue_url: str | None = None) -> list[str]:
@@ -50,13 +51,13 @@ def test_a_run_that_lost_its_lease_stops_writes_nothing_and_is_a_duplicate(
     table = connections.job_table()
     later = utc_now() + timedelta(seconds=get_settings().stale_after_seconds + 1)
 
-    def overtaken(n: int, ctx: JobContext) -> int:
+    def overtaken(input: Any, ctx: Context) -> int:
         assert table.claim(job.job_id, job.kind, "usurper", later, 30_000) is not None
-        ctx.report(5)
+        ctx.report(0.5, 5)
         after_report.append(5)
-        return n
+        return int(input.n)
 
-    monkeypatch.setitem(kinds.KINDS, "heavyLoad", overtaken)
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(overtaken))
     job = make_job(n=10)
 
     outcome = make_worker(monotonic=FakeClock(step=2.0)).process_message(message_for(job))
@@ -65,7 +66,7 @@ def test_a_run_that_lost_its_lease_stops_writes_nothing_and_is_a_duplicate(
     assert after_report == []  # the run stopped at the report
     final = table_job(job)
     assert (final.status, final.owner, final.attempts) == (JobStatus.RUNNING, "usurper", 2)
-    assert (final.position, final.result, final.last_error) == (0, None, None)
+    assert (final.state, final.result, final.last_error) == (None, None, None)
     assert receive() == [] and receive(aws["DelayQueueUrl"]) == []
 
 
@@ -87,7 +88,9 @@ def test_an_aws_failure_mid_run_raises_and_burns_no_attempt(
         raise StoreUnavailable("DynamoDB UpdateItem failed: throttled")
 
     monkeypatch.setattr(worker.table, "checkpoint", unavailable)
-    monkeypatch.setitem(kinds.KINDS, "heavyLoad", lambda n, ctx: ctx.report(1) or n)
+    monkeypatch.setitem(
+        kinds.KINDS, "heavyLoad", kind_running(lambda i, ctx: ctx.report(0.1, 1) or i.n)
+    )
 
     with pytest.raises(StoreUnavailable):
         worker.process_message(message_for(job))
@@ -101,12 +104,12 @@ def test_an_aws_failure_mid_run_raises_and_burns_no_attempt(
 # --- writes a run makes that the table refuses -------------------------------------------
 
 
-def cancel_then_raise(job_ref: list[Job]) -> Callable[[int, JobContext], int]:
-    def kind(n: int, ctx: JobContext) -> int:
+def cancel_then_raise(job_ref: list[Job]) -> Kind[Any, Any]:
+    def kind(input: Any, ctx: Context) -> int:
         connections.job_table().cancel(job_ref[0], utc_now())
         raise ValueError("failed after being cancelled")
 
-    return kind
+    return kind_running(kind)
 
 
 def test_a_retry_release_refused_sends_nothing(
@@ -155,7 +158,7 @@ def test_a_continuation_release_refused_sends_nothing(
 ) -> None:
     """Worker._continue_later: the checkpoint before the timeout was saved, then the job
     was cancelled before its release; the release is refused and no continuation is sent."""
-    monkeypatch.setattr(kinds, "CHUNK", 1000)
+    monkeypatch.setattr(heavy_load, "CHUNK", 1000)
     job = make_job(n=10_000)
     worker = make_worker(monotonic=FakeClock(step=0.0))
     real_release = worker.table.release
@@ -223,7 +226,7 @@ def test_a_swept_retry_and_continuation_run_once_their_message_is_sent_again(
     continuation = make_job(n=9)
     claimed = table.claim(continuation.job_id, continuation.kind, "w", utc_now(), 30_000)
     assert claimed is not None
-    table.checkpoint(continuation.job_id, "w", 4, 4 / 9, epoch_ms(utc_now()) + 30_000)
+    table.checkpoint(continuation.job_id, "w", "4", 4 / 9, epoch_ms(utc_now()) + 30_000)
     table.release(claimed, "w", lost_long_ago(), resume=True)
 
     recovered = make_worker().recover_stalled()
@@ -292,7 +295,7 @@ def test_a_sweep_that_loses_the_race_for_a_dead_run_sends_nothing(
 
     def then_it_checkpoints(limit_per_shard: int) -> list[Job]:
         listed = real_running(limit_per_shard)
-        table.checkpoint(job.job_id, "slow", 3, 0.3, epoch_ms(late) + 30_000)
+        table.checkpoint(job.job_id, "slow", "3", 0.3, epoch_ms(late) + 30_000)
         return listed
 
     monkeypatch.setattr(worker.table, "running", then_it_checkpoints)
@@ -301,7 +304,7 @@ def test_a_sweep_that_loses_the_race_for_a_dead_run_sends_nothing(
 
     assert receive() == []
     current = table_job(job)
-    assert (current.status, current.owner, current.position) == (JobStatus.RUNNING, "slow", 3)
+    assert (current.status, current.owner, current.state) == (JobStatus.RUNNING, "slow", 3)
 
 
 # --- dead letters -----------------------------------------------------------------------
