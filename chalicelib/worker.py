@@ -444,6 +444,17 @@ class Worker:
                     redrives=redriven.redrives,
                 )
                 return Outcome.REDRIVEN
+            # Refused: the re-drive cap was reached, or the job started meanwhile. A job
+            # read as never started that is running now runs from another message (a
+            # sweep's re-drive), which its run acknowledges: this dead letter is stale.
+            current = self.table.get(job.job_id)
+            if current is not None and current.status is not JobStatus.QUEUED:
+                logger.info(
+                    "Dead letter for a job that started meanwhile",
+                    job_id=job.job_id,
+                    status=current.status.value,
+                )
+                return Outcome.DUPLICATE
         last = f" Last error: {job.last_error}" if job.last_error else ""
         reason = (
             f"The job's message was dead-lettered after {receive_count} deliveries "

@@ -323,28 +323,51 @@ def test_a_dead_letter_naming_no_job_is_dropped_and_writes_nothing(
     assert receive() == []
 
 
-def test_a_dead_letter_of_a_job_that_started_meanwhile_is_not_redriven(
+def test_a_dead_letter_of_a_job_that_started_meanwhile_leaves_its_run_alone(
     make_job: Callable[..., Job], message_for: Any, receive: Receive
 ) -> None:
     """Worker.process_dead_letter: the job read as never started was claimed before the
-    re-drive; the re-drive is refused and the dead letter fails the job (its message
-    was dead-lettered: its run would never be acknowledged), sending nothing."""
+    re-drive (from another message: a sweep's re-drive). The re-drive is refused, and the
+    stale dead letter neither fails the running job nor sends anything."""
     job = make_job(n=10)
     worker = make_worker()
     real_get = worker.table.get
+    reads: list[str] = []
 
     def read_then_claimed(job_id: str) -> Job | None:
         before = real_get(job_id)
-        connections.job_table().claim(job_id, job.kind, "worker", utc_now(), 30_000)
+        if not reads:
+            connections.job_table().claim(job_id, job.kind, "worker", utc_now(), 30_000)
+        reads.append(job_id)
         return before
 
     worker.table.get = read_then_claimed  # type: ignore[method-assign]
+
+    assert worker.process_dead_letter(message_for(job), 5) is Outcome.DUPLICATE
+
+    assert receive() == []
+    final = table_job(job)
+    assert (final.status, final.owner, final.redrives) == (JobStatus.RUNNING, "worker", 0)
+    assert final.error is None
+
+
+def test_a_dead_letter_past_the_redrive_cap_fails_the_job_still_queued(
+    make_job: Callable[..., Job],
+    message_for: Any,
+    receive: Receive,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Worker.process_dead_letter: the re-drive refused because the job was already sent
+    again as often as allowed; it is still queued, so the dead letter fails it."""
+    job = make_job(n=10)
+    worker = make_worker()
+    monkeypatch.setattr(worker.table, "redrive_dead_letter", lambda *args: None)
 
     assert worker.process_dead_letter(message_for(job), 5) is Outcome.FAILED
 
     assert receive() == []
     final = table_job(job)
-    assert (final.status, final.redrives) == (JobStatus.FAILED, 0)
+    assert final.status is JobStatus.FAILED and "dead-lettered" in (final.error or "")
 
 
 # --- the message hold and the watermark --------------------------------------------------
