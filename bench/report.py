@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
 
+from bench import growth
 from bench.findings import FINDINGS
 from bench.machine import Machine
 from bench.stats import Comparison, Figure
@@ -24,6 +25,10 @@ from bench.texts import METHOD, ON_AWS
 
 CHART_NAME = "benchmarks.png"
 JSON_NAME = "benchmarks.json"
+# Figures with a chart of their own, beside the main one: number -> (file, drawer).
+FIGURE_CHARTS: dict[str, tuple[str, Callable[[Figure, Path], None]]] = {
+    growth.NUMBER: (growth.CHART_NAME, growth.draw_chart),
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,10 @@ def write(run: Run, markdown_path: Path, results_dir: Path) -> None:
     chart_path = results_dir / CHART_NAME
     json_path = results_dir / JSON_NAME
     draw_chart(run.figures, chart_path)
+    for figure in run.figures:
+        if figure.number in FIGURE_CHARTS:
+            name, draw = FIGURE_CHARTS[figure.number]
+            draw(figure, results_dir / name)
     json_path.write_text(json.dumps(to_json(run), indent=1, allow_nan=True) + "\n")
     base = markdown_path.parent
     markdown_path.write_text(render(run, _relative(chart_path, base), _relative(json_path, base)))
@@ -153,7 +162,11 @@ def render(run: Run, chart: str, raw: str) -> str:
     for figure in run.figures:
         lines += [f"### {figure.number}. {figure.title}", ""]
         lines += [METHOD.get(figure.number, ""), ""]
-        lines += [f"- {note}" for note in figure.notes]
+        # A note that is a table row (or a blank line around a table) is kept as it is.
+        lines += [n if n.startswith("|") or not n else f"- {n}" for n in figure.notes]
+        if figure.number in FIGURE_CHARTS:
+            extra = (Path(chart).parent / FIGURE_CHARTS[figure.number][0]).as_posix()
+            lines += ["", f"![Figure {figure.number}: {figure.title}]({extra})"]
         finding = FINDINGS.get(figure.number)
         if finding is not None:
             text = finding(figure)

@@ -6,6 +6,7 @@
 3. The worker started and warm; the floor's worker beside it: queue-to-start (3) and
    throughput (5).
 4. Loop speed (4), /fast latency (1), /fast under load (7).
+5. On a stack of its own, once the others are done: cost against backlog depth (8).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import coldstart, fast, loopspeed, queueing, report, submit
+from bench import coldstart, fast, growth, loopspeed, queueing, report, submit
 from bench.client import HttpClient
 from bench.machine import describe, load_average
 from bench.sizes import FULL, SMOKE, Sizes
@@ -26,7 +27,7 @@ from bench.stack import BenchStack, progress
 from bench.stats import Figure
 from infra.run import PROJECT_DIR
 
-ORDER = ("1", "2", "3", "4", "5", "6", "7")
+ORDER = ("1", "2", "3", "4", "5", "6", "7", "8")
 
 
 def measure(workdir: Path, sizes: Sizes) -> list[Figure]:
@@ -45,6 +46,7 @@ def measure(workdir: Path, sizes: Sizes) -> list[Figure]:
         figures["7"] = fast.figure_7(stack, sizes)
         if stack.services.dead():
             raise RuntimeError(f"{stack.services.dead()} died; log:\n{stack.log_tail()}")
+    figures["8"] = growth.figure_8(workdir, sizes)
     return [figures[n] for n in ORDER]
 
 

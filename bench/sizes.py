@@ -35,6 +35,14 @@ class Sizes:
     load_rounds: int = 3
     load_clients: int = 20
     load_seconds: float = 5.0
+    # 8. cost against backlog depth: rounds of the product's and the bare calls at each
+    # depth; the sweep's warm runs; jobs timed through the worker; the depth the targets
+    # are held at (one of the depths).
+    growth_depths: tuple[int, ...] = (0, 1_000, 10_000)
+    growth_target_depth: int = 10_000
+    growth_samples: int = 150
+    growth_sweep_runs: int = 3
+    growth_drain_jobs: int = 150
 
 
 FULL = Sizes()
@@ -58,4 +66,9 @@ SMOKE = Sizes(
     load_rounds=1,
     load_clients=2,
     load_seconds=0.3,
+    growth_depths=(0, 12),
+    growth_target_depth=12,
+    growth_samples=3,
+    growth_sweep_runs=1,
+    growth_drain_jobs=4,
 )
