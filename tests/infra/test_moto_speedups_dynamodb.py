@@ -21,7 +21,8 @@ from tests.infra.moto_flavours import FLAVOURS, client, moto_as
 
 REGION = "us-east-1"
 TABLE = "jobs"
-# Random transcripts in the suite (a few seconds each); raise it to search for differences.
+# Random transcripts in the suite (a few seconds each); raise it to search for differences
+# (MOTO_SPEEDUPS_SEEDS=60 passed when this was written).
 SEEDS = int(os.environ.get("MOTO_SPEEDUPS_SEEDS", "4"))
 
 INDEXES = {
