@@ -294,7 +294,8 @@ def draw_chart(figure: Figure, path: Path) -> None:
     names = list(dict.fromkeys(n.rsplit("@", 1)[0] for n in series))
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [3, 2]})
     product_colours = iter(["#000000", "#c62828", "#6a1b9a"])
-    bare_colours = iter([plt.get_cmap("tab10")(i % 10) for i in range(len(names))])
+    # The bare calls in tab20's light shades, the product in dark ones: never the same.
+    bare_colours = iter([plt.get_cmap("tab20")((2 * i + 1) % 20) for i in range(len(names))])
     for name in names:
         if name in (DRAIN, "queue depth"):
             continue
