@@ -19,7 +19,7 @@ from bench import report
 from bench.stats import percentile
 from infra.run import PROJECT_DIR
 
-FIGURES = {"1", "2", "3", "4", "5", "6", "7", "8"}
+FIGURES = {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -42,6 +42,9 @@ def test_smoke_run_writes_markdown_json_and_chart(tmp_path: Path) -> None:
         assert f"### {number}. " in markdown
     assert "![" in markdown and "benchmarks.png" in markdown
     assert (tmp_path / "benchmarks.png").read_bytes().startswith(PNG_SIGNATURE)
+    # Figure 9 (cost against backlog depth) has a chart of its own.
+    assert "growth.png" in markdown
+    assert (tmp_path / "growth.png").read_bytes().startswith(PNG_SIGNATURE)
 
     raw = json.loads((tmp_path / "benchmarks.json").read_text())
     assert raw["smoke"] is True
