@@ -1,19 +1,23 @@
 """Backlogs of queued jobs, made fast, and the bare AWS calls timed beside the product.
 
 A backlog is written straight to the emulator in the shapes the API writes: each job is
-``chalicelib.jobs.Job.new`` stored with ``to_item`` (BatchWriteItem, 25 at a time) and
-announced with ``to_message`` (SendMessageBatch, 10 at a time), in that order, as the API
-writes then sends. On a FIFO job queue a message also carries the group id the queue
-adapter declares and the job id as its deduplication id (DESIGN.md section 1).
+``chalicelib.jobs.Job.new`` stored with ``to_item`` (its listing keys and its pending mark
+included, as the API stores it; BatchWriteItem, 25 at a time) and announced with
+``to_message`` on the FIFO job queue, in the adapter's one message group with the job id
+as the deduplication id (DESIGN.md section 1; SendMessageBatch, 10 at a time), records
+first, as the API writes then sends.
 
 The bare calls are what each operation of the product costs the emulator alone, made
 with boto3 on the same emulator, table and queue at the same depth: PutItem of a job
 record, SendMessage of its message, GetItem, a checkpoint-shaped UpdateItem,
 BatchGetItem of 20 jobs, GetQueueAttributes, a 20-item Query (newest first) of every
-index of the table (found with DescribeTable, so the list follows the template), and
-ReceiveMessage then DeleteMessage on a "mirror" queue made like the job queue and filled
-to the same depth (a receive on the job queue itself would take the jobs the worker is
-about to be timed on).
+index of the table (found with DescribeTable, so the list follows the template), the
+listing's own calls (one Query per shard of the all-jobs index, then one BatchGetItem:
+what ``GET /jobs?limit=20`` asks of DynamoDB), the sweep's (GetQueueAttributes, GetItem of
+the watermark, per shard a Query of the pending index below the cutoff and one of the
+running jobs), and ReceiveMessage then DeleteMessage on a "mirror" queue made like the
+job queue and filled to the same depth (a receive on the job queue itself would take the
+jobs the worker is about to be timed on).
 
 ``python -m bench.backlog`` compares moto as released with the speed-ups on these bare
 calls alone (an in-process moto server, backlogs injected into moto's models, because
@@ -40,13 +44,28 @@ from typing import Any
 
 from chalicelib import queue as queue_adapter
 from chalicelib.config import Settings
-from chalicelib.jobs import Job, to_item, to_message, utc_now
+from chalicelib.jobs import (
+    LIST_ALL,
+    PENDING,
+    SHARDS,
+    WATERMARK_ITEM,
+    Job,
+    JobStatus,
+    Listing,
+    epoch_ms,
+    to_item,
+    to_message,
+    utc_now,
+)
+from chalicelib.worker import SWEEP_LIMIT_PER_SHARD
 
 # Backlog jobs are the API's default retention, as its records are.
 RETENTION = timedelta(days=Settings.retention_days)
 WRITE_BATCH = 25  # BatchWriteItem's limit
 SEND_BATCH = 10  # SendMessageBatch's limit
 PAGE = 20  # GET /jobs?limit=20, the listing the issue measures
+LISTING_FLOOR = f"listing: Query x{SHARDS} + BatchGetItem"
+SWEEP_FLOOR = f"sweep: GetQueueAttributes + GetItem + Query x{2 * SHARDS}"
 
 
 def new_job() -> Job:
@@ -89,12 +108,12 @@ class Target:
 
     # --- the shapes the product writes ----------------------------------------------------
 
-    def message_entry(self, job_id: str) -> dict[str, Any]:
+    def message_entry(self, job: Job) -> dict[str, Any]:
         """A SendMessage request for the job's message, as the API sends it."""
-        entry: dict[str, Any] = {"MessageBody": to_message(job_id)}
+        entry: dict[str, Any] = {"MessageBody": to_message(job)}
         if self.fifo:
-            entry["MessageGroupId"] = message_group_id()
-            entry["MessageDeduplicationId"] = job_id  # the submission's logical send
+            entry["MessageGroupId"] = queue_adapter.MESSAGE_GROUP
+            entry["MessageDeduplicationId"] = job.job_id  # the submission's logical send
         return entry
 
     # --- filling -------------------------------------------------------------------------------
@@ -113,7 +132,7 @@ class Target:
                 )
             for chunk in chunks(jobs, SEND_BATCH):
                 for url in (self.queue_url, self.mirror_url) if mirror else (self.queue_url,):
-                    entries = [self.message_entry(j.job_id) for j in chunk]
+                    entries = [self.message_entry(j) for j in chunk]
                     self.sqs.send_message_batch(
                         QueueUrl=url, Entries=[{"Id": str(i), **e} for i, e in enumerate(entries)]
                     )
@@ -159,17 +178,6 @@ class Target:
             )
 
 
-def message_group_id() -> str:
-    """The job queue's one message group, as the queue adapter declares it (DESIGN.md 1)."""
-    group = vars(queue_adapter).get("MESSAGE_GROUP_ID")
-    if not isinstance(group, str):
-        raise RuntimeError(
-            "the job queue is FIFO but chalicelib.queue declares no MESSAGE_GROUP_ID: "
-            "bench.backlog.message_group_id must read the adapter's constant"
-        )
-    return group
-
-
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -185,6 +193,7 @@ class BareCalls:
         self.target = target
         self.created: list[str] = []  # job records written by PutItem, to delete later
         self._sample: dict[str, Any] = {}
+        self._job: Job | None = None
 
     def operations(self) -> dict[str, Callable[[], float]]:
         ops: dict[str, Callable[[], float]] = {
@@ -195,6 +204,8 @@ class BareCalls:
             "BatchGetItem": self.batch_get_item,
             "GetQueueAttributes": self.get_queue_attributes,
             "ReceiveMessage+DeleteMessage": self.receive_and_delete,
+            LISTING_FLOOR: self.listing_calls,
+            SWEEP_FLOOR: self.sweep_calls,
         }
         for index in self.target.indexes:
             ops[f"Query {index}"] = self._query(index)
@@ -218,13 +229,13 @@ class BareCalls:
         )
         elapsed = time.perf_counter() - start
         self.created.append(job.job_id)
-        self._sample = item
+        self._sample, self._job = item, job
         return elapsed
 
     def send_message(self) -> float:
         # For the last record written: the pair is a submission's floor. It goes to the
         # tail of the job queue, behind the jobs the worker is timed on.
-        entry = self.target.message_entry(self.created[-1] if self.created else new_job().job_id)
+        entry = self.target.message_entry(self._job or new_job())
         if self.target.fifo:
             entry["MessageDeduplicationId"] = str(uuid.uuid4())
         start = time.perf_counter()
@@ -274,10 +285,68 @@ class BareCalls:
             )
         elapsed = time.perf_counter() - start
         # Keep the mirror at its depth: one out, one in (not timed).
-        self.target.sqs.send_message(
-            QueueUrl=self.target.mirror_url, **self.target.message_entry(str(uuid.uuid4()))
-        )
+        entry = self.target.message_entry(new_job())
+        self.target.sqs.send_message(QueueUrl=self.target.mirror_url, **entry)
         return elapsed
+
+    def listing_calls(self) -> float:
+        """What GET /jobs?limit=20 asks of DynamoDB: a Query per shard of the all-jobs
+        index (keys and expiry, newest first, expired ones filtered), one BatchGetItem."""
+        listing, now = Listing(), int(utc_now().timestamp())
+        start = time.perf_counter()
+        candidates: list[tuple[str, str]] = []
+        for shard in range(SHARDS):
+            items = self.target.ddb.query(
+                TableName=self.target.table_name,
+                IndexName=LIST_ALL.name,
+                KeyConditionExpression="#p = :p",
+                FilterExpression="attribute_not_exists(#e) OR #e > :now",
+                ExpressionAttributeNames={"#p": LIST_ALL.partition_key, "#e": "expires_at"},
+                ExpressionAttributeValues={
+                    ":p": {"S": listing.partition(shard)},
+                    ":now": {"N": str(now)},
+                },
+                ScanIndexForward=False,
+                Limit=PAGE,
+            )["Items"]
+            candidates += [(i[LIST_ALL.sort_key]["S"], i["job_id"]["S"]) for i in items]
+        keys = [{"job_id": {"S": job_id}} for _, job_id in sorted(candidates)[-PAGE:]]
+        if keys:
+            self.target.ddb.batch_get_item(RequestItems={self.target.table_name: {"Keys": keys}})
+        return time.perf_counter() - start
+
+    def sweep_calls(self) -> float:
+        """What one run of the recovery sweep asks when nothing is lost: the queue's
+        counts, the watermark, per shard the pending index below a cutoff (the sweep's
+        when the queue is empty: now minus JOBS_LOST_AFTER_SECONDS) and the running jobs."""
+        running = Listing(status=JobStatus.RUNNING)
+        cutoff = epoch_ms(utc_now()) - 1000 * Settings.lost_after_seconds
+        start = time.perf_counter()
+        self.target.sqs.get_queue_attributes(QueueUrl=self.target.queue_url, AttributeNames=["All"])
+        self.target.ddb.get_item(
+            TableName=self.target.table_name, Key={"job_id": {"S": WATERMARK_ITEM}}
+        )
+        for shard in range(SHARDS):
+            self.target.ddb.query(
+                TableName=self.target.table_name,
+                IndexName=PENDING.name,
+                KeyConditionExpression="#p = :p AND #a < :cutoff",
+                ExpressionAttributeNames={"#p": PENDING.partition_key, "#a": PENDING.sort_key},
+                ExpressionAttributeValues={
+                    ":p": {"S": f"pending#{shard}"},
+                    ":cutoff": {"N": str(cutoff)},
+                },
+                Limit=SWEEP_LIMIT_PER_SHARD,
+            )
+            self.target.ddb.query(
+                TableName=self.target.table_name,
+                IndexName=running.index.name,
+                KeyConditionExpression="#p = :p",
+                ExpressionAttributeNames={"#p": running.index.partition_key},
+                ExpressionAttributeValues={":p": {"S": running.partition(shard)}},
+                Limit=SWEEP_LIMIT_PER_SHARD,
+            )
+        return time.perf_counter() - start
 
     def _query(self, index: str) -> Callable[[], float]:
         attribute = self.target.indexes[index]
@@ -388,7 +457,7 @@ def inject(target: Target, count: int) -> None:
     for _ in range(count):
         job = new_job()
         table_backend.put_item(target.table_name, to_item(job))
-        entry = target.message_entry(job.job_id)
+        entry = target.message_entry(job)
         for url in (target.queue_url, target.mirror_url):
             queue = queues[url.rsplit("/", 1)[-1]]
             message = Message(str(uuid.uuid4()), entry["MessageBody"])

@@ -10,10 +10,10 @@ import boto3
 import pytest
 
 from bench import calls, growth
-from bench.backlog import BareCalls, Target
+from bench.backlog import LISTING_FLOOR, SWEEP_FLOOR, BareCalls, Target, new_job
 from bench.sizes import SMOKE
 from chalicelib import queue as queue_adapter
-from chalicelib.jobs import JobStatus, from_item, parse_message, to_message
+from chalicelib.jobs import PENDING, JobStatus, from_item, parse_message, to_item, to_message
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -40,11 +40,20 @@ def test_a_backlog_is_queued_jobs_in_the_products_shapes(target: Target) -> None
     item = target.ddb.get_item(TableName=target.table_name, Key={"job_id": {"S": ids[0]}})
     job = from_item(item["Item"])
     assert job.status is JobStatus.QUEUED and job.expires_at is not None
+    # The item the API writes: listing keys and the pending mark included.
+    assert item["Item"] == to_item(job)
+    assert job.pending_at is not None and PENDING.partition_key in item["Item"]
     messages = target.sqs.receive_message(
-        QueueUrl=target.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0
-    )
-    # Sent in order, after their records: the worker meets them first to last.
-    assert [parse_message(m["Body"]).job_id for m in messages["Messages"]] == ids[:10]
+        QueueUrl=target.queue_url,
+        MaxNumberOfMessages=10,
+        VisibilityTimeout=0,
+        AttributeNames=["MessageGroupId", "MessageDeduplicationId"],
+    )["Messages"]
+    # Sent in order, after their records, in the job queue's one group, deduplicated by
+    # job id: the worker meets them first to last.
+    assert [parse_message(m["Body"]).job_id for m in messages] == ids[:10]
+    assert {m["Attributes"]["MessageGroupId"] for m in messages} == {queue_adapter.MESSAGE_GROUP}
+    assert [m["Attributes"]["MessageDeduplicationId"] for m in messages] == ids[:10]
 
     target.empty(ids)
     assert target.depth() == 0 and depth(target, target.mirror_url) == 0
@@ -58,9 +67,14 @@ def test_the_bare_calls_each_make_their_call_and_keep_the_mirror_deep(target: Ta
     bare = BareCalls(target)
     bare.warm()
     operations = bare.operations()
-    assert {"PutItem", "SendMessage", "ReceiveMessage+DeleteMessage", "BatchGetItem"} <= set(
-        operations
-    )
+    assert {
+        "PutItem",
+        "SendMessage",
+        "ReceiveMessage+DeleteMessage",
+        "BatchGetItem",
+        LISTING_FLOOR,
+        SWEEP_FLOOR,
+    } <= set(operations)
     # One query per index of the table, whatever the template declares.
     assert sum(name.startswith("Query ") for name in operations) == len(target.indexes) >= 1
     for name, operation in operations.items():
@@ -70,22 +84,21 @@ def test_the_bare_calls_each_make_their_call_and_keep_the_mirror_deep(target: Ta
 
 
 def test_a_fifo_queue_gets_the_adapters_group_and_the_job_id_as_deduplication_id(
-    target: Target, monkeypatch: pytest.MonkeyPatch
+    target: Target,
 ) -> None:
-    target.fifo = True
-    monkeypatch.setattr(queue_adapter, "MESSAGE_GROUP_ID", "the-group", raising=False)
-    assert target.message_entry("j") == {
-        "MessageBody": to_message("j"),
-        "MessageGroupId": "the-group",
-        "MessageDeduplicationId": "j",
+    assert target.fifo  # the template's job queue
+    job = new_job()
+    assert target.message_entry(job) == {
+        "MessageBody": to_message(job),
+        "MessageGroupId": queue_adapter.MESSAGE_GROUP,
+        "MessageDeduplicationId": job.job_id,
     }
-    monkeypatch.delattr(queue_adapter, "MESSAGE_GROUP_ID")
-    with pytest.raises(RuntimeError, match="MESSAGE_GROUP_ID"):
-        target.message_entry("j")
 
 
 def test_a_standard_queue_gets_the_body_alone(target: Target) -> None:
-    assert target.message_entry("j") == {"MessageBody": to_message("j")}
+    target.fifo = False
+    job = new_job()
+    assert target.message_entry(job) == {"MessageBody": to_message(job)}
 
 
 # --- the figure from measurements ---------------------------------------------------------
@@ -98,6 +111,8 @@ def measured(depth: int, post: float, listing: float, drain: float, sweep: float
         growth.LIST: [listing / 1000] * 4,
         "PutItem": [0.004] * 4,
         "SendMessage": [0.004] * 4,
+        LISTING_FLOOR: [0.01] * 4,
+        SWEEP_FLOOR: [0.02] * 4,
     }
     result.sweep_ms = [sweep]
     result.drain_per_second = drain
