@@ -24,6 +24,7 @@ import boto3
 from infra.event_source import (  # the event source's own pieces, not a copy
     FunctionRuntime,
     InstanceSpec,
+    import_world,
     instance_environment,
     load_project,
     scheduled_event,
@@ -46,6 +47,7 @@ def run(project_dir: str, stage: str, runs: int) -> list[dict[str, object]]:
         memory_size=function.memory_size,
         timeout_seconds=function.timeout_seconds,
         environment=instance_environment(base_environment, function, region, project.project_dir),
+        import_world=import_world(project.project_dir).to_wire(),
     )
     runtime = FunctionRuntime(function, spec)
     rule = f"arn:aws:events:{region}:123456789012:rule/{function.function_name}"
