@@ -15,9 +15,14 @@ What moto 5.2.5 walks (``moto/sqs/models.py``), and what replaces it here:
   Here a dictionary holds the ids sent in the last 5 minutes.
 - ``Queue.delete_message`` and ``SQSBackend.change_message_visibility`` look for the
   receipt handle in every message's history; here a dictionary maps handles to messages.
-- A long poll re-evaluates ``Queue.messages`` at every wake-up (at least once a second);
-  here it sleeps until a send, a visibility change, or the next message's visibility
-  timeout or delay ends.
+- A long poll re-evaluates ``Queue.messages`` at every wake-up (at least once a second),
+  and wakes at once whenever the queue has a visible message, deliverable or not: on a
+  FIFO queue whose only group is in flight (the job queue while the worker runs a job),
+  every open long poll (the local event source's extra pollers in ``aws`` mode) spins,
+  rescanning the whole queue. Here a long poll sleeps until a message is *deliverable*
+  (visible, and on a FIFO queue its group not in flight): woken by a send, a visibility
+  change or a delete that makes one so, or at the moment the next visibility timeout or
+  delay ends; never by polling.
 
 Patched: ``Queue._messages`` (a property over the index: moto's own code that assigns the
 list, like PurgeQueue, rebuilds it), ``Queue.messages``, the three
@@ -61,8 +66,6 @@ from infra.moto_speedups.patching import Patches
 DEDUPLICATION_MS = sqs_models.DEDUPLICATION_TIME_IN_SECONDS * 1000
 # The longest a message may stay invisible, counted as moto counts it (from its send).
 MAX_VISIBILITY_MS = 43200 * 1000
-# A long poll re-checks at least this often, whatever it waits for (moto's own period).
-MAX_WAIT_SLICE_SECONDS = 1.0
 
 READY = "ready"  # visible and not delayed: a receive may return it
 IN_FLIGHT = "in_flight"  # received (or made invisible) and its visibility timeout not over
@@ -554,7 +557,10 @@ def _receive_message(
             remaining = deadline - _now_s()
             if remaining <= 0:
                 return []
-            timeout = min(remaining, MAX_WAIT_SLICE_SECONDS)
+            # No periodic re-check: whatever makes a message deliverable either notifies
+            # the lock (add, visibility change, delete, purge) or is the passing of time,
+            # bounded here by the next visibility timeout or delay to end.
+            timeout = remaining
             change = index.next_change()
             if change is not None:
                 timeout = min(timeout, max((change - now) / 1000, 0.001))
@@ -585,6 +591,8 @@ def _delete_message(queue: Any, receipt_handle: str) -> None:
             raise ReceiptHandleIsInvalid()
         index.remove(message)
         queue.deleted_messages.update(message.all_receipt_handles)
+        if index.deliverable():  # e.g. it freed its FIFO group: wake the long polls
+            queue._messages_lock.notify_all()
 
 
 def _change_message_visibility(

@@ -497,6 +497,83 @@ def test_a_long_poll_with_nothing_to_receive_waits_its_time_then_returns_nothing
     assert elapsed >= 1
 
 
+def _queue_model(url: str) -> Any:
+    from moto.sqs.models import sqs_backends
+
+    return sqs_backends["123456789012"][REGION].queues[url.rsplit("/", 1)[-1]]
+
+
+def test_a_fifo_group_in_flight_blocks_receives_but_not_moto_s_long_poll_wake_up(
+    flavour: str,
+) -> None:
+    """Why stock moto spins: its long poll sleeps only while ``Queue.messages`` (every
+    visible message) is empty, so a visible message behind an in-flight one of its FIFO
+    group wakes it again at once, with nothing to receive; the local event source's extra
+    pollers in aws mode sit in that loop while the worker runs a job."""
+    url = make_queue("q.fifo", VisibilityTimeout="60")
+    send_fifo(url, "a")
+    send_fifo(url, "b")
+    assert bodies(receive(url, count=1)) == ["a"]
+    assert receive(url, count=10) == []  # b waits behind a, on both
+    if flavour == "stock":
+        assert _queue_model(url).messages  # moto's wake-up condition holds: it spins
+
+
+def test_a_fifo_long_poll_sleeps_while_its_only_group_is_in_flight_and_wakes_on_delete(
+    fast: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fix: the long poll waits once, for its whole time (or until the in-flight
+    message's visibility ends), and is woken by the delete that frees the group."""
+    url = make_queue("q.fifo", VisibilityTimeout="60")
+    send_fifo(url, "a")
+    send_fifo(url, "b")
+    [held] = receive(url, count=1)
+    lock = _queue_model(url)._messages_lock
+    real_wait = lock.wait
+    entered: list[float] = []
+    woken: list[bool] = []
+
+    def recording_wait(timeout: float | None = None) -> bool:
+        entered.append(timeout if timeout is not None else float("inf"))
+        notified: bool = real_wait(timeout)
+        woken.append(notified)
+        return notified
+
+    monkeypatch.setattr(lock, "wait", recording_wait)
+    out: list[Any] = []
+    thread = _long_poll(url, wait=20, out=out)
+    deadline = time.monotonic() + 30
+    while not entered and time.monotonic() < deadline:
+        thread.join(0.01)  # until the poll is asleep (it holds the lock until it waits)
+    assert entered, "the long poll never waited"
+    sqs().delete_message(QueueUrl=url, ReceiptHandle=held["ReceiptHandle"])
+    thread.join(30)
+    got, _ = out[0]
+    assert bodies(got) == ["b"]
+    # One sleep, for (about) the poll's whole 20 s, not a slice of it; ended by a notify.
+    assert len(entered) == 1 and entered[0] > 10
+    assert woken == [True]
+
+
+def test_a_fifo_long_poll_wakes_when_the_held_message_is_made_visible(fast: str) -> None:
+    url = make_queue("q.fifo", VisibilityTimeout="60")
+    send_fifo(url, "a")
+    [held] = receive(url, count=1)
+    out: list[Any] = []
+    thread = _long_poll(url, wait=20, out=out)
+    lock = _queue_model(url)._messages_lock
+    deadline = time.monotonic() + 30
+    while not lock._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        thread.join(0.01)
+    sqs().change_message_visibility(
+        QueueUrl=url, ReceiptHandle=held["ReceiptHandle"], VisibilityTimeout=0
+    )
+    thread.join(30)
+    got, elapsed = out[0]
+    assert bodies(got) == ["a"] and got[0]["Attributes"]["ApproximateReceiveCount"] == "2"
+    assert elapsed < 20  # woken by the change, not by the end of its wait
+
+
 def test_concurrent_receivers_never_hold_the_same_message_or_group(fast: str) -> None:
     """Receives run in server threads; the index changes under the queue's lock. Rounds
     of four concurrent receivers, no deletes until all come back empty: each round must
