@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import sys
 import tempfile
@@ -404,6 +405,14 @@ def compare_flavours(depths: list[int], samples: int) -> dict[str, dict[int, dic
     server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
     server.start()
     url = endpoint_url(port)
+    # apply_stage reads and migrates the table through chalicelib, which takes the
+    # endpoint and credentials from the environment, as the app does.
+    os.environ.update(
+        AWS_ENDPOINT_URL=url,
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     session = boto3.session.Session(
         aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
     )

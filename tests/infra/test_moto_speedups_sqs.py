@@ -325,6 +325,30 @@ def test_fifo_delete_frees_the_group_and_an_ended_timeout_redelivers_first(
     assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"
 
 
+def test_fifo_message_hold_extension_keeps_its_group_blocked_and_a_zero_frees_it(
+    flavour: str, clock: FakeClock
+) -> None:
+    """The worker's message hold (DESIGN.md section 2): ChangeMessageVisibility on the one
+    in-flight message of the job queue's single group."""
+    url = make_queue("q.fifo", VisibilityTimeout="10")
+    for body in ("m1", "m2"):
+        send_fifo(url, body)
+    [held] = receive(url, count=1)
+    sqs().change_message_visibility(
+        QueueUrl=url, ReceiptHandle=held["ReceiptHandle"], VisibilityTimeout=60
+    )
+    clock.advance(30)  # past the queue's timeout, inside the hold: the group stays blocked
+    assert receive(url) == []
+    assert counts(url) == (1, 1, 0)
+    sqs().change_message_visibility(
+        QueueUrl=url, ReceiptHandle=held["ReceiptHandle"], VisibilityTimeout=0
+    )
+    clock.advance(0.001)  # moto: visible once now > visible_at (its clock is frozen here)
+    again = receive(url, count=1)  # as after a failed claim's backoff: it comes back first
+    assert bodies(again) == ["m1"]
+    assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"
+
+
 def test_fifo_deduplicates_within_five_minutes_of_the_first_send(
     flavour: str, clock: FakeClock
 ) -> None:
