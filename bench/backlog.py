@@ -154,11 +154,18 @@ class Target:
         )
 
     def empty(self, job_ids: list[str]) -> None:
-        """Delete every visible message of both queues and the jobs' records: a clean
-        slate for the next depth. (A message a stopped worker held stays in flight until
-        its visibility timeout; it is one message.) Receive-and-delete, not PurgeQueue:
-        SQS (and moto) allow one purge a minute."""
+        """Empty both queues and delete the jobs' records: a clean slate for the next
+        depth. PurgeQueue, because it also drops a message in flight: a worker stopped
+        while it held one leaves it invisible for the queue's visibility timeout (90 min),
+        and on the FIFO job queue that one message blocks the whole group. SQS allows
+        one purge a minute; a queue purged too recently is emptied by receive-and-delete
+        instead (which cannot reach a message in flight)."""
         for url in (self.queue_url, self.mirror_url):
+            try:
+                self.sqs.purge_queue(QueueUrl=url)
+                continue
+            except self.sqs.exceptions.PurgeQueueInProgress:
+                pass
             while messages := self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get(
                 "Messages", []
             ):
