@@ -70,6 +70,17 @@ def counting_emulator() -> Iterator[int]:
     server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
     server.start()
     try:
+        # moto imports each service's code at its first request: do it now, so that
+        # infra.run's quick probe (1 s) finds the endpoint answering, even on a busy machine.
+        import boto3
+
+        session = boto3.session.Session(
+            aws_access_key_id="warm-up", aws_secret_access_key="test", region_name="us-east-1"
+        )
+        url = f"http://{HOST}:{port}"
+        session.client("sqs", endpoint_url=url).list_queues()
+        session.client("dynamodb", endpoint_url=url).list_tables()
+        session.client("cloudformation", endpoint_url=url).list_stacks()
         yield port
     finally:
         server.stop()
