@@ -67,6 +67,11 @@ SEND_BATCH = 10  # SendMessageBatch's limit
 PAGE = 20  # GET /jobs?limit=20, the listing the issue measures
 LISTING_FLOOR = f"listing: Query x{SHARDS} + BatchGetItem"
 SWEEP_FLOOR = f"sweep: GetQueueAttributes + GetItem + Query x{2 * SHARDS}"
+QUEUE_COUNTS = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
 
 
 def new_job() -> Job:
@@ -324,28 +329,36 @@ class BareCalls:
         return time.perf_counter() - start
 
     def sweep_calls(self) -> float:
-        """What one run of the recovery sweep asks when nothing is lost: the queue's
-        counts, the watermark, per shard the pending index below a cutoff (the sweep's
-        when the queue is empty: now minus JOBS_LOST_AFTER_SECONDS) and the running jobs."""
+        """What one run of the recovery sweep asks when nothing is lost, with its cutoff
+        rule (chalicelib.worker): the queue's counts; then, if the queue is empty, the
+        cutoff is now minus JOBS_LOST_AFTER_SECONDS, else the watermark (GetItem) minus
+        it, and with no watermark yet no pending job is read; per shard the pending index
+        below the cutoff, and the running jobs."""
         running = Listing(status=JobStatus.RUNNING)
-        cutoff = epoch_ms(utc_now()) - 1000 * Settings.lost_after_seconds
+        lost_after_ms = 1000 * Settings.lost_after_seconds
         start = time.perf_counter()
-        self.target.sqs.get_queue_attributes(QueueUrl=self.target.queue_url, AttributeNames=["All"])
-        self.target.ddb.get_item(
-            TableName=self.target.table_name, Key={"job_id": {"S": WATERMARK_ITEM}}
-        )
+        counts = self.target.sqs.get_queue_attributes(
+            QueueUrl=self.target.queue_url, AttributeNames=list(QUEUE_COUNTS)
+        )["Attributes"]
+        cutoff: int | None = epoch_ms(utc_now()) - lost_after_ms
+        if any(int(counts[name]) for name in QUEUE_COUNTS):
+            item = self.target.ddb.get_item(
+                TableName=self.target.table_name, Key={"job_id": {"S": WATERMARK_ITEM}}
+            ).get("Item")
+            cutoff = int(item["sent_ms"]["N"]) - lost_after_ms if item else None
         for shard in range(SHARDS):
-            self.target.ddb.query(
-                TableName=self.target.table_name,
-                IndexName=PENDING.name,
-                KeyConditionExpression="#p = :p AND #a < :cutoff",
-                ExpressionAttributeNames={"#p": PENDING.partition_key, "#a": PENDING.sort_key},
-                ExpressionAttributeValues={
-                    ":p": {"S": f"pending#{shard}"},
-                    ":cutoff": {"N": str(cutoff)},
-                },
-                Limit=SWEEP_LIMIT_PER_SHARD,
-            )
+            if cutoff is not None:
+                self.target.ddb.query(
+                    TableName=self.target.table_name,
+                    IndexName=PENDING.name,
+                    KeyConditionExpression="#p = :p AND #a < :cutoff",
+                    ExpressionAttributeNames={"#p": PENDING.partition_key, "#a": PENDING.sort_key},
+                    ExpressionAttributeValues={
+                        ":p": {"S": f"pending#{shard}"},
+                        ":cutoff": {"N": str(cutoff)},
+                    },
+                    Limit=SWEEP_LIMIT_PER_SHARD,
+                )
             self.target.ddb.query(
                 TableName=self.target.table_name,
                 IndexName=running.index.name,
