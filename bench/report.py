@@ -22,7 +22,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
 
+from bench import growth
 from bench.findings import FINDINGS
 from bench.machine import Machine
 from bench.stats import Comparison, Figure, Series, Target, percentile
@@ -44,6 +45,10 @@ SUMMARY_NAME = "benchmarks-summary.json"  # committed
 # What the summary gives for each series (besides its unit).
 SUMMARY_PERCENTILES = (50, 90, 99)
 SUMMARY_STATISTICS = ("count", "min", *(f"p{q}" for q in SUMMARY_PERCENTILES), "max", "mean")
+# Figures with a chart of their own, beside the main one: number -> (file, drawer).
+FIGURE_CHARTS: dict[str, tuple[str, Callable[[Figure, Path], None]]] = {
+    growth.NUMBER: (growth.CHART_NAME, growth.draw_chart),
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ def write(run: Run, markdown_path: Path, results_dir: Path) -> None:
     json_path = results_dir / JSON_NAME
     summary_path = results_dir / SUMMARY_NAME
     draw_chart(run.figures, chart_path)
+    for figure in run.figures:
+        if figure.number in FIGURE_CHARTS:
+            name, draw = FIGURE_CHARTS[figure.number]
+            draw(figure, results_dir / name)
     raw = json.dumps(to_json(run), indent=1, allow_nan=True) + "\n"
     json_path.write_text(raw)
     digest = hashlib.sha256(raw.encode()).hexdigest()
@@ -265,7 +274,11 @@ def render(run: Run, chart: str, raw: str) -> str:
     for figure in run.figures:
         lines += [f"### {figure.number}. {figure.title}", ""]
         lines += [METHOD.get(figure.number, ""), ""]
-        lines += [f"- {note}" for note in figure.notes]
+        # A note that is a table row (or a blank line around a table) is kept as it is.
+        lines += [n if n.startswith("|") or not n else f"- {n}" for n in figure.notes]
+        if figure.number in FIGURE_CHARTS:
+            extra = (Path(chart).parent / FIGURE_CHARTS[figure.number][0]).as_posix()
+            lines += ["", f"![Figure {figure.number}: {figure.title}]({extra})"]
         finding = FINDINGS.get(figure.number)
         if finding is not None:
             text = finding(figure)

@@ -7,6 +7,9 @@
    throughput (5).
 4. Loop speed (4), /fast latency (1), /fast under load (7).
 5. With that stack stopped: a burst through AWS's mapping (8), on two stacks of its own.
+6. On a stack of its own, once the others are done: cost against backlog depth (9).
+
+``--only 9`` (or ``--only 2,9``) measures just those figures, into ``--out``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import burst, coldstart, fast, loopspeed, queueing, report, submit
+from bench import burst, coldstart, fast, growth, loopspeed, queueing, report, submit
 from bench.client import HttpClient
 from bench.machine import describe, load_average
 from bench.sizes import FULL, SMOKE, Sizes
@@ -27,10 +30,15 @@ from bench.stack import BenchStack, progress
 from bench.stats import Figure
 from infra.run import PROJECT_DIR
 
-ORDER = ("1", "2", "3", "4", "5", "6", "7", "8")
+ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
+# The figures measured on the shared stack (the rest start their own or none).
+ON_SHARED_STACK = frozenset({"1", "2", "3", "4", "5", "7"})
 
 
-def measure(workdir: Path, sizes: Sizes) -> list[Figure]:
+def measure(workdir: Path, sizes: Sizes, only: frozenset[str] = frozenset(ORDER)) -> list[Figure]:
+    """Measure the figures in ``only`` (all by default), in ORDER."""
+    if only != frozenset(ORDER):
+        return _measure_some(workdir, sizes, only)
     figures: dict[str, Figure] = {}
     figures["6"] = coldstart.figure_6(workdir, sizes)
     with BenchStack.running(workdir) as stack:
@@ -47,7 +55,18 @@ def measure(workdir: Path, sizes: Sizes) -> list[Figure]:
         if stack.services.dead():
             raise RuntimeError(f"{stack.services.dead()} died; log:\n{stack.log_tail()}")
     figures["8"] = burst.figure_8(workdir, sizes)
+    figures["9"] = growth.figure_9(workdir, sizes)
     return [figures[n] for n in ORDER]
+
+
+def _measure_some(workdir: Path, sizes: Sizes, only: frozenset[str]) -> list[Figure]:
+    """The figures that need no shared stack (main() refuses the others alone)."""
+    alone = {
+        "6": lambda: coldstart.figure_6(workdir, sizes),
+        "8": lambda: burst.figure_8(workdir, sizes),
+        "9": lambda: growth.figure_9(workdir, sizes),
+    }
+    return [alone[n]() for n in ORDER if n in only]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         "root, the chart and the JSON in bench/results/)",
     )
     parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated figures to measure alone (6, 8, 9); needs --out",
+    )
     args = parser.parse_args(argv)
+    only = frozenset(ORDER) if args.only is None else frozenset(args.only.split(","))
+    if not only <= frozenset(ORDER):
+        parser.error(f"--only: no figure {', '.join(sorted(only - frozenset(ORDER)))}")
+    if args.only is not None and args.out is None:
+        parser.error("--only writes a partial report: give it --out DIR")
+    if only & ON_SHARED_STACK and only != frozenset(ORDER):
+        parser.error("--only supports figures 6, 8 and 9 (the others share one stack)")
     sizes = SMOKE if args.smoke else FULL
     if args.out is None:
         markdown_path, results_dir = (
@@ -79,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="heavy-jobs-bench-"))
     started = time.monotonic()
     try:
-        figures = measure(workdir, sizes)
+        figures = measure(workdir, sizes, only)
     except BaseException:
         progress(f"failed; the scratch directory (stack.log, project copy) is kept: {workdir}")
         raise

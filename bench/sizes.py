@@ -42,6 +42,14 @@ class Sizes:
     burst_jobs: int = 30
     burst_n: int = 50_000_000  # about a second of counting in the worker here
     burst_timeout_seconds: float = 600.0
+    # 9. cost against backlog depth: rounds of the product's and the bare calls at each
+    # depth; the sweep's warm runs; jobs timed through the worker; the depth the targets
+    # are held at (one of the depths).
+    growth_depths: tuple[int, ...] = (0, 1_000, 10_000)
+    growth_target_depth: int = 10_000
+    growth_samples: int = 150
+    growth_sweep_runs: int = 3
+    growth_drain_jobs: int = 150
 
 
 FULL = Sizes()
@@ -70,4 +78,9 @@ SMOKE = Sizes(
     burst_jobs=3,
     burst_n=1_000_000,
     burst_timeout_seconds=120.0,
+    growth_depths=(0, 12),
+    growth_target_depth=12,
+    growth_samples=3,
+    growth_sweep_runs=1,
+    growth_drain_jobs=4,
 )

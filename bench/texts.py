@@ -72,6 +72,24 @@ METHOD = {
         "`finished_at`, in start order; order: pairs started against submission order) and "
         "from the event source's throttle and drop lines."
     ),
+    "9": (
+        "On a stack of its own, after the other figures. At each depth a backlog of queued "
+        "jobs is written straight to the emulator in the API's shapes (`bench/backlog.py`: "
+        "`to_item` records with their listing keys and pending marks, `to_message` messages "
+        "in the FIFO queue's one group with the job id as deduplication id, in batches); "
+        "then, with no worker "
+        "running, rounds of `POST /heavy`, `GET /jobs?limit=20` and the bare AWS calls "
+        "(each alone, with boto3, on the same emulator, table and queue: what the "
+        "emulator's share of each operation is), in a random order; warm runs of the "
+        "recovery sweep through its handler, as the local event source invokes it "
+        "(`bench/sweep_runner.py`); then the worker is started and the first jobs of the "
+        "queue are timed through it (the shallow queue: that many jobs and no more). The "
+        "bare calls include what a listing page asks of DynamoDB (a Query per shard, one "
+        "BatchGetItem) and what a sweep run asks (GetQueueAttributes, the watermark's GetItem, "
+        "two Queries per shard). Between depths the queues are purged and the records "
+        "deleted. The embedded emulator is moto with `infra/moto_speedups` (indexes instead "
+        "of walks of the queue and table)."
+    ),
 }
 
 ON_AWS = {
@@ -127,6 +145,13 @@ ON_AWS = {
         "invocations), and with the shipped 900 s timeout a held batch is retried for 90 "
         "minutes (retries up to 5 minutes apart) before it is dropped, each drop raising its "
         "receive count towards the dead-letter queue without the job having run."
+    ),
+    "9": (
+        "SQS and DynamoDB cost the same per call at any queue depth or table size; what "
+        "grows with the backlog is what the design reads. The calls and capacity units per "
+        "job, the accept rate and its first limit, the cost per million jobs and the "
+        "scaling to a million queued jobs are worked out in "
+        "[docs/capacity.md](docs/capacity.md)."
     ),
 }
 

@@ -2,13 +2,15 @@
 
 Command line (a foreground process, for ``make emulator`` and CI)::
 
-    python -m infra.emulator [--port N] [--no-reuse] [--log-requests]
+    python -m infra.emulator [--port N] [--no-reuse] [--log-requests] [--stock-moto]
 
 The port defaults to ``$EMULATOR_PORT``, else 4566 (LocalStack's port, so tools that
 assume LocalStack find it). If an AWS-compatible endpoint already answers there (a
 user's LocalStack, or a moto server started earlier), the command says so and exits 0:
 that endpoint is the emulator, nothing is started. Otherwise it runs moto's server in
-the foreground, prints the endpoint once it answers, and stops cleanly on SIGINT or
+the foreground (with ``infra.moto_speedups`` applied, so that a deep queue or a big table
+costs no more per call than an empty one; ``--stock-moto`` runs moto as released), prints
+the endpoint once it answers, and stops cleanly on SIGINT or
 SIGTERM (exit 0, no traceback). It exits 1 if the port is taken by something that does
 not answer like AWS, or (with ``--no-reuse``) by an endpoint that does.
 
@@ -21,7 +23,8 @@ Python API, for tooling and tests::
     endpoint_answers(url, timeout=1.0) -> bool
     free_port() -> int
     localstack_endpoint(environ=None) -> str | None
-    start_emulator(port=None, *, output=None, ready_timeout=15.0) -> EmulatorHandle
+    start_emulator(port=None, *, output=None, ready_timeout=15.0, stock_moto=False)
+        -> EmulatorHandle
     ensure_emulator(port=None, *, output=None, fallback=None) -> EmulatorHandle
 
 An ``EmulatorHandle`` is a context manager with ``.url``, ``.port``, ``.owned`` and
@@ -269,8 +272,11 @@ def start_emulator(
     *,
     output: IO[Any] | int | None = None,
     ready_timeout: float = 15.0,
+    stock_moto: bool = False,
 ) -> EmulatorHandle:
     """Start a moto server in a subprocess on 127.0.0.1:``port`` and wait until it answers.
+
+    ``stock_moto`` runs moto as released (``--stock-moto``), without the speed-ups.
 
     ``port`` None picks a free one. The subprocess is ``python -m infra.emulator
     --no-reuse`` (this module's foreground server); its stdout and stderr go to
@@ -285,7 +291,8 @@ def start_emulator(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_IMPORT_ROOT), env.get("PYTHONPATH")) if p)
     process = subprocess.Popen(
-        [sys.executable, "-m", "infra.emulator", "--port", str(port), "--no-reuse"],
+        [sys.executable, "-m", "infra.emulator", "--port", str(port), "--no-reuse"]
+        + (["--stock-moto"] if stock_moto else []),
         cwd=_IMPORT_ROOT,  # `-m` looks in the working directory first
         env=env,
         stdin=subprocess.DEVNULL,
@@ -329,15 +336,26 @@ def ensure_emulator(
     return start_emulator(port, output=output)
 
 
-def serve(port: int, *, log_requests: bool = False, ready_timeout: float = 15.0) -> int:
+def serve(
+    port: int, *, log_requests: bool = False, ready_timeout: float = 15.0, stock_moto: bool = False
+) -> int:
     """Run moto's server on 127.0.0.1:``port`` until SIGINT or SIGTERM; return an exit status.
 
     The server runs in a thread of this process and the main thread only waits for a
     signal, so a signal stops it through ``ThreadedMotoServer.stop()`` rather than
     unwinding moto's own CLI (which prints a SystemExit traceback on SIGTERM).
+
+    Unless ``stock_moto``, moto's SQS and DynamoDB are first given indexes
+    (``infra.moto_speedups``), so calls cost the same at any queue depth or table size;
+    that raises ``UnsupportedMotoVersion`` on a moto release other than the pinned one.
     """
     from moto.server import ThreadedMotoServer  # heavy import, needed only here
 
+    from infra import moto_speedups
+
+    if not stock_moto:
+        moto_speedups.apply()
+    flavour = "moto as released" if stock_moto else "with infra.moto_speedups"
     if not log_requests:
         # werkzeug logs every request; the event-source runner long-polls all day.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -357,7 +375,10 @@ def serve(port: int, *, log_requests: bool = False, ready_timeout: float = 15.0)
         )
         return 1
     if not stop.is_set():
-        print(f"emulator: moto server ready at {url} (export AWS_ENDPOINT_URL={url})", flush=True)
+        print(
+            f"emulator: moto server ready at {url} ({flavour}; export AWS_ENDPOINT_URL={url})",
+            flush=True,
+        )
         while not stop.wait(0.5):
             pass
     server.stop()
@@ -394,6 +415,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="log every request moto serves",
     )
+    parser.add_argument(
+        "--stock-moto",
+        action="store_true",
+        help="run moto as released, without infra.moto_speedups (to compare, or to rule them out)",
+    )
     return parser.parse_args(argv)
 
 
@@ -422,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return serve(port, log_requests=args.log_requests)
+    return serve(port, log_requests=args.log_requests, stock_moto=args.stock_moto)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from bench.stats import percentile
 from infra.run import PROJECT_DIR
 from tests.speed import iterations_per_second
 
-FIGURES = {"1", "2", "3", "4", "5", "6", "7", "8"}
+FIGURES = {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The smoke run's time budget, set on this 2-core machine counting about 43 M iterations/s.
 SMOKE_BUDGET_SECONDS = 120
@@ -46,6 +46,9 @@ def test_smoke_run_writes_markdown_json_and_chart(tmp_path: Path) -> None:
         assert f"### {number}. " in markdown
     assert "![" in markdown and "benchmarks.png" in markdown
     assert (tmp_path / "benchmarks.png").read_bytes().startswith(PNG_SIGNATURE)
+    # Figure 9 (cost against backlog depth) has a chart of its own.
+    assert "growth.png" in markdown
+    assert (tmp_path / "growth.png").read_bytes().startswith(PNG_SIGNATURE)
 
     raw = json.loads((tmp_path / "benchmarks.json").read_text())
     assert raw["smoke"] is True
