@@ -12,8 +12,10 @@ from tests.e2e.conftest import Stack
 from tests.e2e.test_faults import started, succeeded_logged
 from tests.waiting import wait_for
 
-# pi(10^8) (OEIS A006880): 24 segments of the sieve, a few seconds of work.
-BELOW, PRIMES = 10**8, 5_761_455
+# pi(10^9) (OEIS A006880): 240 segments of the sieve, about 20 s of work here. Long
+# enough that the kill, made once a checkpoint shows a third done, lands mid-sieve:
+# checkpoints are written at most once a second, and pi(10^8) (2 s) could finish first.
+BELOW, PRIMES = 10**9, 50_847_534
 
 
 def test_killed_worker_count_primes_resumes_from_its_checkpoint(
@@ -40,7 +42,7 @@ def test_killed_worker_count_primes_resumes_from_its_checkpoint(
         progress.append(job["progress"])
         return job if job["status"] == "succeeded" else None
 
-    job = wait_for(finished, 180, lambda: f"the job to finish\n{stack.log[-4000:]}")
+    job = wait_for(finished, 300, lambda: f"the job to finish\n{stack.log[-4000:]}")
 
     assert job["result"] == {"count": PRIMES} and job["attempts"] == 2
     assert progress == sorted(progress)  # never fell back: it resumed from the checkpoint

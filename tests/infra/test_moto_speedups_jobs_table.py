@@ -36,7 +36,7 @@ def _job(rng: random.Random, n: int) -> Job:
     fields: dict[str, Any] = {
         "job_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         "kind": rng.choice(KINDS),
-        "n": n,
+        "input": {"n": n},
         "status": status,
         "created_at": created,
         "expires_at": int(expires.timestamp()),

@@ -166,13 +166,16 @@ def test_a_throttled_batch_backs_off_then_is_dropped_at_its_visibility_timeout(
     start_runner: Callable[..., Runner],
     sqs: Any,
 ) -> None:
-    visibility = 9  # retries at 1, 3 and 7 s; the next (15 s) would be past it
+    # Retries at 1, 3 and 7 s; the next (15 s) would be past the visibility timeout. The
+    # blocker runs past the 7 s retry and ends well before the waiter's message comes back
+    # at 12 s (a run ending 0.1 s before it left no room for a busy machine's settling).
+    visibility = 12
     toy = make_toy(
         queue_a=make_queue(visibility=visibility),
         queue_b=make_queue(visibility=visibility),
         lambda_timeout=visibility,
     )
-    send(sqs, toy.queue_a, "blocker", sleep=visibility - 0.1)
+    send(sqs, toy.queue_a, "blocker", sleep=visibility - 2.5)
     runner = start_runner(toy, environment=AWS)
     wait_for(lambda: toy.starts("handle_a"), 15, lambda: runner.log)
     waiter = send(sqs, toy.queue_a, "waiter")
