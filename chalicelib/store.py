@@ -647,23 +647,9 @@ class JobTable:
         update = "SET " + ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
         if PENDING.partition_key not in derived:
             update += f" REMOVE {_NOT_PENDING}"
-        request = {
-            "TableName": self.table_name,
-            "Key": _key(job.job_id),
-            "UpdateExpression": update,
-            "ConditionExpression": "#status = :status",
-            "ReturnValues": "ALL_NEW",
-        }
-        _add_expression(request, {":status": job.status}, names, values)
-        try:
-            response = self._client.update_item(**request)
-        except ClientError as error:
-            if error.response["Error"]["Code"] == _CONDITION_FAILED:
-                return None
-            raise StoreUnavailable(f"DynamoDB UpdateItem failed: {error}") from error
-        except BotoCoreError as error:
-            raise StoreUnavailable(f"DynamoDB UpdateItem failed: {error}") from error
-        return from_item(response["Attributes"])
+        return self._update(
+            job.job_id, update, "#status = :status", {":status": job.status}, values, names
+        )
 
     # --- control items ------------------------------------------------------------------
 
@@ -789,6 +775,7 @@ class JobTable:
         condition: str,
         values: dict[str, Any],
         raw_values: dict[str, Any] | None = None,
+        names: dict[str, str] | None = None,
     ) -> Job | None:
         request: dict[str, Any] = {
             "TableName": self.table_name,
@@ -798,7 +785,7 @@ class JobTable:
             "ConditionExpression": f"attribute_exists(job_id) AND ({condition})",
             "ReturnValues": "ALL_NEW",
         }
-        _add_expression(request, values, raw_values=raw_values)
+        _add_expression(request, values, names, raw_values)
         try:
             response = self._client.update_item(**request)
         except ClientError as error:

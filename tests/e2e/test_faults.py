@@ -60,17 +60,18 @@ def put_job(stack: Stack, kind: str, n: int) -> str:
     return job.job_id
 
 
-def test_killed_worker_job_resumes_from_its_checkpoint(make_stack: Callable[..., Stack]) -> None:
-    stack = make_stack()
-    n = 8 * SECONDS_OF_WORK
-    job_id = stack.submit(n)["job_id"]
+def run_killing_the_worker_midway(
+    stack: Stack, job_id: str, start_seconds: float, finish_seconds: float
+) -> tuple[dict[str, Any], list[float]]:
+    """SIGKILL the worker once the job's checkpoint shows a third done, start another, and
+    wait for the job to succeed; return it and every progress seen along the way."""
     progress: list[float] = []
 
     def reached(fraction: float) -> bool:
         progress.append(stack.job(job_id)["progress"])
         return progress[-1] >= fraction
 
-    wait_for(lambda: reached(0.3), 60, "the job to get a third of the way")
+    wait_for(lambda: reached(0.3), start_seconds, "the job to get a third of the way")
     stack.services.processes["worker"].kill()  # SIGKILL, mid-job
     stack.services.start_worker("worker2")
 
@@ -79,7 +80,15 @@ def test_killed_worker_job_resumes_from_its_checkpoint(make_stack: Callable[...,
         progress.append(job["progress"])
         return job if job["status"] == "succeeded" else None
 
-    job = wait_for(finished, 120, lambda: f"the job to finish\n{stack.log[-4000:]}")
+    job = wait_for(finished, finish_seconds, lambda: f"the job to finish\n{stack.log[-4000:]}")
+    return job, progress
+
+
+def test_killed_worker_job_resumes_from_its_checkpoint(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    n = 8 * SECONDS_OF_WORK
+    job_id = stack.submit(n)["job_id"]
+    job, progress = run_killing_the_worker_midway(stack, job_id, 60, 120)
 
     assert job["result"] == n and job["attempts"] == 2
     assert progress == sorted(progress)  # never fell back: it resumed from the checkpoint

@@ -4,12 +4,11 @@ the next one resuming from the checkpoint to the published count."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import requests
 
 from tests.e2e.conftest import Stack
-from tests.e2e.test_faults import started, succeeded_logged
+from tests.e2e.test_faults import run_killing_the_worker_midway, started, succeeded_logged
 from tests.waiting import wait_for
 
 # pi(10^9) (OEIS A006880): 240 segments of the sieve, about 20 s of work here. Long
@@ -27,22 +26,7 @@ def test_killed_worker_count_primes_resumes_from_its_checkpoint(
     )
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["job_id"]
-    progress: list[float] = []
-
-    def reached(fraction: float) -> bool:
-        progress.append(stack.job(job_id)["progress"])
-        return progress[-1] >= fraction
-
-    wait_for(lambda: reached(0.3), 120, "the sieve to get a third of the way")
-    stack.services.processes["worker"].kill()  # SIGKILL, mid-sieve
-    stack.services.start_worker("worker2")
-
-    def finished() -> dict[str, Any] | None:
-        job = stack.job(job_id)
-        progress.append(job["progress"])
-        return job if job["status"] == "succeeded" else None
-
-    job = wait_for(finished, 300, lambda: f"the job to finish\n{stack.log[-4000:]}")
+    job, progress = run_killing_the_worker_midway(stack, job_id, 120, 300)
 
     assert job["result"] == {"count": PRIMES} and job["attempts"] == 2
     assert progress == sorted(progress)  # never fell back: it resumed from the checkpoint

@@ -11,7 +11,6 @@ import re
 import shlex
 import subprocess
 from collections.abc import Callable
-from typing import Any
 
 import requests
 from playwright.sync_api import expect
@@ -21,8 +20,7 @@ from infra.stack import PROJECT_DIR
 from tests.e2e.conftest import Stack
 from tests.e2e.test_cli import jobs
 from tests.e2e.test_dashboard import kind_field
-from tests.e2e.test_faults import started
-from tests.waiting import wait_for
+from tests.e2e.test_faults import run_killing_the_worker_midway, started
 
 README = (PROJECT_DIR / "README.md").read_text()
 SECTION = README[README.index("### Add your own job kind") :]
@@ -100,22 +98,7 @@ def test_the_readme_kind_works_as_the_walkthrough_says(
     )
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["job_id"]
-    progress: list[float] = []
-
-    def reached(fraction: float) -> bool:
-        progress.append(stack.job(job_id)["progress"])
-        return progress[-1] >= fraction
-
-    wait_for(lambda: reached(0.3), 120, "the job to get a third of the way")
-    stack.services.processes["worker"].kill()  # SIGKILL, mid-job
-    stack.services.start_worker("worker2")
-
-    def finished() -> dict[str, Any] | None:
-        job = stack.job(job_id)
-        progress.append(job["progress"])
-        return job if job["status"] == "succeeded" else None
-
-    job = wait_for(finished, 240, lambda: f"the job to finish\n{stack.log[-4000:]}")
+    job, progress = run_killing_the_worker_midway(stack, job_id, 120, 240)
     assert job["result"] == {"total": sum_of_squares(below)} and job["attempts"] == 2
     assert progress == sorted(progress)
     runs = started(stack, job_id)
