@@ -10,6 +10,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
+import botocore
+import botocore.loaders
+import botocore.session
 import chalice.test
 import pytest
 from chalice.local import LambdaContext
@@ -26,6 +29,33 @@ from infra.event_source import sqs_message_to_record
 # stack "heavy-jobs-local", which the `aws` fixture applies to moto from infra/.
 STAGE = "local"
 REGION = "us-east-1"
+
+# Every test builds fresh boto3 sessions (connections.reset(), moto's mock_aws), and each
+# session's own botocore Loader parses the service models' JSON again: a quarter of a
+# moto test's time. Tests share one Loader instead, so each model is parsed once per run.
+# This replaces Session._register_data_loader, a private method: only on the botocore the
+# dev requirements pin, and tests/test_conftest.py checks what it must keep.
+BOTOCORE_WITH_SHARED_LOADER = "1.44.8"
+if botocore.__version__ != BOTOCORE_WITH_SHARED_LOADER:
+    raise RuntimeError(
+        f"tests/conftest.py shares botocore's Loader through Session._register_data_loader, "
+        f"checked on botocore {BOTOCORE_WITH_SHARED_LOADER}; this is {botocore.__version__}: "
+        "check that method and the test_conftest.py tests, then update the pin"
+    )
+_shared_loaders: dict[Any, botocore.loaders.Loader] = {}
+
+
+def _register_shared_data_loader(self: botocore.session.Session) -> None:
+    def loader() -> botocore.loaders.Loader:
+        data_path = self.get_config_variable("data_path")
+        if data_path not in _shared_loaders:
+            _shared_loaders[data_path] = botocore.loaders.create_loader(data_path)
+        return _shared_loaders[data_path]
+
+    self._components.lazy_register_component("data_loader", loader)
+
+
+botocore.session.Session._register_data_loader = _register_shared_data_loader
 
 
 @pytest.fixture(autouse=True)
