@@ -20,8 +20,8 @@ from chalicelib.config import (
 from chalicelib.errors import RequestError, StoreUnavailable
 from chalicelib.jobs import DEFAULT_KIND, Job
 from chalicelib.observability import continue_trace, logger, received_trace_header
+from chalicelib.queue import Delivery
 from chalicelib.requests import JobRequest, parse_job_request, parse_prefer, parse_submission
-from chalicelib.worker import Delivery
 
 app = Chalice(app_name="heavy-jobs")
 

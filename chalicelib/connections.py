@@ -15,7 +15,7 @@ safe. The worker's functions have minutes, so their clients retry a little more.
 from __future__ import annotations
 
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -23,7 +23,9 @@ from botocore.config import Config
 from chalicelib.config import get_settings
 from chalicelib.queue import DelayQueue, JobQueue
 from chalicelib.store import JobTable
-from chalicelib.worker import Worker
+
+if TYPE_CHECKING:
+    from chalicelib.worker import Worker
 
 
 def _bounded(connect: float, read: float, attempts: int) -> Config:
@@ -66,6 +68,10 @@ def job_queue() -> JobQueue:
 @lru_cache(maxsize=1)
 def worker() -> Worker:
     """The worker functions' use cases, on clients of their own."""
+    # Imported here, not at the top: the API function never runs a job, and every function
+    # imports app.py, so the API's cold start does not pay for the worker's module.
+    from chalicelib.worker import Worker
+
     settings = get_settings()
     return Worker(
         table=JobTable(_client("dynamodb", WORKER_CLIENT_CONFIG), settings.table_name),

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from chalicelib.errors import PoisonMessage
 
@@ -67,8 +67,7 @@ def shard_of(job_id: str) -> int:
     return int(job_id[:8], 16) % SHARDS
 
 
-@dataclass(frozen=True)
-class IndexShape:
+class IndexShape(NamedTuple):
     """A global secondary index of the job table, as the code queries it."""
 
     name: str
@@ -435,8 +434,7 @@ def _number(value: float) -> str:
 # --- queue message form ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """What a queue message says: which job (and its kind, so that the claim can rewrite
     the job's listing keys without reading it first), and whether it continues from a
     checkpoint. ``kind`` is None in a message that does not name it."""

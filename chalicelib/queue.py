@@ -19,8 +19,8 @@ Only these adapters know SQS; they turn botocore errors into StoreUnavailable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -66,8 +66,27 @@ class _Queue:
             raise StoreUnavailable(f"SQS {operation} failed: {error}") from error
 
 
-@dataclass(frozen=True)
-class QueueCounts:
+class Delivery(NamedTuple):
+    """What the event source says about one received message, beside its body."""
+
+    receipt_handle: str
+    # How many times SQS has delivered it (1 on the first delivery).
+    receive_count: int
+    # When SQS accepted it (epoch milliseconds, SQS's clock).
+    sent_at_ms: int
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Delivery:
+        """From one record of Lambda's SQS event (its JSON form)."""
+        attributes = record["attributes"]
+        return cls(
+            receipt_handle=record["receiptHandle"],
+            receive_count=int(attributes["ApproximateReceiveCount"]),
+            sent_at_ms=int(attributes["SentTimestamp"]),
+        )
+
+
+class QueueCounts(NamedTuple):
     """The queue's approximate message counts (eventually consistent, as SQS reports them)."""
 
     visible: int

@@ -14,7 +14,6 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from chalicelib.config import Settings
@@ -243,8 +242,7 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-@dataclass(frozen=True)
-class Preferences:
+class Preferences(NamedTuple):
     """What a client asked for in its ``Prefer`` header (RFC 7240)."""
 
     respond_async: bool = False

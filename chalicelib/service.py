@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from chalicelib.config import Settings
 from chalicelib.errors import (
@@ -63,8 +63,7 @@ class IdempotencyKey:
             )
 
 
-@dataclass(frozen=True)
-class Submission:
+class Submission(NamedTuple):
     job: Job
     replayed: bool  # True when an Idempotency-Key returned an earlier job
 
@@ -218,8 +217,7 @@ LISTING_PARAMETERS = ("kind", "status", "limit", "cursor")
 _CREATED_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
-@dataclass(frozen=True)
-class Page:
+class Page(NamedTuple):
     jobs: list[Job]
     next_cursor: str | None
     # The worker is paused (`make pause`): queued jobs wait until it is resumed.

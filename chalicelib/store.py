@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -83,14 +83,12 @@ END = "end"
 Position = tuple[str, str] | str | None
 
 
-@dataclass(frozen=True)
-class IdempotencyRecord:
+class IdempotencyRecord(NamedTuple):
     job_id: str
     request_hash: str
 
 
-@dataclass(frozen=True)
-class ListingPage:
+class ListingPage(NamedTuple):
     jobs: list[Job]
     # Where the next page starts, per shard.
     positions: tuple[Position, ...]
@@ -100,16 +98,14 @@ class ListingPage:
         return all(position == END for position in self.positions)
 
 
-@dataclass(frozen=True)
-class WorkerPause:
+class WorkerPause(NamedTuple):
     """The control item ``control#worker``: is the worker paused, since when (ISO UTC)."""
 
     paused: bool
     paused_at: str | None = None
 
 
-@dataclass(frozen=True)
-class PendingEntry:
+class PendingEntry(NamedTuple):
     """A job in the pending index: its message is due on the job queue since ``pending_at``."""
 
     job_id: str

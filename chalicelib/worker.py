@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -47,7 +47,7 @@ from chalicelib.errors import PoisonMessage, StoreUnavailable
 from chalicelib.jobs import Job, JobStatus, Message, epoch_ms, parse_message, to_message, utc_now
 from chalicelib.kinds import KINDS, Context, Kind, state_json
 from chalicelib.observability import Metric, count, job_logging, logger, milliseconds
-from chalicelib.queue import DelayQueue, JobQueue
+from chalicelib.queue import DelayQueue, Delivery, JobQueue
 from chalicelib.store import JobTable
 
 # Lambda's maximum timeout: the remaining time when no Lambda context is given.
@@ -74,27 +74,6 @@ class Outcome(StrEnum):
     POISON = "poison"  # the message can never be processed: logged and dropped
     FORWARDED = "forwarded"  # a delayed message was put on the job queue
     REDRIVEN = "redriven"  # a dead-lettered job that never started was sent again
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What the event source says about one received message, beside its body."""
-
-    receipt_handle: str
-    # How many times SQS has delivered it (1 on the first delivery).
-    receive_count: int
-    # When SQS accepted it (epoch milliseconds, SQS's clock).
-    sent_at_ms: int
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Delivery:
-        """From one record of Lambda's SQS event (its JSON form)."""
-        attributes = record["attributes"]
-        return cls(
-            receipt_handle=record["receiptHandle"],
-            receive_count=int(attributes["ApproximateReceiveCount"]),
-            sent_at_ms=int(attributes["SentTimestamp"]),
-        )
 
 
 class StopRun(BaseException):

@@ -15,9 +15,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 PAGE_FILE = Path(__file__).with_name("index.html")
 
@@ -27,8 +27,7 @@ _INLINE = {
 }
 
 
-@dataclass(frozen=True)
-class Page:
+class Page(NamedTuple):
     html: str
     headers: dict[str, str]
 
