@@ -26,7 +26,7 @@ from chalicelib.queue import JobQueue
 from chalicelib.store import JobTable
 
 # The default settings' lease and message hold, as the worker uses them.
-_DEFAULTS = Settings(table_name="", queue_name="", delay_queue_name="")
+_DEFAULTS = Settings(table_name="", queue_name="", delay_queue_name="", stage="")
 LEASE_MS = _DEFAULTS.stale_after_seconds * 1000
 HOLD_SECONDS = _DEFAULTS.message_hold_seconds
 WAIT_SECONDS = 20

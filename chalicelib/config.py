@@ -2,8 +2,8 @@
 
 The names of the AWS resources reach the app as environment variables that
 ``.chalice/config.json`` declares per stage (written there from the CloudFormation stack's
-outputs by ``infra/stack.py``); tunables have defaults here and may be overridden the same
-way. Nothing else in the code reads the environment.
+outputs by ``infra/stack.py``, with the stage's own name); tunables have defaults here and
+may be overridden the same way. Nothing else in the code reads the environment.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ TABLE_NAME = "JOBS_TABLE_NAME"
 QUEUE_NAME = "JOBS_QUEUE_NAME"
 DEAD_LETTER_QUEUE_NAME = "JOBS_DEAD_LETTER_QUEUE_NAME"
 DELAY_QUEUE_NAME = "JOBS_DELAY_QUEUE_NAME"
+STAGE = "JOBS_STAGE"
 DEFAULT_N = "JOBS_DEFAULT_N"
 MAX_N = "JOBS_MAX_N"
 PROGRESS_INTERVAL = "JOBS_PROGRESS_INTERVAL_SECONDS"
@@ -42,6 +43,9 @@ class Settings:
     # The standard queue that holds a retry for its backoff (FIFO has no per-message
     # delay), then hands it to the job queue (app.forward_delayed).
     delay_queue_name: str
+    # The Chalice stage the function runs as (local, dev, prod): the metrics' "stage"
+    # dimension, so each stage's alarms and dashboard watch its own jobs only.
+    stage: str
     # n when POST /heavy has no body: a few seconds of counting on a laptop.
     default_n: int = 300_000_000
     # The largest n accepted: the classic blocking example's 1e10.
@@ -90,6 +94,7 @@ class Settings:
             table_name=_required(env, TABLE_NAME),
             queue_name=_required(env, QUEUE_NAME),
             delay_queue_name=_required(env, DELAY_QUEUE_NAME),
+            stage=_required(env, STAGE),
             default_n=_int(env, DEFAULT_N, cls.default_n, minimum=0),
             max_n=_int(env, MAX_N, cls.max_n, minimum=0),
             progress_interval_seconds=_float(env, PROGRESS_INTERVAL, cls.progress_interval_seconds),

@@ -1,8 +1,9 @@
 """Structured logs, metrics and trace propagation.
 
 Logs are Powertools for AWS Lambda's Logger (JSON lines); metrics are CloudWatch embedded
-metric format (EMF) lines on stdout. On AWS, Lambda ships stdout to CloudWatch Logs, where
-EMF lines become metrics with no API call; locally they appear in ``make run``'s output.
+metric format (EMF) lines on stdout, each with two dimensions, the service and the stage
+(``dimensions``). On AWS, Lambda ships stdout to CloudWatch Logs, where EMF lines become
+metrics with no API call; locally they appear in ``make run``'s output.
 Every log line about a job carries its ``job_id``: the worker binds it for the run, the API
 passes it per line.
 
@@ -29,6 +30,8 @@ from contextvars import ContextVar
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from chalicelib.config import get_settings
 
 # Not the Chalice app's name: Chalice owns the logger called "heavy-jobs" (level ERROR).
 SERVICE = "jobs"
@@ -59,6 +62,14 @@ class Metric:
     RUN_DURATION = "JobRunMilliseconds"
 
 
+def dimensions(stage: str) -> dict[str, str]:
+    """The dimensions every metric of a function of ``stage`` carries: the service, and the
+    stage, so that stages sharing an account write separate metrics (CloudWatch tells
+    metrics apart by namespace, name and every dimension). infra/operations.yaml's alarm and
+    dashboard name the same two."""
+    return {"service": SERVICE, "stage": stage}
+
+
 def count(name: str, value: float = 1) -> None:
     """Emit one EMF line counting ``name``."""
     _emit(name, MetricUnit.Count, value)
@@ -75,7 +86,8 @@ def _emit(name: str, unit: MetricUnit, value: float) -> None:
         unit=unit,
         value=value,
         namespace=NAMESPACE,
-        default_dimensions={"service": SERVICE},
+        # The stage comes from the settings (JOBS_STAGE), read on first use, not at import.
+        default_dimensions=dimensions(get_settings().stage),
     ):
         pass  # the line is written when the context exits
 

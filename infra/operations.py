@@ -6,7 +6,8 @@ package`` merges into the SAM template:
 - the stack ``<app>-<stage>-ops`` (infra/operations.yaml): the alarm topic (with an optional
   e-mail subscription, ``ALARM_EMAIL``), the alarms, the CloudWatch dashboard and the REST
   API's access log group. Its parameters are the project's names, never typed again: the
-  state stack's outputs, the functions Chalice deploys, chalicelib.observability's metrics;
+  state stack's outputs, the stage's name, the functions Chalice deploys,
+  chalicelib.observability's metrics;
 - the retention of every function's log group, and the REST API stage's access log setting
   (both through the API: Lambda, not a stack, owns the log groups; Chalice owns the stage);
 - the state stack's ``PointInTimeRecovery`` parameter;
@@ -143,6 +144,9 @@ def parameters(
         "ApiStageName": config.api_gateway_stage,
         "MetricNamespace": NAMESPACE,
         "MetricService": SERVICE,
+        # What the stage's functions read (chalicelib.config), written there from the stage's
+        # name: the alarm and the dashboard watch this stage's metrics and no other's.
+        "MetricStage": env[settings.STAGE],
         "AcceptedMetric": Metric.ACCEPTED,
         "StartedMetric": Metric.STARTED,
         "SucceededMetric": Metric.SUCCEEDED,

@@ -8,8 +8,9 @@ decide where. Applying is idempotent: the stack is created, updated, or left as 
 
 The template's parameters come from ``.chalice/config.json`` (the worker's timeout sets
 the queue's visibility timeout); its outputs go back into the stage's
-``environment_variables`` there. Names are declared once, in the template; the job
-table's indexes are declared in chalicelib/jobs.py (``INDEXES``) and rendered into it here.
+``environment_variables`` there, with the stage's own name (``JOBS_STAGE``). Names are
+declared once, in the template; the job table's indexes are declared in chalicelib/jobs.py
+(``INDEXES``) and rendered into it here.
 
 Updating a stage whose table has other indexes (one deployed by an older release) takes
 several stack updates, because CloudFormation adds or deletes at most one global
@@ -305,6 +306,12 @@ def environment_from_outputs(stack_outputs: Mapping[str, str]) -> dict[str, str]
     return {env: stack_outputs[key] for key, env in OUTPUT_SETTINGS.items()}
 
 
+def stage_environment(stage: str, stack_outputs: Mapping[str, str]) -> dict[str, str]:
+    """What the stage's functions need in their environment: the outputs' names, and the
+    stage's own name (the metrics' ``stage`` dimension, which its alarms watch)."""
+    return {**environment_from_outputs(stack_outputs), settings.STAGE: stage}
+
+
 def write_stage_environment(
     stage: str, environment: Mapping[str, str], project_dir: Path = PROJECT_DIR
 ) -> bool:
@@ -403,7 +410,7 @@ def apply_stage(
                 f"({report.rewritten} of {report.scanned} rewritten)",
                 flush=True,
             )
-    write_stage_environment(stage, environment_from_outputs(stack_outputs), project_dir)
+    write_stage_environment(stage, stage_environment(stage, stack_outputs), project_dir)
     write_policies(config, stage, stack_outputs, project_dir)
     return stack_outputs
 

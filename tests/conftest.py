@@ -80,7 +80,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """moto with the project's CloudFormation stack applied; yields the stack outputs."""
     with mock_aws():
         outputs = stack.apply_stage(STAGE, cfn=boto3.client("cloudformation"))
-        for name, value in stack.environment_from_outputs(outputs).items():
+        for name, value in stack.stage_environment(STAGE, outputs).items():
             monkeypatch.setenv(name, value)
         # A small checkpoint-before-timeout margin, for tests that give a run a short
         # Lambda context of their own.

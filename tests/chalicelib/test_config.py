@@ -5,12 +5,18 @@ import pytest
 from chalicelib.config import Settings
 from chalicelib.errors import SettingsError
 
-REQUIRED = {"JOBS_TABLE_NAME": "t", "JOBS_QUEUE_NAME": "q", "JOBS_DELAY_QUEUE_NAME": "d"}
+REQUIRED = {
+    "JOBS_TABLE_NAME": "t",
+    "JOBS_QUEUE_NAME": "q",
+    "JOBS_DELAY_QUEUE_NAME": "d",
+    "JOBS_STAGE": "s",
+}
 
 
 def test_required_settings_and_defaults() -> None:
     settings = Settings.from_mapping(REQUIRED)
     assert (settings.table_name, settings.queue_name, settings.delay_queue_name) == ("t", "q", "d")
+    assert settings.stage == "s"
     assert settings.max_n == 10**10
     assert 0 < settings.default_n <= settings.max_n
     assert settings.lost_after_seconds == 120

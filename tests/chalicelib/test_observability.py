@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
-from chalicelib import connections, kinds
+from chalicelib import config, connections, kinds
 from chalicelib.jobs import Job
-from chalicelib.observability import NAMESPACE, SERVICE, Metric, logger
+from chalicelib.observability import NAMESPACE, SERVICE, Metric, count, dimensions, logger
+from tests.chalicelib.test_config import REQUIRED
+from tests.conftest import STAGE
 from tests.fake_kinds import kind_running
 
 
@@ -47,6 +49,16 @@ def metric_names(records: list[dict[str, Any]]) -> list[str]:
             assert directive["Namespace"] == NAMESPACE
             names += [metric["Name"] for metric in directive["Metrics"]]
     return names
+
+
+def metric_dimensions(records: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Each metric line's dimensions (its one dimension set), with their values."""
+    found = []
+    for record in records:
+        for directive in record.get("_aws", {}).get("CloudWatchMetrics", []):
+            (names,) = directive["Dimensions"]
+            found.append({name: record[name] for name in names})
+    return found
 
 
 def test_worker_logs_are_json_with_the_job_id(
@@ -128,3 +140,36 @@ def test_the_job_id_does_not_leak_to_later_lines(
     connections.worker().process_message("not json")
     (record,) = [r for r in lines(capsys, log_buffer) if "_aws" not in r]
     assert "job_id" not in record
+
+
+def test_every_metric_line_carries_the_service_and_the_stage(
+    make_job: Callable[..., Job],
+    message_for: Any,
+    capsys: pytest.CaptureFixture[str],
+    log_buffer: io.StringIO,
+) -> None:
+    """Stages sharing an account write separate metrics: each line names its stage (the
+    stage's JOBS_STAGE, here the tests' own) next to the service."""
+    lines(capsys, log_buffer)
+    connections.worker().process_message(message_for(make_job(n=10)))
+    found = metric_dimensions(lines(capsys, log_buffer))
+    assert len(found) == 4
+    assert all(d == dimensions(STAGE) for d in found)
+    assert all(set(d.values()) == {SERVICE, STAGE} for d in found)
+
+
+def test_the_stage_is_read_when_a_metric_is_emitted_not_at_import(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], log_buffer: io.StringIO
+) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    emitted = []
+    for stage in ("dev", "prod"):
+        monkeypatch.setenv(config.STAGE, stage)
+        connections.reset()  # a new process: settings read afresh
+        lines(capsys, log_buffer)
+        count(Metric.FAILED)
+        (found,) = metric_dimensions(lines(capsys, log_buffer))
+        assert found == dimensions(stage)
+        emitted.append(found)
+    assert emitted[0] != emitted[1]

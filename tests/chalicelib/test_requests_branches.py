@@ -10,7 +10,7 @@ from chalicelib.errors import InvalidRequest, LengthRequired, PayloadTooLarge
 from chalicelib.requests import MAX_BODY_BYTES, parse_prefer, parse_submission
 
 SETTINGS = Settings(
-    table_name="t", queue_name="q", delay_queue_name="d", default_n=1000, max_n=10**10
+    table_name="t", queue_name="q", delay_queue_name="d", stage="s", default_n=1000, max_n=10**10
 )
 
 

@@ -6,6 +6,7 @@ botocore Stubber (the exact requests made); the rest run under moto."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from chalice.config import Config
 from moto import mock_aws
 
 from chalicelib import config as settings
+from chalicelib import connections, observability
+from chalicelib.observability import NAMESPACE, Metric
 from infra import deploy, deploy_state, operations
 from tests.infra.harness import stage_config
 
@@ -236,6 +239,129 @@ def test_operations_parameters_are_the_projects_names(dev_config: Any) -> None:
     assert parameters["DeadLetterQueueName"] == env[settings.DEAD_LETTER_QUEUE_NAME]
     assert parameters["WorkerFunctionName"] == WORKER
     assert operations.worker_handler(dev_config) == "process_job"
+
+
+# --- the service's own metrics: each stage watches what its functions emit -----------------
+
+STAGES = ("dev", "prod")
+# The dashboard's widgets on the service's metrics, and the metrics each must show.
+JOB_WIDGETS = {
+    "Jobs": {Metric.ACCEPTED, Metric.STARTED, Metric.SUCCEEDED, Metric.FAILED, Metric.CANCELLED},
+    "Queue wait and run time (ms)": {Metric.QUEUE_WAIT, Metric.RUN_DURATION},
+}
+
+# (namespace, metric name, dimensions): what CloudWatch tells one metric stream apart by.
+Stream = tuple[str, str, dict[str, str]]
+
+
+def emitted(
+    config: Config, name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Stream:
+    """The stream a function of the stage writes ``name`` to: its EMF line, emitted by the
+    code with the stage's environment variables (as Lambda sets them) and parsed."""
+    for variable, value in config.environment_variables.items():
+        monkeypatch.setenv(variable, value)
+    connections.reset()  # settings are read afresh, from this environment
+    capsys.readouterr()
+    observability.count(name)
+    (line,) = capsys.readouterr().out.splitlines()
+    record = json.loads(line)
+    (directive,) = record["_aws"]["CloudWatchMetrics"]
+    (metric,) = directive["Metrics"]
+    (dimension_names,) = directive["Dimensions"]  # one dimension set
+    return directive["Namespace"], metric["Name"], {d: record[d] for d in dimension_names}
+
+
+def ops_parameters(config: Config, stage: str) -> dict[str, str]:
+    return operations.parameters(config, stage, operations.StageOperations())
+
+
+def ref(node: Any, parameters: dict[str, str]) -> str:
+    """A template value: a !Ref to a parameter, resolved, or a literal."""
+    return parameters[node["Ref"]] if isinstance(node, dict) else str(node)
+
+
+def alarm_stream(config: Config, stage: str) -> Stream:
+    """The stream the stage's JobsFailed alarm watches, as its stack would be created."""
+    parameters = ops_parameters(config, stage)
+    alarm = deploy.load_template(operations.TEMPLATE)["Resources"]["JobsFailedAlarm"]
+    properties = alarm["Properties"]
+    dimensions = {
+        ref(d["Name"], parameters): ref(d["Value"], parameters) for d in properties["Dimensions"]
+    }
+    namespace, name = (
+        ref(properties["Namespace"], parameters),
+        ref(properties["MetricName"], parameters),
+    )
+    return namespace, name, dimensions
+
+
+def dashboard_streams(config: Config, stage: str) -> dict[str, list[Stream]]:
+    """Widget title -> the streams of the service's namespace its metric rows show, with
+    the stage's parameters substituted and CloudWatch's "." and "..." shorthands expanded."""
+    values = {**ops_parameters(config, stage), "AWS::Region": "us-east-1", "AWS::StackName": "s"}
+    dashboard = deploy.load_template(operations.TEMPLATE)["Resources"]["Dashboard"]
+    text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    body = json.loads(re.sub(r"\$\{([^}!]+)\}", lambda m: values[m.group(1)], text))
+    streams: dict[str, list[Stream]] = {}
+    for widget in body["widgets"]:
+        previous: list[str] = []
+        for row in widget["properties"].get("metrics", []):
+            items = [item for item in row if not isinstance(item, dict)]  # options dropped
+            if items == ["..."]:
+                items = previous
+            else:
+                items = [previous[i] if item == "." else item for i, item in enumerate(items)]
+            previous = items
+            if items and items[0] == NAMESPACE:
+                namespace, name, *pairs = items
+                stream = (namespace, name, dict(zip(pairs[::2], pairs[1::2], strict=True)))
+                streams.setdefault(widget["properties"]["title"], []).append(stream)
+    return streams
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_an_emitted_metric_carries_the_service_and_the_stage(
+    stage: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = stage_config(stage)
+    namespace, name, dimensions = emitted(config, Metric.FAILED, monkeypatch, capsys)
+    assert (namespace, name) == (NAMESPACE, Metric.FAILED)
+    assert dimensions == observability.dimensions(stage)
+    assert dimensions == observability.dimensions(
+        config.environment_variables[settings.STAGE]
+    )  # the stage's own setting, which applying its stack writes
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_failed_jobs_alarm_watches_what_the_stages_functions_emit(
+    stage: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = stage_config(stage)
+    assert alarm_stream(config, stage) == emitted(config, Metric.FAILED, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_dashboard_widget_on_jobs_shows_what_the_stages_functions_emit(
+    stage: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = stage_config(stage)
+    streams = dashboard_streams(config, stage)
+    assert set(streams) == set(JOB_WIDGETS)  # no other widget shows the service's metrics
+    for title, wanted in JOB_WIDGETS.items():
+        assert {name for _, name, _ in streams[title]} == wanted
+        for stream in streams[title]:
+            assert stream == emitted(config, stream[1], monkeypatch, capsys)
+
+
+def test_two_stages_alarms_watch_different_streams(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job failing in dev never moves prod's alarm, and the other way round."""
+    dev, prod = stage_config("dev"), stage_config("prod")
+    assert alarm_stream(dev, "dev") != alarm_stream(prod, "prod")
+    assert emitted(dev, Metric.FAILED, monkeypatch, capsys) != alarm_stream(prod, "prod")
+    assert emitted(prod, Metric.FAILED, monkeypatch, capsys) != alarm_stream(dev, "dev")
 
 
 # --- log groups, access logs, pause ---------------------------------------------------------

@@ -163,7 +163,7 @@ def test_committed_config_names_match_the_stack_outputs(stage: str) -> None:
         outputs = stack.apply(cfn, f"heavy-jobs-{stage}", PARAMS)
     config = json.loads((stack.PROJECT_DIR / ".chalice" / "config.json").read_text())
     declared = config["stages"][stage]["environment_variables"]
-    for name, value in stack.environment_from_outputs(outputs).items():
+    for name, value in stack.stage_environment(stage, outputs).items():
         assert declared[name] == value
 
 
