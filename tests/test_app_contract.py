@@ -187,3 +187,11 @@ def test_a_repeated_query_parameter_counts_once_with_its_last_value(
     everything = client.http.get("/jobs")
     assert everything.status_code == 200
     assert {job["job_id"] for job in everything.json_body["jobs"]} == {j.job_id for j in made}
+
+
+def test_the_current_request_outside_a_request_is_a_programming_error(
+    app_module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module.app, "current_request", None)
+    with pytest.raises(AssertionError, match=r"^only called while handling a request$"):
+        app_module._current_request()
