@@ -12,6 +12,7 @@ import boto3
 import pytest
 from chalice.test import Client
 
+from chalicelib import service
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import Job
 from chalicelib.observability import TRACE_ATTRIBUTE, trace_header
@@ -195,3 +196,40 @@ def test_the_current_request_outside_a_request_is_a_programming_error(
     monkeypatch.setattr(app_module.app, "current_request", None)
     with pytest.raises(AssertionError, match=r"^only called while handling a request$"):
         app_module._current_request()
+
+
+def test_a_finished_job_is_answered_200_saying_where_it_lives_and_what_was_applied(
+    client: Client, receive: Any, sqs_event: Any
+) -> None:
+    """A repeat (Idempotency-Key) of a finished job: 200 with the job, Content-Location,
+    Idempotent-Replayed; Preference-Applied only when a wait was honoured (capped)."""
+    key = {**JSON, "Idempotency-Key": "order-7"}
+    first = client.http.post("/heavy", headers=key, body=b'{"n": 3}')
+    client.lambda_.invoke("process_job", sqs_event(*receive()))
+    job = client.http.get(f"/jobs/{first.json_body['job_id']}").json_body
+    replayed = {"Idempotent-Replayed": "true", "Content-Location": first.headers["Location"]}
+
+    def again(prefer: str | None) -> Any:
+        headers = key if prefer is None else {**key, "Prefer": prefer}
+        return client.http.post("/heavy", headers=headers, body=b'{"n": 3}')
+
+    capped = f"wait={service.MAX_WAIT_SECONDS}"
+    for prefer, applied in [
+        (None, {}),
+        ("wait=1", {"Preference-Applied": "wait=1"}),
+        ("wait=999", {"Preference-Applied": capped}),
+        ("respond-async, wait=1", {}),
+        ("respond-async", {}),
+    ]:
+        response = again(prefer)
+        assert response.status_code == 200, prefer
+        assert response.json_body == job, prefer
+        assert answer_headers(response) == {**replayed, **applied}, prefer
+
+
+def test_a_wait_not_met_in_time_is_the_usual_202(client: Client) -> None:
+    response = client.http.post("/heavy", headers={**JSON, "Prefer": "wait=1"}, body=b'{"n": 3}')
+
+    assert response.status_code == 202
+    assert set(answer_headers(response)) == {"Location", "Retry-After"}
+    assert response.json_body["status"] == "queued"
