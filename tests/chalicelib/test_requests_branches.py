@@ -102,7 +102,10 @@ def test_the_size_limit_is_exact_and_named() -> None:
 def test_an_empty_chunked_body_needs_a_length(encoding: str) -> None:
     with pytest.raises(LengthRequired) as caught:
         parse_submission(b"", {"transfer-encoding": encoding}, SETTINGS)
-    assert caught.value.code == "length_required"
+    assert (caught.value.code, caught.value.message) == (
+        "length_required",
+        "Send the body with a Content-Length, not chunked.",
+    )
     assert parse_submission(b"", {"transfer-encoding": "gzip"}, SETTINGS) == SETTINGS.default_n
 
 
