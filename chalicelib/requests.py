@@ -231,7 +231,7 @@ def _json_type(value: Any) -> str:
         return "a boolean"
     if isinstance(value, str):
         return "a string"
-    if isinstance(value, int):
+    if isinstance(value, int | _TooLarge):  # an integer literal too long to parse is one too
         return "an integer"
     if isinstance(value, float):
         return "a number with a fraction or exponent"

@@ -15,6 +15,7 @@ from chalice.test import Client
 
 from chalicelib import connections, openapi
 from chalicelib.config import Settings
+from chalicelib.jobs import idempotency_record_id
 from tests.chalicelib.test_config import REQUIRED
 from tests.test_app import JSON, job_count, post_heavy, queue_depth
 
@@ -142,3 +143,21 @@ def test_the_document_says_a_blank_body_is_no_body() -> None:
     assert body["required"] is False
     assert "only whitespace" in body["description"]
     assert str(settings.default_n) in body["description"]
+
+
+def test_a_keys_record_is_stored_under_its_callers_scope(
+    client: Client, aws: dict[str, str], api_key_id: list[str | None]
+) -> None:
+    """app._idempotency_key: the record's table key is derived from the caller's API key
+    id, or from "anonymous" without one (the scope service.IdempotencyKey and every
+    earlier release used), so records already written keep replaying after a deploy."""
+    post_heavy(client, b'{"n": 5}', keyed("order-6"))
+    api_key_id[0] = "client-a"
+    post_heavy(client, b'{"n": 5}', keyed("order-6"))
+
+    dynamodb = boto3.client("dynamodb")
+    for scope in ("anonymous", "client-a"):
+        record_id = idempotency_record_id(scope, "order-6")
+        key = {"job_id": {"S": record_id}}
+        assert "Item" in dynamodb.get_item(TableName=aws["TableName"], Key=key), scope
+    assert job_count(aws) == 4  # two jobs, two key records

@@ -1,13 +1,18 @@
 """chalicelib/requests.py without AWS: what each refused submission says (the client reads
-the message to fix its request), found by mutation testing (issue 13.1)."""
+the message to fix its request), found by mutation testing (issue 13.1). POST /jobs input
+is checked against test kinds that declare every type and limit a kind may use."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import pytest
 
 from chalicelib.config import Settings
 from chalicelib.errors import InvalidRequest, LengthRequired, PayloadTooLarge
-from chalicelib.requests import MAX_BODY_BYTES, parse_prefer, parse_submission
+from chalicelib.kinds import KINDS, Kind, param
+from chalicelib.requests import MAX_BODY_BYTES, parse_job_request, parse_prefer, parse_submission
 
 SETTINGS = Settings(
     table_name="t", queue_name="q", delay_queue_name="d", stage="s", default_n=1000, max_n=10**10
@@ -97,7 +102,10 @@ def test_the_size_limit_is_exact_and_named() -> None:
 def test_an_empty_chunked_body_needs_a_length(encoding: str) -> None:
     with pytest.raises(LengthRequired) as caught:
         parse_submission(b"", {"transfer-encoding": encoding}, SETTINGS)
-    assert caught.value.code == "length_required"
+    assert (caught.value.code, caught.value.message) == (
+        "length_required",
+        "Send the body with a Content-Length, not chunked.",
+    )
     assert parse_submission(b"", {"transfer-encoding": "gzip"}, SETTINGS) == SETTINGS.default_n
 
 
@@ -119,3 +127,158 @@ def test_prefer_reads_respond_async_and_a_capped_wait(
 ) -> None:
     preferences = parse_prefer(header, 25)
     assert (preferences.respond_async, preferences.wait) == (respond_async, wait)
+
+
+# --- POST /jobs: the body, the kind, and each check a kind's declaration asks for --------
+
+
+def job_refusal(body: str) -> tuple[str, str]:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_job_request(body, SETTINGS)
+    return caught.value.code, caught.value.message
+
+
+KINDS_NAMED = "Kinds: countPrimes, heavyLoad."
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        (
+            "[]",
+            "body_not_object",
+            'The body must be a JSON object like {"kind": "heavyLoad", "input": {"n": 1000}}.',
+        ),
+        (
+            '{"kind": "heavyLoad", "z": 1, "a": 2}',
+            "unknown_field",
+            "Unknown field(s): a, z. Allowed: kind, input.",
+        ),
+        ('{"kind": ["heavyLoad"]}', "unknown_kind", f"Unknown kind an array. {KINDS_NAMED}"),
+        ('{"kind": {"a": 1}}', "unknown_kind", f"Unknown kind an object. {KINDS_NAMED}"),
+        ('{"kind": null}', "unknown_kind", f"no kind. {KINDS_NAMED}"),
+        (
+            '{"kind": "' + "k" * 100 + '"}',
+            "unknown_kind",
+            f"Unknown kind '{'k' * 79}. {KINDS_NAMED}",  # the name's repr, cut at 80
+        ),
+        (
+            '{"kind": ' + "9" * 40 + "}",
+            "unknown_kind",
+            f"Unknown kind an integer. {KINDS_NAMED}",
+        ),
+        (
+            '{"kind": "heavyLoad", "input": ' + "9" * 40 + "}",
+            "invalid_input",
+            "/input: must be an object, got an integer.",
+        ),
+    ],
+)
+def test_a_job_request_refusal_says_exactly_what_is_wrong(
+    body: str, code: str, message: str
+) -> None:
+    assert job_refusal(body) == (code, message)
+
+
+@dataclass(frozen=True)
+class ProbeInput:
+    """One field of each type and limit a kind may declare."""
+
+    word: str = param(default="abc", min_length=2, max_length=4, pattern="^[a-z]+$")
+    mode: Literal["fast", "slow"] = "fast"
+    ratio: float = param(default=0.5, minimum=0, maximum=1)
+    weight: float = 1.0
+    flag: bool = False
+
+
+@dataclass(frozen=True)
+class NoInput:
+    pass
+
+
+def _kind(name: str, input: type[Any]) -> Kind[Any, Any]:
+    return Kind(name, "a test kind", input, lambda input, ctx: 0, int, lambda i, s: 1.0)
+
+
+@pytest.fixture
+def probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registers the test kinds ``probe`` (ProbeInput) and ``empty`` (no fields)."""
+    monkeypatch.setitem(KINDS, "probe", _kind("probe", ProbeInput))
+    monkeypatch.setitem(KINDS, "empty", _kind("empty", NoInput))
+
+
+def probe_input(input: str) -> dict[str, Any]:
+    return parse_job_request('{"kind": "probe", "input": ' + input + "}", SETTINGS).input
+
+
+PROBE_DEFAULTS = {"word": "abc", "mode": "fast", "ratio": 0.5, "weight": 1.0, "flag": False}
+
+
+@pytest.mark.parametrize(
+    ("input", "given"),
+    [
+        ("{}", {}),
+        ('{"word": "ab"}', {"word": "ab"}),  # min_length itself
+        ('{"word": "abcd"}', {"word": "abcd"}),  # max_length itself
+        ('{"word": "xyz", "mode": "slow"}', {"word": "xyz", "mode": "slow"}),
+        ('{"ratio": 0}', {"ratio": 0}),  # minimum itself, an integer in a number field
+        ('{"ratio": 1}', {"ratio": 1}),  # maximum itself
+        ('{"ratio": 0.25}', {"ratio": 0.25}),
+        ('{"weight": -2.5e3}', {"weight": -2500.0}),
+        ('{"flag": true}', {"flag": True}),
+    ],
+)
+def test_a_value_within_its_declared_limits_is_kept(
+    probe: None, input: str, given: dict[str, Any]
+) -> None:
+    assert probe_input(input) == {**PROBE_DEFAULTS, **given}
+
+
+HUGE = "9" * 40  # over _MAX_INT_DIGITS: never parsed as an int
+
+
+@pytest.mark.parametrize(
+    ("input", "message"),
+    [
+        ('{"word": "a"}', "/input/word: must be at least 2 characters."),
+        ('{"word": "abcde"}', "/input/word: must be at most 4 characters."),
+        ('{"word": "AB"}', "/input/word: must match ^[a-z]+$."),
+        ('{"word": 12}', "/input/word: must be a string, got an integer."),
+        ('{"mode": "medium"}', "/input/mode: must be one of: fast, slow."),
+        ('{"mode": true}', "/input/mode: must be a string, got a boolean."),
+        ('{"ratio": -0.5}', "/input/ratio: must be >= 0."),
+        ('{"ratio": 1.5}', "/input/ratio: must be <= 1."),
+        ('{"ratio": "0.5"}', "/input/ratio: must be a number, got a string."),
+        (
+            '{"weight": 1e999}',  # parsed as inf, which JSON cannot carry back
+            "/input/weight: must be a number, got a number with a fraction or exponent.",
+        ),
+        ('{"weight": null}', "/input/weight: must be a number, got null."),
+        ('{"flag": "true"}', "/input/flag: must be a boolean, got a string."),
+        ('{"flag": 1}', "/input/flag: must be a boolean, got an integer."),
+        # Integer literals too long to parse: out of range where a maximum is declared,
+        # too large where none is, the wrong type for a field that is not a number.
+        ('{"ratio": ' + HUGE + "}", "/input/ratio: must be <= 1."),
+        ('{"weight": ' + HUGE + "}", "/input/weight: is too large."),
+        ('{"word": ' + HUGE + "}", "/input/word: must be a string, got a number."),
+        ('{"flag": ' + HUGE + "}", "/input/flag: must be a boolean, got a number."),
+        (
+            '{"a~b/c": 1}',
+            "/input/a~0b~1c: unknown field (fields: word, mode, ratio, weight, flag).",
+        ),
+    ],
+)
+def test_a_value_outside_its_declared_limits_is_refused_naming_the_field(
+    probe: None, input: str, message: str
+) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        probe_input(input)
+    assert (caught.value.code, caught.value.message) == ("invalid_input", message)
+
+
+def test_a_kind_without_fields_says_it_has_none(probe: None) -> None:
+    assert parse_job_request('{"kind": "empty"}', SETTINGS).input == {}
+    assert job_refusal('{"kind": "empty", "input": {"x": 1}}') == (
+        "invalid_input",
+        "/input/x: unknown field (fields: none).",
+    )
