@@ -1,0 +1,176 @@
+"""The job table adapter (chalicelib/store.py) under moto: what each write leaves in the
+table, what it returns when its condition does not hold, and the StoreUnavailable it
+raises (with the operation and AWS's error in its message) when DynamoDB fails."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from chalicelib import connections
+from chalicelib.errors import StoreUnavailable
+from chalicelib.jobs import Job, JobStatus, idempotency_record_id, to_item, utc_now
+from chalicelib.store import IdempotencyRecord, JobTable
+
+LEASE_MS = 60_000
+
+
+def aws_error(code: str, operation: str = "TransactWriteItems") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": f"{code} happened"}}, operation)
+
+
+# One of each kind of failure: AWS answered with an error, or could not be reached.
+FAILURES = [
+    aws_error("ProvisionedThroughputExceededException"),
+    EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com"),
+]
+FAILURE_IDS = ["client-error", "connection-error"]
+
+
+@pytest.fixture
+def table(aws: dict[str, str]) -> JobTable:
+    return connections.job_table()
+
+
+def raw_item(job_id: str) -> dict[str, Any] | None:
+    """The item as stored (not through the adapter under test)."""
+    response = boto3.client("dynamodb").get_item(
+        TableName=connections.job_table().table_name,
+        Key={"job_id": {"S": job_id}},
+        ConsistentRead=True,
+    )
+    item: dict[str, Any] | None = response.get("Item")
+    return item
+
+
+def failing_with(error: Exception) -> Callable[..., Any]:
+    def call(**kwargs: Any) -> Any:
+        raise error
+
+    return call
+
+
+# --- create_with_key ----------------------------------------------------------------------
+
+
+def test_a_key_taken_by_a_job_without_fingerprint_replays_it_with_an_empty_one(
+    table: JobTable,
+) -> None:
+    """A job submitted without a request fingerprint records "" as the key's fingerprint:
+    the record names the job and "", and a second submission with the key is told so."""
+    record_id = idempotency_record_id("scope", "order-1")
+    first = Job.new(n=5, now=utc_now(), retention=timedelta(days=1))
+    second = Job.new(n=5, now=utc_now(), request_hash="other")
+
+    assert table.create_with_key(first, record_id, utc_now()) is None
+    assert table.create_with_key(second, record_id, utc_now()) == IdempotencyRecord(
+        first.job_id, ""
+    )
+    record = raw_item(record_id)
+    assert record is not None
+    assert record["request_hash"] == {"S": ""} and record["target"] == {"S": first.job_id}
+    assert raw_item(second.job_id) is None  # the cancelled transaction wrote nothing
+
+
+@pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
+def test_a_failed_key_transaction_is_store_unavailable_naming_it(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    monkeypatch.setattr(table._client, "transact_write_items", failing_with(error))
+    job = Job.new(n=5, now=utc_now(), request_hash="hash")
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.create_with_key(job, idempotency_record_id("scope", "k"), utc_now())
+
+    assert str(raised.value) == f"DynamoDB TransactWriteItems failed: {error}"
+
+
+def test_a_key_whose_holder_vanished_asks_for_a_retry(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transaction was cancelled (the key was held) but no record is there when read:
+    the holder expired meanwhile, so the caller should simply try again."""
+    cancelled = failing_with(aws_error("TransactionCanceledException"))
+    monkeypatch.setattr(table._client, "transact_write_items", cancelled)
+    job = Job.new(n=5, now=utc_now(), request_hash="hash")
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.create_with_key(job, idempotency_record_id("scope", "k"), utc_now())
+
+    assert str(raised.value) == "Idempotency-Key record changed; retry"
+
+
+# --- fail_submission ----------------------------------------------------------------------
+
+
+def test_fail_submission_fails_a_queued_job_and_frees_its_key(table: JobTable) -> None:
+    record_id = idempotency_record_id("scope", "order-2")
+    job = Job.new(n=5, now=utc_now(), request_hash="hash")
+    assert table.create_with_key(job, record_id, utc_now()) is None
+
+    assert table.fail_submission(job, "could not send", utc_now(), record_id) is True
+
+    failed = table.get(job.job_id)
+    assert failed is not None
+    assert (failed.status, failed.error) == (JobStatus.FAILED, "could not send")
+    assert failed.pending_at is None  # no message is due any more
+    assert raw_item(record_id) is None  # a retry with the key creates a new job
+
+
+def test_fail_submission_of_a_job_that_left_queued_changes_nothing(table: JobTable) -> None:
+    """A worker claimed the job meanwhile (its message did arrive after all): the
+    transaction is cancelled, the job runs on and its key still replays it."""
+    record_id = idempotency_record_id("scope", "order-3")
+    job = Job.new(n=5, now=utc_now(), request_hash="hash")
+    assert table.create_with_key(job, record_id, utc_now()) is None
+    running = table.claim(job.job_id, job.kind, "owner", utc_now(), LEASE_MS)
+    assert running is not None
+
+    assert table.fail_submission(job, "could not send", utc_now(), record_id) is False
+
+    assert table.get(job.job_id) == running
+    record = raw_item(record_id)
+    assert record is not None and record["target"] == {"S": job.job_id}
+
+
+@pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
+def test_a_failed_fail_submission_is_store_unavailable_naming_it(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    job = Job.new(n=5, now=utc_now())
+    table.create(job)
+    monkeypatch.setattr(table._client, "transact_write_items", failing_with(error))
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.fail_submission(job, "could not send", utc_now())
+
+    assert str(raised.value) == f"DynamoDB TransactWriteItems failed: {error}"
+    stored = raw_item(job.job_id)
+    assert stored is not None and stored["status"] == {"S": "queued"}
+
+
+# --- rewrite_derived ----------------------------------------------------------------------
+
+
+def test_rewrite_derived_leaves_an_old_item_without_input_unless_asked(
+    table: JobTable,
+) -> None:
+    """The sweep rewrites only index keys (``rewrite_derived(job)``); only the migration
+    adds the input an item written before kinds lacks (``with_input=True``)."""
+    job = Job.new(n=7, now=utc_now()).with_(status=JobStatus.SUCCEEDED, pending_at=None)
+    item = to_item(job)
+    del item["input"]  # as written before kinds: only heavyLoad's n
+    boto3.client("dynamodb").put_item(TableName=table.table_name, Item=item)
+
+    assert table.rewrite_derived(job) is not None
+    stored = raw_item(job.job_id)
+    assert stored is not None and "input" not in stored
+
+    assert table.rewrite_derived(job, with_input=True) is not None
+    stored = raw_item(job.job_id)
+    assert stored is not None and stored["input"] == {"S": '{"n":7}'}
