@@ -5,7 +5,7 @@ raises (with the operation and AWS's error in its message) when DynamoDB fails."
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
@@ -14,8 +14,17 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from chalicelib import connections
 from chalicelib.errors import StoreUnavailable
-from chalicelib.jobs import Job, JobStatus, idempotency_record_id, to_item, utc_now
-from chalicelib.store import IdempotencyRecord, JobTable
+from chalicelib.jobs import (
+    SHARDS,
+    Job,
+    JobStatus,
+    Listing,
+    idempotency_record_id,
+    shard_of,
+    to_item,
+    utc_now,
+)
+from chalicelib.store import IdempotencyRecord, JobTable, Position
 
 LEASE_MS = 60_000
 
@@ -174,3 +183,79 @@ def test_rewrite_derived_leaves_an_old_item_without_input_unless_asked(
     assert table.rewrite_derived(job, with_input=True) is not None
     stored = raw_item(job.job_id)
     assert stored is not None and stored["input"] == {"S": '{"n":7}'}
+
+
+# --- page ---------------------------------------------------------------------------------
+
+
+def jobs_in_one_shard(
+    now: datetime, *ages_and_expiry: tuple[timedelta, timedelta], shard: int = SHARDS - 1
+) -> list[Job]:
+    """Jobs created ``age`` before ``now`` and expiring ``expiry`` after it, all in the
+    same shard (by default the last: the listing must go on reading it after the others
+    ended)."""
+    jobs = []
+    for age, expiry in ages_and_expiry:
+        while True:
+            job = Job.new(n=1, now=now - age).with_(expires_at=int((now + expiry).timestamp()))
+            if shard_of(job.job_id) == shard:
+                jobs.append(job)
+                break
+    return jobs
+
+
+def page_through(table: JobTable, limit: int, now: datetime) -> list[list[str]]:
+    """The job ids of each page of the whole listing, following its positions."""
+    positions: tuple[Position, ...] = (None,) * SHARDS
+    pages: list[list[str]] = []
+    for _ in range(20):
+        page = table.page(Listing(), limit, positions, now)
+        pages.append([job.job_id for job in page.jobs])
+        if page.last:
+            return pages
+        positions = page.positions
+    raise AssertionError(f"the listing never ended: {pages}")
+
+
+def test_paging_one_shard_lists_each_job_once_newest_first(table: JobTable) -> None:
+    now = utc_now()
+    day = timedelta(days=1)
+    jobs = jobs_in_one_shard(now, *[(timedelta(minutes=m), day) for m in (1, 2, 3)])
+    for job in jobs:
+        table.create(job)
+
+    pages = page_through(table, 1, now)
+
+    assert [job_id for page in pages for job_id in page] == [job.job_id for job in jobs]
+
+
+def test_jobs_of_two_shards_interleaved_in_age_are_each_listed_once(table: JobTable) -> None:
+    """A shard's query reads more than the page takes from it: its next position is the
+    last job taken from it, not where its query stopped, nor where it was."""
+    now = utc_now()
+    day = timedelta(days=1)
+    first, third = jobs_in_one_shard(now, (timedelta(minutes=1), day), (timedelta(minutes=3), day))
+    (second,) = jobs_in_one_shard(now, (timedelta(minutes=2), day), shard=0)
+    for job in (first, second, third):
+        table.create(job)
+
+    pages = page_through(table, 2, now)
+
+    assert pages == [[first.job_id, second.job_id], [third.job_id]]
+
+
+def test_a_page_of_only_expired_jobs_moves_its_cursor_past_them(table: JobTable) -> None:
+    """A shard whose newest jobs are all expired (TTL has not deleted them yet) fills no
+    page within its query budget; the next position must still move past what was read,
+    or every later page reads the same expired jobs and the live one is never reached."""
+    now = utc_now()
+    expired = [(timedelta(minutes=m), -timedelta(hours=1)) for m in range(12)]
+    # More expired jobs than the query budget of one page with limit 1, then a live one.
+    *old, live = jobs_in_one_shard(now, *expired, (timedelta(hours=2), timedelta(days=1)))
+    for job in [*old, live]:
+        table.create(job)
+
+    pages = page_through(table, 1, now)
+
+    assert [job_id for page in pages for job_id in page] == [live.job_id]
+    assert [] in pages  # a page the expired jobs left empty, yet not the last
