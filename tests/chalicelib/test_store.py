@@ -20,11 +20,12 @@ from chalicelib.jobs import (
     JobStatus,
     Listing,
     idempotency_record_id,
+    iso_utc,
     shard_of,
     to_item,
     utc_now,
 )
-from chalicelib.store import IdempotencyRecord, JobTable, Position
+from chalicelib.store import END, IdempotencyRecord, JobTable, Position
 
 LEASE_MS = 60_000
 
@@ -259,3 +260,46 @@ def test_a_page_of_only_expired_jobs_moves_its_cursor_past_them(table: JobTable)
 
     assert [job_id for page in pages for job_id in page] == [live.job_id]
     assert [] in pages  # a page the expired jobs left empty, yet not the last
+
+
+def test_a_page_makes_one_query_per_shard_when_it_fills(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard whose first query returns ``limit`` live jobs is not queried again for the
+    page, though more jobs follow: one Query per shard, as the docstring promises."""
+    now = utc_now()
+    day = timedelta(days=1)
+    for job in jobs_in_one_shard(now, *[(timedelta(minutes=m), day) for m in (1, 2, 3)]):
+        table.create(job)
+    queries: list[dict[str, Any]] = []
+    real = table._client.query
+
+    def counting(**kwargs: Any) -> Any:
+        queries.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(table._client, "query", counting)
+
+    page = table.page(Listing(), 1, (None,) * SHARDS, now)
+
+    assert len(page.jobs) == 1
+    assert len(queries) == SHARDS
+
+
+def test_a_start_key_dynamodb_refuses_is_a_value_error_other_refusals_unavailable(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ValidationException for a query from a position is the position's fault (the
+    service answers "bad cursor"); from no position, it is the store's."""
+    refused = aws_error("ValidationException", "Query")
+    monkeypatch.setattr(table._client, "query", failing_with(refused))
+    now = utc_now()
+    job = Job.new(n=1, now=now)
+    from_job: list[Position] = [END] * SHARDS
+    from_job[shard_of(job.job_id)] = (iso_utc(job.created_at), job.job_id)
+
+    with pytest.raises(ValueError, match=r"^the start key does not fit this listing$"):
+        table.page(Listing(), 1, from_job, now)
+    with pytest.raises(StoreUnavailable) as raised:
+        table.page(Listing(), 1, (None,) * SHARDS, now)
+    assert str(raised.value) == f"DynamoDB Query failed: {refused}"
