@@ -303,3 +303,22 @@ def test_a_start_key_dynamodb_refuses_is_a_value_error_other_refusals_unavailabl
     with pytest.raises(StoreUnavailable) as raised:
         table.page(Listing(), 1, (None,) * SHARDS, now)
     assert str(raised.value) == f"DynamoDB Query failed: {refused}"
+
+
+@pytest.mark.parametrize(
+    "read",
+    [lambda table: table.lost_pending(0, 10), lambda table: table.running(10)],
+    ids=["lost_pending", "running"],
+)
+def test_a_refused_sweep_query_is_store_unavailable(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, read: Callable[[JobTable], Any]
+) -> None:
+    """The sweep's queries start from no position: any refusal, a ValidationException
+    too, is the store's (the sweep retries later), never a bad cursor."""
+    refused = aws_error("ValidationException", "Query")
+    monkeypatch.setattr(table._client, "query", failing_with(refused))
+
+    with pytest.raises(StoreUnavailable) as raised:
+        read(table)
+
+    assert str(raised.value) == f"DynamoDB Query failed: {refused}"
