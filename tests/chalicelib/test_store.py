@@ -15,17 +15,21 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from chalicelib import connections
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import (
+    SCHEMA_ITEM,
+    SCHEMA_VERSION,
     SHARDS,
     Job,
     JobStatus,
     Listing,
+    derived_attributes,
+    epoch_ms,
     idempotency_record_id,
     iso_utc,
     shard_of,
     to_item,
     utc_now,
 )
-from chalicelib.store import END, IdempotencyRecord, JobTable, Position
+from chalicelib.store import END, IdempotencyRecord, JobTable, MigrationReport, Position
 
 LEASE_MS = 60_000
 
@@ -322,3 +326,67 @@ def test_a_refused_sweep_query_is_store_unavailable(
         read(table)
 
     assert str(raised.value) == f"DynamoDB Query failed: {refused}"
+
+
+# --- migrate and the schema version ---------------------------------------------------------
+
+
+def put_raw(item: dict[str, Any]) -> None:
+    boto3.client("dynamodb").put_item(TableName=connections.job_table().table_name, Item=item)
+
+
+def before_kinds(job: Job) -> dict[str, Any]:
+    """``job``'s item as a release before kinds and the pending index wrote it: n instead
+    of input, and none of today's index keys."""
+    item = to_item(job)
+    for name in ("input", *derived_attributes(job)):
+        item.pop(name, None)
+    return item
+
+
+def test_migrate_brings_every_job_item_to_the_current_layout(table: JobTable) -> None:
+    now = utc_now().replace(microsecond=0)  # items keep milliseconds
+    queued = Job.new(n=3, now=now - timedelta(minutes=5))
+    done = Job.new(n=4, now=now).with_(status=JobStatus.SUCCEEDED, pending_at=None, result=4)
+    current = Job.new(n=5, now=now)
+    put_raw(before_kinds(queued))
+    put_raw(before_kinds(done))
+    table.create(current)
+    record_id = idempotency_record_id("scope", "key")
+    put_raw({"job_id": {"S": record_id}, "target": {"S": current.job_id}})
+    boto3.client("dynamodb").delete_item(
+        TableName=table.table_name, Key={"job_id": {"S": SCHEMA_ITEM}}
+    )  # as on a table no release recorded a version in (the stack's apply did)
+    assert table.schema_version() == 1
+
+    report = table.migrate(page_size=1)  # one item a page: every page is read
+
+    assert (report.scanned, report.rewritten) == (4, 2)
+    # A queued job without a pending time gets its creation time: the sweep re-sends it.
+    assert table.get(queued.job_id) == queued.with_(pending_at=epoch_ms(queued.created_at))
+    assert raw_item(queued.job_id) == to_item(table.get(queued.job_id) or queued)
+    assert raw_item(done.job_id) == to_item(done)
+    assert raw_item(current.job_id) == to_item(current)
+    assert raw_item(record_id) == {"job_id": {"S": record_id}, "target": {"S": current.job_id}}
+    assert table.schema_version() == SCHEMA_VERSION
+    assert table.migrate().rewritten == 0  # idempotent
+
+
+def test_migrate_never_lowers_a_newer_schema_version(table: JobTable) -> None:
+    put_raw({"job_id": {"S": SCHEMA_ITEM}, "version": {"N": str(SCHEMA_VERSION + 1)}})
+
+    assert table.migrate() == MigrationReport(scanned=1, rewritten=0)
+
+    assert table.schema_version() == SCHEMA_VERSION + 1
+
+
+@pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
+def test_a_failed_schema_version_write_is_store_unavailable_naming_it(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    monkeypatch.setattr(table._client, "put_item", failing_with(error))
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.migrate()
+
+    assert str(raised.value) == f"DynamoDB PutItem failed: {error}"
