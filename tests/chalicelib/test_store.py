@@ -352,6 +352,9 @@ def test_migrate_brings_every_job_item_to_the_current_layout(table: JobTable) ->
     put_raw(before_kinds(queued))
     put_raw(before_kinds(done))
     table.create(current)
+    # Cancelled by code older than its index keys: it has its input, its keys say queued.
+    stale = Job.new(n=6, now=now).with_(status=JobStatus.CANCELLED, pending_at=None)
+    put_raw({**to_item(stale), **derived_attributes(stale.with_(status=JobStatus.QUEUED))})
     record_id = idempotency_record_id("scope", "key")
     put_raw({"job_id": {"S": record_id}, "target": {"S": current.job_id}})
     boto3.client("dynamodb").delete_item(
@@ -361,12 +364,13 @@ def test_migrate_brings_every_job_item_to_the_current_layout(table: JobTable) ->
 
     report = table.migrate(page_size=1)  # one item a page: every page is read
 
-    assert (report.scanned, report.rewritten) == (4, 2)
+    assert (report.scanned, report.rewritten) == (5, 3)
     # A queued job without a pending time gets its creation time: the sweep re-sends it.
     assert table.get(queued.job_id) == queued.with_(pending_at=epoch_ms(queued.created_at))
     assert raw_item(queued.job_id) == to_item(table.get(queued.job_id) or queued)
     assert raw_item(done.job_id) == to_item(done)
     assert raw_item(current.job_id) == to_item(current)
+    assert raw_item(stale.job_id) == to_item(stale)
     assert raw_item(record_id) == {"job_id": {"S": record_id}, "target": {"S": current.job_id}}
     assert table.schema_version() == SCHEMA_VERSION
     assert table.migrate().rewritten == 0  # idempotent
