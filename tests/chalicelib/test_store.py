@@ -29,7 +29,14 @@ from chalicelib.jobs import (
     to_item,
     utc_now,
 )
-from chalicelib.store import END, IdempotencyRecord, JobTable, MigrationReport, Position
+from chalicelib.store import (
+    END,
+    IdempotencyRecord,
+    JobTable,
+    MigrationReport,
+    PendingEntry,
+    Position,
+)
 
 LEASE_MS = 60_000
 
@@ -394,3 +401,16 @@ def test_a_failed_schema_version_write_is_store_unavailable_naming_it(
         table.migrate()
 
     assert str(raised.value) == f"DynamoDB PutItem failed: {error}"
+
+
+def test_lost_pending_lists_the_longest_overdue_first_across_shards(table: JobTable) -> None:
+    """The sweep re-drives the oldest lost messages first, whatever their ids or shards."""
+    now = utc_now()
+    first, second = sorted((Job.new(n=1, now=now) for _ in range(2)), key=lambda j: j.job_id)
+    table.create(second.with_(pending_at=1_000))  # the larger id is the longer overdue
+    table.create(first.with_(pending_at=2_000))
+
+    assert table.lost_pending(10_000, 10) == [
+        PendingEntry(second.job_id, 1_000),
+        PendingEntry(first.job_id, 2_000),
+    ]
