@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from datetime import UTC, datetime
 
 import pytest
@@ -20,6 +21,7 @@ from chalicelib.jobs import (
     from_item,
     is_job_id,
     parse_message,
+    request_fingerprint,
     shard_of,
     to_item,
 )
@@ -114,3 +116,21 @@ def test_api_form_uses_iso_utc_strings() -> None:
 def test_job_ids_are_uuid4() -> None:
     ids = {Job.new(n=1, now=datetime.now(UTC)).job_id for _ in range(100)}
     assert len(ids) == 100 and all(is_job_id(i) for i in ids)
+
+
+def test_a_fingerprint_is_the_sha256_of_the_canonical_kind_and_input() -> None:
+    """Fingerprints are stored with Idempotency-Keys, so their form is a contract: the
+    sorted JSON of kind and input; only heavyLoad's {"n": ...} keeps its pre-kinds form.
+    Another kind whose input is just n is not taken for heavyLoad."""
+    assert request_fingerprint("countPrimes", {"n": 5}) == (
+        hashlib.sha256(b'{"input": {"n": 5}, "kind": "countPrimes"}').hexdigest()
+    )
+    assert request_fingerprint("heavyLoad", {"n": 5, "extra": 1}) == (
+        hashlib.sha256(b'{"input": {"extra": 1, "n": 5}, "kind": "heavyLoad"}').hexdigest()
+    )
+
+
+def test_a_fingerprint_does_not_depend_on_the_order_of_the_input_fields() -> None:
+    assert request_fingerprint("kind", {"b": 1, "a": {"y": 2, "x": 3}}) == (
+        request_fingerprint("kind", {"a": {"x": 3, "y": 2}, "b": 1})
+    )

@@ -1,0 +1,416 @@
+"""The job table adapter (chalicelib/store.py) under moto: what each write leaves in the
+table, what it returns when its condition does not hold, and the StoreUnavailable it
+raises (with the operation and AWS's error in its message) when DynamoDB fails."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from chalicelib import connections
+from chalicelib.errors import StoreUnavailable
+from chalicelib.jobs import (
+    SCHEMA_ITEM,
+    SCHEMA_VERSION,
+    SHARDS,
+    Job,
+    JobStatus,
+    Listing,
+    derived_attributes,
+    epoch_ms,
+    idempotency_record_id,
+    iso_utc,
+    shard_of,
+    to_item,
+    utc_now,
+)
+from chalicelib.store import (
+    END,
+    IdempotencyRecord,
+    JobTable,
+    MigrationReport,
+    PendingEntry,
+    Position,
+)
+
+LEASE_MS = 60_000
+
+
+def aws_error(code: str, operation: str = "TransactWriteItems") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": f"{code} happened"}}, operation)
+
+
+# One of each kind of failure: AWS answered with an error, or could not be reached.
+FAILURES = [
+    aws_error("ProvisionedThroughputExceededException"),
+    EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com"),
+]
+FAILURE_IDS = ["client-error", "connection-error"]
+
+
+@pytest.fixture
+def table(aws: dict[str, str]) -> JobTable:
+    return connections.job_table()
+
+
+def raw_item(job_id: str) -> dict[str, Any] | None:
+    """The item as stored (not through the adapter under test)."""
+    response = boto3.client("dynamodb").get_item(
+        TableName=connections.job_table().table_name,
+        Key={"job_id": {"S": job_id}},
+        ConsistentRead=True,
+    )
+    item: dict[str, Any] | None = response.get("Item")
+    return item
+
+
+def failing_with(error: Exception) -> Callable[..., Any]:
+    def call(**kwargs: Any) -> Any:
+        raise error
+
+    return call
+
+
+# --- create_with_key ----------------------------------------------------------------------
+
+
+def test_a_key_taken_by_a_job_without_fingerprint_replays_it_with_an_empty_one(
+    table: JobTable,
+) -> None:
+    """A job submitted without a request fingerprint records "" as the key's fingerprint:
+    the record names the job and "", and a second submission with the key is told so."""
+    record_id = idempotency_record_id("scope", "order-1")
+    first = Job.new(n=5, now=utc_now(), retention=timedelta(days=1))
+    second = Job.new(n=5, now=utc_now(), request_hash="other")
+
+    assert table.create_with_key(first, record_id, utc_now()) is None
+    assert table.create_with_key(second, record_id, utc_now()) == IdempotencyRecord(
+        first.job_id, ""
+    )
+    record = raw_item(record_id)
+    assert record is not None
+    assert record["request_hash"] == {"S": ""} and record["target"] == {"S": first.job_id}
+    assert raw_item(second.job_id) is None  # the cancelled transaction wrote nothing
+
+
+@pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
+def test_a_failed_key_transaction_is_store_unavailable_naming_it(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    monkeypatch.setattr(table._client, "transact_write_items", failing_with(error))
+    job = Job.new(n=5, now=utc_now(), request_hash="hash")
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.create_with_key(job, idempotency_record_id("scope", "k"), utc_now())
+
+    assert str(raised.value) == f"DynamoDB TransactWriteItems failed: {error}"
+
+
+def test_a_key_whose_holder_vanished_asks_for_a_retry(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transaction was cancelled (the key was held) but no record is there when read:
+    the holder expired meanwhile, so the caller should simply try again."""
+    cancelled = failing_with(aws_error("TransactionCanceledException"))
+    monkeypatch.setattr(table._client, "transact_write_items", cancelled)
+    job = Job.new(n=5, now=utc_now(), request_hash="hash")
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.create_with_key(job, idempotency_record_id("scope", "k"), utc_now())
+
+    assert str(raised.value) == "Idempotency-Key record changed; retry"
+
+
+# --- fail_submission ----------------------------------------------------------------------
+
+
+def test_fail_submission_fails_a_queued_job_and_frees_its_key(table: JobTable) -> None:
+    record_id = idempotency_record_id("scope", "order-2")
+    job = Job.new(n=5, now=utc_now(), request_hash="hash")
+    assert table.create_with_key(job, record_id, utc_now()) is None
+
+    assert table.fail_submission(job, "could not send", utc_now(), record_id) is True
+
+    failed = table.get(job.job_id)
+    assert failed is not None
+    assert (failed.status, failed.error) == (JobStatus.FAILED, "could not send")
+    assert failed.pending_at is None  # no message is due any more
+    assert raw_item(record_id) is None  # a retry with the key creates a new job
+
+
+def test_fail_submission_of_a_job_that_left_queued_changes_nothing(table: JobTable) -> None:
+    """A worker claimed the job meanwhile (its message did arrive after all): the
+    transaction is cancelled, the job runs on and its key still replays it."""
+    record_id = idempotency_record_id("scope", "order-3")
+    job = Job.new(n=5, now=utc_now(), request_hash="hash")
+    assert table.create_with_key(job, record_id, utc_now()) is None
+    running = table.claim(job.job_id, job.kind, "owner", utc_now(), LEASE_MS)
+    assert running is not None
+
+    assert table.fail_submission(job, "could not send", utc_now(), record_id) is False
+
+    assert table.get(job.job_id) == running
+    record = raw_item(record_id)
+    assert record is not None and record["target"] == {"S": job.job_id}
+
+
+@pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
+def test_a_failed_fail_submission_is_store_unavailable_naming_it(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    job = Job.new(n=5, now=utc_now())
+    table.create(job)
+    monkeypatch.setattr(table._client, "transact_write_items", failing_with(error))
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.fail_submission(job, "could not send", utc_now())
+
+    assert str(raised.value) == f"DynamoDB TransactWriteItems failed: {error}"
+    stored = raw_item(job.job_id)
+    assert stored is not None and stored["status"] == {"S": "queued"}
+
+
+# --- rewrite_derived ----------------------------------------------------------------------
+
+
+def test_rewrite_derived_leaves_an_old_item_without_input_unless_asked(
+    table: JobTable,
+) -> None:
+    """The sweep rewrites only index keys (``rewrite_derived(job)``); only the migration
+    adds the input an item written before kinds lacks (``with_input=True``)."""
+    job = Job.new(n=7, now=utc_now()).with_(status=JobStatus.SUCCEEDED, pending_at=None)
+    item = to_item(job)
+    del item["input"]  # as written before kinds: only heavyLoad's n
+    boto3.client("dynamodb").put_item(TableName=table.table_name, Item=item)
+
+    assert table.rewrite_derived(job) is not None
+    stored = raw_item(job.job_id)
+    assert stored is not None and "input" not in stored
+
+    assert table.rewrite_derived(job, with_input=True) is not None
+    stored = raw_item(job.job_id)
+    assert stored is not None and stored["input"] == {"S": '{"n":7}'}
+
+
+# --- page ---------------------------------------------------------------------------------
+
+
+def jobs_in_one_shard(
+    now: datetime, *ages_and_expiry: tuple[timedelta, timedelta], shard: int = SHARDS - 1
+) -> list[Job]:
+    """Jobs created ``age`` before ``now`` and expiring ``expiry`` after it, all in the
+    same shard (by default the last: the listing must go on reading it after the others
+    ended)."""
+    jobs = []
+    for age, expiry in ages_and_expiry:
+        while True:
+            job = Job.new(n=1, now=now - age).with_(expires_at=int((now + expiry).timestamp()))
+            if shard_of(job.job_id) == shard:
+                jobs.append(job)
+                break
+    return jobs
+
+
+def page_through(table: JobTable, limit: int, now: datetime) -> list[list[str]]:
+    """The job ids of each page of the whole listing, following its positions."""
+    positions: tuple[Position, ...] = (None,) * SHARDS
+    pages: list[list[str]] = []
+    for _ in range(20):
+        page = table.page(Listing(), limit, positions, now)
+        pages.append([job.job_id for job in page.jobs])
+        if page.last:
+            return pages
+        positions = page.positions
+    raise AssertionError(f"the listing never ended: {pages}")
+
+
+def test_paging_one_shard_lists_each_job_once_newest_first(table: JobTable) -> None:
+    now = utc_now()
+    day = timedelta(days=1)
+    jobs = jobs_in_one_shard(now, *[(timedelta(minutes=m), day) for m in (1, 2, 3)])
+    for job in jobs:
+        table.create(job)
+
+    pages = page_through(table, 1, now)
+
+    assert [job_id for page in pages for job_id in page] == [job.job_id for job in jobs]
+
+
+def test_jobs_of_two_shards_interleaved_in_age_are_each_listed_once(table: JobTable) -> None:
+    """A shard's query reads more than the page takes from it: its next position is the
+    last job taken from it, not where its query stopped, nor where it was."""
+    now = utc_now()
+    day = timedelta(days=1)
+    first, third = jobs_in_one_shard(now, (timedelta(minutes=1), day), (timedelta(minutes=3), day))
+    (second,) = jobs_in_one_shard(now, (timedelta(minutes=2), day), shard=0)
+    for job in (first, second, third):
+        table.create(job)
+
+    pages = page_through(table, 2, now)
+
+    assert pages == [[first.job_id, second.job_id], [third.job_id]]
+
+
+def test_a_page_of_only_expired_jobs_moves_its_cursor_past_them(table: JobTable) -> None:
+    """A shard whose newest jobs are all expired (TTL has not deleted them yet) fills no
+    page within its query budget; the next position must still move past what was read,
+    or every later page reads the same expired jobs and the live one is never reached."""
+    now = utc_now()
+    expired = [(timedelta(minutes=m), -timedelta(hours=1)) for m in range(12)]
+    # More expired jobs than the query budget of one page with limit 1, then a live one.
+    *old, live = jobs_in_one_shard(now, *expired, (timedelta(hours=2), timedelta(days=1)))
+    for job in [*old, live]:
+        table.create(job)
+
+    pages = page_through(table, 1, now)
+
+    assert [job_id for page in pages for job_id in page] == [live.job_id]
+    assert [] in pages  # a page the expired jobs left empty, yet not the last
+
+
+def test_a_page_makes_one_query_per_shard_when_it_fills(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard whose first query returns ``limit`` live jobs is not queried again for the
+    page, though more jobs follow: one Query per shard, as the docstring promises."""
+    now = utc_now()
+    day = timedelta(days=1)
+    for job in jobs_in_one_shard(now, *[(timedelta(minutes=m), day) for m in (1, 2, 3)]):
+        table.create(job)
+    queries: list[dict[str, Any]] = []
+    real = table._client.query
+
+    def counting(**kwargs: Any) -> Any:
+        queries.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(table._client, "query", counting)
+
+    page = table.page(Listing(), 1, (None,) * SHARDS, now)
+
+    assert len(page.jobs) == 1
+    assert len(queries) == SHARDS
+
+
+def test_a_start_key_dynamodb_refuses_is_a_value_error_other_refusals_unavailable(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ValidationException for a query from a position is the position's fault (the
+    service answers "bad cursor"); from no position, it is the store's."""
+    refused = aws_error("ValidationException", "Query")
+    monkeypatch.setattr(table._client, "query", failing_with(refused))
+    now = utc_now()
+    job = Job.new(n=1, now=now)
+    from_job: list[Position] = [END] * SHARDS
+    from_job[shard_of(job.job_id)] = (iso_utc(job.created_at), job.job_id)
+
+    with pytest.raises(ValueError, match=r"^the start key does not fit this listing$"):
+        table.page(Listing(), 1, from_job, now)
+    with pytest.raises(StoreUnavailable) as raised:
+        table.page(Listing(), 1, (None,) * SHARDS, now)
+    assert str(raised.value) == f"DynamoDB Query failed: {refused}"
+
+
+@pytest.mark.parametrize(
+    "read",
+    [lambda table: table.lost_pending(0, 10), lambda table: table.running(10)],
+    ids=["lost_pending", "running"],
+)
+def test_a_refused_sweep_query_is_store_unavailable(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, read: Callable[[JobTable], Any]
+) -> None:
+    """The sweep's queries start from no position: any refusal, a ValidationException
+    too, is the store's (the sweep retries later), never a bad cursor."""
+    refused = aws_error("ValidationException", "Query")
+    monkeypatch.setattr(table._client, "query", failing_with(refused))
+
+    with pytest.raises(StoreUnavailable) as raised:
+        read(table)
+
+    assert str(raised.value) == f"DynamoDB Query failed: {refused}"
+
+
+# --- migrate and the schema version ---------------------------------------------------------
+
+
+def put_raw(item: dict[str, Any]) -> None:
+    boto3.client("dynamodb").put_item(TableName=connections.job_table().table_name, Item=item)
+
+
+def before_kinds(job: Job) -> dict[str, Any]:
+    """``job``'s item as a release before kinds and the pending index wrote it: n instead
+    of input, and none of today's index keys."""
+    item = to_item(job)
+    for name in ("input", *derived_attributes(job)):
+        item.pop(name, None)
+    return item
+
+
+def test_migrate_brings_every_job_item_to_the_current_layout(table: JobTable) -> None:
+    now = utc_now().replace(microsecond=0)  # items keep milliseconds
+    queued = Job.new(n=3, now=now - timedelta(minutes=5))
+    done = Job.new(n=4, now=now).with_(status=JobStatus.SUCCEEDED, pending_at=None, result=4)
+    current = Job.new(n=5, now=now)
+    put_raw(before_kinds(queued))
+    put_raw(before_kinds(done))
+    table.create(current)
+    # Cancelled by code older than its index keys: it has its input, its keys say queued.
+    stale = Job.new(n=6, now=now).with_(status=JobStatus.CANCELLED, pending_at=None)
+    put_raw({**to_item(stale), **derived_attributes(stale.with_(status=JobStatus.QUEUED))})
+    record_id = idempotency_record_id("scope", "key")
+    put_raw({"job_id": {"S": record_id}, "target": {"S": current.job_id}})
+    boto3.client("dynamodb").delete_item(
+        TableName=table.table_name, Key={"job_id": {"S": SCHEMA_ITEM}}
+    )  # as on a table no release recorded a version in (the stack's apply did)
+    assert table.schema_version() == 1
+
+    report = table.migrate(page_size=1)  # one item a page: every page is read
+
+    assert (report.scanned, report.rewritten) == (5, 3)
+    # A queued job without a pending time gets its creation time: the sweep re-sends it.
+    assert table.get(queued.job_id) == queued.with_(pending_at=epoch_ms(queued.created_at))
+    assert raw_item(queued.job_id) == to_item(table.get(queued.job_id) or queued)
+    assert raw_item(done.job_id) == to_item(done)
+    assert raw_item(current.job_id) == to_item(current)
+    assert raw_item(stale.job_id) == to_item(stale)
+    assert raw_item(record_id) == {"job_id": {"S": record_id}, "target": {"S": current.job_id}}
+    assert table.schema_version() == SCHEMA_VERSION
+    assert table.migrate().rewritten == 0  # idempotent
+
+
+def test_migrate_never_lowers_a_newer_schema_version(table: JobTable) -> None:
+    put_raw({"job_id": {"S": SCHEMA_ITEM}, "version": {"N": str(SCHEMA_VERSION + 1)}})
+
+    assert table.migrate() == MigrationReport(scanned=1, rewritten=0)
+
+    assert table.schema_version() == SCHEMA_VERSION + 1
+
+
+@pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
+def test_a_failed_schema_version_write_is_store_unavailable_naming_it(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    monkeypatch.setattr(table._client, "put_item", failing_with(error))
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.migrate()
+
+    assert str(raised.value) == f"DynamoDB PutItem failed: {error}"
+
+
+def test_lost_pending_lists_the_longest_overdue_first_across_shards(table: JobTable) -> None:
+    """The sweep re-drives the oldest lost messages first, whatever their ids or shards."""
+    now = utc_now()
+    first, second = sorted((Job.new(n=1, now=now) for _ in range(2)), key=lambda j: j.job_id)
+    table.create(second.with_(pending_at=1_000))  # the larger id is the longer overdue
+    table.create(first.with_(pending_at=2_000))
+
+    assert table.lost_pending(10_000, 10) == [
+        PendingEntry(second.job_id, 1_000),
+        PendingEntry(first.job_id, 2_000),
+    ]
