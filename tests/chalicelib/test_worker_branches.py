@@ -187,11 +187,13 @@ def test_the_give_up_and_dead_letter_errors_end_with_the_last_error(
     crashing = make_job(n=10, attempts=settings.max_attempts, last_error="ValueError: boom", **dead)
     quiet = make_job(n=10, attempts=settings.max_attempts, **dead)
     lettered = make_job(n=10, attempts=1, last_error="KeyError: 'x'", **dead)
+    lettered_quiet = make_job(n=10, attempts=1, **dead)
     worker = make_worker()
 
     assert worker.process_message(message_for(crashing)) is Outcome.FAILED
     assert worker.process_message(message_for(quiet)) is Outcome.FAILED
     assert worker.process_dead_letter(message_for(lettered), 5) is Outcome.FAILED
+    assert worker.process_dead_letter(message_for(lettered_quiet), 4) is Outcome.FAILED
 
     gave_up = (
         f"Gave up after {settings.max_attempts} attempts: the worker stopped without "
@@ -203,6 +205,42 @@ def test_the_give_up_and_dead_letter_errors_end_with_the_last_error(
         "The job's message was dead-lettered after 5 deliveries without the job finishing."
         " Last error: KeyError: 'x'"
     )
+    assert table_job(lettered_quiet).error == (
+        "The job's message was dead-lettered after 4 deliveries without the job finishing."
+    )
+
+
+def test_a_failed_attempt_is_released_with_its_error_due_when_its_backoff_ends(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker._after_failure: the job goes back to queued with the attempt's error as
+    last_error (the dead-letter and give-up errors quote it), not as a continuation, and
+    its message due exactly when the delay queue lets the retry go: the sweep must not
+    think it lost before then."""
+
+    def broken(input: Any, ctx: Context) -> int:
+        raise ValueError("counting went wrong")
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(broken))
+    job = make_job(n=10)
+    fixed = utc_now()
+    delay = get_settings().retry_delay_seconds(1)
+    assert delay > 0
+
+    worker = make_worker(now=lambda: fixed)
+    sent: list[tuple[str, int]] = []
+    monkeypatch.setattr(
+        worker.delay_queue, "send", lambda body, delay_seconds: sent.append((body, delay_seconds))
+    )
+
+    assert worker.process_message(message_for(job)) is Outcome.RETRYING
+
+    waiting = table_job(job)
+    assert (waiting.status, waiting.attempts, waiting.resume) == (JobStatus.QUEUED, 1, False)
+    assert waiting.last_error == "ValueError: counting went wrong"
+    assert waiting.error is None and waiting.owner is None
+    assert waiting.pending_at == epoch_ms(fixed) + delay * 1000
+    assert sent == [(to_message(job), delay)]
 
 
 # --- the recovery sweep -----------------------------------------------------------------
