@@ -98,6 +98,88 @@ def test_a_key_whose_job_is_gone_is_an_aws_failure_to_retry(table: JobTable) -> 
     assert str(refused.value) == "the job of an Idempotency-Key record is missing; retry"
 
 
+# --- reading and waiting -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("job_id", "error", "code", "message"),
+    [
+        (
+            "not-a-uuid",
+            InvalidRequest,
+            "invalid_job_id",
+            "A job id is a UUID as returned by POST /heavy.",
+        ),
+        (
+            "6f9619ff-8b86-4011-b42d-00c04fc964ff",
+            JobNotFound,
+            "job_not_found",
+            "No job with id '6f9619ff-8b86-4011-b42d-00c04fc964ff'.",
+        ),
+    ],
+)
+def test_a_job_that_cannot_be_read_is_refused_saying_why(
+    table: JobTable, job_id: str, error: type[Exception], code: str, message: str
+) -> None:
+    with pytest.raises(error) as refused:
+        service.get_job(job_id, table)
+    assert isinstance(refused.value, InvalidRequest | JobNotFound)
+    assert (refused.value.code, refused.value.message) == (code, message)
+
+
+class FakeTime:
+    """monotonic and sleep for wait_for_job: sleeping advances the clock; a wait that
+    would never end fails instead."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if len(self.sleeps) > 50:
+            raise AssertionError(f"still waiting after {self.sleeps}")
+        self.now += seconds
+
+
+def test_waiting_for_an_unfinished_job_polls_until_the_deadline_exactly(
+    table: JobTable, make_job: Callable[..., Job]
+) -> None:
+    job = make_job(n=1)
+    fake = FakeTime()
+
+    waited = service.wait_for_job(job.job_id, table, 2.1, fake.sleep, fake.monotonic)
+
+    assert waited.status is JobStatus.QUEUED
+    assert fake.sleeps == [0.25] * 8 + [pytest.approx(0.1)]
+    assert fake.now == pytest.approx(102.1)
+
+
+def test_waiting_for_a_job_ends_at_a_deadline_met_exactly(
+    table: JobTable, make_job: Callable[..., Job]
+) -> None:
+    job = make_job(n=1)
+    fake = FakeTime()
+
+    service.wait_for_job(job.job_id, table, 0.5, fake.sleep, fake.monotonic)
+
+    assert fake.sleeps == [0.25, 0.25]
+
+
+def test_waiting_for_a_finished_job_returns_it_at_once(
+    table: JobTable, make_job: Callable[..., Job]
+) -> None:
+    job = make_job(n=1, status=JobStatus.SUCCEEDED, result=1)
+    fake = FakeTime()
+
+    waited = service.wait_for_job(job.job_id, table, 5, fake.sleep, fake.monotonic)
+
+    assert (waited.status, waited.result, fake.sleeps) == (JobStatus.SUCCEEDED, 1, [])
+
+
 # --- cancel and retry -------------------------------------------------------------------
 
 
