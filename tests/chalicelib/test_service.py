@@ -23,7 +23,17 @@ from chalicelib.errors import (
     JobNotRetryable,
     StoreUnavailable,
 )
-from chalicelib.jobs import DEFAULT_KIND, SHARDS, Job, JobStatus, Listing, shard_of, utc_now
+from chalicelib.jobs import (
+    DEFAULT_KIND,
+    SHARDS,
+    Job,
+    JobStatus,
+    Listing,
+    shard_of,
+    to_message,
+    utc_now,
+)
+from chalicelib.kinds import KINDS
 from chalicelib.service import IdempotencyKey
 from chalicelib.store import JobTable
 
@@ -96,6 +106,115 @@ def test_a_key_whose_job_is_gone_is_an_aws_failure_to_retry(table: JobTable) -> 
         service.submit_job(DEFAULT_KIND, {"n": 1}, table, queue, RETENTION, key)
 
     assert str(refused.value) == "the job of an Idempotency-Key record is missing; retry"
+
+
+# --- submitting -------------------------------------------------------------------------
+
+
+def test_a_submission_records_the_job_by_the_callers_clock_then_sends_its_message(
+    table: JobTable,
+    receive: Callable[..., list[dict[str, Any]]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The message names the job and is deduplicated by its id (a repeated send of it is
+    dropped); the job is counted as accepted."""
+    then = utc_now().replace(microsecond=0) - timedelta(hours=1)
+    queue = connections.worker().queue
+
+    submission = service.submit_job(
+        DEFAULT_KIND, {"n": 3}, table, queue, RETENTION, now=lambda: then
+    )
+
+    job = submission.job
+    assert submission.replayed is False
+    assert job.request_hash is None  # no key: nothing to bind
+    assert (job.created_at, job.expires_at, job.input) == (
+        then,
+        int((then + RETENTION).timestamp()),
+        {"n": 3},
+    )
+    assert table.get(job.job_id) == job
+    [message] = receive()
+    assert message["Body"] == to_message(job)
+    assert message["Attributes"]["MessageDeduplicationId"] == job.job_id
+    assert '"JobsAccepted"' in capsys.readouterr().out
+
+
+@pytest.fixture
+def unsendable(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The job queue, refusing every send once."""
+    queue = connections.worker().queue
+    real_send = queue.send
+    refusals = [StoreUnavailable("SQS SendMessage failed: injected")]
+
+    def send(body: str, deduplication_id: str) -> str:
+        if refusals:
+            raise refusals.pop()
+        return real_send(body, deduplication_id)
+
+    monkeypatch.setattr(queue, "send", send)
+    return queue
+
+
+def failed_jobs(table: JobTable) -> list[Job]:
+    return service.list_jobs({"status": "failed"}, table).jobs
+
+
+@pytest.mark.parametrize("key", [None, IdempotencyKey("order-9", scope="client-1")])
+def test_a_job_whose_message_cannot_be_sent_is_failed_by_the_callers_clock(
+    table: JobTable, unsendable: Any, key: IdempotencyKey | None
+) -> None:
+    then = utc_now().replace(microsecond=0) - timedelta(hours=1)
+
+    with pytest.raises(StoreUnavailable, match=r"^SQS SendMessage failed: injected$"):
+        service.submit_job(DEFAULT_KIND, {"n": 3}, table, unsendable, RETENTION, key, lambda: then)
+
+    [failed] = failed_jobs(table)
+    assert (failed.error, failed.finished_at, failed.input) == (service.SEND_FAILED, then, {"n": 3})
+
+
+def test_a_key_whose_submission_could_not_be_sent_makes_a_new_job_next_time(
+    table: JobTable, unsendable: Any
+) -> None:
+    key = IdempotencyKey("order-10", scope="client-1")
+    with pytest.raises(StoreUnavailable):
+        service.submit_job(DEFAULT_KIND, {"n": 3}, table, unsendable, RETENTION, key)
+
+    again = service.submit_job(DEFAULT_KIND, {"n": 3}, table, unsendable, RETENTION, key)
+
+    [failed] = failed_jobs(table)
+    assert again.replayed is False and again.job.job_id != failed.job_id
+    assert service.get_job(again.job.job_id, table).status is JobStatus.QUEUED
+
+
+def test_an_idempotency_key_binds_one_client_one_key_one_request(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys are scoped to their client: the same key of two clients, or two keys of one
+    client, make separate jobs. A key binds kind and input: the same input for another
+    kind is another request."""
+    queue = connections.worker().queue
+
+    def submit(kind: str, input: dict[str, Any], key: str, scope: str) -> service.Submission:
+        return service.submit_job(
+            kind, input, table, queue, RETENTION, IdempotencyKey(key, scope=scope)
+        )
+
+    first = submit(DEFAULT_KIND, {"n": 3}, "k", "client-1")
+    other_client = submit(DEFAULT_KIND, {"n": 4}, "k", "client-2")
+    other_key = submit(DEFAULT_KIND, {"n": 5}, "k2", "client-1")
+    assert not (first.replayed or other_client.replayed or other_key.replayed)
+    assert len({first.job.job_id, other_client.job.job_id, other_key.job.job_id}) == 3
+
+    with pytest.raises(IdempotencyConflict):
+        submit("countPrimes", {"below": 3}, "k", "client-1")
+    assert submit(DEFAULT_KIND, {"n": 3}, "k", "client-1").job.job_id == first.job.job_id
+
+    monkeypatch.setitem(KINDS, "countPrimesToo", KINDS["countPrimes"])
+    primes = submit("countPrimes", {"below": 10}, "k3", "client-1")
+    assert service.get_job(primes.job.job_id, table).kind == "countPrimes"
+    with pytest.raises(IdempotencyConflict):
+        submit("countPrimesToo", {"below": 10}, "k3", "client-1")
 
 
 # --- reading and waiting -----------------------------------------------------------------
