@@ -101,6 +101,33 @@ def test_an_aws_failure_mid_run_raises_and_burns_no_attempt(
     assert receive(aws["DelayQueueUrl"]) == [] and receive() == []
 
 
+def test_a_checkpoint_renews_the_lease_for_a_full_lease_and_caps_progress_at_1(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpointer.save and Worker.lease_until_ms: each checkpoint extends the lease to
+    exactly stale_after_seconds from now (so a take-over waits that long after the last
+    heartbeat, no more, no less), and saves a progress a kind over-reports as 1."""
+    fixed = utc_now()
+    seen: list[tuple[float, int | None]] = []
+    table = connections.job_table()
+
+    def overshooting(input: Any, ctx: Context) -> int:
+        ctx.report(1.7, 3)
+        saved = table.get(job.job_id)
+        assert saved is not None
+        seen.append((saved.progress, saved.lease_until))
+        return int(input.n)
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(overshooting))
+    job = make_job(n=10)
+    worker = make_worker(now=lambda: fixed, monotonic=FakeClock(step=2.0))
+
+    assert worker.process_message(message_for(job)) is Outcome.SUCCEEDED
+
+    lease_ms = get_settings().stale_after_seconds * 1000
+    assert seen == [(1.0, epoch_ms(fixed) + lease_ms)]
+
+
 # --- writes a run makes that the table refuses -------------------------------------------
 
 
@@ -187,11 +214,13 @@ def test_the_give_up_and_dead_letter_errors_end_with_the_last_error(
     crashing = make_job(n=10, attempts=settings.max_attempts, last_error="ValueError: boom", **dead)
     quiet = make_job(n=10, attempts=settings.max_attempts, **dead)
     lettered = make_job(n=10, attempts=1, last_error="KeyError: 'x'", **dead)
+    lettered_quiet = make_job(n=10, attempts=1, **dead)
     worker = make_worker()
 
     assert worker.process_message(message_for(crashing)) is Outcome.FAILED
     assert worker.process_message(message_for(quiet)) is Outcome.FAILED
     assert worker.process_dead_letter(message_for(lettered), 5) is Outcome.FAILED
+    assert worker.process_dead_letter(message_for(lettered_quiet), 4) is Outcome.FAILED
 
     gave_up = (
         f"Gave up after {settings.max_attempts} attempts: the worker stopped without "
@@ -203,6 +232,42 @@ def test_the_give_up_and_dead_letter_errors_end_with_the_last_error(
         "The job's message was dead-lettered after 5 deliveries without the job finishing."
         " Last error: KeyError: 'x'"
     )
+    assert table_job(lettered_quiet).error == (
+        "The job's message was dead-lettered after 4 deliveries without the job finishing."
+    )
+
+
+def test_a_failed_attempt_is_released_with_its_error_due_when_its_backoff_ends(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker._after_failure: the job goes back to queued with the attempt's error as
+    last_error (the dead-letter and give-up errors quote it), not as a continuation, and
+    its message due exactly when the delay queue lets the retry go: the sweep must not
+    think it lost before then."""
+
+    def broken(input: Any, ctx: Context) -> int:
+        raise ValueError("counting went wrong")
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(broken))
+    job = make_job(n=10)
+    fixed = utc_now()
+    delay = get_settings().retry_delay_seconds(1)
+    assert delay > 0
+
+    worker = make_worker(now=lambda: fixed)
+    sent: list[tuple[str, int]] = []
+    monkeypatch.setattr(
+        worker.delay_queue, "send", lambda body, delay_seconds: sent.append((body, delay_seconds))
+    )
+
+    assert worker.process_message(message_for(job)) is Outcome.RETRYING
+
+    waiting = table_job(job)
+    assert (waiting.status, waiting.attempts, waiting.resume) == (JobStatus.QUEUED, 1, False)
+    assert waiting.last_error == "ValueError: counting went wrong"
+    assert waiting.error is None and waiting.owner is None
+    assert waiting.pending_at == epoch_ms(fixed) + delay * 1000
+    assert sent == [(to_message(job), delay)]
 
 
 # --- the recovery sweep -----------------------------------------------------------------
@@ -307,6 +372,63 @@ def test_a_sweep_that_loses_the_race_for_a_dead_run_sends_nothing(
     assert (current.status, current.owner, current.state) == (JobStatus.RUNNING, "slow", 3)
 
 
+def test_the_sweep_requeues_a_run_dead_for_longer_than_the_hold_and_lost_after_only(
+    make_job: Callable[..., Job], receive: Receive
+) -> None:
+    """Worker.recover_stalled: a run is dead once its lease expired more than the message
+    hold plus JOBS_LOST_AFTER_SECONDS ago (its own message would have come back by then);
+    a lease that expired exactly that long ago is still given the benefit of the doubt."""
+    settings = get_settings()
+    fixed = utc_now()
+    dead_before = (
+        epoch_ms(fixed) - settings.message_hold_seconds * 1000 - settings.lost_after_seconds * 1000
+    )
+    running = {"status": JobStatus.RUNNING, "owner": "gone", "attempts": 1}
+    dead = make_job(n=10, lease_until=dead_before - 1, **running)
+    borderline = make_job(n=10, lease_until=dead_before, **running)
+
+    assert make_worker(now=lambda: fixed).recover_stalled() == [dead.job_id]
+
+    assert [parse_message(body).job_id for body in queued_bodies(receive)] == [dead.job_id]
+    requeued = table_job(dead)
+    assert (requeued.status, requeued.owner, requeued.pending_at) == (
+        JobStatus.QUEUED,
+        None,
+        epoch_ms(fixed),
+    )
+    assert (table_job(borderline).status, table_job(borderline).owner) == (
+        JobStatus.RUNNING,
+        "gone",
+    )
+
+
+def test_the_sweep_goes_on_past_every_running_job_it_leaves_alone(
+    make_job: Callable[..., Job], receive: Receive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker.recover_stalled: a job listed as running that is not (its index keys are
+    rewritten), a live run, and a dead run that checkpointed before its re-queue are each
+    skipped; a dead run listed after them is still queued again."""
+    long_dead = 1  # a lease that expired in 1970
+    running = {"status": JobStatus.RUNNING, "owner": "gone", "attempts": 1}
+    listed_stale = make_job(n=10, status=JobStatus.SUCCEEDED, result=10)
+    live = make_job(n=10, lease_until=epoch_ms(utc_now()) + 30_000, **running)
+    raced = make_job(n=10, lease_until=long_dead + 1, **running)  # checkpointed since read
+    dead = make_job(n=10, lease_until=long_dead, **running)
+    worker = make_worker()
+    as_read = [listed_stale, live, raced.with_(lease_until=long_dead), dead]
+    monkeypatch.setattr(worker.table, "running", lambda limit_per_shard: as_read)
+
+    assert worker.recover_stalled() == [dead.job_id]
+
+    assert [parse_message(body).job_id for body in queued_bodies(receive)] == [dead.job_id]
+    assert table_job(dead).status is JobStatus.QUEUED
+    assert [table_job(job).status for job in (listed_stale, live, raced)] == [
+        JobStatus.SUCCEEDED,
+        JobStatus.RUNNING,
+        JobStatus.RUNNING,
+    ]
+
+
 # --- dead letters -----------------------------------------------------------------------
 
 
@@ -349,6 +471,38 @@ def test_a_dead_letter_of_a_job_that_started_meanwhile_leaves_its_run_alone(
     final = table_job(job)
     assert (final.status, final.owner, final.redrives) == (JobStatus.RUNNING, "worker", 0)
     assert final.error is None
+
+
+def test_a_dead_letter_of_a_job_that_ran_fails_it_whoever_holds_it_now(
+    make_job: Callable[..., Job], message_for: Any, receive: Receive
+) -> None:
+    """Worker.process_dead_letter: only a job that never started is sent again. A retry
+    waiting in the queue (attempts 1) whose message was dead-lettered is failed by
+    fail_unfinished, whoever holds it by then (here a run that claimed it just after the
+    dead letter read it): its run fails its next checkpoint and stops."""
+    job = make_job(n=10, attempts=1, last_error="ValueError: x")
+    worker = make_worker()
+    real_get = worker.table.get
+    reads: list[str] = []
+
+    def read_then_claimed(job_id: str) -> Job | None:
+        before = real_get(job_id)
+        if not reads:
+            connections.job_table().claim(job_id, job.kind, "worker", utc_now(), 30_000)
+        reads.append(job_id)
+        return before
+
+    worker.table.get = read_then_claimed  # type: ignore[method-assign]
+
+    assert worker.process_dead_letter(message_for(job), 5) is Outcome.FAILED
+
+    assert receive() == []
+    final = table_job(job)
+    assert (final.status, final.owner, final.redrives) == (JobStatus.FAILED, None, 0)
+    assert final.error == (
+        "The job's message was dead-lettered after 5 deliveries without the job finishing."
+        " Last error: ValueError: x"
+    )
 
 
 def test_a_dead_letter_past_the_redrive_cap_fails_the_job_still_queued(
