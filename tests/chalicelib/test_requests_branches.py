@@ -120,6 +120,11 @@ def test_an_empty_chunked_body_needs_a_length(encoding: str) -> None:
         ("wait=-1, wait=x, wait=", False, None),
         ("respond-async=yes,wait=3", True, 3),
         ("handling=lenient", False, None),
+        # Parameters after a preference's ";" belong to it and are ignored (RFC 7240 §2).
+        ("wait=5; a=1; b=2", False, 5),
+        ("respond-async; a; b, wait=2", True, 2),
+        # A wait that is not all digits is malformed and ignored, whatever surrounds it.
+        ("wait=X5X", False, None),
     ],
 )
 def test_prefer_reads_respond_async_and_a_capped_wait(

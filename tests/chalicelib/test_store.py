@@ -297,6 +297,31 @@ def test_a_page_makes_one_query_per_shard_when_it_fills(
     assert len(queries) == SHARDS
 
 
+def test_the_sweep_reads_running_jobs_consistently(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep decides from a running job's lease whether its run died: an eventually
+    consistent read could show a lease a checkpoint has already renewed (moto is always
+    consistent, so the request itself is what can be checked here)."""
+    job = Job.new(n=10, now=utc_now())
+    table.create(job)
+    table.claim(job.job_id, job.kind, "worker-1", utc_now(), 30_000)
+    requests: list[dict[str, Any]] = []
+    real = table._client.batch_get_item
+
+    def recording(**kwargs: Any) -> Any:
+        requests.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(table._client, "batch_get_item", recording)
+
+    assert [running.job_id for running in table.running(limit_per_shard=5)] == [job.job_id]
+    assert requests
+    assert all(
+        request["RequestItems"][table.table_name]["ConsistentRead"] is True for request in requests
+    )
+
+
 def test_a_start_key_dynamodb_refuses_is_a_value_error_other_refusals_unavailable(
     table: JobTable, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -637,7 +637,7 @@ def test_the_watermark_is_written_at_most_every_interval_and_never_lowered(
     make_job: Callable[..., Job], message_for: Any
 ) -> None:
     table = connections.job_table()
-    clock = [0.0]
+    clock = [5_000.0]  # a monotonic clock's reading is arbitrary, never 0 in practice
     worker = make_worker(monotonic=lambda: clock[0])
     job = make_job(n=0)
 
@@ -648,6 +648,29 @@ def test_the_watermark_is_written_at_most_every_interval_and_never_lowered(
     worker.process_message(message_for(job), delivery(sent_at_ms=1_500))
     assert table.watermark() == 2_000  # the largest seen, once the interval passed
     assert table.raise_watermark(1_999) is False  # another process cannot lower it
+    assert table.watermark() == 2_000
+
+
+def test_the_watermark_is_not_written_again_when_it_has_not_advanced(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the interval has passed, a message no newer than the recorded watermark
+    writes nothing: each write is a DynamoDB write paid for."""
+    table = connections.job_table()
+    writes: list[int] = []
+    real = table.raise_watermark
+    monkeypatch.setattr(table, "raise_watermark", lambda ms: writes.append(ms) or real(ms))
+    clock = [5_000.0]
+    worker = make_worker(table, monotonic=lambda: clock[0])
+    job = make_job(n=0)
+
+    worker.process_message(message_for(job), delivery(sent_at_ms=2_000))
+    clock[0] += WATERMARK_INTERVAL_SECONDS
+    worker.process_message(message_for(job), delivery(sent_at_ms=2_000))
+    clock[0] += WATERMARK_INTERVAL_SECONDS
+    worker.process_message(message_for(job), delivery(sent_at_ms=1_000))
+
+    assert writes == [2_000]
     assert table.watermark() == 2_000
 
 
