@@ -74,9 +74,15 @@ def test_a_paused_local_worker_keeps_every_job_queued_until_resumed(
     paused = run_make(project, env, "pause", f"STAGE={STAGE}")
 
     assert "paused" in paused.stdout
-    # It returned once the event source reported the mapping disabled: from now on
-    # nothing is received.
-    assert "process_job: event source disabled" in running.log
+    # It returned once the event source reported the mapping disabled (its state file):
+    # from now on nothing is received. The runner logs that line just after writing the
+    # file, and the line reaches the stack's log through a pipe, so it may come a moment
+    # after `make pause` returned.
+    wait_for(
+        lambda: "process_job: event source disabled" in running.log,
+        10,
+        lambda: running.log[-3000:],
+    )
     submitted = [running.submit(N)["job_id"] for _ in range(JOBS)]
     # The worker's other functions run on: wait out two sweeps, as time passing.
     seen = sweeps(running)
