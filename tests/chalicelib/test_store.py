@@ -273,6 +273,22 @@ def test_a_page_of_only_expired_jobs_moves_its_cursor_past_them(table: JobTable)
     assert [] in pages  # a page the expired jobs left empty, yet not the last
 
 
+def recorded_calls(
+    table: JobTable, operation: str, monkeypatch: pytest.MonkeyPatch
+) -> list[dict[str, Any]]:
+    """The keyword arguments of each call of ``operation`` on the table's client from now
+    on; the calls still go through."""
+    calls: list[dict[str, Any]] = []
+    real = getattr(table._client, operation)
+
+    def recording(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(table._client, operation, recording)
+    return calls
+
+
 def test_a_page_makes_one_query_per_shard_when_it_fills(
     table: JobTable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -282,14 +298,7 @@ def test_a_page_makes_one_query_per_shard_when_it_fills(
     day = timedelta(days=1)
     for job in jobs_in_one_shard(now, *[(timedelta(minutes=m), day) for m in (1, 2, 3)]):
         table.create(job)
-    queries: list[dict[str, Any]] = []
-    real = table._client.query
-
-    def counting(**kwargs: Any) -> Any:
-        queries.append(kwargs)
-        return real(**kwargs)
-
-    monkeypatch.setattr(table._client, "query", counting)
+    queries = recorded_calls(table, "query", monkeypatch)
 
     page = table.page(Listing(), 1, (None,) * SHARDS, now)
 
@@ -306,14 +315,7 @@ def test_the_sweep_reads_running_jobs_consistently(
     job = Job.new(n=10, now=utc_now())
     table.create(job)
     table.claim(job.job_id, job.kind, "worker-1", utc_now(), 30_000)
-    requests: list[dict[str, Any]] = []
-    real = table._client.batch_get_item
-
-    def recording(**kwargs: Any) -> Any:
-        requests.append(kwargs)
-        return real(**kwargs)
-
-    monkeypatch.setattr(table._client, "batch_get_item", recording)
+    requests = recorded_calls(table, "batch_get_item", monkeypatch)
 
     assert [running.job_id for running in table.running(limit_per_shard=5)] == [job.job_id]
     assert requests

@@ -17,7 +17,7 @@ from chalicelib.config import get_settings
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import Job, JobStatus, epoch_ms, parse_message, to_message, utc_now
 from chalicelib.kinds import Context, Kind, heavy_load
-from chalicelib.worker import Outcome
+from chalicelib.worker import Outcome, Worker
 from tests.chalicelib.test_worker import (
     FakeClock,
     Receive,
@@ -445,14 +445,9 @@ def test_a_dead_letter_naming_no_job_is_dropped_and_writes_nothing(
     assert receive() == []
 
 
-def test_a_dead_letter_of_a_job_that_started_meanwhile_leaves_its_run_alone(
-    make_job: Callable[..., Job], message_for: Any, receive: Receive
-) -> None:
-    """Worker.process_dead_letter: the job read as never started was claimed before the
-    re-drive (from another message: a sweep's re-drive). The re-drive is refused, and the
-    stale dead letter neither fails the running job nor sends anything."""
-    job = make_job(n=10)
-    worker = make_worker()
+def claimed_after_its_first_read(worker: Worker, job: Job) -> None:
+    """Make the worker's first read of ``job`` return it as it was, then have another run
+    (owner "worker") claim it: the race between a read and the write that follows it."""
     real_get = worker.table.get
     reads: list[str] = []
 
@@ -464,6 +459,17 @@ def test_a_dead_letter_of_a_job_that_started_meanwhile_leaves_its_run_alone(
         return before
 
     worker.table.get = read_then_claimed  # type: ignore[method-assign]
+
+
+def test_a_dead_letter_of_a_job_that_started_meanwhile_leaves_its_run_alone(
+    make_job: Callable[..., Job], message_for: Any, receive: Receive
+) -> None:
+    """Worker.process_dead_letter: the job read as never started was claimed before the
+    re-drive (from another message: a sweep's re-drive). The re-drive is refused, and the
+    stale dead letter neither fails the running job nor sends anything."""
+    job = make_job(n=10)
+    worker = make_worker()
+    claimed_after_its_first_read(worker, job)
 
     assert worker.process_dead_letter(message_for(job), 5) is Outcome.DUPLICATE
 
@@ -482,17 +488,7 @@ def test_a_dead_letter_of_a_job_that_ran_fails_it_whoever_holds_it_now(
     dead letter read it): its run fails its next checkpoint and stops."""
     job = make_job(n=10, attempts=1, last_error="ValueError: x")
     worker = make_worker()
-    real_get = worker.table.get
-    reads: list[str] = []
-
-    def read_then_claimed(job_id: str) -> Job | None:
-        before = real_get(job_id)
-        if not reads:
-            connections.job_table().claim(job_id, job.kind, "worker", utc_now(), 30_000)
-        reads.append(job_id)
-        return before
-
-    worker.table.get = read_then_claimed  # type: ignore[method-assign]
+    claimed_after_its_first_read(worker, job)
 
     assert worker.process_dead_letter(message_for(job), 5) is Outcome.FAILED
 
