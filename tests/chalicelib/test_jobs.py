@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,38 @@ def test_item_round_trip_keeps_every_field() -> None:
     queued = Job.new(n=1, now=MOMENT)
     assert queued.pending_at == int(MOMENT.timestamp() * 1000)  # due from its creation
     assert from_item(to_item(queued)) == queued
+
+
+@pytest.mark.parametrize(
+    ("result", "attribute"),
+    [
+        (10**10, {"N": "10000000000"}),  # an int is a number, as before kinds
+        (True, {"S": "true"}),  # a bool is not an int here: JSON text
+        ({"primes": [2, 3], "last": None}, {"S": '{"primes":[2,3],"last":null}'}),
+        (["a", 1.5], {"S": '["a",1.5]'}),
+    ],
+)
+def test_a_result_is_stored_as_a_number_for_an_int_else_as_compact_json_text(
+    result: Any, attribute: dict[str, str]
+) -> None:
+    """The item's ``result``: DynamoDB's number for an int (what the previous release
+    wrote and reads), else JSON text without spaces (an item is at most 400 KB). Either
+    reads back as the same value, of the same type."""
+    job = Job.new(n=1, now=MOMENT).with_(status=JobStatus.SUCCEEDED, result=result)
+    assert to_item(job)["result"] == attribute
+    read = from_item(to_item(job)).result
+    assert read == result and type(read) is type(result)
+
+
+def test_a_job_is_expired_from_the_instant_its_expiry_is_reached() -> None:
+    """Job.is_expired: readers stop seeing a job at ``expires_at`` itself, not after it."""
+    job = Job.new(n=1, now=MOMENT, retention=timedelta(days=7))
+    assert job.expires_at is not None
+    expiry = datetime.fromtimestamp(job.expires_at, UTC)
+    assert not job.is_expired(expiry - timedelta(milliseconds=1))
+    assert job.is_expired(expiry)
+    assert job.is_expired(expiry + timedelta(seconds=1))
+    assert not Job.new(n=1, now=MOMENT).is_expired(datetime.max.replace(tzinfo=UTC))
 
 
 def test_an_item_carries_the_index_keys_its_status_and_kind_derive() -> None:
