@@ -432,8 +432,9 @@ def test_job_near_its_timeout_checkpoints_and_continues_in_a_new_invocation(
     margin_ms = get_settings().timeout_margin_seconds * 1000
 
     def invocation(chunks: int) -> Callable[[], int]:
-        """A Lambda context whose remaining time falls under the margin after ``chunks``."""
-        calls = iter(range(chunks, 0, -1))
+        """A Lambda context with exactly the margin left at report ``chunks`` (the run goes
+        on: it yields when *less* than the margin remains), and less at the next one."""
+        calls = iter(range(chunks - 1, -1, -1))
         return lambda: int(margin_ms + next(calls, -1))
 
     body = message_for(job)
@@ -528,6 +529,38 @@ def test_the_run_holds_its_message_and_renews_the_hold_with_checkpoints(
     # Renewed every third of the lease (30 s / 3 = 10 s) with a checkpoint: at about 10 s
     # and 20 s of the 25 s run, not at every checkpoint (about one a second).
     assert queue.holds == [("r-1", hold)] * 3
+
+
+def test_a_report_saves_and_renews_the_hold_once_exactly_their_interval_has_passed(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report saves (state, progress, heartbeat) once progress_interval_seconds have
+    passed since the last save, and renews the message hold with that save once a third
+    of the lease has passed since the last hold: "passed" includes exactly that long."""
+    settings = get_settings()
+    start = 5_000.0  # a monotonic clock's reading is arbitrary
+    clock = [start]
+    queue = SpyQueue(connections.worker().queue)
+    worker = make_worker(queue=queue, monotonic=lambda: clock[0])
+    seen: list[tuple[Any, int]] = []
+
+    def timed(input: Any, ctx: Context) -> int:
+        interval = settings.progress_interval_seconds
+        for state, at in ((1, interval / 2), (2, interval), (3, settings.stale_after_seconds / 3)):
+            clock[0] = start + at
+            ctx.report(state / 10, state)
+            seen.append((table_job(job).state, len(queue.holds)))
+        return int(input.n)
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(timed))
+    job = make_job(n=10)
+
+    assert worker.process_message(message_for(job), delivery("r-1")) is Outcome.SUCCEEDED
+
+    # Held once right after the claim; not saved within the interval, saved at exactly
+    # the interval, saved and held again at exactly a third of the lease.
+    assert seen == [(None, 1), (2, 1), (3, 2)]
+    assert queue.holds == [("r-1", settings.message_hold_seconds)] * 2
 
 
 def test_a_hold_that_sqs_refuses_does_not_stop_the_run(
