@@ -177,6 +177,44 @@ def test_a_final_failure_refused_leaves_the_cancellation(
     assert (final.status, final.error) == (JobStatus.CANCELLED, None)
 
 
+@pytest.mark.parametrize(
+    ("meanwhile", "outcome", "holder"),
+    [
+        ("cancelled", Outcome.CANCELLED, (JobStatus.CANCELLED, None)),
+        ("taken over", Outcome.DUPLICATE, (JobStatus.RUNNING, "usurper")),
+    ],
+)
+def test_a_success_write_refused_is_reported_as_what_happened_meanwhile(
+    meanwhile: str,
+    outcome: Outcome,
+    holder: tuple[JobStatus, str | None],
+    make_job: Callable[..., Job],
+    message_for: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Worker._run_claimed: the run returned without a report after the job was cancelled,
+    or taken over by another run; the success write is refused, the run says which (from
+    the job it reads back), and the job keeps no result."""
+    table = connections.job_table()
+    later = utc_now() + timedelta(seconds=get_settings().stale_after_seconds + 1)
+
+    def finishes_quietly(input: Any, ctx: Context) -> int:
+        if meanwhile == "cancelled":
+            table.cancel(job, utc_now())
+        else:
+            assert table.claim(job.job_id, job.kind, "usurper", later, 30_000) is not None
+        return int(input.n)
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(finishes_quietly))
+    job = make_job(n=10)
+
+    assert make_worker().process_message(message_for(job)) is outcome
+
+    final = table_job(job)
+    assert (final.status, final.owner) == holder
+    assert (final.result, final.error) == (None, None)
+
+
 def test_a_continuation_release_refused_sends_nothing(
     make_job: Callable[..., Job],
     message_for: Any,
