@@ -1,8 +1,8 @@
 """The worker: through the real SQS handlers (app.process_job, app.forward_delayed, ...)
 and through Worker directly, against moto. Covers the lifecycle, duplicates, poison,
 retries through the delay queue, checkpoints and continuation, the message hold and lease
-take-over, a failed claim's backoff, cancellation, dead letters, the watermark and the
-recovery sweep."""
+take-over, a failed claim's backoff, cancellation, dead letters, the watermark, the
+recovery sweep, a run's metrics and what a claim reads."""
 
 from __future__ import annotations
 
@@ -510,6 +510,78 @@ def test_a_resume_message_takes_over_a_dead_continuation(
     assert outcome is Outcome.SUCCEEDED
     final = table_job(job)
     assert (final.result, final.attempts) == (30_000, 2)  # the dead continuation: one more
+
+
+def emitted_metrics(capsys: pytest.CaptureFixture[str]) -> dict[str, list[float]]:
+    """The values of each metric whose EMF line was printed since the last read."""
+    found: dict[str, list[float]] = {}
+    for line in capsys.readouterr().out.splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            for directive in record.get("_aws", {}).get("CloudWatchMetrics", []):
+                for metric in directive["Metrics"]:
+                    value = record[metric["Name"]]  # EMF: one value, or a list of them
+                    values = value if isinstance(value, list) else [value]
+                    found.setdefault(metric["Name"], []).extend(values)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("start", "queue_wait"),
+    [("first", [2_500.0]), ("retry", None), ("continuation", None)],
+)
+def test_a_run_emits_its_duration_and_a_first_starts_queue_wait_in_milliseconds(
+    start: str,
+    queue_wait: list[float] | None,
+    make_job: Callable[..., Job],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """JobRunMilliseconds: the run's duration on the monotonic clock. JobQueueWaitMilliseconds:
+    created_at to started_at, for a job's first start only; a retry or a continuation
+    waited for other reasons (a backoff, its turn behind other jobs)."""
+    fixed = utc_now()
+    clock = [5_000.0]  # a monotonic clock's reading is arbitrary, never 0 in practice
+
+    def takes_one_and_a_half_seconds(input: Any, ctx: Context) -> int:
+        clock[0] += 1.5
+        return int(input.n)
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(takes_one_and_a_half_seconds))
+    earlier = {
+        "first": {},
+        "retry": {"attempts": 1, "last_error": "ValueError: x"},
+        "continuation": {"attempts": 1, "resume": True, "state": 5},
+    }[start]
+    job = make_job(n=10, created_at=fixed - timedelta(seconds=2.5), **earlier)
+    worker = make_worker(now=lambda: fixed, monotonic=lambda: clock[0])
+    emitted_metrics(capsys)
+
+    body = to_message(job, resume=start == "continuation")
+    assert worker.process_message(body) is Outcome.SUCCEEDED
+
+    metrics = emitted_metrics(capsys)
+    assert metrics["JobRunMilliseconds"] == [1_500.0]
+    assert metrics.get("JobQueueWaitMilliseconds") == queue_wait
+
+
+def test_a_message_naming_its_kind_is_claimed_without_reading_the_job_first(
+    make_job: Callable[..., Job], message_for: Any
+) -> None:
+    """The message names the job's kind so that the claim can rewrite the kind's listing
+    keys without a GetItem: a run of a job that is free costs two writes, the claim and the
+    result, and no read."""
+    job = make_job(n=10)
+    worker = make_worker()
+    calls: list[str] = []
+    worker.table._client.meta.events.register(
+        "after-call.dynamodb", lambda model, **_: calls.append(model.name)
+    )
+
+    assert worker.process_message(message_for(job)) is Outcome.SUCCEEDED
+
+    assert calls == ["UpdateItem", "UpdateItem"]
+    assert table_job(job).result == 10
 
 
 def test_the_run_holds_its_message_and_renews_the_hold_with_checkpoints(
