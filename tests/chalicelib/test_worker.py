@@ -222,6 +222,7 @@ POISON_BODIES = {
     "job-id-not-string": '{"job_id": 5}',
     "job-id-not-uuid": '{"job_id": "abc"}',
     "unknown-job": '{"job_id": "6f9619ff-8b86-4011-b42d-00c04fc964ff"}',
+    "unknown-job-with-kind": '{"job_id": "6f9619ff-8b86-4011-b42d-00c04fc964ff", "kind": "x"}',
 }
 
 
@@ -1044,20 +1045,27 @@ def test_a_message_without_its_kind_is_still_run(
     make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Messages name the job's kind (the claim rewrites the kind's listing keys); one that
-    does not, or names another, still runs the job under its own kind."""
+    does not, or names another, still runs the job under its own kind, and a
+    continuation's message that names another still continues it (not a new attempt)."""
     monkeypatch.setitem(kinds.KINDS, "other", kind_running(lambda i, ctx: i.n))
     plain, mislabelled = make_job(n=3), make_job(n=4, kind="other")
+    continuation = make_job(n=6, kind="other", attempts=1, resume=True, state=2)
     worker = make_worker()
 
     assert worker.process_message(json.dumps({"job_id": plain.job_id})) is Outcome.SUCCEEDED
     wrong = json.dumps({"job_id": mislabelled.job_id, "kind": "heavyLoad"})
     assert worker.process_message(wrong) is Outcome.SUCCEEDED
+    wrong = json.dumps({"job_id": continuation.job_id, "kind": "heavyLoad", "resume": True})
+    assert worker.process_message(wrong) is Outcome.SUCCEEDED
 
     assert table_job(plain).result == 3 and table_job(mislabelled).result == 4
+    assert (table_job(continuation).result, table_job(continuation).attempts) == (6, 1)
     listed = connections.job_table().page(
         Listing(kind="other", status=JobStatus.SUCCEEDED), 10, [None] * SHARDS, utc_now()
     )
-    assert [j.job_id for j in listed.jobs] == [mislabelled.job_id]
+    assert sorted(j.job_id for j in listed.jobs) == sorted(
+        [mislabelled.job_id, continuation.job_id]
+    )
 
 
 def test_the_sweep_repairs_what_code_older_than_the_indexes_left(
