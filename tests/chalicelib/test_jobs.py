@@ -127,16 +127,33 @@ def test_each_listing_has_its_own_index_and_partitions() -> None:
         assert not checkpointed & {index.partition_key, index.sort_key, *index.projected}
 
 
+JOB_ID = "6f9619ff-8b86-4011-b42d-00c04fc964ff"
+NOT_JSON = "x" * 100
+
+
 @pytest.mark.parametrize(
-    "body",
+    ("body", "reason"),
     [
-        '{"job_id": "6f9619ff-8b86-4011-b42d-00c04fc964ff", "kind": 5}',
-        '{"job_id": "6f9619ff-8b86-4011-b42d-00c04fc964ff", "kind": ""}',
+        ("this is not json", "message body is not JSON: 'this is not json'"),
+        (NOT_JSON, f"message body is not JSON: {NOT_JSON[:80]!r}"),  # the first 80 only
+        ("[1, 2]", "message body is not a JSON object"),
+        ('{"n": 5}', "message names no valid job id: None"),
+        ('{"job_id": 5}', "message names no valid job id: 5"),
+        ('{"job_id": "abc"}', "message names no valid job id: 'abc'"),
+        (
+            '{"job_id": "6F9619FF-8B86-4011-B42D-00C04FC964FF"}',  # a uuid4, not as we issue it
+            "message names no valid job id: '6F9619FF-8B86-4011-B42D-00C04FC964FF'",
+        ),
+        (f'{{"job_id": "{JOB_ID}", "kind": 5}}', "message names no valid kind: 5"),
+        (f'{{"job_id": "{JOB_ID}", "kind": ""}}', "message names no valid kind: ''"),
     ],
 )
-def test_a_message_with_a_malformed_kind_is_poison(body: str) -> None:
-    with pytest.raises(PoisonMessage):
+def test_a_poison_message_says_why_it_can_never_be_processed(body: str, reason: str) -> None:
+    """parse_message's reason is what the worker logs when it drops the message: it says
+    what is wrong, quoting the bad part (a body not JSON: its first 80 characters)."""
+    with pytest.raises(PoisonMessage) as raised:
         parse_message(body)
+    assert str(raised.value) == reason
 
 
 def test_api_form_uses_iso_utc_strings() -> None:
