@@ -105,6 +105,9 @@ def test_an_item_carries_the_index_keys_its_status_and_kind_derive() -> None:
 
 
 def test_jobs_spread_over_every_shard() -> None:
+    """A job's shard is its id's first 32 bits (8 hex digits, random in a uuid4) modulo
+    SHARDS, so jobs spread evenly over the shards."""
+    assert shard_of("6f9619ff-8b86-4011-b42d-00c04fc964ff") == 0x6F9619FF % SHARDS
     shards = [shard_of(Job.new(n=1, now=MOMENT).job_id) for _ in range(400)]
     assert set(shards) == set(range(SHARDS))
     assert min(shards.count(s) for s in range(SHARDS)) > 400 / SHARDS / 2
