@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from datetime import UTC, datetime, timedelta
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -21,6 +24,7 @@ from chalicelib.jobs import (
     Listing,
     from_item,
     is_job_id,
+    iso_utc,
     parse_message,
     request_fingerprint,
     shard_of,
@@ -164,6 +168,30 @@ def test_api_form_uses_iso_utc_strings() -> None:
     body = Job.new(n=1, now=moment).to_api()
     assert body["created_at"] == "2026-01-02T03:04:05.000Z"
     assert body["started_at"] is None and body["status"] == "queued"
+
+
+@pytest.fixture
+def local_zone_new_york() -> Iterator[None]:
+    """The process's local time zone is not UTC (a developer's machine under `make run`;
+    Lambda's is UTC)."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "America/New_York"
+    time.tzset()
+    yield
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+@pytest.mark.usefixtures("local_zone_new_york")
+def test_times_are_written_in_utc_whatever_the_local_zone() -> None:
+    """iso_utc converts to UTC itself, not to the local zone: items and the API say Z
+    whatever zone a moment is in and wherever the code runs."""
+    tokyo = MOMENT.astimezone(timezone(timedelta(hours=9)))
+    assert iso_utc(MOMENT) == iso_utc(tokyo) == "2026-01-02T03:04:05.678Z"
+    assert Job.new(n=1, now=tokyo).to_api()["created_at"] == "2026-01-02T03:04:05.678Z"
 
 
 def test_job_ids_are_uuid4() -> None:
