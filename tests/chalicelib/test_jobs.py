@@ -22,6 +22,7 @@ from chalicelib.jobs import (
     Job,
     JobStatus,
     Listing,
+    derived_attributes,
     from_item,
     is_job_id,
     iso_utc,
@@ -60,6 +61,34 @@ def test_item_round_trip_keeps_every_field() -> None:
     queued = Job.new(n=1, now=MOMENT)
     assert queued.pending_at == int(MOMENT.timestamp() * 1000)  # due from its creation
     assert from_item(to_item(queued)) == queued
+    # What is not set is not written: a new job's item holds only these (and its keys).
+    written = {"job_id", "kind", "input", "n", "status", "progress", "attempts", "created_at"}
+    assert set(to_item(queued)) == written | set(derived_attributes(queued))
+
+
+@pytest.mark.parametrize(
+    ("kind", "input", "text", "n"),
+    [
+        ("countPrimes", {"below": 10, "hint": [1, 2]}, '{"below":10,"hint":[1,2]}', None),
+        ("heavyLoad", {"n": 5}, '{"n":5}', {"N": "5"}),
+    ],
+)
+def test_the_input_is_compact_json_text_and_heavyloads_n_a_number_too(
+    kind: str, input: dict[str, Any], text: str, n: dict[str, str] | None
+) -> None:
+    """The item's ``input`` is JSON text without spaces (an item is at most 400 KB);
+    heavyLoad's is also written as the number ``n``, which the release before kinds
+    reads."""
+    job = Job.new(input=input, kind=kind, now=MOMENT)
+    item = to_item(job)
+    assert item["input"] == {"S": text}
+    assert item.get("n") == n
+    assert from_item(item).input == input
+
+
+def test_a_job_needs_its_input() -> None:
+    with pytest.raises(TypeError, match=r"^a job needs its input \(or heavyLoad's n\)$"):
+        Job.new(now=MOMENT)
 
 
 @pytest.mark.parametrize(
