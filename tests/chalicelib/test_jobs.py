@@ -115,8 +115,9 @@ def test_a_result_is_stored_as_a_number_for_an_int_else_as_compact_json_text(
 def test_a_job_is_expired_from_the_instant_its_expiry_is_reached() -> None:
     """Job.is_expired: readers stop seeing a job at ``expires_at`` itself, not after it."""
     job = Job.new(n=1, now=MOMENT, retention=timedelta(days=7))
-    assert job.expires_at is not None
-    expiry = datetime.fromtimestamp(job.expires_at, UTC)
+    expires_at = int(MOMENT.timestamp()) + 7 * 24 * 3600  # the retention after its creation
+    assert job.expires_at == expires_at
+    expiry = datetime.fromtimestamp(expires_at, UTC)
     assert not job.is_expired(expiry - timedelta(milliseconds=1))
     assert job.is_expired(expiry)
     assert job.is_expired(expiry + timedelta(seconds=1))
