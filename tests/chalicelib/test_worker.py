@@ -1,8 +1,8 @@
 """The worker: through the real SQS handlers (app.process_job, app.forward_delayed, ...)
 and through Worker directly, against moto. Covers the lifecycle, duplicates, poison,
 retries through the delay queue, checkpoints and continuation, the message hold and lease
-take-over, a failed claim's backoff, cancellation, dead letters, the watermark and the
-recovery sweep."""
+take-over, a failed claim's backoff, cancellation, dead letters, the watermark, the
+recovery sweep, a run's metrics and what a claim reads."""
 
 from __future__ import annotations
 
@@ -222,6 +222,7 @@ POISON_BODIES = {
     "job-id-not-string": '{"job_id": 5}',
     "job-id-not-uuid": '{"job_id": "abc"}',
     "unknown-job": '{"job_id": "6f9619ff-8b86-4011-b42d-00c04fc964ff"}',
+    "unknown-job-with-kind": '{"job_id": "6f9619ff-8b86-4011-b42d-00c04fc964ff", "kind": "x"}',
 }
 
 
@@ -432,8 +433,9 @@ def test_job_near_its_timeout_checkpoints_and_continues_in_a_new_invocation(
     margin_ms = get_settings().timeout_margin_seconds * 1000
 
     def invocation(chunks: int) -> Callable[[], int]:
-        """A Lambda context whose remaining time falls under the margin after ``chunks``."""
-        calls = iter(range(chunks, 0, -1))
+        """A Lambda context with exactly the margin left at report ``chunks`` (the run goes
+        on: it yields when *less* than the margin remains), and less at the next one."""
+        calls = iter(range(chunks - 1, -1, -1))
         return lambda: int(margin_ms + next(calls, -1))
 
     body = message_for(job)
@@ -511,6 +513,78 @@ def test_a_resume_message_takes_over_a_dead_continuation(
     assert (final.result, final.attempts) == (30_000, 2)  # the dead continuation: one more
 
 
+def emitted_metrics(capsys: pytest.CaptureFixture[str]) -> dict[str, list[float]]:
+    """The values of each metric whose EMF line was printed since the last read."""
+    found: dict[str, list[float]] = {}
+    for line in capsys.readouterr().out.splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            for directive in record.get("_aws", {}).get("CloudWatchMetrics", []):
+                for metric in directive["Metrics"]:
+                    value = record[metric["Name"]]  # EMF: one value, or a list of them
+                    values = value if isinstance(value, list) else [value]
+                    found.setdefault(metric["Name"], []).extend(values)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("start", "queue_wait"),
+    [("first", [2_500.0]), ("retry", None), ("continuation", None)],
+)
+def test_a_run_emits_its_duration_and_a_first_starts_queue_wait_in_milliseconds(
+    start: str,
+    queue_wait: list[float] | None,
+    make_job: Callable[..., Job],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """JobRunMilliseconds: the run's duration on the monotonic clock. JobQueueWaitMilliseconds:
+    created_at to started_at, for a job's first start only; a retry or a continuation
+    waited for other reasons (a backoff, its turn behind other jobs)."""
+    fixed = utc_now()
+    clock = [5_000.0]  # a monotonic clock's reading is arbitrary, never 0 in practice
+
+    def takes_one_and_a_half_seconds(input: Any, ctx: Context) -> int:
+        clock[0] += 1.5
+        return int(input.n)
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(takes_one_and_a_half_seconds))
+    earlier = {
+        "first": {},
+        "retry": {"attempts": 1, "last_error": "ValueError: x"},
+        "continuation": {"attempts": 1, "resume": True, "state": 5},
+    }[start]
+    job = make_job(n=10, created_at=fixed - timedelta(seconds=2.5), **earlier)
+    worker = make_worker(now=lambda: fixed, monotonic=lambda: clock[0])
+    emitted_metrics(capsys)
+
+    body = to_message(job, resume=start == "continuation")
+    assert worker.process_message(body) is Outcome.SUCCEEDED
+
+    metrics = emitted_metrics(capsys)
+    assert metrics["JobRunMilliseconds"] == [1_500.0]
+    assert metrics.get("JobQueueWaitMilliseconds") == queue_wait
+
+
+def test_a_message_naming_its_kind_is_claimed_without_reading_the_job_first(
+    make_job: Callable[..., Job], message_for: Any
+) -> None:
+    """The message names the job's kind so that the claim can rewrite the kind's listing
+    keys without a GetItem: a run of a job that is free costs two writes, the claim and the
+    result, and no read."""
+    job = make_job(n=10)
+    worker = make_worker()
+    calls: list[str] = []
+    worker.table._client.meta.events.register(
+        "after-call.dynamodb", lambda model, **_: calls.append(model.name)
+    )
+
+    assert worker.process_message(message_for(job)) is Outcome.SUCCEEDED
+
+    assert calls == ["UpdateItem", "UpdateItem"]
+    assert table_job(job).result == 10
+
+
 def test_the_run_holds_its_message_and_renews_the_hold_with_checkpoints(
     make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -528,6 +602,38 @@ def test_the_run_holds_its_message_and_renews_the_hold_with_checkpoints(
     # Renewed every third of the lease (30 s / 3 = 10 s) with a checkpoint: at about 10 s
     # and 20 s of the 25 s run, not at every checkpoint (about one a second).
     assert queue.holds == [("r-1", hold)] * 3
+
+
+def test_a_report_saves_and_renews_the_hold_once_exactly_their_interval_has_passed(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report saves (state, progress, heartbeat) once progress_interval_seconds have
+    passed since the last save, and renews the message hold with that save once a third
+    of the lease has passed since the last hold: "passed" includes exactly that long."""
+    settings = get_settings()
+    start = 5_000.0  # a monotonic clock's reading is arbitrary
+    clock = [start]
+    queue = SpyQueue(connections.worker().queue)
+    worker = make_worker(queue=queue, monotonic=lambda: clock[0])
+    seen: list[tuple[Any, int]] = []
+
+    def timed(input: Any, ctx: Context) -> int:
+        interval = settings.progress_interval_seconds
+        for state, at in ((1, interval / 2), (2, interval), (3, settings.stale_after_seconds / 3)):
+            clock[0] = start + at
+            ctx.report(state / 10, state)
+            seen.append((table_job(job).state, len(queue.holds)))
+        return int(input.n)
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(timed))
+    job = make_job(n=10)
+
+    assert worker.process_message(message_for(job), delivery("r-1")) is Outcome.SUCCEEDED
+
+    # Held once right after the claim; not saved within the interval, saved at exactly
+    # the interval, saved and held again at exactly a third of the lease.
+    assert seen == [(None, 1), (2, 1), (3, 2)]
+    assert queue.holds == [("r-1", settings.message_hold_seconds)] * 2
 
 
 def test_a_hold_that_sqs_refuses_does_not_stop_the_run(
@@ -939,20 +1045,27 @@ def test_a_message_without_its_kind_is_still_run(
     make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Messages name the job's kind (the claim rewrites the kind's listing keys); one that
-    does not, or names another, still runs the job under its own kind."""
+    does not, or names another, still runs the job under its own kind, and a
+    continuation's message that names another still continues it (not a new attempt)."""
     monkeypatch.setitem(kinds.KINDS, "other", kind_running(lambda i, ctx: i.n))
     plain, mislabelled = make_job(n=3), make_job(n=4, kind="other")
+    continuation = make_job(n=6, kind="other", attempts=1, resume=True, state=2)
     worker = make_worker()
 
     assert worker.process_message(json.dumps({"job_id": plain.job_id})) is Outcome.SUCCEEDED
     wrong = json.dumps({"job_id": mislabelled.job_id, "kind": "heavyLoad"})
     assert worker.process_message(wrong) is Outcome.SUCCEEDED
+    wrong = json.dumps({"job_id": continuation.job_id, "kind": "heavyLoad", "resume": True})
+    assert worker.process_message(wrong) is Outcome.SUCCEEDED
 
     assert table_job(plain).result == 3 and table_job(mislabelled).result == 4
+    assert (table_job(continuation).result, table_job(continuation).attempts) == (6, 1)
     listed = connections.job_table().page(
         Listing(kind="other", status=JobStatus.SUCCEEDED), 10, [None] * SHARDS, utc_now()
     )
-    assert [j.job_id for j in listed.jobs] == [mislabelled.job_id]
+    assert sorted(j.job_id for j in listed.jobs) == sorted(
+        [mislabelled.job_id, continuation.job_id]
+    )
 
 
 def test_the_sweep_repairs_what_code_older_than_the_indexes_left(

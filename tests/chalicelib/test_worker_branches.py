@@ -101,17 +101,23 @@ def test_an_aws_failure_mid_run_raises_and_burns_no_attempt(
     assert receive(aws["DelayQueueUrl"]) == [] and receive() == []
 
 
-def test_a_checkpoint_renews_the_lease_for_a_full_lease_and_caps_progress_at_1(
+def test_a_claim_and_each_checkpoint_lease_the_job_for_a_full_lease_and_progress_caps_at_1(
     make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Checkpointer.save and Worker.lease_until_ms: each checkpoint extends the lease to
-    exactly stale_after_seconds from now (so a take-over waits that long after the last
-    heartbeat, no more, no less), and saves a progress a kind over-reports as 1."""
+    """Worker._claim, Checkpointer.save and Worker.lease_until_ms: the claim leases the job
+    for exactly stale_after_seconds from the claim, and each checkpoint extends the lease
+    to exactly that long from now (so a take-over waits that long after the last
+    heartbeat, no more, no less); a progress a kind over-reports is saved as 1."""
     fixed = utc_now()
+    now = [fixed]
     seen: list[tuple[float, int | None]] = []
     table = connections.job_table()
 
     def overshooting(input: Any, ctx: Context) -> int:
+        claimed = table.get(job.job_id)
+        assert claimed is not None
+        seen.append((claimed.progress, claimed.lease_until))
+        now[0] = fixed + timedelta(seconds=5)
         ctx.report(1.7, 3)
         saved = table.get(job.job_id)
         assert saved is not None
@@ -120,12 +126,12 @@ def test_a_checkpoint_renews_the_lease_for_a_full_lease_and_caps_progress_at_1(
 
     monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(overshooting))
     job = make_job(n=10)
-    worker = make_worker(now=lambda: fixed, monotonic=FakeClock(step=2.0))
+    worker = make_worker(now=lambda: now[0], monotonic=FakeClock(step=2.0))
 
     assert worker.process_message(message_for(job)) is Outcome.SUCCEEDED
 
     lease_ms = get_settings().stale_after_seconds * 1000
-    assert seen == [(1.0, epoch_ms(fixed) + lease_ms)]
+    assert seen == [(0.0, epoch_ms(fixed) + lease_ms), (1.0, epoch_ms(fixed) + 5_000 + lease_ms)]
 
 
 # --- writes a run makes that the table refuses -------------------------------------------
@@ -175,6 +181,44 @@ def test_a_final_failure_refused_leaves_the_cancellation(
 
     final = table_job(job)
     assert (final.status, final.error) == (JobStatus.CANCELLED, None)
+
+
+@pytest.mark.parametrize(
+    ("meanwhile", "outcome", "holder"),
+    [
+        ("cancelled", Outcome.CANCELLED, (JobStatus.CANCELLED, None)),
+        ("taken over", Outcome.DUPLICATE, (JobStatus.RUNNING, "usurper")),
+    ],
+)
+def test_a_success_write_refused_is_reported_as_what_happened_meanwhile(
+    meanwhile: str,
+    outcome: Outcome,
+    holder: tuple[JobStatus, str | None],
+    make_job: Callable[..., Job],
+    message_for: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Worker._run_claimed: the run returned without a report after the job was cancelled,
+    or taken over by another run; the success write is refused, the run says which (from
+    the job it reads back), and the job keeps no result."""
+    table = connections.job_table()
+    later = utc_now() + timedelta(seconds=get_settings().stale_after_seconds + 1)
+
+    def finishes_quietly(input: Any, ctx: Context) -> int:
+        if meanwhile == "cancelled":
+            table.cancel(job, utc_now())
+        else:
+            assert table.claim(job.job_id, job.kind, "usurper", later, 30_000) is not None
+        return int(input.n)
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(finishes_quietly))
+    job = make_job(n=10)
+
+    assert make_worker().process_message(message_for(job)) is outcome
+
+    final = table_job(job)
+    assert (final.status, final.owner) == holder
+    assert (final.result, final.error) == (None, None)
 
 
 def test_a_continuation_release_refused_sends_nothing(
