@@ -306,21 +306,34 @@ def test_a_page_makes_one_query_per_shard_when_it_fills(
     assert len(queries) == SHARDS
 
 
-def test_the_sweep_reads_running_jobs_consistently(
-    table: JobTable, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("read", "consistent"),
+    [
+        (lambda table: table.running(limit_per_shard=5), True),
+        (lambda table: table.page(Listing(), 10, (None,) * SHARDS, utc_now()).jobs, False),
+    ],
+    ids=["sweep", "listing-page"],
+)
+def test_the_sweep_reads_running_jobs_consistently_a_listing_page_eventually(
+    table: JobTable,
+    monkeypatch: pytest.MonkeyPatch,
+    read: Callable[[JobTable], list[Job]],
+    consistent: bool,
 ) -> None:
     """The sweep decides from a running job's lease whether its run died: an eventually
-    consistent read could show a lease a checkpoint has already renewed (moto is always
+    consistent read could show a lease a checkpoint has already renewed. A listing page
+    only shows jobs, and an eventually consistent read costs half as much (moto is always
     consistent, so the request itself is what can be checked here)."""
     job = Job.new(n=10, now=utc_now())
     table.create(job)
     table.claim(job.job_id, job.kind, "worker-1", utc_now(), 30_000)
     requests = recorded_calls(table, "batch_get_item", monkeypatch)
 
-    assert [running.job_id for running in table.running(limit_per_shard=5)] == [job.job_id]
+    assert [listed.job_id for listed in read(table)] == [job.job_id]
     assert requests
     assert all(
-        request["RequestItems"][table.table_name]["ConsistentRead"] is True for request in requests
+        request["RequestItems"][table.table_name]["ConsistentRead"] is consistent
+        for request in requests
     )
 
 
@@ -344,22 +357,136 @@ def test_a_start_key_dynamodb_refuses_is_a_value_error_other_refusals_unavailabl
 
 
 @pytest.mark.parametrize(
+    "refused",
+    [aws_error("ValidationException", "Query"), FAILURES[1]],
+    ids=["validation-error", "connection-error"],
+)
+@pytest.mark.parametrize(
     "read",
     [lambda table: table.lost_pending(0, 10), lambda table: table.running(10)],
     ids=["lost_pending", "running"],
 )
 def test_a_refused_sweep_query_is_store_unavailable(
-    table: JobTable, monkeypatch: pytest.MonkeyPatch, read: Callable[[JobTable], Any]
+    table: JobTable,
+    monkeypatch: pytest.MonkeyPatch,
+    read: Callable[[JobTable], Any],
+    refused: Exception,
 ) -> None:
     """The sweep's queries start from no position: any refusal, a ValidationException
     too, is the store's (the sweep retries later), never a bad cursor."""
-    refused = aws_error("ValidationException", "Query")
     monkeypatch.setattr(table._client, "query", failing_with(refused))
 
     with pytest.raises(StoreUnavailable) as raised:
         read(table)
 
     assert str(raised.value) == f"DynamoDB Query failed: {refused}"
+
+
+# --- get_many -----------------------------------------------------------------------------
+
+
+def created_jobs(table: JobTable, count: int) -> list[Job]:
+    """``count`` queued jobs, in the table and as they read back from it."""
+    now = utc_now().replace(microsecond=0)  # items keep milliseconds
+    jobs = [Job.new(n=1, now=now) for _ in range(count)]
+    for job in jobs:
+        table.create(job)
+    return jobs
+
+
+def one_key_a_call(table: JobTable, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Make the table's BatchGetItem read only the first key of each request and hand the
+    rest back as UnprocessedKeys, as DynamoDB does when a partition is throttled or the
+    16 MB response limit is reached (moto never does): "If a partial result is returned,
+    the operation returns a value for UnprocessedKeys [...] in the same form as
+    RequestItems"; with none left, "an empty UnprocessedKeys map"
+    (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html).
+    Returns the requests, as recorded_calls does."""
+    requests: list[dict[str, Any]] = []
+    real = table._client.batch_get_item
+
+    def partial(**kwargs: Any) -> Any:
+        requests.append(kwargs)
+        ((name, wanted),) = kwargs["RequestItems"].items()
+        first, *rest = wanted["Keys"]
+        response = real(RequestItems={name: {**wanted, "Keys": [first]}})
+        response["UnprocessedKeys"] = {name: {**wanted, "Keys": rest}} if rest else {}
+        return response
+
+    monkeypatch.setattr(table._client, "batch_get_item", partial)
+    return requests
+
+
+def test_get_many_asks_again_for_the_keys_dynamodb_left_unprocessed(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = created_jobs(table, 3)
+    requests = one_key_a_call(table, monkeypatch)
+
+    found = table.get_many([job.job_id for job in jobs])
+
+    assert found == {job.job_id: job for job in jobs}
+    assert [len(request["RequestItems"][table.table_name]["Keys"]) for request in requests] == [
+        3,
+        2,
+        1,
+    ]
+
+
+def test_get_many_gives_up_on_keys_still_unprocessed_after_five_requests(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table throttled for that long is unavailable: the caller (a listing, the sweep)
+    fails with StoreUnavailable and is retried, rather than silently missing jobs."""
+    jobs = created_jobs(table, 6)
+    requests = one_key_a_call(table, monkeypatch)
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.get_many([job.job_id for job in jobs])
+
+    assert str(raised.value) == "DynamoDB BatchGetItem left keys unprocessed; retry"
+    assert len(requests) == 5
+
+
+def test_get_many_asks_for_at_most_100_keys_a_request(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BatchGetItem refuses more than 100 keys; 150 ids are two requests, not more."""
+    jobs = created_jobs(table, 2)
+    missing = [Job.new(n=1, now=utc_now()).job_id for _ in range(148)]
+    requests = recorded_calls(table, "batch_get_item", monkeypatch)
+
+    found = table.get_many([jobs[0].job_id, *missing, jobs[1].job_id])
+
+    assert found == {job.job_id: job for job in jobs}
+    assert [len(request["RequestItems"][table.table_name]["Keys"]) for request in requests] == [
+        100,
+        50,
+    ]
+
+
+# --- the watermark ------------------------------------------------------------------------
+
+
+def test_raise_watermark_says_whether_it_raised_it(table: JobTable) -> None:
+    assert table.raise_watermark(2_000) is True
+    assert table.raise_watermark(2_000) is False  # already as high
+    assert table.raise_watermark(1_999) is False
+    assert table.watermark() == 2_000
+    assert table.raise_watermark(2_001) is True
+    assert table.watermark() == 2_001
+
+
+@pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
+def test_a_failed_watermark_write_is_store_unavailable_naming_it(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    monkeypatch.setattr(table._client, "update_item", failing_with(error))
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.raise_watermark(2_000)
+
+    assert str(raised.value) == f"DynamoDB UpdateItem failed: {error}"
 
 
 # --- migrate and the schema version ---------------------------------------------------------
