@@ -1,6 +1,8 @@
 """The job table adapter (chalicelib/store.py) under moto: what each write leaves in the
-table, what it returns when its condition does not hold, and the StoreUnavailable it
-raises (with the operation and AWS's error in its message) when DynamoDB fails."""
+table, what it returns when its condition does not hold, what its reads ask DynamoDB for
+(keys a request, consistency, the keys DynamoDB left unprocessed), and the
+StoreUnavailable it raises (with the operation and AWS's error in its message) when
+DynamoDB fails."""
 
 from __future__ import annotations
 
