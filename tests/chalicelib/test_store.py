@@ -177,6 +177,27 @@ def test_a_failed_fail_submission_is_store_unavailable_naming_it(
     assert stored is not None and stored["status"] == {"S": "queued"}
 
 
+# --- claim --------------------------------------------------------------------------------
+
+
+def test_a_continuation_message_does_not_start_a_job_waiting_to_retry(table: JobTable) -> None:
+    """A continuation's message (``resume``) starts only a job queued to continue (or takes
+    over a dead run). A stale copy of one (SQS delivers at least once) arriving while the
+    job waits out a retry's backoff leaves it waiting for its retry message."""
+    job = Job.new(n=5, now=utc_now())
+    table.create(job)
+    claimed = table.claim(job.job_id, job.kind, "first", utc_now(), LEASE_MS)
+    assert claimed is not None
+    retry_due = epoch_ms(utc_now()) + 900_000
+    waiting = table.release(claimed, "first", retry_due, resume=False, last_error="boom")
+    assert waiting is not None
+
+    assert table.claim(job.job_id, job.kind, "second", utc_now(), LEASE_MS, resume=True) is None
+
+    assert table.get(job.job_id) == waiting
+    assert (waiting.status, waiting.pending_at) == (JobStatus.QUEUED, retry_due)
+
+
 # --- rewrite_derived ----------------------------------------------------------------------
 
 
