@@ -360,6 +360,20 @@ def test_the_sweep_reads_running_jobs_consistently_a_listing_page_eventually(
     )
 
 
+def test_get_reads_consistently(table: JobTable, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job read just after a write must show it (a client's GET after its cancel, the
+    re-read that tells why a cancel was refused, a replayed Idempotency-Key's job): an
+    eventually consistent read could miss the write (moto is always consistent, so the
+    request is what is checked)."""
+    job = Job.new(n=1, now=utc_now().replace(microsecond=0))
+    table.create(job)
+    requests = recorded_calls(table, "get_item", monkeypatch)
+
+    assert table.get(job.job_id) == job
+
+    assert [request["ConsistentRead"] for request in requests] == [True]
+
+
 def test_a_start_key_dynamodb_refuses_is_a_value_error_other_refusals_unavailable(
     table: JobTable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
