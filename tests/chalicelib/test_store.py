@@ -78,6 +78,34 @@ def failing_with(error: Exception) -> Callable[..., Any]:
     return call
 
 
+# --- create and get -----------------------------------------------------------------------
+
+
+def test_a_second_create_of_an_id_fails_and_leaves_the_first_job(table: JobTable) -> None:
+    """Ids are never reused: a write of a new job must not replace one already there."""
+    first = Job.new(n=1, now=utc_now())
+    table.create(first)
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.create(Job.new(n=2, now=utc_now()).with_(job_id=first.job_id))
+
+    assert str(raised.value).startswith("DynamoDB put_item failed: ")
+    assert "ConditionalCheckFailedException" in str(raised.value)
+    assert raw_item(first.job_id) == to_item(first)
+
+
+@pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
+def test_a_failed_read_is_store_unavailable_naming_it(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    monkeypatch.setattr(table._client, "get_item", failing_with(error))
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.get(Job.new(n=1, now=utc_now()).job_id)
+
+    assert str(raised.value) == f"DynamoDB get_item failed: {error}"
+
+
 # --- create_with_key ----------------------------------------------------------------------
 
 
