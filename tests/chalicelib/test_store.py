@@ -226,6 +226,22 @@ def test_a_continuation_message_does_not_start_a_job_waiting_to_retry(table: Job
     assert (waiting.status, waiting.pending_at) == (JobStatus.QUEUED, retry_due)
 
 
+@pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
+def test_a_failed_status_change_is_store_unavailable_naming_it(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    job = Job.new(n=5, now=utc_now())
+    table.create(job)
+    monkeypatch.setattr(table._client, "update_item", failing_with(error))
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.claim(job.job_id, job.kind, "owner", utc_now(), LEASE_MS)
+
+    assert str(raised.value) == f"DynamoDB UpdateItem failed: {error}"
+    stored = raw_item(job.job_id)
+    assert stored is not None and stored["status"] == {"S": "queued"}
+
+
 # --- rewrite_derived ----------------------------------------------------------------------
 
 
