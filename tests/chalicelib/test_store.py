@@ -618,6 +618,53 @@ def test_migrate_brings_every_job_item_to_the_current_layout(table: JobTable) ->
     assert table.migrate().rewritten == 0  # idempotent
 
 
+def another_worker() -> JobTable:
+    """An adapter on a client of its own, as another process writing the table."""
+    return JobTable(boto3.client("dynamodb"), connections.job_table().table_name)
+
+
+def claimed_by_another_worker(job: Job) -> Job | None:
+    return another_worker().claim(job.job_id, job.kind, "other", utc_now(), LEASE_MS)
+
+
+def deleted_by_ttl(job: Job) -> None:
+    boto3.client("dynamodb").delete_item(
+        TableName=connections.job_table().table_name, Key={"job_id": {"S": job.job_id}}
+    )
+
+
+@pytest.mark.parametrize("change", [claimed_by_another_worker, deleted_by_ttl])
+def test_migrate_reads_again_a_job_that_changed_after_the_scan(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, change: Callable[[Job], Job | None]
+) -> None:
+    """The rewrite of a job changed after the scan read it is refused (its condition is the
+    status read); the job is read again and rewritten as it now is, or left alone if it is
+    gone (no stub item); the migration goes on and records the version."""
+    now = utc_now().replace(microsecond=0)  # items keep milliseconds
+    changing, other = Job.new(n=3, now=now), Job.new(n=4, now=now)
+    put_raw(before_kinds(changing))
+    put_raw(before_kinds(other))
+    changed: list[Job | None] = []
+    real_scan = table._client.scan
+
+    def scan_then_change(**kwargs: Any) -> Any:
+        response = real_scan(**kwargs)
+        if not changed:
+            changed.append(change(changing))
+        return response
+
+    monkeypatch.setattr(table._client, "scan", scan_then_change)
+
+    report = table.migrate()
+
+    (now_is,) = changed
+    assert raw_item(changing.job_id) == (to_item(now_is) if now_is else None)
+    assert report.rewritten == (2 if now_is else 1)
+    assert table.get(other.job_id) == other
+    assert raw_item(other.job_id) == to_item(other)
+    assert table.schema_version() == SCHEMA_VERSION
+
+
 def test_migrate_never_lowers_a_newer_schema_version(table: JobTable) -> None:
     put_raw({"job_id": {"S": SCHEMA_ITEM}, "version": {"N": str(SCHEMA_VERSION + 1)}})
 
