@@ -586,7 +586,9 @@ def before_kinds(job: Job) -> dict[str, Any]:
     return item
 
 
-def test_migrate_brings_every_job_item_to_the_current_layout(table: JobTable) -> None:
+def test_migrate_brings_every_job_item_to_the_current_layout(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
     now = utc_now().replace(microsecond=0)  # items keep milliseconds
     queued = Job.new(n=3, now=now - timedelta(minutes=5))
     done = Job.new(n=4, now=now).with_(status=JobStatus.SUCCEEDED, pending_at=None, result=4)
@@ -603,10 +605,15 @@ def test_migrate_brings_every_job_item_to_the_current_layout(table: JobTable) ->
         TableName=table.table_name, Key={"job_id": {"S": SCHEMA_ITEM}}
     )  # as on a table no release recorded a version in (the stack's apply did)
     assert table.schema_version() == 1
+    scans = recorded_calls(table, "scan", monkeypatch)
 
     report = table.migrate(page_size=1)  # one item a page: every page is read
 
     assert (report.scanned, report.rewritten) == (5, 3)
+    # Page by page, each read consistently: an item written just before must not be
+    # read as it was (and skipped as already migrated).
+    assert len(scans) >= 5
+    assert all((scan["Limit"], scan["ConsistentRead"]) == (1, True) for scan in scans)
     # A queued job without a pending time gets its creation time: the sweep re-sends it.
     assert table.get(queued.job_id) == queued.with_(pending_at=epoch_ms(queued.created_at))
     assert raw_item(queued.job_id) == to_item(table.get(queued.job_id) or queued)
