@@ -1,6 +1,8 @@
 """The job table adapter (chalicelib/store.py) under moto: what each write leaves in the
-table, what it returns when its condition does not hold, and the StoreUnavailable it
-raises (with the operation and AWS's error in its message) when DynamoDB fails."""
+table, what it returns when its condition does not hold, what its reads ask DynamoDB for
+(keys a request, consistency, the keys DynamoDB left unprocessed), and the
+StoreUnavailable it raises (with the operation and AWS's error in its message) when
+DynamoDB fails."""
 
 from __future__ import annotations
 
@@ -74,6 +76,34 @@ def failing_with(error: Exception) -> Callable[..., Any]:
         raise error
 
     return call
+
+
+# --- create and get -----------------------------------------------------------------------
+
+
+def test_a_second_create_of_an_id_fails_and_leaves_the_first_job(table: JobTable) -> None:
+    """Ids are never reused: a write of a new job must not replace one already there."""
+    first = Job.new(n=1, now=utc_now())
+    table.create(first)
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.create(Job.new(n=2, now=utc_now()).with_(job_id=first.job_id))
+
+    assert str(raised.value).startswith("DynamoDB put_item failed: ")
+    assert "ConditionalCheckFailedException" in str(raised.value)
+    assert raw_item(first.job_id) == to_item(first)
+
+
+@pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
+def test_a_failed_read_is_store_unavailable_naming_it(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    monkeypatch.setattr(table._client, "get_item", failing_with(error))
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.get(Job.new(n=1, now=utc_now()).job_id)
+
+    assert str(raised.value) == f"DynamoDB get_item failed: {error}"
 
 
 # --- create_with_key ----------------------------------------------------------------------
@@ -171,6 +201,43 @@ def test_a_failed_fail_submission_is_store_unavailable_naming_it(
         table.fail_submission(job, "could not send", utc_now())
 
     assert str(raised.value) == f"DynamoDB TransactWriteItems failed: {error}"
+    stored = raw_item(job.job_id)
+    assert stored is not None and stored["status"] == {"S": "queued"}
+
+
+# --- claim --------------------------------------------------------------------------------
+
+
+def test_a_continuation_message_does_not_start_a_job_waiting_to_retry(table: JobTable) -> None:
+    """A continuation's message (``resume``) starts only a job queued to continue (or takes
+    over a dead run). A stale copy of one (SQS delivers at least once) arriving while the
+    job waits out a retry's backoff leaves it waiting for its retry message."""
+    job = Job.new(n=5, now=utc_now())
+    table.create(job)
+    claimed = table.claim(job.job_id, job.kind, "first", utc_now(), LEASE_MS)
+    assert claimed is not None
+    retry_due = epoch_ms(utc_now()) + 900_000
+    waiting = table.release(claimed, "first", retry_due, resume=False, last_error="boom")
+    assert waiting is not None
+
+    assert table.claim(job.job_id, job.kind, "second", utc_now(), LEASE_MS, resume=True) is None
+
+    assert table.get(job.job_id) == waiting
+    assert (waiting.status, waiting.pending_at) == (JobStatus.QUEUED, retry_due)
+
+
+@pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
+def test_a_failed_status_change_is_store_unavailable_naming_it(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    job = Job.new(n=5, now=utc_now())
+    table.create(job)
+    monkeypatch.setattr(table._client, "update_item", failing_with(error))
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.claim(job.job_id, job.kind, "owner", utc_now(), LEASE_MS)
+
+    assert str(raised.value) == f"DynamoDB UpdateItem failed: {error}"
     stored = raw_item(job.job_id)
     assert stored is not None and stored["status"] == {"S": "queued"}
 
@@ -306,22 +373,49 @@ def test_a_page_makes_one_query_per_shard_when_it_fills(
     assert len(queries) == SHARDS
 
 
-def test_the_sweep_reads_running_jobs_consistently(
-    table: JobTable, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("read", "consistent"),
+    [
+        (lambda table: table.running(limit_per_shard=5), True),
+        (lambda table: table.page(Listing(), 10, (None,) * SHARDS, utc_now()).jobs, False),
+    ],
+    ids=["sweep", "listing-page"],
+)
+def test_the_sweep_reads_running_jobs_consistently_a_listing_page_eventually(
+    table: JobTable,
+    monkeypatch: pytest.MonkeyPatch,
+    read: Callable[[JobTable], list[Job]],
+    consistent: bool,
 ) -> None:
     """The sweep decides from a running job's lease whether its run died: an eventually
-    consistent read could show a lease a checkpoint has already renewed (moto is always
+    consistent read could show a lease a checkpoint has already renewed. A listing page
+    only shows jobs, and an eventually consistent read costs half as much (moto is always
     consistent, so the request itself is what can be checked here)."""
     job = Job.new(n=10, now=utc_now())
     table.create(job)
     table.claim(job.job_id, job.kind, "worker-1", utc_now(), 30_000)
     requests = recorded_calls(table, "batch_get_item", monkeypatch)
 
-    assert [running.job_id for running in table.running(limit_per_shard=5)] == [job.job_id]
+    assert [listed.job_id for listed in read(table)] == [job.job_id]
     assert requests
     assert all(
-        request["RequestItems"][table.table_name]["ConsistentRead"] is True for request in requests
+        request["RequestItems"][table.table_name]["ConsistentRead"] is consistent
+        for request in requests
     )
+
+
+def test_get_reads_consistently(table: JobTable, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job read just after a write must show it (a client's GET after its cancel, the
+    re-read that tells why a cancel was refused, a replayed Idempotency-Key's job): an
+    eventually consistent read could miss the write (moto is always consistent, so the
+    request is what is checked)."""
+    job = Job.new(n=1, now=utc_now().replace(microsecond=0))
+    table.create(job)
+    requests = recorded_calls(table, "get_item", monkeypatch)
+
+    assert table.get(job.job_id) == job
+
+    assert [request["ConsistentRead"] for request in requests] == [True]
 
 
 def test_a_start_key_dynamodb_refuses_is_a_value_error_other_refusals_unavailable(
@@ -344,22 +438,136 @@ def test_a_start_key_dynamodb_refuses_is_a_value_error_other_refusals_unavailabl
 
 
 @pytest.mark.parametrize(
+    "refused",
+    [aws_error("ValidationException", "Query"), FAILURES[1]],
+    ids=["validation-error", "connection-error"],
+)
+@pytest.mark.parametrize(
     "read",
     [lambda table: table.lost_pending(0, 10), lambda table: table.running(10)],
     ids=["lost_pending", "running"],
 )
 def test_a_refused_sweep_query_is_store_unavailable(
-    table: JobTable, monkeypatch: pytest.MonkeyPatch, read: Callable[[JobTable], Any]
+    table: JobTable,
+    monkeypatch: pytest.MonkeyPatch,
+    read: Callable[[JobTable], Any],
+    refused: Exception,
 ) -> None:
     """The sweep's queries start from no position: any refusal, a ValidationException
     too, is the store's (the sweep retries later), never a bad cursor."""
-    refused = aws_error("ValidationException", "Query")
     monkeypatch.setattr(table._client, "query", failing_with(refused))
 
     with pytest.raises(StoreUnavailable) as raised:
         read(table)
 
     assert str(raised.value) == f"DynamoDB Query failed: {refused}"
+
+
+# --- get_many -----------------------------------------------------------------------------
+
+
+def created_jobs(table: JobTable, count: int) -> list[Job]:
+    """``count`` queued jobs, in the table and as they read back from it."""
+    now = utc_now().replace(microsecond=0)  # items keep milliseconds
+    jobs = [Job.new(n=1, now=now) for _ in range(count)]
+    for job in jobs:
+        table.create(job)
+    return jobs
+
+
+def one_key_a_call(table: JobTable, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Make the table's BatchGetItem read only the first key of each request and hand the
+    rest back as UnprocessedKeys, as DynamoDB does when a partition is throttled or the
+    16 MB response limit is reached (moto never does): "If a partial result is returned,
+    the operation returns a value for UnprocessedKeys [...] in the same form as
+    RequestItems"; with none left, "an empty UnprocessedKeys map"
+    (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html).
+    Returns the requests, as recorded_calls does."""
+    requests: list[dict[str, Any]] = []
+    real = table._client.batch_get_item
+
+    def partial(**kwargs: Any) -> Any:
+        requests.append(kwargs)
+        ((name, wanted),) = kwargs["RequestItems"].items()
+        first, *rest = wanted["Keys"]
+        response = real(RequestItems={name: {**wanted, "Keys": [first]}})
+        response["UnprocessedKeys"] = {name: {**wanted, "Keys": rest}} if rest else {}
+        return response
+
+    monkeypatch.setattr(table._client, "batch_get_item", partial)
+    return requests
+
+
+def test_get_many_asks_again_for_the_keys_dynamodb_left_unprocessed(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = created_jobs(table, 3)
+    requests = one_key_a_call(table, monkeypatch)
+
+    found = table.get_many([job.job_id for job in jobs])
+
+    assert found == {job.job_id: job for job in jobs}
+    assert [len(request["RequestItems"][table.table_name]["Keys"]) for request in requests] == [
+        3,
+        2,
+        1,
+    ]
+
+
+def test_get_many_gives_up_on_keys_still_unprocessed_after_five_requests(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table throttled for that long is unavailable: the caller (a listing, the sweep)
+    fails with StoreUnavailable and is retried, rather than silently missing jobs."""
+    jobs = created_jobs(table, 6)
+    requests = one_key_a_call(table, monkeypatch)
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.get_many([job.job_id for job in jobs])
+
+    assert str(raised.value) == "DynamoDB BatchGetItem left keys unprocessed; retry"
+    assert len(requests) == 5
+
+
+def test_get_many_asks_for_at_most_100_keys_a_request(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BatchGetItem refuses more than 100 keys; 150 ids are two requests, not more."""
+    jobs = created_jobs(table, 2)
+    missing = [Job.new(n=1, now=utc_now()).job_id for _ in range(148)]
+    requests = recorded_calls(table, "batch_get_item", monkeypatch)
+
+    found = table.get_many([jobs[0].job_id, *missing, jobs[1].job_id])
+
+    assert found == {job.job_id: job for job in jobs}
+    assert [len(request["RequestItems"][table.table_name]["Keys"]) for request in requests] == [
+        100,
+        50,
+    ]
+
+
+# --- the watermark ------------------------------------------------------------------------
+
+
+def test_raise_watermark_says_whether_it_raised_it(table: JobTable) -> None:
+    assert table.raise_watermark(2_000) is True
+    assert table.raise_watermark(2_000) is False  # already as high
+    assert table.raise_watermark(1_999) is False
+    assert table.watermark() == 2_000
+    assert table.raise_watermark(2_001) is True
+    assert table.watermark() == 2_001
+
+
+@pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
+def test_a_failed_watermark_write_is_store_unavailable_naming_it(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    monkeypatch.setattr(table._client, "update_item", failing_with(error))
+
+    with pytest.raises(StoreUnavailable) as raised:
+        table.raise_watermark(2_000)
+
+    assert str(raised.value) == f"DynamoDB UpdateItem failed: {error}"
 
 
 # --- migrate and the schema version ---------------------------------------------------------
@@ -378,7 +586,9 @@ def before_kinds(job: Job) -> dict[str, Any]:
     return item
 
 
-def test_migrate_brings_every_job_item_to_the_current_layout(table: JobTable) -> None:
+def test_migrate_brings_every_job_item_to_the_current_layout(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
     now = utc_now().replace(microsecond=0)  # items keep milliseconds
     queued = Job.new(n=3, now=now - timedelta(minutes=5))
     done = Job.new(n=4, now=now).with_(status=JobStatus.SUCCEEDED, pending_at=None, result=4)
@@ -395,10 +605,15 @@ def test_migrate_brings_every_job_item_to_the_current_layout(table: JobTable) ->
         TableName=table.table_name, Key={"job_id": {"S": SCHEMA_ITEM}}
     )  # as on a table no release recorded a version in (the stack's apply did)
     assert table.schema_version() == 1
+    scans = recorded_calls(table, "scan", monkeypatch)
 
     report = table.migrate(page_size=1)  # one item a page: every page is read
 
     assert (report.scanned, report.rewritten) == (5, 3)
+    # Page by page, each read consistently: an item written just before must not be
+    # read as it was (and skipped as already migrated).
+    assert len(scans) >= 5
+    assert all((scan["Limit"], scan["ConsistentRead"]) == (1, True) for scan in scans)
     # A queued job without a pending time gets its creation time: the sweep re-sends it.
     assert table.get(queued.job_id) == queued.with_(pending_at=epoch_ms(queued.created_at))
     assert raw_item(queued.job_id) == to_item(table.get(queued.job_id) or queued)
@@ -408,6 +623,57 @@ def test_migrate_brings_every_job_item_to_the_current_layout(table: JobTable) ->
     assert raw_item(record_id) == {"job_id": {"S": record_id}, "target": {"S": current.job_id}}
     assert table.schema_version() == SCHEMA_VERSION
     assert table.migrate().rewritten == 0  # idempotent
+
+
+def another_worker() -> JobTable:
+    """An adapter on a client of its own, as another process writing the table."""
+    return JobTable(boto3.client("dynamodb"), connections.job_table().table_name)
+
+
+def claimed_by_another_worker(job: Job) -> Job | None:
+    return another_worker().claim(job.job_id, job.kind, "other", utc_now(), LEASE_MS)
+
+
+def deleted_by_ttl(job: Job) -> None:
+    boto3.client("dynamodb").delete_item(
+        TableName=connections.job_table().table_name, Key={"job_id": {"S": job.job_id}}
+    )
+
+
+@pytest.mark.parametrize("change", [claimed_by_another_worker, deleted_by_ttl])
+def test_migrate_reads_again_a_job_that_changed_after_the_scan(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch, change: Callable[[Job], Job | None]
+) -> None:
+    """The rewrite of a job changed after the scan read it is refused (its condition is the
+    status read); the job is read again and rewritten as it now is, or left alone if it is
+    gone (no stub item); the migration goes on and records the version."""
+    now = utc_now().replace(microsecond=0)  # items keep milliseconds
+    changing, other = Job.new(n=3, now=now), Job.new(n=4, now=now)
+    while other.job_id < SCHEMA_ITEM:
+        # moto scans in key order: the scan must step over the schema item (not a job)
+        # and go on to this job, not stop there.
+        other = Job.new(n=4, now=now)
+    put_raw(before_kinds(changing))
+    put_raw(before_kinds(other))
+    changed: list[Job | None] = []
+    real_scan = table._client.scan
+
+    def scan_then_change(**kwargs: Any) -> Any:
+        response = real_scan(**kwargs)
+        if not changed:
+            changed.append(change(changing))
+        return response
+
+    monkeypatch.setattr(table._client, "scan", scan_then_change)
+
+    report = table.migrate()
+
+    (now_is,) = changed
+    assert raw_item(changing.job_id) == (to_item(now_is) if now_is else None)
+    assert report.rewritten == (2 if now_is else 1)
+    assert table.get(other.job_id) == other
+    assert raw_item(other.job_id) == to_item(other)
+    assert table.schema_version() == SCHEMA_VERSION
 
 
 def test_migrate_never_lowers_a_newer_schema_version(table: JobTable) -> None:
