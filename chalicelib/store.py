@@ -73,6 +73,8 @@ _NOT_PENDING = "#pending_key, #pending_at"
 _BATCH_GET_LIMIT = 100
 # Retries of a BatchGetItem's unprocessed keys (throttling) before giving up.
 _BATCH_GET_ROUNDS = 5
+# Reads of a job the migration makes while its status keeps changing under the rewrite.
+_MIGRATION_TRIES = 3
 # Queries a listing makes on one shard to fill a page while skipping expired jobs (whose
 # TTL deletion lags): expired jobs are the oldest, so this is reached only in a table
 # full of them; the page then ends early and the cursor moves past what was read.
@@ -709,7 +711,9 @@ class JobTable:
         derives and, if written before kinds, its input (from n); a queued job without a
         pending time gets its creation time (its message went with the queue an older
         version used, so the recovery sweep sends it again). Each rewrite is conditional
-        on the status read; a job that changed meanwhile is read again. Idempotent: safe
+        on the status read; a job that changed meanwhile is read again, up to
+        _MIGRATION_TRIES times. A job still changing after that is counted in ``unsettled``
+        and the version is not recorded, so the next apply migrates again. Idempotent: safe
         to run again, or after an interruption.
         """
         report = MigrationReport()
@@ -717,7 +721,7 @@ class JobTable:
             report.scanned += 1
             if not is_job_item(item):
                 continue
-            for _ in range(3):
+            for _ in range(_MIGRATION_TRIES):
                 job = from_item(item)
                 if job.status is JobStatus.QUEUED and job.pending_at is None:
                     job = job.with_(pending_at=epoch_ms(job.created_at))
@@ -733,6 +737,10 @@ class JobTable:
                 if fresh is None:
                     break
                 item = fresh
+            else:
+                report.unsettled += 1
+        if report.unsettled:
+            return report
         try:
             self._client.put_item(
                 TableName=self.table_name,
@@ -806,6 +814,8 @@ class JobTable:
 class MigrationReport:
     scanned: int = 0
     rewritten: int = 0
+    # Jobs whose status changed under each of the migration's tries (left as they were).
+    unsettled: int = 0
 
 
 # A status change sets the status and the two listing keys derived from it.

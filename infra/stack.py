@@ -410,6 +410,14 @@ def apply_stage(
                 f"({report.rewritten} of {report.scanned} rewritten)",
                 flush=True,
             )
+        if report.unsettled:
+            print(
+                f"Job table {table.table_name}: {report.unsettled} of {report.scanned} items "
+                "changed each time the migration read them and were left as they were; "
+                "apply the stage again to finish the migration",
+                file=sys.stderr,
+                flush=True,
+            )
     write_stage_environment(stage, stage_environment(stage, stack_outputs), project_dir)
     write_policies(config, stage, stack_outputs, project_dir)
     return stack_outputs

@@ -38,6 +38,7 @@ from chalicelib.store import (
     MigrationReport,
     PendingEntry,
     Position,
+    _add_expression,
 )
 
 LEASE_MS = 60_000
@@ -674,6 +675,60 @@ def test_migrate_reads_again_a_job_that_changed_after_the_scan(
     assert table.get(other.job_id) == other
     assert raw_item(other.job_id) == to_item(other)
     assert table.schema_version() == SCHEMA_VERSION
+
+
+def test_migrate_leaves_a_job_that_keeps_changing_and_records_no_version(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose status changes again before each of the migration's three rewrites is
+    left as it is and counted as unsettled, and the version is not recorded: the table
+    does not claim a layout one of its items lacks. The next apply migrates it."""
+    ddb = boto3.client("dynamodb")
+    ddb.delete_item(TableName=table.table_name, Key={"job_id": {"S": SCHEMA_ITEM}})
+    job = Job.new(n=3, now=utc_now().replace(microsecond=0))
+    put_raw(before_kinds(job))
+    changing, tries = [True], []
+    real = table.rewrite_derived
+
+    def changed_just_before(read: Job, with_input: bool = False) -> Job | None:
+        tries.append(read.status)
+        if changing[0]:  # another writer changes its status between the read and the write
+            other = JobStatus.RUNNING if read.status is JobStatus.QUEUED else JobStatus.QUEUED
+            ddb.update_item(
+                TableName=table.table_name,
+                Key={"job_id": {"S": job.job_id}},
+                UpdateExpression="SET #status = :other",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":other": {"S": other.value}},
+            )
+        return real(read, with_input=with_input)
+
+    monkeypatch.setattr(table, "rewrite_derived", changed_just_before)
+
+    assert table.migrate() == MigrationReport(scanned=1, rewritten=0, unsettled=1)
+    # Each try rewrote the status it had just read, and each was refused.
+    assert tries == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.QUEUED]
+    assert "input" not in (raw_item(job.job_id) or {})
+    assert table.schema_version() == 1
+
+    changing[0] = False
+    assert table.migrate() == MigrationReport(scanned=1, rewritten=1)
+    assert "input" in (raw_item(job.job_id) or {})
+    assert table.schema_version() == SCHEMA_VERSION
+
+
+def test_a_request_whose_expressions_name_no_attribute_carries_no_names_map() -> None:
+    """DynamoDB refuses an empty ExpressionAttributeNames ("ExpressionAttributeNames must
+    not be empty"; moto accepts it) and unused placeholders: a request gets exactly the
+    names and values its expressions use, and no names map when they use none."""
+    request: dict[str, Any] = {"UpdateExpression": "SET progress = :p"}
+
+    _add_expression(request, {":p": 0.5, ":unused": 1})
+
+    assert request == {
+        "UpdateExpression": "SET progress = :p",
+        "ExpressionAttributeValues": {":p": {"N": "0.5"}},
+    }
 
 
 def test_migrate_never_lowers_a_newer_schema_version(table: JobTable) -> None:

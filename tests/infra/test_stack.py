@@ -12,8 +12,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib.jobs import EXPIRES_AT, INDEXES
+from chalicelib.jobs import EXPIRES_AT, INDEXES, SCHEMA_ITEM
 from chalicelib.queue import MESSAGE_GROUP
+from chalicelib.store import JobTable, MigrationReport
 from infra import policies, stack
 
 PARAMS = {"VisibilityTimeoutSeconds": "60", "ExpiryAttributeName": EXPIRES_AT}
@@ -295,3 +296,28 @@ def cfn_template_resource(logical_id: str) -> Any:
     template, errors = decode_str(stack.TEMPLATE.read_text())
     assert not errors
     return template["Resources"][logical_id]
+
+
+def test_apply_says_so_when_the_migration_left_items_to_migrate_again(
+    aws: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A migration that gave up on items still changing under it (it then records no
+    version) is reported on stderr with what to do; the next apply migrates again."""
+    ddb = boto3.client("dynamodb")
+    ddb.delete_item(TableName=aws["TableName"], Key={"job_id": {"S": SCHEMA_ITEM}})
+    migrations: list[int] = []
+
+    def migrate(table: JobTable, page_size: int = 200) -> MigrationReport:
+        migrations.append(page_size)
+        return MigrationReport(scanned=4, rewritten=1, unsettled=2)
+
+    monkeypatch.setattr(JobTable, "migrate", migrate)
+    capsys.readouterr()
+
+    stack.apply_stage("local", cfn=boto3.client("cloudformation"))
+
+    assert migrations == [200]
+    assert capsys.readouterr().err == (
+        f"Job table {aws['TableName']}: 2 of 4 items changed each time the migration read "
+        "them and were left as they were; apply the stage again to finish the migration\n"
+    )
