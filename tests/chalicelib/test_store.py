@@ -681,12 +681,14 @@ def test_migrate_leaves_a_job_that_keeps_changing_and_records_no_version(
     table: JobTable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A job whose status changes again before each of the migration's three rewrites is
-    left as it is and counted as unsettled, and the version is not recorded: the table
-    does not claim a layout one of its items lacks. The next apply migrates it."""
+    left as it is and counted as unsettled (here two such jobs), and the version is not
+    recorded: the table does not claim a layout one of its items lacks. The next apply
+    migrates them."""
     ddb = boto3.client("dynamodb")
     ddb.delete_item(TableName=table.table_name, Key={"job_id": {"S": SCHEMA_ITEM}})
-    job = Job.new(n=3, now=utc_now().replace(microsecond=0))
-    put_raw(before_kinds(job))
+    jobs = [Job.new(n=n, now=utc_now().replace(microsecond=0)) for n in (3, 4)]
+    for job in jobs:
+        put_raw(before_kinds(job))
     changing, tries = [True], []
     real = table.rewrite_derived
 
@@ -696,7 +698,7 @@ def test_migrate_leaves_a_job_that_keeps_changing_and_records_no_version(
             other = JobStatus.RUNNING if read.status is JobStatus.QUEUED else JobStatus.QUEUED
             ddb.update_item(
                 TableName=table.table_name,
-                Key={"job_id": {"S": job.job_id}},
+                Key={"job_id": {"S": read.job_id}},
                 UpdateExpression="SET #status = :other",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={":other": {"S": other.value}},
@@ -705,15 +707,15 @@ def test_migrate_leaves_a_job_that_keeps_changing_and_records_no_version(
 
     monkeypatch.setattr(table, "rewrite_derived", changed_just_before)
 
-    assert table.migrate() == MigrationReport(scanned=1, rewritten=0, unsettled=1)
+    assert table.migrate() == MigrationReport(scanned=2, rewritten=0, unsettled=2)
     # Each try rewrote the status it had just read, and each was refused.
-    assert tries == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.QUEUED]
-    assert "input" not in (raw_item(job.job_id) or {})
+    assert tries == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.QUEUED] * 2
+    assert all("input" not in (raw_item(job.job_id) or {}) for job in jobs)
     assert table.schema_version() == 1
 
     changing[0] = False
-    assert table.migrate() == MigrationReport(scanned=1, rewritten=1)
-    assert "input" in (raw_item(job.job_id) or {})
+    assert table.migrate() == MigrationReport(scanned=2, rewritten=2)
+    assert all("input" in (raw_item(job.job_id) or {}) for job in jobs)
     assert table.schema_version() == SCHEMA_VERSION
 
 
