@@ -191,17 +191,38 @@ def test_fail_submission_of_a_job_that_left_queued_changes_nothing(table: JobTab
 
 
 @pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
-def test_a_failed_fail_submission_is_store_unavailable_naming_it(
-    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
+@pytest.mark.parametrize(
+    ("method", "operation", "write"),
+    [
+        (
+            "transact_write_items",
+            "TransactWriteItems",
+            lambda table, job: table.fail_submission(job, "could not send", utc_now()),
+        ),
+        (
+            "update_item",
+            "UpdateItem",
+            lambda table, job: table.claim(job.job_id, job.kind, "owner", utc_now(), LEASE_MS),
+        ),
+    ],
+    ids=["fail_submission", "status_change"],
+)
+def test_a_failed_write_is_store_unavailable_naming_it_and_leaves_the_job_queued(
+    table: JobTable,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    method: str,
+    operation: str,
+    write: Callable[[JobTable, Job], Any],
 ) -> None:
     job = Job.new(n=5, now=utc_now())
     table.create(job)
-    monkeypatch.setattr(table._client, "transact_write_items", failing_with(error))
+    monkeypatch.setattr(table._client, method, failing_with(error))
 
     with pytest.raises(StoreUnavailable) as raised:
-        table.fail_submission(job, "could not send", utc_now())
+        write(table, job)
 
-    assert str(raised.value) == f"DynamoDB TransactWriteItems failed: {error}"
+    assert str(raised.value) == f"DynamoDB {operation} failed: {error}"
     stored = raw_item(job.job_id)
     assert stored is not None and stored["status"] == {"S": "queued"}
 
@@ -225,22 +246,6 @@ def test_a_continuation_message_does_not_start_a_job_waiting_to_retry(table: Job
 
     assert table.get(job.job_id) == waiting
     assert (waiting.status, waiting.pending_at) == (JobStatus.QUEUED, retry_due)
-
-
-@pytest.mark.parametrize("error", FAILURES, ids=FAILURE_IDS)
-def test_a_failed_status_change_is_store_unavailable_naming_it(
-    table: JobTable, monkeypatch: pytest.MonkeyPatch, error: Exception
-) -> None:
-    job = Job.new(n=5, now=utc_now())
-    table.create(job)
-    monkeypatch.setattr(table._client, "update_item", failing_with(error))
-
-    with pytest.raises(StoreUnavailable) as raised:
-        table.claim(job.job_id, job.kind, "owner", utc_now(), LEASE_MS)
-
-    assert str(raised.value) == f"DynamoDB UpdateItem failed: {error}"
-    stored = raw_item(job.job_id)
-    assert stored is not None and stored["status"] == {"S": "queued"}
 
 
 # --- rewrite_derived ----------------------------------------------------------------------
