@@ -31,6 +31,10 @@ from chalicelib.observability import TRACE_ATTRIBUTE, trace_header
 MESSAGE_GROUP = "jobs"
 # SQS's longest per-message delay.
 MAX_DELAY_SECONDS = 900
+# Receives of a job message before SQS moves it to the dead-letter queue (the job queue's
+# maxReceiveCount): declared here, next to the worker's claim backoff that it must outlast,
+# and rendered into the template's MaxReceiveCount by infra/stack.py.
+MAX_RECEIVE_COUNT = 5
 
 
 class _Queue:
