@@ -121,6 +121,8 @@ def _operation(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     if body:
         (content_type, content), *_ = body["content"].items()
         lines += [f"Body ({content_type}): {_type(content['schema'])}.", ""]
+        if "properties" in content["schema"]:
+            lines += _fields(content["schema"])
     lines += ["| Answer | Description | Body |", "| --- | --- | --- |"]
     for status, response in operation["responses"].items():
         content = response.get("content", {})
@@ -141,17 +143,20 @@ def _schema(name: str, schema: dict[str, Any]) -> list[str]:
         variants = ", ".join(_type(v) for v in schema["oneOf"])
         by = schema.get("discriminator", {}).get("propertyName")
         lines += [f"One of {variants}" + (f", chosen by `{by}`." if by else "."), ""]
+    return lines + _fields(schema)
+
+
+def _fields(schema: dict[str, Any]) -> list[str]:
+    """A table of an object schema's fields; nothing for a schema without any."""
     properties = schema.get("properties", {})
-    if properties:
-        required = set(schema.get("required", []))
-        lines += ["| Field | Schema | Description |", "| --- | --- | --- |"]
-        for field, spec in properties.items():
-            mark = " (required)" if field in required else ""
-            lines.append(
-                f"| `{field}`{mark} | {_type(spec)} | {_cell(spec.get('description', ''))} |"
-            )
-        lines.append("")
-    return lines
+    if not properties:
+        return []
+    required = set(schema.get("required", []))
+    lines = ["| Field | Schema | Description |", "| --- | --- | --- |"]
+    for field, spec in properties.items():
+        mark = " (required)" if field in required else ""
+        lines.append(f"| `{field}`{mark} | {_type(spec)} | {_cell(spec.get('description', ''))} |")
+    return [*lines, ""]
 
 
 _LIMITS = (
