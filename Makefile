@@ -40,8 +40,24 @@ lint: venv ## ruff (lint + format check) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint ## Lint, then the whole test suite
-	$(PY) -m pytest
+# The suite's documentation tests (tests/docs) read the site make docs has just built.
+test: lint docs ## Lint, build the docs site, then the whole test suite
+	HEAVY_JOBS_BUILT_SITE=$(SITE) $(PY) -m pytest
+
+# --- the documentation site (mkdocs.yml; pages in docs/, some derived by docs/hooks/) ----
+.PHONY: docs docs-serve
+SITE := site
+# Material's banner about MkDocs 2 is not about this site; --quiet would hide the warnings
+# --strict turns into errors, so the build's own lines stay.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs
+# PORT when you set it, else a free port (not make run's 8000).
+DOCS_PORT = $(if $(filter file,$(origin PORT)),$(shell $(PY) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'),$(PORT))
+
+docs: venv ## Build the documentation site into site/ (strict: a broken link or anchor fails)
+	$(MKDOCS) build --strict --site-dir $(SITE)
+
+docs-serve: venv ## Serve the documentation site on 127.0.0.1 (PORT, else a free port), rebuilt on change
+	$(MKDOCS) serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 # Mutation testing of the state machine and its adapters (mutmut; config in pyproject.toml):
 # hours on 2 cores for all six modules, so not in make test or CI. Narrow it with

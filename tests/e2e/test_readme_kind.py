@@ -1,8 +1,8 @@
-"""README's "Add your own job kind", followed literally: its example module is added to a
-copy of the project, and the kind shows up in GET /kinds, the OpenAPI document, the
-dashboard's form (in the browser) and the CLI, answers as the README shows, and a job of
-it runs end to end on the local stack, resuming from its checkpoint after the worker is
-SIGKILLed."""
+"""The job-kind walkthrough ("Add your own job kind" in docs/kinds.md), followed literally:
+its example module is added to a copy of the project, and the kind shows up in GET /kinds,
+the OpenAPI document, the dashboard's form (in the browser) and the CLI, answers as the
+page shows, and a job of it runs end to end on the local stack, resuming from its
+checkpoint after the worker is SIGKILLed."""
 
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ from tests.e2e.test_cli import jobs
 from tests.e2e.test_dashboard import kind_field
 from tests.e2e.test_faults import run_killing_the_worker_midway, started
 
-README = (PROJECT_DIR / "README.md").read_text()
-SECTION = README[README.index("### Add your own job kind") :]
+PAGE = (PROJECT_DIR / "docs/kinds.md").read_text()
+SECTION = PAGE[PAGE.index("## Add your own job kind") :]
 # The module, as the walkthrough says to save it.
 MODULE_PATH = re.search(r"Save this as `([^`]+)`", SECTION).group(1)  # type: ignore[union-attr]
 MODULE = re.search(r"```python\n(.*?)```", SECTION, re.S).group(1)  # type: ignore[union-attr]
-# The console session after it: commands and the output the README shows for each.
+# The console session after it: commands and the output the page shows for each.
 KIND_DESCRIPTION = re.search(r'description="([^"]+)",\n    input=', MODULE).group(1)  # type: ignore[union-attr]
 CONSOLE = re.search(r"```console\n(.*?)```", SECTION, re.S).group(1)  # type: ignore[union-attr]
 
