@@ -10,6 +10,12 @@
 - ``DelayQueue``: a standard queue that holds a message for a delay (FIFO queues have no
   per-message DelaySeconds), after which ``forward_delayed`` puts it on the job queue.
 
+A job message is dead-lettered only after MAX_RECEIVE_COUNT receives, derived from the
+worker's claim backoff (``claim_backoff``) so that an outage of up to
+OUTAGE_TOLERANCE_SECONDS, during which every claim fails, dead-letters nothing: the head
+job's message keeps coming back, at most a backoff cap apart, and keeps its place, so the
+jobs behind it wait out the outage plus at most the cap (tests/chalicelib/test_lane_bounds.py).
+
 Every send carries the current X-Ray trace header, when there is one, in the
 ``AWSTraceHeader`` system attribute (see chalicelib.observability), so one trace follows a
 job from its submission through every message of its life.
