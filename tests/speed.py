@@ -1,7 +1,7 @@
 """This machine's counting speed, measured once at the start of the run, so that tests
 size "a few seconds of work" from what the machine does now (busy or idle), not from an
-assumed speed (issue 13.3: 100 M iterations/s was assumed where a loaded run measured
-about 43 M)."""
+assumed speed (100 M iterations/s was once assumed where a loaded run measured about
+43 M)."""
 
 from __future__ import annotations
 

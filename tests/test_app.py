@@ -401,7 +401,7 @@ def test_idempotency_key_expires_with_its_job(
 def test_every_replay_says_so_and_a_preference_only_when_applied(
     client: Client, receive: Any, sqs_event: Any
 ) -> None:
-    """Issue 12.9: a replay of a finished job is a 200 with Idempotent-Replayed: true and
+    """A replay of a finished job is a 200 with Idempotent-Replayed: true and
     no Preference-Applied (no wait was applied); with Prefer: wait=N, both."""
     first = post_heavy(client, b'{"n": 3}', keyed("order-5"))
     client.lambda_.invoke("process_job", sqs_event(*receive()))
@@ -426,7 +426,7 @@ def test_every_replay_says_so_and_a_preference_only_when_applied(
 def test_a_submission_that_could_not_be_queued_never_pins_its_key(
     client: Client, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 12.9: after a 503 'could not be queued; retry', a retry with the same
+    """After a 503 'could not be queued; retry', a retry with the same
     Idempotency-Key makes a new job (the failed one is failed, its key released in the
     same transaction), instead of replaying the failed job until the key expires."""
     queue = connections.job_queue()

@@ -1,4 +1,4 @@
-"""The API's rarer branches (issue 13.2), each through what the client saw and what was
+"""The API's rarer branches, each through what the client saw and what was
 written: Idempotency-Key scoping by API key, the Idempotency-Key transaction's failures,
 and a replay whose job is gone."""
 

@@ -1,6 +1,6 @@
 """The API's contract as a client reads it, route by route: the status, the whole error
 body (code AND message: clients and people read both) and the headers, pinned exactly so
-that a change to any of them is a decision, not an accident (issue 13.1)."""
+that a change to any of them is a decision, not an accident."""
 
 from __future__ import annotations
 

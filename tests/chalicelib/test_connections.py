@@ -1,4 +1,4 @@
-"""The boto3 clients' bounds (issue 12.1): a submission's AWS calls finish or fail inside
+"""The boto3 clients' bounds: a submission's AWS calls finish or fail inside
 the API function's timeout, so the job is never left half-submitted by a killed
 invocation; the bound is checked against .chalice/config.json, and the calls counted.
 Likewise the worker's out-of-time path fits its timeout margin, at most 15% of the

@@ -1,5 +1,5 @@
 """chalicelib/requests.py without AWS: what each refused submission says (the client reads
-the message to fix its request), found by mutation testing (issue 13.1). POST /jobs input
+the message to fix its request), found by mutation testing (docs/mutation.md). POST /jobs input
 is checked against test kinds that declare every type and limit a kind may use."""
 
 from __future__ import annotations

@@ -823,7 +823,7 @@ def test_live_jobs_are_not_recovered(make_job: Callable[..., Job]) -> None:
 def test_waiting_retries_and_continuations_are_never_sent_twice(
     make_job: Callable[..., Job], message_for: Any, receive: Receive
 ) -> None:
-    """Issue 12.10: a retry waiting out its backoff in the delay queue, and a continuation
+    """A retry waiting out its backoff in the delay queue, and a continuation
     waiting its turn behind other jobs, are not re-sent, however long they wait."""
     table = connections.job_table()
     job = make_job(n=10)
@@ -848,7 +848,7 @@ def test_waiting_retries_and_continuations_are_never_sent_twice(
 
 
 def test_the_sweeps_cost_does_not_grow_with_the_backlog(make_job: Callable[..., Job]) -> None:
-    """Issue 15.2: it reads the jobs that need it, never the jobs that simply wait: the
+    """The sweep reads the jobs that need it, never the jobs that simply wait: the
     same calls, returning the same items, with 1 job or 151 waiting."""
     worker = make_worker()
     made: list[tuple[str, int]] = []

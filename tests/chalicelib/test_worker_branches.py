@@ -1,4 +1,4 @@
-"""The worker's rarer branches (issue 13.2), each through its effect: what the table holds
+"""The worker's rarer branches, each through its effect: what the table holds
 afterwards, what is on the job and delay queues, and what the run returned. Each test
 names the branch of chalicelib/worker.py it guards; removing or changing that branch makes
 it fail."""

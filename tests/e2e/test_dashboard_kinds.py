@@ -1,8 +1,8 @@
 """Job kinds on the dashboard, in a real browser against a scripted API under /dev.
 
-The kind selector and the form come from GET /kinds (each kind's input_schema, as
-/work/plan/API-KINDS.md promises it); jobs are sent to POST /jobs; failed and cancelled
-jobs get a Retry button; each row shows the kind and a short input summary; the list can
+The kind selector and the form come from GET /kinds (each kind's input_schema, as the
+API reference, docs/api.md, documents it); jobs are sent to POST /jobs; failed and
+cancelled jobs get a Retry button; each row shows the kind and a short input summary; the list can
 be filtered by kind. A stage without GET /kinds keeps today's n form (tests/e2e/
 test_dashboard.py runs every one of its tests against such a stage).
 """

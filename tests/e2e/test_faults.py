@@ -267,7 +267,7 @@ def test_a_job_longer_than_the_function_timeout_completes_across_invocations(
 def test_a_job_whose_message_never_reached_the_queue_is_run_by_the_sweep(
     make_stack: Callable[..., Stack],
 ) -> None:
-    """Issue 12.1: the API wrote the job, then stopped before its SendMessage. The job is
+    """The API wrote the job, then stopped before its SendMessage. The job is
     pending with no message anywhere; once JOBS_LOST_AFTER_SECONDS passed (shortened
     here), the recovery sweep sends it, and it runs."""
     stack = make_stack(environment={"JOBS_LOST_AFTER_SECONDS": "2"})
