@@ -37,6 +37,7 @@ from moto.server import ThreadedMotoServer
 from chalicelib import config as settings
 from chalicelib.observability import NAMESPACE, Metric, dimensions
 from chalicelib.openapi import KEYED_OPERATIONS
+from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable, WorkerPause
 from infra import deploy, deploy_state, operations, policies, stack
 from tests.infra import moto_bridges
@@ -381,11 +382,42 @@ def test_queue_retries_then_dead_letters(
     attributes = queue["Attributes"]
     redrive = json.loads(attributes["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"] == outputs["DeadLetterQueueArn"]
-    assert int(redrive["maxReceiveCount"]) >= 5
-    assert int(attributes["VisibilityTimeout"]) >= 6 * declared[stage].worker_timeout
+    assert int(redrive["maxReceiveCount"]) == MAX_RECEIVE_COUNT  # the code's own number
+    assert MAX_RECEIVE_COUNT >= 5  # AWS's advice for an SQS-triggered function
+    assert int(attributes["VisibilityTimeout"]) == declared[stage].worker_timeout
     dlq_url = outputs["DeadLetterQueueUrl"]
     dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["MessageRetentionPeriod"])
     assert int(dlq["Attributes"]["MessageRetentionPeriod"]) >= 7 * 24 * 3600
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_queues_visibility_timeout_is_its_consumers_timeout(
+    rehearsal: Rehearsal, stage: str
+) -> None:
+    """Read as AWS answers them: each mapping of the stage (the re-enabled ones too), its
+    queue's VisibilityTimeout and its function's Timeout. At least the timeout, or Lambda
+    refuses the mapping; no more, so a failure the code cannot see holds a queue (and the
+    job queue's one message group) for one function timeout, not six."""
+    sqs, lambda_client = rehearsal.client("sqs"), rehearsal.client("lambda")
+    functions = set(rehearsal.functions(stage).values())
+    checked = {}
+    for mapping in lambda_client.list_event_source_mappings()["EventSourceMappings"]:
+        function = mapping["FunctionArn"].split(":")[-1]
+        if function not in functions:
+            continue  # the other stage's
+        queue_name = mapping["EventSourceArn"].split(":")[-1]
+        queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"]
+        )["Attributes"]
+        timeout = lambda_client.get_function_configuration(FunctionName=function)["Timeout"]
+        visibility = int(attributes["VisibilityTimeout"])
+        assert visibility >= timeout, (queue_name, function)
+        assert visibility == timeout, (queue_name, function)
+        checked[queue_name] = function
+    outputs = rehearsal.outputs[stage]
+    queues = ("QueueName", "DeadLetterQueueName", "DelayQueueName")
+    assert set(checked) == {outputs[key] for key in queues}  # every queue has its consumer
 
 
 @pytest.mark.parametrize("stage", STAGES)
