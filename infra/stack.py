@@ -366,6 +366,14 @@ def handler_names(config: Config) -> list[str]:
     ]
 
 
+def function_names(config: Config, stage: str) -> list[str]:
+    """The Lambda function names Chalice gives the stage's functions, one per handler."""
+    return [
+        policies.lambda_function_name(config.app_name, stage, handler)
+        for handler in handler_names(config)
+    ]
+
+
 def write_policies(
     config: Config, stage: str, stack_outputs: Mapping[str, str], project_dir: Path = PROJECT_DIR
 ) -> list[Path]:

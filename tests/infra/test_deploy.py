@@ -41,7 +41,14 @@ from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable, WorkerPause
 from infra import deploy, deploy_state, operations, policies, stack
 from tests.infra import moto_bridges
-from tests.infra.harness import REGION, VENV, copy_project, isolated_environment, run_make
+from tests.infra.harness import (
+    REGION,
+    VENV,
+    copy_project,
+    isolated_environment,
+    run_make,
+    searched_functions,
+)
 
 STAGES = ("dev", "prod")
 KEY_STAGE = "prod"  # the stage whose config sets JOBS_REQUIRE_API_KEY=true
@@ -709,6 +716,30 @@ def test_a_dashboard_shows_the_queue_the_jobs_and_the_worker(
     assert Metric.QUEUE_WAIT in waits and Metric.RUN_DURATION in waits
     assert '"p50"' in waits and '"p99"' in waits
     assert "ApproximateAgeOfOldestMessage" in text and "Throttles" in text and "Duration" in text
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_deployed_dashboard_shows_errors_and_throttles_of_every_function(
+    rehearsal: Rehearsal, stage: str
+) -> None:
+    """As CloudFormation rendered it: each Lambda search names, by exact name, every
+    function Chalice deployed for the stage."""
+    name = rehearsal.ops_outputs[stage]["DashboardName"]
+    body = json.loads(
+        rehearsal.client("cloudwatch").get_dashboard(DashboardName=name)["DashboardBody"]
+    )
+    (widget,) = [
+        w["properties"]
+        for w in body["widgets"]
+        if w["properties"]["title"].startswith("Errors and throttles")
+    ]
+    expressions = [row[0]["expression"] for row in widget["metrics"]]
+    searches = [e for e in expressions if "{AWS/Lambda,FunctionName}" in e]
+    assert len(searches) == 2  # errors, throttles
+    deployed = set(rehearsal.functions(stage).values())
+    assert len(deployed) >= 5  # the API's and each handler's
+    for expression in searches:
+        assert sorted(searched_functions(expression)) == sorted(deployed)
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -197,7 +197,7 @@ def test_each_functions_role_allows_exactly_its_own_log_group(
 def test_functions_have_the_names_make_deploy_gives(packaged: dict[str, Path], stage: str) -> None:
     names = {p["FunctionName"] for p in functions_of(load(packaged, stage)).values()}
     config = stage_config(stage)
-    assert names == set(deploy.function_names(config, stage))
+    assert names == set(stack.function_names(config, stage))
 
 
 @pytest.mark.parametrize("stage", STAGES)
