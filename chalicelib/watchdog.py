@@ -53,6 +53,7 @@ is then the bound, as for a crash the code cannot see.
 from __future__ import annotations
 
 import contextvars
+import functools
 import math
 import os
 import sys
@@ -82,7 +83,8 @@ EXIT_STATUS = 1
 
 def end_process(status: int) -> None:
     """Flush the logs and end the process at once, from any thread (``os._exit``: no
-    cleanup handler runs, so none can wait on the hung thread)."""
+    cleanup handler runs, so none can wait on the hung thread). A test that runs jobs in
+    its own process and lets one go silent replaces this (tests/chalicelib/test_watchdog.py)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
@@ -225,6 +227,8 @@ class Watchdog:
             self._delete()
         except StoreUnavailable as error:
             logger.warning("Could not delete the silent run's message", reason=str(error))
+        else:
+            logger.info("Deleted the silent run's message")
 
 
 @contextmanager
@@ -244,18 +248,18 @@ def watched_run(
     def settle_failed_attempt(error: str) -> bool:
         return settle(error) in (Outcome.RETRYING, Outcome.FAILED)
 
-    def delete_message() -> None:
-        assert delivery is not None
-        worker.queue.delete(delivery.receipt_handle)
-        logger.info("Deleted the silent run's message")
-
+    delete = (
+        None
+        if delivery is None
+        else functools.partial(worker.queue.delete, delivery.receipt_handle)
+    )
     watchdog = Watchdog(
         worker.settings.stale_after_seconds,
         settle_failed_attempt,
-        None if delivery is None else delete_message,
+        delete,
         job_id=job_id,
         monotonic=worker.monotonic,
-        exit=end_process,
+        exit=end_process,  # looked up at each run: a test replaces it
     )
     with watchdog:
         yield watchdog.watching(report)
