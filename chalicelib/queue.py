@@ -182,6 +182,12 @@ class JobQueue(_Queue):
             VisibilityTimeout=seconds,
         )
 
+    def delete(self, receipt_handle: str) -> None:
+        """Delete a received message (DeleteMessage), before the event source would: the
+        run watchdog's way to let the next message of the group through at once.
+        StoreUnavailable if SQS refuses."""
+        self._call("delete_message", QueueUrl=self.url, ReceiptHandle=receipt_handle)
+
     def counts(self) -> QueueCounts:
         """Approximately how many messages are visible, in flight and delayed."""
         attributes = self._call(

@@ -65,6 +65,7 @@ forward_delayed, so a job may take as many invocations as it needs.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -80,6 +81,7 @@ from chalicelib.kinds import KINDS, Context, Kind, state_json
 from chalicelib.observability import Metric, count, job_logging, logger, milliseconds
 from chalicelib.queue import DelayQueue, Delivery, JobQueue, claim_backoff
 from chalicelib.store import JobTable
+from chalicelib.watchdog import watched_run
 
 # Lambda's maximum timeout: the remaining time when no Lambda context is given.
 MAX_INVOCATION_MS = 900_000
@@ -380,8 +382,10 @@ class Worker:
             # Stored input the declaration no longer accepts: no retry can change that.
             return self._fail(job, owner, f"The input does not fit kind {kind.name}: {error}")
         checkpointer = Checkpointer(self, job, owner, remaining_ms, delivery)
+        settle = functools.partial(self._after_failure, job, owner)
         try:
-            returned = kind.run(input, Context(state=job.state, report=checkpointer))
+            with watched_run(self, job.job_id, delivery, checkpointer, settle) as report:
+                returned = kind.run(input, Context(state=job.state, report=report))
         except _BadState as error:
             return self._fail(job, owner, f"Kind {kind.name}: {error}.")
         except _Cancelled:
