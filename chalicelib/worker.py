@@ -23,9 +23,13 @@ Failure paths, where they end, and what the jobs behind wait (defaults: lease 30
                              while the time left covers it (the margin is their worst
                              case); otherwise NoTimeLeft, and the message comes back after
                              its hold: at most 60 s.
-    worker dies after     -> (a crash, out of memory, a silent run) its message reappears
-      the hold               after the hold, once the lease has expired; that delivery takes
-                             the job over from the last checkpoint. Behind: at most 60 s.
+    run goes silent       -> (no report for longer than the lease: hung, or a kind that
+                             does not report) the run watchdog settles it as a failed
+                             attempt, deletes its message and ends the process
+                             (chalicelib.watchdog). Behind: the lease plus a cold start.
+    worker dies after     -> (a crash, out of memory) its message reappears after the hold,
+      the hold               once the lease has expired; that delivery takes the job over
+                             from the last checkpoint. Behind: at most 60 s.
     worker dies before    -> (an init error of a bad deploy, a crash before the claim) the
       the hold               code cannot see it: the message stays hidden for the queue's
                              visibility timeout. Behind: the worker's timeout.
@@ -53,7 +57,8 @@ Failure paths, where they end, and what the jobs behind wait (defaults: lease 30
 
 Where each bound is tested: tests/chalicelib/test_lane_bounds.py (unreadable jobs, the
 outage's backoffs, one record per consumer invocation, the out-of-time path),
-tests/chalicelib/test_worker.py (backoff, hold, take-over, sweep).
+tests/chalicelib/test_worker.py (backoff, hold, take-over, sweep),
+tests/chalicelib/test_watchdog.py (a silent run); on the live local stack, tests/e2e.
 
 Continuations and retries are a deliberate SQS -> Lambda -> SQS loop: the worker sends to
 its own trigger queue (retries through the delay queue and forward_delayed). Lambda's

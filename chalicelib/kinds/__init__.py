@@ -18,7 +18,8 @@ A declaration names:
   (0..1) and what it needs to resume. Reporting is cheap (the worker writes a checkpoint
   at most once per JOBS_PROGRESS_INTERVAL_SECONDS, with the heartbeat). Report often
   (every second or less): only a report renews the run's lease, and a run silent for
-  JOBS_STALE_AFTER_SECONDS is presumed dead and taken over. Reporting is also where a
+  longer than JOBS_STALE_AFTER_SECONDS is ended by the run watchdog as a failed attempt
+  (retried, then failed with the reason; chalicelib.watchdog). Reporting is also where a
   run is stopped: it raises when the job is cancelled, its lease is lost, or the
   invocation is about to time out. Those exceptions derive from BaseException, so a
   kind's own ``except Exception`` cannot swallow them;
