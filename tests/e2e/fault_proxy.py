@@ -35,6 +35,7 @@ import json
 import socket
 import socketserver
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -110,11 +111,16 @@ class Seen:
 
 @dataclass
 class Rule:
-    """Requests for which ``predicate`` holds meet ``fault`` instead of the proxy's mode."""
+    """Requests for which ``predicate`` holds meet ``fault`` instead of the proxy's mode,
+    the first ``times`` of them if given (then the rule lets them pass)."""
 
     predicate: Callable[[Request], bool]
     fault: Mode
+    times: int | None = None
     matched: int = 0
+
+    def applies(self, request: Request) -> bool:
+        return (self.times is None or self.matched < self.times) and self.predicate(request)
 
 
 @dataclass
@@ -185,9 +191,15 @@ class FaultProxy:
             self.mode = mode
             self._changed.notify_all()
 
-    def fail_when(self, predicate: Callable[[Request], bool], fault: Mode = Mode.ERRORS) -> Rule:
-        """Fail the requests ``predicate`` picks with ``fault``, until ``clear_rules``."""
-        rule = Rule(predicate, fault)
+    def fail_when(
+        self,
+        predicate: Callable[[Request], bool],
+        fault: Mode = Mode.ERRORS,
+        times: int | None = None,
+    ) -> Rule:
+        """Fail the requests ``predicate`` picks with ``fault`` (the first ``times`` of
+        them, if given), until ``clear_rules``."""
+        rule = Rule(predicate, fault, times)
         with self._lock:
             self._rules.append(rule)
         return rule
@@ -213,7 +225,7 @@ class FaultProxy:
     def _fault_for(self, request: Request) -> Mode:
         with self._lock:
             for rule in self._rules:
-                if rule.predicate(request):
+                if rule.applies(request):
                     rule.matched += 1
                     return rule.fault
             return self.mode
@@ -250,6 +262,11 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     owner: FaultProxy
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet for a client that went away (a stopped process, a reset), loud otherwise."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         # An unreachable endpoint: the connection is reset before a byte is read.

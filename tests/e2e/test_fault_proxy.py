@@ -136,3 +136,19 @@ def test_a_rule_fails_only_the_requests_it_picks(proxies: dict[str, FaultProxy])
     assert sent == ['{"job_id": "job-6"}']
     proxy.clear_rules()
     sqs.send_message(QueueUrl=url, MessageBody='{"job_id": "job-7"}')
+
+
+def test_a_rule_with_times_fails_that_many_requests_then_passes(
+    proxies: dict[str, FaultProxy],
+) -> None:
+    proxy = proxies["sqs"]
+    rule = proxy.fail_when(lambda r: r.operation == "ListQueues", times=ATTEMPTS)
+
+    with pytest.raises(ClientError):
+        client("sqs", proxy.url).list_queues()  # every attempt of the call fails
+    client("sqs", proxy.url).list_queues()  # the next call passes
+
+    assert rule.matched == ATTEMPTS
+    assert [s.outcome for s in proxy.requests("ListQueues")] == [Mode.ERRORS] * ATTEMPTS + [
+        Mode.PASS
+    ]
