@@ -181,14 +181,6 @@ def requires_api_key(config: Config) -> bool:
     return settings.api_key_required(config.environment_variables)
 
 
-def function_names(config: Config, stage: str) -> list[str]:
-    """The Lambda function names Chalice gives the stage's functions."""
-    return [
-        policies.lambda_function_name(config.app_name, stage, h)
-        for h in stack.handler_names(config)
-    ]
-
-
 def check_deployable(config: Config, stage: str) -> None:
     """Raise DeployError unless every function of the stage has its own IAM policy file.
 
@@ -303,7 +295,7 @@ def restore_deploy_state(
     """
     name = resource_name(config, stage)
     source = deploy_state.restore(ssm, name, project_dir, stage)
-    existing = [f for f in function_names(config, stage) if function_exists(lambda_client, f)]
+    existing = [f for f in stack.function_names(config, stage) if function_exists(lambda_client, f)]
     try:
         deploy_state.check_known(source, existing, stage)
     except deploy_state.MissingDeployState as error:
@@ -615,7 +607,7 @@ def deploy(
         ],
     )
     operations.set_log_retention(
-        boto3.client("logs"), function_names(config, stage), values.log_retention_days
+        boto3.client("logs"), stack.function_names(config, stage), values.log_retention_days
     )
     ops_outputs = apply_operations_stack(cfn, config, stage, values, alarm_email)
     alarm_email = stack_parameter(
@@ -662,7 +654,7 @@ def destroy(stage: str, project_dir: Path = PROJECT_DIR) -> None:
         print(f"Deleted stack {ops_name} (alarms, their topic, dashboard, access log)")
     run_chalice(["delete", "--stage", stage], project_dir)
     deploy_state.forget(ssm, name)
-    delete_log_groups(boto3.client("logs"), function_names(config, stage))
+    delete_log_groups(boto3.client("logs"), stack.function_names(config, stage))
     if delete_stack(cfn, name):
         print(f"Deleted stack {name} (queue, dead-letter queue, job table and its data)")
 

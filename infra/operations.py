@@ -140,6 +140,8 @@ def parameters(
             config.app_name, stage, worker_handler(config)
         ),
         "FunctionNamePrefix": stack.stack_name(config.app_name, stage),
+        # A CommaDelimitedList: the dashboard's errors and throttles widget shows each.
+        "FunctionNames": ",".join(stack.function_names(config, stage)),
         "ApiName": config.app_name,  # Chalice names the REST API after the app
         "ApiStageName": config.api_gateway_stage,
         "MetricNamespace": NAMESPACE,

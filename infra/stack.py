@@ -6,8 +6,9 @@ The same code applies the template to the local emulator (``make infra``) and to
 (``make deploy``): boto3's standard settings (``AWS_ENDPOINT_URL``, profile, region)
 decide where. Applying is idempotent: the stack is created, updated, or left as it is.
 
-The template's parameters come from ``.chalice/config.json`` (the worker's timeout sets
-the queue's visibility timeout); its outputs go back into the stage's
+The template's parameters come from ``.chalice/config.json`` (each consumer's timeout sets
+its queue's visibility timeout) and from the code (the job queue's maxReceiveCount,
+chalicelib.queue.MAX_RECEIVE_COUNT); its outputs go back into the stage's
 ``environment_variables`` there, with the stage's own name (``JOBS_STAGE``). Names are
 declared once, in the template; the job table's indexes are declared in chalicelib/jobs.py
 (``INDEXES``) and rendered into it here.
@@ -39,6 +40,7 @@ from chalice.config import Config
 
 from chalicelib import config as settings
 from chalicelib import jobs
+from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable
 from infra import policies
 
@@ -47,9 +49,6 @@ TEMPLATE = Path(__file__).resolve().parent / "template.yaml"
 
 # How stack waiters poll: every 2 s (boto3's default is 30 s), for up to 20 minutes.
 WAITER_CONFIG = {"Delay": 2, "MaxAttempts": 600}
-
-# AWS guidance for an SQS-triggered function: visibility timeout >= 6 x function timeout.
-VISIBILITY_TIMEOUT_FACTOR = 6
 
 # Stack outputs -> the app's environment variables (the only mapping between the two).
 OUTPUT_SETTINGS = {
@@ -96,8 +95,21 @@ CHALICE_DEFAULT_TIMEOUT = 60
 
 
 def parameters_for_stage(config: Config, stage: str) -> dict[str, str]:
-    """Template parameters derived from the stage's function settings: each queue's
-    visibility timeout is 6 x the timeout of the function that consumes it."""
+    """Template parameters derived from the stage's function settings and the code.
+
+    Each queue's visibility timeout is the timeout of the function that consumes it (1 x):
+    Lambda refuses a mapping whose queue's visibility timeout is shorter than the function's
+    timeout, and anything longer only makes a failure wait longer. On the job queue, a FIFO
+    queue with one message group, a message whose invocation failed (an error, a timeout,
+    an init error, a crashed sandbox) stays hidden for the visibility timeout and every job
+    behind it waits as long (SQS Developer Guide, "FIFO queue delivery logic"). AWS's
+    advice of 6 x the function's timeout (Lambda Developer Guide, "Using Lambda with Amazon
+    SQS") leaves room for throttled batches to be retried on standard queues; a FIFO
+    mapping sends a group's next batch only after the previous one ended, so reserved
+    concurrency 1 never throttles the worker while each run keeps its message held
+    (chalicelib.worker). The delay queue and the dead-letter queue lose nothing either
+    way: see infra/template.yaml.
+    """
     timeout_by_queue: dict[str, int] = {}
     for handler, queue in queue_consumers(config).items():
         timeout = config.scope(stage, handler).lambda_timeout or CHALICE_DEFAULT_TIMEOUT
@@ -105,12 +117,13 @@ def parameters_for_stage(config: Config, stage: str) -> dict[str, str]:
     env = config.environment_variables
 
     def visibility(queue_setting: str) -> str:
-        return str(VISIBILITY_TIMEOUT_FACTOR * timeout_by_queue[env[queue_setting]])
+        return str(timeout_by_queue[env[queue_setting]])
 
     return {
         "VisibilityTimeoutSeconds": visibility(settings.QUEUE_NAME),
         "DeadLetterVisibilityTimeoutSeconds": visibility(settings.DEAD_LETTER_QUEUE_NAME),
         "DelayVisibilityTimeoutSeconds": visibility(settings.DELAY_QUEUE_NAME),
+        "MaxReceiveCount": str(MAX_RECEIVE_COUNT),
         "ExpiryAttributeName": jobs.EXPIRES_AT,
     }
 
@@ -350,6 +363,14 @@ def handler_names(config: Config) -> list[str]:
         *(["api_handler"] if app.routes else []),
         *(source.name for source in app.event_sources),
         *(function.name for function in app.pure_lambda_functions),
+    ]
+
+
+def function_names(config: Config, stage: str) -> list[str]:
+    """The Lambda function names Chalice gives the stage's functions, one per handler."""
+    return [
+        policies.lambda_function_name(config.app_name, stage, handler)
+        for handler in handler_names(config)
     ]
 
 

@@ -8,6 +8,7 @@ out/ without touching the working tree. `make` uses the virtualenv running the t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,3 +105,17 @@ def stage_config(stage: str, project_dir: Path = stack.PROJECT_DIR) -> Config:
         os.environ.clear()
         os.environ.update(saved_env)
         sys.path[:] = saved_path
+
+
+# A SEARCH expression's condition on FunctionName: =(terms joined by OR), or =term.
+_FUNCTION_TERMS = re.compile(r'FunctionName=(?:\((?P<terms>[^)]*)\)|(?P<term>"[^"]*"|\S+))')
+
+
+def searched_functions(expression: str) -> list[str]:
+    """The FunctionName values a CloudWatch SEARCH expression names, each asserted to be
+    quoted: an exact match (unquoted, CloudWatch would match it partially)."""
+    (match,) = _FUNCTION_TERMS.finditer(expression)
+    terms = match["terms"].split(" OR ") if match["terms"] else [match["term"]]
+    for term in terms:
+        assert term.startswith('"') and term.endswith('"') and term.count('"') == 2, term
+    return [term.strip('"') for term in terms]

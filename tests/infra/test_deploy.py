@@ -37,10 +37,18 @@ from moto.server import ThreadedMotoServer
 from chalicelib import config as settings
 from chalicelib.observability import NAMESPACE, Metric, dimensions
 from chalicelib.openapi import KEYED_OPERATIONS
+from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable, WorkerPause
 from infra import deploy, deploy_state, operations, policies, stack
 from tests.infra import moto_bridges
-from tests.infra.harness import REGION, VENV, copy_project, isolated_environment, run_make
+from tests.infra.harness import (
+    REGION,
+    VENV,
+    copy_project,
+    isolated_environment,
+    run_make,
+    searched_functions,
+)
 
 STAGES = ("dev", "prod")
 KEY_STAGE = "prod"  # the stage whose config sets JOBS_REQUIRE_API_KEY=true
@@ -381,11 +389,42 @@ def test_queue_retries_then_dead_letters(
     attributes = queue["Attributes"]
     redrive = json.loads(attributes["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"] == outputs["DeadLetterQueueArn"]
-    assert int(redrive["maxReceiveCount"]) >= 5
-    assert int(attributes["VisibilityTimeout"]) >= 6 * declared[stage].worker_timeout
+    assert int(redrive["maxReceiveCount"]) == MAX_RECEIVE_COUNT  # the code's own number
+    assert MAX_RECEIVE_COUNT >= 5  # AWS's advice for an SQS-triggered function
+    assert int(attributes["VisibilityTimeout"]) == declared[stage].worker_timeout
     dlq_url = outputs["DeadLetterQueueUrl"]
     dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["MessageRetentionPeriod"])
     assert int(dlq["Attributes"]["MessageRetentionPeriod"]) >= 7 * 24 * 3600
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_queues_visibility_timeout_is_its_consumers_timeout(
+    rehearsal: Rehearsal, stage: str
+) -> None:
+    """Read as AWS answers them: each mapping of the stage (the re-enabled ones too), its
+    queue's VisibilityTimeout and its function's Timeout. At least the timeout, or Lambda
+    refuses the mapping; no more, so a failure the code cannot see holds a queue (and the
+    job queue's one message group) for one function timeout, not six."""
+    sqs, lambda_client = rehearsal.client("sqs"), rehearsal.client("lambda")
+    functions = set(rehearsal.functions(stage).values())
+    checked = {}
+    for mapping in lambda_client.list_event_source_mappings()["EventSourceMappings"]:
+        function = mapping["FunctionArn"].split(":")[-1]
+        if function not in functions:
+            continue  # the other stage's
+        queue_name = mapping["EventSourceArn"].split(":")[-1]
+        queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"]
+        )["Attributes"]
+        timeout = lambda_client.get_function_configuration(FunctionName=function)["Timeout"]
+        visibility = int(attributes["VisibilityTimeout"])
+        assert visibility >= timeout, (queue_name, function)
+        assert visibility == timeout, (queue_name, function)
+        checked[queue_name] = function
+    outputs = rehearsal.outputs[stage]
+    queues = ("QueueName", "DeadLetterQueueName", "DelayQueueName")
+    assert set(checked) == {outputs[key] for key in queues}  # every queue has its consumer
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -677,6 +716,30 @@ def test_a_dashboard_shows_the_queue_the_jobs_and_the_worker(
     assert Metric.QUEUE_WAIT in waits and Metric.RUN_DURATION in waits
     assert '"p50"' in waits and '"p99"' in waits
     assert "ApproximateAgeOfOldestMessage" in text and "Throttles" in text and "Duration" in text
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_deployed_dashboard_shows_errors_and_throttles_of_every_function(
+    rehearsal: Rehearsal, stage: str
+) -> None:
+    """As CloudFormation rendered it: each Lambda search names, by exact name, every
+    function Chalice deployed for the stage."""
+    name = rehearsal.ops_outputs[stage]["DashboardName"]
+    body = json.loads(
+        rehearsal.client("cloudwatch").get_dashboard(DashboardName=name)["DashboardBody"]
+    )
+    (widget,) = [
+        w["properties"]
+        for w in body["widgets"]
+        if w["properties"]["title"].startswith("Errors and throttles")
+    ]
+    expressions = [row[0]["expression"] for row in widget["metrics"]]
+    searches = [e for e in expressions if "{AWS/Lambda,FunctionName}" in e]
+    assert len(searches) == 2  # errors, throttles
+    deployed = set(rehearsal.functions(stage).values())
+    assert len(deployed) >= 5  # the API's and each handler's
+    for expression in searches:
+        assert sorted(searched_functions(expression)) == sorted(deployed)
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -20,8 +20,8 @@ from moto import mock_aws
 from chalicelib import config as settings
 from chalicelib import connections, observability
 from chalicelib.observability import NAMESPACE, Metric
-from infra import deploy, deploy_state, operations
-from tests.infra.harness import stage_config
+from infra import deploy, deploy_state, operations, stack
+from tests.infra.harness import searched_functions, stage_config
 
 REGION = "us-east-1"
 WORKER = "heavy-jobs-dev-process_job"
@@ -296,13 +296,38 @@ def alarm_stream(config: Config, stage: str) -> Stream:
     return namespace, name, dimensions
 
 
+def dashboard_body(config: Config, stage: str) -> Any:
+    """The stage's dashboard body as CloudFormation renders it: its Fn::Sub resolved with
+    the stage's parameters (a CommaDelimitedList is a list) and the variables it declares."""
+    parameters = ops_parameters(config, stage)
+    declared = deploy.load_template(operations.TEMPLATE)["Parameters"]
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict) and "Ref" in node:
+            value = parameters[node["Ref"]]
+            listed = declared[node["Ref"]]["Type"] == "CommaDelimitedList"
+            return value.split(",") if listed else value
+        if isinstance(node, dict) and "Fn::Join" in node:
+            delimiter, items = node["Fn::Join"]
+            return delimiter.join(resolve(items))
+        return node
+
+    dashboard = deploy.load_template(operations.TEMPLATE)["Resources"]["Dashboard"]
+    sub = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    text, variables = (sub, {}) if isinstance(sub, str) else sub
+    values = {
+        **parameters,
+        **{name: resolve(value) for name, value in variables.items()},
+        "AWS::Region": "us-east-1",
+        "AWS::StackName": "s",
+    }
+    return json.loads(re.sub(r"\$\{([^}!]+)\}", lambda m: values[m.group(1)], text))
+
+
 def dashboard_streams(config: Config, stage: str) -> dict[str, list[Stream]]:
     """Widget title -> the streams of the service's namespace its metric rows show, with
     the stage's parameters substituted and CloudWatch's "." and "..." shorthands expanded."""
-    values = {**ops_parameters(config, stage), "AWS::Region": "us-east-1", "AWS::StackName": "s"}
-    dashboard = deploy.load_template(operations.TEMPLATE)["Resources"]["Dashboard"]
-    text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
-    body = json.loads(re.sub(r"\$\{([^}!]+)\}", lambda m: values[m.group(1)], text))
+    body = dashboard_body(config, stage)
     streams: dict[str, list[Stream]] = {}
     for widget in body["widgets"]:
         previous: list[str] = []
@@ -352,6 +377,31 @@ def test_every_dashboard_widget_on_jobs_shows_what_the_stages_functions_emit(
         assert {name for _, name, _ in streams[title]} == wanted
         for stream in streams[title]:
             assert stream == emitted(config, stream[1], monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_errors_and_throttles_widget_shows_every_function_of_the_stage(stage: str) -> None:
+    """Each Lambda metric search names every function the stage deploys, the API's and each
+    handler's, by its exact name (the API's, <app>-<stage>, is a prefix of the others: one
+    quoted prefix alone matches the API's function only)."""
+    config = stage_config(stage)
+    body = dashboard_body(config, stage)
+    (widget,) = [
+        w for w in body["widgets"] if w["properties"]["title"].startswith("Errors and throttles")
+    ]
+    searches = {
+        row[0]["id"]: row[0]["expression"]
+        for row in widget["properties"]["metrics"]
+        if "AWS/Lambda" in row[0]["expression"]
+    }
+    assert set(searches) == {"errors", "throttles"}
+    functions = stack.function_names(config, stage)
+    # The app's handlers are the functions config.json gives settings to, every one.
+    assert set(stack.handler_names(config)) == set(config.config_from_disk["lambda_functions"])
+    assert {f"heavy-jobs-{stage}", f"heavy-jobs-{stage}-process_job"} <= set(functions)
+    for metric, expression in searches.items():
+        assert f'MetricName="{metric.capitalize()}"' in expression
+        assert sorted(searched_functions(expression)) == sorted(functions)
 
 
 def test_two_stages_alarms_watch_different_streams(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from chalicelib import config as settings
+from chalicelib.queue import MAX_RECEIVE_COUNT
 from infra import deploy, operations, policies, stack
 from tests.infra.conftest import PACKAGED_STAGES as STAGES
 from tests.infra.harness import VENV, stage_config
@@ -58,10 +59,18 @@ def test_package_parameters_default_to_what_deploy_passes(
     packaged: dict[str, Path], stage: str
 ) -> None:
     parameters = load(packaged, stage)["Parameters"]
-    config = stack.load_chalice_config(stage)
-    timeout = config.scope(stage, "process_job").lambda_timeout
-    assert int(parameters["VisibilityTimeoutSeconds"]["Default"]) == 6 * timeout
-    assert int(parameters["MaxReceiveCount"]["Default"]) >= 5
+    config = stage_config(stage)
+    for parameter, consumer in (
+        ("VisibilityTimeoutSeconds", "process_job"),
+        ("DeadLetterVisibilityTimeoutSeconds", "process_dead_letters"),
+        ("DelayVisibilityTimeoutSeconds", "forward_delayed"),
+    ):
+        timeout = config.scope(stage, consumer).lambda_timeout
+        visibility = int(parameters[parameter]["Default"])
+        assert visibility >= timeout, parameter  # Lambda refuses the mapping otherwise
+        assert visibility == timeout, parameter  # 1 x: a failure holds the lane no longer
+    assert int(parameters["MaxReceiveCount"]["Default"]) == MAX_RECEIVE_COUNT
+    assert MAX_RECEIVE_COUNT >= 5  # AWS's advice for an SQS-triggered function
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -188,7 +197,7 @@ def test_each_functions_role_allows_exactly_its_own_log_group(
 def test_functions_have_the_names_make_deploy_gives(packaged: dict[str, Path], stage: str) -> None:
     names = {p["FunctionName"] for p in functions_of(load(packaged, stage)).values()}
     config = stage_config(stage)
-    assert names == set(deploy.function_names(config, stage))
+    assert names == set(stack.function_names(config, stage))
 
 
 @pytest.mark.parametrize("stage", STAGES)
