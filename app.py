@@ -202,6 +202,15 @@ def retry_job(job_id: str) -> Response:
 def process_job(event: Any) -> None:
     """Run the job each record names. Poison and duplicate records are acknowledged.
 
+    What a failure costs the jobs behind it (one message group: they wait for this one):
+    an AWS failure before the run (the claim) raises after shortening the message's
+    visibility to the claim backoff (2^receive count seconds, at most
+    JOBS_CLAIM_BACKOFF_CAP_SECONDS), so it comes back in seconds, in order; a job record
+    that cannot be read is failed on its third delivery (the lane waits about 6 s); a run
+    that fails mid-way raises and its message comes back after its hold (twice the lease:
+    60 s). Only what the code cannot see (an init error, a crashed sandbox) leaves the
+    message hidden for the queue's visibility timeout, the worker's timeout.
+
     If an AWS call fails for one record, the others are still processed, then the
     invocation raises so SQS delivers the batch again (records already done are
     recognised as duplicates). Raising, rather than returning batchItemFailures, is
@@ -218,17 +227,36 @@ def process_job(event: Any) -> None:
     )
 
 
-@app.on_sqs_message(queue=delay_queue_name_at_import(), batch_size=10)
+# forward_delayed and process_dead_letters take one record per invocation, so each record
+# is settled on its own: Chalice cannot enable ReportBatchItemFailures on a mapping, and
+# without it an invocation that raises returns its whole batch to the queue. A batch comes
+# back after the queue's visibility timeout, past FIFO's 5-minute deduplication window, so
+# records of it already forwarded or re-driven would be sent again.
+
+
+@app.on_sqs_message(queue=delay_queue_name_at_import(), batch_size=1)
 def forward_delayed(event: Any) -> None:
-    """Put each retry whose backoff ended at the tail of the job queue."""
+    """Put a retry whose backoff ended at the tail of the job queue.
+
+    One record per invocation: a forward that fails (SQS unavailable) raises, and only
+    that record comes back, after the delay queue's visibility timeout; no other retry
+    is sent twice or held back by it. The job queue's lane is not held meanwhile: the
+    retry is not on it yet (and the recovery sweep sends a lost one again).
+    """
     worker = connections.worker()
     _each_record(event, lambda record: worker.forward(record.body, record.to_dict()["messageId"]))
 
 
-@app.on_sqs_message(queue=dead_letter_queue_name_at_import(), batch_size=10)
+@app.on_sqs_message(queue=dead_letter_queue_name_at_import(), batch_size=1)
 def process_dead_letters(event: Any) -> None:
-    """Handle the messages SQS dead-lettered: send again a job that never started, fail
-    any other, so none stays unfinished."""
+    """Handle a message SQS dead-lettered: send again a job that never started, fail any
+    other (one whose record cannot be read too, without reading it), so none stays
+    unfinished.
+
+    One record per invocation: a dead letter that fails (AWS unavailable) raises and only
+    it comes back, after the dead-letter queue's visibility timeout; no other dead letter
+    is re-driven twice (which would count towards its re-drive cap) or held back by it.
+    """
     worker = connections.worker()
     _each_record(
         event,
@@ -245,6 +273,10 @@ RECOVERY_PERIOD = Rate(1, unit=Rate.MINUTES)
 
 @app.schedule(RECOVERY_PERIOD)
 def recover_stalled_jobs(event: Any) -> None:
+    """Send again the message of every job that lost it (Worker.recover_stalled). An AWS
+    failure raises; the next run, a period later, reads the same jobs again, so a job
+    whose message an SQS outage lost is sent within about JOBS_LOST_AFTER_SECONDS plus
+    RECOVERY_PERIOD of the outage's end."""
     connections.worker().recover_stalled()
 
 

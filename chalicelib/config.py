@@ -33,6 +33,43 @@ RETRY_BASE = "JOBS_RETRY_BASE_SECONDS"
 STALE_AFTER = "JOBS_STALE_AFTER_SECONDS"
 TIMEOUT_MARGIN = "JOBS_TIMEOUT_MARGIN_SECONDS"
 LOST_AFTER = "JOBS_LOST_AFTER_SECONDS"
+CLAIM_BACKOFF_CAP = "JOBS_CLAIM_BACKOFF_CAP_SECONDS"
+
+
+@dataclass(frozen=True)
+class ClientBounds:
+    """How long one AWS call of a client may take: each attempt connects and reads within
+    these timeouts, and botocore's standard retry mode makes at most ``attempts``."""
+
+    connect_seconds: float
+    read_seconds: float
+    attempts: int
+
+    @property
+    def worst_call_seconds(self) -> float:
+        """The longest one call can take: every attempt connects and reads to its timeout,
+        and before retry i (1-based) botocore's standard mode sleeps at most
+        min(2^(i-1), 20) s, plus up to 5 s when the service sends x-amz-retry-after
+        (botocore/retries/standard.py, ExponentialBackoff)."""
+        sleeps = sum(min(2.0 ** (i - 1), 20.0) + 5.0 for i in range(1, self.attempts))
+        return self.attempts * (self.connect_seconds + self.read_seconds) + sleeps
+
+
+# The worker's, the sweep's, the forwarder's and the DLQ consumer's clients
+# (chalicelib.connections builds them from this). Tight enough that the calls of the
+# out-of-time path fit the timeout margin below, which must stay at most 15% of the
+# worker's timeout (tests/chalicelib/test_connections.py checks it against
+# .chalice/config.json): DynamoDB and SQS answer in milliseconds, so a read that takes
+# 5 s is a failure worth retrying.
+WORKER_CLIENT_BOUNDS = ClientBounds(connect_seconds=1, read_seconds=5, attempts=3)
+# The AWS calls a run makes once it is out of time, in its worst case (counted in
+# chalicelib.worker, and by a test): the checkpoint (UpdateItem), the message hold
+# (ChangeMessageVisibility), the release as a continuation (UpdateItem), and the
+# continuation's SendMessage (or, when the release is refused, the GetItem that says why).
+OUT_OF_TIME_CALLS = 4
+# The default timeout margin: time for every call of the out-of-time path at its worst
+# (4 x 31 s = 124 s, 13.8% of the worker's 900-second timeout).
+TIMEOUT_MARGIN_SECONDS = OUT_OF_TIME_CALLS * WORKER_CLIENT_BOUNDS.worst_call_seconds
 
 
 @dataclass(frozen=True)
@@ -65,12 +102,19 @@ class Settings:
     # expired, and the next delivery of its message takes it over.
     stale_after_seconds: int = 30
     # Checkpoint and continue in a new invocation when less than this remains before
-    # the function's timeout.
-    timeout_margin_seconds: float = 10.0
+    # the function's timeout: by default the worst case of the calls that takes
+    # (TIMEOUT_MARGIN_SECONDS), so Lambda never stops an invocation mid-continuation.
+    timeout_margin_seconds: float = TIMEOUT_MARGIN_SECONDS
     # A queued job whose message should have reached the worker this long ago, by the
     # queue's order, lost it; the recovery sweep sends it again. Covers the API's bounded
     # send time and clock skew between the API, SQS and the worker.
     lost_after_seconds: int = 120
+    # The longest a message whose claim failed stays hidden before it comes back (the
+    # claim backoff: 2^receive count seconds up to this; chalicelib.queue.claim_backoff).
+    # The job queue's maxReceiveCount is derived at this default to outlast a 15-minute
+    # outage; a smaller cap shrinks the tolerated outage about proportionally (tests
+    # set it small to scale an outage down; chalicelib.queue.tolerated_outage_seconds).
+    claim_backoff_cap_seconds: int = 60
 
     @property
     def message_hold_seconds(self) -> int:
@@ -105,6 +149,9 @@ class Settings:
             stale_after_seconds=_int(env, STALE_AFTER, cls.stale_after_seconds, minimum=1),
             timeout_margin_seconds=_float(env, TIMEOUT_MARGIN, cls.timeout_margin_seconds),
             lost_after_seconds=_int(env, LOST_AFTER, cls.lost_after_seconds, minimum=1),
+            claim_backoff_cap_seconds=_int(
+                env, CLAIM_BACKOFF_CAP, cls.claim_backoff_cap_seconds, minimum=1
+            ),
         )
         if settings.default_n > settings.max_n:
             raise SettingsError(

@@ -9,7 +9,9 @@ Every client has explicit timeouts and a bounded number of attempts (boto3's def
 allow a 60-second read timeout, retried). The API's are tight enough that a submission's
 worst case fits inside the API function's timeout (see ``SUBMISSION_CALLS``); when AWS
 is that slow the API answers 503 and the client retries, which an Idempotency-Key makes
-safe. The worker's functions have minutes, so their clients retry a little more.
+safe. The worker's functions have minutes, so their clients retry a little more, within
+``config.WORKER_CLIENT_BOUNDS``: the worker's timeout margin is derived from those bounds,
+so the calls a run makes once it is out of time always fit before Lambda's timeout.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from chalicelib.config import get_settings
+from chalicelib.config import WORKER_CLIENT_BOUNDS, ClientBounds, get_settings
 from chalicelib.queue import DelayQueue, JobQueue
 from chalicelib.store import JobTable
 
@@ -28,16 +30,16 @@ if TYPE_CHECKING:
     from chalicelib.worker import Worker
 
 
-def _bounded(connect: float, read: float, attempts: int) -> Config:
+def _bounded(bounds: ClientBounds) -> Config:
     return Config(
-        connect_timeout=connect,
-        read_timeout=read,
-        retries={"mode": "standard", "total_max_attempts": attempts},
+        connect_timeout=bounds.connect_seconds,
+        read_timeout=bounds.read_seconds,
+        retries={"mode": "standard", "total_max_attempts": bounds.attempts},
     )
 
 
 # The API function's clients: one attempt of at most connect + read seconds per call.
-API_CLIENT_CONFIG = _bounded(connect=1, read=3, attempts=1)
+API_CLIENT_CONFIG = _bounded(ClientBounds(connect_seconds=1, read_seconds=3, attempts=1))
 # The most AWS calls one submission makes, in its worst case: GetQueueUrl (once per cold
 # start), PutItem or TransactWriteItems (the job, and its Idempotency-Key), SendMessage,
 # and when the send failed, TransactWriteItems (fail the job, release its key).
@@ -45,7 +47,7 @@ API_CLIENT_CONFIG = _bounded(connect=1, read=3, attempts=1)
 # call against the API function's timeout in .chalice/config.json.
 SUBMISSION_CALLS = 4
 # The worker's, the sweep's, the forwarder's and the DLQ consumer's clients.
-WORKER_CLIENT_CONFIG = _bounded(connect=2, read=10, attempts=3)
+WORKER_CLIENT_CONFIG = _bounded(WORKER_CLIENT_BOUNDS)
 
 
 @cache

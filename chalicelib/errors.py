@@ -13,6 +13,7 @@
     │   ├── JobNotRetryable      409: retrying a job that did not fail or get cancelled
     │   └── IdempotencyConflict  409: an Idempotency-Key reused for another request
     ├── PoisonMessage            a queue message that can never be processed
+    ├── NoTimeLeft               a run's invocation ran out of time before handing it on
     └── StoreUnavailable         DynamoDB/SQS failed in a way worth retrying
 
 Only app.py turns these into HTTP responses; adapters turn botocore errors into them.
@@ -73,6 +74,12 @@ class IdempotencyConflict(RequestError):
 
 class PoisonMessage(JobsError):
     """A queue message that no retry can fix (not JSON, no job id, unknown job)."""
+
+
+class NoTimeLeft(JobsError):
+    """Too little of the invocation is left for the next call of the out-of-time path:
+    the invocation ends (raises) before Lambda stops it inside the call, and the run's
+    message comes back after its hold."""
 
 
 class StoreUnavailable(JobsError):

@@ -10,6 +10,12 @@
 - ``DelayQueue``: a standard queue that holds a message for a delay (FIFO queues have no
   per-message DelaySeconds), after which ``forward_delayed`` puts it on the job queue.
 
+A job message is dead-lettered only after MAX_RECEIVE_COUNT receives, derived from the
+worker's claim backoff (``claim_backoff``) so that an outage of up to
+OUTAGE_TOLERANCE_SECONDS, during which every claim fails, dead-letters nothing: the head
+job's message keeps coming back, at most a backoff cap apart, and keeps its place, so the
+jobs behind it wait out the outage plus at most the cap (tests/chalicelib/test_lane_bounds.py).
+
 Every send carries the current X-Ray trace header, when there is one, in the
 ``AWSTraceHeader`` system attribute (see chalicelib.observability), so one trace follows a
 job from its submission through every message of its life.
@@ -24,6 +30,7 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.config import Settings
 from chalicelib.errors import StoreUnavailable
 from chalicelib.observability import TRACE_ATTRIBUTE, trace_header
 
@@ -31,10 +38,54 @@ from chalicelib.observability import TRACE_ATTRIBUTE, trace_header
 MESSAGE_GROUP = "jobs"
 # SQS's longest per-message delay.
 MAX_DELAY_SECONDS = 900
+# An outage of DynamoDB (or SQS) this long dead-letters no job message: the claim backoff
+# below keeps the head job's message coming back, in order, until the outage ends.
+OUTAGE_TOLERANCE_SECONDS = 900
+# Receives of a job message that may be used before an outage starts, beyond those the
+# outage's backoffs need: each run that dies without settling its message (a crash, out of
+# memory, a timeout, a stopped local worker) costs one receive, and a job is taken over at
+# most max_attempts (3 by default) times before it is failed, so three is enough.
+SPARE_RECEIVES = 3
+
+
+def claim_backoff(receive_count: int, cap_seconds: int) -> int:
+    """How long a message whose handling failed before its run started stays hidden before
+    it comes back: 2^receive count seconds (2, 4, 8, ...), at most ``cap_seconds``
+    (Settings.claim_backoff_cap_seconds). The worker's backoff and MAX_RECEIVE_COUNT's
+    derivation both use this curve."""
+    return int(min(2 ** min(receive_count, 30), cap_seconds))
+
+
+def _receives_to_outlast(seconds: int, cap_seconds: int) -> int:
+    """The fewest receives whose backoffs add up to at least ``seconds``."""
+    receives = total = 0
+    while total < seconds:
+        receives += 1
+        total += claim_backoff(receives, cap_seconds)
+    return receives
+
+
 # Receives of a job message before SQS moves it to the dead-letter queue (the job queue's
-# maxReceiveCount): declared here, next to the worker's claim backoff that it must outlast,
-# and rendered into the template's MaxReceiveCount by infra/stack.py.
-MAX_RECEIVE_COUNT = 5
+# maxReceiveCount), rendered into the template's MaxReceiveCount by infra/stack.py.
+# Derived from the claim backoff at its default cap: the backoffs of MAX_RECEIVE_COUNT - 1
+# receives add up to OUTAGE_TOLERANCE_SECONDS plus SPARE_RECEIVES, so the receive after
+# them (the last one SQS allows) comes after the outage. 19 + 3 + 1 = 23 at a 60 s cap:
+# 19 backoffs (2 + 4 + 8 + 16 + 32 + 14 x 60 = 902 s) outlast 15 minutes.
+MAX_RECEIVE_COUNT = (
+    _receives_to_outlast(OUTAGE_TOLERANCE_SECONDS, Settings.claim_backoff_cap_seconds)
+    + SPARE_RECEIVES
+    + 1
+)
+
+
+def tolerated_outage_seconds(cap_seconds: int) -> int:
+    """The longest outage of DynamoDB during which a job message, claimed in vain at every
+    receive, is still not dead-lettered with the claim backoff capped at ``cap_seconds``
+    (SPARE_RECEIVES kept aside): OUTAGE_TOLERANCE_SECONDS or a little more at the default
+    cap; a smaller cap shrinks it about proportionally, to about 19 x the cap (a 6 s cap:
+    108 s)."""
+    receives = MAX_RECEIVE_COUNT - 1 - SPARE_RECEIVES
+    return sum(claim_backoff(k, cap_seconds) for k in range(1, receives + 1))
 
 
 class _Queue:

@@ -389,7 +389,7 @@ class JobTable:
             + " REMOVE #owner, lease_until, last_error",
             "#status = :running AND #owner = :owner",
             {
-                **_status_values(job, JobStatus.SUCCEEDED),
+                **_status_values(job.job_id, job.kind, JobStatus.SUCCEEDED),
                 ":one": 1,
                 ":now": now,
                 ":running": JobStatus.RUNNING,
@@ -407,7 +407,7 @@ class JobTable:
             + " REMOVE #owner, lease_until",
             "#status = :running AND #owner = :owner",
             {
-                **_status_values(job, JobStatus.FAILED),
+                **_status_values(job.job_id, job.kind, JobStatus.FAILED),
                 ":error": error,
                 ":now": now,
                 ":running": JobStatus.RUNNING,
@@ -431,7 +431,7 @@ class JobTable:
             + _STATUS_KEYS
         )
         values: dict[str, Any] = {
-            **_status_values(job, JobStatus.QUEUED),
+            **_status_values(job.job_id, job.kind, JobStatus.QUEUED),
             ":pending_key": pending_key(job.job_id),
             ":pending_at": pending_at_ms,
             ":running": JobStatus.RUNNING,
@@ -462,24 +462,63 @@ class JobTable:
         crash loops). None if it is already final."""
         return self._finish_unfinished(job, JobStatus.FAILED, now, {"#error": error})
 
+    def fail_unreadable(self, job_id: str, error: str, now: datetime) -> bool:
+        """Fail a queued or running job whose item cannot be read as a job (a state that
+        is not JSON, a field a newer release wrote): the same write as ``fail_unfinished``,
+        built without parsing the item. Only its kind is read (one attribute, for the
+        listing keys of its new status); an item without one drops out of the kind and
+        status listing. False if there is no such job or it is already final."""
+        response = self._call(
+            "get_item",
+            Key=_key(job_id),
+            ProjectionExpression="job_id, #kind",
+            ExpressionAttributeNames={"#kind": "kind"},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            return False
+        kind = item.get("kind", {}).get("S")
+        failed = self._finish(job_id, kind, JobStatus.FAILED, now, {"#error": error})
+        return failed is not None
+
     def _finish_unfinished(
         self, job: Job, status: JobStatus, now: datetime, extra: dict[str, Any]
     ) -> Job | None:
+        item = self._finish(job.job_id, job.kind, status, now, extra, returns="ALL_NEW")
+        return None if item is None else from_item(item)
+
+    def _finish(
+        self,
+        job_id: str,
+        kind: str | None,
+        status: JobStatus,
+        now: datetime,
+        extra: dict[str, Any],
+        returns: str = "NONE",
+    ) -> dict[str, Any] | None:
+        """Move a queued or running job to final ``status``, whoever holds it: the item as
+        written (``returns``: ALL_NEW, or NONE for no attributes), or None if the job is
+        missing or already final. ``kind`` None: no kind and status listing key."""
         sets = "".join(f", {name} = :{name[1:]}" for name in extra)
-        return self._update(
-            job.job_id,
+        status_keys_set, removed = _STATUS_KEYS, ""
+        if kind is None:
+            status_keys_set, removed = "#status_key = :status_key", ", #kind_status_key"
+        return self._write(
+            job_id,
             "SET #status = :to, finished_at = :now, "
-            + _STATUS_KEYS
+            + status_keys_set
             + sets
-            + f" REMOVE #owner, lease_until, resume, {_NOT_PENDING}",
+            + f" REMOVE #owner, lease_until, resume, {_NOT_PENDING}{removed}",
             "#status IN (:queued, :running)",
             {
-                **_status_values(job, status),
+                **_status_values(job_id, kind or "", status),
                 **{f":{name[1:]}": value for name, value in extra.items()},
                 ":now": now,
                 ":queued": JobStatus.QUEUED,
                 ":running": JobStatus.RUNNING,
             },
+            returns=returns,
         )
 
     def fail_submission(
@@ -498,7 +537,7 @@ class JobTable:
             "ConditionExpression": "#status = :queued",
         }
         values: dict[str, Any] = {
-            **_status_values(job, JobStatus.FAILED),
+            **_status_values(job.job_id, job.kind, JobStatus.FAILED),
             ":error": error,
             ":now": now,
             ":queued": JobStatus.QUEUED,
@@ -557,7 +596,7 @@ class JobTable:
             + " REMOVE #owner, lease_until",
             "#status = :running AND lease_until = :old",
             {
-                **_status_values(job, JobStatus.QUEUED),
+                **_status_values(job.job_id, job.kind, JobStatus.QUEUED),
                 ":pending_key": pending_key(job.job_id),
                 ":now_ms": now_ms,
                 ":running": JobStatus.RUNNING,
@@ -781,13 +820,28 @@ class JobTable:
         raw_values: dict[str, Any] | None = None,
         names: dict[str, str] | None = None,
     ) -> Job | None:
+        item = self._write(job_id, update, condition, values, raw_values, names, "ALL_NEW")
+        return None if item is None else from_item(item)
+
+    def _write(
+        self,
+        job_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        raw_values: dict[str, Any] | None = None,
+        names: dict[str, str] | None = None,
+        returns: str = "ALL_NEW",
+    ) -> dict[str, Any] | None:
+        """A conditional UpdateItem of an existing job: the attributes ``returns`` asks
+        for (an empty dict for NONE), or None if the condition did not hold."""
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "Key": _key(job_id),
             "UpdateExpression": update,
             # The job must exist: an update would otherwise create a stub item.
             "ConditionExpression": f"attribute_exists(job_id) AND ({condition})",
-            "ReturnValues": "ALL_NEW",
+            "ReturnValues": returns,
         }
         _add_expression(request, values, names, raw_values)
         try:
@@ -798,7 +852,8 @@ class JobTable:
             raise StoreUnavailable(f"DynamoDB UpdateItem failed: {error}") from error
         except BotoCoreError as error:
             raise StoreUnavailable(f"DynamoDB UpdateItem failed: {error}") from error
-        return from_item(response["Attributes"])
+        attributes: dict[str, Any] = response.get("Attributes", {})
+        return attributes
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
         return self._call_unscoped(operation, TableName=self.table_name, **kwargs)
@@ -822,9 +877,9 @@ class MigrationReport:
 _STATUS_KEYS = "#status_key = :status_key, #kind_status_key = :kind_status_key"
 
 
-def _status_values(job: Job, status: JobStatus) -> dict[str, Any]:
-    """The values of a change of ``job`` to ``status``: ``:to`` and its listing keys."""
-    keys = status_keys(job.job_id, job.kind, status)
+def _status_values(job_id: str, kind: str, status: JobStatus) -> dict[str, Any]:
+    """The values of a change of a job to ``status``: ``:to`` and its listing keys."""
+    keys = status_keys(job_id, kind, status)
     return {
         ":to": status,
         ":status_key": keys[LIST_BY_STATUS.partition_key],

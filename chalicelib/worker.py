@@ -4,25 +4,56 @@ dead letters, and re-drive jobs whose message was lost.
 A run owns its job through a lease (claim, then checkpoints that renew it) and keeps its
 own message hidden while it runs (the message hold, renewed every third of the lease): on
 a FIFO queue an undeleted message blocks every job behind it, so a crashed run's message
-must come back within minutes, not after the queue's visibility timeout. Everything a retry
-cannot change is acknowledged (returns): a poison message, a duplicate delivery, a
-cancelled job. Only a failed AWS call raises (StoreUnavailable), so SQS delivers again.
+must come back within minutes, not after the queue's visibility timeout (the worker's
+timeout). Everything a retry cannot change is acknowledged (returns): a poison message, a
+duplicate delivery, a cancelled job, a job failed for a reason no retry changes. What may
+pass raises, so SQS delivers again, after a visibility the worker sets: a failed AWS call
+(StoreUnavailable), an unreadable job before its UNREADABLE_DELIVERIES-th delivery, too
+little time left for the out-of-time path (NoTimeLeft).
 
-Failure paths, and where they end::
+Failure paths, where they end, and what the jobs behind wait (defaults: lease 30 s, hold
+60 s, claim backoff cap 60 s, JOBS_LOST_AFTER_SECONDS 120, a sweep every minute)::
 
     job raises            -> released; its message waits out the backoff in the delay
                              queue, then forward_delayed puts it at the tail of the job
-                             queue; up to max_attempts, then failed
+                             queue; up to max_attempts, then failed. Behind: nothing (its
+                             message is acknowledged).
     invocation near its   -> checkpoint, released as a continuation (not an attempt) at
-      timeout                the tail of the job queue
-    worker dies           -> its message, held only message_hold_seconds, reappears once
-                             the lease has expired; that delivery takes the job over and
-                             resumes from the last checkpoint
-    claim fails (AWS)     -> the message is made visible again within seconds
+      timeout                the tail. Behind: nothing. Each call of this path is made only
+                             while the time left covers it (the margin is their worst
+                             case); otherwise NoTimeLeft, and the message comes back after
+                             its hold: at most 60 s.
+    worker dies after     -> (a crash, out of memory, a silent run) its message reappears
+      the hold               after the hold, once the lease has expired; that delivery takes
+                             the job over from the last checkpoint. Behind: at most 60 s.
+    worker dies before    -> (an init error of a bad deploy, a crash before the claim) the
+      the hold               code cannot see it: the message stays hidden for the queue's
+                             visibility timeout. Behind: the worker's timeout.
+    claim fails (AWS)     -> the message comes back after the claim backoff, 2^receive
+                             count s up to the cap; an outage up to OUTAGE_TOLERANCE_SECONDS
+                             (15 min) dead-letters nothing (queue.MAX_RECEIVE_COUNT) and
+                             keeps the order. Behind: the outage, plus at most 60 s.
+    job unreadable        -> (any other exception before the run: claim, lookups) backs off
+                             like a failed claim, then its 3rd delivery fails the job
+                             without reading it (JobTable.fail_unreadable). Behind: 2 + 4 s
+                             and three deliveries.
+    hold fails            -> logged, whatever the error; the run goes on, and its next
+                             checkpoint holds again. Behind: nothing more.
+    SQS fails mid-run     -> (a continuation's or a retry's send) the invocation raises;
+                             the message comes back after its hold, and the job, released
+                             and marked due, is run by it or sent again by the recovery
+                             sweep: nothing is lost or failed. Behind: at most 60 s.
     message lost          -> the recovery sweep finds the pending job behind the watermark
-                             and sends it again
-    message dead-lettered -> a job that never started is sent again (a few times);
-                             otherwise the DLQ consumer fails it, so nothing stays unfinished
+                             and sends it again, within JOBS_LOST_AFTER_SECONDS and a
+                             sweep period. Behind: nothing (the lost message is not there).
+    message dead-lettered -> a job that never started is sent again (a few times; a send
+                             that fails is left to the sweep, not counted again); any other,
+                             readable or not, is failed, so nothing stays unfinished.
+                             Behind: nothing (the message has left the job queue).
+
+Where each bound is tested: tests/chalicelib/test_lane_bounds.py (unreadable jobs, the
+outage's backoffs, one record per consumer invocation, the out-of-time path),
+tests/chalicelib/test_worker.py (backoff, hold, take-over, sweep).
 
 Continuations and retries are a deliberate SQS -> Lambda -> SQS loop: the worker sends to
 its own trigger queue (retries through the delay queue and forward_delayed). Lambda's
@@ -40,21 +71,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 
-from chalicelib.config import Settings
-from chalicelib.errors import PoisonMessage, StoreUnavailable
+from chalicelib.config import OUT_OF_TIME_CALLS, Settings
+from chalicelib.errors import NoTimeLeft, PoisonMessage, StoreUnavailable
 from chalicelib.jobs import Job, JobStatus, Message, epoch_ms, parse_message, to_message, utc_now
 from chalicelib.kinds import KINDS, Context, Kind, state_json
 from chalicelib.observability import Metric, count, job_logging, logger, milliseconds
-from chalicelib.queue import DelayQueue, Delivery, JobQueue
+from chalicelib.queue import DelayQueue, Delivery, JobQueue, claim_backoff
 from chalicelib.store import JobTable
 
 # Lambda's maximum timeout: the remaining time when no Lambda context is given.
 MAX_INVOCATION_MS = 900_000
-# The longest a message whose claim failed stays hidden before it is tried again:
-# 2^receive count seconds, up to this.
-CLAIM_BACKOFF_CAP_SECONDS = 60
+# The delivery of a message whose job cannot be read (an exception other than
+# StoreUnavailable before its run starts) that fails the job instead of backing off again:
+# the first deliveries may have met a half-written item, and the receive count is what
+# survives between invocations.
+UNREADABLE_DELIVERIES = 3
 # A worker process records the watermark at most this often (one write per interval).
 WATERMARK_INTERVAL_SECONDS = 30.0
 # A dead-lettered message of a job that never started is sent again at most this often.
@@ -123,15 +156,29 @@ class Checkpointer:
 
     def __call__(self, progress: float, state: Any) -> None:
         now = self._worker.monotonic()
-        out_of_time = self._remaining_ms() < self._margin_ms
-        if out_of_time or now - self._last >= self._interval:
+        if self._remaining_ms() < self._margin_ms:
+            self._stop_before_timeout(now, progress, state)
+        if now - self._last >= self._interval:
             self._last = now
             self.save(progress, state)
-            if self._delivery is not None and now - self._last_hold >= self._hold_every:
-                self._last_hold = now
-                self._worker.hold(self._delivery)
-        if out_of_time:
-            raise _OutOfTime
+            self._renew_hold(now)
+
+    def _renew_hold(self, now: float) -> None:
+        if self._delivery is not None and now - self._last_hold >= self._hold_every:
+            self._last_hold = now
+            self._worker.hold(self._delivery)
+
+    def _stop_before_timeout(self, now: float, progress: float, state: Any) -> NoReturn:
+        """Less than the timeout margin is left: checkpoint, renew the hold if due, and
+        stop the run (the worker then releases it as a continuation). Each call is made
+        only while the time left covers its worst case (Worker.time_for_a_call); one that
+        does not fit is skipped, and the continuation resumes from the checkpoint before."""
+        if self._worker.time_for_a_call(self._remaining_ms):
+            self._last = now
+            self.save(progress, state)
+        if self._worker.time_for_a_call(self._remaining_ms):
+            self._renew_hold(now)
+        raise _OutOfTime
 
     def save(self, progress: float, state: Any) -> None:
         job, worker = self._job, self._worker
@@ -198,13 +245,11 @@ class Worker:
             job = self._claim_message(message, owner)
             if job is None:
                 return self._not_claimed(message.job_id)
-        except StoreUnavailable:
-            # Not the job's fault: let the message come back in seconds, not after the
-            # queue's visibility timeout (6 x the function's timeout), which would hold
-            # back every job behind it.
-            if delivery is not None:
-                self._back_off(delivery)
-            raise
+        except Exception as error:
+            settled = self._unclaimable(message, delivery, error)
+            if settled is None:
+                raise
+            return settled
         if delivery is not None:
             self.hold(delivery)
         if job.attempts > self.settings.max_attempts:
@@ -254,21 +299,72 @@ class Worker:
         return self.table.claim(job_id, kind, owner, self.now(), lease_ms, resume=resume)
 
     def hold(self, delivery: Delivery) -> None:
-        """Keep the run's message hidden for the message hold from now. A failure is only
-        logged: the run goes on, and the next checkpoint tries again."""
+        """Keep the run's message hidden for the message hold from now. A failure, of any
+        kind, is only logged: the run goes on, and the next checkpoint tries again (the
+        message stays hidden meanwhile for what its last hold, or the queue's visibility
+        timeout, left)."""
         try:
             self.queue.hold(delivery.receipt_handle, self.settings.message_hold_seconds)
         except StoreUnavailable as error:
             logger.warning("Could not hold the job's message", reason=str(error))
+        except Exception:
+            logger.exception("Could not hold the job's message")
 
-    def _back_off(self, delivery: Delivery) -> None:
-        seconds = min(2**delivery.receive_count, CLAIM_BACKOFF_CAP_SECONDS)
+    # --- a message that fails before its run starts ----------------------------------
+
+    def _unclaimable(
+        self, message: Message, delivery: Delivery | None, error: Exception
+    ) -> Outcome | None:
+        """Settle a message whose handling failed before its run started (the claim, the
+        lookups, reading a job that was not free): None when the message must come back,
+        with its visibility shortened to the claim backoff, so the caller re-raises.
+
+        StoreUnavailable (AWS trouble) may pass: it backs off on every delivery, for at
+        most the claim backoff's cap; chalicelib.queue.MAX_RECEIVE_COUNT outlasts a
+        15-minute outage. Anything else (an item that is not a job this code can read) no
+        retry will change: it backs off until the UNREADABLE_DELIVERIES-th delivery, which
+        fails the job without reading it and returns. The lane waits 2 + 4 seconds for
+        it, plus its handling; then the jobs behind it run.
+        """
+        if not isinstance(error, StoreUnavailable):
+            logger.exception("The job's record cannot be read")
+            if delivery is not None and delivery.receive_count >= UNREADABLE_DELIVERIES:
+                try:
+                    return self._fail_unreadable(message.job_id, error)
+                except StoreUnavailable as failed:
+                    logger.warning("Could not fail the unreadable job", reason=str(failed))
+        if delivery is not None:
+            self._back_off(delivery, error)
+        return None
+
+    def _fail_unreadable(self, job_id: str, error: Exception) -> Outcome:
+        """Fail a job whose record cannot be read, writing only what needs no parse of
+        it (JobTable.fail_unreadable); a job that is gone or already final is
+        acknowledged."""
+        reason = f"The job's record cannot be read: {type(error).__name__}: {error}"
+        if not self.table.fail_unreadable(job_id, reason, self.now()):
+            logger.info("Unreadable job is gone or finished; message acknowledged", job_id=job_id)
+            return Outcome.DUPLICATE
+        logger.error("Job failed", job_id=job_id, error=reason)
+        count(Metric.FAILED)
+        return Outcome.FAILED
+
+    def _back_off(self, delivery: Delivery, error: Exception) -> None:
+        """Let the message come back after the claim backoff, not after the queue's
+        visibility timeout (the worker's timeout), which would hold back every job behind
+        it. SQS refusing is only logged: the message then comes back after that timeout."""
+        seconds = claim_backoff(delivery.receive_count, self.settings.claim_backoff_cap_seconds)
         try:
             self.queue.hold(delivery.receipt_handle, seconds)
-        except StoreUnavailable as error:
-            logger.warning("Could not shorten the message's visibility", reason=str(error))
+        except StoreUnavailable as refused:
+            logger.warning("Could not shorten the message's visibility", reason=str(refused))
         else:
-            logger.warning("Claim failed; the message comes back soon", seconds=seconds)
+            logger.warning(
+                "Claim failed; the message comes back soon",
+                seconds=seconds,
+                receive_count=delivery.receive_count,
+                reason=f"{type(error).__name__}: {error}",
+            )
 
     def _run_claimed(
         self,
@@ -295,7 +391,7 @@ class Worker:
             logger.warning("Lease lost to another run; stopped")
             return Outcome.DUPLICATE
         except _OutOfTime:
-            return self._continue_later(job, owner)
+            return self._continue_later(job, owner, remaining_ms)
         except StoreUnavailable:
             raise  # AWS trouble, not the job's: the held message comes back for another run
         except Exception as error:  # the job's own code failed
@@ -312,12 +408,32 @@ class Worker:
         count(Metric.SUCCEEDED)
         return Outcome.SUCCEEDED
 
-    def _continue_later(self, job: Job, owner: str) -> Outcome:
+    # --- the out-of-time path -----------------------------------------------------------
+
+    def time_for_a_call(self, remaining_ms: Callable[[], int]) -> bool:
+        """Whether the invocation's time left covers one more AWS call of the out-of-time
+        path at its worst: the timeout margin holds OUT_OF_TIME_CALLS of them."""
+        share_ms = self.settings.timeout_margin_seconds * 1000 / OUT_OF_TIME_CALLS
+        return remaining_ms() >= share_ms
+
+    def _before_timeout(self, remaining_ms: Callable[[], int], call: str) -> None:
+        """NoTimeLeft unless the time left covers ``call`` at its worst: ending the
+        invocation now is better than Lambda stopping it inside the call."""
+        if not self.time_for_a_call(remaining_ms):
+            raise NoTimeLeft(f"no time left to {call} before the invocation's timeout")
+
+    def _continue_later(self, job: Job, owner: str, remaining_ms: Callable[[], int]) -> Outcome:
         """The checkpoint is saved; queue the job again, at the tail of the job queue, to
-        continue in a new invocation."""
+        continue in a new invocation. Each call is made only while the time left covers
+        it; otherwise NoTimeLeft ends the invocation, and the run's message comes back
+        after its hold (a resume message continues the job; any other finds it released
+        or still leased, and the recovery sweep or the lease's expiry takes over)."""
+        self._before_timeout(remaining_ms, "release the job")
         released = self.table.release(job, owner, epoch_ms(self.now()), resume=True)
         if released is None:
+            self._before_timeout(remaining_ms, "read the job")
             return self._not_claimed(job.job_id)
+        self._before_timeout(remaining_ms, "send the continuation")
         # A new logical send: a fresh deduplication id.
         self.queue.send(to_message(job, resume=True), uuid.uuid4().hex)
         logger.info("Checkpointed before the timeout; continues in the next invocation")
@@ -401,12 +517,24 @@ class Worker:
     def process_dead_letter(self, body: str, receive_count: int) -> Outcome:
         """Handle a message SQS gave up on: send a job that never started again (it only
         waited too long, at most MAX_DEAD_LETTER_REDRIVES times); fail any other unfinished
-        job, so that it does not stay unfinished."""
+        job, so that it does not stay unfinished. A job whose record cannot be read is
+        failed without reading it (never raised for again and again); only an AWS failure
+        raises (StoreUnavailable), so SQS delivers the dead letter again."""
         try:
             message = parse_message(body)
         except PoisonMessage as error:
             logger.error("Dropping a dead-lettered poison message", reason=str(error))
             return Outcome.POISON
+        with job_logging(message.job_id):
+            try:
+                return self._settle_dead_letter(message, receive_count)
+            except StoreUnavailable:
+                raise
+            except Exception as error:
+                logger.exception("The dead-lettered job's record cannot be read")
+                return self._fail_unreadable(message.job_id, error)
+
+    def _settle_dead_letter(self, message: Message, receive_count: int) -> Outcome:
         job = self.table.get(message.job_id)
         if job is None:
             logger.error("Dead-lettered message names no job", job_id=message.job_id)
@@ -416,12 +544,7 @@ class Worker:
                 job, epoch_ms(self.now()), MAX_DEAD_LETTER_REDRIVES
             )
             if redriven is not None:
-                self.queue.send(to_message(redriven, resume=redriven.resume), uuid.uuid4().hex)
-                logger.warning(
-                    "Dead-lettered job never started; sent again",
-                    job_id=job.job_id,
-                    redrives=redriven.redrives,
-                )
+                self._send_redriven(redriven)
                 return Outcome.REDRIVEN
             # Refused: the re-drive cap was reached, or the job started meanwhile. A job
             # read as never started that is running now runs from another message (a
@@ -447,6 +570,25 @@ class Worker:
         logger.error("Job failed: its message was dead-lettered", job_id=job.job_id, error=reason)
         count(Metric.FAILED)
         return Outcome.FAILED
+
+    def _send_redriven(self, job: Job) -> None:
+        """Send a re-driven dead letter's job again. The re-drive is already counted and
+        the job marked due now, so a send that fails (SQS unavailable) is only logged: the
+        recovery sweep sends it after JOBS_LOST_AFTER_SECONDS. Raising instead would bring
+        the dead letter back to count re-drives that never happened, and after
+        MAX_DEAD_LETTER_REDRIVES an SQS outage would fail a job that never started."""
+        try:
+            self.queue.send(to_message(job, resume=job.resume), uuid.uuid4().hex)
+        except StoreUnavailable as error:
+            logger.warning(
+                "Dead-lettered job never started; the recovery sweep will send it again",
+                job_id=job.job_id,
+                reason=str(error),
+            )
+            return
+        logger.warning(
+            "Dead-lettered job never started; sent again", job_id=job.job_id, redrives=job.redrives
+        )
 
     # --- recovery ---------------------------------------------------------------------
 

@@ -20,6 +20,12 @@ def test_required_settings_and_defaults() -> None:
     assert settings.max_n == 10**10
     assert 0 < settings.default_n <= settings.max_n
     assert settings.lost_after_seconds == 120
+    assert settings.claim_backoff_cap_seconds == 60
+
+
+def test_the_claim_backoff_cap_is_a_setting() -> None:
+    env = {**REQUIRED, "JOBS_CLAIM_BACKOFF_CAP_SECONDS": "3"}
+    assert Settings.from_mapping(env).claim_backoff_cap_seconds == 3
 
 
 def test_message_hold_outlasts_the_lease() -> None:
@@ -58,6 +64,7 @@ def test_missing_required_setting_is_named(missing: str, value: str | None) -> N
         ("JOBS_PROGRESS_INTERVAL_SECONDS", "soon", "must be a number"),
         ("JOBS_LOOP_RATE_PER_SECOND", "0", "must be >= 1"),
         ("JOBS_LOST_AFTER_SECONDS", "0", "JOBS_LOST_AFTER_SECONDS must be >= 1"),
+        ("JOBS_CLAIM_BACKOFF_CAP_SECONDS", "0", "JOBS_CLAIM_BACKOFF_CAP_SECONDS must be >= 1"),
     ],
 )
 def test_malformed_setting_is_named(name: str, value: str, message: str) -> None:

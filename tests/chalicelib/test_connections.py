@@ -1,6 +1,8 @@
 """The boto3 clients' bounds (issue 12.1): a submission's AWS calls finish or fail inside
 the API function's timeout, so the job is never left half-submitted by a killed
-invocation; the bound is checked against .chalice/config.json, and the calls counted."""
+invocation; the bound is checked against .chalice/config.json, and the calls counted.
+Likewise the worker's out-of-time path fits its timeout margin, at most 15% of the
+worker's timeout."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import connections
+from chalicelib.config import OUT_OF_TIME_CALLS, TIMEOUT_MARGIN, Settings
 from chalicelib.errors import StoreUnavailable
 from chalicelib.store import JobTable
 from infra import stack
@@ -25,6 +28,13 @@ from tests.conftest import STAGE
 # it sleeps at most min(2^(i-1) s, 20 s) (throttling), plus up to 5 s when the service
 # sends x-amz-retry-after.
 STANDARD_MAX_BACKOFF, RETRY_AFTER_EXTRA = 20, 5
+# The settings every stage must give (values irrelevant here).
+REQUIRED = {
+    "JOBS_TABLE_NAME": "t",
+    "JOBS_QUEUE_NAME": "q.fifo",
+    "JOBS_DELAY_QUEUE_NAME": "d",
+    "JOBS_STAGE": "local",
+}
 
 
 def worst_call_seconds(config: Any) -> float:
@@ -53,6 +63,25 @@ def test_a_submissions_worst_case_fits_the_api_functions_timeout() -> None:
     )) > api_timeout  # fmt: skip
 
 
+def test_the_timeout_margin_covers_the_out_of_time_path_within_15_percent() -> None:
+    """Once a run is out of time it makes OUT_OF_TIME_CALLS calls on the worker's clients
+    (tests/chalicelib/test_lane_bounds.py counts them); the default margin must cover
+    their worst case, so Lambda never stops an invocation mid-continuation, and stay at
+    most 15% of the worker's timeout as deployed."""
+    config = stack.load_chalice_config(STAGE)
+    worker_timeout = config.scope(STAGE, "process_job").lambda_timeout
+    client_config = connections.WORKER_CLIENT_CONFIG
+    assert client_config.retries["mode"] == "standard"
+
+    worst = OUT_OF_TIME_CALLS * worst_call_seconds(client_config)
+    margin = Settings.timeout_margin_seconds
+
+    assert worst <= margin <= 0.15 * worker_timeout, (worst, margin, worker_timeout)
+    assert Settings.from_mapping(REQUIRED).timeout_margin_seconds == margin
+    # The override stays (tests set a small one).
+    assert Settings.from_mapping({**REQUIRED, TIMEOUT_MARGIN: "2"}).timeout_margin_seconds == 2
+
+
 def test_the_clients_are_built_with_their_bounds(aws: dict[str, str]) -> None:
     api = connections.job_table()._client.meta.config
     assert (api.connect_timeout, api.read_timeout) == (
@@ -64,6 +93,9 @@ def test_the_clients_are_built_with_their_bounds(aws: dict[str, str]) -> None:
     worker = connections.worker()
     for client in (worker.table._client, worker.queue._client, worker.delay_queue._client):
         assert client.meta.config.read_timeout == connections.WORKER_CLIENT_CONFIG.read_timeout
+        assert (
+            client.meta.config.connect_timeout == connections.WORKER_CLIENT_CONFIG.connect_timeout
+        )
         assert client.meta.config.retries == connections.WORKER_CLIENT_CONFIG.retries
 
 

@@ -239,7 +239,9 @@ def test_a_continuation_release_refused_sends_nothing(
         return real_release(*args, **kwargs)
 
     monkeypatch.setattr(worker.table, "release", cancelled_first)
-    out_of_time = lambda: 0  # noqa: E731 - below any margin: yield at the first report
+    # Just below the margin: the run yields at the first report, with time for each call.
+    margin_ms = int(get_settings().timeout_margin_seconds * 1000)
+    out_of_time = lambda: margin_ms - 1  # noqa: E731
 
     assert worker.process_message(message_for(job), remaining_ms=out_of_time) is (Outcome.CANCELLED)
 
