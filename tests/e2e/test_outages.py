@@ -17,19 +17,20 @@ from typing import Any
 
 import requests
 
+from chalicelib.config import CLAIM_BACKOFF_CAP, Settings
 from chalicelib.jobs import JobStatus
+from chalicelib.queue import OUTAGE_TOLERANCE_SECONDS
 from tests.e2e.conftest import STAGE, WORKER_ARGS, Stack
 from tests.e2e.fault_proxy import Mode
 from tests.e2e.test_faults import put_job
 from tests.e2e.test_local_stack import SECONDS_OF_WORK
 from tests.waiting import wait_for
 
-# JOBS_CLAIM_BACKOFF_CAP_SECONDS for these stacks, and its default.
-CLAIM_BACKOFF_CAP_SETTING = "JOBS_CLAIM_BACKOFF_CAP_SECONDS"
+# The claim backoff's cap for these stacks (JOBS_CLAIM_BACKOFF_CAP_SECONDS): every time
+# here is the real one scaled by its ratio to the default cap.
 CAP_SECONDS = 1
-DEFAULT_CAP_SECONDS = 60
-SCALE = CAP_SECONDS / DEFAULT_CAP_SECONDS
-OUTAGE_SECONDS = 15 * 60 * SCALE
+SCALE = CAP_SECONDS / Settings.claim_backoff_cap_seconds
+OUTAGE_SECONDS = OUTAGE_TOLERANCE_SECONDS * SCALE
 # The event source's long poll (--poll-seconds).
 POLL_SECONDS = float(WORKER_ARGS[WORKER_ARGS.index("--poll-seconds") + 1])
 # Room for a loaded two-core machine: cold starts, botocore's retries of the last calls
@@ -89,9 +90,7 @@ def test_a_dynamodb_outage_longer_than_five_deliveries_dead_letters_nothing(
     """Jobs queued before and during the outage; the worker starts during it, so the head
     job's message is delivered, and its claim fails, again and again: more often than the
     old maxReceiveCount allowed, and every time it comes back within the cap."""
-    stack = make_stack(
-        environment={CLAIM_BACKOFF_CAP_SETTING: str(CAP_SECONDS)}, worker=False, faults=True
-    )
+    stack = make_stack(environment={CLAIM_BACKOFF_CAP: str(CAP_SECONDS)}, worker=False, faults=True)
     dynamodb = stack.proxies["dynamodb"]
     before = [stack.submit(1000)["job_id"] for _ in range(2)]
     dynamodb.set_mode(Mode.ERRORS)
@@ -124,7 +123,7 @@ def test_an_sqs_outage_dead_letters_nothing_and_keeps_the_order(
     """The head job runs when SQS becomes unreachable: its message holds and, once it
     finished, its delete fail, and the event source's receives fail too, as Lambda's
     pollers' would. The jobs queued behind it start soon after the end."""
-    stack = make_stack(environment={CLAIM_BACKOFF_CAP_SETTING: str(CAP_SECONDS)}, faults=True)
+    stack = make_stack(environment={CLAIM_BACKOFF_CAP: str(CAP_SECONDS)}, faults=True)
     sqs = stack.proxies["sqs"]
     head = stack.submit(1000)["job_id"]
     stack.wait_for_job(head, lambda j: j["status"] == JobStatus.SUCCEEDED)
