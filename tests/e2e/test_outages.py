@@ -22,7 +22,7 @@ from chalicelib.jobs import JobStatus
 from chalicelib.queue import OUTAGE_TOLERANCE_SECONDS
 from tests.e2e.conftest import STAGE, WORKER_ARGS, Stack
 from tests.e2e.fault_proxy import Mode
-from tests.e2e.test_faults import put_job
+from tests.e2e.test_faults import log_records, put_job
 from tests.e2e.test_local_stack import SECONDS_OF_WORK
 from tests.waiting import wait_for
 
@@ -115,6 +115,14 @@ def test_a_dynamodb_outage_longer_than_five_deliveries_dead_letters_nothing(
     jobs = wait_until_all_succeeded(stack, [*before, during])
     print(f"DynamoDB outage: {time.monotonic() - began:.1f} s, {deliveries} failed deliveries")
     assert_recovered_in_order(stack, jobs, ended, "DynamoDB outage")
+    backoffs = [
+        r for r in log_records(stack) if r["message"] == "Claim failed; the message comes back soon"
+    ]
+    # The head's message: delivered again and again, each time hidden for the cap at most.
+    assert {r["job_id"] for r in backoffs} == {before[0]}
+    assert [r["receive_count"] for r in backoffs] == list(range(1, len(backoffs) + 1))
+    assert len(backoffs) > OLD_MAX_RECEIVE_COUNT
+    assert all(r["seconds"] <= CAP_SECONDS for r in backoffs)
 
 
 def test_an_sqs_outage_dead_letters_nothing_and_keeps_the_order(
