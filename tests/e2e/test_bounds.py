@@ -167,7 +167,7 @@ def test_one_failing_record_among_ten_on_the_delay_queue_is_forwarded_alone(
 
     rule = stack.proxies["sqs"].fail_when(lambda r: forward_of(r, picked), times=WORKER_ATTEMPTS)
     stack.services.start_worker()
-    wait_until_all_succeeded(stack, [j.job_id for j in jobs], timeout=40)
+    done = wait_until_all_succeeded(stack, [j.job_id for j in jobs], timeout=40)
 
     forwards = [
         s for s in stack.proxies["sqs"].requests(outcome=Mode.PASS) if forward_of(s.request)
@@ -183,3 +183,4 @@ def test_one_failing_record_among_ten_on_the_delay_queue_is_forwarded_alone(
     assert SHORT_FORWARDER_TIMEOUT - 1 <= waited <= SHORT_FORWARDER_TIMEOUT + SLACK_SECONDS
     others = [s.at for s in forwards if not forward_of(s.request, picked)]
     assert max(others) < forwarded.at  # the nine did not wait for it
+    assert all(j["attempts"] == 1 for j in done)  # each job ran once
