@@ -101,12 +101,15 @@ class Request:
 @dataclass(frozen=True)
 class Seen:
     """A request and how the proxy answered it: ``pass`` (relayed with the emulator's
-    ``status``) or the fault it met."""
+    ``status`` and ``response`` body) or the fault it met."""
 
     at: float  # time.time() when it arrived
     request: Request
     outcome: Mode
     status: int | None = None
+    response: bytes = b""
+    # time.time() when the emulator's answer was relayed (a long poll's end, e.g.)
+    answered_at: float | None = None
 
 
 @dataclass
@@ -336,8 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
             _reset(self.connection)
             return
         status, headers, body = self._forward(request)
-        self.owner._record(Seen(arrived, request, Mode.PASS, status))
-        self._answer(status, headers, body)
+        try:
+            self._answer(status, headers, body)
+        finally:  # it reached the emulator, even if its client has gone
+            self.owner._record(Seen(arrived, request, Mode.PASS, status, body, time.time()))
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 

@@ -62,6 +62,15 @@ def stored(stack: Stack, job_id: str) -> dict[str, str]:
     return {name: value["S"] for name, value in item.items() if "S" in value}
 
 
+def first_received(stack: Stack, job_id: str) -> float:
+    """When the stack first received the job's message from SQS (the proxy relayed the
+    answer naming it): the moment its visibility timeout started."""
+    for seen in stack.proxies["sqs"].requests("ReceiveMessage", Mode.PASS):
+        if job_id.encode() in seen.response and seen.answered_at is not None:
+            return seen.answered_at
+    raise AssertionError(f"no receive handed out the message of job {job_id}")
+
+
 def test_an_unreadable_record_is_failed_and_does_not_hold_the_lane(
     make_stack: Callable[..., Stack],
 ) -> None:
@@ -107,10 +116,10 @@ def test_a_bad_deploy_holds_the_lane_for_the_visibility_timeout_only(
         environment=SHORT_MARGIN,
         functions={"process_job": {"lambda_timeout": SHORT_WORKER_TIMEOUT}},
         extra_files={"chalicelib/kinds/broken.py": BROKEN_KIND},
+        faults=True,  # the proxy in front of SQS says when the message was received
     )
     job_ids = [stack.submit(1000)["job_id"] for _ in range(2)]
     wait_for(lambda: failed_deliveries(stack), 30, lambda: f"the init error\n{stack.log[-4000:]}")
-    failed_at = time.time()
     assert "a kind module of a bad deploy" in stack.log
 
     stack.services.processes.pop("worker").stop()
@@ -118,12 +127,11 @@ def test_a_bad_deploy_holds_the_lane_for_the_visibility_timeout_only(
     stack.services.start_worker()
     jobs = wait_until_all_succeeded(stack, job_ids, timeout=3 * SHORT_WORKER_TIMEOUT)
 
-    stall = epoch(jobs[0]["started_at"]) - failed_at
-    print(f"bad deploy: the head job started {stall:.1f} s after its failed invocation "
-          f"(visibility timeout {SHORT_WORKER_TIMEOUT} s)")  # fmt: skip
-    # Hidden for the visibility timeout (the invocation failed a moment after the
-    # receive that hid it), and not much longer.
-    assert SHORT_WORKER_TIMEOUT - 3 <= stall <= SHORT_WORKER_TIMEOUT + SLACK_SECONDS, stall
+    stall = epoch(jobs[0]["started_at"]) - first_received(stack, job_ids[0])
+    print(f"bad deploy: the head job started {stall:.1f} s after its failed delivery was "
+          f"received (visibility timeout {SHORT_WORKER_TIMEOUT} s)")  # fmt: skip
+    # Hidden for the visibility timeout from its receive, as on AWS, and not much longer.
+    assert SHORT_WORKER_TIMEOUT - 0.5 <= stall <= SHORT_WORKER_TIMEOUT + SLACK_SECONDS, stall
     assert epoch(jobs[0]["started_at"]) < epoch(jobs[1]["started_at"])
     assert failed_deliveries(stack) == 1
     assert stack.depth("DeadLetterQueueUrl") == 0
@@ -175,12 +183,11 @@ def test_one_failing_record_among_ten_on_the_delay_queue_is_forwarded_alone(
     sent = Counter(json.loads(s.request.json()["MessageBody"])["job_id"] for s in forwards)
     assert rule.matched == WORKER_ATTEMPTS  # one invocation's call, every attempt refused
     assert sent == Counter({j.job_id: 1 for j in jobs}), "a record was forwarded twice"
-    refused = next(s for s in stack.proxies["sqs"].requests(outcome=Mode.ERRORS))
     forwarded = next(s for s in forwards if forward_of(s.request, picked))
-    waited = forwarded.at - refused.at
-    print(f"delay queue: the failing record was forwarded {waited:.1f} s after its first "
-          f"refusal (visibility timeout {SHORT_FORWARDER_TIMEOUT} s)")  # fmt: skip
-    assert SHORT_FORWARDER_TIMEOUT - 1 <= waited <= SHORT_FORWARDER_TIMEOUT + SLACK_SECONDS
+    waited = forwarded.at - first_received(stack, picked)
+    print(f"delay queue: the failing record was forwarded {waited:.1f} s after it was first "
+          f"received (visibility timeout {SHORT_FORWARDER_TIMEOUT} s)")  # fmt: skip
+    assert SHORT_FORWARDER_TIMEOUT - 0.5 <= waited <= SHORT_FORWARDER_TIMEOUT + SLACK_SECONDS
     others = [s.at for s in forwards if not forward_of(s.request, picked)]
     assert max(others) < forwarded.at  # the nine did not wait for it
     assert all(j["attempts"] == 1 for j in done)  # each job ran once

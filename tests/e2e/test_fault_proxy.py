@@ -70,6 +70,9 @@ def test_pass_forwards_every_request_and_records_it(proxies: dict[str, FaultProx
         "ReceiveMessage",
     ]
     assert {(s.outcome, s.status) for s in proxy.requests()} == {(Mode.PASS, 200)}
+    (receive,) = proxy.requests("ReceiveMessage")
+    assert b"hello" in receive.response and receive.answered_at is not None
+    assert receive.answered_at >= receive.at
 
 
 @pytest.mark.parametrize(
