@@ -122,6 +122,10 @@ class Services:
     # The event source's mode ("exact" or "aws", see infra/event_source/modes.py); None
     # leaves $EVENT_SOURCE_MODE as the caller's environment has it (make run, make worker).
     event_source_mode: str | None = None
+    # Per-service endpoints for the children, by boto3 service name (e.g. {"sqs": url}):
+    # set as AWS_ENDPOINT_URL_<SERVICE>, which boto3 prefers to AWS_ENDPOINT_URL (the
+    # outage tests put a fault-injecting proxy there, in front of the emulator).
+    service_endpoints: Mapping[str, str] = field(default_factory=dict)
     emulator: EmulatorHandle | None = None
     processes: dict[str, Process] = field(default_factory=dict)
     _print_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -144,6 +148,8 @@ class Services:
         """
         env = dict(os.environ)
         env["AWS_ENDPOINT_URL"] = self.endpoint
+        for service, url in self.service_endpoints.items():
+            env[f"AWS_ENDPOINT_URL_{service.upper()}"] = url
         env.setdefault("AWS_DEFAULT_REGION", DEFAULT_REGION)
         if "AWS_ACCESS_KEY_ID" not in env and "AWS_PROFILE" not in env:
             env["AWS_ACCESS_KEY_ID"] = env["AWS_SECRET_ACCESS_KEY"] = "test"

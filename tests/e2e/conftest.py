@@ -5,6 +5,11 @@ can shorten the stage's timeouts and intervals without touching the real config,
 stack of its own: a moto server, the template applied to it, ``chalice local`` and the
 local event source, all started by ``infra.run.Services`` exactly as ``make run`` does.
 Everything is stopped afterwards, and the test fails if a process or port is left.
+
+``make_stack(faults=True)`` puts a fault-injecting proxy (tests/e2e/fault_proxy.py) in
+front of the emulator for DynamoDB and for SQS: the stack's processes reach each service
+through its proxy, while the test's own clients (``Stack.client``) talk to the emulator
+directly, so its checks see the truth during an outage.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +26,9 @@ import pytest
 import requests
 
 from chalicelib.queue import MESSAGE_GROUP
-from infra.emulator import free_port, port_is_free
+from infra.emulator import endpoint_url, free_port, port_is_free
 from infra.run import Services, copy_app
+from tests.e2e.fault_proxy import FaultProxy, Mode
 from tests.processes import is_running
 from tests.waiting import wait_for
 
@@ -35,6 +41,8 @@ FAST_SETTINGS = {
 }
 # The event source polls briefly and runs the recovery sweep every second.
 WORKER_ARGS = ("--poll-seconds", "1", "--schedule-period-seconds", "1")
+# The services the stack's processes reach through a fault-injecting proxy, when asked.
+PROXIED_SERVICES = ("dynamodb", "sqs")
 
 
 def configure(
@@ -57,6 +65,8 @@ class Stack:
     services: Services
     outputs: dict[str, str]
     log_path: Path
+    # By service name, when the stack was made with faults=True.
+    proxies: dict[str, FaultProxy] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -119,6 +129,7 @@ class Stack:
 def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     """Factory: a running local stack on a project copy; stopped, and checked, afterwards."""
     started: list[tuple[Services, Any]] = []
+    proxies: list[FaultProxy] = []
 
     def make(
         environment: dict[str, str] | None = None,
@@ -126,6 +137,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         parameters: dict[str, str] | None = None,
         worker: bool = True,
         extra_files: dict[str, str] | None = None,
+        faults: bool = False,
     ) -> Stack:
         project = copy_app(tmp_path / f"project{len(started)}")
         configure(project, {**FAST_SETTINGS, **(environment or {})}, functions)
@@ -134,14 +146,25 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
             target.write_text(target.read_text() + text if target.exists() else text)
         log_path = tmp_path / f"stack{len(started)}.log"
         log = log_path.open("w")
+        emulator_port = free_port()
+        stack_proxies = {
+            service: FaultProxy(endpoint_url(emulator_port), service).start()
+            for service in (PROXIED_SERVICES if faults else ())
+        }
+        proxies.extend(stack_proxies.values())
         services = Services(
             project_dir=project, stage=STAGE, api_port=free_port(),
-            emulator_port=free_port(), output=log, worker_args=WORKER_ARGS,
+            emulator_port=emulator_port, output=log, worker_args=WORKER_ARGS,
+            service_endpoints={service: p.url for service, p in stack_proxies.items()},
         )  # fmt: skip
         started.append((services, log))
-        return Stack(services, services.start_all(parameters, worker), log_path)
+        outputs = services.start_all(parameters, worker)
+        return Stack(services, outputs, log_path, stack_proxies)
 
     yield make
+    for proxy in proxies:  # faults end first, so that the processes stop as they should
+        proxy.clear_rules()
+        proxy.set_mode(Mode.PASS)
     for services, log in started:
         pids = [p.popen.pid for p in services.processes.values()]
         ports = [services.api_port, services.emulator_port]
@@ -149,3 +172,5 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         log.close()
         assert not [pid for pid in pids if is_running(pid)], "a process outlived the stack"
         assert all(port_is_free(port) for port in ports), "a port is still taken"
+    for proxy in proxies:
+        proxy.stop()
