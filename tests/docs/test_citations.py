@@ -40,7 +40,7 @@ def offenders(text: str) -> list[tuple[int, str]]:
 
 
 def test_the_scan_finds_each_kind_of_reference() -> None:
-    cited = "see issue 11 item 3\n(" + "DESIGN" + ".md section 3)\n/work/" + "plan/X.md\nfine"
+    cited = "see issue" + " 11 item 3\n(" + "DESIGN" + ".md section 3)\n/work/plan" + "/X.md\nfine"
     assert [line for line, _ in offenders(cited)] == [1, 2, 3]
     assert offenders("Troubleshoot FIFO throttling issues; the usage plan's rate") == []
 

@@ -1,9 +1,10 @@
-"""The job queue's design against Lambda's SQS mapping as AWS documents it (issue 11 item
-2). One local stack; its event source runs a burst of short jobs behind reserved
-concurrency 1 in ``aws`` mode (five pollers that receive whether or not the worker is
-free, throttles, backoff: infra/event_source/modes.py), then the same burst in ``exact``
-mode, which never receives what it cannot run: the control, measured in the same run on
-the same machine. From the jobs' own timestamps and from the queues:
+"""The job queue's design against Lambda's SQS mapping as AWS documents it
+(docs/reliability.md, "Reserved concurrency 1 behind SQS, on AWS"). One local stack; its
+event source runs a burst of short jobs behind reserved concurrency 1 in ``aws`` mode
+(five pollers that receive whether or not the worker is free, throttles, backoff:
+infra/event_source/modes.py), then the same burst in ``exact`` mode, which never receives
+what it cannot run: the control, measured in the same run on the same machine. From the
+jobs' own timestamps and from the queues:
 
 (a) no job that has not run is failed or dead-lettered, although the backlog holds more
     work than maxReceiveCount x the job queue's visibility timeout (maxReceiveCount 1 and
@@ -45,7 +46,7 @@ WORKER_TIMEOUT_SECONDS = 4  # far above a job, so none is continued or timed out
 # allows. (Visibility must be at least the worker's timeout: AWS refuses less.)
 VISIBILITY_SECONDS = 8
 MAX_RECEIVE_COUNT = 1
-IDLE_P99_LIMIT_SECONDS = 1.0  # issue 11 item 2(b)
+IDLE_P99_LIMIT_SECONDS = 1.0  # the worker is never idle for long while jobs wait
 FINAL = ("succeeded", "failed", "cancelled")
 WORKER = f"heavy-jobs-{STAGE}-process_job"
 
