@@ -40,9 +40,23 @@ lint: venv ## ruff (lint + format check) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# pytest-xdist workers: one per core. Most of the suite waits on processes it started (the
+# emulator, chalice local, the event source), so two workers share two cores well; whole
+# files go to one worker (--dist loadfile), so a file's shared fixtures are built once.
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 # The suite's documentation tests (tests/docs) read the site make docs has just built.
-test: lint docs ## Lint, build the docs site, then the whole test suite
-	HEAVY_JOBS_BUILT_SITE=$(SITE) $(PY) -m pytest
+test: lint docs ## Lint, build the docs site, then the whole test suite (TEST_WORKERS, default 2)
+	HEAVY_JOBS_BUILT_SITE=$(SITE) $(PYTEST) --durations=10
+
+# The fast tier, for the inner loop: the unit and moto tests, which start no process
+# (the domain, the handlers through Chalice's test client, the CLI against a scripted API).
+FAST_TESTS := tests/chalicelib tests/cli $(wildcard tests/test_*.py)
+.PHONY: test-fast
+test-fast: venv ## The unit and moto tests only (under a minute): no emulator, no live stack
+	$(PYTEST) $(FAST_TESTS)
 
 # --- the documentation site (mkdocs.yml; pages in docs/, some derived by docs/hooks/) ----
 .PHONY: docs docs-serve
