@@ -37,7 +37,7 @@ from moto.dynamodb.models.table import Table
 from moto.server import ThreadedMotoServer
 from moto.sqs.models import Queue, sqs_backends
 
-from chalicelib import service
+from chalicelib import config, connections, service
 from chalicelib.config import Settings
 from chalicelib.jobs import (
     INDEXES,
@@ -431,9 +431,20 @@ def test_an_old_idempotency_key_still_replays_its_job(migration: Migration) -> N
 
 
 def test_the_sweep_re_drives_the_jobs_of_the_old_queue_and_the_worker_runs_them(
-    migration: Migration,
+    migration: Migration, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = migration.settings
+    # The worker's metrics name the stage from the process's own settings, as on Lambda
+    # (without them this test passed only after another test had left a stage's variables
+    # in os.environ).
+    for name, value in {
+        config.TABLE_NAME: settings.table_name,
+        config.QUEUE_NAME: settings.queue_name,
+        config.DELAY_QUEUE_NAME: settings.delay_queue_name,
+        config.STAGE: settings.stage,
+    }.items():
+        monkeypatch.setenv(name, value)
+    connections.reset()
     sqs = migration.client("sqs")
     queue = JobQueue(sqs, settings.queue_name)
     worker = Worker(
