@@ -22,8 +22,11 @@ from tests.waiting import wait_for
 
 # How soon after the new worker is up (or after its submission, if later) each job must
 # start: far below the job queue's visibility timeout, which is what a stranded message
-# costs. A killed worker's long poll may hold a message for up to 20 s + a margin.
-START_BOUND_SECONDS = 45
+# costs. Measured on this 2-core machine: about 3 s after a signal (the new worker's cold
+# start), about 20 s after a kill (the dead worker's long poll, 20 s, must end before
+# what it took can be taken back); the bounds leave room for a loaded machine.
+AFTER_A_SIGNAL_SECONDS = 30
+AFTER_A_KILL_SECONDS = 45
 WORKER = "worker"
 
 
@@ -87,15 +90,17 @@ def all_succeeded(stack: Stack, submitted: list[tuple[str, float]]) -> list[dict
     return jobs
 
 
-def check(jobs: list[dict[str, Any]], submitted: list[tuple[str, float]], up: float) -> None:
+def check(
+    jobs: list[dict[str, Any]], submitted: list[tuple[str, float]], up: float, bound: float
+) -> None:
     starts = [moment(j["started_at"]) for j in jobs]
     assert starts == sorted(starts), "jobs started out of submission order"
     late = [
         (j["job_id"], round(start - max(at, up), 1))
         for j, start, (_, at) in zip(jobs, starts, submitted, strict=True)
-        if start - max(at, up) > START_BOUND_SECONDS
+        if start - max(at, up) > bound
     ]
-    assert not late, f"started more than {START_BOUND_SECONDS} s late: {late}"
+    assert not late, f"started more than {bound} s late: {late}"
 
 
 def test_a_worker_stopped_by_sigterm_and_restarted_runs_every_job_in_order_promptly(
@@ -119,7 +124,8 @@ def test_a_worker_stopped_by_sigterm_and_restarted_runs_every_job_in_order_promp
         up = time.time()
         stack.services.start_worker("worker2")
         wait_for(lambda: len(submitter.submitted) >= 14, 30, "jobs submitted after the restart")
-    check(all_succeeded(stack, submitter.submitted), submitter.submitted, up)
+    jobs = all_succeeded(stack, submitter.submitted)
+    check(jobs, submitter.submitted, up, AFTER_A_SIGNAL_SECONDS)
 
 
 def test_a_killed_worker_strands_no_job_once_another_starts(
@@ -133,4 +139,4 @@ def test_a_killed_worker_strands_no_job_once_another_starts(
     up = time.time()
     stack.services.start_worker("worker2")
 
-    check(all_succeeded(stack, submitted), submitted, up)
+    check(all_succeeded(stack, submitted), submitted, up, AFTER_A_KILL_SECONDS)
