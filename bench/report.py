@@ -70,7 +70,7 @@ def write(run: Run, markdown_path: Path, results_dir: Path) -> None:
     summary_path = results_dir / SUMMARY_NAME
     draw_chart(run.figures, chart_path)
     for figure in run.figures:
-        if figure.number in FIGURE_CHARTS:
+        if figure.number in FIGURE_CHARTS and not figure.error:
             name, draw = FIGURE_CHARTS[figure.number]
             draw(figure, results_dir / name)
     raw = json.dumps(to_json(run), indent=1, allow_nan=True) + "\n"
@@ -146,6 +146,7 @@ def from_json(data: dict[str, Any]) -> Run:
             comparisons=[_comparison(c) for c in f["comparisons"]],
             series=[Series(name, s["unit"], list(s["samples"])) for name, s in f["series"].items()],
             notes=list(f["notes"]),
+            error=f.get("error", ""),
         )
         for f in data["figures"]
     ]
@@ -224,6 +225,10 @@ def table(figures: Sequence[Figure]) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | --- | ---: | --- |",
     ]
     for figure in figures:
+        if figure.error:
+            lines.append(
+                f"| {figure.number} | {_one_line(figure.error)} | - | - | - | - | - | **failed** |"
+            )
         for c in figure.comparisons:
             measured = f"{_number(c.measured)} {c.unit} ({c.measured_name})"
             against = f"{_number(c.baseline)} {c.unit} ({c.baseline_name})"
@@ -233,6 +238,13 @@ def table(figures: Sequence[Figure]) -> list[str]:
                 f"{_target(c)} | {c.samples} | {_met(c)} |"
             )
     return lines
+
+
+def _one_line(error: str, width: int = 160) -> str:
+    """An error's first line, shortened, safe inside a table cell."""
+    line = error.splitlines()[0] if error else ""
+    line = line if len(line) <= width else line[: width - 1] + "…"
+    return line.replace("|", "\\|")
 
 
 def render(run: Run, chart: str, raw: str) -> str:
@@ -264,6 +276,8 @@ def render(run: Run, chart: str, raw: str) -> str:
         "",
     ]
     for figure in run.figures:
+        if figure.error:
+            lines.append(f"- Figure {figure.number}: **failed**, nothing measured.")
         for c in figure.comparisons:
             if c.met is None:
                 continue
@@ -274,6 +288,10 @@ def render(run: Run, chart: str, raw: str) -> str:
     for figure in run.figures:
         lines += [f"### {figure.number}. {figure.title}", ""]
         lines += [METHOD.get(figure.number, ""), ""]
+        if figure.error:
+            lines += ["**Failed.** The run measured nothing here; its error:", "", "```"]
+            lines += [figure.error.rstrip(), "```", ""]
+            continue
         # A note that is a table row (or a blank line around a table) is kept as it is.
         lines += [n if n.startswith("|") or not n else f"- {n}" for n in figure.notes]
         if figure.number in FIGURE_CHARTS:
@@ -336,7 +354,8 @@ def draw_chart(figures: Sequence[Figure], path: Path) -> None:
     cdf.set_ylabel("fraction of requests answered")
     cdf.set_title("Figure 1: /fast latency distribution", fontsize=10)
     cdf.grid(True, which="both", alpha=0.3)
-    cdf.legend(fontsize=8, loc="lower right")
+    if cdf.get_legend_handles_labels()[0]:  # none when figure 1 failed
+        cdf.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

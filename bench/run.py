@@ -10,6 +10,11 @@
 6. On a stack of its own, once the others are done: cost against backlog depth (9).
 
 ``--only 9`` (or ``--only 2,9``) measures just those figures, into ``--out``.
+
+A figure that fails does not lose the others: it is reported as failed, with its error,
+beside everything measured before and after it (when the shared stack fails, each figure
+still to be measured on it is reported with that error), the files are written, and the
+run exits 1.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,26 +42,34 @@ ON_SHARED_STACK = frozenset({"1", "2", "3", "4", "5", "7"})
 
 
 def measure(workdir: Path, sizes: Sizes, only: frozenset[str] = frozenset(ORDER)) -> list[Figure]:
-    """Measure the figures in ``only`` (all by default), in ORDER."""
+    """Measure the figures in ``only`` (all by default), in ORDER; a figure that raises
+    is a failed figure (``Figure.failed``), and the rest are measured all the same."""
     if only != frozenset(ORDER):
         return _measure_some(workdir, sizes, only)
     figures: dict[str, Figure] = {}
-    figures["6"] = coldstart.figure_6(workdir, sizes)
-    with BenchStack.running(workdir) as stack:
-        progress(f"stack up: API {stack.url}, emulator {stack.services.endpoint}")
-        figures["2"] = submit.figure_2(stack, sizes)
-        with HttpClient(stack.url) as api:
-            stack.start_worker(api)
-        with queueing.floor_running(stack) as floor:
-            figures["3"] = queueing.figure_3(stack, floor, sizes)
-            figures["5"] = queueing.figure_5(stack, floor, sizes)
-        figures["4"] = loopspeed.figure_4(stack, sizes)
-        figures["1"] = fast.figure_1(stack, sizes)
-        figures["7"] = fast.figure_7(stack, sizes)
-        if stack.services.dead():
-            raise RuntimeError(f"{stack.services.dead()} died; log:\n{stack.log_tail()}")
-    figures["8"] = burst.figure_8(workdir, sizes)
-    figures["9"] = growth.figure_9(workdir, sizes)
+    _attempt(figures, "6", lambda: coldstart.figure_6(workdir, sizes))
+    try:
+        with BenchStack.running(workdir) as stack:
+            progress(f"stack up: API {stack.url}, emulator {stack.services.endpoint}")
+            _attempt(figures, "2", lambda: submit.figure_2(stack, sizes))
+            with HttpClient(stack.url) as api:
+                stack.start_worker(api)
+            with queueing.floor_running(stack) as floor:
+                _attempt(figures, "3", lambda: queueing.figure_3(stack, floor, sizes))
+                _attempt(figures, "5", lambda: queueing.figure_5(stack, floor, sizes))
+            _attempt(figures, "4", lambda: loopspeed.figure_4(stack, sizes))
+            _attempt(figures, "1", lambda: fast.figure_1(stack, sizes))
+            _attempt(figures, "7", lambda: fast.figure_7(stack, sizes))
+            if stack.services.dead():
+                raise RuntimeError(f"{stack.services.dead()} died; log:\n{stack.log_tail()}")
+    except Exception as error:
+        # The shared stack failed: what it still owed fails with it; what it measured
+        # before stays (a process that died may have skewed it: the error says which).
+        for number in sorted(ON_SHARED_STACK - figures.keys(), key=ORDER.index):
+            figures[number] = _failed(number, error)
+        progress(f"the shared stack failed: {error!r}")
+    _attempt(figures, "8", lambda: burst.figure_8(workdir, sizes))
+    _attempt(figures, "9", lambda: growth.figure_9(workdir, sizes))
     return [figures[n] for n in ORDER]
 
 
@@ -66,7 +80,24 @@ def _measure_some(workdir: Path, sizes: Sizes, only: frozenset[str]) -> list[Fig
         "8": lambda: burst.figure_8(workdir, sizes),
         "9": lambda: growth.figure_9(workdir, sizes),
     }
-    return [alone[n]() for n in ORDER if n in only]
+    figures: dict[str, Figure] = {}
+    for number in ORDER:
+        if number in only:
+            _attempt(figures, number, alone[number])
+    return list(figures.values())
+
+
+def _attempt(figures: dict[str, Figure], number: str, measure_one: Callable[[], Figure]) -> None:
+    """Measure one figure into ``figures``; if it raises, record it as failed and go on."""
+    try:
+        figures[number] = measure_one()
+    except Exception as error:
+        figures[number] = _failed(number, error)
+        progress(f"figure {number} failed: {error!r}")
+
+
+def _failed(number: str, error: Exception) -> Figure:
+    return Figure.failed(number, f"{type(error).__name__}: {error}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,11 +149,15 @@ def main(argv: list[str] | None = None) -> int:
         machine, figures, args.smoke, time.monotonic() - started, load_average(), asdict(sizes)
     )
     report.write(run, markdown_path, results_dir)
-    if args.keep_workdir:
-        progress(f"scratch directory kept: {workdir}")
+    failed = [f.number for f in figures if f.error]
+    if args.keep_workdir or failed:
+        progress(f"scratch directory kept (stack.log, project copy): {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     progress(f"wrote {markdown_path} and {results_dir} in {run.seconds:.0f} s")
+    if failed:
+        progress(f"figure(s) {', '.join(failed)} failed: see their sections in {markdown_path}")
+        return 1
     return 0
 
 

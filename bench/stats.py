@@ -133,6 +133,9 @@ class Comparison:
         return data
 
 
+NOT_MEASURED = "not measured: it failed"  # a failed figure's title
+
+
 @dataclass
 class Figure:
     """One numbered figure of the issue: its comparisons, raw samples and notes."""
@@ -143,15 +146,25 @@ class Figure:
     series: list[Series] = field(default_factory=list)
     # Facts measured alongside (depths, breakdowns), as Markdown lines.
     notes: list[str] = field(default_factory=list)
+    # Why the figure could not be measured ("" when it was): it then has nothing else.
+    error: str = ""
+
+    @classmethod
+    def failed(cls, number: str, error: str) -> Figure:
+        """A figure whose measurement raised ``error`` (its type and message)."""
+        return cls(number, NOT_MEASURED, error=error)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "number": self.number,
             "title": self.title,
             "comparisons": [c.to_json() for c in self.comparisons],
             "series": {s.name: s.to_json() for s in self.series},
             "notes": self.notes,
         }
+        if self.error:
+            data["error"] = self.error
+        return data
 
 
 def ms(seconds: Sequence[float]) -> list[float]:

@@ -49,11 +49,31 @@ What it reproduces, and how:
   timeout, a dead instance or a malformed response deletes nothing and leaves visibility
   alone, so the messages come back after the queue's visibility timeout and SQS's own
   redrive policy moves them to the dead-letter queue after ``maxReceiveCount``.
-- **Shutdown.** SIGINT/SIGTERM stop polling and terminate the instances (messages in
-  flight come back through the visibility timeout, as when Lambda is interrupted); the
-  runner exits 0 with no child left. ``--burst`` drains instead: it exits 0 once a receive
-  on every queue came back empty with no invocation in flight (what tests want; a message
-  hidden by its visibility timeout after a failure is not waited for).
+- **Shutdown.** SIGINT/SIGTERM (Ctrl-C, or whatever stops ``make worker`` or ``make run``)
+  stop polling: no receive starts. Invocations in flight are interrupted, their instances
+  terminated, and their messages left alone: they come back as the function left them
+  (its own visibility change, such as a job's hold, else the queue's visibility timeout),
+  as after an execution environment that crashed on AWS. Every receive still open (a long
+  poll, up to ``--poll-seconds``, 20 by default) is let finish, and whatever a receive
+  returned that no invocation took (a batch just received, a batching window being
+  collected, a throttled batch backing off in ``aws`` mode) is made visible again at once
+  (ChangeMessageVisibility 0 with its receipt handle), so a worker started next picks up
+  every queued message at once: on the job queue's one FIFO message group nothing waits
+  for a visibility timeout. Then the runner exits 0 with no child left; it waits at most
+  the poll time plus 2 s, and a second signal stops the wait. ``make pause`` does not
+  signal: it disables the mapping (``mappings``), and nothing is received meanwhile.
+  SIGKILL (or a crash) leaves no chance to clean up: a long poll left open in SQS takes
+  the next message for nobody. So each receive on a FIFO queue is journalled with its
+  ``ReceiveRequestAttemptId`` until its messages are invoked or released, and a runner
+  starting up retries the receives of dead runners and releases what they took
+  (``receives``): the message is visible again at most 22 s after that receive started,
+  if a runner starts within 5 minutes, else when its visibility timeout ends. The
+  instances of a killed runner exit by themselves within a second (``bootstrap``: an
+  idle one reads EOF, a busy one notices it was orphaned). ``--burst`` drains instead:
+  it exits 0 once a receive on every queue came back empty with no invocation in flight
+  (what tests want; a message hidden by its visibility timeout after a failure is not
+  waited for). Tested in ``tests/infra/event_source/test_shutdown.py`` and
+  ``tests/e2e/test_worker_restart.py``.
 
 Where it differs from AWS, knowingly:
 
@@ -106,6 +126,7 @@ nothing from the project around it, so it can be copied into another Chalice pro
     event.py        Lambda's SQS event (``sqs_event``, ``sqs_message_to_record``)
     settlement.py   settling a batch after an invocation (``settle_batch``)
     mappings.py     a mapping's Enabled state, per stage and function (``MappingGate``)
+    receives.py     receives in flight, journalled; taking back a killed runner's (``recover``)
     deployment.py   what an instance may import: the package and the runtime (``import_world``)
     bootstrap.py    an instance's program: the import guard and the runtime loop (a script)
     instances.py    execution environments: one interpreter per instance (``FunctionRuntime``)
@@ -124,10 +145,12 @@ from .instances import (
     Instance,
     InstanceSpec,
     Invocation,
+    RuntimeClosed,
     instance_environment,
 )
 from .modes import DEFAULT_MODE, DEFAULT_POLLERS, MODE_VARIABLE, Mode, ThrottleBackoff
 from .pollers import PollingSQSEventSource
+from .receives import ReceiveJournal, recover, release
 from .runner import main, run_sources
 from .settings import (
     DEFAULT_CONCURRENCY,
@@ -177,6 +200,8 @@ __all__ = [
     "PollingSQSEventSource",
     "ProjectSettings",
     "ReceiveFn",
+    "ReceiveJournal",
+    "RuntimeClosed",
     "SQSEventSource",
     "SQSSourceSettings",
     "ScheduleEventSource",
@@ -191,6 +216,8 @@ __all__ = [
     "instance_environment",
     "load_project",
     "main",
+    "recover",
+    "release",
     "run_sources",
     "scheduled_event",
     "settle_batch",

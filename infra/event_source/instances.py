@@ -204,6 +204,10 @@ class Invocation:
     duration_ms: float
 
 
+class RuntimeClosed(RuntimeError):
+    """The runtime was shut down before the invocation reached an instance."""
+
+
 class FunctionRuntime:
     """The instances of one function: at most ``concurrency`` at once, kept warm between uses.
 
@@ -243,7 +247,8 @@ class FunctionRuntime:
     def invoke(self, event: Any) -> Invocation:
         """Invoke the function once (the caller holds a slot).
 
-        Raises ``RuntimeError`` if the runtime has been shut down.
+        Raises ``RuntimeClosed`` if the runtime has been shut down (no instance got the
+        event).
         """
         request_id = str(uuid.uuid4())
         instance, cold = self._take_instance()
@@ -258,7 +263,7 @@ class FunctionRuntime:
     def _take_instance(self) -> tuple[Instance, bool]:
         with self._lock:
             if self._closed:
-                raise RuntimeError(f"{self.function.function_name} is shut down")
+                raise RuntimeClosed(f"{self.function.function_name} is shut down")
             if self._idle:
                 return self._idle.pop(), False
             # Started under the lock so that shutdown() cannot miss it.

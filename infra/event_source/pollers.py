@@ -39,6 +39,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .instances import FunctionRuntime
 from .mappings import MappingGate
 from .modes import DEFAULT_POLLERS, ThrottleBackoff
+from .receives import ReceiveJournal
 from .settings import SQSSourceSettings
 from .sources import MAX_WAIT_SECONDS, SQSEventSource
 
@@ -60,8 +61,9 @@ class PollingSQSEventSource(SQSEventSource):
         backoff: ThrottleBackoff | None = None,
         clock: Callable[[], float] = time.monotonic,
         gate: MappingGate | None = None,
+        journal: ReceiveJournal | None = None,
     ) -> None:
-        super().__init__(settings, runtime, sqs, region, poll_seconds, gate)
+        super().__init__(settings, runtime, sqs, region, poll_seconds, gate, journal)
         if pollers < 1:
             raise ValueError(f"pollers must be at least 1, got {pollers}")
         self._pollers = pollers
@@ -69,6 +71,8 @@ class PollingSQSEventSource(SQSEventSource):
         self._clock = clock
         self._lock = threading.Lock()
         self._held = 0  # batches received and not yet settled or dropped
+        # Batches to release once every poller's receive has ended (see run).
+        self._unreleased: list[tuple[list[dict[str, Any]], list[str]]] = []
 
     def describe(self) -> str:
         queue = self.settings.queue or self.settings.queue_arn or ""
@@ -88,8 +92,14 @@ class PollingSQSEventSource(SQSEventSource):
 
     def run(self, stop: threading.Event, burst: bool) -> None:
         """Run the pollers until ``stop``; in burst mode, until each of them received
-        nothing while no batch was in flight (a dropped batch is not waited for)."""
+        nothing while no batch was in flight (a dropped batch is not waited for).
+
+        Once stopped, returns when every poller has: an open receive is let finish, and
+        a batch held but not invoked (just received, or throttled and backing off) is
+        made visible again once no receive is open any more (released earlier, another
+        poller's open receive would take it again, raising its receive count)."""
         self._stop = stop
+        self._start_recovery(stop)
         threads = [
             threading.Thread(
                 target=self._poll,
@@ -103,40 +113,64 @@ class PollingSQSEventSource(SQSEventSource):
             thread.start()
         while not stop.is_set() and any(t.is_alive() for t in threads):
             stop.wait(0.1)
+        for thread in threads:
+            thread.join()  # the runner bounds how long it waits for this (run_sources)
+        with self._lock:
+            unreleased, self._unreleased = self._unreleased, []
+        for batch, receives in unreleased:
+            super()._release(batch, receives, "shutdown")
+
+    def _release(self, batch: list[dict[str, Any]], attempts: Sequence[str], why: str) -> None:
+        if not self._stop.is_set():
+            super()._release(batch, attempts, why)
+            return
+        with self._lock:
+            self._unreleased.append((batch, list(attempts)))
 
     def _poll(self, stop: threading.Event, burst: bool) -> None:
         while not stop.is_set():
             if not self._may_receive(stop, burst):
                 return
+            attempts: list[str] = []
             try:
-                batch = self._next_batch()
+                batch = self._next_batch(attempts)
             except (BotoCoreError, ClientError) as err:
                 log.warning("%s: receive failed: %s; retrying", self.settings.function.name, err)
                 stop.wait(1.0)
                 continue
             if not batch:
-                if burst and self.held == 0:
+                if burst and self.held == 0 and not self.recovering:
                     return
                 continue
             received = self._clock()
             with self._lock:
                 self._held += 1
             try:
-                self._deliver(batch, received, stop)
+                self._deliver(batch, attempts, received, stop)
             finally:
                 with self._lock:
                     self._held -= 1
 
-    def _deliver(self, batch: list[dict[str, Any]], received: float, stop: threading.Event) -> None:
+    def _deliver(
+        self,
+        batch: list[dict[str, Any]],
+        receives: list[str],
+        received: float,
+        stop: threading.Event,
+    ) -> None:
         """Invoke with ``batch`` as soon as a slot is free at one of its attempts: at once,
         then at each retry the backoff allows before the visibility timeout; else drop it
-        when the visibility timeout ends."""
+        when the visibility timeout ends. Stopped before an invocation took it: release
+        it (``receives``: the attempt ids of the receives that returned it)."""
         attempts = [0.0, *self._backoff.retry_offsets(self._visibility_seconds)]
         for throttles, offset in enumerate(attempts):
-            if stop.wait(max(0.0, received + offset - self._clock())):
-                return  # shutting down: the batch returns after its visibility timeout
+            if stop.is_set() or stop.wait(max(0.0, received + offset - self._clock())):
+                self._release(batch, receives, "shutdown")
+                return
             if self.runtime.reserve(timeout=0):
-                self._invoke_and_settle(batch, release_when_returned=True, throttles=throttles)
+                self._invoke_and_settle(
+                    batch, receives, release_when_returned=True, throttles=throttles
+                )
                 return
             retry = (
                 f"retry in {attempts[throttles + 1] - offset:g} s"
@@ -145,7 +179,10 @@ class PollingSQSEventSource(SQSEventSource):
             )
             log.info("%s", _batch_line("throttle", self.runtime, batch, throttles + 1, retry))
         if stop.wait(max(0.0, received + self._visibility_seconds - self._clock())):
+            self._release(batch, receives, "shutdown")
             return
+        if self._journal is not None:
+            self._journal.end(receives)  # visible again by now: nothing to take back
         log.info(
             "%s",
             _batch_line(

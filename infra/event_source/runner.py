@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -22,6 +23,7 @@ from .instances import FunctionRuntime, InstanceSpec, instance_environment, line
 from .mappings import MappingGate
 from .modes import DEFAULT_POLLERS, MODE_VARIABLE, Mode, mode_from_environment
 from .pollers import PollingSQSEventSource
+from .receives import RECOVERY_MARGIN_SECONDS, ReceiveJournal
 from .settings import FunctionSettings, ProjectSettings, SQSSourceSettings, load_project
 from .sources import (
     MAX_WAIT_SECONDS,
@@ -39,12 +41,17 @@ def run_sources(
     runtimes: Iterable[FunctionRuntime],
     stop: threading.Event,
     burst: bool = False,
+    drain_seconds: float = MAX_WAIT_SECONDS + RECOVERY_MARGIN_SECONDS,
+    hurry: threading.Event | None = None,
 ) -> None:
     """Run every source in a thread of its own until ``stop`` (or, in burst mode, until
-    all have drained), then shut every function runtime down.
+    all have drained), then shut every function runtime down (invocations in flight are
+    interrupted) and wait for the sources to finish their open receives and release
+    what no invocation took: at most ``drain_seconds`` (a long poll's length), less if
+    ``hurry`` is set meanwhile (a second Ctrl-C).
 
-    Source threads are daemons: one blocked in a long poll is abandoned at shutdown
-    rather than waited for.
+    Source threads are daemons: one still blocked in a receive after that is abandoned;
+    the next runner takes back what it receives (``receives.recover``, FIFO queues).
     """
     threads = [
         threading.Thread(
@@ -62,6 +69,15 @@ def run_sources(
         stop.set()
         for runtime in runtimes:
             runtime.shutdown()
+        deadline = time.monotonic() + drain_seconds
+        if any(t.is_alive() for t in threads):
+            log.info("waiting up to %g s for open receives to end", drain_seconds)
+        while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+            if hurry is not None and hurry.is_set():
+                break
+            time.sleep(0.05)
+        if any(t.is_alive() for t in threads):
+            log.warning("a receive is still open; the next start takes back what it takes")
 
 
 def _configure_logging() -> None:
@@ -77,8 +93,12 @@ def _configure_logging() -> None:
     package_log.propagate = False
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def _stop_on_signals(stop: threading.Event, hurry: threading.Event) -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            log.info("%s again: not waiting for open receives", signal.Signals(signum).name)
+            hurry.set()
+            return
         log.info("%s: stopping", signal.Signals(signum).name)
         stop.set()
 
@@ -188,11 +208,13 @@ def _build_sources(
             pollers=pollers if mode is Mode.AWS else 1,
             log=log.info,
         )
+        # What a killed runner's receives took, the next one takes back (see .receives).
+        journal = ReceiveJournal(Path(project.project_dir), project.stage, settings.function.name)
         if mode is Mode.AWS:
             return PollingSQSEventSource(
-                settings, runtime, sqs, region, poll_seconds, pollers, gate=gate
+                settings, runtime, sqs, region, poll_seconds, pollers, gate=gate, journal=journal
             )
-        return SQSEventSource(settings, runtime, sqs, region, poll_seconds, gate)
+        return SQSEventSource(settings, runtime, sqs, region, poll_seconds, gate, journal)
 
     sources = [sqs_source(settings) for settings in project.sqs_sources]
     if project.schedule_sources:
@@ -225,8 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # The first line says which mapping behaviour is in force (see .modes).
     log.info("mode=%s%s", mode.value, f" pollers={args.pollers}" if mode is Mode.AWS else "")
-    stop = threading.Event()
-    _stop_on_signals(stop)
+    stop, hurry = threading.Event(), threading.Event()
+    _stop_on_signals(stop, hurry)
     # What instances inherit: the environment before Chalice adds the stage's variables.
     base_environment = dict(os.environ)
     # As the chalice CLI sets it for its own import of app.py, so an app can tell.
@@ -263,6 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("not emulated: %s", skipped)
     if not sources:
         log.warning("%s has no on_sqs_message handler", project.app_name)
-    run_sources(sources, runtimes, stop, burst=args.burst)
+    run_sources(
+        sources,
+        runtimes,
+        stop,
+        burst=args.burst,
+        drain_seconds=args.poll_seconds + RECOVERY_MARGIN_SECONDS,
+        hurry=hurry,
+    )
     log.info("stopped")
     return 0

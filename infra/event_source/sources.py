@@ -17,8 +17,9 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .event import sqs_event
-from .instances import FunctionRuntime, Invocation
+from .instances import FunctionRuntime, Invocation, RuntimeClosed
 from .mappings import MappingGate
+from .receives import ReceiveJournal, recover, release
 from .settings import ScheduleSourceSettings, SQSSourceSettings
 from .settlement import InvocationStatus, Settlement, settle_batch
 
@@ -59,20 +60,22 @@ def collect_batch(
     window_seconds: float,
     poll_seconds: int,
     clock: Callable[[], float] = time.monotonic,
+    stop: threading.Event | None = None,
 ) -> list[dict[str, Any]]:
     """Gather one batch as Lambda's poller does.
 
     ``receive(max_messages, wait_seconds)`` is one ReceiveMessage call. The first is a long
     poll of ``poll_seconds``; an empty answer ends the batch (empty). With a batching
     window, receiving goes on until the batch holds ``batch_size`` messages or
-    ``window_seconds`` have passed since the first ones arrived; without one, the first
-    answer is the batch. No call asks for more than 10 messages (SQS's limit).
+    ``window_seconds`` have passed since the first ones arrived, or ``stop`` is set (the
+    runner is shutting down); without one, the first answer is the batch. No call asks for
+    more than 10 messages (SQS's limit).
     """
     batch = receive(min(batch_size, MAX_MESSAGES_PER_RECEIVE), poll_seconds)
     if not batch or window_seconds <= 0:
         return batch
     deadline = clock() + window_seconds
-    while len(batch) < batch_size:
+    while len(batch) < batch_size and not (stop is not None and stop.is_set()):
         remaining = deadline - clock()
         if remaining <= 0:
             break
@@ -84,7 +87,15 @@ def collect_batch(
 
 
 class SQSEventSource:
-    """Lambda's SQS event source mapping for one function: poll, invoke, settle."""
+    """Lambda's SQS event source mapping for one function: poll, invoke, settle.
+
+    Stopping (``stop`` set): no receive starts; an open one is let finish, and whatever a
+    receive returned that was not handed to an invocation is made visible again at once
+    (``receives.release``), so the next runner starts with it. On a FIFO queue with a
+    ``journal``, each receive is journalled until its messages are invoked or released,
+    and ``run`` first takes back what the receives of a killed runner took
+    (``receives.recover``, in a thread of its own).
+    """
 
     def __init__(
         self,
@@ -94,6 +105,7 @@ class SQSEventSource:
         region: str,
         poll_seconds: int = MAX_WAIT_SECONDS,
         gate: MappingGate | None = None,
+        journal: ReceiveJournal | None = None,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
@@ -102,6 +114,8 @@ class SQSEventSource:
         self._poll_seconds = poll_seconds
         # The mapping's Enabled state (see .mappings); None: always enabled.
         self._gate = gate
+        self._journal = journal  # receives in flight (see .receives); FIFO queues only
+        self._recovery: threading.Thread | None = None
         self._queue_url = ""
         self._queue_arn = ""
         self._visibility_seconds = 0  # the queue's default visibility timeout
@@ -134,6 +148,8 @@ class SQSEventSource:
         except (BotoCoreError, ClientError) as err:
             raise SourceError(f"{self.settings.function.name}: queue {name!r}: {err}") from err
         self._queue_arn = attributes["QueueArn"]
+        if not self._queue_arn.endswith(".fifo"):
+            self._journal = None  # ReceiveRequestAttemptId applies only to FIFO queues
         visibility = self._visibility_seconds = int(attributes["VisibilityTimeout"])
         timeout = self.settings.function.timeout_seconds
         if timeout > visibility:
@@ -168,18 +184,22 @@ class SQSEventSource:
 
         Receives only while holding a free slot of the function, so never more batches
         than it can run at once. Transient AWS errors are logged and retried after 1 s.
+        Returns once stopped and its open receive has come back (what it returned is
+        released, not invoked).
         """
         self._stop = stop
         if self.runtime.function.concurrency == 0:
             log.warning("%s: concurrency 0: throttled, not polling", self.runtime.function.name)
             return
+        self._start_recovery(stop)
         while not stop.is_set():
             if not self._may_receive(stop, burst):
                 return
             if not self.runtime.reserve(timeout=0.25):
                 continue
+            attempts: list[str] = []
             try:
-                batch = self._next_batch()
+                batch = self._next_batch(attempts)
             except (BotoCoreError, ClientError) as err:
                 self.runtime.release()
                 log.warning("%s: receive failed: %s; retrying", self.settings.function.name, err)
@@ -188,58 +208,123 @@ class SQSEventSource:
             if batch and not stop.is_set():
                 threading.Thread(
                     target=self._invoke_and_settle_holding_slot,
-                    args=(batch,),
+                    args=(batch, attempts),
                     name=f"invoke:{self.settings.function.name}",
                     daemon=True,
                 ).start()
                 continue
-            # Nothing received, or shutting down: a batch received now just comes back
-            # after the visibility timeout, as when Lambda is interrupted.
             self.runtime.release()
-            if burst and not batch and self.runtime.busy == 0:
+            if batch:  # received as the runner stops: never invoked, so visible again
+                self._release(batch, attempts, "shutdown")
+            if burst and not batch and self.runtime.busy == 0 and not self.recovering:
                 return
+
+    @property
+    def recovering(self) -> bool:
+        """Whether it is still taking back what a killed runner's receives took."""
+        return self._recovery is not None and self._recovery.is_alive()
+
+    def _start_recovery(self, stop: threading.Event) -> None:
+        if self._journal is None or self._recovery is not None:
+            return
+        self._recovery = threading.Thread(
+            target=recover,
+            args=(self._journal, self._sqs, self.runtime.function.function_name, stop),
+            name=f"recover:{self.settings.function.name}",
+            daemon=True,
+        )
+        self._recovery.start()
+
+    def _release(self, batch: list[dict[str, Any]], attempts: Sequence[str], why: str) -> None:
+        """Make a batch that no invocation received visible again; forget its receives
+        once that is done (else the next start retries them)."""
+        released = release(self._sqs, self._queue_url, batch)
+        log.info(
+            "release function=%s records=%d ids=%s (%s: never invoked, visible again)",
+            self.runtime.function.function_name, len(released), ",".join(released), why,
+        )  # fmt: skip
+        if self._journal is not None and len(released) == len(batch):
+            self._journal.end(attempts)
 
     def _may_receive(self, stop: threading.Event, burst: bool) -> bool:
         """Wait while the mapping is disabled; False if stopped meanwhile (or, in burst
         mode, disabled: nothing it may receive is left to drain)."""
         return self._gate is None or self._gate.wait_until_enabled(stop, burst)
 
-    def _next_batch(self) -> list[dict[str, Any]]:
+    def _next_batch(self, attempts: list[str]) -> list[dict[str, Any]]:
+        """One batch (``collect_batch``); the attempt ids of the receives that returned
+        its messages are appended to ``attempts``."""
+
+        def receive(max_messages: int, wait_seconds: int) -> list[dict[str, Any]]:
+            return self._receive(max_messages, wait_seconds, attempts)
+
         return collect_batch(
-            self._receive,
+            receive,
             self.settings.batch_size,
             self.settings.batching_window_seconds,
             self._poll_seconds,
+            stop=self._stop,
         )
 
-    def _receive(self, max_messages: int, wait_seconds: int) -> list[dict[str, Any]]:
-        response = self._sqs.receive_message(
-            QueueUrl=self._queue_url,
-            MaxNumberOfMessages=max_messages,
-            WaitTimeSeconds=wait_seconds,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
+    def _receive(
+        self, max_messages: int, wait_seconds: int, attempts: list[str]
+    ) -> list[dict[str, Any]]:
+        request: dict[str, Any] = {}
+        if self._journal is not None:
+            request["ReceiveRequestAttemptId"] = self._journal.begin(
+                self._queue_url, max_messages, wait_seconds
+            )
+        try:
+            response = self._sqs.receive_message(
+                QueueUrl=self._queue_url,
+                MaxNumberOfMessages=max_messages,
+                WaitTimeSeconds=wait_seconds,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+                **request,
+            )
+        except Exception:
+            self._end_receive(request, [])
+            raise
         messages: list[dict[str, Any]] = response.get("Messages", [])
+        self._end_receive(request, messages)
+        if messages and request:
+            attempts.append(request["ReceiveRequestAttemptId"])
         return messages
 
-    def _invoke_and_settle_holding_slot(self, batch: list[dict[str, Any]]) -> None:
+    def _end_receive(self, request: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+        # A receive that returned nothing has nothing to take back: forget it.
+        if self._journal is not None and request and not messages:
+            self._journal.end([request["ReceiveRequestAttemptId"]])
+
+    def _invoke_and_settle_holding_slot(
+        self, batch: list[dict[str, Any]], attempts: Sequence[str]
+    ) -> None:
         """Invoke and settle with the slot reserved before the receive; free it after."""
-        self._invoke_and_settle(batch, release_when_returned=False)
+        self._invoke_and_settle(batch, attempts, release_when_returned=False)
 
     def _invoke_and_settle(
         self,
         batch: list[dict[str, Any]],
+        attempts: Sequence[str],
         release_when_returned: bool,
         throttles: int | None = None,
     ) -> None:
         """Invoke with one batch (the caller holds a slot), delete what the outcome allows,
         log one line; the slot is freed in any case, as soon as the invocation returns
         when ``release_when_returned`` (Lambda frees the concurrency before it deletes),
-        else after settling. ``throttles`` (aws mode) is logged with the line."""
+        else after settling. ``throttles`` (aws mode) is logged with the line.
+
+        From here on the batch belongs to the invocation: its receives are forgotten, and
+        nothing makes its messages visible again (a failed or interrupted invocation
+        leaves them to the queue's visibility timeout, or to whatever visibility the
+        function gave them), unless the runtime was shut down before any instance got it.
+        """
         ids = [m["MessageId"] for m in batch]
         name = self.runtime.function.function_name
         held = True
+        if self._journal is not None:
+            self._journal.end(attempts)
         try:
             invocation = self.runtime.invoke(sqs_event(batch, self._queue_arn, self._region))
             if release_when_returned:
@@ -259,6 +344,8 @@ class SQSEventSource:
             if throttles is not None:
                 line += f" throttles={throttles}"
             log.info("%s", line)
+        except RuntimeClosed:
+            self._release(batch, [], "shutdown")  # no instance ever had it
         except Exception:
             if self._stop.is_set():
                 return  # the runtime was shut down under us; nothing was deleted

@@ -45,6 +45,19 @@ costs no more than moto's (each is tested):
   noticed within a second.
 - A FIFO group is blocked by any in-flight message of the group, whatever made it
   invisible (moto counted only messages hidden by a receive).
+
+One SQS behaviour moto 5.2.5 lacks is added (``SQSResponse.receive_message`` is wrapped to
+read the parameter): a FIFO queue's ``ReceiveRequestAttemptId``, as the SQS API Reference
+(ReceiveMessage) states it. A receive that names one is remembered for 5 minutes with what
+it returned; a retry with the same id within those minutes returns the same messages with
+the same receipt handles, even while they are hidden, and resets their visibility timeout
+(to the retry's, else the queue's); the receive count does not rise. The retry is possible
+only "if none of the messages have been modified (deleted or had their visibility
+changes)": otherwise it is refused with InvalidParameterValue (as ElasticMQ, another SQS
+emulator, refuses it). After the 5 minutes the id is forgotten and a retry is a new
+receive; on a standard queue the parameter is ignored ("applies only to FIFO queues").
+The local event source relies on it to take back, after a crash, what its last receives
+took (``infra/event_source/receives.py``).
 """
 
 from __future__ import annotations
@@ -53,12 +66,15 @@ import heapq
 import itertools
 import weakref
 from collections import deque
+from collections.abc import Callable
+from contextvars import ContextVar
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
 from moto.sqs import models as sqs_models
 from moto.sqs.exceptions import InvalidParameterValue, ReceiptHandleIsInvalid
+from moto.sqs.responses import SQSResponse
 
 from infra.moto_speedups.patching import Patches
 
@@ -73,6 +89,11 @@ DELAYED = "delayed"  # sent with a delay that has not passed yet
 
 _INDEX = "_speedup_index"  # the queue's QueueIndex, in the queue's __dict__
 _SEED = "_speedup_seed"  # messages assigned before the queue had its lock (Queue.__init__)
+_ATTEMPTS = "_speedup_attempts"  # FIFO: ReceiveRequestAttemptId -> _Attempt, oldest first
+
+# The ReceiveRequestAttemptId of the ReceiveMessage request this thread is serving, if any:
+# set by the wrapped SQSResponse.receive_message, read by _receive_message.
+_attempt_id: ContextVar[str | None] = ContextVar("receive_request_attempt_id", default=None)
 
 # Queues given an index while patched, so that revert() can hand them back to moto.
 _indexed: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -513,6 +534,92 @@ def _run_event_source_mappings(queue: Any) -> None:
 # --- receiving ------------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
+class _Attempt:
+    """What a FIFO receive that named a ReceiveRequestAttemptId returned."""
+
+    at: float  # moto milliseconds, when it answered
+    received: list[tuple[Any, str, float]]  # (message, receipt handle, visible_at) each
+
+
+def _attempts(queue: Any) -> dict[str, _Attempt]:
+    """The queue's remembered attempts, oldest first, those older than 5 minutes dropped
+    (hold the queue's lock)."""
+    attempts: dict[str, _Attempt] = queue.__dict__.setdefault(_ATTEMPTS, {})
+    now = _now_ms()
+    while attempts:
+        oldest = next(iter(attempts))
+        if now - attempts[oldest].at < DEDUPLICATION_MS:
+            break
+        del attempts[oldest]
+    return attempts
+
+
+def _repeat(queue: Any, attempt_id: str, visibility_timeout: int) -> list[Any] | None:
+    """The messages a remembered attempt returned, their visibility timeout reset; None if
+    ``attempt_id`` names no attempt of the last 5 minutes (hold the queue's lock).
+
+    Raises ``InvalidParameterValue`` if one of them was modified since: deleted, its
+    visibility changed, or received again (its visibility timeout ended first).
+    """
+    attempt = _attempts(queue).get(attempt_id)
+    if attempt is None:
+        return None
+    index = index_of(queue)
+    for message, handle, visible_at in attempt.received:
+        slot = index.slots.get(message)
+        if (
+            slot is None
+            or slot.state != IN_FLIGHT
+            or message.receipt_handle != handle
+            or message.visible_at != visible_at
+        ):
+            raise InvalidParameterValue(
+                f"ReceiveRequestAttemptId {attempt_id}: message {message.id} has been "
+                "modified since that receive (deleted, its visibility changed or received "
+                "again); the attempt cannot be retried"
+            )
+    now = _now_ms()
+    for n, (message, handle, _) in enumerate(attempt.received):
+        message.change_visibility(visibility_timeout)
+        index.visibility_changed(message, now)
+        attempt.received[n] = (message, handle, message.visible_at)
+    return [message for message, _, _ in attempt.received]
+
+
+def _remember(queue: Any, attempt_id: str, received: list[Any]) -> None:
+    """Remember what the attempt returned (hold the queue's lock)."""
+    attempts = _attempts(queue)
+    attempts.pop(attempt_id, None)  # re-inserted last: the dict stays oldest first
+    attempts[attempt_id] = _Attempt(
+        _now_ms(), [(m, m.receipt_handle, m.visible_at) for m in received]
+    )
+
+
+def _filtered_copies(messages: list[Any], names: list[str]) -> list[Any]:
+    copies = []
+    for message in messages:
+        # A copy, as moto returns: filtering attributes must not change the message.
+        copy = deepcopy(message)
+        sqs_models._filter_message_attributes(copy, names)
+        copies.append(copy)
+    return copies
+
+
+def _response_receive_message(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """SQSResponse.receive_message, with the request's ReceiveRequestAttemptId made known
+    to the backend's receive (moto's reads no such parameter)."""
+
+    def receive_message(self: Any) -> Any:
+        token = _attempt_id.set(self._get_param("ReceiveRequestAttemptId") or None)
+        try:
+            return original(self)
+        finally:
+            _attempt_id.reset(token)
+
+    return receive_message
+
+
 def _receive_message(
     backend: Any,
     queue_name: str,
@@ -526,6 +633,12 @@ def _receive_message(
     names = message_attribute_names or []
     queue = backend.get_queue(queue_name)
     lock = queue._messages_lock
+    attempt_id = _attempt_id.get() if queue.fifo_queue else None
+    if attempt_id is not None:
+        with lock:
+            repeated = _repeat(queue, attempt_id, visibility_timeout)
+            if repeated is not None:
+                return _filtered_copies(repeated, names)
     deadline = _now_s() + wait_seconds_timeout
     while True:
         with lock:
@@ -538,12 +651,9 @@ def _receive_message(
                 queue.message_retention_period * 1000,
                 _now_ms(),
             )
-            copies = []
-            for message in received:
-                # A copy, as moto returns: filtering attributes must not change the message.
-                copy = deepcopy(message)
-                sqs_models._filter_message_attributes(copy, names)
-                copies.append(copy)
+            copies = _filtered_copies(received, names)
+            if attempt_id is not None and (copies or not wait_seconds_timeout):
+                _remember(queue, attempt_id, received)
         for message in dead:
             _add(queue.dead_letter_queue, message, deduplicate=False)
         if copies or not wait_seconds_timeout:
@@ -556,6 +666,8 @@ def _receive_message(
                 continue
             remaining = deadline - _now_s()
             if remaining <= 0:
+                if attempt_id is not None:
+                    _remember(queue, attempt_id, [])
                 return []
             # No periodic re-check: whatever makes a message deliverable either notifies
             # the lock (add, visibility change, delete, purge) or is the passing of time,
@@ -632,6 +744,9 @@ def apply(patches: Patches) -> None:
     patches.replace(queue_class, "wait_for_messages", _wait_for_messages)
     patches.replace(backend_class, "receive_message", _receive_message)
     patches.replace(backend_class, "change_message_visibility", _change_message_visibility)
+    patches.replace(
+        SQSResponse, "receive_message", _response_receive_message(SQSResponse.receive_message)
+    )
 
 
 def forget() -> None:
@@ -641,6 +756,7 @@ def forget() -> None:
         if lock is None:
             continue
         with lock:
+            queue.__dict__.pop(_ATTEMPTS, None)
             index: QueueIndex | None = queue.__dict__.pop(_INDEX, None)
             if index is None:
                 continue

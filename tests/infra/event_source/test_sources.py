@@ -5,6 +5,7 @@ The sources' behaviour against real queues is tested through the runner (test_ru
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
@@ -49,6 +50,20 @@ def test_window_stops_collecting_when_it_elapses() -> None:
     batch = collect_batch(queue.receive, 10, 3, 20, queue.clock)
     assert len(batch) == 2
     assert queue.calls == [(10, 20), (8, 3)]
+
+
+def test_window_stops_collecting_when_the_runner_stops() -> None:
+    queue = FakeQueue([2, 2, 2])
+    stop = threading.Event()
+
+    def receive(count: int, wait_seconds: int) -> list[dict[str, Any]]:
+        stop.set()  # the runner is told to stop while the first receive is open
+        return queue.receive(count, wait_seconds)
+
+    batch = collect_batch(receive, 10, 5, 20, queue.clock, stop=stop)
+    # What the open receive returned is the batch (the runner then releases it).
+    assert len(batch) == 2
+    assert queue.calls == [(10, 20)]
 
 
 def test_no_receive_asks_for_more_than_ten() -> None:
