@@ -108,7 +108,7 @@ worker: venv ## The SQS and scheduled handlers, run as Lambda would (EVENT_SOURC
 demo: venv ## The classic experiment, against a running `make run`
 	$(PY) -m infra.demo --url http://127.0.0.1:$(PORT)
 
-# --- Deploy to AWS (infra/deploy.py): wherever the standard AWS settings point ----------
+# --- Deploy to AWS (infra/deploy/): wherever the standard AWS settings point ----------
 .PHONY: deploy destroy package api-key pause resume
 
 deploy: venv ## Deploy STAGE (dev|prod) to AWS [ALARM_EMAIL=you@example.com]: all of it

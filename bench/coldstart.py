@@ -1,6 +1,6 @@
 """Figure 6: the cold start of the deployed entry point, and the deployment package.
 
-The package is what ``make package`` builds (``infra.deploy.package``: ``chalice
+The package is what ``make package`` builds (``infra.deploy.packaging``: ``chalice
 package`` for the dev stage), unzipped as Lambda's task root. A fresh process then
 imports ``app`` from it as Lambda's Python runtime does: the task root first on
 ``sys.path``, the stage's environment variables set, and no bytecode written (Lambda's
@@ -46,8 +46,9 @@ STAGE = "dev"
 CHALICE_RUNTIME = {"app.py", "chalicelib", "chalice"}
 PACKAGE = (
     "from pathlib import Path\n"
-    "from infra import deploy\n"
-    "deploy.package({stage!r}, deploy.Throttle(), Path({project!r}), Path({out!r}))\n"
+    "from infra.deploy.access import Throttle\n"
+    "from infra.deploy.packaging import package\n"
+    "package({stage!r}, Throttle(), Path({project!r}), Path({out!r}))\n"
 )
 TIMED_IMPORT = (
     "import sys, time\n"

@@ -159,7 +159,7 @@ def cold_start(figure: Figure) -> str:
     if not figure.comparisons[0].met:
         text += (
             " **Look first at the package's bytecode:** `make package` adds unchecked-hash "
-            "`.pyc` files (`infra.deploy.add_bytecode`), because Lambda's task root is "
+            "`.pyc` files (`infra.deploy.packaging.add_bytecode`), because Lambda's task root is "
             "read-only and a module without them is compiled at every cold start. The same "
             f"package with its bytecode compiled again here imports in {p50(compiled):.0f} ms "
             f"({p50(compiled) / p50(boto3_):.2f}x boto3): if that is much faster, the "

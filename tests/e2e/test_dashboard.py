@@ -33,7 +33,7 @@ from playwright.sync_api import Browser, Locator, Page, Request, Response, Route
 
 from chalicelib import dashboard
 from infra.browser import ChromiumMissing, chromium
-from infra.deploy import Throttle
+from infra.deploy.access import Throttle
 from infra.emulator import free_port
 from tests.e2e.conftest import Stack
 from tests.speed import iterations_per_second
@@ -547,7 +547,7 @@ def advance(tab: Page, stage: FakeStage, ms: int) -> list[int]:
     return sent
 
 
-# The share of a key's steady rate (its usage plan's rate_limit, infra/deploy.py) that
+# The share of a key's steady rate (its usage plan's rate_limit, infra/deploy/access.py) that
 # one open tab may use, so that submit and cancel always have room: a quarter while a
 # job is queued or running, a thirtieth when there is nothing to follow.
 BUSY_SHARE = 1 / 4

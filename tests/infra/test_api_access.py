@@ -1,4 +1,4 @@
-"""infra/deploy.py's pieces under moto: usage plan and API key, throttle settings, stack."""
+"""infra/deploy/ under moto: usage plan and API keys, throttle settings (access.py), stack."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from infra import deploy, stack
+from infra import stack
+from infra.deploy import access, chalice_project, lifecycle
 
 NAME = "heavy-jobs-prod"
 
@@ -21,14 +22,14 @@ def apigw() -> Iterator[Any]:
         yield boto3.client("apigateway")
 
 
-def make_api(apigw: Any, stage: str = "prod") -> deploy.ApiStage:
+def make_api(apigw: Any, stage: str = "prod") -> access.ApiStage:
     """A REST API with one deployed stage, as `chalice deploy` leaves it."""
     api_id = apigw.create_rest_api(name="heavy-jobs")["id"]
     root = apigw.get_resources(restApiId=api_id)["items"][0]["id"]
     apigw.put_method(restApiId=api_id, resourceId=root, httpMethod="GET", authorizationType="NONE")
     apigw.put_integration(restApiId=api_id, resourceId=root, httpMethod="GET", type="MOCK")
     apigw.create_deployment(restApiId=api_id, stageName=stage)
-    return deploy.ApiStage(api_id, stage, f"https://{api_id}.example/{stage}/")
+    return access.ApiStage(api_id, stage, f"https://{api_id}.example/{stage}/")
 
 
 def plans_and_keys(apigw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -37,13 +38,13 @@ def plans_and_keys(apigw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any
 
 def test_api_access_is_created_once(apigw: Any) -> None:
     api = make_api(apigw)
-    first = deploy.ensure_api_access(apigw, NAME, api, deploy.Throttle())
-    second = deploy.ensure_api_access(apigw, NAME, api, deploy.Throttle())
+    first = access.ensure_api_access(apigw, NAME, api, access.Throttle())
+    second = access.ensure_api_access(apigw, NAME, api, access.Throttle())
 
     plans, keys = plans_and_keys(apigw)
     assert [p["name"] for p in plans] == [NAME]
     assert plans[0]["apiStages"] == [{"apiId": api.api_id, "stage": "prod"}]
-    assert plans[0]["throttle"] == deploy.Throttle().as_api()
+    assert plans[0]["throttle"] == access.Throttle().as_api()
     assert [k["id"] for k in keys] == [first["id"]] == [second["id"]]
     members = apigw.get_usage_plan_keys(usagePlanId=plans[0]["id"])["items"]
     assert [m["id"] for m in members] == [first["id"]]
@@ -51,11 +52,11 @@ def test_api_access_is_created_once(apigw: Any) -> None:
 
 def test_usage_plan_follows_the_throttle_and_a_recreated_api(apigw: Any) -> None:
     old_api = make_api(apigw)
-    deploy.ensure_api_access(apigw, NAME, old_api, deploy.Throttle())
+    access.ensure_api_access(apigw, NAME, old_api, access.Throttle())
     new_api = make_api(apigw)  # the REST API was deleted and re-created outside make
-    changed = deploy.Throttle(rate_limit=4, burst_limit=9)
+    changed = access.Throttle(rate_limit=4, burst_limit=9)
 
-    deploy.ensure_api_access(apigw, NAME, new_api, changed)
+    access.ensure_api_access(apigw, NAME, new_api, changed)
 
     (plan,), _ = plans_and_keys(apigw)
     assert plan["apiStages"] == [{"apiId": new_api.api_id, "stage": "prod"}]
@@ -64,49 +65,49 @@ def test_usage_plan_follows_the_throttle_and_a_recreated_api(apigw: Any) -> None
 
 def test_a_similarly_named_key_is_not_ours(apigw: Any) -> None:
     other = apigw.create_api_key(name=NAME + "-ci", enabled=True)
-    assert deploy.find_api_key(apigw, NAME) is None
-    deploy.ensure_api_access(apigw, NAME, make_api(apigw), deploy.Throttle())
-    ours = deploy.find_api_key(apigw, NAME)
+    assert access.find_api_key(apigw, NAME) is None
+    access.ensure_api_access(apigw, NAME, make_api(apigw), access.Throttle())
+    ours = access.find_api_key(apigw, NAME)
     assert ours is not None and ours["id"] != other["id"]
 
 
 def test_remove_api_access_deletes_plan_and_key_and_is_idempotent(apigw: Any) -> None:
-    deploy.ensure_api_access(apigw, NAME, make_api(apigw), deploy.Throttle())
-    deploy.remove_api_access(apigw, NAME)
-    deploy.remove_api_access(apigw, NAME)
+    access.ensure_api_access(apigw, NAME, make_api(apigw), access.Throttle())
+    access.remove_api_access(apigw, NAME)
+    access.remove_api_access(apigw, NAME)
     assert plans_and_keys(apigw) == ([], [])
 
 
 def test_throttle_defaults_and_overrides() -> None:
-    assert deploy.Throttle.from_mapping({}) == deploy.Throttle()
-    override = {deploy.RATE_LIMIT: "2.5", deploy.BURST_LIMIT: "10"}
-    assert deploy.Throttle.from_mapping(override) == deploy.Throttle(2.5, 10)
+    assert access.Throttle.from_mapping({}) == access.Throttle()
+    override = {access.RATE_LIMIT: "2.5", access.BURST_LIMIT: "10"}
+    assert access.Throttle.from_mapping(override) == access.Throttle(2.5, 10)
 
 
 @pytest.mark.parametrize(
-    "env", [{deploy.RATE_LIMIT: "fast"}, {deploy.RATE_LIMIT: "0"}, {deploy.BURST_LIMIT: "0"}]
+    "env", [{access.RATE_LIMIT: "fast"}, {access.RATE_LIMIT: "0"}, {access.BURST_LIMIT: "0"}]
 )
 def test_bad_throttle_settings_are_refused_by_name(env: dict[str, str]) -> None:
-    with pytest.raises(deploy.DeployError, match="API_RATE_LIMIT"):
-        deploy.Throttle.from_mapping(env)
+    with pytest.raises(chalice_project.DeployError, match="API_RATE_LIMIT"):
+        access.Throttle.from_mapping(env)
 
 
 @pytest.mark.parametrize(("stage", "required"), [("dev", False), ("prod", True)])
 def test_api_key_requirement_comes_from_the_stage_config(stage: str, required: bool) -> None:
-    assert deploy.requires_api_key(stack.load_chalice_config(stage)) is required
+    assert chalice_project.requires_api_key(stack.load_chalice_config(stage)) is required
 
 
 def test_the_local_stage_is_not_deployable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "environ", os.environ.copy())  # loading the app sets variables
-    with pytest.raises(deploy.DeployError, match="iam_policy_file"):
-        deploy.check_deployable(stack.load_chalice_config("local"), "local")
+    with pytest.raises(chalice_project.DeployError, match="iam_policy_file"):
+        chalice_project.check_deployable(stack.load_chalice_config("local"), "local")
 
 
 class FailedCreation:
     """A CloudFormation client whose stack's first creation failed."""
 
     def __init__(self) -> None:
-        self.status = deploy.FAILED_CREATION
+        self.status = lifecycle.FAILED_CREATION
 
     def describe_stacks(self, StackName: str) -> dict[str, Any]:
         return {"Stacks": [{"StackName": StackName, "StackStatus": self.status}]}
@@ -120,15 +121,15 @@ class FailedCreation:
 
 def test_a_failed_first_creation_is_cleared_before_applying() -> None:
     cfn = FailedCreation()
-    assert deploy.clear_failed_creation(cfn, NAME) is True
+    assert lifecycle.clear_failed_creation(cfn, NAME) is True
     assert cfn.status == "DELETE_COMPLETE"
-    assert deploy.clear_failed_creation(cfn, NAME) is False
+    assert lifecycle.clear_failed_creation(cfn, NAME) is False
 
 
 def test_a_clients_key_joins_the_plan_once(apigw: Any) -> None:
-    deploy.ensure_api_access(apigw, NAME, make_api(apigw), deploy.Throttle())
-    first = deploy.ensure_client_key(apigw, NAME, "alice")
-    second = deploy.ensure_client_key(apigw, NAME, "alice")
+    access.ensure_api_access(apigw, NAME, make_api(apigw), access.Throttle())
+    first = access.ensure_client_key(apigw, NAME, "alice")
+    second = access.ensure_client_key(apigw, NAME, "alice")
     assert first["id"] == second["id"] and first["name"] == f"{NAME}-alice"
     (plan,), _ = plans_and_keys(apigw)
     members = {m["name"] for m in apigw.get_usage_plan_keys(usagePlanId=plan["id"])["items"]}
@@ -136,18 +137,18 @@ def test_a_clients_key_joins_the_plan_once(apigw: Any) -> None:
 
 
 def test_a_client_key_needs_a_deployed_plan_and_a_plain_name(apigw: Any) -> None:
-    with pytest.raises(deploy.DeployError, match="deploy the stage first"):
-        deploy.ensure_client_key(apigw, NAME, "alice")
+    with pytest.raises(chalice_project.DeployError, match="deploy the stage first"):
+        access.ensure_client_key(apigw, NAME, "alice")
     for bad in ("", "a/b", "x" * 65, "two words"):
-        with pytest.raises(deploy.DeployError, match="letters, digits"):
-            deploy.client_key_name(NAME, bad)
+        with pytest.raises(chalice_project.DeployError, match="letters, digits"):
+            access.client_key_name(NAME, bad)
 
 
 def test_removing_access_deletes_client_keys_but_not_lookalikes(apigw: Any) -> None:
     other = apigw.create_api_key(name=NAME + "-ci", enabled=True)  # not in our plan
-    deploy.ensure_api_access(apigw, NAME, make_api(apigw), deploy.Throttle())
-    deploy.ensure_client_key(apigw, NAME, "alice")
-    deploy.remove_api_access(apigw, NAME)
+    access.ensure_api_access(apigw, NAME, make_api(apigw), access.Throttle())
+    access.ensure_client_key(apigw, NAME, "alice")
+    access.remove_api_access(apigw, NAME)
     plans, keys = plans_and_keys(apigw)
     assert plans == [] and [k["id"] for k in keys] == [other["id"]]
 
@@ -156,6 +157,6 @@ def test_the_default_budget_fits_a_dashboard_tab_and_a_cli_at_once() -> None:
     """A visible dashboard tab reads GET /jobs with the key at most once a second; a CLI
     beside it (submit, list, cancel) must still find the budget, bursts included."""
     dashboard_tab_per_second = 1.0
-    throttle = deploy.Throttle()
+    throttle = access.Throttle()
     assert throttle.rate_limit >= 2 * dashboard_tab_per_second
     assert throttle.burst_limit >= 2 * throttle.rate_limit

@@ -39,7 +39,10 @@ from chalicelib.observability import NAMESPACE, Metric, dimensions
 from chalicelib.openapi import KEYED_OPERATIONS
 from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable, WorkerPause
-from infra import deploy, deploy_state, operations, policies, stack
+from infra import operations, policies, stack
+from infra.deploy import state
+from infra.deploy.access import Throttle
+from infra.deploy.lifecycle import CONCURRENCY_QUOTA, CONCURRENCY_QUOTA_CODE
 from tests.infra import moto_bridges
 from tests.infra.harness import (
     REGION,
@@ -54,7 +57,7 @@ STAGES = ("dev", "prod")
 KEY_STAGE = "prod"  # the stage whose config sets JOBS_REQUIRE_API_KEY=true
 # The second prod deploy changes the throttle, to show the plan is updated in place.
 # (Whole numbers: moto parses a patched rateLimit with int().)
-UPDATED_THROTTLE = deploy.Throttle(rate_limit=3, burst_limit=7)
+UPDATED_THROTTLE = Throttle(rate_limit=3, burst_limit=7)
 ALARM_EMAIL = "ops@example.com"  # given to prod's second deploy
 
 
@@ -342,8 +345,8 @@ def test_deploy_stops_before_creating_anything_when_the_account_lacks_concurrenc
     project = copy_project(tmp_path)
     refused = run_make(project, env, "deploy", "STAGE=dev", check=False)
     assert refused.returncode != 0
-    assert deploy.CONCURRENCY_QUOTA in refused.stderr
-    assert deploy.CONCURRENCY_QUOTA_CODE in refused.stderr
+    assert CONCURRENCY_QUOTA in refused.stderr
+    assert CONCURRENCY_QUOTA_CODE in refused.stderr
     assert "Nothing was created" in refused.stderr
     client = Rehearsal(project=project, env=env, endpoint=emulator).client
     assert client("cloudformation").list_stacks()["StackSummaries"] == []
@@ -518,7 +521,7 @@ def test_prod_has_a_throttled_usage_plan_with_its_key(
     assert plan["apiStages"] == [api_stage]
     assert declared[KEY_STAGE].api_gateway_stage == "prod"
     assert plan["throttle"] == UPDATED_THROTTLE.as_api()
-    assert rehearsal.first_usage_plan["throttle"] == deploy.Throttle().as_api()
+    assert rehearsal.first_usage_plan["throttle"] == Throttle().as_api()
     assert rehearsal.first_usage_plan["id"] == plan["id"]
     (key,) = apigw.get_api_keys(includeValues=True)["items"]
     assert key["name"] == "heavy-jobs-prod" and key["enabled"]
@@ -576,7 +579,7 @@ def test_a_deploy_from_a_fresh_clone_updated_every_mapping_in_place(rehearsal: R
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_the_deploy_record_is_kept_with_the_stage(rehearsal: Rehearsal, stage: str) -> None:
-    parameter = deploy_state.parameter_name(f"heavy-jobs-{stage}")
+    parameter = state.parameter_name(f"heavy-jobs-{stage}")
     value = rehearsal.client("ssm").get_parameter(Name=parameter)["Parameter"]["Value"]
     record = json.loads(value)
     assert record["resources"] == rehearsal.deployed(stage)
@@ -586,7 +589,7 @@ def test_the_deploy_record_is_kept_with_the_stage(rehearsal: Rehearsal, stage: s
 
 def first_deploy_record(rehearsal: Rehearsal, stage: str) -> list[dict[str, Any]]:
     assert rehearsal.first_project is not None
-    path = deploy_state.record_path(rehearsal.first_project, stage)
+    path = state.record_path(rehearsal.first_project, stage)
     return list(json.loads(path.read_text())["resources"])
 
 
@@ -597,7 +600,7 @@ def test_a_stage_without_a_record_anywhere_is_refused_until_its_clone_saves_it(
     that deployed it. Other clones stop before changing anything; that clone's next deploy
     saves the record, and from then on any clone works."""
     ssm = rehearsal.client("ssm")
-    parameter = deploy_state.parameter_name("heavy-jobs-dev")
+    parameter = state.parameter_name("heavy-jobs-dev")
     ssm.delete_parameter(Name=parameter)
     before = (rehearsal.mappings_per_function(), rehearsal.client("lambda").list_functions())
 

@@ -1,4 +1,4 @@
-"""infra/deploy.py's and infra/operations.py's pieces for operating a stage, one at a time:
+"""infra/deploy/'s and infra/operations.py's pieces for operating a stage, one at a time:
 the concurrency pre-flight, recursion, the deploy record in SSM, per-stage settings, log
 retention, access logs, pause/resume. Calls moto does not implement are checked against a
 botocore Stubber (the exact requests made); the rest run under moto."""
@@ -20,7 +20,8 @@ from moto import mock_aws
 from chalicelib import config as settings
 from chalicelib import connections, observability
 from chalicelib.observability import NAMESPACE, Metric
-from infra import deploy, deploy_state, operations, stack
+from infra import operations, stack
+from infra.deploy import chalice_project, lifecycle, state
 from tests.infra.harness import searched_functions, stage_config
 
 REGION = "us-east-1"
@@ -68,10 +69,10 @@ def test_preflight_stops_when_the_reservation_would_leave_less_than_100(dev_conf
     client, stubber = lambda_stub()
     stubber.add_response("get_account_settings", account(unreserved=50, total=50))
     no_function(stubber, WORKER)
-    with stubber, pytest.raises(deploy.DeployError) as refused:
-        deploy.check_account_concurrency(client, dev_config, "dev")
+    with stubber, pytest.raises(chalice_project.DeployError) as refused:
+        lifecycle.check_account_concurrency(client, dev_config, "dev")
     message = str(refused.value)
-    assert f'"{deploy.CONCURRENCY_QUOTA}" ({deploy.CONCURRENCY_QUOTA_CODE})' in message
+    assert f'"{lifecycle.CONCURRENCY_QUOTA}" ({lifecycle.CONCURRENCY_QUOTA_CODE})' in message
     assert "101 are needed" in message and "Nothing was created" in message
     stubber.assert_no_pending_responses()
 
@@ -81,7 +82,7 @@ def test_preflight_passes_at_exactly_100_left(dev_config: Any) -> None:
     stubber.add_response("get_account_settings", account(unreserved=101))
     no_function(stubber, WORKER)
     with stubber:
-        deploy.check_account_concurrency(client, dev_config, "dev")
+        lifecycle.check_account_concurrency(client, dev_config, "dev")
     stubber.assert_no_pending_responses()
 
 
@@ -97,7 +98,7 @@ def test_preflight_counts_the_reservation_a_redeployed_worker_already_holds(
         expected_params={"FunctionName": WORKER},
     )
     with stubber:
-        deploy.check_account_concurrency(client, dev_config, "dev")
+        lifecycle.check_account_concurrency(client, dev_config, "dev")
 
 
 # --- recursion -----------------------------------------------------------------------------
@@ -106,13 +107,13 @@ def test_preflight_counts_the_reservation_a_redeployed_worker_already_holds(
 def test_the_loop_is_the_consumers_of_queues_the_app_sends_to(dev_config: Any) -> None:
     env = dev_config.environment_variables
     sent_to = {env[settings.QUEUE_NAME]}
-    assert deploy.looping_handlers(dev_config, sent_to) == ["process_job"]
+    assert chalice_project.looping_handlers(dev_config, sent_to) == ["process_job"]
     # The dead-letter queue is fed by SQS's redrive, never by the app: not a loop.
-    assert deploy.looping_handlers(dev_config, {env[settings.DEAD_LETTER_QUEUE_NAME]}) == [
+    assert chalice_project.looping_handlers(dev_config, {env[settings.DEAD_LETTER_QUEUE_NAME]}) == [
         "process_dead_letters"
     ]
-    assert "QueueArn" in deploy.sent_queue_outputs()
-    assert "DeadLetterQueueArn" not in deploy.sent_queue_outputs()
+    assert "QueueArn" in chalice_project.sent_queue_outputs()
+    assert "DeadLetterQueueArn" not in chalice_project.sent_queue_outputs()
 
 
 def test_allow_recursion_sets_each_function_to_allow() -> None:
@@ -124,7 +125,7 @@ def test_allow_recursion_sets_each_function_to_allow() -> None:
         expected_params={"FunctionName": WORKER, "RecursiveLoop": "Allow"},
     )
     with stubber:
-        deploy.allow_recursion(client, [WORKER])
+        lifecycle.allow_recursion(client, [WORKER])
     stubber.assert_no_pending_responses()
 
 
@@ -138,7 +139,7 @@ def ssm() -> Iterator[Any]:
 
 
 def write_record(project: Path, stage: str, resources: list[dict[str, Any]]) -> None:
-    path = deploy_state.record_path(project, stage)
+    path = state.record_path(project, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"resources": resources, "schema_version": "2.0"}))
 
@@ -147,45 +148,45 @@ def test_the_record_travels_from_one_clone_to_another_through_ssm(ssm: Any, tmp_
     first, second = tmp_path / "first", tmp_path / "second"
     resources = [{"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "abc"}]
     write_record(first, "dev", resources)
-    assert deploy_state.restore(ssm, "heavy-jobs-dev", second, "dev") == "none"
-    assert deploy_state.save(ssm, "heavy-jobs-dev", first, "dev") is True
+    assert state.restore(ssm, "heavy-jobs-dev", second, "dev") == "none"
+    assert state.save(ssm, "heavy-jobs-dev", first, "dev") is True
 
-    assert deploy_state.restore(ssm, "heavy-jobs-dev", second, "dev") == "aws"
-    restored = json.loads(deploy_state.record_path(second, "dev").read_text())
+    assert state.restore(ssm, "heavy-jobs-dev", second, "dev") == "aws"
+    restored = json.loads(state.record_path(second, "dev").read_text())
     assert restored["resources"] == resources
 
-    deploy_state.forget(ssm, "heavy-jobs-dev")
-    deploy_state.forget(ssm, "heavy-jobs-dev")  # nothing left: still fine
-    assert deploy_state.load(ssm, "heavy-jobs-dev") is None
+    state.forget(ssm, "heavy-jobs-dev")
+    state.forget(ssm, "heavy-jobs-dev")  # nothing left: still fine
+    assert state.load(ssm, "heavy-jobs-dev") is None
 
 
 def test_aws_wins_over_a_stale_local_record(ssm: Any, tmp_path: Path) -> None:
     write_record(tmp_path, "dev", [{"name": "from-aws"}])
-    deploy_state.save(ssm, "heavy-jobs-dev", tmp_path, "dev")
+    state.save(ssm, "heavy-jobs-dev", tmp_path, "dev")
     write_record(tmp_path, "dev", [{"name": "stale"}])
-    assert deploy_state.restore(ssm, "heavy-jobs-dev", tmp_path, "dev") == "aws"
-    record = json.loads(deploy_state.record_path(tmp_path, "dev").read_text())
+    assert state.restore(ssm, "heavy-jobs-dev", tmp_path, "dev") == "aws"
+    record = json.loads(state.record_path(tmp_path, "dev").read_text())
     assert record["resources"] == [{"name": "from-aws"}]
 
 
 def test_a_local_record_is_kept_until_saved(ssm: Any, tmp_path: Path) -> None:
     """A stage deployed before records were kept in AWS: this clone's record is used."""
     write_record(tmp_path, "dev", [{"name": "local"}])
-    assert deploy_state.restore(ssm, "heavy-jobs-dev", tmp_path, "dev") == "local"
+    assert state.restore(ssm, "heavy-jobs-dev", tmp_path, "dev") == "local"
 
 
 def test_functions_without_any_record_stop_the_deploy() -> None:
-    deploy_state.check_known("none", [], "dev")  # a new stage
-    deploy_state.check_known("aws", [WORKER], "dev")
-    with pytest.raises(deploy_state.MissingDeployState, match="make deploy STAGE=dev"):
-        deploy_state.check_known("none", [WORKER], "dev")
+    state.check_known("none", [], "dev")  # a new stage
+    state.check_known("aws", [WORKER], "dev")
+    with pytest.raises(state.MissingDeployState, match="make deploy STAGE=dev"):
+        state.check_known("none", [WORKER], "dev")
 
 
 def test_a_large_record_still_fits(ssm: Any, tmp_path: Path) -> None:
     """Over the standard tier's 4 KB SSM moves the parameter to the advanced tier itself."""
     write_record(tmp_path, "dev", [{"name": f"function-{i}", "arn": "x" * 200} for i in range(30)])
-    assert deploy_state.save(ssm, "heavy-jobs-dev", tmp_path, "dev")
-    assert len(json.dumps(deploy_state.load(ssm, "heavy-jobs-dev"))) > 4096
+    assert state.save(ssm, "heavy-jobs-dev", tmp_path, "dev")
+    assert len(json.dumps(state.load(ssm, "heavy-jobs-dev"))) > 4096
 
 
 # --- per-stage operations settings ----------------------------------------------------------
@@ -232,7 +233,7 @@ def test_pitr_is_passed_only_to_a_template_that_declares_it(
 
 def test_operations_parameters_are_the_projects_names(dev_config: Any) -> None:
     parameters = operations.parameters(dev_config, "dev", operations.StageOperations())
-    template = deploy.load_template(operations.TEMPLATE)
+    template = chalice_project.load_template(operations.TEMPLATE)
     assert set(parameters) == set(template["Parameters"])
     env = dev_config.environment_variables
     assert parameters["JobQueueName"] == env[settings.QUEUE_NAME]
@@ -284,7 +285,7 @@ def ref(node: Any, parameters: dict[str, str]) -> str:
 def alarm_stream(config: Config, stage: str) -> Stream:
     """The stream the stage's JobsFailed alarm watches, as its stack would be created."""
     parameters = ops_parameters(config, stage)
-    alarm = deploy.load_template(operations.TEMPLATE)["Resources"]["JobsFailedAlarm"]
+    alarm = chalice_project.load_template(operations.TEMPLATE)["Resources"]["JobsFailedAlarm"]
     properties = alarm["Properties"]
     dimensions = {
         ref(d["Name"], parameters): ref(d["Value"], parameters) for d in properties["Dimensions"]
@@ -300,7 +301,7 @@ def dashboard_body(config: Config, stage: str) -> Any:
     """The stage's dashboard body as CloudFormation renders it: its Fn::Sub resolved with
     the stage's parameters (a CommaDelimitedList is a list) and the variables it declares."""
     parameters = ops_parameters(config, stage)
-    declared = deploy.load_template(operations.TEMPLATE)["Parameters"]
+    declared = chalice_project.load_template(operations.TEMPLATE)["Parameters"]
 
     def resolve(node: Any) -> Any:
         if isinstance(node, dict) and "Ref" in node:
@@ -312,7 +313,7 @@ def dashboard_body(config: Config, stage: str) -> Any:
             return delimiter.join(resolve(items))
         return node
 
-    dashboard = deploy.load_template(operations.TEMPLATE)["Resources"]["Dashboard"]
+    dashboard = chalice_project.load_template(operations.TEMPLATE)["Resources"]["Dashboard"]
     sub = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
     text, variables = (sub, {}) if isinstance(sub, str) else sub
     values = {

@@ -12,7 +12,10 @@ import pytest
 
 from chalicelib import config as settings
 from chalicelib.queue import MAX_RECEIVE_COUNT
-from infra import deploy, operations, policies, stack
+from infra import operations, policies, stack
+from infra.deploy.access import Throttle
+from infra.deploy.chalice_project import load_template
+from infra.deploy.packaging import ANY_ACCOUNT, ANY_REGION
 from tests.infra.conftest import PACKAGED_STAGES as STAGES
 from tests.infra.harness import VENV, stage_config
 
@@ -79,9 +82,9 @@ def test_package_policies_name_the_packaged_stack_in_any_account(
 ) -> None:
     text = (packaged[stage] / "sam.json").read_text()
     assert "123456789012" not in text  # no account baked in (moto's, or anyone's)
-    assert deploy.ANY_REGION not in text and deploy.ANY_ACCOUNT not in text
+    assert ANY_REGION not in text and ANY_ACCOUNT not in text
     template = load(packaged, stage)
-    stack_resources = set(deploy.load_template()["Resources"])
+    stack_resources = set(load_template()["Resources"])
     roles = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
     assert len(roles) >= 2
     for role in roles:
@@ -128,8 +131,8 @@ def test_package_has_the_usage_plan_only_where_a_key_is_required(
     assert api_access <= types
     throttle = resources["ApiUsagePlan"]["Properties"]["Throttle"]
     assert throttle == {
-        "RateLimit": deploy.Throttle().rate_limit,
-        "BurstLimit": deploy.Throttle().burst_limit,
+        "RateLimit": Throttle().rate_limit,
+        "BurstLimit": Throttle().burst_limit,
     }
     assert resources["ApiKey"]["Properties"]["Name"] == stack.stack_name("heavy-jobs", stage)
 
@@ -237,7 +240,7 @@ def test_package_holds_the_operations_stack_and_the_access_log(
 ) -> None:
     template = load(packaged, stage)
     resources = template["Resources"]
-    ops = deploy.load_template(operations.TEMPLATE)
+    ops = load_template(operations.TEMPLATE)
     assert set(ops["Resources"]) <= set(resources)
     ops_name = operations.ops_stack_name("heavy-jobs", stage)
     assert resources["Dashboard"]["Properties"]["DashboardName"] == ops_name

@@ -80,7 +80,7 @@ def save(ssm: Any, resource_name: str, project_dir: Path, stage: str) -> bool:
     compact = json.dumps(json.loads(path.read_text()), separators=(",", ":"))
     ssm.put_parameter(
         Name=parameter_name(resource_name),
-        Description="Chalice's record of this stage's deployed resources (infra/deploy_state.py)",
+        Description="Chalice's record of this stage's deployed resources (infra/deploy/state.py)",
         Value=compact,
         Type="String",
         Overwrite=True,
