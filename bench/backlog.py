@@ -4,8 +4,8 @@ A backlog is written straight to the emulator in the shapes the API writes: each
 ``chalicelib.jobs.Job.new`` stored with ``to_item`` (its listing keys and its pending mark
 included, as the API stores it; BatchWriteItem, 25 at a time) and announced with
 ``to_message`` on the FIFO job queue, in the adapter's one message group with the job id
-as the deduplication id (DESIGN.md section 1; SendMessageBatch, 10 at a time), records
-first, as the API writes then sends.
+as the deduplication id (docs/design.md, "Deduplication ids"; SendMessageBatch, 10 at a
+time), records first, as the API writes then sends.
 
 The bare calls are what each operation of the product costs the emulator alone, made
 with boto3 on the same emulator, table and queue at the same depth: PutItem of a job

@@ -1,6 +1,6 @@
 """Figure 8: a burst of short jobs through Lambda's SQS mapping as AWS documents it
 (``EVENT_SOURCE_MODE=aws``: five pollers, throttles, backoff), this checkout's design
-against today's, the previous release's (issue 11 item 3).
+against today's, the previous release's.
 
 Two stacks, one after the other, each with an emulator of its own on free ports, both
 served by this checkout's ``chalice local`` and event source in ``aws`` mode:
@@ -49,7 +49,7 @@ WORKER_FUNCTION = "process_job"
 WORKER_TIMEOUT_SECONDS = 10
 # Checkpoint-and-continue margin: under the shortened timeout, far above a 1 s job.
 TIMEOUT_MARGIN_SECONDS = "2"
-IDLE_P99_LIMIT_MS = 1000.0  # issue 11 item 2(b): idle between consecutive jobs, p99
+IDLE_P99_LIMIT_MS = 1000.0  # idle between consecutive jobs, p99
 
 
 @dataclass

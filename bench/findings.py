@@ -192,7 +192,7 @@ def burst(figure: Figure) -> str:
     text = (
         f"{'**Met.**' if idle.met else '**Missed.**'} Idle between consecutive jobs, p99: "
         f"{p99(current):.0f} ms on this checkout against {p99(previous):.0f} ms on the "
-        f"previous release (target ≤ {idle.absolute_limit:g} ms, issue 11). Time the "
+        f"previous release (target ≤ {idle.absolute_limit:g} ms). Time the "
         f"burst took beyond its jobs' own run time: {figure.comparisons[0].measured:.1f} s "
         f"against {figure.comparisons[0].baseline:.1f} s."
     )

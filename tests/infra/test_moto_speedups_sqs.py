@@ -328,8 +328,8 @@ def test_fifo_delete_frees_the_group_and_an_ended_timeout_redelivers_first(
 def test_fifo_message_hold_extension_keeps_its_group_blocked_and_a_zero_frees_it(
     flavour: str, clock: FakeClock
 ) -> None:
-    """The worker's message hold (DESIGN.md section 2): ChangeMessageVisibility on the one
-    in-flight message of the job queue's single group."""
+    """The worker's message hold (docs/design.md, "The message hold"):
+    ChangeMessageVisibility on the one in-flight message of the job queue's single group."""
     url = make_queue("q.fifo", VisibilityTimeout="10")
     for body in ("m1", "m2"):
         send_fifo(url, body)

@@ -1,6 +1,6 @@
 """Tests for infra.event_source.instances: an instance is an interpreter of its own that
-imports exactly what the deployment package and Lambda's runtime contain (issue 12 item
-11), whatever the developer's environment holds."""
+imports exactly what the deployment package and Lambda's runtime contain, whatever the
+developer's environment holds."""
 
 from __future__ import annotations
 
