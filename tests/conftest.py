@@ -4,6 +4,8 @@ test client, and factories for jobs and SQS events that clean up after themselve
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -70,6 +72,14 @@ def _isolated_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    # app.py reads its queue names and key requirement from os.environ when it is
+    # imported, and Chalice's CLIFactory puts a stage's variables in os.environ when it
+    # loads the project: each test starts with neither, and imports app.py under the
+    # stage it sets up, whatever ran before it in this process (pytest-xdist runs the
+    # files in any order).
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    for name in [name for name in os.environ if name.startswith("JOBS_")]:
+        monkeypatch.delenv(name)
     connections.reset()
     yield
     connections.reset()
