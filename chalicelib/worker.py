@@ -80,7 +80,7 @@ from enum import StrEnum
 from typing import Any, NoReturn
 
 from chalicelib.config import OUT_OF_TIME_CALLS, Settings
-from chalicelib.errors import NoTimeLeft, PoisonMessage, StoreUnavailable
+from chalicelib.errors import NoTimeLeft, PoisonMessage, StoreRefused, StoreUnavailable
 from chalicelib.jobs import Job, JobStatus, Message, epoch_ms, parse_message, to_message, utc_now
 from chalicelib.kinds import KINDS, Context, Kind, state_json
 from chalicelib.observability import Metric, count, job_logging, logger, milliseconds
@@ -95,6 +95,10 @@ MAX_INVOCATION_MS = 900_000
 # the first deliveries may have met a half-written item, and the receive count is what
 # survives between invocations.
 UNREADABLE_DELIVERIES = 3
+# A run that ended while its message hold had lapsed deletes its message itself, trying
+# again this long apart while SQS stays unreachable (each failing call also makes
+# botocore's own retries): the message is gone within seconds of SQS's return.
+DELETE_RETRY_SECONDS = 1.0
 # A worker process records the watermark at most this often (one write per interval).
 WATERMARK_INTERVAL_SECONDS = 30.0
 # A dead-lettered message of a job that never started is sent again at most this often.
@@ -137,10 +141,47 @@ class _BadState(StopRun):
     """The kind reported a state that cannot be saved (not JSON, or too large)."""
 
 
+class MessageHold:
+    """A run's hold on its message: ChangeMessageVisibility for the message hold, made
+    right after the claim and renewed with the checkpoints once a third of the lease has
+    passed. A hold that failed (SQS unreachable) is tried again at the next checkpoint,
+    then, while it keeps failing, a doubling interval apart up to that third: a short
+    blip is covered within a checkpoint, and a long outage costs the run one failing call
+    per third of the lease, as the renewals do.
+
+    ``lapsed``: the last hold failed and none succeeded since. The message then stays
+    hidden for what an earlier hold, or the queue's visibility timeout from the receive,
+    left: if the run ends so, it deletes the message itself (Worker._delete_lapsed)."""
+
+    def __init__(self, worker: Worker, delivery: Delivery) -> None:
+        """Hold the message at once."""
+        self._worker = worker
+        self.delivery = delivery
+        self._every = worker.settings.stale_after_seconds / 3
+        self._first_retry = min(self._every, worker.settings.progress_interval_seconds)
+        self._wait = self._every
+        self._last = 0.0
+        self.lapsed = False
+        self.renew(worker.monotonic())
+
+    def due(self, now: float) -> bool:
+        return now - self._last >= self._wait
+
+    def renew(self, now: float) -> None:
+        self._last = now
+        if self._worker.hold(self.delivery):
+            self.lapsed, self._wait = False, self._every
+        elif self.lapsed:
+            self._wait = min(self._every, 2 * self._wait)
+        else:
+            self.lapsed, self._wait = True, self._first_retry
+
+
 class Checkpointer:
     """``ctx.report`` for one run: saves state, progress and heartbeat at most once per
-    interval, and stops the run when it was cancelled, lost its lease, or must yield
-    before the invocation's timeout, or reported a state it cannot save."""
+    interval (renewing the message hold with the save when it is due), and stops the run
+    when it was cancelled, lost its lease, or must yield before the invocation's timeout,
+    or reported a state it cannot save."""
 
     def __init__(
         self,
@@ -148,18 +189,16 @@ class Checkpointer:
         job: Job,
         owner: str,
         remaining_ms: Callable[[], int],
-        delivery: Delivery | None = None,
+        hold: MessageHold | None = None,
     ) -> None:
         self._worker = worker
         self._job = job
         self._owner = owner
         self._remaining_ms = remaining_ms
-        self._delivery = delivery
+        self._hold = hold
         self._interval = worker.settings.progress_interval_seconds
         self._margin_ms = worker.settings.timeout_margin_seconds * 1000
-        # The message hold is renewed with a checkpoint once a third of the lease passed.
-        self._hold_every = worker.settings.stale_after_seconds / 3
-        self._last = self._last_hold = worker.monotonic()
+        self._last = worker.monotonic()
 
     def __call__(self, progress: float, state: Any) -> None:
         now = self._worker.monotonic()
@@ -171,9 +210,8 @@ class Checkpointer:
             self._renew_hold(now)
 
     def _renew_hold(self, now: float) -> None:
-        if self._delivery is not None and now - self._last_hold >= self._hold_every:
-            self._last_hold = now
-            self._worker.hold(self._delivery)
+        if self._hold is not None and self._hold.due(now):
+            self._hold.renew(now)
 
     def _stop_before_timeout(self, now: float, progress: float, state: Any) -> NoReturn:
         """Less than the timeout margin is left: checkpoint, renew the hold if due, and
@@ -212,6 +250,7 @@ class Worker:
     settings: Settings
     now: Callable[[], datetime] = field(default=utc_now)
     monotonic: Callable[[], float] = field(default=time.monotonic)
+    sleep: Callable[[float], None] = field(default=time.sleep)
     # The largest SentTimestamp this process received, and what it last recorded (when).
     _watermark_seen: int = field(default=0, init=False)
     _watermark_recorded: int = field(default=0, init=False)
@@ -257,8 +296,21 @@ class Worker:
             if settled is None:
                 raise
             return settled
-        if delivery is not None:
-            self.hold(delivery)
+        hold = None if delivery is None else MessageHold(self, delivery)
+        outcome = self._run_held(message, job, owner, hold, remaining_ms)
+        if hold is not None and hold.lapsed:
+            self._delete_lapsed(hold.delivery, remaining_ms)
+        return outcome
+
+    def _run_held(
+        self,
+        message: Message,
+        job: Job,
+        owner: str,
+        hold: MessageHold | None,
+        remaining_ms: Callable[[], int],
+    ) -> Outcome:
+        """Run a claimed job whose message is held (``hold``: None without a delivery)."""
         if job.attempts > self.settings.max_attempts:
             # Only reachable through lease take-overs: its workers keep dying.
             return self._fail(job, owner, self._give_up_message(job))
@@ -280,7 +332,7 @@ class Worker:
             milliseconds(Metric.QUEUE_WAIT, waited.total_seconds() * 1000)
         started = self.monotonic()
         try:
-            return self._run_claimed(job, owner, kind, remaining_ms, delivery)
+            return self._run_claimed(job, owner, kind, remaining_ms, hold)
         finally:
             milliseconds(Metric.RUN_DURATION, (self.monotonic() - started) * 1000)
 
@@ -305,17 +357,52 @@ class Worker:
         lease_ms = self.settings.stale_after_seconds * 1000
         return self.table.claim(job_id, kind, owner, self.now(), lease_ms, resume=resume)
 
-    def hold(self, delivery: Delivery) -> None:
-        """Keep the run's message hidden for the message hold from now. A failure, of any
-        kind, is only logged: the run goes on, and the next checkpoint tries again (the
-        message stays hidden meanwhile for what its last hold, or the queue's visibility
-        timeout, left)."""
+    def hold(self, delivery: Delivery) -> bool:
+        """Keep the run's message hidden for the message hold from now; whether it was. A
+        failure, of any kind, is only logged: the run goes on, and its next checkpoint
+        tries again (MessageHold; the message stays hidden meanwhile for what its last
+        hold, or the queue's visibility timeout, left)."""
         try:
             self.queue.hold(delivery.receipt_handle, self.settings.message_hold_seconds)
         except StoreUnavailable as error:
             logger.warning("Could not hold the job's message", reason=str(error))
         except Exception:
             logger.exception("Could not hold the job's message")
+        else:
+            return True
+        return False
+
+    def _delete_lapsed(self, delivery: Delivery, remaining_ms: Callable[[], int]) -> None:
+        """The run ended (the invocation returns, so the event source will delete its
+        message) while its hold had lapsed: SQS was unreachable at the last hold, and may
+        still be, so the event source's delete may fail too, and the message would then
+        stay hidden for the queue's visibility timeout from its receive (the worker's
+        timeout), holding every job behind it. Delete it here, trying again
+        DELETE_RETRY_SECONDS apart while SQS stays unreachable, each call only while the
+        time left covers it (time_for_a_call): the lane is blocked anyway while SQS is
+        down, and the message is gone within seconds of its return. The event source's
+        own delete afterwards is harmless: SQS accepts the receipt handle of a message
+        deleted already (SQS API Reference, "DeleteMessage").
+
+        SQS refusing the request itself (StoreRefused: a receipt handle it does not know)
+        ends the tries at once. When the time runs out first, the message comes back after
+        the visibility timeout, which ends about when the invocation's timeout does."""
+        tries_left = self.time_for_a_call(remaining_ms)
+        while tries_left:
+            try:
+                self.queue.delete(delivery.receipt_handle)
+            except StoreRefused as error:
+                logger.warning("SQS refused to delete the job's message", reason=str(error))
+                return
+            except StoreUnavailable as error:
+                logger.warning("Could not delete the job's message yet", reason=str(error))
+            else:
+                logger.info("Deleted the job's message, whose hold had lapsed")
+                return
+            tries_left = self.time_for_a_call(remaining_ms, after_seconds=DELETE_RETRY_SECONDS)
+            if tries_left:
+                self.sleep(DELETE_RETRY_SECONDS)
+        logger.warning("No time left to delete the job's message; it comes back by itself")
 
     # --- a message that fails before its run starts ----------------------------------
 
@@ -379,15 +466,16 @@ class Worker:
         owner: str,
         kind: Kind[Any, Any],
         remaining_ms: Callable[[], int],
-        delivery: Delivery | None,
+        hold: MessageHold | None,
     ) -> Outcome:
         try:
             input = kind.make_input(job.input)
         except TypeError as error:
             # Stored input the declaration no longer accepts: no retry can change that.
             return self._fail(job, owner, f"The input does not fit kind {kind.name}: {error}")
-        checkpointer = Checkpointer(self, job, owner, remaining_ms, delivery)
+        checkpointer = Checkpointer(self, job, owner, remaining_ms, hold)
         settle = functools.partial(self._after_failure, job, owner)
+        delivery = None if hold is None else hold.delivery
         try:
             with watched_run(self, job.job_id, delivery, checkpointer, settle) as report:
                 returned = kind.run(input, Context(state=job.state, report=report))
@@ -419,11 +507,12 @@ class Worker:
 
     # --- the out-of-time path -----------------------------------------------------------
 
-    def time_for_a_call(self, remaining_ms: Callable[[], int]) -> bool:
-        """Whether the invocation's time left covers one more AWS call of the out-of-time
-        path at its worst: the timeout margin holds OUT_OF_TIME_CALLS of them."""
+    def time_for_a_call(self, remaining_ms: Callable[[], int], after_seconds: float = 0) -> bool:
+        """Whether the invocation's time left (``after_seconds`` from now) covers one more
+        AWS call of the out-of-time path at its worst: the timeout margin holds
+        OUT_OF_TIME_CALLS of them."""
         share_ms = self.settings.timeout_margin_seconds * 1000 / OUT_OF_TIME_CALLS
-        return remaining_ms() >= share_ms
+        return remaining_ms() - after_seconds * 1000 >= share_ms
 
     def _before_timeout(self, remaining_ms: Callable[[], int], call: str) -> None:
         """NoTimeLeft unless the time left covers ``call`` at its worst: ending the

@@ -594,6 +594,7 @@ def test_the_run_holds_its_message_and_renews_the_hold_with_checkpoints(
     clock = FakeClock(step=0.25)  # each chunk "takes" 0.25 s: 25 s of fake time
     settings = get_settings()
     worker = make_worker(queue=queue, monotonic=clock)
+    monkeypatch.setattr(queue, "hold", lambda r, s: queue.holds.append((r, s)))  # accepted
 
     assert worker.process_message(message_for(job), delivery("r-1")) is Outcome.SUCCEEDED
 
@@ -615,6 +616,7 @@ def test_a_report_saves_and_renews_the_hold_once_exactly_their_interval_has_pass
     clock = [start]
     queue = SpyQueue(connections.worker().queue)
     worker = make_worker(queue=queue, monotonic=lambda: clock[0])
+    monkeypatch.setattr(queue, "hold", lambda r, s: queue.holds.append((r, s)))  # accepted
     seen: list[tuple[Any, int]] = []
 
     def timed(input: Any, ctx: Context) -> int:
