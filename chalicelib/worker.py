@@ -42,22 +42,39 @@ Failure paths, where they end, and what the jobs behind wait (defaults: lease 30
                              without reading it (JobTable.fail_unreadable). Behind: 2 + 4 s
                              and three deliveries.
     hold fails            -> logged, whatever the error; the run goes on, and its next
-                             checkpoint holds again. Behind: nothing more.
+                             checkpoint holds again (then, while it keeps failing, a
+                             doubling interval apart up to a third of the lease:
+                             MessageHold). Behind: nothing more.
+    SQS down from before  -> (an outage that starts between the receive and the hold, and
+      the hold to after      outlasts the run) the event source's delete would fail too,
+      the run's end          leaving the message hidden for the queue's visibility
+                             timeout from its receive. A run that ends while its hold has
+                             lapsed deletes its message itself, trying again
+                             DELETE_RETRY_SECONDS apart while SQS is unreachable, while
+                             the invocation's time left covers a call. Behind: the
+                             outage, plus a few seconds; when the outage outlasts the
+                             invocation, the visibility timeout, which ends about with it.
     SQS fails mid-run     -> (a continuation's or a retry's send) the invocation raises;
                              the message comes back after its hold, and the job, released
                              and marked due, is run by it or sent again by the recovery
-                             sweep: nothing is lost or failed. Behind: at most 60 s.
+                             sweep: nothing is lost or failed. Behind: at most 60 s; if
+                             its hold had lapsed too (SQS down since), the visibility
+                             timeout from its receive (a raising run deletes nothing).
     message lost          -> the recovery sweep finds the pending job behind the watermark
                              and sends it again, within JOBS_LOST_AFTER_SECONDS and a
                              sweep period. Behind: nothing (the lost message is not there).
+                             The sweep settles each job on its own: an unreadable one is
+                             failed without reading it, the others are still sent again;
+                             only an AWS failure stops it, until its next run.
     message dead-lettered -> a job that never started is sent again (a few times; a send
                              that fails is left to the sweep, not counted again); any other,
                              readable or not, is failed, so nothing stays unfinished.
                              Behind: nothing (the message has left the job queue).
 
 Where each bound is tested: tests/chalicelib/test_lane_bounds.py (unreadable jobs, the
-outage's backoffs, one record per consumer invocation, the out-of-time path),
-tests/chalicelib/test_worker.py (backoff, hold, take-over, sweep),
+outage's backoffs, a hold that failed and the run's own delete, one record per consumer
+invocation, the out-of-time path), tests/chalicelib/test_worker.py (backoff, hold,
+take-over, sweep, an unreadable job in the sweep),
 tests/chalicelib/test_watchdog.py (a silent run); on the live local stack, tests/e2e.
 
 Continuations and retries are a deliberate SQS -> Lambda -> SQS loop: the worker sends to
@@ -85,7 +102,7 @@ from chalicelib.jobs import Job, JobStatus, Message, epoch_ms, parse_message, to
 from chalicelib.kinds import KINDS, Context, Kind, state_json
 from chalicelib.observability import Metric, count, job_logging, logger, milliseconds
 from chalicelib.queue import DelayQueue, Delivery, JobQueue, claim_backoff
-from chalicelib.store import JobTable
+from chalicelib.store import JobTable, PendingEntry, UnreadableJob
 from chalicelib.watchdog import watched_run
 
 # Lambda's maximum timeout: the remaining time when no Lambda context is given.
@@ -703,41 +720,74 @@ class Worker:
         - running jobs (a few at most) whose lease expired more than the message hold plus
           JOBS_LOST_AFTER_SECONDS ago: their run died and its message is gone too (a
           crashed run's message normally comes back by itself within the hold).
+
+        Each job is settled on its own: one whose record cannot be read is failed without
+        parsing it (JobTable.fail_unreadable) and logged, and the sweep goes on with the
+        others. An AWS failure (StoreUnavailable) raises: the next run reads the same jobs
+        again, and what this one settled is not settled twice (conditional writes).
         """
         now_ms = epoch_ms(self.now())
         recovered: list[str] = []
         cutoff = self._lost_cutoff(now_ms)
         if cutoff is not None:
             for entry in self.table.lost_pending(cutoff, SWEEP_LIMIT_PER_SHARD):
-                job = self.table.redrive_pending(entry.job_id, entry.pending_at, now_ms)
-                if job is None:  # claimed, finished or re-driven meanwhile
-                    self.table.clear_pending(entry.job_id, entry.pending_at)
-                    continue
-                self.queue.send(to_message(job, resume=job.resume), uuid.uuid4().hex)
-                logger.warning(
-                    "Job's message was lost; sent again", job_id=job.job_id, resume=job.resume
-                )
-                recovered.append(job.job_id)
+                redrive = functools.partial(self._redrive_lost, entry, now_ms)
+                if self._sweep_one(entry.job_id, redrive):
+                    recovered.append(entry.job_id)
         hold_ms = self.settings.message_hold_seconds * 1000
         dead_before = now_ms - hold_ms - self.settings.lost_after_seconds * 1000
         for job in self.table.running(SWEEP_LIMIT_PER_SHARD):
-            if job.status is not JobStatus.RUNNING:
-                # Listed as running by an item changed by code older than its index keys.
-                self.table.rewrite_derived(job)
+            if isinstance(job, UnreadableJob):
+                if job.lease_until is None or job.lease_until < dead_before:
+                    with job_logging(job.job_id):
+                        logger.error("The job's record cannot be read", reason=repr(job.error))
+                        self._fail_unreadable(job.job_id, job.error)
                 continue
-            if job.lease_until is None or job.lease_until >= dead_before:
-                continue
-            requeued = self.table.requeue_running(job, now_ms)
-            if requeued is None:
-                continue  # it moved on meanwhile, or another sweep took it
-            self.queue.send(to_message(requeued), uuid.uuid4().hex)
-            logger.warning(
-                "Job's run died and its message is gone; queued again",
-                job_id=job.job_id,
-                progress=job.progress,
-            )
-            recovered.append(job.job_id)
+            requeue = functools.partial(self._requeue_dead, job, dead_before, now_ms)
+            if self._sweep_one(job.job_id, requeue):
+                recovered.append(job.job_id)
         return recovered
+
+    def _sweep_one(self, job_id: str, settle: Callable[[], bool]) -> bool:
+        """``settle()`` one job of the sweep: whether it was sent again. A job whose record
+        turns out unreadable (the write's returned item cannot be parsed) is failed
+        without reading it; StoreUnavailable raises."""
+        with job_logging(job_id):
+            try:
+                return settle()
+            except StoreUnavailable:
+                raise
+            except Exception as error:
+                logger.exception("The job's record cannot be read")
+                self._fail_unreadable(job_id, error)
+                return False
+
+    def _redrive_lost(self, entry: PendingEntry, now_ms: int) -> bool:
+        job = self.table.redrive_pending(entry.job_id, entry.pending_at, now_ms)
+        if job is None:  # claimed, finished or re-driven meanwhile
+            self.table.clear_pending(entry.job_id, entry.pending_at)
+            return False
+        self.queue.send(to_message(job, resume=job.resume), uuid.uuid4().hex)
+        logger.warning("Job's message was lost; sent again", job_id=job.job_id, resume=job.resume)
+        return True
+
+    def _requeue_dead(self, job: Job, dead_before: int, now_ms: int) -> bool:
+        if job.status is not JobStatus.RUNNING:
+            # Listed as running by an item changed by code older than its index keys.
+            self.table.rewrite_derived(job)
+            return False
+        if job.lease_until is None or job.lease_until >= dead_before:
+            return False
+        requeued = self.table.requeue_running(job, now_ms)
+        if requeued is None:
+            return False  # it moved on meanwhile, or another sweep took it
+        self.queue.send(to_message(requeued), uuid.uuid4().hex)
+        logger.warning(
+            "Job's run died and its message is gone; queued again",
+            job_id=job.job_id,
+            progress=job.progress,
+        )
+        return True
 
     def _lost_cutoff(self, now_ms: int) -> int | None:
         """Jobs whose message was due before this (epoch ms) have lost it; None if no
