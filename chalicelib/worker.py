@@ -50,16 +50,16 @@ Failure paths, where they end, and what the jobs behind wait (defaults: lease 30
       the run's end          leaving the message hidden for the queue's visibility
                              timeout from its receive. A run that ends while its hold has
                              lapsed deletes its message itself, trying again
-                             DELETE_RETRY_SECONDS apart while SQS is unreachable, while
+                             LAPSED_RETRY_SECONDS apart while SQS is unreachable, while
                              the invocation's time left covers a call. Behind: the
                              outage, plus a few seconds; when the outage outlasts the
                              invocation, the visibility timeout, which ends about with it.
     SQS fails mid-run     -> (a continuation's or a retry's send) the invocation raises;
                              the message comes back after its hold, and the job, released
                              and marked due, is run by it or sent again by the recovery
-                             sweep: nothing is lost or failed. Behind: at most 60 s; if
-                             its hold had lapsed too (SQS down since), the visibility
-                             timeout from its receive (a raising run deletes nothing).
+                             sweep: nothing is lost or failed. Behind: at most 60 s (a
+                             run whose hold had lapsed too holds it again first, trying
+                             while SQS is unreachable, as below: 60 s after SQS answers).
     message lost          -> the recovery sweep finds the pending job behind the watermark
                              and sends it again, within JOBS_LOST_AFTER_SECONDS and a
                              sweep period. Behind: nothing (the lost message is not there).
@@ -112,10 +112,10 @@ MAX_INVOCATION_MS = 900_000
 # the first deliveries may have met a half-written item, and the receive count is what
 # survives between invocations.
 UNREADABLE_DELIVERIES = 3
-# A run that ended while its message hold had lapsed deletes its message itself, trying
-# again this long apart while SQS stays unreachable (each failing call also makes
-# botocore's own retries): the message is gone within seconds of SQS's return.
-DELETE_RETRY_SECONDS = 1.0
+# A run that ends while its message hold has lapsed deletes its message itself (or, when
+# it raises, holds it again), trying again this long apart while SQS stays unreachable
+# (each failing call also makes botocore's own retries): done within seconds of its return.
+LAPSED_RETRY_SECONDS = 1.0
 # A worker process records the watermark at most this often (one write per interval).
 WATERMARK_INTERVAL_SECONDS = 30.0
 # A dead-lettered message of a job that never started is sent again at most this often.
@@ -168,7 +168,8 @@ class MessageHold:
 
     ``lapsed``: the last hold failed and none succeeded since. The message then stays
     hidden for what an earlier hold, or the queue's visibility timeout from the receive,
-    left: if the run ends so, it deletes the message itself (Worker._delete_lapsed)."""
+    left: if the run ends so, it deletes the message itself (Worker._delete_lapsed), or,
+    when it raises, holds it again (Worker._hold_lapsed), once SQS answers."""
 
     def __init__(self, worker: Worker, delivery: Delivery) -> None:
         """Hold the message at once."""
@@ -314,7 +315,12 @@ class Worker:
                 raise
             return settled
         hold = None if delivery is None else MessageHold(self, delivery)
-        outcome = self._run_held(message, job, owner, hold, remaining_ms)
+        try:
+            outcome = self._run_held(message, job, owner, hold, remaining_ms)
+        except Exception:
+            if hold is not None and hold.lapsed:
+                self._hold_lapsed(hold.delivery, remaining_ms)
+            raise
         if hold is not None and hold.lapsed:
             self._delete_lapsed(hold.delivery, remaining_ms)
         return outcome
@@ -394,32 +400,64 @@ class Worker:
         message) while its hold had lapsed: SQS was unreachable at the last hold, and may
         still be, so the event source's delete may fail too, and the message would then
         stay hidden for the queue's visibility timeout from its receive (the worker's
-        timeout), holding every job behind it. Delete it here, trying again
-        DELETE_RETRY_SECONDS apart while SQS stays unreachable, each call only while the
-        time left covers it (time_for_a_call): the lane is blocked anyway while SQS is
-        down, and the message is gone within seconds of its return. The event source's
-        own delete afterwards is harmless: SQS accepts the receipt handle of a message
-        deleted already (SQS API Reference, "DeleteMessage").
+        timeout), holding every job behind it. Delete it here, as soon as SQS answers
+        (``_while_unreachable``): the lane is blocked anyway while SQS is down, and the
+        message is gone within seconds of its return. The event source's own delete
+        afterwards finds it gone, whatever SQS answers it (SQS API Reference,
+        "DeleteMessage": a receipt handle that is not the message's latest still
+        succeeds; the emulator answers success for a deleted message's handle)."""
+        self._while_unreachable(
+            self.queue.delete,
+            delivery,
+            remaining_ms,
+            "delete the job's message",
+            "Deleted the job's message, whose hold had lapsed",
+        )
 
-        SQS refusing the request itself (StoreRefused: a receipt handle it does not know)
-        ends the tries at once. When the time runs out first, the message comes back after
-        the visibility timeout, which ends about when the invocation's timeout does."""
+    def _hold_lapsed(self, delivery: Delivery, remaining_ms: Callable[[], int]) -> None:
+        """The run raises (SQS delivers its message again) while its hold had lapsed: hold
+        it once more as soon as SQS answers, so that it comes back after the message hold
+        (when the lease has expired, for a take-over), not after the queue's visibility
+        timeout from its receive."""
+        seconds = self.settings.message_hold_seconds
+        self._while_unreachable(
+            lambda handle: self.queue.hold(handle, seconds),
+            delivery,
+            remaining_ms,
+            "hold the job's message",
+            "Held the job's message again, whose hold had lapsed",
+        )
+
+    def _while_unreachable(
+        self,
+        call: Callable[[str], None],
+        delivery: Delivery,
+        remaining_ms: Callable[[], int],
+        what: str,
+        done: str,
+    ) -> None:
+        """Make ``call`` with the delivery's receipt handle, trying again
+        LAPSED_RETRY_SECONDS apart while SQS is unreachable (StoreUnavailable), each try
+        only while the invocation's time left covers it (time_for_a_call). SQS refusing
+        the request itself (StoreRefused: a receipt handle it does not know) ends the
+        tries at once. When the time runs out first, the message comes back after the
+        queue's visibility timeout, which ends about when the invocation's timeout does."""
         tries_left = self.time_for_a_call(remaining_ms)
         while tries_left:
             try:
-                self.queue.delete(delivery.receipt_handle)
+                call(delivery.receipt_handle)
             except StoreRefused as error:
-                logger.warning("SQS refused to delete the job's message", reason=str(error))
+                logger.warning(f"SQS refused to {what}", reason=str(error))
                 return
             except StoreUnavailable as error:
-                logger.warning("Could not delete the job's message yet", reason=str(error))
+                logger.warning(f"Could not {what} yet", reason=str(error))
             else:
-                logger.info("Deleted the job's message, whose hold had lapsed")
+                logger.info(done)
                 return
-            tries_left = self.time_for_a_call(remaining_ms, after_seconds=DELETE_RETRY_SECONDS)
+            tries_left = self.time_for_a_call(remaining_ms, after_seconds=LAPSED_RETRY_SECONDS)
             if tries_left:
-                self.sleep(DELETE_RETRY_SECONDS)
-        logger.warning("No time left to delete the job's message; it comes back by itself")
+                self.sleep(LAPSED_RETRY_SECONDS)
+        logger.warning(f"No time left to {what}; it comes back by itself")
 
     # --- a message that fails before its run starts ----------------------------------
 

@@ -35,7 +35,7 @@ from chalicelib.queue import (
     claim_backoff,
     tolerated_outage_seconds,
 )
-from chalicelib.worker import DELETE_RETRY_SECONDS, UNREADABLE_DELIVERIES, Delivery, Outcome
+from chalicelib.worker import LAPSED_RETRY_SECONDS, UNREADABLE_DELIVERIES, Delivery, Outcome
 from tests.chalicelib.test_worker import (
     FakeClock,
     Receive,
@@ -332,7 +332,7 @@ def test_a_run_that_ends_with_its_hold_lapsed_deletes_its_message_once_sqs_is_ba
     assert worker.process_message(to_message(job), held) is Outcome.SUCCEEDED
 
     assert deletes == [held.receipt_handle] * 3
-    assert slept == [DELETE_RETRY_SECONDS] * 2
+    assert slept == [LAPSED_RETRY_SECONDS] * 2
     assert table_job(job).status is JobStatus.SUCCEEDED
     # The event source deletes the message of an invocation that returned: harmless.
     answer = boto3.client("sqs").delete_message_batch(
@@ -421,6 +421,48 @@ def test_the_runs_own_delete_is_bounded_by_the_time_left_and_stops_when_refused(
     outcome = refused.process_message(to_message(job), delivery("never-issued"))
     assert outcome is Outcome.SUCCEEDED
     assert left_ms[0] == share_ms + 5_000  # no pause: no second try
+
+
+def test_a_run_that_raises_with_its_hold_lapsed_holds_its_message_again_once_sqs_is_back(
+    make_job: Callable[..., Job],
+    receive: Receive,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQS unreachable from before the hold: the job raises, and its retry's send fails
+    too, so the invocation raises (SQS must deliver the message again). Before it does,
+    the run holds its message once more as soon as SQS answers, so that it comes back
+    after the message hold, not after the queue's visibility timeout from its receive."""
+    settings = get_settings()
+    job = make_job(n=10)
+    held = received(job, receive)
+    queue = SpyQueue(connections.worker().queue)
+    down = [True]
+    hold_refused_while(down, queue, monkeypatch)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        down[0] = len(slept) < 2  # SQS answers again after two pauses
+
+    def broken(input: Any, ctx: Any) -> int:
+        raise ValueError("counting went wrong")
+
+    def unreachable(body: str, delay_seconds: int) -> str:
+        raise StoreUnavailable("SQS SendMessage failed: unreachable")
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(broken))
+    worker = make_worker(queue=queue)
+    worker.sleep = sleep
+    monkeypatch.setattr(worker.delay_queue, "send", unreachable)
+
+    with pytest.raises(StoreUnavailable, match="SendMessage"):
+        worker.process_message(to_message(job), held)
+
+    # The claim's hold, then the tries after the run: two in vain, the third made.
+    assert [seconds for _, seconds in queue.holds] == [settings.message_hold_seconds] * 4
+    assert slept == [LAPSED_RETRY_SECONDS] * 2
+    assert not down[0]
+    assert table_job(job).status is JobStatus.QUEUED  # released for its retry
 
 
 # --- an outage of DynamoDB at the claim ---------------------------------------------------
