@@ -1,7 +1,8 @@
 """Outages of DynamoDB and of SQS on the live local stack, played by the fault-injecting
 proxies in front of the emulator (tests/e2e/fault_proxy.py): afterwards nothing was
 dead-lettered, every job succeeds, they start in submission order, and the first starts
-within the claim backoff's cap plus a poll of the outage's end.
+within the claim backoff's cap plus a poll of the outage's end. One SQS outage starts at
+the head job's hold and outlasts its run: the run deletes its own message once SQS is back.
 
 Times are scaled down by the ratio of the claim backoff's cap here (1 s) to its default
 (60 s): a 15-minute outage lasts 15 s, and "within 60 s of its end" becomes within 1 s
