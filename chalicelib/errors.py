@@ -15,6 +15,7 @@
     ├── PoisonMessage            a queue message that can never be processed
     ├── NoTimeLeft               a run's invocation ran out of time before handing it on
     └── StoreUnavailable         DynamoDB/SQS failed in a way worth retrying
+        └── StoreRefused         SQS answered and refused the request (not worth repeating)
 
 Only app.py turns these into HTTP responses; adapters turn botocore errors into them.
 """
@@ -84,3 +85,10 @@ class NoTimeLeft(JobsError):
 
 class StoreUnavailable(JobsError):
     """An AWS call failed for a reason that may pass; the message should be retried."""
+
+
+class StoreRefused(StoreUnavailable):
+    """SQS answered and refused the request for a reason of the request itself (a receipt
+    handle it does not know, access denied): the same request would be refused again.
+    Still a StoreUnavailable, for the callers that treat every AWS failure alike; a caller
+    that repeats a call while SQS is unreachable stops at this one."""

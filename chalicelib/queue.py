@@ -20,7 +20,8 @@ Every send carries the current X-Ray trace header, when there is one, in the
 ``AWSTraceHeader`` system attribute (see chalicelib.observability), so one trace follows a
 job from its submission through every message of its life.
 
-Only these adapters know SQS; they turn botocore errors into StoreUnavailable.
+Only these adapters know SQS; they turn botocore errors into StoreUnavailable (StoreRefused
+when SQS refused the request itself).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from typing import Any, NamedTuple
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.config import Settings
-from chalicelib.errors import StoreUnavailable
+from chalicelib.errors import StoreRefused, StoreUnavailable
 from chalicelib.observability import TRACE_ATTRIBUTE, trace_header
 
+# Error codes of throttling (botocore/retries/standard.py): a 4xx answer that may pass.
+_THROTTLED = frozenset(["RequestThrottled", "ThrottlingException", "Throttling", "KmsThrottled"])
 # The one message group of the job queue.
 MESSAGE_GROUP = "jobs"
 # SQS's longest per-message delay.
@@ -117,8 +120,20 @@ class _Queue:
     def _call(self, operation: str, **kwargs: Any) -> Any:
         try:
             return getattr(self._client, operation)(**kwargs)
-        except (ClientError, BotoCoreError) as error:
+        except ClientError as error:
+            if _refused(error):
+                raise StoreRefused(f"SQS {operation} refused: {error}") from error
             raise StoreUnavailable(f"SQS {operation} failed: {error}") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"SQS {operation} failed: {error}") from error
+
+
+def _refused(error: ClientError) -> bool:
+    """Whether SQS answered with an error of the request itself (a 4xx, not throttling),
+    which repeating the request will not change."""
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
+    code = error.response.get("Error", {}).get("Code", "")
+    return 400 <= int(status) < 500 and status != 429 and code not in _THROTTLED
 
 
 class Delivery(NamedTuple):

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -49,6 +50,7 @@ from chalicelib.jobs import (
     status_keys,
     to_item,
 )
+from chalicelib.observability import logger
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _KEY_IS_FREE = "attribute_not_exists(job_id) OR #expires < :now"
@@ -105,6 +107,17 @@ class WorkerPause(NamedTuple):
 
     paused: bool
     paused_at: str | None = None
+
+
+class UnreadableJob(NamedTuple):
+    """A job's item that cannot be read as a job (a state that is not JSON, a field a
+    newer release wrote): its id, why (``error``, what parsing it raised), and its lease
+    (epoch ms) read alone, None when it has none or that cannot be read either. Fail it
+    with ``JobTable.fail_unreadable``, which needs no parse of it."""
+
+    job_id: str
+    lease_until: int | None
+    error: Exception
 
 
 class PendingEntry(NamedTuple):
@@ -178,8 +191,28 @@ class JobTable:
         return from_item(item) if item else None
 
     def get_many(self, job_ids: Sequence[str], consistent: bool = False) -> dict[str, Job]:
-        """The jobs with these ids that exist, by id (BatchGetItem, 100 keys a request)."""
+        """The jobs with these ids that exist, by id (BatchGetItem, 100 keys a request).
+        An item that cannot be read as a job is left out and logged: it does not hide
+        the others (``read_many`` returns it too)."""
         found: dict[str, Job] = {}
+        for job_id, job in self.read_many(job_ids, consistent).items():
+            if isinstance(job, UnreadableJob):
+                logger.warning(
+                    "A job's record cannot be read; left out",
+                    job_id=job_id,
+                    reason=f"{type(job.error).__name__}: {job.error}",
+                )
+            else:
+                found[job_id] = job
+        return found
+
+    def read_many(
+        self, job_ids: Sequence[str], consistent: bool = False
+    ) -> dict[str, Job | UnreadableJob]:
+        """The jobs with these ids that exist, by id, each read on its own: an item that
+        cannot be read as a job is an UnreadableJob, never an exception that would hide
+        the others. StoreUnavailable if DynamoDB fails."""
+        found: dict[str, Job | UnreadableJob] = {}
         unique = list(dict.fromkeys(job_ids))
         for start in range(0, len(unique), _BATCH_GET_LIMIT):
             keys = [_key(job_id) for job_id in unique[start : start + _BATCH_GET_LIMIT]]
@@ -188,7 +221,7 @@ class JobTable:
                 response = self._call_unscoped("batch_get_item", RequestItems=request)
                 for item in response.get("Responses", {}).get(self.table_name, []):
                     if is_job_item(item):
-                        job = from_item(item)
+                        job = _read(item)
                         found[job.job_id] = job
                 keys = response.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys")
                 if not keys:
@@ -647,15 +680,17 @@ class JobTable:
                 },
                 has_start=False,
             )
+            # Only the keys: typed by the index (a string and a number), so always readable.
             entries += [
-                PendingEntry(item["job_id"]["S"], int(item[PENDING.sort_key]["N"]))
+                PendingEntry(item["job_id"]["S"], int(Decimal(item[PENDING.sort_key]["N"])))
                 for item in response["Items"]
             ]
         return sorted(entries, key=lambda entry: entry.pending_at)
 
-    def running(self, limit_per_shard: int) -> list[Job]:
+    def running(self, limit_per_shard: int) -> list[Job | UnreadableJob]:
         """The jobs the status index lists as running (at most a few: one worker), read
-        consistently; one Query per shard, then one BatchGetItem."""
+        consistently, each on its own (``read_many``: an unreadable one is an
+        UnreadableJob); one Query per shard, then one BatchGetItem."""
         listing = Listing(status=JobStatus.RUNNING)
         job_ids: list[str] = []
         for shard in range(SHARDS):
@@ -670,7 +705,7 @@ class JobTable:
                 has_start=False,
             )
             job_ids += [item["job_id"]["S"] for item in response["Items"]]
-        return list(self.get_many(job_ids, consistent=True).values())
+        return list(self.read_many(job_ids, consistent=True).values())
 
     def rewrite_derived(self, job: Job, with_input: bool = False) -> Job | None:
         """Rewrite the index keys of ``job`` (as read) from its status: for items whose
@@ -905,6 +940,19 @@ def _add_expression(
     }
     if not request["ExpressionAttributeNames"]:
         del request["ExpressionAttributeNames"]
+
+
+def _read(item: dict[str, Any]) -> Job | UnreadableJob:
+    """A job's item as a Job, or as an UnreadableJob when it cannot be parsed (anything
+    ``from_item`` raises: a value that is not JSON, a missing or mistyped field)."""
+    try:
+        return from_item(item)
+    except Exception as error:
+        try:
+            lease_until: int | None = int(Decimal(item["lease_until"]["N"]))
+        except Exception:
+            lease_until = None
+        return UnreadableJob(item["job_id"]["S"], lease_until, error)
 
 
 def _key(job_id: str) -> dict[str, dict[str, str]]:

@@ -42,22 +42,39 @@ Failure paths, where they end, and what the jobs behind wait (defaults: lease 30
                              without reading it (JobTable.fail_unreadable). Behind: 2 + 4 s
                              and three deliveries.
     hold fails            -> logged, whatever the error; the run goes on, and its next
-                             checkpoint holds again. Behind: nothing more.
+                             checkpoint holds again (then, while it keeps failing, a
+                             doubling interval apart up to a third of the lease:
+                             MessageHold). Behind: nothing more.
+    SQS down from before  -> (an outage that starts between the receive and the hold, and
+      the hold to after      outlasts the run) the event source's delete would fail too,
+      the run's end          leaving the message hidden for the queue's visibility
+                             timeout from its receive. A run that ends while its hold has
+                             lapsed deletes its message itself, trying again
+                             LAPSED_RETRY_SECONDS apart while SQS is unreachable, while
+                             the invocation's time left covers a call. Behind: the
+                             outage, plus a few seconds; when the outage outlasts the
+                             invocation, the visibility timeout, which ends about with it.
     SQS fails mid-run     -> (a continuation's or a retry's send) the invocation raises;
                              the message comes back after its hold, and the job, released
                              and marked due, is run by it or sent again by the recovery
-                             sweep: nothing is lost or failed. Behind: at most 60 s.
+                             sweep: nothing is lost or failed. Behind: at most 60 s (a
+                             run whose hold had lapsed too holds it again first, trying
+                             while SQS is unreachable, as below: 60 s after SQS answers).
     message lost          -> the recovery sweep finds the pending job behind the watermark
                              and sends it again, within JOBS_LOST_AFTER_SECONDS and a
                              sweep period. Behind: nothing (the lost message is not there).
+                             The sweep settles each job on its own: an unreadable one is
+                             failed without reading it, the others are still sent again;
+                             only an AWS failure stops it, until its next run.
     message dead-lettered -> a job that never started is sent again (a few times; a send
                              that fails is left to the sweep, not counted again); any other,
                              readable or not, is failed, so nothing stays unfinished.
                              Behind: nothing (the message has left the job queue).
 
 Where each bound is tested: tests/chalicelib/test_lane_bounds.py (unreadable jobs, the
-outage's backoffs, one record per consumer invocation, the out-of-time path),
-tests/chalicelib/test_worker.py (backoff, hold, take-over, sweep),
+outage's backoffs, a hold that failed and the run's own delete, one record per consumer
+invocation, the out-of-time path), tests/chalicelib/test_worker.py (backoff, hold,
+take-over, sweep, an unreadable job in the sweep),
 tests/chalicelib/test_watchdog.py (a silent run); on the live local stack, tests/e2e.
 
 Continuations and retries are a deliberate SQS -> Lambda -> SQS loop: the worker sends to
@@ -80,12 +97,12 @@ from enum import StrEnum
 from typing import Any, NoReturn
 
 from chalicelib.config import OUT_OF_TIME_CALLS, Settings
-from chalicelib.errors import NoTimeLeft, PoisonMessage, StoreUnavailable
+from chalicelib.errors import NoTimeLeft, PoisonMessage, StoreRefused, StoreUnavailable
 from chalicelib.jobs import Job, JobStatus, Message, epoch_ms, parse_message, to_message, utc_now
 from chalicelib.kinds import KINDS, Context, Kind, state_json
 from chalicelib.observability import Metric, count, job_logging, logger, milliseconds
 from chalicelib.queue import DelayQueue, Delivery, JobQueue, claim_backoff
-from chalicelib.store import JobTable
+from chalicelib.store import JobTable, PendingEntry, UnreadableJob
 from chalicelib.watchdog import watched_run
 
 # Lambda's maximum timeout: the remaining time when no Lambda context is given.
@@ -95,6 +112,10 @@ MAX_INVOCATION_MS = 900_000
 # the first deliveries may have met a half-written item, and the receive count is what
 # survives between invocations.
 UNREADABLE_DELIVERIES = 3
+# A run that ends while its message hold has lapsed deletes its message itself (or, when
+# it raises, holds it again), trying again this long apart while SQS stays unreachable
+# (each failing call also makes botocore's own retries): done within seconds of its return.
+LAPSED_RETRY_SECONDS = 1.0
 # A worker process records the watermark at most this often (one write per interval).
 WATERMARK_INTERVAL_SECONDS = 30.0
 # A dead-lettered message of a job that never started is sent again at most this often.
@@ -137,10 +158,48 @@ class _BadState(StopRun):
     """The kind reported a state that cannot be saved (not JSON, or too large)."""
 
 
+class MessageHold:
+    """A run's hold on its message: ChangeMessageVisibility for the message hold, made
+    right after the claim and renewed with the checkpoints once a third of the lease has
+    passed. A hold that failed (SQS unreachable) is tried again at the next checkpoint,
+    then, while it keeps failing, a doubling interval apart up to that third: a short
+    blip is covered within a checkpoint, and a long outage costs the run one failing call
+    per third of the lease, as the renewals do.
+
+    ``lapsed``: the last hold failed and none succeeded since. The message then stays
+    hidden for what an earlier hold, or the queue's visibility timeout from the receive,
+    left: if the run ends so, it deletes the message itself (Worker._delete_lapsed), or,
+    when it raises, holds it again (Worker._hold_lapsed), once SQS answers."""
+
+    def __init__(self, worker: Worker, delivery: Delivery) -> None:
+        """Hold the message at once."""
+        self._worker = worker
+        self.delivery = delivery
+        self._every = worker.settings.stale_after_seconds / 3
+        self._first_retry = min(self._every, worker.settings.progress_interval_seconds)
+        self._wait = self._every
+        self._last = 0.0
+        self.lapsed = False
+        self.renew(worker.monotonic())
+
+    def due(self, now: float) -> bool:
+        return now - self._last >= self._wait
+
+    def renew(self, now: float) -> None:
+        self._last = now
+        if self._worker.hold(self.delivery):
+            self.lapsed, self._wait = False, self._every
+        elif self.lapsed:
+            self._wait = min(self._every, 2 * self._wait)
+        else:
+            self.lapsed, self._wait = True, self._first_retry
+
+
 class Checkpointer:
     """``ctx.report`` for one run: saves state, progress and heartbeat at most once per
-    interval, and stops the run when it was cancelled, lost its lease, or must yield
-    before the invocation's timeout, or reported a state it cannot save."""
+    interval (renewing the message hold with the save when it is due), and stops the run
+    when it was cancelled, lost its lease, or must yield before the invocation's timeout,
+    or reported a state it cannot save."""
 
     def __init__(
         self,
@@ -148,18 +207,16 @@ class Checkpointer:
         job: Job,
         owner: str,
         remaining_ms: Callable[[], int],
-        delivery: Delivery | None = None,
+        hold: MessageHold | None = None,
     ) -> None:
         self._worker = worker
         self._job = job
         self._owner = owner
         self._remaining_ms = remaining_ms
-        self._delivery = delivery
+        self._hold = hold
         self._interval = worker.settings.progress_interval_seconds
         self._margin_ms = worker.settings.timeout_margin_seconds * 1000
-        # The message hold is renewed with a checkpoint once a third of the lease passed.
-        self._hold_every = worker.settings.stale_after_seconds / 3
-        self._last = self._last_hold = worker.monotonic()
+        self._last = worker.monotonic()
 
     def __call__(self, progress: float, state: Any) -> None:
         now = self._worker.monotonic()
@@ -171,9 +228,8 @@ class Checkpointer:
             self._renew_hold(now)
 
     def _renew_hold(self, now: float) -> None:
-        if self._delivery is not None and now - self._last_hold >= self._hold_every:
-            self._last_hold = now
-            self._worker.hold(self._delivery)
+        if self._hold is not None and self._hold.due(now):
+            self._hold.renew(now)
 
     def _stop_before_timeout(self, now: float, progress: float, state: Any) -> NoReturn:
         """Less than the timeout margin is left: checkpoint, renew the hold if due, and
@@ -212,6 +268,7 @@ class Worker:
     settings: Settings
     now: Callable[[], datetime] = field(default=utc_now)
     monotonic: Callable[[], float] = field(default=time.monotonic)
+    sleep: Callable[[float], None] = field(default=time.sleep)
     # The largest SentTimestamp this process received, and what it last recorded (when).
     _watermark_seen: int = field(default=0, init=False)
     _watermark_recorded: int = field(default=0, init=False)
@@ -257,8 +314,26 @@ class Worker:
             if settled is None:
                 raise
             return settled
-        if delivery is not None:
-            self.hold(delivery)
+        hold = None if delivery is None else MessageHold(self, delivery)
+        try:
+            outcome = self._run_held(message, job, owner, hold, remaining_ms)
+        except Exception:
+            if hold is not None and hold.lapsed:
+                self._hold_lapsed(hold.delivery, remaining_ms)
+            raise
+        if hold is not None and hold.lapsed:
+            self._delete_lapsed(hold.delivery, remaining_ms)
+        return outcome
+
+    def _run_held(
+        self,
+        message: Message,
+        job: Job,
+        owner: str,
+        hold: MessageHold | None,
+        remaining_ms: Callable[[], int],
+    ) -> Outcome:
+        """Run a claimed job whose message is held (``hold``: None without a delivery)."""
         if job.attempts > self.settings.max_attempts:
             # Only reachable through lease take-overs: its workers keep dying.
             return self._fail(job, owner, self._give_up_message(job))
@@ -280,7 +355,7 @@ class Worker:
             milliseconds(Metric.QUEUE_WAIT, waited.total_seconds() * 1000)
         started = self.monotonic()
         try:
-            return self._run_claimed(job, owner, kind, remaining_ms, delivery)
+            return self._run_claimed(job, owner, kind, remaining_ms, hold)
         finally:
             milliseconds(Metric.RUN_DURATION, (self.monotonic() - started) * 1000)
 
@@ -305,17 +380,84 @@ class Worker:
         lease_ms = self.settings.stale_after_seconds * 1000
         return self.table.claim(job_id, kind, owner, self.now(), lease_ms, resume=resume)
 
-    def hold(self, delivery: Delivery) -> None:
-        """Keep the run's message hidden for the message hold from now. A failure, of any
-        kind, is only logged: the run goes on, and the next checkpoint tries again (the
-        message stays hidden meanwhile for what its last hold, or the queue's visibility
-        timeout, left)."""
+    def hold(self, delivery: Delivery) -> bool:
+        """Keep the run's message hidden for the message hold from now; whether it was. A
+        failure, of any kind, is only logged: the run goes on, and its next checkpoint
+        tries again (MessageHold; the message stays hidden meanwhile for what its last
+        hold, or the queue's visibility timeout, left)."""
         try:
             self.queue.hold(delivery.receipt_handle, self.settings.message_hold_seconds)
         except StoreUnavailable as error:
             logger.warning("Could not hold the job's message", reason=str(error))
         except Exception:
             logger.exception("Could not hold the job's message")
+        else:
+            return True
+        return False
+
+    def _delete_lapsed(self, delivery: Delivery, remaining_ms: Callable[[], int]) -> None:
+        """The run ended (the invocation returns, so the event source will delete its
+        message) while its hold had lapsed: SQS was unreachable at the last hold, and may
+        still be, so the event source's delete may fail too, and the message would then
+        stay hidden for the queue's visibility timeout from its receive (the worker's
+        timeout), holding every job behind it. Delete it here, as soon as SQS answers
+        (``_while_unreachable``): the lane is blocked anyway while SQS is down, and the
+        message is gone within seconds of its return. The event source's own delete
+        afterwards finds it gone, whatever SQS answers it (SQS API Reference,
+        "DeleteMessage": a receipt handle that is not the message's latest still
+        succeeds; the emulator answers success for a deleted message's handle)."""
+        self._while_unreachable(
+            self.queue.delete,
+            delivery,
+            remaining_ms,
+            "delete the job's message",
+            "Deleted the job's message, whose hold had lapsed",
+        )
+
+    def _hold_lapsed(self, delivery: Delivery, remaining_ms: Callable[[], int]) -> None:
+        """The run raises (SQS delivers its message again) while its hold had lapsed: hold
+        it once more as soon as SQS answers, so that it comes back after the message hold
+        (when the lease has expired, for a take-over), not after the queue's visibility
+        timeout from its receive."""
+        seconds = self.settings.message_hold_seconds
+        self._while_unreachable(
+            lambda handle: self.queue.hold(handle, seconds),
+            delivery,
+            remaining_ms,
+            "hold the job's message",
+            "Held the job's message again, whose hold had lapsed",
+        )
+
+    def _while_unreachable(
+        self,
+        call: Callable[[str], None],
+        delivery: Delivery,
+        remaining_ms: Callable[[], int],
+        what: str,
+        done: str,
+    ) -> None:
+        """Make ``call`` with the delivery's receipt handle, trying again
+        LAPSED_RETRY_SECONDS apart while SQS is unreachable (StoreUnavailable), each try
+        only while the invocation's time left covers it (time_for_a_call). SQS refusing
+        the request itself (StoreRefused: a receipt handle it does not know) ends the
+        tries at once. When the time runs out first, the message comes back after the
+        queue's visibility timeout, which ends about when the invocation's timeout does."""
+        tries_left = self.time_for_a_call(remaining_ms)
+        while tries_left:
+            try:
+                call(delivery.receipt_handle)
+            except StoreRefused as error:
+                logger.warning(f"SQS refused to {what}", reason=str(error))
+                return
+            except StoreUnavailable as error:
+                logger.warning(f"Could not {what} yet", reason=str(error))
+            else:
+                logger.info(done)
+                return
+            tries_left = self.time_for_a_call(remaining_ms, after_seconds=LAPSED_RETRY_SECONDS)
+            if tries_left:
+                self.sleep(LAPSED_RETRY_SECONDS)
+        logger.warning(f"No time left to {what}; it comes back by itself")
 
     # --- a message that fails before its run starts ----------------------------------
 
@@ -379,15 +521,16 @@ class Worker:
         owner: str,
         kind: Kind[Any, Any],
         remaining_ms: Callable[[], int],
-        delivery: Delivery | None,
+        hold: MessageHold | None,
     ) -> Outcome:
         try:
             input = kind.make_input(job.input)
         except TypeError as error:
             # Stored input the declaration no longer accepts: no retry can change that.
             return self._fail(job, owner, f"The input does not fit kind {kind.name}: {error}")
-        checkpointer = Checkpointer(self, job, owner, remaining_ms, delivery)
+        checkpointer = Checkpointer(self, job, owner, remaining_ms, hold)
         settle = functools.partial(self._after_failure, job, owner)
+        delivery = None if hold is None else hold.delivery
         try:
             with watched_run(self, job.job_id, delivery, checkpointer, settle) as report:
                 returned = kind.run(input, Context(state=job.state, report=report))
@@ -419,11 +562,12 @@ class Worker:
 
     # --- the out-of-time path -----------------------------------------------------------
 
-    def time_for_a_call(self, remaining_ms: Callable[[], int]) -> bool:
-        """Whether the invocation's time left covers one more AWS call of the out-of-time
-        path at its worst: the timeout margin holds OUT_OF_TIME_CALLS of them."""
+    def time_for_a_call(self, remaining_ms: Callable[[], int], after_seconds: float = 0) -> bool:
+        """Whether the invocation's time left (``after_seconds`` from now) covers one more
+        AWS call of the out-of-time path at its worst: the timeout margin holds
+        OUT_OF_TIME_CALLS of them."""
         share_ms = self.settings.timeout_margin_seconds * 1000 / OUT_OF_TIME_CALLS
-        return remaining_ms() >= share_ms
+        return remaining_ms() - after_seconds * 1000 >= share_ms
 
     def _before_timeout(self, remaining_ms: Callable[[], int], call: str) -> None:
         """NoTimeLeft unless the time left covers ``call`` at its worst: ending the
@@ -614,41 +758,74 @@ class Worker:
         - running jobs (a few at most) whose lease expired more than the message hold plus
           JOBS_LOST_AFTER_SECONDS ago: their run died and its message is gone too (a
           crashed run's message normally comes back by itself within the hold).
+
+        Each job is settled on its own: one whose record cannot be read is failed without
+        parsing it (JobTable.fail_unreadable) and logged, and the sweep goes on with the
+        others. An AWS failure (StoreUnavailable) raises: the next run reads the same jobs
+        again, and what this one settled is not settled twice (conditional writes).
         """
         now_ms = epoch_ms(self.now())
         recovered: list[str] = []
         cutoff = self._lost_cutoff(now_ms)
         if cutoff is not None:
             for entry in self.table.lost_pending(cutoff, SWEEP_LIMIT_PER_SHARD):
-                job = self.table.redrive_pending(entry.job_id, entry.pending_at, now_ms)
-                if job is None:  # claimed, finished or re-driven meanwhile
-                    self.table.clear_pending(entry.job_id, entry.pending_at)
-                    continue
-                self.queue.send(to_message(job, resume=job.resume), uuid.uuid4().hex)
-                logger.warning(
-                    "Job's message was lost; sent again", job_id=job.job_id, resume=job.resume
-                )
-                recovered.append(job.job_id)
+                redrive = functools.partial(self._redrive_lost, entry, now_ms)
+                if self._sweep_one(entry.job_id, redrive):
+                    recovered.append(entry.job_id)
         hold_ms = self.settings.message_hold_seconds * 1000
         dead_before = now_ms - hold_ms - self.settings.lost_after_seconds * 1000
         for job in self.table.running(SWEEP_LIMIT_PER_SHARD):
-            if job.status is not JobStatus.RUNNING:
-                # Listed as running by an item changed by code older than its index keys.
-                self.table.rewrite_derived(job)
+            if isinstance(job, UnreadableJob):
+                if job.lease_until is None or job.lease_until < dead_before:
+                    with job_logging(job.job_id):
+                        logger.error("The job's record cannot be read", reason=repr(job.error))
+                        self._fail_unreadable(job.job_id, job.error)
                 continue
-            if job.lease_until is None or job.lease_until >= dead_before:
-                continue
-            requeued = self.table.requeue_running(job, now_ms)
-            if requeued is None:
-                continue  # it moved on meanwhile, or another sweep took it
-            self.queue.send(to_message(requeued), uuid.uuid4().hex)
-            logger.warning(
-                "Job's run died and its message is gone; queued again",
-                job_id=job.job_id,
-                progress=job.progress,
-            )
-            recovered.append(job.job_id)
+            requeue = functools.partial(self._requeue_dead, job, dead_before, now_ms)
+            if self._sweep_one(job.job_id, requeue):
+                recovered.append(job.job_id)
         return recovered
+
+    def _sweep_one(self, job_id: str, settle: Callable[[], bool]) -> bool:
+        """``settle()`` one job of the sweep: whether it was sent again. A job whose record
+        turns out unreadable (the write's returned item cannot be parsed) is failed
+        without reading it; StoreUnavailable raises."""
+        with job_logging(job_id):
+            try:
+                return settle()
+            except StoreUnavailable:
+                raise
+            except Exception as error:
+                logger.exception("The job's record cannot be read")
+                self._fail_unreadable(job_id, error)
+                return False
+
+    def _redrive_lost(self, entry: PendingEntry, now_ms: int) -> bool:
+        job = self.table.redrive_pending(entry.job_id, entry.pending_at, now_ms)
+        if job is None:  # claimed, finished or re-driven meanwhile
+            self.table.clear_pending(entry.job_id, entry.pending_at)
+            return False
+        self.queue.send(to_message(job, resume=job.resume), uuid.uuid4().hex)
+        logger.warning("Job's message was lost; sent again", job_id=job.job_id, resume=job.resume)
+        return True
+
+    def _requeue_dead(self, job: Job, dead_before: int, now_ms: int) -> bool:
+        if job.status is not JobStatus.RUNNING:
+            # Listed as running by an item changed by code older than its index keys.
+            self.table.rewrite_derived(job)
+            return False
+        if job.lease_until is None or job.lease_until >= dead_before:
+            return False
+        requeued = self.table.requeue_running(job, now_ms)
+        if requeued is None:
+            return False  # it moved on meanwhile, or another sweep took it
+        self.queue.send(to_message(requeued), uuid.uuid4().hex)
+        logger.warning(
+            "Job's run died and its message is gone; queued again",
+            job_id=job.job_id,
+            progress=job.progress,
+        )
+        return True
 
     def _lost_cutoff(self, now_ms: int) -> int | None:
         """Jobs whose message was due before this (epoch ms) have lost it; None if no

@@ -31,10 +31,11 @@ from chalicelib.queue import (
     MAX_RECEIVE_COUNT,
     OUTAGE_TOLERANCE_SECONDS,
     SPARE_RECEIVES,
+    JobQueue,
     claim_backoff,
     tolerated_outage_seconds,
 )
-from chalicelib.worker import UNREADABLE_DELIVERIES, Delivery, Outcome
+from chalicelib.worker import LAPSED_RETRY_SECONDS, UNREADABLE_DELIVERIES, Delivery, Outcome
 from tests.chalicelib.test_worker import (
     FakeClock,
     Receive,
@@ -237,6 +238,231 @@ def test_any_failure_of_the_hold_is_logged_and_the_run_goes_on(
     assert worker.process_message(to_message(job), delivery()) is Outcome.SUCCEEDED
     held = [r for r in caplog.records if r.getMessage() == "Could not hold the job's message"]
     assert held and held[0].exc_info is not None and "not an AWS error" in str(held[0].exc_info)
+
+
+# --- an outage of SQS between the receive and the hold --------------------------------------
+
+
+def hold_refused_while(down: list[bool], queue: SpyQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The queue's holds fail while ``down[0]`` (SQS unreachable); otherwise they are made."""
+    real_hold = JobQueue.hold
+
+    def hold(receipt_handle: str, seconds: int) -> None:
+        queue.holds.append((receipt_handle, seconds))
+        if down[0]:
+            raise StoreUnavailable("SQS ChangeMessageVisibility failed: unreachable")
+        real_hold(queue, receipt_handle, seconds)
+
+    monkeypatch.setattr(queue, "hold", hold)
+
+
+def test_a_failed_hold_is_tried_again_at_the_next_checkpoint_then_less_often(
+    make_job: Callable[..., Job], receive: Receive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hold right after the claim fails: the next checkpoint tries again (not a third
+    of the lease later), then, while it keeps failing, a doubling interval apart up to
+    that third; once one succeeds, the renewals are a third of the lease apart again."""
+    settings = get_settings()
+    job = make_job(n=10)
+    held = received(job, receive)
+    queue = SpyQueue(connections.worker().queue)
+    down = [True]
+    hold_refused_while(down, queue, monkeypatch)
+    clock = [0.0]
+    interval, third = settings.progress_interval_seconds, settings.stale_after_seconds / 3
+    holds_at: list[float] = []
+
+    def run(input: Any, ctx: Any) -> int:
+        # A checkpoint every interval for two thirds of the lease; SQS returns half way.
+        for tick in range(1, int(2 * third / interval) + 1):
+            clock[0] = tick * interval
+            down[0] = clock[0] < third
+            before = len(queue.holds)
+            ctx.report(tick / 100, tick)
+            if len(queue.holds) > before:
+                holds_at.append(clock[0])
+        return 10
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(run))
+    worker = make_worker(queue=queue, monotonic=lambda: clock[0])
+
+    assert worker.process_message(to_message(job), held) is Outcome.SUCCEEDED
+
+    # Failed at 0 (the claim's hold), then tried 1, 2, 4, 8 s after each failure (up to a
+    # third of the lease, 10 s): at 1, 3 and 7 s in vain, at 15 s (SQS is back at 10 s)
+    # with success; the next renewal would be a third of the lease later, at 25 s.
+    assert (interval, third) == (1.0, 10.0)
+    assert holds_at == [1.0, 3.0, 7.0, 15.0]
+    assert len(queue.holds) == 1 + len(holds_at)
+    assert [seconds for _, seconds in queue.holds] == [settings.message_hold_seconds] * 5
+
+
+def test_a_run_that_ends_with_its_hold_lapsed_deletes_its_message_once_sqs_is_back(
+    make_job: Callable[..., Job],
+    receive: Receive,
+    aws: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQS becomes unreachable between the receive and the hold, and stays so until after
+    the run has ended: the event source's delete would fail too, and the message stay
+    hidden for the queue's visibility timeout (the worker's timeout) from its receive. The
+    run deletes it itself, trying again a short while apart until SQS answers; the event
+    source's own delete afterwards is harmless; the job behind is received at once."""
+    job, behind = make_job(n=10), make_job(n=7)
+    held = received(job, receive)
+    connections.worker().queue.send(to_message(behind), behind.job_id)
+    queue = SpyQueue(connections.worker().queue)
+    down = [True]
+    hold_refused_while(down, queue, monkeypatch)
+    real_delete = JobQueue.delete
+    deletes: list[str] = []
+
+    def delete(receipt_handle: str) -> None:
+        deletes.append(receipt_handle)
+        if len(deletes) < 3:
+            raise StoreUnavailable("SQS DeleteMessage failed: unreachable")
+        down[0] = False
+        real_delete(queue, receipt_handle)
+
+    monkeypatch.setattr(queue, "delete", delete)
+    slept: list[float] = []
+    worker = make_worker(queue=queue)
+    worker.sleep = slept.append
+
+    assert worker.process_message(to_message(job), held) is Outcome.SUCCEEDED
+
+    assert deletes == [held.receipt_handle] * 3
+    assert slept == [LAPSED_RETRY_SECONDS] * 2
+    assert table_job(job).status is JobStatus.SUCCEEDED
+    # The event source deletes the message of an invocation that returned: harmless.
+    answer = boto3.client("sqs").delete_message_batch(
+        QueueUrl=aws["QueueUrl"], Entries=[{"Id": "0", "ReceiptHandle": held.receipt_handle}]
+    )
+    assert [entry["Id"] for entry in answer.get("Successful", [])] == ["0"]
+    (following,) = receive()
+    assert parse_message(following["Body"]).job_id == behind.job_id
+
+
+def test_a_run_whose_hold_succeeded_since_deletes_nothing(
+    make_job: Callable[..., Job],
+    receive: Receive,
+    recorded_calls: Callable[[], list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failed hold followed by one that succeeded: the message comes back within the
+    hold at worst, and the event source deletes it; the run makes no delete of its own."""
+    job = make_job(n=10)
+    held = received(job, receive)
+    queue = SpyQueue(connections.worker().queue)
+    down = [True]
+    hold_refused_while(down, queue, monkeypatch)
+    clock = [0.0]
+
+    def run(input: Any, ctx: Any) -> int:
+        down[0] = False
+        clock[0] = get_settings().progress_interval_seconds
+        recorded_calls()
+        ctx.report(0.5, 5)  # saved, and the hold is tried again: it succeeds
+        return 10
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(run))
+    worker = make_worker(queue=queue, monotonic=lambda: clock[0])
+
+    assert worker.process_message(to_message(job), held) is Outcome.SUCCEEDED
+    assert len(queue.holds) == 2
+    assert "DeleteMessage" not in recorded_calls()
+
+
+def test_the_runs_own_delete_is_bounded_by_the_time_left_and_stops_when_refused(
+    make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQS stays unreachable: the run tries while the time left covers a call at its
+    worst (Worker.time_for_a_call), then returns, and the message comes back when the
+    queue's visibility timeout ends. SQS refusing the handle itself ends the tries at
+    once (a receipt handle it never issued: nothing to delete)."""
+    settings = get_settings()
+    share_ms = settings.timeout_margin_seconds * 1000 / OUT_OF_TIME_CALLS
+    queue = SpyQueue(connections.worker().queue)
+    hold_refused_while([True], queue, monkeypatch)
+    deletes: list[str] = []
+
+    def unreachable(receipt_handle: str) -> None:
+        deletes.append(receipt_handle)
+        raise StoreUnavailable("SQS DeleteMessage failed: unreachable")
+
+    left_ms = [10.0**9]
+
+    def run(input: Any, ctx: Any) -> int:
+        left_ms[0] = share_ms + 5_000  # the run ends with 5 s to spare
+        return 10
+
+    def sleep(seconds: float) -> None:
+        left_ms[0] -= seconds * 1000
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(run))
+    worker = make_worker(queue=queue)
+    worker.sleep = sleep
+    with monkeypatch.context() as patched:
+        patched.setattr(queue, "delete", unreachable)
+        outcome = worker.process_message(
+            to_message(make_job(n=10)), delivery("r-1"), remaining_ms=lambda: int(left_ms[0])
+        )
+    assert outcome is Outcome.SUCCEEDED
+    # One try a second apart while the 5 s to spare last: six tries, the last with the
+    # time that covers exactly one call left.
+    assert deletes == ["r-1"] * 6
+    assert left_ms[0] == share_ms
+
+    # The real delete: SQS refuses a handle it never issued (ReceiptHandleIsInvalid).
+    refused = make_worker(queue=queue)
+    refused.sleep = sleep
+    left_ms[0] = 10.0**9
+    job = make_job(n=10)
+    outcome = refused.process_message(to_message(job), delivery("never-issued"))
+    assert outcome is Outcome.SUCCEEDED
+    assert left_ms[0] == share_ms + 5_000  # no pause: no second try
+
+
+def test_a_run_that_raises_with_its_hold_lapsed_holds_its_message_again_once_sqs_is_back(
+    make_job: Callable[..., Job],
+    receive: Receive,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQS unreachable from before the hold: the job raises, and its retry's send fails
+    too, so the invocation raises (SQS must deliver the message again). Before it does,
+    the run holds its message once more as soon as SQS answers, so that it comes back
+    after the message hold, not after the queue's visibility timeout from its receive."""
+    settings = get_settings()
+    job = make_job(n=10)
+    held = received(job, receive)
+    queue = SpyQueue(connections.worker().queue)
+    down = [True]
+    hold_refused_while(down, queue, monkeypatch)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        down[0] = len(slept) < 2  # SQS answers again after two pauses
+
+    def broken(input: Any, ctx: Any) -> int:
+        raise ValueError("counting went wrong")
+
+    def unreachable(body: str, delay_seconds: int) -> str:
+        raise StoreUnavailable("SQS SendMessage failed: unreachable")
+
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind_running(broken))
+    worker = make_worker(queue=queue)
+    worker.sleep = sleep
+    monkeypatch.setattr(worker.delay_queue, "send", unreachable)
+
+    with pytest.raises(StoreUnavailable, match="SendMessage"):
+        worker.process_message(to_message(job), held)
+
+    # The claim's hold, then the tries after the run: two in vain, the third made.
+    assert [seconds for _, seconds in queue.holds] == [settings.message_hold_seconds] * 4
+    assert slept == [LAPSED_RETRY_SECONDS] * 2
+    assert not down[0]
+    assert table_job(job).status is JobStatus.QUEUED  # released for its retry
 
 
 # --- an outage of DynamoDB at the claim ---------------------------------------------------
@@ -450,10 +676,18 @@ def recorded_calls() -> Iterator[Callable[[], list[str]]]:
         client.meta.events.unregister("before-call", record)
 
 
+def received(job: Job, receive: Receive) -> Delivery:
+    """The delivery of the job's message, received from the job queue: its holds succeed."""
+    connections.worker().queue.send(to_message(job), job.job_id)
+    (message,) = receive()
+    return Delivery.from_record(sqs_event_from([message], "arn:aws:sqs:::q")["Records"][0])
+
+
 @pytest.mark.parametrize("refused", [False, True], ids=["released", "release-refused"])
 def test_the_out_of_time_path_makes_the_counted_calls(
     make_job: Callable[..., Job],
     recorded_calls: Callable[[], list[str]],
+    receive: Receive,
     monkeypatch: pytest.MonkeyPatch,
     refused: bool,
 ) -> None:
@@ -461,6 +695,7 @@ def test_the_out_of_time_path_makes_the_counted_calls(
     release and then the continuation's send, or the read that says why the release was
     refused (the job was cancelled meanwhile)."""
     job = make_job(n=10)
+    held = received(job, receive)
     margin_ms = int(get_settings().timeout_margin_seconds * 1000)
 
     def run(input: Any, ctx: Any) -> int:
@@ -479,9 +714,7 @@ def test_the_out_of_time_path_makes_the_counted_calls(
 
         monkeypatch.setattr(worker.table, "release", cancelled_first)
 
-    outcome = worker.process_message(
-        to_message(job), delivery(), remaining_ms=lambda: margin_ms - 1
-    )
+    outcome = worker.process_message(to_message(job), held, remaining_ms=lambda: margin_ms - 1)
 
     calls = recorded_calls()
     last = "GetItem" if refused else "SendMessage"

@@ -35,7 +35,7 @@ from chalicelib.jobs import (
 )
 from chalicelib.kinds import Context, heavy_load
 from chalicelib.queue import JobQueue
-from chalicelib.store import JobTable
+from chalicelib.store import JobTable, UnreadableJob
 from chalicelib.worker import (
     MAX_DEAD_LETTER_REDRIVES,
     WATERMARK_INTERVAL_SECONDS,
@@ -594,6 +594,7 @@ def test_the_run_holds_its_message_and_renews_the_hold_with_checkpoints(
     clock = FakeClock(step=0.25)  # each chunk "takes" 0.25 s: 25 s of fake time
     settings = get_settings()
     worker = make_worker(queue=queue, monotonic=clock)
+    monkeypatch.setattr(queue, "hold", lambda r, s: queue.holds.append((r, s)))  # accepted
 
     assert worker.process_message(message_for(job), delivery("r-1")) is Outcome.SUCCEEDED
 
@@ -615,6 +616,7 @@ def test_a_report_saves_and_renews_the_hold_once_exactly_their_interval_has_pass
     clock = [start]
     queue = SpyQueue(connections.worker().queue)
     worker = make_worker(queue=queue, monotonic=lambda: clock[0])
+    monkeypatch.setattr(queue, "hold", lambda r, s: queue.holds.append((r, s)))  # accepted
     seen: list[tuple[Any, int]] = []
 
     def timed(input: Any, ctx: Context) -> int:
@@ -1126,3 +1128,81 @@ def test_any_read_before_the_run_that_fails_backs_off_too(
     with pytest.raises(StoreUnavailable):
         worker.process_message(to_message(job), delivery(receive_count=1))
     assert [seconds for _, seconds in queue.holds] == [4, 2]
+
+
+def make_unreadable(job: Job, aws: dict[str, str]) -> None:
+    """Leave the job's stored state unreadable (not JSON), as a partial write could."""
+    boto3.client("dynamodb").update_item(
+        TableName=aws["TableName"],
+        Key={"job_id": {"S": job.job_id}},
+        UpdateExpression="SET #state = :state",
+        ExpressionAttributeNames={"#state": "state"},
+        ExpressionAttributeValues={":state": {"S": '{"position": 12'}},
+    )
+
+
+def stored_status(job: Job, aws: dict[str, str]) -> tuple[str, str | None]:
+    item = boto3.client("dynamodb").get_item(
+        TableName=aws["TableName"], Key={"job_id": {"S": job.job_id}}, ConsistentRead=True
+    )["Item"]
+    return item["status"]["S"], item.get("error", {}).get("S")
+
+
+def test_the_sweep_fails_an_unreadable_job_and_goes_on_with_the_others(
+    make_job: Callable[..., Job], receive: Receive, aws: dict[str, str]
+) -> None:
+    """An unreadable job among the lost ones (queued, its message lost) and among the
+    running ones (its run died, its lease expired long ago): each is failed with the
+    reason, without being read, and the readable ones beside it are sent again."""
+    settings = get_settings()
+    table = connections.job_table()
+    lost_bad, lost = make_job(n=5), make_job(n=7)  # queued; their messages are lost
+    dead_bad, dead = make_job(n=10), make_job(n=11)
+    for job in (dead_bad, dead):
+        table.claim(job.job_id, job.kind, "dead-worker", utc_now(), 30_000)
+    for job in (lost_bad, dead_bad):
+        make_unreadable(job, aws)
+    late = utc_now() + timedelta(
+        seconds=30 + settings.message_hold_seconds + settings.lost_after_seconds + 1
+    )
+    sweeper = make_worker(now=lambda: late)
+
+    assert sorted(sweeper.recover_stalled()) == sorted([lost.job_id, dead.job_id])
+
+    for job in (lost_bad, dead_bad):
+        status_, error = stored_status(job, aws)
+        assert status_ == JobStatus.FAILED
+        assert error is not None
+        assert error.startswith("The job's record cannot be read: JSONDecodeError: ")
+    sent = [parse_message(m["Body"]).job_id for m in receive()]
+    assert sorted(sent) == sorted([lost.job_id, dead.job_id])
+    assert sweeper.recover_stalled() == []  # settled once
+
+
+def test_an_unreadable_running_job_whose_lease_is_live_is_left_to_its_message(
+    make_job: Callable[..., Job], aws: dict[str, str]
+) -> None:
+    """Its run may be alive, or its message may come back: the worker fails it then, at
+    its third delivery. The sweep waits for its lease, as for a readable one."""
+    job = make_job(n=10)
+    connections.job_table().claim(job.job_id, job.kind, "alive", utc_now(), 30_000)
+    make_unreadable(job, aws)
+
+    assert make_worker().recover_stalled() == []
+    assert stored_status(job, aws) == (JobStatus.RUNNING, None)
+
+
+def test_a_listing_page_leaves_out_an_unreadable_job_and_shows_the_others(
+    make_job: Callable[..., Job], aws: dict[str, str]
+) -> None:
+    jobs = [make_job(n=10 + i) for i in range(3)]
+    make_unreadable(jobs[1], aws)
+    table = connections.job_table()
+
+    page = table.page(Listing(), 10, (None,) * SHARDS, utc_now())
+
+    assert sorted(job.job_id for job in page.jobs) == sorted([jobs[0].job_id, jobs[2].job_id])
+    read = table.read_many([job.job_id for job in jobs])
+    unreadable = read[jobs[1].job_id]
+    assert isinstance(unreadable, UnreadableJob) and unreadable.lease_until is None
+    assert isinstance(unreadable.error, json.JSONDecodeError)

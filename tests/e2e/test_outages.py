@@ -1,7 +1,8 @@
 """Outages of DynamoDB and of SQS on the live local stack, played by the fault-injecting
 proxies in front of the emulator (tests/e2e/fault_proxy.py): afterwards nothing was
 dead-lettered, every job succeeds, they start in submission order, and the first starts
-within the claim backoff's cap plus a poll of the outage's end.
+within the claim backoff's cap plus a poll of the outage's end. One SQS outage starts at
+the head job's hold and outlasts its run: the run deletes its own message once SQS is back.
 
 Times are scaled down by the ratio of the claim backoff's cap here (1 s) to its default
 (60 s): a 15-minute outage lasts 15 s, and "within 60 s of its end" becomes within 1 s
@@ -21,7 +22,7 @@ from chalicelib.config import CLAIM_BACKOFF_CAP, Settings
 from chalicelib.jobs import JobStatus
 from chalicelib.queue import OUTAGE_TOLERANCE_SECONDS
 from tests.e2e.conftest import STAGE, WORKER_ARGS, Stack
-from tests.e2e.fault_proxy import Mode
+from tests.e2e.fault_proxy import Mode, Request
 from tests.e2e.test_faults import log_records, put_job
 from tests.e2e.test_local_stack import SECONDS_OF_WORK
 from tests.waiting import wait_for
@@ -157,3 +158,57 @@ def test_an_sqs_outage_dead_letters_nothing_and_keeps_the_order(
     print(f"SQS outage: {time.monotonic() - began:.1f} s")
     assert_recovered_in_order(stack, jobs[1:], ended, "SQS outage")
     assert stack.job(running)["attempts"] == 1
+
+
+# The worker's timeout for the outage that starts before the hold: the job queue's
+# visibility timeout follows it, and it must outlast the outage by more than the bound,
+# so that a message left hidden for it misses the bound.
+HOLD_OUTAGE_WORKER_TIMEOUT = 40
+
+
+def test_an_sqs_outage_from_the_hold_on_does_not_hold_the_lane_after_it(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """SQS becomes unreachable after the worker received the head job's message and
+    before its hold (the proxy fails that ChangeMessageVisibility and every SQS request
+    after it), and stays so until after the run has ended: the run's holds fail, and so
+    does the event source's delete of its message, which would stay hidden for the job
+    queue's visibility timeout from its receive. The run deletes its message itself once
+    SQS is back, so the jobs behind it start within the bound of the outage's end."""
+    from tests.e2e.test_bounds import SHORT_MARGIN  # imports this module: not at the top
+
+    stack = make_stack(
+        environment={CLAIM_BACKOFF_CAP: str(CAP_SECONDS), **SHORT_MARGIN},
+        functions={"process_job": {"lambda_timeout": HOLD_OUTAGE_WORKER_TIMEOUT}},
+        worker=False,  # every job is queued before the outage: a submission needs SQS
+        faults=True,
+    )
+    sqs = stack.proxies["sqs"]
+    head = stack.submit(2 * SECONDS_OF_WORK)["job_id"]  # about two seconds of work
+    behind = [stack.submit(1000)["job_id"] for _ in range(2)]
+    began: list[float] = []
+
+    def from_the_first_hold_on(request: Request) -> bool:
+        if not began and request.operation == "ChangeMessageVisibility":
+            began.append(time.monotonic())
+        return bool(began)
+
+    sqs.fail_when(from_the_first_hold_on, Mode.DOWN)
+    stack.services.start_worker()
+    stack.wait_for_job(head, lambda j: j["status"] == JobStatus.SUCCEEDED, timeout=60)
+    assert began, "the head job's run ended without a hold"
+    assert "Could not hold the job's message" in stack.log
+    wait_for(lambda: time.monotonic() - began[0] >= OUTAGE_SECONDS, OUTAGE_SECONDS, "the outage")
+    sqs.clear_rules()
+    ended = time.time()
+
+    jobs = wait_until_all_succeeded(stack, behind, timeout=HOLD_OUTAGE_WORKER_TIMEOUT + 20)
+    print(f"SQS outage from the hold on: {time.monotonic() - began[0]:.1f} s")
+    assert_recovered_in_order(stack, jobs, ended, "SQS outage from the hold on")
+    assert stack.job(head)["attempts"] == 1
+    deleted = [
+        r
+        for r in log_records(stack)
+        if r["message"] == "Deleted the job's message, whose hold had lapsed"
+    ]
+    assert [r["job_id"] for r in deleted] == [head]
