@@ -10,8 +10,9 @@ served by this checkout's ``chalice local`` and event source in ``aws`` mode:
 - *this checkout*: the app and template here, applied by ``infra.run.Services``.
 
 On both, the worker's timeout is shortened to ``WORKER_TIMEOUT_SECONDS`` (so the job
-queue's visibility timeout, 6x, is a minute): a batch the mapping drops at its visibility
-timeout comes back within the figure rather than after 90 minutes. Everything else is
+queue's visibility timeout, derived from it, is a minute at most: 6x on the previous
+release, 1x here): a batch the mapping drops at its visibility timeout comes back within
+the figure rather than after the default 90 or 15 minutes. Everything else is
 each design's default.
 
 The burst: ``jobs`` back-to-back ``POST /heavy`` of ``n`` (about a second of counting),

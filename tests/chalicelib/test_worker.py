@@ -654,7 +654,7 @@ def test_a_failed_claim_returns_its_message_in_seconds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """DynamoDB failing at the claim is not the job's fault: the message must come back in
-    2^receive count seconds, not after the queue's visibility timeout (90 minutes)."""
+    2^receive count seconds, not after the queue's visibility timeout (15 minutes)."""
     job = make_job(n=10)
     connections.worker().queue.send(message_for(job), job.job_id)
     (message,) = receive()
@@ -1112,7 +1112,7 @@ def test_any_read_before_the_run_that_fails_backs_off_too(
     make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Looking up the kind of a message that does not name it, or reading a job that was
-    not free, fails like the claim: the message comes back soon, not in 90 minutes."""
+    not free, fails like the claim: the message comes back soon, not in 15 minutes."""
     job = make_job(n=10)
     queue = SpyQueue(connections.worker().queue)
     worker = make_worker(queue=queue)
