@@ -203,13 +203,15 @@ def process_job(event: Any) -> None:
     """Run the job each record names. Poison and duplicate records are acknowledged.
 
     What a failure costs the jobs behind it (one message group: they wait for this one):
-    an AWS failure before the run (the claim) raises after shortening the message's
+    any failure before the run (the claim, a lookup) raises after shortening the message's
     visibility to the claim backoff (2^receive count seconds, at most
     JOBS_CLAIM_BACKOFF_CAP_SECONDS), so it comes back in seconds, in order; a job record
     that cannot be read is failed on its third delivery (the lane waits about 6 s); a run
-    that fails mid-way raises and its message comes back after its hold (twice the lease:
-    60 s). Only what the code cannot see (an init error, a crashed sandbox) leaves the
-    message hidden for the queue's visibility timeout, the worker's timeout.
+    that fails mid-way on AWS raises and its message comes back after its hold (twice the
+    lease: 60 s); a run that goes silent is ended by the run watchdog after its lease.
+    Only what the code cannot see (an init error, a crashed sandbox) leaves the message
+    hidden for the queue's visibility timeout, the worker's timeout. The whole table:
+    docs/reliability.md, "What each failure costs the jobs behind it".
 
     If an AWS call fails for one record, the others are still processed, then the
     invocation raises so SQS delivers the batch again (records already done are
