@@ -18,7 +18,6 @@ worker: jobs already queued are not affected.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import boto3
 
+from chalicelib import clients
 from chalicelib import config as settings
 from infra import stack
 from infra.deploy.chalice_project import PROJECT_DIR, DeployError, requires_api_key, resource_name
@@ -173,15 +173,15 @@ def ensure_api_access(apigw: Any, name: str, api: ApiStage, throttle: Throttle) 
     return key
 
 
-# A client's name, as it appears in its key's name (<app>-<stage>-<client>).
-CLIENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
 def client_key_name(name: str, client: str) -> str:
-    """The name of a client's own API key in the stage's plan; DeployError if ``client`` is
-    not 1-64 letters, digits, ``-`` or ``_``."""
-    if not CLIENT_NAME.fullmatch(client):
+    """The name of a client's own API key in the stage's plan (chalicelib.clients names
+    keys); DeployError if ``client`` is not 1-64 letters, digits, ``-`` or ``_``, or is a
+    name reserved for the operator or the anonymous caller."""
+    if not clients.CLIENT_NAME.fullmatch(client):
         raise DeployError(f"client {client!r}: use 1-64 letters, digits, '-' or '_'")
+    if not clients.is_client_name(client):
+        reserved = ", ".join(sorted(clients.RESERVED))
+        raise DeployError(f"client {client!r} is reserved ({reserved}): choose another name")
     return f"{name}-{client}"
 
 

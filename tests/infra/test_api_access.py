@@ -142,6 +142,9 @@ def test_a_client_key_needs_a_deployed_plan_and_a_plain_name(apigw: Any) -> None
     for bad in ("", "a/b", "x" * 65, "two words"):
         with pytest.raises(chalice_project.DeployError, match="letters, digits"):
             access.client_key_name(NAME, bad)
+    for reserved in ("operator", "anonymous"):
+        with pytest.raises(chalice_project.DeployError, match="reserved"):
+            access.client_key_name(NAME, reserved)
 
 
 def test_removing_access_deletes_client_keys_but_not_lookalikes(apigw: Any) -> None:
