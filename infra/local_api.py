@@ -116,7 +116,8 @@ class StageKeys:
 
     def accepted(self, value: str) -> ApiKey | None:
         """The enabled key whose value is ``value``, if it is in the stage's usage plan;
-        else None. KeyStoreUnavailable if the emulator does not answer."""
+        else None. KeyStoreUnavailable if the emulator does not answer: the request is
+        answered 500 and nothing is submitted; jobs already queued run as before."""
         if not value:
             return None
         apigw = self._client()
