@@ -9,7 +9,8 @@ package`` merges into the SAM template:
   state stack's outputs, the stage's name, the functions Chalice deploys,
   chalicelib.observability's metrics;
 - the retention of every function's log group, and the REST API stage's access log setting
-  (both through the API: Lambda, not a stack, owns the log groups; Chalice owns the stage);
+  and default method throttling (all through the API: Lambda, not a stack, owns the log
+  groups; Chalice owns the stage);
 - the state stack's ``PointInTimeRecovery`` parameter;
 - pausing and resuming the worker: its SQS event source mapping disabled or enabled.
 
@@ -81,6 +82,16 @@ class StageOperations:
     point_in_time_recovery: bool = False
     # The job queue's alarm: its oldest message is older than this.
     oldest_message_alarm_seconds: int = 3600
+    # The REST API stage's default method throttling (MethodSettings "*/*"): the steady
+    # requests per second, and the burst above it, that API Gateway lets through to each
+    # method of the stage, from all callers together, keyed or not ("Throttle requests to
+    # your REST APIs for better throughput in API Gateway"); beyond them it answers 429
+    # without invoking the API. Each key's usage plan (access.Throttle, 5/s) is a share
+    # of this, so 10/s lets two clients at their full rate use one route at once, and
+    # keeps the open routes (/, /fast, /kinds, /openapi.json) from being a free way to
+    # run the API function. prod raises it for its several clients (.chalice/config.json).
+    method_throttle_rate_limit: float = 10.0
+    method_throttle_burst_limit: int = 20
 
     @classmethod
     def from_config(cls, config: Config, stage: str) -> StageOperations:
@@ -110,6 +121,22 @@ class StageOperations:
             self.oldest_message_alarm_seconds < 60
         ):
             raise OperationsError(f"{where}.oldest_message_alarm_seconds must be >= 60")
+        rate = self.method_throttle_rate_limit
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < 1e6:
+            raise OperationsError(f"{where}.method_throttle_rate_limit must be a number > 0")
+        burst = self.method_throttle_burst_limit
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise OperationsError(f"{where}.method_throttle_burst_limit must be an integer >= 1")
+
+    def method_settings(self) -> dict[str, Any]:
+        """The stage's default method throttling as a CloudFormation MethodSetting (of
+        AWS::ApiGateway::Stage, and of AWS::Serverless::Api): every resource and method."""
+        return {
+            "ResourcePath": "/*",
+            "HttpMethod": "*",
+            "ThrottlingRateLimit": self.method_throttle_rate_limit,
+            "ThrottlingBurstLimit": self.method_throttle_burst_limit,
+        }
 
 
 def ops_stack_name(app_name: str, stage: str) -> str:
@@ -226,6 +253,23 @@ def enable_access_logs(apigw: Any, api_id: str, stage: str, destination_arn: str
                 "value": log_group_arn(destination_arn),
             },
             {"op": "replace", "path": "/accessLogSettings/format", "value": ACCESS_LOG_FORMAT},
+        ],
+    )
+
+
+def set_method_throttling(apigw: Any, api_id: str, stage: str, values: StageOperations) -> None:
+    """Give every method of the REST API's stage ``values``' default throttling (the stage's
+    ``*/*`` method settings; a method's own settings, none here, would override them)."""
+    limits = {
+        "rateLimit": f"{values.method_throttle_rate_limit:g}",
+        "burstLimit": str(values.method_throttle_burst_limit),
+    }
+    apigw.update_stage(
+        restApiId=api_id,
+        stageName=stage,
+        patchOperations=[
+            {"op": "replace", "path": f"/*/*/throttling/{name}", "value": value}
+            for name, value in limits.items()
         ],
     )
 

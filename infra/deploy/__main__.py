@@ -4,13 +4,15 @@
     python -m infra.deploy destroy --stage dev    # API key, `chalice delete`, then the stack
     python -m infra.deploy package --stage prod   # out/prod/: SAM template + deployment.zip
     python -m infra.deploy api-key --stage prod [--client alice]  # print a key (per client)
+    python -m infra.deploy api-key --stage local [--client alice] # in `make run`'s emulator
     python -m infra.deploy pause   --stage prod   # the worker stops taking jobs (none lost)
     python -m infra.deploy resume  --stage prod   # and takes them again, in order
 
 Where it deploys is whatever boto3's standard settings say (``AWS_PROFILE``,
 ``AWS_REGION``/``AWS_DEFAULT_REGION``, credentials, ``AWS_ENDPOINT_URL``); nothing here
-assumes the local emulator. Every command is idempotent: re-running ``deploy`` updates the
-stage in place, re-running ``destroy`` deletes whatever is left.
+assumes the local emulator, except ``pause``, ``resume`` and ``api-key`` for the local
+stage, which act on `make run`'s. Every command is idempotent: re-running ``deploy``
+updates the stage in place, re-running ``destroy`` deletes whatever is left.
 
 What a stage is made of, and who owns it:
 

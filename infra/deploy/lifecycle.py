@@ -12,8 +12,8 @@
 5. let the functions in the SQS -> Lambda -> SQS loop recurse (:func:`allow_recursion`)
    and set their log retention (infra.operations);
 6. apply the operations stack ``<app>-<stage>-ops`` (infra/operations.yaml: alarms,
-   dashboard, access log; :func:`apply_operations_stack`) and point the REST API's stage
-   at its access log;
+   dashboard, access log; :func:`apply_operations_stack`), point the REST API's stage
+   at its access log and give its methods the stage's default throttling;
 7. for a stage that requires an API key, its usage plan and key (access.py).
 
 :func:`destroy` (``make destroy STAGE=``) takes the stage apart the other way, each step
@@ -73,9 +73,12 @@ def check_account_concurrency(lambda_client: Any, config: Config, stage: str) ->
     """DeployError unless the account can give the stage's functions their reservations.
 
     Lambda refuses a reservation that would leave less than MIN_UNRESERVED_CONCURRENCY
-    unreserved, and new accounts often have a quota of 10 or 50. Reservations the stage's
-    functions already hold (a re-deploy) count as available. Called before anything is
-    created, so a refused account ends with nothing half-made.
+    unreserved, and new accounts often have a quota of 10 or 50. Every reservation the
+    stage declares counts: the worker's 1 and the API's (its ceiling: held requests such as
+    ``?wait=`` cannot take more of the account than that), so dev needs 100 + 1 + 10 = 111
+    unreserved and prod 121. Reservations the stage's functions already hold (a re-deploy)
+    count as available. Called before anything is created, so a refused account ends with
+    nothing half-made.
     """
     wanted = {
         policies.lambda_function_name(config.app_name, stage, handler): reserved
@@ -309,11 +312,13 @@ def deploy(
     apigw = boto3.client("apigateway")
     operations.ensure_api_gateway_logging_role(boto3.client("iam"), apigw)
     operations.enable_access_logs(apigw, api.api_id, api.stage, ops_outputs["AccessLogGroupArn"])
+    operations.set_method_throttling(apigw, api.api_id, api.stage, values)
     print(
         f"Alarms notify {ops_outputs['AlarmTopicArn']}"
         + (f" ({alarm_email}: confirm the e-mail AWS sends)" if alarm_email else "")
         + f"; dashboard {ops_outputs['DashboardName']}; logs kept "
-        f"{values.log_retention_days} days"
+        f"{values.log_retention_days} days; every method of {api.url} throttled at "
+        f"{values.method_throttle_rate_limit:g} req/s, burst {values.method_throttle_burst_limit}"
     )
     if not requires_api_key(config):
         return

@@ -5,7 +5,8 @@ project whose IAM policies refer to the packaged stack's own queues and table by
 CloudFormation reference (:func:`stage_project`), with a ``--merge-template``
 (:func:`merge_template`, written to ``infra/build/merge-<stage>.json``) that adds
 infra/template.yaml's stack, infra/operations.yaml's operations, the names ``make deploy``
-gives the functions and their recursion setting, and for a stage that requires an API key
+gives the functions and their recursion setting, the REST API's access log and default
+method throttling, and for a stage that requires an API key
 its usage plan and key (:func:`api_access_resources`, access.py's twin in CloudFormation).
 :func:`add_bytecode` then adds compiled modules to the zip for faster cold starts.
 
@@ -186,7 +187,8 @@ def _merge_operations(
     alarm_email: str,
 ) -> None:
     """Add infra/operations.yaml (named as ``make deploy`` names its stack) to ``merged``,
-    its parameters defaulting to the stage's values, and the REST API's access log."""
+    its parameters defaulting to the stage's values, and the REST API's access log and
+    default method throttling."""
     ops = load_template(operations.TEMPLATE)
     ops_name = operations.ops_stack_name(config.app_name, stage)
     for section in ("Parameters", "Conditions", "Resources", "Outputs"):
@@ -207,6 +209,8 @@ def _merge_operations(
             # setting (CreateDeployment tracingEnabled) and `chalice package` gives the
             # functions Tracing: Active, but leaves the API's TracingEnabled out.
             "TracingEnabled": bool(config.scope(stage, API_HANDLER).xray_enabled),
+            # What `make deploy` sets after `chalice deploy` (operations.set_method_throttling).
+            "MethodSettings": [values.method_settings()],
         }
     }
 

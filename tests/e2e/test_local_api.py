@@ -87,12 +87,19 @@ def test_undeclared_methods_on_known_paths_are_a_json_405_with_allow(
 
 
 # A copy's app.py gains two routes that answer the request context the app was given: one
-# keyed as the job routes are on a keyed stage, one open.
+# keyed as the job routes are on a keyed stage (with the name of the key, as the app's own
+# API Gateway client reads it), one open.
 PROBE_ROUTES = """
 
 @app.route("/probe/keyed", methods=["GET"], api_key_required=True)
 def probe_keyed() -> dict[str, object]:
-    return dict(app.current_request.context)
+    import boto3
+
+    context = dict(app.current_request.context)
+    key_id = context["identity"]["apiKeyId"]
+    # Where the app's own API Gateway client reaches (the emulator): the key's name.
+    context["keyName"] = boto3.client("apigateway").get_api_key(apiKey=key_id)["name"]
+    return context
 
 
 @app.route("/probe/open", methods=["GET"])
@@ -140,17 +147,19 @@ def test_a_key_from_make_api_key_reaches_the_app_with_its_id(keyed: Stack) -> No
     assert keyed.api_key("alice") == alice  # made once
     operator = keyed.api_key()
     assert operator != alice
-    ids = {
-        key["value"]: key["id"]
-        for key in keyed.client("apigateway").get_api_keys(includeValues=True)["items"]
-    }
+    keys = keyed.client("apigateway").get_api_keys(includeValues=True)["items"]
+    ids = {key["value"]: key["id"] for key in keys}
+    names = {key["value"]: key["name"] for key in keys}
+    assert names[operator] == "heavy-jobs-local" and names[alice] == "heavy-jobs-local-alice"
 
     for value in (alice, operator):
         for method, path in KEYED_ROUTES:
             response = call(keyed, method, path, value)
             assert response.status_code in (200, 202), (method, path, response.text)
-        identity = call(keyed, "GET", "/probe/keyed", value).json()["identity"]
+        context = call(keyed, "GET", "/probe/keyed", value).json()
+        identity = context["identity"]
         assert (identity["apiKeyId"], identity["apiKey"]) == (ids[value], value)
+        assert context["keyName"] == names[value]
 
 
 def test_a_keyed_stack_keeps_its_open_routes_open_and_names_its_address_and_stage(

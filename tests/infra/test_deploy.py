@@ -287,6 +287,8 @@ class StageSettings:
     worker_reserved_concurrency: int
     worker_batch_size: int
     api_gateway_stage: str
+    api_reserved_concurrency: int | None
+    operations: operations.StageOperations
 
 
 @contextmanager
@@ -319,6 +321,8 @@ def declared(project_copy: Path) -> dict[str, StageSettings]:
                 worker_reserved_concurrency=worker.reserved_concurrency,
                 worker_batch_size=source.batch_size,
                 api_gateway_stage=config.api_gateway_stage,
+                api_reserved_concurrency=config.scope(stage, "api_handler").reserved_concurrency,
+                operations=operations.StageOperations.from_config(config, stage),
             )
     return declared
 
@@ -368,6 +372,35 @@ def test_worker_runs_one_job_at_a_time(
     )
     assert concurrency["ReservedConcurrentExecutions"] == 1
     assert declared[stage].worker_reserved_concurrency == 1
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_api_reserves_its_stages_concurrency(
+    rehearsal: Rehearsal, declared: dict[str, StageSettings], stage: str
+) -> None:
+    """Its ceiling in the account: held requests (``?wait=``) cannot take the concurrency
+    the account's other functions need."""
+    concurrency = rehearsal.client("lambda").get_function_concurrency(
+        FunctionName=function_name(stage, "api_handler")
+    )
+    reserved = declared[stage].api_reserved_concurrency
+    assert reserved is not None and reserved > 0
+    assert concurrency["ReservedConcurrentExecutions"] == reserved
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_method_of_the_stage_is_throttled_by_default(
+    rehearsal: Rehearsal, declared: dict[str, StageSettings], stage: str
+) -> None:
+    """The stage's ``*/*`` method settings: every route, the open ones included, at the
+    stage's rate and burst; no route has settings of its own that would override them."""
+    settings_of = rehearsal.client("apigateway").get_stage(
+        restApiId=rehearsal.api_id(stage), stageName=declared[stage].api_gateway_stage
+    )["methodSettings"]
+    assert list(settings_of) == ["*/*"]
+    values = declared[stage].operations
+    assert settings_of["*/*"]["throttlingRateLimit"] == values.method_throttle_rate_limit
+    assert settings_of["*/*"]["throttlingBurstLimit"] == values.method_throttle_burst_limit
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -509,6 +542,25 @@ def test_only_prods_job_changes_and_listing_require_an_api_key(rehearsal: Rehear
         resources = apigw.get_resources(restApiId=rehearsal.api_id(stage))["items"]
         heavy = next(r for r in resources if r["path"] == "/heavy")
         assert heavy["resourceMethods"]["POST"]["apiKeyRequired"] is (stage == KEY_STAGE)
+
+
+def test_every_jobs_route_of_the_keyed_stage_requires_a_key(rehearsal: Rehearsal) -> None:
+    """Every method of every /jobs path (reading and waiting for a job included) needs a
+    key on the keyed stage, and none on the other; the open routes stay open on both."""
+    apigw = rehearsal.client("apigateway")
+    for stage in STAGES:
+        resources = apigw.get_resources(restApiId=rehearsal.api_id(stage))["items"]
+        required = {
+            (resource["path"], method): bool(doc.get("apiKeyRequired"))
+            for resource in resources
+            for method, doc in resource.get("resourceMethods", {}).items()
+            if method != "OPTIONS"  # CORS preflight: API Gateway never asks it for a key
+        }
+        jobs = {route for route in required if route[0].split("/")[1] == "jobs"}
+        assert ("/jobs/{job_id}", "GET") in jobs and len(jobs) >= 5
+        assert {required[route] for route in jobs} == {stage == KEY_STAGE}, stage
+        for route in [("/", "GET"), ("/fast", "GET"), ("/kinds", "GET"), ("/openapi.json", "GET")]:
+            assert required[route] is False, (stage, route)
 
 
 def test_prod_has_a_throttled_usage_plan_with_its_key(

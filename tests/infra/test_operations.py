@@ -63,40 +63,73 @@ def no_function(stubber: Stubber, name: str) -> None:
 
 # --- pre-flight: the account's concurrency ------------------------------------------------
 
+API = "heavy-jobs-dev"  # the API function (Chalice names it after the app and stage)
+# What dev reserves (.chalice/config.json): the API's ceiling and the worker's one lane.
+DEV_API_RESERVED, DEV_WORKER_RESERVED = 10, 1
+DEV_RESERVED = DEV_API_RESERVED + DEV_WORKER_RESERVED
+
+
+def test_every_deployed_stage_reserves_concurrency_for_its_api_and_its_worker(
+    dev_config: Any, prod_config: Any
+) -> None:
+    """The API's reservation is its ceiling: requests it holds (``?wait=``) can take no
+    more of the account than that, so the account's other functions keep their pool."""
+    for stage, config, api in (("dev", dev_config, DEV_API_RESERVED), ("prod", prod_config, 20)):
+        assert config.scope(stage, "api_handler").reserved_concurrency == api
+        assert config.scope(stage, "process_job").reserved_concurrency == DEV_WORKER_RESERVED
+
+
+def no_reservations(stubber: Stubber) -> None:
+    """Neither of dev's reserving functions exists yet (a first deploy)."""
+    for function in (API, WORKER):  # in handler order: the API first
+        no_function(stubber, function)
+
 
 def test_preflight_stops_when_the_reservation_would_leave_less_than_100(dev_config: Any) -> None:
-    """A new account's quota of 50: reserving 1 would leave 49 unreserved; Lambda needs 100."""
+    """A new account's quota of 50: reserving 11 would leave 39 unreserved; Lambda needs 100."""
     client, stubber = lambda_stub()
     stubber.add_response("get_account_settings", account(unreserved=50, total=50))
-    no_function(stubber, WORKER)
+    no_reservations(stubber)
     with stubber, pytest.raises(chalice_project.DeployError) as refused:
         lifecycle.check_account_concurrency(client, dev_config, "dev")
     message = str(refused.value)
     assert f'"{lifecycle.CONCURRENCY_QUOTA}" ({lifecycle.CONCURRENCY_QUOTA_CODE})' in message
-    assert "101 are needed" in message and "Nothing was created" in message
+    assert f"{100 + DEV_RESERVED} are needed" in message and "Nothing was created" in message
+    assert f"{API} ({DEV_API_RESERVED})" in message
     stubber.assert_no_pending_responses()
+
+
+def test_preflight_counts_the_apis_reservation(dev_config: Any) -> None:
+    """101 unreserved would do for the worker alone; with the API's 10 it is too little."""
+    client, stubber = lambda_stub()
+    stubber.add_response("get_account_settings", account(unreserved=100 + DEV_WORKER_RESERVED))
+    no_reservations(stubber)
+    with stubber, pytest.raises(chalice_project.DeployError, match=f"{100 + DEV_RESERVED} are"):
+        lifecycle.check_account_concurrency(client, dev_config, "dev")
 
 
 def test_preflight_passes_at_exactly_100_left(dev_config: Any) -> None:
     client, stubber = lambda_stub()
-    stubber.add_response("get_account_settings", account(unreserved=101))
-    no_function(stubber, WORKER)
+    stubber.add_response("get_account_settings", account(unreserved=100 + DEV_RESERVED))
+    no_reservations(stubber)
     with stubber:
         lifecycle.check_account_concurrency(client, dev_config, "dev")
     stubber.assert_no_pending_responses()
 
 
-def test_preflight_counts_the_reservation_a_redeployed_worker_already_holds(
+def test_preflight_counts_the_reservations_a_redeployed_stage_already_holds(
     dev_config: Any,
 ) -> None:
-    """On a re-deploy the worker's 1 is already out of the unreserved 100: still fine."""
+    """On a re-deploy the API's 10 and the worker's 1 are already out of the unreserved 100:
+    still fine."""
     client, stubber = lambda_stub()
-    stubber.add_response("get_account_settings", account(unreserved=100, total=101))
-    stubber.add_response(
-        "get_function_concurrency",
-        {"ReservedConcurrentExecutions": 1},
-        expected_params={"FunctionName": WORKER},
-    )
+    stubber.add_response("get_account_settings", account(unreserved=100, total=100 + DEV_RESERVED))
+    for function, reserved in ((API, DEV_API_RESERVED), (WORKER, DEV_WORKER_RESERVED)):
+        stubber.add_response(
+            "get_function_concurrency",
+            {"ReservedConcurrentExecutions": reserved},
+            expected_params={"FunctionName": function},
+        )
     with stubber:
         lifecycle.check_account_concurrency(client, dev_config, "dev")
 
@@ -198,6 +231,8 @@ def test_stage_operations_default_and_prod_keeps_backups(dev_config: Any, prod_c
     assert dev == operations.StageOperations()
     assert dev.log_retention_days == 30 and not dev.point_in_time_recovery
     assert prod.point_in_time_recovery
+    assert (dev.method_throttle_rate_limit, dev.method_throttle_burst_limit) == (10, 20)
+    assert (prod.method_throttle_rate_limit, prod.method_throttle_burst_limit) == (20, 40)
 
 
 @pytest.mark.parametrize(
@@ -207,6 +242,10 @@ def test_stage_operations_default_and_prod_keeps_backups(dev_config: Any, prod_c
         ({"point_in_time_recovery": "yes"}, "true or false"),
         ({"oldest_message_alarm_seconds": 5}, ">= 60"),
         ({"retention": 30}, "unknown retention"),
+        ({"method_throttle_rate_limit": 0}, "method_throttle_rate_limit must be a number > 0"),
+        ({"method_throttle_rate_limit": "10"}, "method_throttle_rate_limit must be"),
+        ({"method_throttle_burst_limit": 0}, "method_throttle_burst_limit must be an integer"),
+        ({"method_throttle_burst_limit": 2.5}, "method_throttle_burst_limit must be"),
     ],
 )
 def test_bad_stage_operations_are_refused_by_name(
@@ -448,6 +487,35 @@ def test_access_log_setting_drops_cloudformations_suffix() -> None:
     arn = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/apigateway/x-access"
     assert operations.log_group_arn(arn + ":*") == arn
     assert json.loads(operations.ACCESS_LOG_FORMAT)["requestId"] == "$context.requestId"
+
+
+def test_method_throttling_is_the_default_of_every_method_of_the_stage() -> None:
+    values = operations.StageOperations(
+        method_throttle_rate_limit=7.5, method_throttle_burst_limit=9
+    )
+    with mock_aws():
+        apigw = boto3.client("apigateway", region_name=REGION)
+        api_id = apigw.create_rest_api(name="heavy-jobs")["id"]
+        root = apigw.get_resources(restApiId=api_id)["items"][0]["id"]
+        apigw.put_method(
+            restApiId=api_id, resourceId=root, httpMethod="GET", authorizationType="NONE"
+        )
+        apigw.put_integration(restApiId=api_id, resourceId=root, httpMethod="GET", type="MOCK")
+        apigw.create_deployment(restApiId=api_id, stageName="dev")
+
+        operations.set_method_throttling(apigw, api_id, "dev", values)
+        operations.set_method_throttling(apigw, api_id, "dev", values)  # idempotent
+
+        method_settings = apigw.get_stage(restApiId=api_id, stageName="dev")["methodSettings"]
+    assert list(method_settings) == ["*/*"]
+    assert method_settings["*/*"]["throttlingRateLimit"] == 7.5
+    assert method_settings["*/*"]["throttlingBurstLimit"] == 9
+    assert values.method_settings() == {
+        "ResourcePath": "/*",
+        "HttpMethod": "*",
+        "ThrottlingRateLimit": 7.5,
+        "ThrottlingBurstLimit": 9,
+    }
 
 
 UUIDS = {name: f"{index:08d}-0000-4000-8000-000000000000" for index, name in enumerate("wdp")}

@@ -279,3 +279,24 @@ def test_package_traces_every_function_and_the_api_stage(
         actions = [s["Action"] for s in policy["PolicyDocument"]["Statement"]]
         assert policies.XRAY_ACTIONS in actions
     assert template["Resources"]["RestAPI"]["Properties"]["TracingEnabled"] is True
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_package_guards_the_account_as_make_deploy_does(
+    packaged: dict[str, Path], stage: str
+) -> None:
+    """The API function's reserved concurrency (its ceiling in the account) and the stage's
+    default throttling of every method, from the stage's settings."""
+    config = stage_config(stage)
+    resources = load(packaged, stage)["Resources"]
+    reserved = config.scope(stage, "api_handler").reserved_concurrency
+    assert reserved is not None and reserved > 0
+    assert resources["APIHandler"]["Properties"]["ReservedConcurrentExecutions"] == reserved
+    values = operations.StageOperations.from_config(config, stage)
+    (setting,) = resources["RestAPI"]["Properties"]["MethodSettings"]
+    assert setting == {
+        "ResourcePath": "/*",
+        "HttpMethod": "*",
+        "ThrottlingRateLimit": values.method_throttle_rate_limit,
+        "ThrottlingBurstLimit": values.method_throttle_burst_limit,
+    }
