@@ -252,7 +252,8 @@ class Preferences(NamedTuple):
 def parse_prefer(header: str | None, max_wait: int) -> Preferences:
     """Read ``respond-async`` and ``wait=N``; ignore the rest, as RFC 7240 asks.
 
-    ``wait`` above ``max_wait`` is capped (API Gateway ends requests at 29 s); a
+    ``wait`` above ``max_wait`` is capped (API Gateway ends requests at 29 s), however
+    many digits it has (int() refuses more than 4,300, so they are counted first); a
     malformed one is ignored like any preference the server cannot honour.
     """
     respond_async, wait = False, None
@@ -263,5 +264,7 @@ def parse_prefer(header: str | None, max_wait: int) -> Preferences:
         if name == "respond-async":
             respond_async = True
         elif name == "wait" and value.isascii() and value.isdigit():
-            wait = min(int(value), max_wait)
+            digits = value.lstrip("0") or "0"
+            too_long = len(digits) > len(str(max_wait))
+            wait = max_wait if too_long else min(int(digits), max_wait)
     return Preferences(respond_async=respond_async, wait=wait)

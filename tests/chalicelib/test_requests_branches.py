@@ -125,6 +125,10 @@ def test_an_empty_chunked_body_needs_a_length(encoding: str) -> None:
         ("respond-async; a; b, wait=2", True, 2),
         # A wait that is not all digits is malformed and ignored, whatever surrounds it.
         ("wait=X5X", False, None),
+        # An absurdly long wait is capped like any other (int() refuses 4,300+ digits).
+        ("wait=" + "9" * 5000, False, 25),
+        ("wait=" + "0" * 5000 + "7", False, 7),
+        ("respond-async, wait=" + "1" * 5000, True, 25),
     ],
 )
 def test_prefer_reads_respond_async_and_a_capped_wait(
