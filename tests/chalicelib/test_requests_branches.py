@@ -194,6 +194,7 @@ class ProbeInput:
     """One field of each type and limit a kind may declare."""
 
     word: str = param(default="abc", min_length=2, max_length=4, pattern="^[a-z]+$")
+    digits: str = param(default="1", max_length=4, pattern="^\\d+$")
     mode: Literal["fast", "slow"] = "fast"
     ratio: float = param(default=0.5, minimum=0, maximum=1)
     weight: float = 1.0
@@ -220,7 +221,14 @@ def probe_input(input: str) -> dict[str, Any]:
     return parse_job_request('{"kind": "probe", "input": ' + input + "}", SETTINGS).input
 
 
-PROBE_DEFAULTS = {"word": "abc", "mode": "fast", "ratio": 0.5, "weight": 1.0, "flag": False}
+PROBE_DEFAULTS = {
+    "word": "abc",
+    "digits": "1",
+    "mode": "fast",
+    "ratio": 0.5,
+    "weight": 1.0,
+    "flag": False,
+}
 
 
 @pytest.mark.parametrize(
@@ -252,6 +260,10 @@ HUGE = "9" * 40  # over _MAX_INT_DIGITS: never parsed as an int
         ('{"word": "a"}', "/input/word: must be at least 2 characters."),
         ('{"word": "abcde"}', "/input/word: must be at most 4 characters."),
         ('{"word": "AB"}', "/input/word: must match ^[a-z]+$."),
+        # ECMA-262, as JSON Schema and the dashboard read the pattern: $ is the end.
+        ('{"word": "abc\\n"}', "/input/word: must match ^[a-z]+$."),
+        ('{"word": "ab\\ud800"}', "/input/word: must match ^[a-z]+$."),  # a lone surrogate
+        ('{"digits": "\\u0661\\u0662"}', "/input/digits: must match ^\\d+$."),  # Arabic-Indic
         ('{"word": 12}', "/input/word: must be a string, got an integer."),
         ('{"mode": "medium"}', "/input/mode: must be one of: fast, slow."),
         ('{"mode": true}', "/input/mode: must be a string, got a boolean."),
@@ -273,7 +285,7 @@ HUGE = "9" * 40  # over _MAX_INT_DIGITS: never parsed as an int
         ('{"flag": ' + HUGE + "}", "/input/flag: must be a boolean, got a number."),
         (
             '{"a~b/c": 1}',
-            "/input/a~0b~1c: unknown field (fields: word, mode, ratio, weight, flag).",
+            "/input/a~0b~1c: unknown field (fields: word, digits, mode, ratio, weight, flag).",
         ),
     ],
 )
