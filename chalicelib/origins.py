@@ -19,9 +19,13 @@ but GET, HEAD and OPTIONS) and either
   (sandboxed frames, redirects across origins) included.
 
 The API's own origin is the scheme and the domain API Gateway answered on
-(``requestContext.domainName``; the local API sets it to its host:port). Where the
-context has none (Chalice's test client), the ``Host`` header stands in: a browser sets
-it to the server it talks to, and a page cannot change it.
+(``requestContext.domainName``; the local API sets it to its host:port). A domain name
+from the context, not the ``Host`` header, is what stops DNS rebinding: a page of
+evil.example whose name now points at 127.0.0.1 sends ``Host``, ``Origin`` (and
+``Sec-Fetch-Site: same-origin``) of evil.example. Where the context has none (Chalice's
+test client, a local API that does not set it) the ``Host`` header stands in. On the
+loopback interface, ``localhost``, ``127.0.0.1`` and ``[::1]`` at the same port are one
+origin, so the dashboard works whichever of them the browser was given.
 
 Failure modes: a refusal is decided before any route runs, so it creates or changes no
 job and costs the jobs behind it nothing. A wrong refusal of the dashboard's own
@@ -43,6 +47,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TRUSTED_FETCH_SITES = frozenset({"same-origin", "none"})
 # The stage whose API is served over plain http (make run); every deployed one is https.
 LOCAL_STAGE = "local"
+# Names of the loopback interface: the same server, whichever a browser was given.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
 
 
 class CrossSiteRequest(RequestError):
@@ -80,9 +86,25 @@ def cross_site_refusal(
             "or without a browser."
         )
     sent_origin = headers.get("origin")
-    if sent_origin is not None and sent_origin.strip().lower() != origin:
+    if sent_origin is not None and not _is_own(sent_origin.strip().lower(), origin):
         return CrossSiteRequest(
             f"Refused a {method.upper()} sent by a page of {sent_origin[:100]!r}, "
             "not this API's origin; send it from this API's own pages, or without a browser."
         )
     return None
+
+
+def _is_own(sent: str, origin: str | None) -> bool:
+    if origin is None:
+        return False
+    loopback = _loopback(sent)
+    return sent == origin or (loopback is not None and loopback == _loopback(origin))
+
+
+def _loopback(origin: str) -> str | None:
+    """``scheme:port`` of an origin on the loopback interface; None for any other."""
+    scheme, _, authority = origin.partition("://")
+    host, colon, port = authority.rpartition(":")
+    if not colon or not port.isdigit():  # no port: the authority is all host
+        host, port = authority, ""
+    return f"{scheme}:{port}" if host in LOOPBACK_HOSTS else None

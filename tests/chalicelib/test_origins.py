@@ -58,6 +58,25 @@ def test_a_safe_request_is_never_refused(method: str) -> None:
     assert cross_site_refusal(method, headers, OWN) is None
 
 
+@pytest.mark.parametrize(
+    ("sent", "own", "accepted"),
+    [
+        ("http://localhost:8000", "http://127.0.0.1:8000", True),
+        ("http://127.0.0.1:8000", "http://localhost:8000", True),
+        ("http://[::1]:8000", "http://127.0.0.1:8000", True),
+        ("http://localhost", "http://127.0.0.1", True),
+        ("http://localhost:8001", "http://127.0.0.1:8000", False),  # another server
+        ("https://localhost:8000", "http://127.0.0.1:8000", False),
+        ("http://evil.example:8000", "http://127.0.0.1:8000", False),  # DNS rebinding
+        ("http://127.0.0.2:8000", "http://127.0.0.1:8000", False),
+        ("http://localhost.evil.example:8000", "http://localhost:8000", False),
+    ],
+)
+def test_the_loopback_names_are_one_origin(sent: str, own: str, accepted: bool) -> None:
+    refusal = cross_site_refusal("POST", {"origin": sent, "sec-fetch-site": "same-origin"}, own)
+    assert (refusal is None) is accepted
+
+
 def test_an_origin_is_refused_when_the_apis_own_is_unknown() -> None:
     assert cross_site_refusal("POST", {"origin": OWN}, None) is not None
     assert cross_site_refusal("POST", {}, None) is None
