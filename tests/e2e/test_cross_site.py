@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
+from infra.browser import chromium
 from tests.e2e.conftest import Stack
 from tests.e2e.test_cli import jobs
 
@@ -59,6 +63,61 @@ def test_a_text_plain_post_from_another_site_is_refused_and_runs_nothing(
         status, _ = curl("-X", "POST", *cross_site, f"{stack.url}/jobs/{job_id}/{action}")
         assert status == 403
     assert [job["job_id"] for job in listed(stack)] == [job_id]
+
+
+# What a page of another site runs: a simple request (no preflight) with a text/plain body.
+SIMPLE_POST = """async ([url, body]) => {
+    await fetch(url, {method: "POST", mode: "no-cors", body,
+                      headers: {"Content-Type": "text/plain"}});
+}"""
+
+
+@contextmanager
+def another_site() -> Iterator[str]:
+    """A page served from this machine as another site (localhost at a port of its own,
+    while the API is 127.0.0.1: a real server, as Chromium's private-network rules want
+    one for a page that calls the loopback interface); its URL."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<!doctype html><p>another site</p>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_a_page_of_another_site_cannot_submit_in_a_real_browser(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """Chromium sends what it sends (Origin, Sec-Fetch-Site): a page of another origin on
+    this machine (localhost at another port: loopback, so no private-network rule stops
+    the request before it arrives) submits nothing; the API's own page submits."""
+    stack = make_stack(worker=False)
+    with another_site() as elsewhere, chromium() as browser:
+        tab = browser.new_page()
+        tab.goto(f"{elsewhere}/")
+        tab.evaluate(SIMPLE_POST, [f"{stack.url}/jobs", JOB])
+        tab.evaluate(SIMPLE_POST, [f"{stack.url}/heavy", '{"n": 5}'])
+        assert listed(stack) == []
+
+        tab.goto(f"{stack.url}/")  # the dashboard, served by the API itself
+        tab.evaluate(SIMPLE_POST, [f"{stack.url}/jobs", JOB])
+        assert len(listed(stack)) == 1
 
 
 def test_the_cli_and_the_apis_own_pages_keep_submitting(make_stack: Callable[..., Stack]) -> None:
