@@ -255,7 +255,7 @@ def pattern_matches(pattern: str, value: str) -> bool:
 
     Raises ValueError for a value that is not valid Unicode (a lone surrogate, which JSON
     can escape but no UTF-8 text holds), and regress.RegressError for a pattern that is
-    not ECMA-262 (``check_declarations`` refuses those before any deploy).
+    not ECMA-262 (``check_declarations`` refuses those; the test suite runs it).
     """
     return _ecma_regex(pattern).find(value) is not None
 
@@ -269,32 +269,35 @@ def _ecma_regex(pattern: str) -> Any:
     return regress.Regex(pattern, "u")
 
 
-def declaration_problems(kind: Kind[Any, Any], settings: Settings) -> list[str]:
-    """What is wrong with a kind's declaration, one line each (none: it is sound).
+def declaration_problems(kind: Kind[Any, Any]) -> list[str]:
+    """What is wrong with a kind's input declaration, one line each (none: it is sound).
 
     A field's type outside the supported ones, a pattern on a field that is not a
     string, a pattern without ``max_length`` (it would run on anything up to the 16 KiB
-    body), and a pattern that is not an ECMA-262 regular expression.
+    body), and a pattern that is not an ECMA-262 regular expression. Needs no stage
+    settings: it reads the declaration itself.
     """
     import regress  # see _ecma_regex
 
-    try:
-        fields = kind.fields(settings)
-    except TypeError as error:
-        return [f"kind {kind.name}: {error}"]
+    hints = get_type_hints(kind.input)
     problems = []
-    for field in fields:
-        if field.pattern is None:
-            continue
+    for field in dataclasses.fields(kind.input):
         where = f"kind {kind.name}, input field {field.name}"
-        if field.type != "string":
+        hint = hints[field.name]
+        is_string = hint is str or get_origin(hint) is Literal
+        if not is_string and hint not in _JSON_TYPES:
+            problems.append(f"{where}: {hint!r} is not int, float, str, bool or Literal")
+        spec: Param = field.metadata.get(_PARAM, Param())
+        if spec.pattern is None:
+            continue
+        if not is_string:
             problems.append(f"{where}: a pattern applies to str fields only")
-        if field.max_length is None:
+        if spec.max_length is None:
             problems.append(f"{where}: a pattern needs a max_length")
         try:
-            _ecma_regex(field.pattern)
+            _ecma_regex(spec.pattern)
         except (regress.RegressError, ValueError) as error:  # ValueError: not UTF-8
-            problems.append(f"{where}: pattern {field.pattern!r} is not ECMA-262: {error}")
+            problems.append(f"{where}: pattern {spec.pattern!r} is not ECMA-262: {error}")
     return problems
 
 
@@ -302,10 +305,10 @@ class DeclarationError(TypeError):
     """A kind's declaration that the service cannot honour (``check_declarations``)."""
 
 
-def check_declarations(kinds: Iterable[Kind[Any, Any]], settings: Settings) -> None:
+def check_declarations(kinds: Iterable[Kind[Any, Any]]) -> None:
     """Raise DeclarationError naming every problem of every kind (declaration_problems);
     for the test suite and the build, never at import (see the module docstring)."""
-    problems = [problem for kind in kinds for problem in declaration_problems(kind, settings)]
+    problems = [problem for kind in kinds for problem in declaration_problems(kind)]
     if problems:
         raise DeclarationError("; ".join(problems))
 

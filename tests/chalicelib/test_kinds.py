@@ -4,6 +4,7 @@ their limits, and items written before kinds."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -93,7 +94,7 @@ def test_input_schemas_are_the_declarations_with_the_stages_limits() -> None:
 
 
 def test_every_kind_declared_passes_the_declaration_check() -> None:
-    kinds.check_declarations(kinds.KINDS.values(), SETTINGS)
+    kinds.check_declarations(kinds.KINDS.values())
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class PatternWithoutLength:
 class UnsoundPatterns:
     python_only: str = param(default="a", max_length=8, pattern="(?P<w>a)")
     number: int = param(default=1, pattern="^[0-9]$")
+    listed: list[int] = dataclasses.field(default_factory=list)
 
 
 def declared(input: type[Any]) -> kinds.Kind[Any, Any]:
@@ -114,17 +116,18 @@ def declared(input: type[Any]) -> kinds.Kind[Any, Any]:
 
 def test_a_pattern_without_max_length_fails_the_declaration_check() -> None:
     with pytest.raises(kinds.DeclarationError) as caught:
-        kinds.check_declarations([*kinds.KINDS.values(), declared(PatternWithoutLength)], SETTINGS)
+        kinds.check_declarations([*kinds.KINDS.values(), declared(PatternWithoutLength)])
     assert str(caught.value) == "kind probe, input field word: a pattern needs a max_length"
 
 
 def test_a_pattern_that_is_not_ecma_262_or_not_on_a_string_fails_the_check() -> None:
-    problems = kinds.declaration_problems(declared(UnsoundPatterns), SETTINGS)
+    problems = kinds.declaration_problems(declared(UnsoundPatterns))
     assert problems == [
         "kind probe, input field python_only: pattern '(?P<w>a)' is not ECMA-262: "
         + problems[0].rsplit(": ", 1)[1],
         "kind probe, input field number: a pattern applies to str fields only",
         "kind probe, input field number: a pattern needs a max_length",
+        "kind probe, input field listed: list[int] is not int, float, str, bool or Literal",
     ]
 
 
@@ -134,7 +137,7 @@ def test_python_only_syntax_is_no_ecma_262_pattern(pattern: str) -> None:
     class Input:
         word: str = param(default="a", max_length=8, pattern=pattern)
 
-    assert len(kinds.declaration_problems(declared(Input), SETTINGS)) == 1
+    assert len(kinds.declaration_problems(declared(Input))) == 1
 
 
 @pytest.mark.parametrize(("pattern", "value", "matches"), PATTERN_CASES)

@@ -11,7 +11,7 @@ import pytest
 
 from chalicelib.config import Settings
 from chalicelib.errors import InvalidRequest, LengthRequired, PayloadTooLarge
-from chalicelib.kinds import KINDS, Kind, param
+from chalicelib.kinds import KINDS, Kind, check_declarations, param
 from chalicelib.requests import MAX_BODY_BYTES, parse_job_request, parse_prefer, parse_submission
 
 SETTINGS = Settings(
@@ -215,6 +215,10 @@ def probe(monkeypatch: pytest.MonkeyPatch) -> None:
     """Registers the test kinds ``probe`` (ProbeInput) and ``empty`` (no fields)."""
     monkeypatch.setitem(KINDS, "probe", _kind("probe", ProbeInput))
     monkeypatch.setitem(KINDS, "empty", _kind("empty", NoInput))
+
+
+def test_the_test_kinds_are_sound_declarations() -> None:
+    check_declarations([_kind("probe", ProbeInput), _kind("empty", NoInput)])
 
 
 def probe_input(input: str) -> dict[str, Any]:
