@@ -73,6 +73,16 @@ docs: venv ## Build the documentation site into site/ (strict: a broken link or 
 docs-serve: venv ## Serve the documentation site on 127.0.0.1 (PORT, else a free port), rebuilt on change
 	$(MKDOCS) serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
 
+# Schemathesis with random seeds (make test runs it on one fixed seed) against a local
+# stack of its own, on free ports, stopped afterwards. FUZZ_RUNS seeds, each about 350
+# requests; a failure names its seed, and SEED=n runs that one again. See docs/testing.md.
+.PHONY: fuzz
+FUZZ_RUNS ?= 3
+SEED ?=
+fuzz: venv ## Schemathesis with random seeds against a stack of its own (FUZZ_RUNS=3; SEED=n repeats one)
+	FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_SEED=$(SEED) $(PY) -m pytest -p no:cacheprovider -q -s \
+		tests/e2e/test_schemathesis_cli.py::test_random_seeds_find_no_failure
+
 # Mutation testing of the state machine and its adapters (mutmut; config in pyproject.toml):
 # hours on 2 cores for all six modules, so not in make test or CI. Narrow it with
 # MUTATE='chalicelib.worker*' (mutant name globs); JOBS=n children. See README "Testing".

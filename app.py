@@ -8,7 +8,7 @@ from typing import Any
 
 from chalice.app import Chalice, Rate, Request, Response, SQSRecord
 
-from chalicelib import connections, dashboard, openapi, service
+from chalicelib import connections, dashboard, openapi, origins, service
 from chalicelib.config import (
     Settings,
     api_key_required_at_import,
@@ -32,6 +32,17 @@ SUBMIT_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded",
 # Where the stage requires an API key (prod), it guards what creates, lists or cancels
 # jobs. GET /jobs/{job_id} stays open: an unguessable job id is the capability to read it.
 KEY_REQUIRED = api_key_required_at_import()
+
+
+@app.middleware("http")
+def refuse_cross_site(request: Request, get_response: Callable[[Request], Response]) -> Response:
+    """A state-changing request another site's page sent is 403 cross_site_request, before
+    any route runs (chalicelib.origins)."""
+    if request.method in origins.SAFE_METHODS:  # and no stage setting is read for them
+        return get_response(request)
+    origin = origins.own_origin(request.context, request.headers, get_settings().stage)
+    refusal = origins.cross_site_refusal(request.method, request.headers, origin)
+    return _error_response(refusal) if refusal else get_response(request)
 
 
 @app.route("/", methods=["GET"])
@@ -314,7 +325,10 @@ def _error_response(error: RequestError | StoreUnavailable) -> Response:
 
 
 def _external_url(path: str) -> str:
-    """An absolute URL for ``path`` as the client reached this API.
+    """The URL of ``path`` on this stage: API Gateway's domain name (the local API's
+    host:port) and the stage's prefix, never a request header (a client could put any
+    host or scheme there). Without a domain name in the context (Chalice's test client)
+    the link is the path alone.
 
     Behind API Gateway the request's path includes the stage (``/dev/heavy``) while the
     route is ``/heavy``; the difference is the prefix every link needs. Under
@@ -323,9 +337,8 @@ def _external_url(path: str) -> str:
     request = _current_request()
     full_path = request.context.get("path", request.path)
     prefix = full_path[: -len(request.path)] if full_path.endswith(request.path) else ""
-    scheme = request.headers.get("x-forwarded-proto", "http")
-    host = request.headers.get("host", "localhost")
-    return f"{scheme}://{host}{prefix.rstrip('/')}{path}"
+    origin = origins.own_origin(request.context, {}, get_settings().stage)
+    return f"{origin or ''}{prefix.rstrip('/')}{path}"
 
 
 def _query_params() -> dict[str, str]:

@@ -12,6 +12,7 @@ from typing import Any
 from chalicelib.config import Settings
 from chalicelib.jobs import DEFAULT_KIND, JobStatus
 from chalicelib.kinds import KINDS
+from chalicelib.origins import SAFE_METHODS
 from chalicelib.requests import MAX_BODY_BYTES
 from chalicelib.service import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_PAGE_SIZE, MAX_WAIT_SECONDS
 
@@ -60,7 +61,29 @@ def document(settings: Settings, api_key_required: bool = False) -> dict[str, An
             operation["security"] = [{"api_key": []}]
             operation["responses"]["403"] = {"description": "No valid x-api-key header."}
             operation["responses"]["429"] = {"description": "Over the usage plan's rate."}
+    _declare_cross_site_refusals(doc)
     return doc
+
+
+CROSS_SITE_REFUSAL = (
+    "Sent by a page of another site (cross_site_request): Sec-Fetch-Site other than "
+    "same-origin or none, or an Origin other than the API's own."
+)
+
+
+def _declare_cross_site_refusals(doc: dict[str, Any]) -> None:
+    """403 cross_site_request on every state-changing operation (chalicelib.origins); where
+    a 403 is declared already (an API key's), both are named."""
+    for item in doc["paths"].values():
+        for method, operation in item.items():
+            if method.upper() in SAFE_METHODS:
+                continue
+            responses = operation["responses"]
+            if "403" in responses:
+                both = f"{responses['403']['description']} Or: {CROSS_SITE_REFUSAL}"
+                responses["403"] = {"description": both}
+            else:
+                responses["403"] = _error(CROSS_SITE_REFUSAL)
 
 
 def _document(settings: Settings) -> dict[str, Any]:
@@ -142,7 +165,8 @@ def _document(settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("JobList"), "A page of jobs."),
                         "400": _error(
-                            "A bad parameter, an unknown kind or a cursor of another listing."
+                            "A bad parameter or an unknown kind; invalid_cursor: a cursor "
+                            "that is not a `next` this listing returned."
                         ),
                     },
                 },

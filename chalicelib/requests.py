@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from chalicelib.config import Settings
 from chalicelib.errors import InvalidRequest, LengthRequired, PayloadTooLarge
-from chalicelib.kinds import KINDS, Field, Kind
+from chalicelib.kinds import KINDS, Field, Kind, pattern_matches
 
 MAX_BODY_BYTES = 16 * 1024
 FIELDS = ("n",)
@@ -131,11 +130,18 @@ def _valid_value(field: Field, value: Any) -> Any:
             raise _invalid(where, f"must be at least {field.min_length} characters")
         if field.max_length is not None and len(value) > field.max_length:
             raise _invalid(where, f"must be at most {field.max_length} characters")
-        if field.pattern is not None and not re.search(field.pattern, value):
+        if field.pattern is not None and not _matches(field.pattern, value):
             raise _invalid(where, f"must match {field.pattern}")
         if field.enum is not None and value not in field.enum:
             raise _invalid(where, f"must be one of: {', '.join(field.enum)}")
     return value
+
+
+def _matches(pattern: str, value: str) -> bool:
+    try:
+        return pattern_matches(pattern, value)
+    except ValueError:  # a lone surrogate ("\ud800" in the JSON): no pattern matches it
+        return False
 
 
 _TYPE_NAMES = {
@@ -252,7 +258,8 @@ class Preferences(NamedTuple):
 def parse_prefer(header: str | None, max_wait: int) -> Preferences:
     """Read ``respond-async`` and ``wait=N``; ignore the rest, as RFC 7240 asks.
 
-    ``wait`` above ``max_wait`` is capped (API Gateway ends requests at 29 s); a
+    ``wait`` above ``max_wait`` is capped (API Gateway ends requests at 29 s), however
+    many digits it has (int() refuses more than 4,300, so they are counted first); a
     malformed one is ignored like any preference the server cannot honour.
     """
     respond_async, wait = False, None
@@ -263,5 +270,7 @@ def parse_prefer(header: str | None, max_wait: int) -> Preferences:
         if name == "respond-async":
             respond_async = True
         elif name == "wait" and value.isascii() and value.isdigit():
-            wait = min(int(value), max_wait)
+            digits = value.lstrip("0") or "0"
+            too_long = len(digits) > len(str(max_wait))
+            wait = max_wait if too_long else min(int(digits), max_wait)
     return Preferences(respond_async=respond_async, wait=wait)

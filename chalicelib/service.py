@@ -273,12 +273,24 @@ def _status_param(raw: str | None) -> JobStatus | None:
 
 
 def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """``?name=`` as an integer from low to high, else 400 invalid_<name>.
+
+    Digits are counted before int() sees them: int() of more than 4,300 digits raises
+    ValueError (CPython's integer string conversion limit), and a longer number than
+    ``high`` has is out of range anyway (leading zeros aside, which are stripped first).
+    """
     raw = params.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+    digits = raw.lstrip("0") or "0"
+    if not (
+        raw.isascii()
+        and raw.isdigit()
+        and len(digits) <= len(str(high))
+        and low <= int(digits) <= high
+    ):
         raise InvalidRequest(f"invalid_{name}", f"{name} must be an integer from {low} to {high}.")
-    return int(raw)
+    return int(digits)
 
 
 def _encode_cursor(listing: Listing, positions: tuple[Position, ...]) -> str:
@@ -299,7 +311,8 @@ def _decode_cursor(raw: str | None, listing: Listing) -> list[Position]:
         if payload["l"] != listing.name or len(payload["p"]) != SHARDS:
             raise ValueError("another listing")
         positions = [_position(shard, p) for shard, p in enumerate(payload["p"])]
-    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+    # RecursionError: json.loads of deeply nested brackets (no cursor we issue nests).
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, binascii.Error):
         raise _bad_cursor() from None
     return positions
 

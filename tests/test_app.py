@@ -222,8 +222,12 @@ def test_job_stays_known_when_it_cannot_be_enqueued(client: Client, aws: dict[st
     assert [item["status"]["S"] for item in items if "status" in item] == ["failed"]
 
 
-def test_location_keeps_api_gateway_stage_prefix(app_module: Any) -> None:
+def test_location_keeps_api_gateway_stage_prefix(
+    app_module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Behind API Gateway the request path carries the stage; links must keep it."""
+    monkeypatch.setenv("JOBS_STAGE", "dev")  # a deployed stage: https
+    connections.reset()
     event = api_gateway_event("POST", "/heavy", "/heavy", stage="dev", body='{"n": 5}')
     response = app_module.app(event, None)
     assert response["statusCode"] == 202

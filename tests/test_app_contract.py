@@ -12,7 +12,7 @@ import boto3
 import pytest
 from chalice.test import Client
 
-from chalicelib import service
+from chalicelib import connections, service
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import Job
 from chalicelib.observability import TRACE_ATTRIBUTE, trace_header
@@ -67,7 +67,7 @@ def test_an_accepted_job_says_where_to_look_and_when_and_nothing_else(
         assert response.status_code == 202
         job_id = response.json_body["job_id"]
         assert answer_headers(response) == {
-            "Location": f"http://{HOST}/jobs/{job_id}",
+            "Location": f"/jobs/{job_id}",  # the test client's context has no domain name
             "Retry-After": response.headers["Retry-After"],
         }
         assert int(response.headers["Retry-After"]) >= 1
@@ -81,28 +81,33 @@ def test_an_accepted_job_says_where_to_look_and_when_and_nothing_else(
     assert job.json_body["kind"] == "countPrimes" and job.json_body["status"] == "queued"
 
 
-HOST = "localhost"  # what Chalice's test client sends
-
-
 def gateway_event(
-    headers: dict[str, str], path: str, full_path: str | None, query: str | None = None
+    domain: str | None, path: str, full_path: str | None, query: str | None = None
 ) -> dict[str, Any]:
-    """A REST API (v1) proxy event for POST ``path`` with ``headers``, whose
-    requestContext.path (the path as the client sent it: stage or base path included) is
-    ``full_path`` (None: left out); ``query`` is the raw query string's multi-values."""
+    """A REST API (v1) proxy event for POST ``path`` reaching API Gateway at ``domain``
+    (requestContext.domainName; None: left out) with hostile Host and X-Forwarded-Proto
+    headers, whose requestContext.path (the path as the client sent it: stage or base
+    path included) is ``full_path`` (None: left out); ``query`` is the raw query
+    string's multi-values."""
     context: dict[str, Any] = {
         "resourcePath": path,
         "httpMethod": "POST",
         "stage": "dev",
         "identity": {"sourceIp": "203.0.113.1"},
     }
+    if domain is not None:
+        context["domainName"] = domain
     if full_path is not None:
         context["path"] = full_path
     return {
         "resource": path,
         "path": path,
         "httpMethod": "POST",
-        "headers": {"Content-Type": "application/json", **headers},
+        "headers": {
+            "Content-Type": "application/json",
+            "Host": "evil.example",
+            "X-Forwarded-Proto": "javascript",
+        },
         "multiValueHeaders": {},
         "queryStringParameters": None,
         "multiValueQueryStringParameters": None,
@@ -115,36 +120,43 @@ def gateway_event(
 
 
 @pytest.mark.parametrize(
-    ("headers", "full_path", "base"),
+    ("domain", "full_path", "base"),
     [
-        (
-            {"Host": "api.example.com", "X-Forwarded-Proto": "https"},
-            "/dev/heavy",
-            "https://api.example.com/dev",
-        ),
-        (
-            {"Host": "api.example.com", "X-Forwarded-Proto": "https"},
-            "/UX/heavy",
-            "https://api.example.com/UX",
-        ),
-        ({"Host": "api.example.com"}, "/v1//heavy", "http://api.example.com/v1"),  # base path "v1/"
-        ({"Host": "api.example.com"}, "/heavy", "http://api.example.com"),  # a custom domain's root
-        ({"Host": "api.example.com"}, None, "http://api.example.com"),  # chalice local: no path
-        ({"Host": "api.example.com"}, "/elsewhere", "http://api.example.com"),  # not a suffix
-        ({}, "/heavy", "http://localhost"),
+        ("api.example.com", "/dev/heavy", "https://api.example.com/dev"),
+        ("api.example.com", "/UX/heavy", "https://api.example.com/UX"),
+        ("api.example.com", "/v1//heavy", "https://api.example.com/v1"),  # base path "v1/"
+        ("api.example.com", "/heavy", "https://api.example.com"),  # a custom domain's root
+        ("api.example.com", None, "https://api.example.com"),  # no path in the context
+        ("api.example.com", "/elsewhere", "https://api.example.com"),  # not a suffix
+        (None, "/dev/heavy", "/dev"),  # no domain name (Chalice's test client): a path
     ],
 )
-def test_links_are_absolute_urls_as_the_client_reached_the_api(
-    app_module: Any, headers: dict[str, str], full_path: str | None, base: str
+def test_links_are_the_stages_own_urls_whatever_the_headers_say(
+    app_module: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    domain: str | None,
+    full_path: str | None,
+    base: str,
 ) -> None:
-    """app._external_url: the scheme (X-Forwarded-Proto, else http), the host (Host, else
-    localhost) and the prefix the route's path was reached under (stage or base path)."""
-    response = app_module.app(gateway_event(headers, "/heavy", full_path), None)
+    """app._external_url: https, API Gateway's domain name and the prefix the route's
+    path was reached under (stage or base path); never the Host or X-Forwarded-Proto a
+    client sent."""
+    monkeypatch.setenv("JOBS_STAGE", "dev")  # a deployed stage: https
+    connections.reset()
+    response = app_module.app(gateway_event(domain, "/heavy", full_path), None)
 
     assert response["statusCode"] == 202
     job_id = json.loads(response["body"])["job_id"]
     assert response["headers"]["Location"] == f"{base}/jobs/{job_id}"
     assert json.loads(response["body"])["status_url"] == f"{base}/jobs/{job_id}"
+
+
+def test_links_on_the_local_stage_are_http(app_module: Any) -> None:
+    """The local API serves plain http on its host:port (its context's domainName)."""
+    response = app_module.app(gateway_event("127.0.0.1:8123", "/heavy", "/heavy"), None)
+
+    job_id = json.loads(response["body"])["job_id"]
+    assert response["headers"]["Location"] == f"http://127.0.0.1:8123/jobs/{job_id}"
 
 
 def test_a_batch_goes_on_past_a_failing_record_then_raises_the_first_failure(

@@ -27,6 +27,16 @@ A declaration names:
   those (a JSON object);
 - ``estimate_seconds(input, settings)``: its run time, for Retry-After.
 
+A string field's ``pattern`` is an ECMA-262 regular expression, as JSON Schema declares
+it, run as the dashboard runs it (``new RegExp(pattern, "u")``, unanchored): the server
+matches it with the same engine semantics (``pattern_matches``), not Python's ``re``
+(whose ``$`` matches before a trailing newline and whose ``\\d`` matches any script's
+digits). A field with a pattern must declare its ``max_length``, so no pattern ever runs
+on more than that. ``check_declarations`` says what is wrong with a declaration; the test
+suite runs it over every kind (tests/chalicelib/test_kinds.py), and so should every
+build: importing a kind never checks it, because on AWS an import error is an init
+error of every function, the job lane's worker included.
+
 Limits: a state must serialize to at most MAX_STATE_BYTES of JSON and a result to at most
 MAX_RESULT_BYTES; over that (or not JSON at all), the job fails with an error saying so.
 """
@@ -37,8 +47,9 @@ import dataclasses
 import importlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import (
     Any,
     Generic,
@@ -101,7 +112,8 @@ def param(
     """Declare an input field's limits, default and description (a dataclass field).
 
     ``default``, ``minimum`` and ``maximum`` may be functions of the stage's Settings.
-    ``pattern`` is a JSON Schema (ECMA 262) regular expression, searched in the value.
+    ``pattern`` is a JSON Schema (ECMA-262) regular expression, searched in the value
+    (``pattern_matches``); a field with one needs a ``max_length`` (``check_declarations``).
     """
     spec = Param(default, minimum, maximum, min_length, max_length, pattern, description)
     if default is MISSING or callable(default):
@@ -235,6 +247,70 @@ def state_json(state: Any) -> str:
             f"the limit is {MAX_STATE_BYTES}"
         )
     return text
+
+
+def pattern_matches(pattern: str, value: str) -> bool:
+    """Whether ``pattern`` matches somewhere in ``value``, as ECMA-262 with the ``u`` flag
+    runs it (JSON Schema's ``pattern``, and the dashboard's ``new RegExp(pattern, "u")``).
+
+    Raises ValueError for a value that is not valid Unicode (a lone surrogate, which JSON
+    can escape but no UTF-8 text holds), and regress.RegressError for a pattern that is
+    not ECMA-262 (``check_declarations`` refuses those; the test suite runs it).
+    """
+    return _ecma_regex(pattern).find(value) is not None
+
+
+@lru_cache(maxsize=256)  # a kind's pattern is compiled once per process
+def _ecma_regex(pattern: str) -> Any:
+    # regress (ECMA-262 regular expressions, in Rust): imported on the first pattern
+    # checked, so a cold start that checks none pays nothing for it.
+    import regress
+
+    return regress.Regex(pattern, "u")
+
+
+def declaration_problems(kind: Kind[Any, Any]) -> list[str]:
+    """What is wrong with a kind's input declaration, one line each (none: it is sound).
+
+    A field's type outside the supported ones, a pattern on a field that is not a
+    string, a pattern without ``max_length`` (it would run on anything up to the 16 KiB
+    body), and a pattern that is not an ECMA-262 regular expression. Needs no stage
+    settings: it reads the declaration itself.
+    """
+    import regress  # see _ecma_regex
+
+    hints = get_type_hints(kind.input)
+    problems = []
+    for field in dataclasses.fields(kind.input):
+        where = f"kind {kind.name}, input field {field.name}"
+        hint = hints[field.name]
+        is_string = hint is str or get_origin(hint) is Literal
+        if not is_string and hint not in _JSON_TYPES:
+            problems.append(f"{where}: {hint!r} is not int, float, str, bool or Literal")
+        spec: Param = field.metadata.get(_PARAM, Param())
+        if spec.pattern is None:
+            continue
+        if not is_string:
+            problems.append(f"{where}: a pattern applies to str fields only")
+        if spec.max_length is None:
+            problems.append(f"{where}: a pattern needs a max_length")
+        try:
+            _ecma_regex(spec.pattern)
+        except (regress.RegressError, ValueError) as error:  # ValueError: not UTF-8
+            problems.append(f"{where}: pattern {spec.pattern!r} is not ECMA-262: {error}")
+    return problems
+
+
+class DeclarationError(TypeError):
+    """A kind's declaration that the service cannot honour (``check_declarations``)."""
+
+
+def check_declarations(kinds: Iterable[Kind[Any, Any]]) -> None:
+    """Raise DeclarationError naming every problem of every kind (declaration_problems);
+    for the test suite and the build, never at import (see the module docstring)."""
+    problems = [problem for kind in kinds for problem in declaration_problems(kind)]
+    if problems:
+        raise DeclarationError("; ".join(problems))
 
 
 def _field(field: dataclasses.Field[Any], hint: Any, settings: Settings) -> Field:

@@ -4,11 +4,12 @@ their limits, and items written before kinds."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -19,11 +20,19 @@ from chalicelib import connections, kinds
 from chalicelib.config import Settings
 from chalicelib.errors import InvalidRequest, PayloadTooLarge
 from chalicelib.jobs import Job, JobStatus, from_item, request_fingerprint, to_item, utc_now
-from chalicelib.kinds import MAX_RESULT_BYTES, MAX_STATE_BYTES, Context, count_primes, heavy_load
+from chalicelib.kinds import (
+    MAX_RESULT_BYTES,
+    MAX_STATE_BYTES,
+    Context,
+    count_primes,
+    heavy_load,
+    param,
+)
 from chalicelib.requests import MAX_BODY_BYTES, parse_job_request
 from chalicelib.worker import Outcome
 from tests.chalicelib.test_config import REQUIRED
 from tests.chalicelib.test_worker import FakeClock, make_worker
+from tests.ecma_patterns import NOT_ECMA, PATTERN_CASES
 from tests.fake_kinds import kind_running
 
 SETTINGS = Settings.from_mapping(REQUIRED)
@@ -82,6 +91,61 @@ def test_input_schemas_are_the_declarations_with_the_stages_limits() -> None:
         "additionalProperties": False,
     }
     assert kinds.KINDS["heavyLoad"].result_schema() == {"type": "integer"}
+
+
+def test_every_kind_declared_passes_the_declaration_check() -> None:
+    kinds.check_declarations(kinds.KINDS.values())
+
+
+@dataclass(frozen=True)
+class PatternWithoutLength:
+    word: str = param(default="a", pattern="^[a-z]+$")
+
+
+@dataclass(frozen=True)
+class UnsoundPatterns:
+    python_only: str = param(default="a", max_length=8, pattern="(?P<w>a)")
+    number: int = param(default=1, pattern="^[0-9]$")
+    listed: list[int] = dataclasses.field(default_factory=list)
+
+
+def declared(input: type[Any]) -> kinds.Kind[Any, Any]:
+    """A kind declared with ``input``: declaring it checks nothing."""
+    return kinds.Kind("probe", "a test kind", input, lambda i, c: 0, int, lambda i, s: 1.0)
+
+
+def test_a_pattern_without_max_length_fails_the_declaration_check() -> None:
+    with pytest.raises(kinds.DeclarationError) as caught:
+        kinds.check_declarations([*kinds.KINDS.values(), declared(PatternWithoutLength)])
+    assert str(caught.value) == "kind probe, input field word: a pattern needs a max_length"
+
+
+def test_a_pattern_that_is_not_ecma_262_or_not_on_a_string_fails_the_check() -> None:
+    problems = kinds.declaration_problems(declared(UnsoundPatterns))
+    assert problems == [
+        "kind probe, input field python_only: pattern '(?P<w>a)' is not ECMA-262: "
+        + problems[0].rsplit(": ", 1)[1],
+        "kind probe, input field number: a pattern applies to str fields only",
+        "kind probe, input field number: a pattern needs a max_length",
+        "kind probe, input field listed: list[int] is not int, float, str, bool or Literal",
+    ]
+
+
+@pytest.mark.parametrize("pattern", NOT_ECMA)
+def test_python_only_syntax_is_no_ecma_262_pattern(pattern: str) -> None:
+    @dataclass(frozen=True)
+    class Input:
+        word: str = param(default="a", max_length=8, pattern=pattern)
+
+    assert len(kinds.declaration_problems(declared(Input))) == 1
+
+
+@pytest.mark.parametrize(("pattern", "value", "matches"), PATTERN_CASES)
+def test_patterns_match_as_ecma_262_and_the_dashboard_do(
+    pattern: str, value: str, matches: bool
+) -> None:
+    """The same table a real browser is held to (tests/e2e/test_pattern_semantics.py)."""
+    assert kinds.pattern_matches(pattern, value) is matches
 
 
 # --- heavyLoad: unchanged ---------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from chalicelib.config import Settings
 from chalicelib.errors import InvalidRequest, LengthRequired, PayloadTooLarge
-from chalicelib.kinds import KINDS, Kind, param
+from chalicelib.kinds import KINDS, Kind, check_declarations, param
 from chalicelib.requests import MAX_BODY_BYTES, parse_job_request, parse_prefer, parse_submission
 
 SETTINGS = Settings(
@@ -125,6 +125,10 @@ def test_an_empty_chunked_body_needs_a_length(encoding: str) -> None:
         ("respond-async; a; b, wait=2", True, 2),
         # A wait that is not all digits is malformed and ignored, whatever surrounds it.
         ("wait=X5X", False, None),
+        # An absurdly long wait is capped like any other (int() refuses 4,300+ digits).
+        ("wait=" + "9" * 5000, False, 25),
+        ("wait=" + "0" * 5000 + "7", False, 7),
+        ("respond-async, wait=" + "1" * 5000, True, 25),
     ],
 )
 def test_prefer_reads_respond_async_and_a_capped_wait(
@@ -190,6 +194,7 @@ class ProbeInput:
     """One field of each type and limit a kind may declare."""
 
     word: str = param(default="abc", min_length=2, max_length=4, pattern="^[a-z]+$")
+    digits: str = param(default="1", max_length=4, pattern="^\\d+$")
     mode: Literal["fast", "slow"] = "fast"
     ratio: float = param(default=0.5, minimum=0, maximum=1)
     weight: float = 1.0
@@ -212,11 +217,22 @@ def probe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(KINDS, "empty", _kind("empty", NoInput))
 
 
+def test_the_test_kinds_are_sound_declarations() -> None:
+    check_declarations([_kind("probe", ProbeInput), _kind("empty", NoInput)])
+
+
 def probe_input(input: str) -> dict[str, Any]:
     return parse_job_request('{"kind": "probe", "input": ' + input + "}", SETTINGS).input
 
 
-PROBE_DEFAULTS = {"word": "abc", "mode": "fast", "ratio": 0.5, "weight": 1.0, "flag": False}
+PROBE_DEFAULTS = {
+    "word": "abc",
+    "digits": "1",
+    "mode": "fast",
+    "ratio": 0.5,
+    "weight": 1.0,
+    "flag": False,
+}
 
 
 @pytest.mark.parametrize(
@@ -248,6 +264,10 @@ HUGE = "9" * 40  # over _MAX_INT_DIGITS: never parsed as an int
         ('{"word": "a"}', "/input/word: must be at least 2 characters."),
         ('{"word": "abcde"}', "/input/word: must be at most 4 characters."),
         ('{"word": "AB"}', "/input/word: must match ^[a-z]+$."),
+        # ECMA-262, as JSON Schema and the dashboard read the pattern: $ is the end.
+        ('{"word": "abc\\n"}', "/input/word: must match ^[a-z]+$."),
+        ('{"word": "ab\\ud800"}', "/input/word: must match ^[a-z]+$."),  # a lone surrogate
+        ('{"digits": "\\u0661\\u0662"}', "/input/digits: must match ^\\d+$."),  # Arabic-Indic
         ('{"word": 12}', "/input/word: must be a string, got an integer."),
         ('{"mode": "medium"}', "/input/mode: must be one of: fast, slow."),
         ('{"mode": true}', "/input/mode: must be a string, got a boolean."),
@@ -269,7 +289,7 @@ HUGE = "9" * 40  # over _MAX_INT_DIGITS: never parsed as an int
         ('{"flag": ' + HUGE + "}", "/input/flag: must be a boolean, got a number."),
         (
             '{"a~b/c": 1}',
-            "/input/a~0b~1c: unknown field (fields: word, mode, ratio, weight, flag).",
+            "/input/a~0b~1c: unknown field (fields: word, digits, mode, ratio, weight, flag).",
         ),
     ],
 )

@@ -1,6 +1,9 @@
 """Schemathesis against the local API: generated requests, valid and invalid, for every
 operation of /openapi.json. No answer may be a 5xx, and every answer must match the
-document (status code, content type, body schema, headers).
+document (status code, content type, body schema, headers). Then what schema-driven
+generation rarely draws: integers of thousands of digits (int() refuses more than 4,300)
+and cursors that decode to JSON nested thousands deep (json.loads' RecursionError),
+each a 400 in the API's error shape.
 
 Schemathesis' pytest plugin does not run under pytest 9, so each operation's strategy is
 driven by Hypothesis directly; the checks are schemathesis' own (call_and_validate).
@@ -8,6 +11,8 @@ driven by Hypothesis directly; the checks are schemathesis' own (call_and_valida
 
 from __future__ import annotations
 
+import base64
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +20,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from tests.e2e.conftest import Stack
@@ -105,3 +111,67 @@ def answer(response: Any) -> tuple[int, dict[str, Any]]:
     return response.status_code, {
         k: v for k, v in body.items() if k not in ("job_id", "status_url")
     }
+
+
+# --- what the document's schemas rarely generate -------------------------------------------
+
+# Past CPython's 4,300-digit limit on int() of a string, with or without leading zeros.
+LONG_DIGITS = st.builds(
+    lambda zeros, first, repeats: "0" * zeros + first + "9876543210" * repeats,
+    st.integers(0, 3),
+    st.sampled_from("123456789"),
+    st.integers(430, 700),
+)
+# JSON nested thousands deep (arrays, objects, inside a cursor's own shape), as a cursor
+# carries it.
+NESTINGS = [("[", "]"), ('{"a":', "}"), ('{"l": "all", "p": [', "]}")]
+DEEP_JSON = st.builds(
+    lambda nesting, depth, inside: nesting[0] * depth + inside + nesting[1] * depth,
+    st.sampled_from(NESTINGS),
+    st.integers(1_000, 2_000),  # a longer cursor is over the local server's 64 KiB URL
+    st.sampled_from(["", "1", "null", '"end"']),
+)
+
+
+def cursor_of(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def assert_refused(response: requests.Response, code: str) -> None:
+    assert response.status_code == 400, response.text[:500]
+    assert response.json() == {
+        "error": {"code": code, "message": response.json()["error"]["message"]}
+    }
+
+
+FUZZ = settings(
+    max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
+
+
+def test_long_digit_strings_and_deep_cursors_are_400s(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(worker=False)
+    a_job = f"{stack.url}/jobs/{uuid.uuid4()}"
+
+    @given(digits=LONG_DIGITS)
+    @FUZZ
+    def long_digits(digits: str) -> None:
+        assert_refused(
+            requests.get(f"{stack.url}/jobs", params={"limit": digits}, timeout=30), "invalid_limit"
+        )
+        assert_refused(requests.get(a_job, params={"wait": digits}, timeout=30), "invalid_wait")
+        # An absurd Prefer: wait= is capped like any other; respond-async answers at once.
+        prefer = {"Prefer": f"respond-async, wait={digits}"}
+        submitted = requests.post(f"{stack.url}/heavy", json={"n": 1}, headers=prefer, timeout=30)
+        assert submitted.status_code == 202, submitted.text[:500]
+
+    @given(nested=DEEP_JSON)
+    @FUZZ
+    def deep_cursors(nested: str) -> None:
+        params = {"cursor": cursor_of(nested)}
+        assert_refused(
+            requests.get(f"{stack.url}/jobs", params=params, timeout=30), "invalid_cursor"
+        )
+
+    long_digits()
+    deep_cursors()

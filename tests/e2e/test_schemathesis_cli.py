@@ -2,21 +2,27 @@
 outside the project's own strategies (tests/e2e/test_api_fuzz.py drives Hypothesis
 itself), the way a user or an auditor would run it.
 
-Bounded and repeatable: a fixed seed, a fixed number of examples per operation, no
-example database. The stack runs a worker and caps n low, so every job a generated
-request creates finishes in moments and a generated ``?wait=N`` or ``Prefer: wait=N``
-ends when its job does; the request timeout still outlasts the longest wait the API
-allows, so a slow machine makes the run slower, never a failure.
+In the suite, bounded and repeatable: a fixed seed, a fixed number of examples per
+operation, no example database. ``make fuzz`` runs the same check with random seeds
+(``test_random_seeds_find_no_failure``, skipped unless it sets FUZZ_RUNS), to find what
+the fixed seed never tries; a failure names its seed, and ``make fuzz SEED=n`` repeats it.
+The stack runs a worker and caps n low, so every job a generated request creates
+finishes in moments and a generated ``?wait=N`` or ``Prefer: wait=N`` ends when its job
+does; the request timeout still outlasts the longest wait the API allows, so a slow
+machine makes the run slower, never a failure.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import requests
 
 from chalicelib.service import MAX_WAIT_SECONDS
@@ -30,18 +36,42 @@ EXAMPLES = 30  # per operation and phase: about 350 requests, ~10 s on a quiet 2
 SMALL_N = {"JOBS_MAX_N": "100000", "JOBS_DEFAULT_N": "1000"}
 # A cap so that a hung run fails CI instead of stalling it, far above a normal run.
 HARD_TIMEOUT_SECONDS = 600
+# make fuzz: how many random seeds to run (FUZZ_RUNS), or the one seed to repeat (FUZZ_SEED).
+FUZZ_RUNS = "FUZZ_RUNS"
+FUZZ_SEED = "FUZZ_SEED"
 
 
 def test_schemathesis_cli_finds_no_failure(
     make_stack: Callable[..., Stack], tmp_path: Path
 ) -> None:
     stack = make_stack(environment=SMALL_N)
-    junit = tmp_path / "junit.xml"
+    run_schemathesis(stack, tmp_path, SEED)
+
+
+@pytest.mark.skipif(not os.environ.get(FUZZ_RUNS), reason="make fuzz runs it (FUZZ_RUNS)")
+def test_random_seeds_find_no_failure(make_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    stack = make_stack(environment=SMALL_N)
+    given = os.environ.get(FUZZ_SEED)
+    seeds = [int(given)] if given else [secrets.randbelow(2**32) for _ in range(runs())]
+    for seed in seeds:
+        print(f"schemathesis --seed {seed}", flush=True)
+        run_schemathesis(stack, tmp_path / f"seed-{seed}", seed)
+
+
+def runs() -> int:
+    return int(os.environ[FUZZ_RUNS])
+
+
+def run_schemathesis(stack: Stack, scratch: Path, seed: int) -> None:
+    """Run the CLI with ``seed``; fail naming the seed unless it found nothing and tested
+    every operation of the document, and its stateful phase."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    junit = scratch / "junit.xml"
     command = [
         str(SCHEMATHESIS), "--no-color", "--config-file", str(CONFIG),
         "run", f"{stack.url}/openapi.json",
         "--checks", "all",
-        "--seed", str(SEED), "--max-examples", str(EXAMPLES),
+        "--seed", str(seed), "--max-examples", str(EXAMPLES),
         "--generation-database", "none",
         "--request-timeout", str(MAX_WAIT_SECONDS + 10),
         "--report", "junit", "--report-junit-path", str(junit),
@@ -49,15 +79,16 @@ def test_schemathesis_cli_finds_no_failure(
 
     # In a scratch directory: nothing the run writes lands in the project.
     result = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=HARD_TIMEOUT_SECONDS
+        command, cwd=scratch, capture_output=True, text=True, timeout=HARD_TIMEOUT_SECONDS
     )
 
-    assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
+    found = f"seed {seed} (make fuzz SEED={seed}):\n{(result.stdout + result.stderr)[-8000:]}"
+    assert result.returncode == 0, found
     suite = ElementTree.parse(junit).getroot()
-    assert (suite.get("failures"), suite.get("errors")) == ("0", "0")
+    assert (suite.get("failures"), suite.get("errors")) == ("0", "0"), found
     tested = {case.get("name") for case in suite.iter("testcase")}
     document = requests.get(f"{stack.url}/openapi.json", timeout=10).json()
     operations = {
         f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item
     }
-    assert tested >= operations | {"Stateful tests"}
+    assert tested >= operations | {"Stateful tests"}, found
