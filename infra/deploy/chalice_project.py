@@ -30,6 +30,7 @@ from botocore.config import Config as BotoConfig
 from chalice.config import Config
 
 from chalicelib import config as settings
+from chalicelib import kinds
 from infra import emulator, policies, run, stack
 
 PROJECT_DIR = stack.PROJECT_DIR
@@ -61,11 +62,18 @@ def requires_api_key(config: Config) -> bool:
 
 
 def check_deployable(config: Config, stage: str) -> None:
-    """Raise DeployError unless every function of the stage has its own IAM policy file.
+    """Raise DeployError unless every function of the stage has its own IAM policy file
+    and every job kind's declaration passes its check.
 
     ``autogen_policy`` is off, so a stage without ``iam_policy_file`` (``local``) is not
-    meant for AWS: ``chalice deploy`` would fail after the stack was already created.
+    meant for AWS: ``chalice deploy`` would fail after the stack was already created. A
+    kind's declaration is checked here, at build time, and never at import: on AWS an
+    import error is an init error, and the lane would stall on it.
     """
+    try:
+        kinds.check_declarations(kinds.KINDS.values())
+    except kinds.DeclarationError as error:
+        raise DeployError(f"a job kind is declared wrongly: {error}") from None
     for handler in stack.handler_names(config):
         if not config.scope(stage, handler).iam_policy_file:
             raise DeployError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from chalicelib import kinds
 from infra import stack
 from infra.deploy import access, chalice_project, lifecycle
 from infra.emulator import free_port
@@ -104,6 +106,23 @@ def test_the_local_stage_is_not_deployable(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(os, "environ", os.environ.copy())  # loading the app sets variables
     with pytest.raises(chalice_project.DeployError, match="iam_policy_file"):
         chalice_project.check_deployable(stack.load_chalice_config("local"), "local")
+
+
+def test_a_stage_with_a_wrongly_declared_kind_is_not_deployable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pattern without max_length (or any declaration problem) stops the build, before
+    anything reaches AWS, where importing the kind would not notice it."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Unbounded:
+        word: str = kinds.param(default="a", pattern="^[a-z]+$")
+
+    bad = kinds.Kind("unbounded", "a test kind", Unbounded, lambda i, c: 0, int, lambda i, s: 1.0)
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # loading the app sets variables
+    monkeypatch.setitem(kinds.KINDS, bad.name, bad)
+    with pytest.raises(chalice_project.DeployError, match="pattern needs a max_length"):
+        chalice_project.check_deployable(stack.load_chalice_config("dev"), "dev")
 
 
 class FailedCreation:
