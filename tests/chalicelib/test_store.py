@@ -697,7 +697,9 @@ def test_migrate_leaves_a_job_that_keeps_changing_and_records_no_version(
     changing, tries = [True], []
     real = table.rewrite_derived
 
-    def changed_just_before(read: Job, with_input: bool = False) -> Job | None:
+    def changed_just_before(
+        read: Job, with_input: bool = False, with_client: bool = False
+    ) -> Job | None:
         tries.append(read.status)
         if changing[0]:  # another writer changes its status between the read and the write
             other = JobStatus.RUNNING if read.status is JobStatus.QUEUED else JobStatus.QUEUED
@@ -708,7 +710,7 @@ def test_migrate_leaves_a_job_that_keeps_changing_and_records_no_version(
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={":other": {"S": other.value}},
             )
-        return real(read, with_input=with_input)
+        return real(read, with_input=with_input, with_client=with_client)
 
     monkeypatch.setattr(table, "rewrite_derived", changed_just_before)
 
