@@ -210,6 +210,17 @@ class JobTable:
             raise StoreUnavailable(f"DynamoDB TransactWriteItems failed: {error}") from error
         return None
 
+    def key_holder(self, record_id: str, now: datetime) -> IdempotencyRecord | None:
+        """The unexpired Idempotency-Key record ``record_id``, if any (consistent read)."""
+        item = self._get_item(record_id)
+        if item is None:
+            return None
+        expires = item.get(EXPIRES_AT)
+        # Expired as create_with_key sees it (_KEY_IS_FREE): the key is free again.
+        if expires is not None and int(Decimal(expires["N"])) < int(now.timestamp()):
+            return None
+        return IdempotencyRecord(item["target"]["S"], item["request_hash"]["S"])
+
     def get(self, job_id: str) -> Job | None:
         item = self._get_item(job_id)
         return from_item(item) if item else None
