@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from chalicelib.service import MAX_WAIT_SECONDS
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import QUOTAS_OFF, Stack
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")  # the pinned CLI, in .venv
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -35,7 +35,7 @@ HARD_TIMEOUT_SECONDS = 600
 def test_schemathesis_cli_finds_no_failure(
     make_stack: Callable[..., Stack], tmp_path: Path
 ) -> None:
-    stack = make_stack(environment=SMALL_N)
+    stack = make_stack(environment={**SMALL_N, **QUOTAS_OFF})
     junit = tmp_path / "junit.xml"
     command = [
         str(SCHEMATHESIS), "--no-color", "--config-file", str(CONFIG),
