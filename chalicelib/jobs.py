@@ -45,7 +45,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from chalicelib.clients import ANONYMOUS
+from chalicelib.clients import ANONYMOUS, CLIENT_NAME
 from chalicelib.errors import PoisonMessage
 
 DEFAULT_KIND = "heavyLoad"
@@ -513,19 +513,23 @@ def _number(value: float) -> str:
 
 
 class Message(NamedTuple):
-    """What a queue message says: which job (and its kind, so that the claim can rewrite
-    the job's listing keys without reading it first), and whether it continues from a
-    checkpoint. ``kind`` is None in a message that does not name it."""
+    """What a queue message says: which job (and its kind and client, so that the claim
+    can rewrite the job's listing keys without reading it first), and whether it
+    continues from a checkpoint. ``kind`` is None in a message that does not name it; a
+    message that names no client is an anonymous job's (every job before clients was)."""
 
     job_id: str
     kind: str | None = None
     resume: bool = False
+    client: str = ANONYMOUS
 
 
 def to_message(job: Job, resume: bool = False) -> str:
-    """The SQS message body: the job's id, kind and the resume flag. State lives in the
-    table."""
+    """The SQS message body: the job's id, kind, client (unless anonymous: the message is
+    then as before clients) and the resume flag. State lives in the table."""
     payload: dict[str, Any] = {"job_id": job.job_id, "kind": job.kind}
+    if job.client != ANONYMOUS:
+        payload["client"] = job.client
     if resume:
         payload["resume"] = True
     return json.dumps(payload)
@@ -545,7 +549,10 @@ def parse_message(body: str) -> Message:
     kind = payload.get("kind")
     if kind is not None and not (isinstance(kind, str) and kind):
         raise PoisonMessage(f"message names no valid kind: {kind!r}")
-    return Message(job_id=job_id, kind=kind, resume=payload.get("resume") is True)
+    client = payload.get("client", ANONYMOUS)
+    if not (isinstance(client, str) and CLIENT_NAME.fullmatch(client)):
+        raise PoisonMessage(f"message names no valid client: {client!r}")
+    return Message(job_id=job_id, kind=kind, resume=payload.get("resume") is True, client=client)
 
 
 # --- timestamps: ISO-8601 UTC with a Z, millisecond precision -------------------------

@@ -83,6 +83,9 @@ _NAMES = {
 }
 # What a job leaving the queued status drops: it no longer has a message due.
 _NOT_PENDING = "#pending_key, #pending_at"
+# The job is the named client's (``:client``); an item written before clients has no
+# client attribute and is anonymous's.
+_CLIENT_IS = "(#client = :client OR (attribute_not_exists(#client) AND :client = :anonymous))"
 # What a job moving to a final status drops besides: it no longer counts to its client's
 # quota of active jobs.
 _NOT_ACTIVE = "#active_key"
@@ -381,7 +384,8 @@ class JobTable:
         attempt, except a continuation's (``resume``) start of a job queued to continue.
         The claim ends the job's pending state: its message has arrived. ``kind`` must be
         the job's (it names the job's listing keys); a job of another kind is not claimed.
-        ``client``, the job's, names its client's listing keys; None reads it first (one
+        ``client``, the job's, names its client's listing keys (a job of another client is
+        not claimed either); None reads it first (one
         consistent GetItem of that attribute: a client never changes, so the read cannot
         go stale before the write). None if the job is missing.
         """
@@ -442,7 +446,9 @@ class JobTable:
             " started_at = if_not_exists(started_at, :now), attempts = attempts + :inc, "
             + _STATUS_KEYS
             + f" REMOVE resume, {_NOT_PENDING}",
-            f"#kind = :kind AND ({condition})",
+            # The kind and client named the keys written: they must be the job's (an item
+            # written before clients has none: anonymous's).
+            f"#kind = :kind AND {_CLIENT_IS} AND ({condition})",
             {
                 **_status_values(job_id, kind, JobStatus.RUNNING, client),
                 ":queued": JobStatus.QUEUED,
@@ -450,6 +456,8 @@ class JobTable:
                 ":true": True,
                 ":inc": increment,
                 ":kind": kind,
+                ":client": client,
+                ":anonymous": ANONYMOUS,
                 ":owner": owner,
                 ":lease": epoch_ms(now) + lease_ms,
                 ":now": now,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from chalicelib.jobs import (
     request_fingerprint,
     shard_of,
     to_item,
+    to_message,
 )
 
 MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -251,3 +253,18 @@ def test_a_fingerprint_does_not_depend_on_the_order_of_the_input_fields() -> Non
     assert request_fingerprint("kind", {"b": 1, "a": {"y": 2, "x": 3}}) == (
         request_fingerprint("kind", {"a": {"x": 3, "y": 2}, "b": 1})
     )
+
+
+def test_a_message_names_its_jobs_client_unless_anonymous() -> None:
+    """The claim rewrites the client's listing keys from the message, without a read; a
+    message without a client (every one before clients) is an anonymous job's."""
+    alices = Job.new(n=1, now=MOMENT, client="alice")
+    assert json.loads(to_message(alices))["client"] == "alice"
+    assert parse_message(to_message(alices)).client == "alice"
+    anonymous = Job.new(n=1, now=MOMENT)
+    assert "client" not in json.loads(to_message(anonymous))
+    assert parse_message(to_message(anonymous)).client == "anonymous"
+    for bad in (5, "", "no#hash"):
+        body = json.dumps({"job_id": alices.job_id, "kind": "heavyLoad", "client": bad})
+        with pytest.raises(PoisonMessage, match="message names no valid client"):
+            parse_message(body)

@@ -895,3 +895,15 @@ def test_migrate_to_version_4_makes_every_earlier_job_anonymous(table: JobTable)
     page = table.page(Listing(client="anonymous"), 10, [None] * SHARDS, utc_now())
     assert {job.job_id for job in page.jobs} == {queued.job_id, done.job_id, stale.job_id}
     assert table.schema_version() == SCHEMA_VERSION == 4
+
+
+def test_a_claim_naming_another_client_is_refused_and_changes_nothing(table: JobTable) -> None:
+    now = utc_now()
+    job = Job.new(n=5, now=now, client="alice")
+    table.create(job)
+    before = raw_item(job.job_id)
+
+    assert table.claim(job.job_id, job.kind, "owner", now, LEASE_MS, client="bob") is None
+    assert raw_item(job.job_id) == before
+    claimed = table.claim(job.job_id, job.kind, "owner", now, LEASE_MS, client="alice")
+    assert claimed is not None and claimed.status is JobStatus.RUNNING
