@@ -113,6 +113,10 @@ LIST_BY_CLIENT_KIND_STATUS = IndexShape(
 # Sparse: a client's jobs that are queued or running (active_key is the client's name),
 # oldest first, with each one's estimated run time. The quota check reads one partition
 # of it, whose size the quota itself bounds; every move to a final status removes the key.
+# Not sharded: the quota reads all of a client's entries at once, and a client's writes to
+# its partition are bounded by its key's request rate, far under a partition's 1,000 a
+# second (DynamoDB Developer Guide, "Best practices for designing and using partition
+# keys effectively").
 ESTIMATE_SECONDS = "estimate_seconds"
 ACTIVE = IndexShape("jobs-active", "active_key", "created_at", "S", (ESTIMATE_SECONDS,))
 # Sparse: only jobs whose message is due on the job queue (pending_at set) are in it, by
