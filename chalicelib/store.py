@@ -85,7 +85,8 @@ _NAMES = {
 _NOT_PENDING = "#pending_key, #pending_at"
 # The job is the named client's (``:client``); an item written before clients has no
 # client attribute and is anonymous's.
-_CLIENT_IS = "(#client = :client OR (attribute_not_exists(#client) AND :client = :anonymous))"
+_CLIENT_IS = "#client = :client"
+_ANONYMOUS_IS = "(#client = :client OR attribute_not_exists(#client))"
 # What a job moving to a final status drops besides: it no longer counts to its client's
 # quota of active jobs.
 _NOT_ACTIVE = "#active_key"
@@ -448,7 +449,8 @@ class JobTable:
             + f" REMOVE resume, {_NOT_PENDING}",
             # The kind and client named the keys written: they must be the job's (an item
             # written before clients has none: anonymous's).
-            f"#kind = :kind AND {_CLIENT_IS} AND ({condition})",
+            f"#kind = :kind AND {_ANONYMOUS_IS if client == ANONYMOUS else _CLIENT_IS}"
+            f" AND ({condition})",
             {
                 **_status_values(job_id, kind, JobStatus.RUNNING, client),
                 ":queued": JobStatus.QUEUED,
@@ -457,7 +459,6 @@ class JobTable:
                 ":inc": increment,
                 ":kind": kind,
                 ":client": client,
-                ":anonymous": ANONYMOUS,
                 ":owner": owner,
                 ":lease": epoch_ms(now) + lease_ms,
                 ":now": now,

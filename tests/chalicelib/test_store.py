@@ -907,3 +907,16 @@ def test_a_claim_naming_another_client_is_refused_and_changes_nothing(table: Job
     assert raw_item(job.job_id) == before
     claimed = table.claim(job.job_id, job.kind, "owner", now, LEASE_MS, client="alice")
     assert claimed is not None and claimed.status is JobStatus.RUNNING
+
+
+def test_a_job_written_before_clients_is_claimed_as_anonymous(table: JobTable) -> None:
+    """A message of a job the previous release queued names no client: the job has none
+    either until the migration adds it, and is anonymous's."""
+    now = utc_now()
+    job = Job.new(n=5, now=now)
+    put_raw(before_clients(job))
+
+    assert table.claim(job.job_id, job.kind, "owner", now, LEASE_MS, client="alice") is None
+    claimed = table.claim(job.job_id, job.kind, "owner", now, LEASE_MS, client="anonymous")
+    assert claimed is not None and claimed.client == "anonymous"
+    assert index_keys(job.job_id) == expected_keys(claimed)
