@@ -919,4 +919,8 @@ def test_a_job_written_before_clients_is_claimed_as_anonymous(table: JobTable) -
     assert table.claim(job.job_id, job.kind, "owner", now, LEASE_MS, client="alice") is None
     claimed = table.claim(job.job_id, job.kind, "owner", now, LEASE_MS, client="anonymous")
     assert claimed is not None and claimed.client == "anonymous"
+    # The claim rewrites the status keys, anonymous's included; the migration adds the rest.
+    keys = index_keys(job.job_id)
+    assert keys["client_status_key"] == expected_keys(claimed)["client_status_key"]
+    table.migrate()
     assert index_keys(job.job_id) == expected_keys(claimed)
