@@ -2,9 +2,9 @@
 the floor of the AWS calls on the same path.
 
 The floor is a pipeline of bare calls with the product's shape: the benchmark itself
-plays the API (one PutItem, one SendMessage) and ``bench.floor_worker`` plays the worker
-(receive, claim, result, delete) on a queue of its own with the job queue's settings, in
-the same table. Product and floor take turns.
+plays the API (the quota's Query, one PutItem, one SendMessage) and
+``bench.floor_worker`` plays the worker (receive, claim, result, delete) on a queue of its
+own with the job queue's settings, in the same table. Product and floor take turns.
 
 Queue-to-start is ``started_at`` (written by the claim, from the worker's clock) minus the
 wall-clock time at which the client had read the 202 (for the floor: had the
@@ -52,6 +52,7 @@ class Floor:
 
     def submit(self) -> Submitted:
         job = Job.new(n=0, now=utc_now(), retention=RETENTION)
+        self.stack.read_quota()
         self.stack.client("dynamodb").put_item(
             TableName=self.stack.table_name,
             Item=to_item(job),

@@ -28,8 +28,9 @@ from typing import Any
 import boto3
 
 from bench.client import HttpClient
+from chalicelib.clients import ANONYMOUS
 from chalicelib.config import MAX_ACTIVE_PER_CLIENT, MAX_ACTIVE_SECONDS_PER_CLIENT
-from chalicelib.jobs import Job, from_item
+from chalicelib.jobs import ACTIVE, Job, active_key, from_item
 from infra.emulator import free_port
 from infra.run import PROJECT_DIR, Services, copy_app
 
@@ -201,6 +202,20 @@ class BenchStack:
                 ],
             )
             drained += len(messages)
+
+    def read_quota(self) -> None:
+        """What a submission's quota check reads, as bare boto3 (a floor's share): one
+        Query of the caller's partition of the active index (``anonymous``: the bench's
+        stages have no keys), up to the stage's limit (chalicelib.store.JobTable.active)."""
+        self.client("dynamodb").query(
+            TableName=self.table_name,
+            IndexName=ACTIVE.name,
+            KeyConditionExpression="#active = :client",
+            ExpressionAttributeNames={"#active": ACTIVE.partition_key},
+            ExpressionAttributeValues={":client": {"S": active_key(ANONYMOUS)}},
+            ScanIndexForward=True,
+            Limit=int(QUOTAS[MAX_ACTIVE_PER_CLIENT]),
+        )
 
     def delete_jobs(self, job_ids: list[str]) -> None:
         """Remove benchmark-made records, so later figures see a table like a fresh one."""
