@@ -51,8 +51,8 @@ class Floor:
         self.queue_url = queue_url
 
     def submit(self) -> Submitted:
+        self.stack.read_quota()  # before the job's created_at, as in the API
         job = Job.new(n=0, now=utc_now(), retention=RETENTION)
-        self.stack.read_quota()
         self.stack.client("dynamodb").put_item(
             TableName=self.stack.table_name,
             Item=to_item(job),
