@@ -12,15 +12,19 @@ itself (at most ``max_active_per_client`` entries, one Query page for the defaul
 whatever other clients or the table's history hold. The index was chosen over a counter
 item updated in the status-changing writes: a counter would turn every finish of a job
 (the worker's UpdateItem, which returns the job) into a transaction, and any write path
-that forgot to release it would leak quota for good; the index is kept by the same
-derived-keys rule as the listings, and a lost entry heals with the job's next status.
-What it costs: the index is eventually consistent (DynamoDB: a global secondary index
-is updated asynchronously, typically within a second). Submissions of one client that
+that forgot to release it would leak quota for good; the index entry is an attribute of
+the job's own item, written and removed by the same conditional writes that change its
+status (the derived-keys rule the listings follow), so it cannot drift from the job, and
+the migration removes any a final job still carries.
+What it costs: the index is eventually consistent (a global secondary index is updated
+asynchronously and supports eventually consistent reads only: DynamoDB Developer Guide,
+"Using Global Secondary Indexes in DynamoDB"). Submissions of one client that
 arrive within that window all see the same count, so a burst of k concurrent requests
 can overshoot the quota by up to k - 1 jobs; and a job finished a moment ago may still
 count for that moment. The next submission after the burst sees them all, so the
 overshoot never compounds. A refused submission creates nothing: no job, no message,
-no Idempotency-Key record.
+no Idempotency-Key record. A failed read is StoreUnavailable (503, nothing created); it
+costs the jobs already queued nothing (only the API reads the index).
 """
 
 from __future__ import annotations
