@@ -9,6 +9,7 @@ from typing import Any
 from chalice.app import Chalice, Rate, Request, Response, SQSRecord
 
 from chalicelib import connections, dashboard, openapi, origins, service
+from chalicelib.clients import ANONYMOUS_CALLER, Caller
 from chalicelib.config import (
     Settings,
     api_key_required_at_import,
@@ -17,7 +18,7 @@ from chalicelib.config import (
     get_settings,
     queue_name_at_import,
 )
-from chalicelib.errors import RequestError, StoreUnavailable
+from chalicelib.errors import QuotaExceeded, RequestError, StoreUnavailable
 from chalicelib.jobs import DEFAULT_KIND, Job
 from chalicelib.observability import continue_trace, logger, received_trace_header
 from chalicelib.queue import Delivery
@@ -29,8 +30,8 @@ app = Chalice(app_name="heavy-jobs")
 SUBMIT_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
 
 
-# Where the stage requires an API key (prod), it guards what creates, lists or cancels
-# jobs. GET /jobs/{job_id} stays open: an unguessable job id is the capability to read it.
+# Where the stage requires an API key (prod), every /jobs route needs one: the key says
+# which client calls (``_caller``), and a client sees and acts on its own jobs only.
 KEY_REQUIRED = api_key_required_at_import()
 
 
@@ -113,6 +114,7 @@ def _submit(
     settings = get_settings()
     prefer = parse_prefer(request.headers.get("prefer"), service.MAX_WAIT_SECONDS)
     try:
+        caller = _caller()
         job_request = parse(settings)
         submission = service.submit_job(
             job_request.kind,
@@ -120,12 +122,16 @@ def _submit(
             connections.job_table(),
             connections.job_queue(),
             settings.retention,
-            _idempotency_key(request),
+            _idempotency_key(request, caller),
+            client=caller.client,
+            settings=settings,
         )
         job = submission.job
         waited = bool(prefer.wait) and not prefer.respond_async
         if waited and prefer.wait:
-            job = service.wait_for_job(job.job_id, connections.job_table(), prefer.wait)
+            job = service.wait_for_job(
+                job.job_id, connections.job_table(), prefer.wait, caller=caller
+            )
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
     status_url = _external_url(f"/jobs/{job.job_id}")
@@ -149,7 +155,7 @@ def _accepted_headers(job: Job, status_url: str, settings: Settings) -> dict[str
 @app.route("/jobs", methods=["GET"], api_key_required=KEY_REQUIRED)
 def list_jobs() -> Response:
     try:
-        page = service.list_jobs(_query_params(), connections.job_table())
+        page = service.list_jobs(_query_params(), connections.job_table(), caller=_caller())
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
     return Response(
@@ -162,14 +168,15 @@ def list_jobs() -> Response:
     )
 
 
-@app.route("/jobs/{job_id}", methods=["GET"])
+@app.route("/jobs/{job_id}", methods=["GET"], api_key_required=KEY_REQUIRED)
 def get_job(job_id: str) -> Response:
     try:
+        caller = _caller()
         wait = service.wait_param(_query_params(), service.MAX_WAIT_SECONDS)
         job: Job = (
-            service.wait_for_job(job_id, connections.job_table(), wait)
+            service.wait_for_job(job_id, connections.job_table(), wait, caller=caller)
             if wait
-            else service.get_job(job_id, connections.job_table())
+            else service.get_job(job_id, connections.job_table(), caller=caller)
         )
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
@@ -184,7 +191,7 @@ def get_job(job_id: str) -> Response:
 )
 def cancel_job(job_id: str) -> Response:
     try:
-        job = service.cancel_job(job_id, connections.job_table())
+        job = service.cancel_job(job_id, connections.job_table(), caller=_caller())
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
     return Response(status_code=200, body=job.to_api())
@@ -200,7 +207,12 @@ def retry_job(job_id: str) -> Response:
     settings = get_settings()
     try:
         job = service.retry_job(
-            job_id, connections.job_table(), connections.job_queue(), settings.retention
+            job_id,
+            connections.job_table(),
+            connections.job_queue(),
+            settings.retention,
+            caller=_caller(),
+            settings=settings,
         )
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
@@ -306,13 +318,25 @@ def _each_record(event: Any, handle: Callable[[SQSRecord], object]) -> None:
         raise failures[0]
 
 
-def _idempotency_key(request: Request) -> service.IdempotencyKey | None:
+def _caller() -> Caller:
+    """Who calls: on a keyed stage, the client the request's API key names (UnknownKey
+    for a key of no client of this stage); on a stage without keys, the anonymous caller.
+    API Gateway has checked the key before the request reaches the function; its id is
+    in the request's identity."""
+    if not KEY_REQUIRED:
+        return ANONYMOUS_CALLER
+    key_id = (_current_request().context.get("identity") or {}).get("apiKeyId")
+    name = connections.api_keys().name_of(key_id) if key_id else None
+    return service.caller_of_key(app.app_name, get_settings().stage, name)
+
+
+def _idempotency_key(request: Request, caller: Caller) -> service.IdempotencyKey | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    # Scope keys to the caller's API key (prod), so clients cannot collide.
-    scope = (request.context.get("identity") or {}).get("apiKeyId") or "anonymous"
-    return service.IdempotencyKey(key=key, scope=scope)
+    # Scoped to the caller's client, so clients cannot collide, and a client's rotated
+    # key still finds the keys its old one used.
+    return service.IdempotencyKey(key=key, scope=caller.client)
 
 
 def _error_response(error: RequestError | StoreUnavailable) -> Response:
@@ -321,7 +345,14 @@ def _error_response(error: RequestError | StoreUnavailable) -> Response:
         code, message, status = "unavailable", "The job store is unavailable; retry.", 503
     else:
         code, message, status = error.code, error.message, error.status_code
-    return Response(status_code=status, body={"error": {"code": code, "message": message}})
+    headers: dict[str, str | list[str]] = {}
+    if isinstance(error, QuotaExceeded):  # when the client's oldest work makes room
+        headers["Retry-After"] = str(error.retry_after)
+    return Response(
+        status_code=status,
+        body={"error": {"code": code, "message": message}},
+        headers=headers,
+    )
 
 
 def _external_url(path: str) -> str:

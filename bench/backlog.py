@@ -5,7 +5,10 @@ A backlog is written straight to the emulator in the shapes the API writes: each
 included, as the API stores it; BatchWriteItem, 25 at a time) and announced with
 ``to_message`` on the FIFO job queue, in the adapter's one message group with the job id
 as the deduplication id (docs/design.md, "Deduplication ids"; SendMessageBatch, 10 at a
-time), records first, as the API writes then sends.
+time), records first, as the API writes then sends. The backlog is one client's
+(``BACKLOG_CLIENT``) and the API's callers another (``anonymous``, on the bench's stage
+without keys): what the API reads for its caller (a client's listing, its quota) is that
+client's alone, and stays flat however deep another client's backlog grows.
 
 The bare calls are what each operation of the product costs the emulator alone, made
 with boto3 on the same emulator, table and queue at the same depth: PutItem of a job
@@ -74,8 +77,12 @@ QUEUE_COUNTS = (
 )
 
 
+# Whose jobs a backlog is: not the API's callers' (chalicelib.clients.ANONYMOUS).
+BACKLOG_CLIENT = "backlog"
+
+
 def new_job() -> Job:
-    return Job.new(n=0, now=utc_now(), retention=RETENTION)
+    return Job.new(n=0, now=utc_now(), retention=RETENTION, client=BACKLOG_CLIENT)
 
 
 @dataclass

@@ -2,9 +2,9 @@
 the floor of the AWS calls on the same path.
 
 The floor is a pipeline of bare calls with the product's shape: the benchmark itself
-plays the API (one PutItem, one SendMessage) and ``bench.floor_worker`` plays the worker
-(receive, claim, result, delete) on a queue of its own with the job queue's settings, in
-the same table. Product and floor take turns.
+plays the API (the quota's Query, one PutItem, one SendMessage) and
+``bench.floor_worker`` plays the worker (receive, claim, result, delete) on a queue of its
+own with the job queue's settings, in the same table. Product and floor take turns.
 
 Queue-to-start is ``started_at`` (written by the claim, from the worker's clock) minus the
 wall-clock time at which the client had read the 202 (for the floor: had the
@@ -51,6 +51,7 @@ class Floor:
         self.queue_url = queue_url
 
     def submit(self) -> Submitted:
+        self.stack.read_quota()  # before the job's created_at, as in the API
         job = Job.new(n=0, now=utc_now(), retention=RETENTION)
         self.stack.client("dynamodb").put_item(
             TableName=self.stack.table_name,

@@ -34,6 +34,8 @@ STALE_AFTER = "JOBS_STALE_AFTER_SECONDS"
 TIMEOUT_MARGIN = "JOBS_TIMEOUT_MARGIN_SECONDS"
 LOST_AFTER = "JOBS_LOST_AFTER_SECONDS"
 CLAIM_BACKOFF_CAP = "JOBS_CLAIM_BACKOFF_CAP_SECONDS"
+MAX_ACTIVE_PER_CLIENT = "JOBS_MAX_ACTIVE_PER_CLIENT"
+MAX_ACTIVE_SECONDS_PER_CLIENT = "JOBS_MAX_ACTIVE_SECONDS_PER_CLIENT"
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,12 @@ class Settings:
     # outage; a smaller cap shrinks the tolerated outage about proportionally (tests
     # set it small to scale an outage down; chalicelib.queue.tolerated_outage_seconds).
     claim_backoff_cap_seconds: int = 60
+    # A client's quota (chalicelib.service.check_quota): at most this many of its jobs
+    # queued or running, and at most this many seconds of their kinds' estimated run
+    # time. A submission over either is refused (429). 0 turns that limit off (for
+    # benchmarks that queue thousands of jobs on purpose).
+    max_active_per_client: int = 100
+    max_active_seconds_per_client: int = 3600
 
     @property
     def message_hold_seconds(self) -> int:
@@ -151,6 +159,12 @@ class Settings:
             lost_after_seconds=_int(env, LOST_AFTER, cls.lost_after_seconds, minimum=1),
             claim_backoff_cap_seconds=_int(
                 env, CLAIM_BACKOFF_CAP, cls.claim_backoff_cap_seconds, minimum=1
+            ),
+            max_active_per_client=_int(
+                env, MAX_ACTIVE_PER_CLIENT, cls.max_active_per_client, minimum=0
+            ),
+            max_active_seconds_per_client=_int(
+                env, MAX_ACTIVE_SECONDS_PER_CLIENT, cls.max_active_seconds_per_client, minimum=0
             ),
         )
         if settings.default_n > settings.max_n:

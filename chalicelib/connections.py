@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
+from chalicelib.api_keys import ApiKeys
 from chalicelib.config import WORKER_CLIENT_BOUNDS, ClientBounds, get_settings
 from chalicelib.queue import DelayQueue, JobQueue
 from chalicelib.store import JobTable
@@ -38,14 +39,17 @@ def _bounded(bounds: ClientBounds) -> Config:
     )
 
 
-# The API function's clients: one attempt of at most connect + read seconds per call.
-API_CLIENT_CONFIG = _bounded(ClientBounds(connect_seconds=1, read_seconds=3, attempts=1))
-# The most AWS calls one submission makes, in its worst case: GetQueueUrl (once per cold
-# start), PutItem or TransactWriteItems (the job, and its Idempotency-Key), SendMessage,
-# and when the send failed, TransactWriteItems (fail the job, release its key).
+# The API function's clients: one attempt of at most connect + read seconds per call
+# (DynamoDB, SQS and API Gateway answer in milliseconds: a read of 2.5 s is a failure).
+API_CLIENT_CONFIG = _bounded(ClientBounds(connect_seconds=1, read_seconds=2.5, attempts=1))
+# The most AWS calls one submission makes, in its worst case: GetApiKey (on a keyed
+# stage, once per key and cold start), Query (the client's quota), GetQueueUrl (once per
+# cold start), PutItem or TransactWriteItems (the job, and its Idempotency-Key),
+# SendMessage, and when the send failed, TransactWriteItems (fail the job, release its
+# key).
 # tests/chalicelib/test_connections.py counts them, and checks SUBMISSION_CALLS x the worst
 # call against the API function's timeout in .chalice/config.json.
-SUBMISSION_CALLS = 4
+SUBMISSION_CALLS = 6
 # The worker's, the sweep's, the forwarder's and the DLQ consumer's clients.
 WORKER_CLIENT_CONFIG = _bounded(WORKER_CLIENT_BOUNDS)
 
@@ -65,6 +69,13 @@ def job_table() -> JobTable:
 def job_queue() -> JobQueue:
     """The API's job queue adapter."""
     return JobQueue(_client("sqs", API_CLIENT_CONFIG), get_settings().queue_name)
+
+
+@lru_cache(maxsize=1)
+def api_keys() -> ApiKeys:
+    """The API's reader of API Gateway's keys (which client a request's key belongs to),
+    with its own per-process memory of the names it read."""
+    return ApiKeys(_client("apigateway", API_CLIENT_CONFIG))
 
 
 @lru_cache(maxsize=1)
@@ -89,4 +100,5 @@ def reset() -> None:
     _client.cache_clear()
     job_table.cache_clear()
     job_queue.cache_clear()
+    api_keys.cache_clear()
     worker.cache_clear()

@@ -11,7 +11,9 @@
     │   ├── JobNotFound          404: no such job
     │   ├── JobFinished          409: cancelling a job that already ended
     │   ├── JobNotRetryable      409: retrying a job that did not fail or get cancelled
-    │   └── IdempotencyConflict  409: an Idempotency-Key reused for another request
+    │   ├── IdempotencyConflict  409: an Idempotency-Key reused for another request
+    │   ├── UnknownKey           403: an API key whose name names no client of this stage
+    │   └── QuotaExceeded        429: the client's queued and running work is at its quota
     ├── PoisonMessage            a queue message that can never be processed
     ├── NoTimeLeft               a run's invocation ran out of time before handing it on
     └── StoreUnavailable         DynamoDB/SQS failed in a way worth retrying
@@ -71,6 +73,24 @@ class JobNotRetryable(RequestError):
 
 class IdempotencyConflict(RequestError):
     status_code = 409
+
+
+class UnknownKey(RequestError):
+    status_code = 403
+
+    def __init__(self) -> None:
+        super().__init__("unknown_key", "This API key belongs to no client of this stage.")
+
+
+class QuotaExceeded(RequestError):
+    """The client's queued and running jobs are at its quota; ``retry_after`` (whole
+    seconds) estimates when its oldest work will have made room."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__("quota_exceeded", message)
+        self.retry_after = retry_after
 
 
 class PoisonMessage(JobsError):

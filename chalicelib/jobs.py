@@ -15,13 +15,20 @@ Item layout (one item per job, key ``job_id``)::
     owner lease_until                                             a run's lease (running only)
     resume redrives                                               re-delivery bookkeeping
     expires_at                                                    TTL (epoch seconds)
+    client                                                        who submitted it
+    estimate_seconds                                              its kind's run time estimate
     all_key status_key kind_key kind_status_key                   listing index keys
+    client_key client_status_key client_kind_key                  a client's listing keys
+    client_kind_status_key
+    active_key                                                    while queued or running
     pending_key pending_at                                        while a message is due
 
 ``result`` is a number for an integer result (heavyLoad's, as before kinds), else JSON text.
 Items written before kinds (schema version 2) have ``n`` and ``position`` instead of
 ``input`` and ``state``; ``from_item`` reads them as heavyLoad's input and state, and the
-version 3 backfill adds ``input``.
+version 3 backfill adds ``input``. Items written before clients (version 3) have no
+``client``; ``from_item`` reads them as ``anonymous``'s, and the version 4 backfill adds
+it with the client listing keys.
 
 Idempotency records (``idempotency#<sha256>``) and control items (``control#...``) share
 the table; they carry none of the index keys, so no index lists them.
@@ -38,6 +45,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from chalicelib.clients import ANONYMOUS, CLIENT_NAME
 from chalicelib.errors import PoisonMessage
 
 DEFAULT_KIND = "heavyLoad"
@@ -51,8 +59,9 @@ CONTROL_PREFIX = "control#"
 # The version of the item layout above. infra/stack.py brings the items of a table
 # written by an older version up to it once (see JobTable.migrate), and records it in the
 # control item SCHEMA_ITEM. Version 1 was the layout with one "recent" and one
-# "by-status" index (release aa910a9); version 2 had no input, only heavyLoad's n.
-SCHEMA_VERSION = 3
+# "by-status" index (release aa910a9); version 2 had no input, only heavyLoad's n;
+# version 3 had no client.
+SCHEMA_VERSION = 4
 
 # --- sharding and the indexes ------------------------------------------------------------
 
@@ -88,10 +97,43 @@ LIST_BY_KIND = IndexShape("jobs-by-kind", "kind_key", "created_at", "S", (EXPIRE
 LIST_BY_KIND_STATUS = IndexShape(
     "jobs-by-kind-status", "kind_status_key", "created_at", "S", (EXPIRES_AT,)
 )
+# The same four listings within one client's jobs: the client's name leads the partition,
+# e.g. "alice#2" or "alice#heavyLoad#queued#2", so a client's listing reads only its own
+# entries, however many jobs other clients have.
+LIST_BY_CLIENT = IndexShape("jobs-by-client", "client_key", "created_at", "S", (EXPIRES_AT,))
+LIST_BY_CLIENT_STATUS = IndexShape(
+    "jobs-by-client-status", "client_status_key", "created_at", "S", (EXPIRES_AT,)
+)
+LIST_BY_CLIENT_KIND = IndexShape(
+    "jobs-by-client-kind", "client_kind_key", "created_at", "S", (EXPIRES_AT,)
+)
+LIST_BY_CLIENT_KIND_STATUS = IndexShape(
+    "jobs-by-client-kind-status", "client_kind_status_key", "created_at", "S", (EXPIRES_AT,)
+)
+# Sparse: a client's jobs that are queued or running (active_key is the client's name),
+# oldest first, with each one's estimated run time. The quota check reads one partition
+# of it, whose size the quota itself bounds; every move to a final status removes the key.
+# Not sharded: the quota reads all of a client's entries at once, and a client's writes to
+# its partition are bounded by its key's request rate, far under a partition's 1,000 a
+# second (DynamoDB Developer Guide, "Best practices for designing and using partition
+# keys effectively").
+ESTIMATE_SECONDS = "estimate_seconds"
+ACTIVE = IndexShape("jobs-active", "active_key", "created_at", "S", (ESTIMATE_SECONDS,))
 # Sparse: only jobs whose message is due on the job queue (pending_at set) are in it, by
 # when it was (or will be) put there. The recovery sweep reads it below a cutoff.
 PENDING = IndexShape("jobs-pending", "pending_key", "pending_at", "N")
-INDEXES = (LIST_ALL, LIST_BY_STATUS, LIST_BY_KIND, LIST_BY_KIND_STATUS, PENDING)
+INDEXES = (
+    LIST_ALL,
+    LIST_BY_STATUS,
+    LIST_BY_KIND,
+    LIST_BY_KIND_STATUS,
+    PENDING,
+    LIST_BY_CLIENT,
+    LIST_BY_CLIENT_STATUS,
+    LIST_BY_CLIENT_KIND,
+    LIST_BY_CLIENT_KIND_STATUS,
+    ACTIVE,
+)
 
 
 class JobStatus(StrEnum):
@@ -111,55 +153,79 @@ FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CAN
 
 @dataclass(frozen=True)
 class Listing:
-    """What GET /jobs lists: every job, or those of one kind and/or one status. Each
-    combination has its own index, so a filtered listing never reads other jobs."""
+    """What GET /jobs lists: every job, or those of one kind and/or one status, of every
+    client or of one. Each combination has its own index, so a filtered listing never
+    reads other jobs, and a client's listing never reads another client's."""
 
     kind: str | None = None
     status: JobStatus | None = None
+    client: str | None = None
 
     @property
     def index(self) -> IndexShape:
+        if self.client is None:
+            if self.kind is None:
+                return LIST_ALL if self.status is None else LIST_BY_STATUS
+            return LIST_BY_KIND if self.status is None else LIST_BY_KIND_STATUS
         if self.kind is None:
-            return LIST_ALL if self.status is None else LIST_BY_STATUS
-        return LIST_BY_KIND if self.status is None else LIST_BY_KIND_STATUS
+            return LIST_BY_CLIENT if self.status is None else LIST_BY_CLIENT_STATUS
+        return LIST_BY_CLIENT_KIND if self.status is None else LIST_BY_CLIENT_KIND_STATUS
 
     def partition(self, shard: int) -> str:
-        """The index's partition key value for ``shard``."""
-        values = [v for v in (self.kind, self.status) if v is not None]
+        """The index's partition key value for ``shard``. A client's name, a kind's and a
+        status never hold "#", and each combination has its own index."""
+        values = [v for v in (self.client, self.kind, self.status) if v is not None]
         return "#".join([*values, str(shard)]) if values else f"all#{shard}"
 
     @property
     def name(self) -> str:
         """A stable name for this listing (bound into its cursors)."""
-        return f"kind={self.kind or ''}&status={self.status.value if self.status else ''}"
+        name = f"kind={self.kind or ''}&status={self.status.value if self.status else ''}"
+        return name if self.client is None else f"{name}&client={self.client}"
 
     def matches(self, job: Job) -> bool:
-        return (self.kind is None or job.kind == self.kind) and (
-            self.status is None or job.status is self.status
+        return (
+            (self.kind is None or job.kind == self.kind)
+            and (self.status is None or job.status is self.status)
+            and (self.client is None or job.client == self.client)
         )
 
 
-def listing_keys(job_id: str, kind: str, status: JobStatus) -> dict[str, str]:
-    """The job's partition keys in the four listing indexes."""
+def listing_keys(job_id: str, kind: str, status: JobStatus, client: str) -> dict[str, str]:
+    """The job's partition keys in the eight listing indexes."""
     shard = shard_of(job_id)
     return {
         listing.index.partition_key: listing.partition(shard)
+        for scope in (None, client)
         for listing in (
-            Listing(),
-            Listing(status=status),
-            Listing(kind=kind),
-            Listing(kind=kind, status=status),
+            Listing(client=scope),
+            Listing(status=status, client=scope),
+            Listing(kind=kind, client=scope),
+            Listing(kind=kind, status=status, client=scope),
         )
     }
 
 
-def status_keys(job_id: str, kind: str, status: JobStatus) -> dict[str, str]:
+# The listing keys that change with the status.
+STATUS_KEYS = (
+    LIST_BY_STATUS.partition_key,
+    LIST_BY_KIND_STATUS.partition_key,
+    LIST_BY_CLIENT_STATUS.partition_key,
+    LIST_BY_CLIENT_KIND_STATUS.partition_key,
+)
+# Of those, the ones that name the kind (a job whose kind cannot be read drops out of them).
+KIND_STATUS_KEYS = (LIST_BY_KIND_STATUS.partition_key, LIST_BY_CLIENT_KIND_STATUS.partition_key)
+
+
+def status_keys(job_id: str, kind: str, status: JobStatus, client: str) -> dict[str, str]:
     """The listing keys that change with the status (what a status change rewrites)."""
-    keys = listing_keys(job_id, kind, status)
-    return {
-        name: keys[name]
-        for name in (LIST_BY_STATUS.partition_key, LIST_BY_KIND_STATUS.partition_key)
-    }
+    keys = listing_keys(job_id, kind, status, client)
+    return {name: keys[name] for name in STATUS_KEYS}
+
+
+def active_key(client: str) -> str:
+    """The partition key of ``client``'s queued and running jobs in the active index."""
+    return client
 
 
 def pending_key(job_id: str) -> str:
@@ -209,6 +275,11 @@ class Job:
     redrives: int = 0
     # The failed or cancelled job this one retries (POST /jobs/{id}/retry).
     retry_of: str | None = None
+    # The client that submitted it (chalicelib.clients): a key's client, or anonymous.
+    client: str = ANONYMOUS
+    # Its kind's estimate of its run time, whole seconds, as the job was submitted: what
+    # it counts towards its client's quota of active work while it is queued or running.
+    estimate_seconds: int = 1
 
     @classmethod
     def new(
@@ -220,6 +291,8 @@ class Job:
         request_hash: str | None = None,
         input: dict[str, Any] | None = None,
         retry_of: str | None = None,
+        client: str = ANONYMOUS,
+        estimate_seconds: int = 1,
     ) -> Job:
         """A queued job with a fresh, unguessable id (uuid4: 122 random bits), its message
         due now. ``input`` is the validated input; ``n`` is short for heavyLoad's
@@ -240,6 +313,8 @@ class Job:
             request_hash=request_hash,
             pending_at=epoch_ms(now),
             retry_of=retry_of,
+            client=client,
+            estimate_seconds=estimate_seconds,
         )
 
     @property
@@ -270,6 +345,7 @@ class Job:
             "created_at": iso_utc(self.created_at),
             "started_at": iso_utc(self.started_at),
             "finished_at": iso_utc(self.finished_at),
+            "client": self.client,
         }
         if self.retry_of is not None:
             body["retry_of"] = self.retry_of
@@ -329,6 +405,8 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
         "progress": {"N": _number(job.progress)},
         "attempts": {"N": str(job.attempts)},
         "created_at": {"S": iso_utc(job.created_at)},
+        "client": {"S": job.client},
+        ESTIMATE_SECONDS: {"N": str(job.estimate_seconds)},
     }
     optional: dict[str, dict[str, Any] | None] = {
         # Written for heavyLoad as before kinds: code of the previous release reads it.
@@ -355,10 +433,12 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
 def derived_attributes(job: Job) -> dict[str, dict[str, Any]]:
     """The index keys an item of ``job`` carries: its listing keys, and while its message
     is due, its pending key and time. Every write that changes what they derive from
-    (status, pending_at) rewrites them in the same request."""
-    derived = {
-        name: {"S": value} for name, value in listing_keys(job.job_id, job.kind, job.status).items()
-    }
+    (status, pending_at) rewrites them in the same request; every move to a final status
+    removes its active key."""
+    keys = listing_keys(job.job_id, job.kind, job.status, job.client)
+    derived = {name: {"S": value} for name, value in keys.items()}
+    if not job.status.is_final:
+        derived[ACTIVE.partition_key] = {"S": active_key(job.client)}
     if job.pending_at is not None and job.status is JobStatus.QUEUED:
         derived[PENDING.partition_key] = {"S": pending_key(job.job_id)}
         derived[PENDING.sort_key] = {"N": str(job.pending_at)}
@@ -395,6 +475,8 @@ def from_item(item: dict[str, dict[str, Any]]) -> Job:
         pending_at=num(PENDING.sort_key),
         redrives=num("redrives") or 0,
         retry_of=s("retry_of"),
+        client=s("client") or ANONYMOUS,
+        estimate_seconds=num(ESTIMATE_SECONDS) or 1,
     )
 
 
@@ -435,19 +517,23 @@ def _number(value: float) -> str:
 
 
 class Message(NamedTuple):
-    """What a queue message says: which job (and its kind, so that the claim can rewrite
-    the job's listing keys without reading it first), and whether it continues from a
-    checkpoint. ``kind`` is None in a message that does not name it."""
+    """What a queue message says: which job (and its kind and client, so that the claim
+    can rewrite the job's listing keys without reading it first), and whether it
+    continues from a checkpoint. ``kind`` is None in a message that does not name it; a
+    message that names no client is an anonymous job's (every job before clients was)."""
 
     job_id: str
     kind: str | None = None
     resume: bool = False
+    client: str = ANONYMOUS
 
 
 def to_message(job: Job, resume: bool = False) -> str:
-    """The SQS message body: the job's id, kind and the resume flag. State lives in the
-    table."""
+    """The SQS message body: the job's id, kind, client (unless anonymous: the message is
+    then as before clients) and the resume flag. State lives in the table."""
     payload: dict[str, Any] = {"job_id": job.job_id, "kind": job.kind}
+    if job.client != ANONYMOUS:
+        payload["client"] = job.client
     if resume:
         payload["resume"] = True
     return json.dumps(payload)
@@ -467,7 +553,10 @@ def parse_message(body: str) -> Message:
     kind = payload.get("kind")
     if kind is not None and not (isinstance(kind, str) and kind):
         raise PoisonMessage(f"message names no valid kind: {kind!r}")
-    return Message(job_id=job_id, kind=kind, resume=payload.get("resume") is True)
+    client = payload.get("client", ANONYMOUS)
+    if not (isinstance(client, str) and CLIENT_NAME.fullmatch(client)):
+        raise PoisonMessage(f"message names no valid client: {client!r}")
+    return Message(job_id=job_id, kind=kind, resume=payload.get("resume") is True, client=client)
 
 
 # --- timestamps: ISO-8601 UTC with a Z, millisecond precision -------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.clients import CLIENT_NAME
 from chalicelib.config import Settings
 from chalicelib.jobs import DEFAULT_KIND, JobStatus
 from chalicelib.kinds import KINDS
@@ -39,13 +40,21 @@ _UUID4 = {
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": _UUID4}
 
 
-# The operations an API key guards where the stage requires one (see app.py).
+# The operations an API key guards where the stage requires one (see app.py): every one
+# that touches jobs. The key names the client; a client sees its own jobs only.
 KEYED_OPERATIONS = (
     ("/heavy", "post"),
     ("/jobs", "get"),
     ("/jobs", "post"),
+    ("/jobs/{job_id}", "get"),
     ("/jobs/{job_id}/cancel", "post"),
     ("/jobs/{job_id}/retry", "post"),
+)
+_NOT_FOUND = "No such job, or another client's (the same answer), or it expired."
+_QUOTA = (
+    "quota_exceeded: the client's queued and running jobs are at its quota (a number of "
+    "jobs, and seconds of estimated work); nothing was created. Retry-After: when its "
+    "oldest work should have made room."
 )
 
 
@@ -59,10 +68,39 @@ def document(settings: Settings, api_key_required: bool = False) -> dict[str, An
         for path, method in KEYED_OPERATIONS:
             operation = doc["paths"][path][method]
             operation["security"] = [{"api_key": []}]
-            operation["responses"]["403"] = {"description": "No valid x-api-key header."}
-            operation["responses"]["429"] = {"description": "Over the usage plan's rate."}
+            operation["responses"]["403"] = _json(
+                {"oneOf": [_ref("Error"), _GATEWAY_REFUSAL]},
+                "No valid x-api-key header (API Gateway's own answer, {message}), or "
+                "unknown_key: a key that names no client of this stage.",
+            )
+            rate = "Over the usage plan's rate (API Gateway's own answer, {message})."
+            quota = operation["responses"].get("429")
+            operation["responses"]["429"] = (
+                _json(_GATEWAY_REFUSAL, rate)
+                if quota is None
+                else {
+                    **_json({"oneOf": [_ref("Error"), _GATEWAY_REFUSAL]}, rate),
+                    "description": f"{rate} Or {quota['description']}",
+                    "headers": quota["headers"],
+                }
+            )
     _declare_cross_site_refusals(doc)
     return doc
+
+
+# What API Gateway itself answers when it refuses a request (no valid key, throttled).
+_GATEWAY_REFUSAL = {
+    "type": "object",
+    "required": ["message"],
+    "properties": {"message": {"type": "string"}},
+}
+
+
+def _quota_exceeded() -> dict[str, Any]:
+    return {
+        **_error(_QUOTA),
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    }
 
 
 CROSS_SITE_REFUSAL = (
@@ -81,7 +119,7 @@ def _declare_cross_site_refusals(doc: dict[str, Any]) -> None:
             responses = operation["responses"]
             if "403" in responses:
                 both = f"{responses['403']['description']} Or: {CROSS_SITE_REFUSAL}"
-                responses["403"] = {"description": both}
+                responses["403"] = {**responses["403"], "description": both}
             else:
                 responses["403"] = _error(CROSS_SITE_REFUSAL)
 
@@ -149,6 +187,14 @@ def _document(settings: Settings) -> dict[str, Any]:
                             "schema": {"type": "string", "enum": [s.value for s in JobStatus]},
                         },
                         {
+                            "name": "client",
+                            "in": "query",
+                            "description": "Only this client's jobs. The operator (and "
+                            "every caller of a stage without keys) may name any client; "
+                            "another client only itself (else 400 invalid_client).",
+                            "schema": {"type": "string", "pattern": f"^{CLIENT_NAME.pattern}$"},
+                        },
+                        {
                             "name": "limit",
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
@@ -165,8 +211,9 @@ def _document(settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("JobList"), "A page of jobs."),
                         "400": _error(
-                            "A bad parameter or an unknown kind; invalid_cursor: a cursor "
-                            "that is not a `next` this listing returned."
+                            "A bad parameter, an unknown kind, a client the caller may not "
+                            "list (invalid_client); invalid_cursor: a cursor that is not a "
+                            "`next` this listing returned."
                         ),
                     },
                 },
@@ -189,7 +236,7 @@ def _document(settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "200": job_found,
                         "400": _error("A malformed job id or parameter."),
-                        "404": _error("No such job (or it expired)."),
+                        "404": _error(_NOT_FOUND),
                     },
                 }
             },
@@ -200,7 +247,7 @@ def _document(settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("Job"), "The job, now cancelled."),
                         "400": _error("A malformed job id."),
-                        "404": _error("No such job."),
+                        "404": _error(_NOT_FOUND),
                         "409": _error("The job already succeeded or failed."),
                         "415": {"description": "An unsupported Content-Type."},
                     },
@@ -213,9 +260,10 @@ def _document(settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "202": _accepted(_ref("Job"), "The new job (queued), with retry_of set."),
                         "400": _error("A malformed job id."),
-                        "404": _error("No such job."),
+                        "404": _error(_NOT_FOUND),
                         "409": _error("The job is queued, running or succeeded."),
                         "415": {"description": "An unsupported Content-Type."},
+                        "429": _quota_exceeded(),
                         "503": _error("The job store is unavailable; retry."),
                     },
                 }
@@ -291,6 +339,7 @@ def _submit(settings: Settings) -> dict[str, Any]:
             "411": _error("A chunked body arrived empty."),
             "413": _error(f"The body is over {MAX_BODY_BYTES} bytes."),
             "415": {"description": "An unsupported Content-Type."},
+            "429": _quota_exceeded(),
             "503": _error("The job store is unavailable; retry."),
         },
     }
@@ -316,6 +365,7 @@ def _submit_job() -> dict[str, Any]:
             "409": _error("The Idempotency-Key was used for another request."),
             "413": _error(f"The body is over {MAX_BODY_BYTES} bytes."),
             "415": {"description": "An unsupported Content-Type."},
+            "429": _quota_exceeded(),
             "503": _error("The job store is unavailable; retry."),
         },
     }
@@ -440,6 +490,11 @@ JOB_FIELDS: dict[str, Any] = {
     "created_at": {"type": "string", "format": "date-time"},
     "started_at": _TIMESTAMP,
     "finished_at": _TIMESTAMP,
+    "client": {
+        "type": "string",
+        "description": "Who submitted it: the client its API key names, operator for the "
+        "stage's own key, anonymous on a stage without keys.",
+    },
 }
 # Present only when set.
 OPTIONAL_JOB_FIELDS: dict[str, Any] = {

@@ -1,5 +1,31 @@
 """The API's use cases: submit a job, look one up, wait for one, list them, cancel or
-retry one, describe the kinds."""
+retry one, describe the kinds.
+
+Every use case takes the caller (``chalicelib.clients.Caller``): a job is recorded as its
+caller's client's, and a job the caller may not see is JobNotFound, exactly as an
+unknown id (``get_job`` decides it, for every route that names a job).
+
+Quotas (``check_quota``): before a job is written, its client's queued and running jobs
+are read from the sparse active index (``JobTable.active``), one partition holding only
+that client's active jobs, each with its estimate. The read is bounded by the quota
+itself (at most ``max_active_per_client`` entries, one Query page for the default 100),
+whatever other clients or the table's history hold. The index was chosen over a counter
+item updated in the status-changing writes: a counter would turn every finish of a job
+(the worker's UpdateItem, which returns the job) into a transaction, and any write path
+that forgot to release it would leak quota for good; the index entry is an attribute of
+the job's own item, written and removed by the same conditional writes that change its
+status (the derived-keys rule the listings follow), so it cannot drift from the job, and
+the migration removes any a final job still carries.
+What it costs: the index is eventually consistent (a global secondary index is updated
+asynchronously and supports eventually consistent reads only: DynamoDB Developer Guide,
+"Using Global Secondary Indexes in DynamoDB"). Submissions of one client that
+arrive within that window all see the same count, so a burst of k concurrent requests
+can overshoot the quota by up to k - 1 jobs; and a job finished a moment ago may still
+count for that moment. The next submission after the burst sees them all, so the
+overshoot never compounds. A refused submission creates nothing: no job, no message,
+no Idempotency-Key record. A failed read is StoreUnavailable (503, nothing created); it
+costs the jobs already queued nothing (only the API reads the index).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +40,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from chalicelib.clients import (
+    ANONYMOUS,
+    ANONYMOUS_CALLER,
+    CLIENT_NAME,
+    OPERATOR,
+    OPERATOR_CALLER,
+    Caller,
+    client_of_key,
+)
 from chalicelib.config import Settings
 from chalicelib.errors import (
     IdempotencyConflict,
@@ -21,7 +56,9 @@ from chalicelib.errors import (
     JobFinished,
     JobNotFound,
     JobNotRetryable,
+    QuotaExceeded,
     StoreUnavailable,
+    UnknownKey,
 )
 from chalicelib.jobs import (
     SHARDS,
@@ -38,7 +75,7 @@ from chalicelib.jobs import (
 from chalicelib.kinds import KINDS
 from chalicelib.observability import Metric, count, logger
 from chalicelib.queue import JobQueue
-from chalicelib.store import END, JobTable, Position
+from chalicelib.store import END, ActiveEntry, JobTable, Position
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # The error of a job whose message could not be sent.
@@ -47,10 +84,11 @@ SEND_FAILED = "The job could not be queued; submit it again."
 
 @dataclass(frozen=True)
 class IdempotencyKey:
-    """A client's Idempotency-Key, scoped to the client (its API key id, if any)."""
+    """A client's Idempotency-Key, scoped to the client's name (stable across the
+    rotation of its API key)."""
 
     key: str
-    scope: str = "anonymous"
+    scope: str = ANONYMOUS
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.key) <= MAX_IDEMPOTENCY_KEY_LENGTH or not all(
@@ -61,6 +99,17 @@ class IdempotencyKey:
                 f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII "
                 "characters.",
             )
+
+
+def caller_of_key(app_name: str, stage: str, key_name: str | None) -> Caller:
+    """The caller an API key named ``key_name`` makes on ``stage`` of ``app_name``: the
+    operator (the stage's own key), or the client the name names; UnknownKey (403) for
+    no key or a key whose name names no client of this stage (another stage's key, a
+    key made by hand)."""
+    client = None if key_name is None else client_of_key(app_name, stage, key_name)
+    if client is None:
+        raise UnknownKey()
+    return OPERATOR_CALLER if client == OPERATOR else Caller(client)
 
 
 class Submission(NamedTuple):
@@ -77,8 +126,16 @@ def submit_job(
     idempotency_key: IdempotencyKey | None = None,
     now: Callable[[], datetime] | None = None,
     retry_of: str | None = None,
+    client: str = ANONYMOUS,
+    settings: Settings | None = None,
 ) -> Submission:
-    """Record a queued job of ``kind`` with its validated ``input``, then enqueue it.
+    """Record a queued job of ``kind`` with its validated ``input``, as ``client``'s,
+    then enqueue it.
+
+    With ``settings``, the job records its kind's estimate and the client's quota is
+    checked first (``check_quota``): QuotaExceeded, and nothing written, when the job
+    would put the client over it (unless its Idempotency-Key already holds a job for
+    this request: that job is returned, as always). Without, no quota is checked.
 
     The record is written first, with its message due (``pending_at``), so a job whose
     message never reaches the queue is known, and the recovery sweep sends it later.
@@ -92,6 +149,22 @@ def submit_job(
     """
     now = now or utc_now
     fingerprint = request_fingerprint(kind, input) if idempotency_key else None
+    record_id = (
+        None
+        if idempotency_key is None
+        else idempotency_record_id(idempotency_key.scope, idempotency_key.key)
+    )
+    estimate = 1
+    if settings is not None:
+        estimate = estimate_seconds(kind, input, settings)
+        try:
+            check_quota(client, estimate, table, settings)
+        except QuotaExceeded:
+            # A repeated request whose key already made its job is answered with it.
+            holder = None if record_id is None else table.key_holder(record_id, now())
+            if holder is None:
+                raise
+            return _replay(holder.job_id, holder.request_hash, fingerprint, table, now)
     job = Job.new(
         kind=kind,
         input=input,
@@ -99,12 +172,12 @@ def submit_job(
         retention=retention,
         request_hash=fingerprint,
         retry_of=retry_of,
+        client=client,
+        estimate_seconds=estimate,
     )
-    record_id = None
-    if idempotency_key is None:
+    if record_id is None:
         table.create(job)
     else:
-        record_id = idempotency_record_id(idempotency_key.scope, idempotency_key.key)
         holder = table.create_with_key(job, record_id, now())
         if holder is not None:
             return _replay(holder.job_id, holder.request_hash, fingerprint, table, now)
@@ -114,7 +187,7 @@ def submit_job(
         logger.exception("Could not enqueue the job; marking it failed", job_id=job.job_id)
         table.fail_submission(job, SEND_FAILED, now(), record_id)
         raise
-    logger.info("Job queued", job_id=job.job_id, kind=kind, input=input)
+    logger.info("Job queued", job_id=job.job_id, kind=kind, input=input, client=client)
     count(Metric.ACCEPTED)
     return Submission(job=job, replayed=False)
 
@@ -137,31 +210,43 @@ def _replay(
     return Submission(job=job, replayed=True)
 
 
-def get_job(job_id: str, table: JobTable, now: Callable[[], datetime] | None = None) -> Job:
-    """The job with this id; InvalidRequest for a malformed id, JobNotFound if unknown
-    or expired (DynamoDB's TTL deletes expired items only eventually)."""
+def get_job(
+    job_id: str,
+    table: JobTable,
+    now: Callable[[], datetime] | None = None,
+    caller: Caller = ANONYMOUS_CALLER,
+) -> Job:
+    """The job with this id; InvalidRequest for a malformed id, JobNotFound if unknown,
+    expired (DynamoDB's TTL deletes expired items only eventually), or another client's
+    than ``caller`` may see: the same error, so an id tells nothing of other clients."""
     if not is_job_id(job_id):
         raise InvalidRequest("invalid_job_id", "A job id is a UUID as returned by POST /heavy.")
     job = table.get(job_id)
-    if job is None or job.is_expired((now or utc_now)()):
+    if job is None or job.is_expired((now or utc_now)()) or not caller.may_see(job.client):
         raise JobNotFound(job_id)
     return job
 
 
-def cancel_job(job_id: str, table: JobTable, now: Callable[[], datetime] | None = None) -> Job:
-    """Cancel a queued or running job and return it; cancelling again changes nothing.
+def cancel_job(
+    job_id: str,
+    table: JobTable,
+    now: Callable[[], datetime] | None = None,
+    caller: Caller = ANONYMOUS_CALLER,
+) -> Job:
+    """Cancel a queued or running job ``caller`` may see and return it; cancelling again
+    changes nothing.
 
     A queued job will never start; a running one stops at its next checkpoint (within
     about a second of work). JobFinished if it already succeeded or failed.
     """
     now = now or utc_now
-    job = get_job(job_id, table, now)
+    job = get_job(job_id, table, now, caller)
     cancelled = table.cancel(job, now())
     if cancelled is not None:
         logger.info("Job cancelled", job_id=job_id, was=job.status.value)
         count(Metric.CANCELLED)
         return cancelled
-    current = get_job(job_id, table, now)
+    current = get_job(job_id, table, now, caller)
     if current.status is JobStatus.CANCELLED:
         return current
     raise JobFinished(
@@ -175,17 +260,32 @@ def retry_job(
     queue: JobQueue,
     retention: timedelta,
     now: Callable[[], datetime] | None = None,
+    caller: Caller = ANONYMOUS_CALLER,
+    settings: Settings | None = None,
 ) -> Job:
-    """Submit a new job with the kind and input of a failed or cancelled one, carrying
-    ``retry_of``; JobNotRetryable (409) for a job that is queued, running or succeeded.
-    Each call makes a new job (send an Idempotency-Key with POST /jobs to deduplicate)."""
-    job = get_job(job_id, table, now)
+    """Submit a new job with the kind and input of a failed or cancelled one ``caller``
+    may see, carrying ``retry_of``, as the retried job's client's (the caller's, unless
+    the operator retries another client's job), within that client's quota when
+    ``settings`` are given; JobNotRetryable (409) for a job that is queued, running or
+    succeeded. Each call makes a new job (send an Idempotency-Key with POST /jobs to
+    deduplicate)."""
+    job = get_job(job_id, table, now, caller)
     if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise JobNotRetryable(
             "not_retryable",
             f"The job is {job.status.value}; only a failed or cancelled job can be retried.",
         )
-    submission = submit_job(job.kind, job.input, table, queue, retention, now=now, retry_of=job_id)
+    submission = submit_job(
+        job.kind,
+        job.input,
+        table,
+        queue,
+        retention,
+        now=now,
+        retry_of=job_id,
+        client=job.client,
+        settings=settings,
+    )
     return submission.job
 
 
@@ -195,24 +295,78 @@ def describe_kinds(settings: Settings) -> list[dict[str, Any]]:
 
 
 def retry_after_seconds(job: Job, settings: Settings) -> int:
-    """A whole-second estimate of the job's run time, for the Retry-After header (from its
-    kind's declared estimate; 1 if the kind is gone, or the input of a retried job no
-    longer fits its declaration: the worker fails such a job, saying why)."""
-    kind = KINDS.get(job.kind)
+    """A whole-second estimate of the job's run time, for the Retry-After header."""
+    return estimate_seconds(job.kind, job.input, settings)
+
+
+def estimate_seconds(kind_name: str, input: dict[str, Any], settings: Settings) -> int:
+    """A whole-second estimate of a job's run time, at least 1 (from its kind's declared
+    estimate; 1 if the kind is gone, or the input of a retried job no longer fits its
+    declaration: the worker fails such a job, saying why)."""
+    kind = KINDS.get(kind_name)
     if kind is None:
         return 1
     try:
-        input = kind.make_input(job.input)
+        parsed = kind.make_input(input)
     except TypeError:
         return 1
-    return max(1, math.ceil(kind.estimate_seconds(input, settings)))
+    return max(1, math.ceil(kind.estimate_seconds(parsed, settings)))
+
+
+# --- quotas -----------------------------------------------------------------------------
+
+
+def check_quota(client: str, estimate: int, table: JobTable, settings: Settings) -> None:
+    """QuotaExceeded if a new job of ``estimate`` seconds would put ``client`` over its
+    quota: ``max_active_per_client`` jobs queued or running, or
+    ``max_active_seconds_per_client`` seconds of their estimates (a limit of 0 is off).
+    A job whose estimate alone is over the seconds limit is accepted when the client has
+    nothing else queued or running: it runs alone, never refused for good.
+
+    One read of the client's active jobs (``JobTable.active``, at most
+    ``max_active_per_client`` entries; none when both limits are off). StoreUnavailable
+    if it fails. The module docstring says what concurrent submissions can do."""
+    max_jobs = settings.max_active_per_client
+    max_seconds = settings.max_active_seconds_per_client
+    if not max_jobs and not max_seconds:
+        return
+    # Without a count limit, the seconds limit still bounds the read: each entry is at
+    # least one second.
+    active = table.active(client, max_jobs or max_seconds)
+    needed = 0  # the client's oldest jobs that must finish to make room
+    if max_jobs and len(active) >= max_jobs:
+        needed = len(active) - max_jobs + 1
+    seconds = sum(entry.estimate_seconds for entry in active)
+    over_seconds = bool(max_seconds) and bool(active) and seconds + estimate > max_seconds
+    if over_seconds:
+        freed, count = 0, 0
+        for entry in active:
+            if seconds - freed + estimate <= max_seconds:
+                break
+            freed, count = freed + entry.estimate_seconds, count + 1
+        needed = max(needed, count)
+    if not needed:
+        return
+    raise QuotaExceeded(
+        f"Client {client!r} has {len(active)} job(s) queued or running, {seconds} s of "
+        f"estimated work (at most {max_jobs or 'any number of'} jobs and "
+        f"{max_seconds or 'any number of'} s); retry when some have finished.",
+        retry_after=_room_after(active, needed),
+    )
+
+
+def _room_after(active: list[ActiveEntry], needed: int) -> int:
+    """When the client's ``needed`` oldest active jobs will have finished, if the lane
+    runs them next: the sum of their estimates (whole seconds, at least 1). A lower
+    bound when other clients' jobs are ahead of them in the lane."""
+    return max(1, sum(entry.estimate_seconds for entry in active[:needed]))
 
 
 # --- listing --------------------------------------------------------------------------
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
-LISTING_PARAMETERS = ("kind", "status", "limit", "cursor")
+LISTING_PARAMETERS = ("kind", "status", "client", "limit", "cursor")
 # A shard's position in a cursor: where its last job taken was created (ISO-8601 UTC).
 _CREATED_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -228,12 +382,17 @@ def list_jobs(
     params: Mapping[str, str],
     table: JobTable,
     now: Callable[[], datetime] | None = None,
+    caller: Caller = ANONYMOUS_CALLER,
 ) -> Page:
-    """A page of jobs, newest first, for GET /jobs?kind=&status=&limit=&cursor=, and
-    whether the worker is paused.
+    """A page of jobs ``caller`` may see, newest first, for
+    GET /jobs?kind=&status=&client=&limit=&cursor=, and whether the worker is paused.
 
-    Unknown parameters, an unknown kind or status, a limit outside 1..100 and a cursor
-    that was not issued for this listing are InvalidRequest, before any AWS call.
+    A caller that sees every job (the operator, the anonymous caller of a stage without
+    keys) lists every client's, or one client's with ``client``; any other caller lists
+    its own only, through its own index partitions, and may pass only its own name.
+    Unknown parameters, an unknown kind or status, a client the caller may not list, a
+    limit outside 1..100 and a cursor that was not issued for this listing are
+    InvalidRequest, before any AWS call.
     """
     unknown = sorted(set(params) - set(LISTING_PARAMETERS))
     if unknown:
@@ -243,7 +402,9 @@ def list_jobs(
             f"Allowed: {', '.join(LISTING_PARAMETERS)}.",
         )
     listing = Listing(
-        kind=_kind_param(params.get("kind")), status=_status_param(params.get("status"))
+        kind=_kind_param(params.get("kind")),
+        status=_status_param(params.get("status")),
+        client=_client_param(params.get("client"), caller),
     )
     limit = _int_param(params, "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
     positions = _decode_cursor(params.get("cursor"), listing)
@@ -260,6 +421,16 @@ def _kind_param(raw: str | None) -> str | None:
         return raw
     kinds = ", ".join(sorted(KINDS))
     raise InvalidRequest("unknown_kind", f"Unknown kind {raw!r}. Kinds: {kinds}.")
+
+
+def _client_param(raw: str | None, caller: Caller) -> str | None:
+    """The client a listing is scoped to: the caller's own unless it sees every job."""
+    if raw is None:
+        return None if caller.sees_all else caller.client
+    if CLIENT_NAME.fullmatch(raw) and (caller.sees_all or raw == caller.client):
+        return raw
+    allowed = "a client's name" if caller.sees_all else f"only your own, {caller.client!r}"
+    raise InvalidRequest("invalid_client", f"client must be {allowed}.")
 
 
 def _status_param(raw: str | None) -> JobStatus | None:
@@ -342,8 +513,9 @@ def _bad_cursor() -> InvalidRequest:
 
 # --- waiting for a job to finish ----------------------------------------------------
 
-# How often a waiting request reads the job: a few times a second at most.
-WAIT_POLL_SECONDS = 0.25
+# How often a waiting request reads the job: twice a second at most (a wait holds an API
+# invocation; each read is one more request on the table).
+WAIT_POLL_SECONDS = 0.5
 # The longest a request may wait for a job: under API Gateway's 29-second integration
 # timeout, with room for the rest of the request (the API function's timeout is 28 s).
 MAX_WAIT_SECONDS = 25
@@ -355,8 +527,10 @@ def wait_for_job(
     seconds: float,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
+    caller: Caller = ANONYMOUS_CALLER,
 ) -> Job:
-    """The job once it left queued/running, or as it is after ``seconds``.
+    """The job (one ``caller`` may see: else JobNotFound) once it left queued/running,
+    or as it is after ``seconds``.
 
     Reads the job every WAIT_POLL_SECONDS; the request's thread sleeps in between, so
     other requests (``chalice local`` is threaded; on AWS each is its own invocation)
@@ -364,7 +538,7 @@ def wait_for_job(
     """
     deadline = monotonic() + seconds
     while True:
-        job = get_job(job_id, table)
+        job = get_job(job_id, table, caller=caller)
         remaining = deadline - monotonic()
         if job.status.is_final or remaining <= 0:
             return job

@@ -26,20 +26,28 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.clients import ANONYMOUS
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import (
+    ACTIVE,
+    ESTIMATE_SECONDS,
     EXPIRES_AT,
+    KIND_STATUS_KEYS,
+    LIST_BY_CLIENT_KIND_STATUS,
+    LIST_BY_CLIENT_STATUS,
     LIST_BY_KIND_STATUS,
     LIST_BY_STATUS,
     PENDING,
     SCHEMA_ITEM,
     SCHEMA_VERSION,
     SHARDS,
+    STATUS_KEYS,
     WATERMARK_ITEM,
     WORKER_ITEM,
     Job,
     JobStatus,
     Listing,
+    active_key,
     derived_attributes,
     epoch_ms,
     from_item,
@@ -65,12 +73,23 @@ _NAMES = {
     "#expires": EXPIRES_AT,
     "#status_key": LIST_BY_STATUS.partition_key,
     "#kind_status_key": LIST_BY_KIND_STATUS.partition_key,
+    "#client_status_key": LIST_BY_CLIENT_STATUS.partition_key,
+    "#client_kind_status_key": LIST_BY_CLIENT_KIND_STATUS.partition_key,
+    "#active_key": ACTIVE.partition_key,
+    "#client": "client",
     "#pending_key": PENDING.partition_key,
     "#pending_at": PENDING.sort_key,
     "#target": "target",
 }
 # What a job leaving the queued status drops: it no longer has a message due.
 _NOT_PENDING = "#pending_key, #pending_at"
+# The job is the named client's (``:client``); an item written before clients has no
+# client attribute and is anonymous's.
+_CLIENT_IS = "#client = :client"
+_ANONYMOUS_IS = "(#client = :client OR attribute_not_exists(#client))"
+# What a job moving to a final status drops besides: it no longer counts to its client's
+# quota of active jobs.
+_NOT_ACTIVE = "#active_key"
 # BatchGetItem's limit on keys per request.
 _BATCH_GET_LIMIT = 100
 # Retries of a BatchGetItem's unprocessed keys (throttling) before giving up.
@@ -118,6 +137,15 @@ class UnreadableJob(NamedTuple):
     job_id: str
     lease_until: int | None
     error: Exception
+
+
+class ActiveEntry(NamedTuple):
+    """A client's queued or running job in the active index: its id, when it was created
+    (ISO UTC), and its estimated run time (whole seconds)."""
+
+    job_id: str
+    created_at: str
+    estimate_seconds: int
 
 
 class PendingEntry(NamedTuple):
@@ -185,6 +213,17 @@ class JobTable:
         except BotoCoreError as error:
             raise StoreUnavailable(f"DynamoDB TransactWriteItems failed: {error}") from error
         return None
+
+    def key_holder(self, record_id: str, now: datetime) -> IdempotencyRecord | None:
+        """The unexpired Idempotency-Key record ``record_id``, if any (consistent read)."""
+        item = self._get_item(record_id)
+        if item is None:
+            return None
+        expires = item.get(EXPIRES_AT)
+        # Expired as create_with_key sees it (_KEY_IS_FREE): the key is free again.
+        if expires is not None and int(Decimal(expires["N"])) < int(now.timestamp()):
+            return None
+        return IdempotencyRecord(item["target"]["S"], item["request_hash"]["S"])
 
     def get(self, job_id: str) -> Job | None:
         item = self._get_item(job_id)
@@ -337,6 +376,7 @@ class JobTable:
         now: datetime,
         lease_ms: int,
         resume: bool = False,
+        client: str | None = None,
     ) -> Job | None:
         """Start a run of the job under lease token ``owner``; None if it is not free.
 
@@ -345,10 +385,25 @@ class JobTable:
         attempt, except a continuation's (``resume``) start of a job queued to continue.
         The claim ends the job's pending state: its message has arrived. ``kind`` must be
         the job's (it names the job's listing keys); a job of another kind is not claimed.
+        ``client``, the job's, names its client's listing keys (a job of another client is
+        not claimed either); None reads it first (one
+        consistent GetItem of that attribute: a client never changes, so the read cannot
+        go stale before the write). None if the job is missing.
         """
+        if client is None:
+            client = self.client_of(job_id)
+            if client is None:
+                return None
         if resume:
             continued = self._claim(
-                job_id, kind, owner, now, lease_ms, "#status = :queued AND resume = :true", 0
+                job_id,
+                kind,
+                client,
+                owner,
+                now,
+                lease_ms,
+                "#status = :queued AND resume = :true",
+                0,
             )
             if continued is not None:
                 return continued
@@ -358,38 +413,56 @@ class JobTable:
             else "(#status = :queued AND attribute_not_exists(resume))"
             " OR (#status = :running AND lease_until < :now_ms)"
         )
-        return self._claim(job_id, kind, owner, now, lease_ms, condition, 1)
+        return self._claim(job_id, kind, client, owner, now, lease_ms, condition, 1)
+
+    def client_of(self, job_id: str) -> str | None:
+        """The client of the job (anonymous for a job written before clients), reading
+        only that attribute; None if there is no such job."""
+        response = self._call(
+            "get_item",
+            Key=_key(job_id),
+            ProjectionExpression="job_id, #client",
+            ExpressionAttributeNames={"#client": "client"},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        return str(item.get("client", {}).get("S", ANONYMOUS))
 
     def _claim(
         self,
         job_id: str,
         kind: str,
+        client: str,
         owner: str,
         now: datetime,
         lease_ms: int,
         condition: str,
         increment: int,
     ) -> Job | None:
-        keys = status_keys(job_id, kind, JobStatus.RUNNING)
         return self._update(
             job_id,
-            "SET #status = :running, #owner = :owner, lease_until = :lease,"
-            " started_at = if_not_exists(started_at, :now), attempts = attempts + :inc,"
-            " #status_key = :status_key, #kind_status_key = :kind_status_key"
-            f" REMOVE resume, {_NOT_PENDING}",
-            f"#kind = :kind AND ({condition})",
+            "SET #status = :to, #owner = :owner, lease_until = :lease,"
+            " started_at = if_not_exists(started_at, :now), attempts = attempts + :inc, "
+            + _STATUS_KEYS
+            + f" REMOVE resume, {_NOT_PENDING}",
+            # The kind and client named the keys written: they must be the job's (an item
+            # written before clients has none: anonymous's).
+            f"#kind = :kind AND {_ANONYMOUS_IS if client == ANONYMOUS else _CLIENT_IS}"
+            f" AND ({condition})",
             {
+                **_status_values(job_id, kind, JobStatus.RUNNING, client),
                 ":queued": JobStatus.QUEUED,
                 ":running": JobStatus.RUNNING,
                 ":true": True,
                 ":inc": increment,
                 ":kind": kind,
+                ":client": client,
                 ":owner": owner,
                 ":lease": epoch_ms(now) + lease_ms,
                 ":now": now,
                 ":now_ms": epoch_ms(now),
-                ":status_key": keys[LIST_BY_STATUS.partition_key],
-                ":kind_status_key": keys[LIST_BY_KIND_STATUS.partition_key],
             },
         )
 
@@ -419,10 +492,10 @@ class JobTable:
             job.job_id,
             "SET #status = :to, #result = :result, progress = :one, finished_at = :now, "
             + _STATUS_KEYS
-            + " REMOVE #owner, lease_until, last_error",
+            + f" REMOVE #owner, lease_until, last_error, {_NOT_ACTIVE}",
             "#status = :running AND #owner = :owner",
             {
-                **_status_values(job.job_id, job.kind, JobStatus.SUCCEEDED),
+                **_status_values(job.job_id, job.kind, JobStatus.SUCCEEDED, job.client),
                 ":one": 1,
                 ":now": now,
                 ":running": JobStatus.RUNNING,
@@ -437,10 +510,10 @@ class JobTable:
             job.job_id,
             "SET #status = :to, #error = :error, finished_at = :now, "
             + _STATUS_KEYS
-            + " REMOVE #owner, lease_until",
+            + f" REMOVE #owner, lease_until, {_NOT_ACTIVE}",
             "#status = :running AND #owner = :owner",
             {
-                **_status_values(job.job_id, job.kind, JobStatus.FAILED),
+                **_status_values(job.job_id, job.kind, JobStatus.FAILED, job.client),
                 ":error": error,
                 ":now": now,
                 ":running": JobStatus.RUNNING,
@@ -464,7 +537,7 @@ class JobTable:
             + _STATUS_KEYS
         )
         values: dict[str, Any] = {
-            **_status_values(job.job_id, job.kind, JobStatus.QUEUED),
+            **_status_values(job.job_id, job.kind, JobStatus.QUEUED, job.client),
             ":pending_key": pending_key(job.job_id),
             ":pending_at": pending_at_ms,
             ":running": JobStatus.RUNNING,
@@ -498,33 +571,36 @@ class JobTable:
     def fail_unreadable(self, job_id: str, error: str, now: datetime) -> bool:
         """Fail a queued or running job whose item cannot be read as a job (a state that
         is not JSON, a field a newer release wrote): the same write as ``fail_unfinished``,
-        built without parsing the item. Only its kind is read (one attribute, for the
-        listing keys of its new status); an item without one drops out of the kind and
-        status listing. False if there is no such job or it is already final."""
+        built without parsing the item. Only its kind and client are read (two attributes,
+        for the listing keys of its new status); an item without a kind drops out of the
+        kind and status listings, one without a client (written before clients) is
+        anonymous's. False if there is no such job or it is already final."""
         response = self._call(
             "get_item",
             Key=_key(job_id),
-            ProjectionExpression="job_id, #kind",
-            ExpressionAttributeNames={"#kind": "kind"},
+            ProjectionExpression="job_id, #kind, #client",
+            ExpressionAttributeNames={"#kind": "kind", "#client": "client"},
             ConsistentRead=True,
         )
         item = response.get("Item")
         if not item:
             return False
         kind = item.get("kind", {}).get("S")
-        failed = self._finish(job_id, kind, JobStatus.FAILED, now, {"#error": error})
+        client = item.get("client", {}).get("S", ANONYMOUS)
+        failed = self._finish(job_id, kind, client, JobStatus.FAILED, now, {"#error": error})
         return failed is not None
 
     def _finish_unfinished(
         self, job: Job, status: JobStatus, now: datetime, extra: dict[str, Any]
     ) -> Job | None:
-        item = self._finish(job.job_id, job.kind, status, now, extra, returns="ALL_NEW")
+        item = self._finish(job.job_id, job.kind, job.client, status, now, extra, "ALL_NEW")
         return None if item is None else from_item(item)
 
     def _finish(
         self,
         job_id: str,
         kind: str | None,
+        client: str,
         status: JobStatus,
         now: datetime,
         extra: dict[str, Any],
@@ -532,20 +608,21 @@ class JobTable:
     ) -> dict[str, Any] | None:
         """Move a queued or running job to final ``status``, whoever holds it: the item as
         written (``returns``: ALL_NEW, or NONE for no attributes), or None if the job is
-        missing or already final. ``kind`` None: no kind and status listing key."""
+        missing or already final. ``kind`` None: no kind and status listing keys."""
         sets = "".join(f", {name} = :{name[1:]}" for name in extra)
         status_keys_set, removed = _STATUS_KEYS, ""
         if kind is None:
-            status_keys_set, removed = "#status_key = :status_key", ", #kind_status_key"
+            status_keys_set = _STATUS_KEYS_WITHOUT_KIND
+            removed = ", " + ", ".join(f"#{name}" for name in KIND_STATUS_KEYS)
         return self._write(
             job_id,
             "SET #status = :to, finished_at = :now, "
             + status_keys_set
             + sets
-            + f" REMOVE #owner, lease_until, resume, {_NOT_PENDING}{removed}",
+            + f" REMOVE #owner, lease_until, resume, {_NOT_PENDING}, {_NOT_ACTIVE}{removed}",
             "#status IN (:queued, :running)",
             {
-                **_status_values(job_id, kind or "", status),
+                **_status_values(job_id, kind or "", status, client),
                 **{f":{name[1:]}": value for name, value in extra.items()},
                 ":now": now,
                 ":queued": JobStatus.QUEUED,
@@ -566,11 +643,11 @@ class JobTable:
             "Key": _key(job.job_id),
             "UpdateExpression": "SET #status = :to, #error = :error, finished_at = :now, "
             + _STATUS_KEYS
-            + f" REMOVE {_NOT_PENDING}",
+            + f" REMOVE {_NOT_PENDING}, {_NOT_ACTIVE}",
             "ConditionExpression": "#status = :queued",
         }
         values: dict[str, Any] = {
-            **_status_values(job.job_id, job.kind, JobStatus.FAILED),
+            **_status_values(job.job_id, job.kind, JobStatus.FAILED, job.client),
             ":error": error,
             ":now": now,
             ":queued": JobStatus.QUEUED,
@@ -629,7 +706,7 @@ class JobTable:
             + " REMOVE #owner, lease_until",
             "#status = :running AND lease_until = :old",
             {
-                **_status_values(job.job_id, job.kind, JobStatus.QUEUED),
+                **_status_values(job.job_id, job.kind, JobStatus.QUEUED, job.client),
                 ":pending_key": pending_key(job.job_id),
                 ":now_ms": now_ms,
                 ":running": JobStatus.RUNNING,
@@ -687,6 +764,38 @@ class JobTable:
             ]
         return sorted(entries, key=lambda entry: entry.pending_at)
 
+    def active(self, client: str, limit: int) -> list[ActiveEntry]:
+        """Up to ``limit`` of ``client``'s queued and running jobs, oldest first, with
+        their estimates: Queries of the client's one partition of the sparse active index,
+        a page at a time, until ``limit`` entries or the end. It reads no other client's
+        entry and no finished job's, so its cost is bounded by ``limit`` whatever the
+        table holds. The index is eventually consistent: a job written or finished a
+        moment ago may be missing or still there."""
+        kwargs: dict[str, Any] = {
+            "IndexName": ACTIVE.name,
+            "KeyConditionExpression": "#active_key = :client",
+            "ExpressionAttributeNames": {"#active_key": ACTIVE.partition_key},
+            "ExpressionAttributeValues": {":client": {"S": active_key(client)}},
+            "ScanIndexForward": True,
+            "Limit": limit,
+        }
+        entries: list[ActiveEntry] = []
+        while len(entries) < limit:
+            kwargs["Limit"] = limit - len(entries)
+            response = self._query(kwargs, has_start=False)
+            entries += [
+                ActiveEntry(
+                    item["job_id"]["S"],
+                    item[ACTIVE.sort_key]["S"],
+                    int(Decimal(item[ESTIMATE_SECONDS]["N"])) if ESTIMATE_SECONDS in item else 1,
+                )
+                for item in response["Items"]
+            ]
+            if "LastEvaluatedKey" not in response:
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return entries
+
     def running(self, limit_per_shard: int) -> list[Job | UnreadableJob]:
         """The jobs the status index lists as running (at most a few: one worker), read
         consistently, each on its own (``read_many``: an unreadable one is an
@@ -707,18 +816,27 @@ class JobTable:
             job_ids += [item["job_id"]["S"] for item in response["Items"]]
         return list(self.read_many(job_ids, consistent=True).values())
 
-    def rewrite_derived(self, job: Job, with_input: bool = False) -> Job | None:
+    def rewrite_derived(
+        self, job: Job, with_input: bool = False, with_client: bool = False
+    ) -> Job | None:
         """Rewrite the index keys of ``job`` (as read) from its status: for items whose
         status was changed by code that predates them; ``with_input`` also writes its
-        input (an item written before kinds has only n). Condition: status unchanged."""
+        input (an item written before kinds has only n), ``with_client`` its client (an
+        item written before clients has none: anonymous's). Condition: status unchanged."""
         derived = derived_attributes(job)
+        item = to_item(job)
         if with_input:
-            derived["input"] = to_item(job)["input"]
+            derived["input"] = item["input"]
+        if with_client:
+            derived["client"] = item["client"]
         names = {f"#d{i}": name for i, name in enumerate(derived)}
         values = {f":d{i}": value for i, value in enumerate(derived.values())}
         update = "SET " + ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
-        if PENDING.partition_key not in derived:
-            update += f" REMOVE {_NOT_PENDING}"
+        removed = [] if PENDING.partition_key in derived else [_NOT_PENDING]
+        if ACTIVE.partition_key not in derived:
+            removed.append(_NOT_ACTIVE)
+        if removed:
+            update += " REMOVE " + ", ".join(removed)
         return self._update(
             job.job_id, update, "#status = :status", {":status": job.status}, values, names
         )
@@ -782,7 +900,8 @@ class JobTable:
 
         Run once per table (by infra/stack.py when a stage is applied; it needs Scan, which
         no function of the app is granted). Each job item gets the index keys its status
-        derives and, if written before kinds, its input (from n); a queued job without a
+        derives and, if written before kinds, its input (from n), if written before
+        clients, its client (anonymous: those jobs were every caller's); a queued job without a
         pending time gets its creation time (its message went with the queue an older
         version used, so the recovery sweep sends it again). Each rewrite is conditional
         on the status read; a job that changed meanwhile is read again, up to
@@ -802,9 +921,21 @@ class JobTable:
                 wanted = derived_attributes(job)
                 # Version 3: every job item has its input (before kinds: only heavyLoad's n).
                 no_input = "input" not in item
-                if not no_input and all(item.get(k) == v for k, v in wanted.items()):
+                # Version 4: every job item has its client (before clients: anonymous's)
+                # and the client listing keys; a final job has no active key.
+                no_client = "client" not in item
+                settled = not no_input and not no_client
+                stale_active = job.status.is_final and ACTIVE.partition_key in item
+                if (
+                    settled
+                    and not stale_active
+                    and all(item.get(k) == v for k, v in wanted.items())
+                ):
                     break
-                if self.rewrite_derived(job, with_input=no_input) is not None:
+                if (
+                    self.rewrite_derived(job, with_input=no_input, with_client=no_client)
+                    is not None
+                ):
                     report.rewritten += 1
                     break
                 fresh = self._get_item(job.job_id)
@@ -908,18 +1039,19 @@ class MigrationReport:
     unsettled: int = 0
 
 
-# A status change sets the status and the two listing keys derived from it.
-_STATUS_KEYS = "#status_key = :status_key, #kind_status_key = :kind_status_key"
+# A status change sets the status and the four listing keys derived from it (each
+# attribute's placeholders are its own name: "#status_key = :status_key").
+_STATUS_KEYS = ", ".join(f"#{name} = :{name}" for name in STATUS_KEYS)
+# The same for a job whose kind is unknown: it drops out of the listings by kind.
+_STATUS_KEYS_WITHOUT_KIND = ", ".join(
+    f"#{name} = :{name}" for name in STATUS_KEYS if name not in KIND_STATUS_KEYS
+)
 
 
-def _status_values(job_id: str, kind: str, status: JobStatus) -> dict[str, Any]:
+def _status_values(job_id: str, kind: str, status: JobStatus, client: str) -> dict[str, Any]:
     """The values of a change of a job to ``status``: ``:to`` and its listing keys."""
-    keys = status_keys(job_id, kind, status)
-    return {
-        ":to": status,
-        ":status_key": keys[LIST_BY_STATUS.partition_key],
-        ":kind_status_key": keys[LIST_BY_KIND_STATUS.partition_key],
-    }
+    keys = status_keys(job_id, kind, status, client)
+    return {":to": status, **{f":{name}": value for name, value in keys.items()}}
 
 
 def _add_expression(

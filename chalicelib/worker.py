@@ -362,23 +362,27 @@ class Worker:
     def _claim_message(self, message: Message, owner: str) -> Job | None:
         """Claim the job ``message`` names, under its kind (looked up if the message does
         not name it, or names another)."""
-        kind = message.kind
+        kind, client = message.kind, message.client
         if kind is None:
             existing = self.table.get(message.job_id)
             if existing is None:
                 return None
-            kind = existing.kind
-        job = self._claim(message.job_id, kind, owner, message.resume)
+            kind, client = existing.kind, existing.client
+        job = self._claim(message.job_id, kind, client, owner, message.resume)
         if job is None and message.kind is not None:
             existing = self.table.get(message.job_id)
-            if existing is not None and existing.kind != kind:
-                logger.warning("The message names another kind", kind=kind)
-                job = self._claim(message.job_id, existing.kind, owner, message.resume)
+            if existing is not None and (existing.kind, existing.client) != (kind, client):
+                logger.warning("The message names another kind or client", kind=kind)
+                job = self._claim(
+                    message.job_id, existing.kind, existing.client, owner, message.resume
+                )
         return job
 
-    def _claim(self, job_id: str, kind: str, owner: str, resume: bool) -> Job | None:
+    def _claim(self, job_id: str, kind: str, client: str, owner: str, resume: bool) -> Job | None:
         lease_ms = self.settings.stale_after_seconds * 1000
-        return self.table.claim(job_id, kind, owner, self.now(), lease_ms, resume=resume)
+        return self.table.claim(
+            job_id, kind, owner, self.now(), lease_ms, resume=resume, client=client
+        )
 
     def hold(self, delivery: Delivery) -> bool:
         """Keep the run's message hidden for the message hold from now; whether it was. A

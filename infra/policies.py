@@ -13,8 +13,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib.jobs import (
+    ACTIVE,
     INDEXES,
     LIST_ALL,
+    LIST_BY_CLIENT,
+    LIST_BY_CLIENT_KIND,
+    LIST_BY_CLIENT_KIND_STATUS,
+    LIST_BY_CLIENT_STATUS,
     LIST_BY_KIND,
     LIST_BY_KIND_STATUS,
     LIST_BY_STATUS,
@@ -29,8 +34,21 @@ def _index(shape: IndexShape) -> str:
 
 
 _LISTING_INDEXES = [
-    _index(s) for s in (LIST_ALL, LIST_BY_STATUS, LIST_BY_KIND, LIST_BY_KIND_STATUS)
+    _index(s)
+    for s in (
+        LIST_ALL,
+        LIST_BY_STATUS,
+        LIST_BY_KIND,
+        LIST_BY_KIND_STATUS,
+        LIST_BY_CLIENT,
+        LIST_BY_CLIENT_STATUS,
+        LIST_BY_CLIENT_KIND,
+        LIST_BY_CLIENT_KIND_STATUS,
+    )
 ]
+# API Gateway's API keys of the account and region: a key's id is not known before it is
+# made, so the grant names the key collection's children (GetApiKey only: apigateway:GET).
+API_KEYS = "ApiKeysArn"
 # The event source mapping polls with the function's role.
 _POLL = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
 
@@ -52,8 +70,11 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
             ],
             ["TableArn"],
         ),
-        # Query: GET /jobs lists jobs through the listing indexes (never a scan).
-        (["dynamodb:Query"], _LISTING_INDEXES),
+        # Query: GET /jobs lists jobs through the listing indexes (never a scan), and a
+        # submission reads its client's active jobs (the quota).
+        (["dynamodb:Query"], [*_LISTING_INDEXES, _index(ACTIVE)]),
+        # GetApiKey: the name of a request's API key says which client calls.
+        (["apigateway:GET"], [API_KEYS]),
         (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
     ],
     "process_job": [
@@ -103,7 +124,15 @@ def lambda_function_name(app_name: str, stage: str, handler: str) -> str:
 
 def resource_arns(outputs: Mapping[str, str]) -> dict[str, str]:
     table = outputs["TableArn"]
-    return {**outputs, **{_index(s): f"{table}/index/{s.name}" for s in INDEXES}}
+    _, partition, _, region, _, _ = outputs["QueueArn"].split(":", 5)
+    # API Gateway's ARNs carry no account ("Actions, resources, and condition keys for
+    # Amazon API Gateway Management": arn:${Partition}:apigateway:${Region}::/apikeys/${ApiKeyId}).
+    api_keys = f"arn:{partition}:apigateway:{region}::/apikeys/*"
+    return {
+        **outputs,
+        **{_index(s): f"{table}/index/{s.name}" for s in INDEXES},
+        API_KEYS: api_keys,
+    }
 
 
 def policy_for(

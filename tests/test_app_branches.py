@@ -1,6 +1,6 @@
 """The API's rarer branches, each through what the client saw and what was
-written: Idempotency-Key scoping by API key, the Idempotency-Key transaction's failures,
-and a replay whose job is gone."""
+written: Idempotency-Key scoping on a stage without keys, the Idempotency-Key
+transaction's failures, and a replay whose job is gone."""
 
 from __future__ import annotations
 
@@ -39,29 +39,6 @@ def api_key_id(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str | None]]:
 
 def keyed(key: str) -> dict[str, str]:
     return {**JSON, "Idempotency-Key": key}
-
-
-def test_idempotency_keys_are_scoped_by_the_callers_api_key(
-    client: Client, aws: dict[str, str], api_key_id: list[str | None]
-) -> None:
-    """app._idempotency_key: two clients (API keys) using the same Idempotency-Key get
-    their own jobs; each client's repeat replays its own; no key id is its own scope."""
-    api_key_id[0] = "client-a"
-    a = post_heavy(client, b'{"n": 5}', keyed("order-1"))
-    api_key_id[0] = "client-b"
-    b = post_heavy(client, b'{"n": 5}', keyed("order-1"))
-    b_again = post_heavy(client, b'{"n": 5}', keyed("order-1"))
-    api_key_id[0] = None
-    anonymous = post_heavy(client, b'{"n": 6}', keyed("order-1"))  # other body: no conflict
-    api_key_id[0] = "client-a"
-    a_again = post_heavy(client, b'{"n": 5}', keyed("order-1"))
-
-    assert [r.status_code for r in (a, b, anonymous)] == [202, 202, 202]
-    assert len({r.json_body["job_id"] for r in (a, b, anonymous)}) == 3
-    assert b_again.json_body["job_id"] == b.json_body["job_id"]
-    assert a_again.json_body["job_id"] == a.json_body["job_id"]
-    assert a_again.headers["Idempotent-Replayed"] == "true"
-    assert queue_depth(aws) == 3
 
 
 def transaction_error(code: str) -> ClientError:
@@ -145,19 +122,19 @@ def test_the_document_says_a_blank_body_is_no_body() -> None:
     assert str(settings.default_n) in body["description"]
 
 
-def test_a_keys_record_is_stored_under_its_callers_scope(
+def test_a_keys_record_is_stored_under_the_anonymous_scope_on_a_stage_without_keys(
     client: Client, aws: dict[str, str], api_key_id: list[str | None]
 ) -> None:
-    """app._idempotency_key: the record's table key is derived from the caller's API key
-    id, or from "anonymous" without one (the scope service.IdempotencyKey and every
-    earlier release used), so records already written keep replaying after a deploy."""
-    post_heavy(client, b'{"n": 5}', keyed("order-6"))
+    """app._idempotency_key: on a stage without keys every caller is anonymous, so its
+    records are under "anonymous" (the scope every earlier release used there, so they
+    keep replaying after a deploy), whatever key id the context carries. A keyed stage
+    scopes them by client name: tests/test_app_clients.py."""
+    first = post_heavy(client, b'{"n": 5}', keyed("order-6"))
     api_key_id[0] = "client-a"
-    post_heavy(client, b'{"n": 5}', keyed("order-6"))
+    again = post_heavy(client, b'{"n": 5}', keyed("order-6"))
 
-    dynamodb = boto3.client("dynamodb")
-    for scope in ("anonymous", "client-a"):
-        record_id = idempotency_record_id(scope, "order-6")
-        key = {"job_id": {"S": record_id}}
-        assert "Item" in dynamodb.get_item(TableName=aws["TableName"], Key=key), scope
-    assert job_count(aws) == 4  # two jobs, two key records
+    assert again.json_body["job_id"] == first.json_body["job_id"]
+    record_id = idempotency_record_id("anonymous", "order-6")
+    key = {"job_id": {"S": record_id}}
+    assert "Item" in boto3.client("dynamodb").get_item(TableName=aws["TableName"], Key=key)
+    assert job_count(aws) == 2  # one job, one key record

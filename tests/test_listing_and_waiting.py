@@ -315,6 +315,9 @@ def test_waiting_polls_a_few_times_a_second_at_most(make_job: Callable[..., Job]
     assert reads[-1] == pytest.approx(5)  # waited the whole time
     assert len(reads) <= 5 / service.WAIT_POLL_SECONDS + 2
     assert all(gap >= service.WAIT_POLL_SECONDS - 1e-9 for gap in gaps[:-1])
+    # At most twice a second, whatever the constant: a wait holds an API invocation, and
+    # each read is a request on the table.
+    assert all(gap >= 0.5 - 1e-9 for gap in gaps[:-1]) and len(reads) <= 5 * 2 + 1
 
 
 @pytest.mark.parametrize(

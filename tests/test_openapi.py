@@ -146,3 +146,25 @@ def test_the_kinds_and_retry_operations_are_documented() -> None:
     retry = paths["/jobs/{job_id}/retry"]["post"]["responses"]
     assert {"202", "404", "409"} <= set(retry)
     assert set(retry["202"]["headers"]) == {"Location", "Retry-After"}
+
+
+def test_the_document_declares_clients_isolation_and_quotas() -> None:
+    settings = Settings.from_mapping(REQUIRED)
+    paths = document(settings)["paths"]
+    assert "client" in document(settings)["components"]["schemas"]["Job"]["required"]
+    (client,) = [p for p in paths["/jobs"]["get"]["parameters"] if p["name"] == "client"]
+    assert client["in"] == "query" and "invalid_client" in client["description"]
+    for path in ("/jobs/{job_id}", "/jobs/{job_id}/cancel", "/jobs/{job_id}/retry"):
+        (operation,) = paths[path].values()
+        assert "another client's" in operation["responses"]["404"]["description"]
+    for path, method in (("/heavy", "post"), ("/jobs", "post"), ("/jobs/{job_id}/retry", "post")):
+        quota = paths[path][method]["responses"]["429"]
+        assert "quota_exceeded" in quota["description"]
+        assert "Retry-After" in quota["headers"]
+
+    keyed = document(settings, api_key_required=True)["paths"]
+    for path, method in KEYED_OPERATIONS:
+        responses = keyed[path][method]["responses"]
+        assert "unknown_key" in responses["403"]["description"]
+        assert "429" in responses
+    assert "quota_exceeded" in keyed["/jobs"]["post"]["responses"]["429"]["description"]

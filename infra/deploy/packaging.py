@@ -331,8 +331,11 @@ def _reference(resource: str, references: Mapping[str, Any]) -> Any:
         if resource.startswith(placeholder + "/"):  # e.g. a table's index: TableArn/index/x
             return {"Fn::Sub": _sub_variable(expression) + resource[len(placeholder) :]}
     arn = resource.split(":", 5)
-    if len(arn) == 6 and arn[3:5] == [ANY_REGION, ANY_ACCOUNT]:
-        anywhere = ["${AWS::Partition}", arn[2], "${AWS::Region}", "${AWS::AccountId}", arn[5]]
+    # An ARN of the stage's region and account, or of its region only (API Gateway's carry
+    # no account).
+    if len(arn) == 6 and arn[3] == ANY_REGION and arn[4] in (ANY_ACCOUNT, ""):
+        account = "${AWS::AccountId}" if arn[4] else ""
+        anywhere = ["${AWS::Partition}", arn[2], "${AWS::Region}", account, arn[5]]
         return {"Fn::Sub": ":".join(["arn", *anywhere])}
     return resource
 

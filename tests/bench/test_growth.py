@@ -3,17 +3,21 @@ comparisons and notes built from measurements, the chart, and item sizing."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import boto3
 import pytest
 
-from bench import calls, growth
-from bench.backlog import LISTING_FLOOR, SWEEP_FLOOR, BareCalls, Target, new_job
-from bench.sizes import SMOKE
+from bench import calls, growth, stack
+from bench.backlog import BACKLOG_CLIENT, LISTING_FLOOR, SWEEP_FLOOR, BareCalls, Target, new_job
+from bench.sizes import FULL, SMOKE
 from chalicelib import queue as queue_adapter
+from chalicelib.clients import ANONYMOUS
+from chalicelib.config import Settings
 from chalicelib.jobs import PENDING, JobStatus, from_item, parse_message, to_item, to_message
+from tests.chalicelib.test_config import REQUIRED
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -107,11 +111,14 @@ def test_a_standard_queue_gets_the_body_alone(target: Target) -> None:
 # --- the figure from measurements ---------------------------------------------------------
 
 
-def measured(depth: int, post: float, listing: float, drain: float, sweep: float) -> growth.Depth:
+def measured(
+    depth: int, post: float, listing: float, drain: float, sweep: float, own: float = 20
+) -> growth.Depth:
     result = growth.Depth(depth)
     result.samples = {
         growth.POST: [post / 1000] * 4,
         growth.LIST: [listing / 1000] * 4,
+        growth.CLIENT_LIST: [own / 1000] * 4,
         "PutItem": [0.004] * 4,
         "SendMessage": [0.004] * 4,
         LISTING_FLOOR: [0.01] * 4,
@@ -127,7 +134,7 @@ def test_the_targets_hold_the_target_depth_against_depth_zero(tmp_path: Path) ->
     sizes = SMOKE
     results = [
         measured(0, post=10, listing=20, drain=25, sweep=30),
-        measured(sizes.growth_target_depth, post=25, listing=30, drain=10, sweep=300),
+        measured(sizes.growth_target_depth, post=25, listing=30, drain=10, sweep=300, own=50),
     ]
     figure = growth._figure(results, sizes, seconds=12)
     by_label = {c.label.split(" at ")[0]: c for c in figure.comparisons}
@@ -135,6 +142,9 @@ def test_the_targets_hold_the_target_depth_against_depth_zero(tmp_path: Path) ->
     assert math.isclose(post.ratio, 2.5) and post.met is False  # over 2x: missed
     listing = by_label[f"{growth.LIST} p50"]
     assert math.isclose(listing.ratio, 1.5) and listing.met is True
+    # One client's listing, while another client's backlog grows: a target (at most 2x).
+    own = by_label[f"{growth.CLIENT_LIST} p50 (one client's)"]
+    assert math.isclose(own.ratio, 2.5) and own.met is False
     drain = next(c for c in figure.comparisons if "drain" in c.label)
     assert math.isclose(drain.ratio, 0.4) and drain.met is False  # under 0.5x: missed
     sweep = next(c for c in figure.comparisons if "sweep" in c.label)
@@ -154,3 +164,29 @@ def test_item_size_follows_dynamodbs_rules() -> None:
     assert calls.item_size({"n": {"N": "1234"}}) == 1 + 3
     assert calls.item_size({"n": {"N": "0.0012"}}) == 1 + 2
     assert calls.item_size({"é": {"BOOL": True}}) == 2 + 1
+
+
+def test_a_backlog_is_another_clients_than_the_apis_callers(target: Target) -> None:
+    """What figure 9 measures flat: the backlog is not the API caller's (anonymous), so
+    that caller's listing and quota read none of it."""
+    ids = target.fill(3)
+    item = target.ddb.get_item(TableName=target.table_name, Key={"job_id": {"S": ids[0]}})
+    assert from_item(item["Item"]).client == BACKLOG_CLIENT != ANONYMOUS
+    assert f"GET /jobs?client={ANONYMOUS}&limit=20" == growth.CLIENT_LIST
+
+
+def test_the_bench_stacks_raise_the_quota_over_what_the_figures_queue(tmp_path: Path) -> None:
+    """Figure 2 leaves submit_iterations of one client's jobs queued; figure 9 its rounds'
+    posts and warm-ups: both over the default quota, under the bench's."""
+    project = tmp_path / "project"
+    (project / ".chalice").mkdir(parents=True)
+    (project / ".chalice" / "config.json").write_text(
+        json.dumps({"stages": {stack.STAGE: {"environment_variables": {"A": "b"}}}})
+    )
+    stack.raise_quotas(project)
+    env = json.loads((project / ".chalice" / "config.json").read_text())["stages"][stack.STAGE]
+    settings = Settings.from_mapping({**REQUIRED, **env["environment_variables"]})
+    assert env["environment_variables"]["A"] == "b"
+    queued = max(FULL.submit_iterations, FULL.growth_samples + 10)
+    assert Settings.max_active_per_client < queued < settings.max_active_per_client
+    assert queued < settings.max_active_seconds_per_client  # n = 0: 1 s each

@@ -21,6 +21,17 @@ def test_required_settings_and_defaults() -> None:
     assert 0 < settings.default_n <= settings.max_n
     assert settings.lost_after_seconds == 120
     assert settings.claim_backoff_cap_seconds == 60
+    assert (settings.max_active_per_client, settings.max_active_seconds_per_client) == (100, 3600)
+
+
+def test_the_client_quotas_are_settings_and_0_turns_one_off() -> None:
+    env = {
+        **REQUIRED,
+        "JOBS_MAX_ACTIVE_PER_CLIENT": "0",
+        "JOBS_MAX_ACTIVE_SECONDS_PER_CLIENT": "60",
+    }
+    settings = Settings.from_mapping(env)
+    assert (settings.max_active_per_client, settings.max_active_seconds_per_client) == (0, 60)
 
 
 def test_the_claim_backoff_cap_is_a_setting() -> None:
@@ -65,6 +76,8 @@ def test_missing_required_setting_is_named(missing: str, value: str | None) -> N
         ("JOBS_LOOP_RATE_PER_SECOND", "0", "must be >= 1"),
         ("JOBS_LOST_AFTER_SECONDS", "0", "JOBS_LOST_AFTER_SECONDS must be >= 1"),
         ("JOBS_CLAIM_BACKOFF_CAP_SECONDS", "0", "JOBS_CLAIM_BACKOFF_CAP_SECONDS must be >= 1"),
+        ("JOBS_MAX_ACTIVE_PER_CLIENT", "-1", "JOBS_MAX_ACTIVE_PER_CLIENT must be >= 0"),
+        ("JOBS_MAX_ACTIVE_SECONDS_PER_CLIENT", "1h", "must be an integer"),
     ],
 )
 def test_malformed_setting_is_named(name: str, value: str, message: str) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 
 from chalicelib.errors import PoisonMessage
 from chalicelib.jobs import (
+    ACTIVE,
     INDEXES,
     LIST_ALL,
     LIST_BY_KIND,
@@ -30,6 +32,7 @@ from chalicelib.jobs import (
     request_fingerprint,
     shard_of,
     to_item,
+    to_message,
 )
 
 MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -54,6 +57,8 @@ def test_item_round_trip_keeps_every_field() -> None:
         pending_at=None,  # only a queued job has a message due
         redrives=2,
         retry_of="6f9619ff-8b86-4011-b42d-00c04fc964ff",
+        client="alice",
+        estimate_seconds=42,
     )
     defaults = {f.name for f in dataclasses.fields(Job) if getattr(job, f.name) == f.default}
     assert defaults == {"pending_at"}  # every other field is set: the trip keeps it
@@ -63,6 +68,7 @@ def test_item_round_trip_keeps_every_field() -> None:
     assert from_item(to_item(queued)) == queued
     # What is not set is not written: a new job's item holds only these (and its keys).
     written = {"job_id", "kind", "input", "n", "status", "progress", "attempts", "created_at"}
+    written |= {"client", "estimate_seconds"}
     assert set(to_item(queued)) == written | set(derived_attributes(queued))
 
 
@@ -149,15 +155,17 @@ def test_jobs_spread_over_every_shard() -> None:
 
 def test_each_listing_has_its_own_index_and_partitions() -> None:
     listings = [
-        Listing(),
-        Listing(status=JobStatus.QUEUED),
-        Listing(kind="heavyLoad"),
-        Listing(kind="heavyLoad", status=JobStatus.QUEUED),
+        Listing(client=client, kind=kind, status=status)
+        for client in (None, "alice", "bob")
+        for kind in (None, "heavyLoad")
+        for status in (None, JobStatus.QUEUED)
     ]
-    assert len({listing.index.name for listing in listings}) == 4
-    assert {listing.index for listing in listings} | {PENDING} == set(INDEXES)
+    assert len({listing.index.name for listing in listings}) == 8
+    assert {listing.index for listing in listings} | {PENDING, ACTIVE} == set(INDEXES)
     partitions = {listing.partition(shard) for listing in listings for shard in range(SHARDS)}
-    assert len(partitions) == 4 * SHARDS  # no hot partition shared by all jobs
+    # No hot partition shared by all jobs, and no client's partition holds another's jobs.
+    assert len(partitions) == len(listings) * SHARDS
+    assert len({listing.name for listing in listings}) == len(listings)
     # Keys only, plus expires_at for the listings: a checkpoint writes no index.
     checkpointed = {"state", "progress", "lease_until"}
     for index in INDEXES:
@@ -245,3 +253,18 @@ def test_a_fingerprint_does_not_depend_on_the_order_of_the_input_fields() -> Non
     assert request_fingerprint("kind", {"b": 1, "a": {"y": 2, "x": 3}}) == (
         request_fingerprint("kind", {"a": {"x": 3, "y": 2}, "b": 1})
     )
+
+
+def test_a_message_names_its_jobs_client_unless_anonymous() -> None:
+    """The claim rewrites the client's listing keys from the message, without a read; a
+    message without a client (every one before clients) is an anonymous job's."""
+    alices = Job.new(n=1, now=MOMENT, client="alice")
+    assert json.loads(to_message(alices))["client"] == "alice"
+    assert parse_message(to_message(alices)).client == "alice"
+    anonymous = Job.new(n=1, now=MOMENT)
+    assert "client" not in json.loads(to_message(anonymous))
+    assert parse_message(to_message(anonymous)).client == "anonymous"
+    for bad in (5, "", "no#hash"):
+        body = json.dumps({"job_id": alices.job_id, "kind": "heavyLoad", "client": bad})
+        with pytest.raises(PoisonMessage, match="message names no valid client"):
+            parse_message(body)

@@ -8,19 +8,21 @@ import base64
 import json
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from chalicelib import connections, service
-from chalicelib.config import get_settings
+from chalicelib.config import Settings, get_settings
 from chalicelib.errors import (
     IdempotencyConflict,
     InvalidRequest,
     JobFinished,
     JobNotFound,
     JobNotRetryable,
+    QuotaExceeded,
     StoreUnavailable,
 )
 from chalicelib.jobs import (
@@ -35,7 +37,8 @@ from chalicelib.jobs import (
 )
 from chalicelib.kinds import KINDS
 from chalicelib.service import IdempotencyKey
-from chalicelib.store import JobTable
+from chalicelib.store import ActiveEntry, JobTable
+from tests.chalicelib.test_config import REQUIRED
 
 RETENTION = timedelta(days=7)
 
@@ -273,7 +276,8 @@ def test_waiting_for_an_unfinished_job_polls_until_the_deadline_exactly(
     waited = service.wait_for_job(job.job_id, table, 2.1, fake.sleep, fake.monotonic)
 
     assert waited.status is JobStatus.QUEUED
-    assert fake.sleeps == [0.25] * 8 + [pytest.approx(0.1)]
+    # Twice a second at most: a wait reads the job 5 times in 2.1 s, not 9.
+    assert fake.sleeps == [0.5] * 4 + [pytest.approx(0.1)]
     assert fake.now == pytest.approx(102.1)
 
 
@@ -283,9 +287,9 @@ def test_waiting_for_a_job_ends_at_a_deadline_met_exactly(
     job = make_job(n=1)
     fake = FakeTime()
 
-    service.wait_for_job(job.job_id, table, 0.5, fake.sleep, fake.monotonic)
+    service.wait_for_job(job.job_id, table, 1.0, fake.sleep, fake.monotonic)
 
-    assert fake.sleeps == [0.25, 0.25]
+    assert fake.sleeps == [0.5, 0.5]
 
 
 def test_waiting_for_a_finished_job_returns_it_at_once(
@@ -418,7 +422,8 @@ def test_retry_after_is_1_second_for_a_job_its_kind_cannot_estimate(
         (
             {"statsu": "queued", "after": "x"},
             "unknown_parameter",
-            "Unknown query parameter(s): after, statsu. Allowed: kind, status, limit, cursor.",
+            "Unknown query parameter(s): after, statsu. "
+            "Allowed: kind, status, client, limit, cursor.",
         ),
         (
             {"kind": "heavyload"},
@@ -543,3 +548,64 @@ def test_a_cursor_position_must_be_a_pair_not_an_object(table: JobTable) -> None
     with pytest.raises(InvalidRequest) as refused:
         service.list_jobs({"cursor": cursor_text(json.dumps(as_object))}, table)
     assert refused.value.code == "invalid_cursor"
+
+
+# --- quotas -------------------------------------------------------------------------------
+
+
+class ActiveJobs:
+    """A stand-in for the table's active index: a client's active jobs' estimates, oldest
+    first; records each read's limit."""
+
+    def __init__(self, estimates: list[int]) -> None:
+        self.estimates = estimates
+        self.limits: list[int] = []
+
+    def active(self, client: str, limit: int) -> list[ActiveEntry]:
+        self.limits.append(limit)
+        return [
+            ActiveEntry(f"job-{i}", f"2026-01-01T00:00:0{i}.000Z", seconds)
+            for i, seconds in enumerate(self.estimates[:limit])
+        ]
+
+
+def limits(jobs: int, seconds: int) -> Any:
+    return replace(
+        Settings.from_mapping(REQUIRED),
+        max_active_per_client=jobs,
+        max_active_seconds_per_client=seconds,
+    )
+
+
+@pytest.mark.parametrize(
+    ("estimates", "new", "jobs", "seconds", "retry_after"),
+    [
+        ([3, 4], 1, 2, 0, 3),  # at 2 jobs: the oldest (3 s) must finish
+        # Over by one (a burst overshot): the read stops at the quota, so the answer is
+        # the oldest one's, a lower bound.
+        ([3, 4, 5], 1, 2, 0, 3),
+        ([3, 4], 4, 0, 10, 3),  # 7 + 4 > 10: freeing the oldest 3 s makes room
+        ([3, 4], 8, 0, 10, 7),  # 7 + 8 > 10: both must finish
+        ([3, 4], 3, 0, 10, None),  # 7 + 3 fits
+        ([], 50, 0, 10, None),  # a job over the whole limit runs alone
+        ([1], 50, 0, 10, 1),  # ...but only alone
+        ([3, 4], 99, 0, 0, None),  # both limits off
+    ],
+)
+def test_a_quota_refusal_says_when_the_clients_oldest_work_makes_room(
+    estimates: list[int], new: int, jobs: int, seconds: int, retry_after: int | None
+) -> None:
+    table = ActiveJobs(estimates)
+
+    def check() -> None:
+        service.check_quota("alice", new, table, limits(jobs, seconds))  # type: ignore[arg-type]
+
+    if retry_after is None:
+        check()
+    else:
+        with pytest.raises(QuotaExceeded) as refused:
+            check()
+        assert refused.value.retry_after == retry_after
+        assert refused.value.status_code == 429 and refused.value.code == "quota_exceeded"
+    # One read, bounded by the quota (never when both limits are off).
+    assert table.limits == ([] if not jobs and not seconds else [jobs or seconds])

@@ -17,6 +17,9 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from chalicelib import connections
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import (
+    ACTIVE,
+    INDEXES,
+    PENDING,
     SCHEMA_ITEM,
     SCHEMA_VERSION,
     SHARDS,
@@ -33,6 +36,7 @@ from chalicelib.jobs import (
 )
 from chalicelib.store import (
     END,
+    ActiveEntry,
     IdempotencyRecord,
     JobTable,
     MigrationReport,
@@ -697,7 +701,9 @@ def test_migrate_leaves_a_job_that_keeps_changing_and_records_no_version(
     changing, tries = [True], []
     real = table.rewrite_derived
 
-    def changed_just_before(read: Job, with_input: bool = False) -> Job | None:
+    def changed_just_before(
+        read: Job, with_input: bool = False, with_client: bool = False
+    ) -> Job | None:
         tries.append(read.status)
         if changing[0]:  # another writer changes its status between the read and the write
             other = JobStatus.RUNNING if read.status is JobStatus.QUEUED else JobStatus.QUEUED
@@ -708,7 +714,7 @@ def test_migrate_leaves_a_job_that_keeps_changing_and_records_no_version(
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={":other": {"S": other.value}},
             )
-        return real(read, with_input=with_input)
+        return real(read, with_input=with_input, with_client=with_client)
 
     monkeypatch.setattr(table, "rewrite_derived", changed_just_before)
 
@@ -769,3 +775,152 @@ def test_lost_pending_lists_the_longest_overdue_first_across_shards(table: JobTa
         PendingEntry(second.job_id, 1_000),
         PendingEntry(first.job_id, 2_000),
     ]
+
+
+# --- a client's listing keys and its active jobs ------------------------------------------
+
+
+def index_keys(job_id: str) -> dict[str, Any]:
+    """The index keys (and the active job's estimate) an item carries."""
+    item = raw_item(job_id) or {}
+    names = {index.partition_key for index in INDEXES} | {PENDING.sort_key}
+    return {name: value for name, value in item.items() if name in names}
+
+
+def expected_keys(job: Job) -> dict[str, Any]:
+    return dict(derived_attributes(job))
+
+
+def test_every_status_change_keeps_a_clients_listing_keys_and_active_entry(
+    table: JobTable,
+) -> None:
+    """Each write that moves alice's job rewrites her status listing keys with the rest;
+    a final status removes the job from her active jobs (what her quota reads)."""
+    now = utc_now()
+    job = Job.new(n=5, now=now, client="alice", estimate_seconds=7)
+    table.create(job)
+    assert index_keys(job.job_id) == expected_keys(job)
+    assert table.active("alice", 10) == [ActiveEntry(job.job_id, iso_utc(job.created_at), 7)]
+
+    running = table.claim(job.job_id, job.kind, "owner", now, LEASE_MS)  # reads the client
+    assert running is not None and running.client == "alice"
+    assert index_keys(job.job_id) == expected_keys(running)
+    released = table.release(running, "owner", epoch_ms(now), resume=True)
+    assert released is not None
+    assert index_keys(job.job_id) == expected_keys(released)
+    again = table.claim(job.job_id, job.kind, "owner2", now, LEASE_MS, True, client="alice")
+    assert again is not None
+    done = table.succeed(again, "owner2", 1, now)
+    assert done is not None and index_keys(job.job_id) == expected_keys(done)
+    assert ACTIVE.partition_key not in index_keys(job.job_id)
+    assert table.active("alice", 10) == []
+
+    for finish in (
+        lambda j: table.cancel(j, now),
+        lambda j: table.fail_unfinished(j, "dead", now),
+        lambda j: table.fail_unreadable(j.job_id, "unreadable", now),
+        lambda j: table.fail_submission(j, "not sent", now),
+    ):
+        other = Job.new(n=5, now=now, client="bob")
+        table.create(other)
+        assert table.active("bob", 10)
+        assert finish(other)
+        finished = table.get(other.job_id)
+        assert finished is not None and finished.status.is_final
+        assert index_keys(other.job_id) == expected_keys(finished)
+        assert table.active("bob", 10) == []
+
+
+def test_a_requeued_job_stays_its_clients(table: JobTable) -> None:
+    now = utc_now()
+    job = Job.new(n=5, now=now, client="alice")
+    table.create(job)
+    running = table.claim(job.job_id, job.kind, "owner", now, LEASE_MS, client="alice")
+    assert running is not None
+    requeued = table.requeue_running(running, epoch_ms(now))
+    assert requeued is not None and requeued.client == "alice"
+    assert index_keys(job.job_id) == expected_keys(requeued)
+    assert [entry.job_id for entry in table.active("alice", 10)] == [job.job_id]
+
+
+def test_the_active_read_stops_at_its_limit_and_reads_one_clients_partition(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utc_now()
+    for client in ("alice", "alice", "alice", "bob"):
+        table.create(Job.new(n=5, now=now, client=client))
+    queries = recorded_calls(table, "query", monkeypatch)
+
+    assert len(table.active("alice", 2)) == 2
+    assert len(table.active("alice", 10)) == 3
+    assert all(
+        query["ExpressionAttributeValues"] == {":client": {"S": "alice"}} for query in queries
+    )
+    assert [query["Limit"] for query in queries] == [2, 10]
+
+
+def before_clients(job: Job) -> dict[str, Any]:
+    """``job``'s item as version 3 wrote it: no client, no estimate, none of the client
+    listing keys, no active key."""
+    item = to_item(job)
+    version_4 = {"client", "estimate_seconds", ACTIVE.partition_key}
+    version_4 |= {
+        shape.partition_key for shape in INDEXES if shape.name.startswith("jobs-by-client")
+    }
+    return {name: value for name, value in item.items() if name not in version_4}
+
+
+def test_migrate_to_version_4_makes_every_earlier_job_anonymous(table: JobTable) -> None:
+    now = utc_now().replace(microsecond=0)
+    queued = Job.new(n=3, now=now)
+    done = Job.new(n=4, now=now).with_(status=JobStatus.SUCCEEDED, pending_at=None, result=4)
+    for job in (queued, done):
+        put_raw(before_clients(job))
+    # Finished, yet still listed as active (as no release writes it): the entry goes.
+    stale = Job.new(n=5, now=now).with_(status=JobStatus.CANCELLED, pending_at=None)
+    put_raw({**to_item(stale), ACTIVE.partition_key: {"S": "anonymous"}})
+    boto3.client("dynamodb").delete_item(
+        TableName=table.table_name, Key={"job_id": {"S": SCHEMA_ITEM}}
+    )
+
+    report = table.migrate()
+
+    assert report.rewritten == 3 and report.unsettled == 0
+    for job in (queued, done):
+        migrated = table.get(job.job_id)
+        assert migrated is not None and migrated.client == "anonymous"
+        assert index_keys(job.job_id) == expected_keys(migrated)
+    assert ACTIVE.partition_key not in (raw_item(stale.job_id) or {})
+    assert [entry.job_id for entry in table.active("anonymous", 10)] == [queued.job_id]
+    page = table.page(Listing(client="anonymous"), 10, [None] * SHARDS, utc_now())
+    assert {job.job_id for job in page.jobs} == {queued.job_id, done.job_id, stale.job_id}
+    assert table.schema_version() == SCHEMA_VERSION == 4
+
+
+def test_a_claim_naming_another_client_is_refused_and_changes_nothing(table: JobTable) -> None:
+    now = utc_now()
+    job = Job.new(n=5, now=now, client="alice")
+    table.create(job)
+    before = raw_item(job.job_id)
+
+    assert table.claim(job.job_id, job.kind, "owner", now, LEASE_MS, client="bob") is None
+    assert raw_item(job.job_id) == before
+    claimed = table.claim(job.job_id, job.kind, "owner", now, LEASE_MS, client="alice")
+    assert claimed is not None and claimed.status is JobStatus.RUNNING
+
+
+def test_a_job_written_before_clients_is_claimed_as_anonymous(table: JobTable) -> None:
+    """A message of a job the previous release queued names no client: the job has none
+    either until the migration adds it, and is anonymous's."""
+    now = utc_now()
+    job = Job.new(n=5, now=now)
+    put_raw(before_clients(job))
+
+    assert table.claim(job.job_id, job.kind, "owner", now, LEASE_MS, client="alice") is None
+    claimed = table.claim(job.job_id, job.kind, "owner", now, LEASE_MS, client="anonymous")
+    assert claimed is not None and claimed.client == "anonymous"
+    # The claim rewrites the status keys, anonymous's included; the migration adds the rest.
+    keys = index_keys(job.job_id)
+    assert keys["client_status_key"] == expected_keys(claimed)["client_status_key"]
+    table.migrate()
+    assert index_keys(job.job_id) == expected_keys(claimed)

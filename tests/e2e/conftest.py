@@ -33,6 +33,7 @@ import boto3
 import pytest
 import requests
 
+from chalicelib import config
 from chalicelib.queue import MESSAGE_GROUP
 from infra.emulator import endpoint_url, free_port, port_is_free
 from infra.run import PROJECT_DIR, Services, copy_app
@@ -47,6 +48,9 @@ FAST_SETTINGS = {
     "JOBS_STALE_AFTER_SECONDS": "2",
     "JOBS_RETRY_BASE_SECONDS": "1",
 }
+# A stack whose tests submit more than a client's quota allows (fuzzing: hundreds of
+# generated jobs, up to n = 1e10 each) turns the quota off (chalicelib.config: 0 is off).
+QUOTAS_OFF = {config.MAX_ACTIVE_PER_CLIENT: "0", config.MAX_ACTIVE_SECONDS_PER_CLIENT: "0"}
 # The event source polls briefly and runs the recovery sweep every second.
 WORKER_ARGS = ("--poll-seconds", "1", "--schedule-period-seconds", "1")
 # The services the stack's processes reach through a fault-injecting proxy, when asked.

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import QUOTAS_OFF, Stack
 
 OPERATIONS = [
     "GET /",
@@ -64,7 +64,7 @@ def test_every_operation_answers_as_documented(
     """Positive cases (schema-valid) must be accepted; negative ones (schema-invalid)
     refused with a documented 4xx. Neither may ever produce a 5xx."""
     # No worker: generated jobs (up to n = 1e10) need not run for the API to be checked.
-    stack = make_stack(worker=False)
+    stack = make_stack(worker=False, environment=QUOTAS_OFF)
     schema = schemathesis.openapi.from_url(f"{stack.url}/openapi.json")
     operation = schema.find_operation_by_label(label)
     assert operation is not None

@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from chalicelib.service import MAX_WAIT_SECONDS
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import QUOTAS_OFF, Stack
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")  # the pinned CLI, in .venv
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -44,13 +44,13 @@ FUZZ_SEED = "FUZZ_SEED"
 def test_schemathesis_cli_finds_no_failure(
     make_stack: Callable[..., Stack], tmp_path: Path
 ) -> None:
-    stack = make_stack(environment=SMALL_N)
+    stack = make_stack(environment={**SMALL_N, **QUOTAS_OFF})
     run_schemathesis(stack, tmp_path, SEED)
 
 
 @pytest.mark.skipif(not os.environ.get(FUZZ_RUNS), reason="make fuzz runs it (FUZZ_RUNS)")
 def test_random_seeds_find_no_failure(make_stack: Callable[..., Stack], tmp_path: Path) -> None:
-    stack = make_stack(environment=SMALL_N)
+    stack = make_stack(environment={**SMALL_N, **QUOTAS_OFF})
     given = os.environ.get(FUZZ_SEED)
     seeds = [int(given)] if given else [secrets.randbelow(2**32) for _ in range(runs())]
     for seed in seeds:

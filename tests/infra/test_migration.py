@@ -38,6 +38,7 @@ from moto.server import ThreadedMotoServer
 from moto.sqs.models import Queue, sqs_backends
 
 from chalicelib import config, connections, service
+from chalicelib.clients import ANONYMOUS
 from chalicelib.config import Settings
 from chalicelib.jobs import (
     INDEXES,
@@ -365,6 +366,11 @@ def test_the_table_ends_with_exactly_the_new_indexes(migration: Migration) -> No
     assert jobs and all(
         json.loads(item["input"]["S"]) == {"n": int(item["n"]["N"])} for item in jobs
     )
+    # Version 4: every job is anonymous's (the previous release had no clients), and listed
+    # in anonymous's listings.
+    assert all(item["client"] == {"S": ANONYMOUS} for item in jobs)
+    anonymous = migration.table().page(Listing(client=ANONYMOUS), 20, [None] * SHARDS, utc_now())
+    assert len(anonymous.jobs) == len(jobs)
 
 
 def test_the_queues_were_replaced_by_the_fifo_ones_and_the_delay_queue(

@@ -95,7 +95,11 @@ def test_package_policies_name_the_packaged_stack_in_any_account(
                 assert statement["Resource"] == ["*"]
                 continue
             for resource in statement["Resource"]:
-                if statement["Sid"] == "OwnLogs":
+                if statement["Action"] == ["apigateway:GET"]:  # the callers' API keys
+                    assert resource == {
+                        "Fn::Sub": "arn:${AWS::Partition}:apigateway:${AWS::Region}::/apikeys/*"
+                    }
+                elif statement["Sid"] == "OwnLogs":
                     assert resource["Fn::Sub"].startswith(
                         "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
                     )

@@ -246,6 +246,10 @@ def test_each_function_gets_a_least_privilege_policy(
                 assert config.xray_enabled is True
                 assert statement["Action"] == policies.XRAY_ACTIONS
                 assert statement["Resource"] == ["*"]
+            elif statement["Action"] == ["apigateway:GET"]:
+                # The API reads its callers' key names (GetApiKey): keys of its region only.
+                assert path.name == f"policy-{stage}-api_handler.json"
+                assert statement["Resource"] == ["arn:aws:apigateway:us-east-1::/apikeys/*"]
             else:
                 assert set(statement["Resource"]) <= own
     grants = {
