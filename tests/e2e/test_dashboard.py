@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Locator, Page, Request, Response, Route, expect
 
 from chalicelib import dashboard
@@ -37,6 +38,7 @@ from infra.browser import ChromiumMissing, chromium
 from infra.deploy.access import Throttle
 from infra.emulator import free_port
 from tests.e2e.conftest import Stack
+from tests.e2e.test_cli import make_key
 from tests.speed import iterations_per_second
 
 # A second or so of counting, and a job far longer than the test.
@@ -193,6 +195,36 @@ def test_count_primes_and_retry_a_cancelled_job_in_the_browser(
         tab.get_by_label("Kind", exact=True).select_option("countPrimes")
     expect(tab.locator("tbody tr")).to_have_count(3)
     assert console.errors() == []
+
+
+def test_on_a_stage_with_keys_a_client_sees_its_own_jobs_in_the_browser(
+    make_stack: Callable[..., Stack], page: tuple[Page, Console]
+) -> None:
+    stack = make_stack({"JOBS_REQUIRE_API_KEY": "true"})
+    alice, bob = make_key(stack, "alice"), make_key(stack, "bob")
+    bobs = requests.post(
+        f"{stack.url}/heavy", json={"n": 1}, headers={"x-api-key": bob}, timeout=30
+    ).json()
+    tab, _ = page
+    tab.goto(f"{stack.url}/")
+    key_field = tab.get_by_label(KEY_LABEL)
+    expect(key_field).to_have_attribute("aria-invalid", "true")  # no key: 403 Forbidden
+    key_field.fill(alice)
+    n_field = kind_field(tab, "n")
+    n_field.fill("1000")
+    with tab.expect_response(posted_job) as posted:
+        n_field.press("Enter")
+    job_id = posted.value.json()["job_id"]
+    row = tab.locator(f'tr[data-job-id="{job_id}"]')
+    expect(row.locator(".status")).to_have_text("succeeded", timeout=60_000)
+    expect(row.locator(".client")).to_have_text("alice")
+    expect(tab.locator("tbody tr")).to_have_count(1)  # not bob's
+    with tab.expect_response(lambda r: r.url.endswith(f"/jobs/{job_id}")) as read:
+        row.get_by_role("link", name=f"Details of job {job_id[:8]}").click()
+    assert read.value.status == 200 and read.value.request.headers["x-api-key"] == alice
+    expect(tab.locator('#job-detail [data-field="client"]')).to_have_text("alice")
+    tab.goto(f"{stack.url}/#job={bobs['job_id']}")  # bob's: not found, as an unknown id
+    expect(tab.locator("#detail-message")).to_contain_text("No job with id")
 
 
 def posted_job(response: Response) -> bool:
