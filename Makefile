@@ -90,7 +90,7 @@ LOCAL := AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL:-http://127.0.0.1:$(EMULATOR_PORT)
 	AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-test}
 
 # EVENT_SOURCE_MODE=exact|aws (run, worker): how the local event source polls, see README.
-run: venv ## Everything, in the foreground: emulator, infra, API on PORT, worker (EVENT_SOURCE_MODE)
+run: venv ## Everything, in the foreground: emulator, infra, API on PORT, worker (EVENT_SOURCE_MODE; JOBS_REQUIRE_API_KEY=true: keys as on prod)
 	$(PY) -m infra.run --port $(PORT) --emulator-port $(EMULATOR_PORT)
 
 emulator: venv ## The AWS emulator alone (moto server, unless one already answers)
@@ -120,7 +120,7 @@ destroy: venv ## Delete STAGE from AWS: API keys, operations, Chalice app, logs,
 package: venv ## Write out/STAGE/ (SAM template + zip) for a pipeline; needs no AWS
 	$(PY) -m infra.deploy package --stage $(STAGE)
 
-api-key: venv ## Print STAGE's API key value; CLIENT=name: that client's own key (made once)
+api-key: venv ## Print STAGE's API key value (STAGE=local: in make run's emulator); CLIENT=name: that client's own key (made once)
 	@$(PY) -m infra.deploy api-key --stage $(STAGE) $(if $(CLIENT),--client $(CLIENT))
 
 pause: venv ## Stop STAGE's worker (dev|prod|local) taking jobs: they wait in the queue, none is lost

@@ -20,6 +20,22 @@ On AWS, API Gateway never passes such a request to the function: it answers 403
 Center, "api-gateway-authentication-token-errors"); locally an unknown path still gets
 that 403, from Chalice. ``OPTIONS`` stays Chalice's (its stand-in for CORS preflight).
 
+A route the app declares with ``api_key_required=True`` (every ``/jobs`` route when the
+app is imported with ``JOBS_REQUIRE_API_KEY=true``: ``JOBS_REQUIRE_API_KEY=true make run``)
+is guarded as API Gateway guards it: the request's ``x-api-key`` header (API Gateway's
+default key source, "Choose an API key source in API Gateway") must be the value of an
+enabled API key in the emulator's API Gateway that is a member of the stage's usage plan
+(``<app>-<stage>``, the plan ``make api-key STAGE=local`` makes, as ``make deploy`` makes it
+on AWS): API Gateway accepts a key only through a usage plan of the stage ("Usage plans
+and API keys for REST APIs in API Gateway"). Without one, the request is answered 403
+``{"message":"Forbidden"}`` and the app is not invoked; with one, the event carries the
+key in ``requestContext.identity`` (``apiKeyId``, ``apiKey``). Keys are read from the
+emulator on every keyed request (two API Gateway calls, a few milliseconds), so a key made
+or disabled while the server runs counts at once. The plan's throttling is not imitated.
+On every request, keyed or not, ``requestContext.domainName`` is the ``host:port`` this
+server answers on and ``requestContext.stage`` the Chalice stage, as API Gateway sets its
+own domain name and stage there.
+
 Everything else is Chalice's: the same ``create_local_server`` that ``chalice local``
 calls, the same config and stage loading, the same request handling.
 """
@@ -33,22 +49,122 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
-from http.server import HTTPServer
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 from chalice.app import Chalice
 from chalice.cli import create_local_server
 from chalice.cli.factory import CLIFactory
 from chalice.config import Config
-from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher
+from chalice.local import (
+    ChaliceRequestHandler,
+    ForbiddenError,
+    LocalDevServer,
+    LocalGateway,
+    LocalGatewayException,
+    RouteMatcher,
+)
+
+from infra.deploy.chalice_project import resource_name
 
 # Chalice answers OPTIONS itself (its stand-in for API Gateway's CORS preflight).
 CHALICE_ANSWERS = frozenset({"OPTIONS"})
+# The header API Gateway reads a key from (its default API key source, HEADER).
+API_KEY_HEADER = "x-api-key"
+# API Gateway's own answer to a keyed request without a valid key.
+FORBIDDEN_BODY = b'{"message":"Forbidden"}'
+
+
+class KeyStoreUnavailable(LocalGatewayException):
+    """The emulator's API Gateway did not answer: API Gateway's answer to its own failure."""
+
+    CODE = 500
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An accepted key: what API Gateway puts in ``requestContext.identity``."""
+
+    id: str
+    value: str
+
+
+class StageKeys:
+    """The keys API Gateway accepts on one stage: enabled, and in the stage's usage plan.
+
+    Read from the emulator's API Gateway on every call (GetApiKeys, then GetUsagePlans for
+    the key), so keys made, disabled or removed while the server runs count at once. The
+    client is made on first use: a stage without keyed routes never needs one.
+    """
+
+    def __init__(self, plan_name: str, apigw: Any = None) -> None:
+        self.plan_name = plan_name
+        self._apigw = apigw
+        self._lock = threading.Lock()
+
+    def _client(self) -> Any:
+        with self._lock:
+            if self._apigw is None:
+                self._apigw = boto3.client("apigateway")  # AWS_ENDPOINT_URL: the emulator
+            return self._apigw
+
+    def accepted(self, value: str) -> ApiKey | None:
+        """The enabled key whose value is ``value``, if it is in the stage's usage plan;
+        else None. KeyStoreUnavailable if the emulator does not answer."""
+        if not value:
+            return None
+        apigw = self._client()
+        try:
+            for page in apigw.get_paginator("get_api_keys").paginate(includeValues=True):
+                for key in page.get("items", []):
+                    matches = key.get("value") == value and key.get("enabled")
+                    if matches and self._in_plan(apigw, key["id"]):
+                        return ApiKey(id=key["id"], value=value)
+        except (BotoCoreError, ClientError) as error:
+            body = json.dumps({"message": f"Internal server error: {error}"}).encode()
+            raise KeyStoreUnavailable({}, body) from None
+        return None
+
+    def _in_plan(self, apigw: Any, key_id: str) -> bool:
+        plans = apigw.get_paginator("get_usage_plans").paginate(keyId=key_id)
+        return any(plan.get("name") == self.plan_name for page in plans for plan in page["items"])
+
+
+class LocalApiGateway(LocalGateway):
+    """Chalice's stand-in for API Gateway, with API Gateway's key check and its
+    ``domainName`` and ``stage`` in every event's request context."""
+
+    def __init__(
+        self, app_object: Chalice, config: Config, domain_name: str, keys: StageKeys
+    ) -> None:
+        super().__init__(app_object, config)
+        self._domain_name = domain_name
+        self._keys = keys
+
+    def _generate_lambda_event(
+        self, method: str, path: str, headers: dict[str, Any], body: bytes | None
+    ) -> dict[str, Any]:
+        event: dict[str, Any] = super()._generate_lambda_event(method, path, headers, body)
+        context = event["requestContext"]
+        context["domainName"] = self._domain_name
+        context["stage"] = self._config.chalice_stage
+        view = self._app_object.routes[context["resourcePath"]].get(method)
+        if view is not None and view.api_key_required:
+            key = self._keys.accepted(event["headers"].get(API_KEY_HEADER, ""))
+            if key is None:
+                raise ForbiddenError({"x-amzn-ErrorType": "ForbiddenException"}, FORBIDDEN_BODY)
+            context["identity"].update(apiKeyId=key.id, apiKey=key.value)
+        return event
 
 
 class LocalApiRequestHandler(ChaliceRequestHandler):
-    """Chalice's request handler, with Nagle off and a JSON 405 for undeclared methods."""
+    """Chalice's request handler, with Nagle off, a JSON 405 for undeclared methods, and
+    API Gateway's key check and request context (:class:`LocalApiGateway`)."""
 
     # The standard library's switch: TCP_NODELAY on each connection (see the module doc).
     disable_nagle_algorithm = True
@@ -60,11 +176,15 @@ class LocalApiRequestHandler(ChaliceRequestHandler):
         server: HTTPServer,
         app_object: Chalice,
         config: Config,
+        domain_name: str,
+        keys: StageKeys,
     ) -> None:
-        # Set before the base __init__, which handles the connection's requests.
+        # Set before BaseHTTPRequestHandler's __init__, which handles the connection's
+        # requests; ChaliceRequestHandler's would only set a plain LocalGateway.
         self._routes = app_object.routes
         self._matcher = RouteMatcher(list(app_object.routes))
-        super().__init__(request, client_address, server, app_object, config)
+        self.local_gateway = LocalApiGateway(app_object, config, domain_name, keys)
+        BaseHTTPRequestHandler.__init__(self, request, client_address, server)
 
     def parse_request(self) -> bool:
         if not super().parse_request():
@@ -114,8 +234,10 @@ class LocalApiRequestHandler(ChaliceRequestHandler):
             self.wfile.write(body)
 
 
-def use_handler(server: LocalDevServer) -> None:
-    """Make ``server`` (not serving yet) build ``LocalApiRequestHandler``s.
+def use_handler(server: LocalDevServer, keys: StageKeys | None = None) -> None:
+    """Make ``server`` (not serving yet) build ``LocalApiRequestHandler``s, which name the
+    address ``server`` answers on as the domain and accept ``keys`` on keyed routes (by
+    default the keys of the usage plan of the stage ``server`` serves).
 
     Chalice 1.34's ``LocalDevServer`` gives its HTTP server a ``functools.partial`` of
     ``ChaliceRequestHandler`` with the app and config; anything else means Chalice
@@ -124,8 +246,13 @@ def use_handler(server: LocalDevServer) -> None:
     factory = server.server.RequestHandlerClass
     if not (isinstance(factory, functools.partial) and factory.func is ChaliceRequestHandler):
         raise RuntimeError(f"unexpected request handler factory in chalice local: {factory!r}")
+    port = server.server.server_address[1]  # the bound port, also when asked for port 0
+    if keys is None:
+        config = factory.keywords["config"]
+        keys = StageKeys(resource_name(config, config.chalice_stage))
+    keywords = {**factory.keywords, "domain_name": f"{server.host}:{port}", "keys": keys}
     server.server.RequestHandlerClass = functools.partial(
-        LocalApiRequestHandler, *factory.args, **factory.keywords
+        LocalApiRequestHandler, *factory.args, **keywords
     )
 
 

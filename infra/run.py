@@ -17,6 +17,12 @@ the process that wrote it, it:
    their own, never in the API's; ``EVENT_SOURCE_MODE=aws`` in the environment makes it
    poll as AWS's mapping does, throttles included (``infra/event_source/modes.py``).
 
+``JOBS_REQUIRE_API_KEY=true`` in the environment (``JOBS_REQUIRE_API_KEY=true make run``)
+runs the stage with keys required, as on prod: the app declares its job routes with
+``api_key_required``, and the local API refuses them 403 without a key of the stage's
+usage plan in the emulator, as API Gateway does (infra/local_api.py); ``make api-key
+STAGE=local [CLIENT=name]`` makes and prints one (infra/deploy/access.py).
+
 Ctrl-C or SIGTERM stops everything it started, in reverse order, and leaves no process
 or listening port behind; if any of its processes dies, the rest are stopped too (exit 1).
 
@@ -44,6 +50,7 @@ from typing import IO
 import boto3
 import requests
 
+from chalicelib import config as settings
 from chalicelib.jobs import utc_now
 from chalicelib.store import JobTable
 from infra import operations, stack
@@ -126,6 +133,10 @@ class Services:
     # set as AWS_ENDPOINT_URL_<SERVICE>, which boto3 prefers to AWS_ENDPOINT_URL (the
     # outage tests put a fault-injecting proxy there, in front of the emulator).
     service_endpoints: Mapping[str, str] = field(default_factory=dict)
+    # True: the children run with JOBS_REQUIRE_API_KEY=true (the job routes need a key,
+    # checked by the local API as API Gateway checks it); None leaves the caller's
+    # environment as it is (make run: JOBS_REQUIRE_API_KEY=true make run).
+    require_api_key: bool | None = None
     emulator: EmulatorHandle | None = None
     processes: dict[str, Process] = field(default_factory=dict)
     _print_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -156,6 +167,8 @@ class Services:
         env["PYTHONUNBUFFERED"] = "1"
         if self.event_source_mode is not None:
             env[MODE_VARIABLE] = self.event_source_mode
+        if self.require_api_key is not None:
+            env[settings.REQUIRE_API_KEY] = str(self.require_api_key).lower()
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(PROJECT_DIR), env.get("PYTHONPATH")) if p
         )
@@ -325,6 +338,9 @@ heavy-jobs is running.  API: {url}   emulator: {endpoint}
   curl -si -X POST {url}/heavy -H 'Content-Type: application/json' -d '{{"n": 500000000}}'
   curl -s {url}/jobs/<job_id>        (the Location header of the answer above)
 Ctrl-C stops everything."""
+KEYED_BANNER = """\
+The job routes need an API key (JOBS_REQUIRE_API_KEY=true), checked as API Gateway does:
+  make api-key STAGE={stage} [CLIENT=name]     (prints it; then -H 'x-api-key: <key>')"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -360,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         services.start_all()
         services.say(BANNER.format(url=services.api_url, endpoint=services.endpoint))
+        if settings.api_key_required(services.environment()):
+            services.say(KEYED_BANNER.format(stage=services.stage))
         while not stop.wait(0.5):
             if services.dead():
                 services.say(f"{', '.join(services.dead())} stopped; stopping everything")

@@ -13,6 +13,12 @@ name stop it with DeployError before any change (delete the extras). An API Gate
 part-way leaves a plan without its key, or a key outside the plan, whose requests API
 Gateway refuses until ``deploy`` runs again. The key guards the API's routes, not the
 worker: jobs already queued are not affected.
+
+The local stage (``make run``) has no REST API in its emulator: ``chalice local`` stands in
+for it (infra/local_api.py), and accepts a key of the emulator's API Gateway when it is in
+the stage's usage plan, as API Gateway does. ``make api-key STAGE=local [CLIENT=]`` makes
+that plan (with no API stage), the key and its membership in the running emulator
+(:func:`local_api_key`); DeployError if no emulator answers.
 """
 
 from __future__ import annotations
@@ -27,8 +33,15 @@ import boto3
 
 from chalicelib import clients
 from chalicelib import config as settings
-from infra import stack
-from infra.deploy.chalice_project import PROJECT_DIR, DeployError, requires_api_key, resource_name
+from infra import emulator, stack
+from infra.deploy.chalice_project import (
+    LOCAL_STAGE,
+    PROJECT_DIR,
+    DeployError,
+    local_client,
+    requires_api_key,
+    resource_name,
+)
 
 # Environment variables that override the usage plan's throttling (one place they are spelled).
 RATE_LIMIT = "API_RATE_LIMIT"
@@ -117,14 +130,15 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
-def ensure_usage_plan(apigw: Any, name: str, api: ApiStage, throttle: Throttle) -> str:
-    """Create or update usage plan ``name``: only ``api``'s stage, ``throttle``; its id."""
+def ensure_usage_plan(apigw: Any, name: str, api: ApiStage | None, throttle: Throttle) -> str:
+    """Create or update usage plan ``name``: only ``api``'s stage (none for the local
+    stage, which has no REST API), ``throttle``; its id."""
     plan = find_usage_plan(apigw, name)
     if plan is None:
         created = apigw.create_usage_plan(
             name=name,
             description=f"Throttles requests made with API key {name}",
-            apiStages=[{"apiId": api.api_id, "stage": api.stage}],
+            apiStages=[] if api is None else [{"apiId": api.api_id, "stage": api.stage}],
             throttle=throttle.as_api(),
         )
         return str(created["id"])
@@ -136,10 +150,10 @@ def ensure_usage_plan(apigw: Any, name: str, api: ApiStage, throttle: Throttle) 
                 {"op": "replace", "path": f"/throttle/{field}", "value": _number(value)}
             )
     stages = {f"{s['apiId']}:{s['stage']}" for s in plan.get("apiStages", [])}
+    wanted = set() if api is None else {api.key}
     # A stage of another API is left from a REST API that was deleted and re-created.
-    operations += [{"op": "remove", "path": "/apiStages", "value": s} for s in stages - {api.key}]
-    if api.key not in stages:
-        operations.append({"op": "add", "path": "/apiStages", "value": api.key})
+    operations += [{"op": "remove", "path": "/apiStages", "value": s} for s in stages - wanted]
+    operations += [{"op": "add", "path": "/apiStages", "value": s} for s in wanted - stages]
     if operations:
         apigw.update_usage_plan(usagePlanId=plan["id"], patchOperations=operations)
     return str(plan["id"])
@@ -235,8 +249,11 @@ def remove_api_access(apigw: Any, name: str) -> None:
 
 def api_key(stage: str, project_dir: Path = PROJECT_DIR, client: str | None = None) -> str:
     """The value of the stage's API key, or of ``client``'s own key (created on first use);
-    DeployError if the stage requires no key or is not deployed."""
+    DeployError if the stage requires no key or is not deployed. The local stage's keys
+    are made in the running emulator (:func:`local_api_key`)."""
     config = stack.load_chalice_config(stage, project_dir)
+    if stage == LOCAL_STAGE:
+        return local_api_key(resource_name(config, stage), client)
     if not requires_api_key(config):
         raise DeployError(f"stage {stage} requires no API key ({settings.REQUIRE_API_KEY})")
     name = resource_name(config, stage)
@@ -249,3 +266,28 @@ def api_key(stage: str, project_dir: Path = PROJECT_DIR, client: str | None = No
     if key is None:
         raise DeployError(f"no API key {name}: deploy the stage first")
     return str(key["value"])
+
+
+def local_api_key(name: str, client: str | None = None, apigw: Any = None) -> str:
+    """The value of the local stage's key (the operator's, or ``client``'s), made once in
+    the running emulator with the stage's usage plan ``name`` (``chalice local`` accepts
+    the plan's keys when the app requires keys: ``JOBS_REQUIRE_API_KEY=true make run``).
+
+    ``apigw`` is the emulator's API Gateway client (default: the one ``make run`` serves,
+    chalice_project.local_client). DeployError if no emulator answers there, or if
+    ``client`` is not a client's name.
+    """
+    key_name = name if client is None else client_key_name(name, client)
+    if apigw is None:
+        apigw = local_client("apigateway")
+        url = apigw.meta.endpoint_url
+        if not emulator.endpoint_answers(url):
+            raise DeployError(
+                f"no emulator answers at {url}: start the local stack first "
+                "(JOBS_REQUIRE_API_KEY=true make run)"
+            )
+    plan_id = ensure_usage_plan(apigw, name, None, Throttle())
+    key = ensure_api_key(apigw, key_name)
+    ensure_plan_key(apigw, plan_id, key["id"])
+    found = find_api_key(apigw, key_name)  # the value, whichever way it was made
+    return str((found or key)["value"])

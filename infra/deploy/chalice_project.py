@@ -6,8 +6,9 @@ require an API key (:func:`requires_api_key`), whether it is a stage for AWS at 
 (:func:`check_deployable`), and which of its functions form an SQS -> Lambda -> SQS loop
 (:func:`looping_handlers`, :func:`sent_queue_outputs`; Lambda lets those recurse only when
 told RECURSIVE_LOOP_ALLOW). Also the templates as plain data (:func:`load_template`),
-this virtualenv's ``chalice`` (:func:`run_chalice`), and :class:`DeployError`, the error
-every command prints without a traceback (__main__.py).
+this virtualenv's ``chalice`` (:func:`run_chalice`), a client for the local stage's
+emulator (:func:`local_client`), and :class:`DeployError`, the error every command prints
+without a traceback (__main__.py).
 
 Calls nothing in AWS. Every failure here is a DeployError raised before anything changed,
 except :func:`run_chalice`'s, which leaves whatever that ``chalice`` command had done by
@@ -17,18 +18,23 @@ then (lifecycle.py says what that is for ``deploy`` and ``delete``).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import boto3
+from botocore.config import Config as BotoConfig
 from chalice.config import Config
 
 from chalicelib import config as settings
-from infra import policies, stack
+from infra import emulator, policies, run, stack
 
 PROJECT_DIR = stack.PROJECT_DIR
+# The stage `make run` serves on this machine, against its emulator rather than AWS.
+LOCAL_STAGE = run.LOCAL_STAGE
 # Continuations and retries are SQS -> Lambda -> SQS loops by design. Lambda stops such a
 # chain after about 16 invocations unless the function's recursive loop detection is set
 # to Allow (Lambda Developer Guide, "Use Lambda recursive loop detection to prevent infinite
@@ -102,6 +108,24 @@ def load_template(path: Path | None = None) -> dict[str, Any]:
     if errors:
         raise DeployError(f"{path}: {errors}")
     return dict(json.loads(json.dumps(template)))
+
+
+def local_client(service: str) -> Any:
+    """A client for the local stage's emulator: AWS_ENDPOINT_URL, else where `make run`
+    starts one; dummy credentials when none are configured (emulators take any)."""
+    session = boto3.session.Session()
+    credentials = {}
+    if session.get_credentials() is None:
+        credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    return session.client(
+        service,
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL")
+        or emulator.endpoint_url(emulator.default_port()),
+        region_name=session.region_name or run.DEFAULT_REGION,
+        # An emulator answers at once or is not running: do not retry for long.
+        config=BotoConfig(connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 2}),
+        **credentials,
+    )
 
 
 def run_chalice(args: list[str], project_dir: Path, env: Mapping[str, str] | None = None) -> None:

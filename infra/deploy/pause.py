@@ -18,23 +18,18 @@ time: DeployError, with the new state written for it to take up.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
 import boto3
-from botocore.config import Config as BotoConfig
 
 from chalicelib import config as settings
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import utc_now
 from chalicelib.store import JobTable
-from infra import emulator, operations, policies, run, stack
-from infra.deploy.chalice_project import PROJECT_DIR, DeployError
+from infra import operations, policies, stack
+from infra.deploy.chalice_project import LOCAL_STAGE, PROJECT_DIR, DeployError, local_client
 from infra.event_source import mappings
 
-# The stage `make run` serves on this machine: its worker is the local event source.
-LOCAL_STAGE = run.LOCAL_STAGE
 # How long `make pause STAGE=local` waits for the local event source to take it up: a
 # receive in flight (a long poll of up to 20 s) returns first.
 LOCAL_MAPPING_WAIT_SECONDS = 30.0
@@ -54,7 +49,7 @@ def set_paused(stage: str, paused: bool, project_dir: Path = PROJECT_DIR) -> str
     handler = operations.worker_handler(config)
     if stage == LOCAL_STAGE:
         switched = _set_local_worker_enabled(project_dir, stage, handler, enabled=not paused)
-        dynamodb = _local_client("dynamodb")
+        dynamodb = local_client("dynamodb")
     else:
         switched = policies.lambda_function_name(config.app_name, stage, handler)
         try:
@@ -84,21 +79,3 @@ def _set_local_worker_enabled(project_dir: Path, stage: str, handler: str, enabl
         raise DeployError(f"the local event source did not report {state} for {handler}")
     where = "local event source" if took else "local event source, when it starts"
     return f"{handler} ({where})"
-
-
-def _local_client(service: str) -> Any:
-    """A client for the local stage's emulator: AWS_ENDPOINT_URL, else where `make run`
-    starts one; dummy credentials when none are configured (emulators take any)."""
-    session = boto3.session.Session()
-    credentials = {}
-    if session.get_credentials() is None:
-        credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
-    return session.client(
-        service,
-        endpoint_url=os.environ.get("AWS_ENDPOINT_URL")
-        or emulator.endpoint_url(emulator.default_port()),
-        region_name=session.region_name or run.DEFAULT_REGION,
-        # An emulator answers at once or is not running: do not retry for long.
-        config=BotoConfig(connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 2}),
-        **credentials,
-    )

@@ -10,11 +10,19 @@ Everything is stopped afterwards, and the test fails if a process or port is lef
 front of the emulator for DynamoDB and for SQS: the stack's processes reach each service
 through its proxy, while the test's own clients (``Stack.client``) talk to the emulator
 directly, so its checks see the truth during an outage.
+
+``make_stack(keyed=True)`` runs the stage as ``JOBS_REQUIRE_API_KEY=true make run`` does:
+the job routes need a key, checked by the local API as API Gateway checks it.
+``Stack.api_key(client)`` makes (once) and returns a key through ``make api-key
+STAGE=local [CLIENT=client]``'s own entry point, against the stack's emulator; set
+``Stack.key`` to have ``submit`` and ``job`` send one.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +35,7 @@ import requests
 
 from chalicelib.queue import MESSAGE_GROUP
 from infra.emulator import endpoint_url, free_port, port_is_free
-from infra.run import Services, copy_app
+from infra.run import PROJECT_DIR, Services, copy_app
 from tests.e2e.fault_proxy import FaultProxy, Mode
 from tests.processes import is_running
 from tests.waiting import wait_for
@@ -43,6 +51,8 @@ FAST_SETTINGS = {
 WORKER_ARGS = ("--poll-seconds", "1", "--schedule-period-seconds", "1")
 # The services the stack's processes reach through a fault-injecting proxy, when asked.
 PROXIED_SERVICES = ("dynamodb", "sqs")
+# The header API Gateway (and the local API) reads a key from.
+API_KEY_HEADER = "x-api-key"
 
 
 def configure(
@@ -67,6 +77,8 @@ class Stack:
     log_path: Path
     # By service name, when the stack was made with faults=True.
     proxies: dict[str, FaultProxy] = field(default_factory=dict)
+    # The key submit() and job() send, when set (a keyed stack's: api_key()).
+    key: str | None = None
 
     @property
     def url(self) -> str:
@@ -85,13 +97,33 @@ class Stack:
             aws_secret_access_key="test",
         )
 
+    def api_key(self, client: str | None = None) -> str:
+        """The value of ``client``'s key (the operator's without one) on this stack, made
+        once: ``make api-key STAGE=local [CLIENT=client]``'s command, run against this
+        stack's emulator."""
+        command = [
+            sys.executable, "-m", "infra.deploy", "api-key", "--stage", STAGE,
+            *(["--client", client] if client is not None else []),
+        ]  # fmt: skip
+        result = subprocess.run(
+            command, cwd=PROJECT_DIR, env=self.services.environment(),
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def _headers(self, headers: dict[str, str]) -> dict[str, str]:
+        return {API_KEY_HEADER: self.key, **headers} if self.key is not None else headers
+
     def submit(self, n: int, **headers: str) -> dict[str, Any]:
-        response = requests.post(f"{self.url}/heavy", json={"n": n}, headers=headers, timeout=30)
+        response = requests.post(
+            f"{self.url}/heavy", json={"n": n}, headers=self._headers(headers), timeout=30
+        )
         assert response.status_code == 202, response.text
         return dict(response.json())
 
     def job(self, job_id: str) -> dict[str, Any]:
-        response = requests.get(f"{self.url}/jobs/{job_id}", timeout=10)
+        response = requests.get(f"{self.url}/jobs/{job_id}", headers=self._headers({}), timeout=10)
         assert response.status_code == 200, response.text
         return dict(response.json())
 
@@ -138,6 +170,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         worker: bool = True,
         extra_files: dict[str, str] | None = None,
         faults: bool = False,
+        keyed: bool = False,
     ) -> Stack:
         project = copy_app(tmp_path / f"project{len(started)}")
         configure(project, {**FAST_SETTINGS, **(environment or {})}, functions)
@@ -156,6 +189,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
             project_dir=project, stage=STAGE, api_port=free_port(),
             emulator_port=emulator_port, output=log, worker_args=WORKER_ARGS,
             service_endpoints={service: p.url for service, p in stack_proxies.items()},
+            require_api_key=keyed,
         )  # fmt: skip
         started.append((services, log))
         outputs = services.start_all(parameters, worker)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -12,6 +13,8 @@ from moto import mock_aws
 
 from infra import stack
 from infra.deploy import access, chalice_project, lifecycle
+from infra.emulator import free_port
+from tests.infra.harness import isolated_environment, run_make
 
 NAME = "heavy-jobs-prod"
 
@@ -163,3 +166,55 @@ def test_the_default_budget_fits_a_dashboard_tab_and_a_cli_at_once() -> None:
     throttle = access.Throttle()
     assert throttle.rate_limit >= 2 * dashboard_tab_per_second
     assert throttle.burst_limit >= 2 * throttle.rate_limit
+
+
+# --- the local stage: keys in the emulator, for the local API (infra/local_api.py) ------
+
+LOCAL_NAME = "heavy-jobs-local"
+
+
+def test_local_keys_are_made_once_in_the_stages_plan(apigw: Any) -> None:
+    operator = access.local_api_key(LOCAL_NAME, apigw=apigw)
+    alice = access.local_api_key(LOCAL_NAME, "alice", apigw=apigw)
+
+    assert access.local_api_key(LOCAL_NAME, apigw=apigw) == operator
+    assert access.local_api_key(LOCAL_NAME, "alice", apigw=apigw) == alice != operator
+    plans, keys = plans_and_keys(apigw)
+    assert [(p["name"], p["apiStages"]) for p in plans] == [(LOCAL_NAME, [])]
+    assert {k["name"]: k["value"] for k in keys} == {
+        LOCAL_NAME: operator,
+        f"{LOCAL_NAME}-alice": alice,
+    }
+    members = apigw.get_usage_plan_keys(usagePlanId=plans[0]["id"])["items"]
+    assert {m["name"] for m in members} == {LOCAL_NAME, f"{LOCAL_NAME}-alice"}
+
+
+def test_a_disabled_local_key_is_enabled_again(apigw: Any) -> None:
+    value = access.local_api_key(LOCAL_NAME, "bob", apigw=apigw)
+    key = access.find_api_key(apigw, f"{LOCAL_NAME}-bob")
+    assert key is not None
+    apigw.update_api_key(
+        apiKey=key["id"], patchOperations=[{"op": "replace", "path": "/enabled", "value": "false"}]
+    )
+
+    assert access.local_api_key(LOCAL_NAME, "bob", apigw=apigw) == value
+    assert apigw.get_api_key(apiKey=key["id"])["enabled"] is True
+
+
+@pytest.mark.parametrize("client", ["operator", "anonymous", "no spaces", ""])
+def test_a_local_key_needs_a_clients_name(apigw: Any, client: str) -> None:
+    with pytest.raises(chalice_project.DeployError, match="client"):
+        access.local_api_key(LOCAL_NAME, client, apigw=apigw)
+    assert plans_and_keys(apigw) == ([], [])
+
+
+def test_make_api_key_for_the_local_stage_says_to_start_it_when_no_emulator_answers(
+    project_copy: Path,
+) -> None:
+    env = isolated_environment(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+
+    result = run_make(project_copy, env, "api-key", "STAGE=local", "CLIENT=alice", check=False)
+
+    assert result.returncode != 0
+    assert "no emulator answers at" in result.stderr
+    assert "make run" in result.stderr
