@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import clients
-from infra.deploy.chalice_project import PROJECT_DIR
 from infra.emulator import free_port
-from tests.e2e.conftest import STAGE, Stack
+from tests.e2e.conftest import Stack
 from tests.speed import iterations_per_second
 
 JOBS = Path(sys.executable).with_name("jobs")
@@ -131,20 +129,11 @@ def test_kinds_submit_a_kind_list_by_kind_and_retry(make_stack: Callable[..., St
 # --- a stage with keys: two clients and the operator -----------------------------------
 
 
-def make_key(stack: Stack, client: str | None) -> str:
-    """A key of ``client`` (the operator's without one) in the stack's API Gateway, named as
-    `make api-key STAGE=local CLIENT=` names it; the local API honours it at once."""
-    config = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
-    name = clients.key_name(config["app_name"], STAGE, client)
-    created = stack.client("apigateway").create_api_key(name=name, enabled=True)
-    return str(created["value"])
-
-
 def test_each_client_sees_only_its_own_jobs_and_the_operator_sees_all(
     make_stack: Callable[..., Stack],
 ) -> None:
-    stack = make_stack({"JOBS_REQUIRE_API_KEY": "true"})
-    alice, bob, operator = (make_key(stack, c) for c in ("alice", "bob", None))
+    stack = make_stack(keyed=True)
+    alice, bob, operator = (stack.api_key(c) for c in ("alice", "bob", None))
 
     refused = jobs("list", url=stack.url)  # API Gateway's own 403, as the local API gives it
     assert refused.returncode == 2

@@ -38,7 +38,6 @@ from infra.browser import ChromiumMissing, chromium
 from infra.deploy.access import Throttle
 from infra.emulator import free_port
 from tests.e2e.conftest import Stack
-from tests.e2e.test_cli import make_key
 from tests.speed import iterations_per_second
 
 # A second or so of counting, and a job far longer than the test.
@@ -200,8 +199,8 @@ def test_count_primes_and_retry_a_cancelled_job_in_the_browser(
 def test_on_a_stage_with_keys_a_client_sees_its_own_jobs_in_the_browser(
     make_stack: Callable[..., Stack], page: tuple[Page, Console]
 ) -> None:
-    stack = make_stack({"JOBS_REQUIRE_API_KEY": "true"})
-    alice, bob = make_key(stack, "alice"), make_key(stack, "bob")
+    stack = make_stack(keyed=True)
+    alice, bob = stack.api_key("alice"), stack.api_key("bob")
     bobs = requests.post(
         f"{stack.url}/heavy", json={"n": 1}, headers={"x-api-key": bob}, timeout=30
     ).json()
