@@ -617,6 +617,33 @@ def test_each_job_shows_its_client(page: tuple[Page, Console], stage: FakeStage)
     assert console.errors() == []
 
 
+@pytest.mark.parametrize("width", [1280, 1101, 1100, 1000, PHONE["width"]])
+def test_the_jobs_and_their_clients_fit_the_window_at_any_width(
+    page: tuple[Page, Console], stage: FakeStage, width: int
+) -> None:
+    # Widest content per column: the longest client a stage without keys shows, n of ten
+    # digits, a nine-digit result, a running job's time left, a Cancel button.
+    stage.jobs = [
+        fake_job(job_id=f"{i}b3f4dbe-5d1a-4c3e-9f00-2a6b8c4d1e7f", client="anonymous",
+                 kind="heavyLoad", input={"n": n}, status=status, error=None, progress=0.37,
+                 result=n if status == "succeeded" else None, finished_at=finished)
+        for i, (n, status, finished) in enumerate([
+            (10**10, "queued", None), (4 * 10**9, "running", None),
+            (2 * 10**8, "succeeded", "2026-01-01T00:01:05.000Z"),
+        ])
+    ]  # fmt: skip
+    tab, _ = page
+    tab.set_viewport_size({"width": width, "height": 800})
+    tab.goto(f"{stage.origin}/dev/")
+    expect(tab.locator("tbody tr .client")).to_have_text(["anonymous"] * 3)
+    assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    table, card = tab.evaluate(
+        "() => [document.getElementById('jobs').scrollWidth,"
+        " document.getElementById('jobs').closest('.card').clientWidth]"
+    )
+    assert table <= card
+
+
 def test_a_jobs_detail_is_read_with_the_key(page: tuple[Page, Console], stage: FakeStage) -> None:
     tab, console = page
     stage.require_key = KEY
