@@ -557,7 +557,7 @@ def test_a_key_an_older_page_remembered_stays_remembered(
 @pytest.mark.parametrize(
     ("key", "other_key_answer", "problem"),
     [
-        (None, None, "Forbidden: this stage needs an API key: open “API key” below, or ask"
+        (None, None, "Forbidden: this stage needs an API key: enter yours under “API key”, or ask"
          " the operator for one (make api-key STAGE=… CLIENT=…)."),
         ("wrong", None, "Forbidden: this API key is not accepted here; check it, or ask the"
          " operator for one (make api-key STAGE=… CLIENT=…)."),

@@ -277,7 +277,7 @@ def test_an_api_error_is_shown_on_the_field_it_names(
     stage.submit_error = (403, {"message": "Forbidden"})
     below.press("Enter")
     expect(tab.locator("#form-message")).to_have_text(
-        "Not submitted: Forbidden: this stage needs an API key: open “API key” below, or ask"
+        "Not submitted: Forbidden: this stage needs an API key: enter yours under “API key”, or ask"
         " the operator for one (make api-key STAGE=… CLIENT=…)."
     )
     expect(tab.locator("[aria-invalid]")).to_have_count(1)
