@@ -617,7 +617,7 @@ def test_each_job_shows_its_client(page: tuple[Page, Console], stage: FakeStage)
     assert console.errors() == []
 
 
-@pytest.mark.parametrize("width", [1280, 1101, 1100, 1000, PHONE["width"]])
+@pytest.mark.parametrize("width", [1280, 1180, 1179, 1101, 1100, 1000, PHONE["width"]])
 def test_the_jobs_and_their_clients_fit_the_window_at_any_width(
     page: tuple[Page, Console], stage: FakeStage, width: int
 ) -> None:
