@@ -644,6 +644,30 @@ def test_the_jobs_and_their_clients_fit_the_window_at_any_width(
     assert table <= card
 
 
+def test_the_key_never_follows_a_redirect_to_another_origin(
+    page: tuple[Page, Console], stage: FakeStage
+) -> None:
+    # Two guards, each enough alone: the page's fetches refuse redirects, and its CSP
+    # (connect-src 'self') refuses any request to another origin.
+    tab, _ = page
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    arrived: list[Request] = []
+
+    def collect(route: Route, request: Request) -> None:
+        arrived.append(request)
+        route.fulfill(status=200, body='{"jobs": []}', content_type="application/json")
+
+    tab.route(f"{elsewhere}/**", collect)
+    tab.route(
+        f"{stage.origin}/dev/jobs?*",
+        lambda route: route.fulfill(status=307, headers={"Location": f"{elsewhere}/jobs"}),
+    )
+    tab.add_init_script(f"sessionStorage.setItem({KEY_STORE!r}, {KEY!r})")
+    tab.goto(f"{stage.origin}/dev/")
+    expect(tab.locator("#live-state")).to_contain_text("The API cannot be reached.")
+    assert arrived == []
+
+
 def test_a_jobs_detail_is_read_with_the_key(page: tuple[Page, Console], stage: FakeStage) -> None:
     tab, console = page
     stage.require_key = KEY
