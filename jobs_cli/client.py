@@ -2,11 +2,17 @@
 
     CliError            a one-line reason the command could not do its work
     ├── Unreachable     no HTTP answer at all: refused, unknown host, timed out
+    ├── Redirected      the API redirected to another origin: not followed
     └── ApiError        an HTTP error answer: the API's {"error": {code, message}},
                         or API Gateway's {"message"} (403 without an API key, 429)
 
 URLs are joined to the base URL relatively, so a base with a stage prefix
 (``https://…/dev`` or ``…/dev/``) keeps it.
+
+The API key goes to the base URL's origin (scheme, host and port) only. requests strips
+``Authorization`` when a redirect leaves the host (``Session.rebuild_auth``), but not a
+custom header such as ``x-api-key``, which a session's headers carry to wherever a
+redirect points; so :class:`KeySession` refuses to follow a redirect to another origin.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 import requests
 
@@ -27,6 +33,10 @@ MAX_WAIT_SECONDS = 25
 CONNECT_TIMEOUT_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 15.0
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+API_KEY_HEADER = "x-api-key"
+# How a person gets a key for a keyed stage (the operator runs it; see docs/deploying.md).
+GET_A_KEY = "`make api-key STAGE=<stage> CLIENT=<name>` prints a client's key"
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class CliError(Exception):
@@ -35,6 +45,10 @@ class CliError(Exception):
 
 class Unreachable(CliError):
     """No HTTP answer at all."""
+
+
+class Redirected(CliError):
+    """The API answered with a redirect to another origin, which is not followed."""
 
 
 class ApiError(CliError):
@@ -49,11 +63,39 @@ class ApiError(CliError):
 Job = dict[str, Any]
 
 
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of ``url``, the port filled in for http and https."""
+    parts: SplitResult = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(scheme)
+
+
+class KeySession(requests.Session):
+    """A session that follows redirects within one origin only, so the API key in its
+    headers never reaches another host, port or scheme."""
+
+    def rebuild_auth(
+        self, prepared_request: requests.PreparedRequest, response: requests.Response
+    ) -> None:
+        # Called for each redirect, before its request is sent: the place to stop it.
+        target = prepared_request.url or ""
+        if origin(target) != origin(response.request.url or ""):
+            raise Redirected(
+                f"the API redirected to {_without_query(target)}: not followed, so the API"
+                " key goes to the API's own address only"
+            )
+        super().rebuild_auth(prepared_request, response)
+
+
+def _without_query(url: str) -> str:
+    return urlsplit(url)._replace(query="", fragment="").geturl()
+
+
 @dataclass
 class Api:
     base_url: str
     api_key: str | None = None
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default_factory=KeySession)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -62,7 +104,7 @@ class Api:
         self.base_url = self.base_url.rstrip("/") + "/"
         self.session.headers["User-Agent"] = f"jobs-cli/{__version__}"
         if self.api_key:
-            self.session.headers["x-api-key"] = self.api_key
+            self.session.headers[API_KEY_HEADER] = self.api_key
 
     def submit(self, n: int, wait: int | None = None) -> tuple[int, Job]:
         """POST /heavy: (202, the accepted job) or, after Prefer: wait, (200, the job)."""
@@ -101,10 +143,12 @@ class Api:
         limit: int | None = None,
         cursor: str | None = None,
         kind: str | None = None,
+        client: str | None = None,
     ) -> dict[str, Any]:
-        """GET /jobs: a page of jobs, newest first, and the cursor of the next one."""
+        """GET /jobs: a page of jobs, newest first, and the cursor of the next one.
+        ``client`` filters by client: the operator's (any name) or a client's own."""
         params = {"kind": kind, "status": status, "limit": None if limit is None else str(limit)}
-        params["cursor"] = cursor
+        params.update(client=client, cursor=cursor)
         found = {name: value for name, value in params.items() if value is not None}
         return _body(self._request("GET", "jobs", params=found))
 
@@ -154,6 +198,7 @@ def _body(response: requests.Response) -> dict[str, Any]:
 
 
 def _api_error(response: requests.Response, has_key: bool) -> ApiError:
+    """The error answer as one line that says what to do about it."""
     status = response.status_code
     try:
         body = response.json()
@@ -161,15 +206,38 @@ def _api_error(response: requests.Response, has_key: bool) -> ApiError:
         body = None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return ApiError(status, str(error.get("code")), error["message"])
+        code = str(error.get("code"))
+        return ApiError(status, code, _with_hint(error["message"], code, response, has_key))
     gateway = body.get("message") if isinstance(body, dict) else None
     message = gateway if isinstance(gateway, str) else f"HTTP {status} {response.reason}".strip()
     if status == 403 and gateway == "Forbidden":
-        hint = "check the API key" if has_key else "this stage needs --api-key or $JOBS_API_KEY"
+        # API Gateway's own refusal: no key, or a key it does not know (or of another stage).
+        if has_key:
+            hint = f"the API key was not accepted (wrong, disabled or another stage's); {GET_A_KEY}"
+        else:
+            hint = f"this stage needs an API key: --api-key or $JOBS_API_KEY; {GET_A_KEY}"
         message = f"{message}: {hint}"
     elif status == 429:
-        message = f"{message}: over the API key's request rate; retry shortly"
+        message = f"{message}: over the API key's request rate; {_retry_when(response)}"
     return ApiError(status, None, message)
+
+
+def _with_hint(message: str, code: str, response: requests.Response, has_key: bool) -> str:
+    if code == "unknown_key":
+        return f"{message} ({GET_A_KEY})"
+    if code == "job_not_found" and has_key:
+        return f"{message} (an API key finds its own client's jobs only)"
+    if response.status_code == 429:
+        return f"{message} ({_retry_when(response)})"
+    return message
+
+
+def _retry_when(response: requests.Response) -> str:
+    """``retry in 30 s`` from a Retry-After header (seconds or an HTTP date), else shortly."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return f"retry in {int(value)} s"
+    return f"retry after {value}" if value else "retry shortly"
 
 
 def _reason(error: BaseException) -> str:

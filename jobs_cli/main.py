@@ -38,7 +38,9 @@ DESCRIPTION = """\
 Submit, follow and cancel heavy-jobs jobs over the HTTP API.
 
 The API is at --url, else $JOBS_URL, else http://127.0.0.1:8000 (`make run`). On a stage
-that requires an API key (prod), pass --api-key or set $JOBS_API_KEY.
+that requires an API key (prod), pass --api-key or set $JOBS_API_KEY: every request sends
+it, to that address only (a redirect elsewhere is not followed). A client's key sees that
+client's jobs only; the stage's own key (the operator's) sees every client's.
 """
 EPILOG = """\
 exit statuses: 0 done (a job queued, running or succeeded), 1 the job failed or was
@@ -50,6 +52,7 @@ examples:
   jobs submit countPrimes below=1e9 --wait
   id=$(jobs submit 5_000_000_000) && jobs watch "$id"
   jobs list --status running
+  jobs list --client alice              the operator's view of one client's jobs
   jobs --url https://abc.execute-api.eu-west-1.amazonaws.com/prod --api-key KEY submit 10
 """
 
@@ -138,6 +141,9 @@ def build_parser() -> Parser:
         "--status", help="only jobs in this status: queued, running, succeeded, failed, cancelled"
     )
     listing.add_argument("--kind", help="only jobs of this kind (see `jobs kinds`)")
+    listing.add_argument(
+        "--client", help="only this client's jobs (the operator's key; a client's own name)"
+    )
     listing.add_argument("--limit", type=int, help="at most this many (1 to 100; default 20)")
     listing.add_argument("--cursor", help="the next page, as printed after a full page")
     for command in commands.choices.values():
@@ -323,7 +329,9 @@ def watch_job(args: argparse.Namespace, api: Api, output: Output) -> int:
 
 
 def list_jobs(args: argparse.Namespace, api: Api, output: Output) -> int:
-    page = api.jobs(status=args.status, limit=args.limit, cursor=args.cursor, kind=args.kind)
+    page = api.jobs(
+        status=args.status, limit=args.limit, cursor=args.cursor, kind=args.kind, client=args.client
+    )
     if output.as_json:
         output.json(page)
         return EXIT_OK

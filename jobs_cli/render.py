@@ -103,6 +103,7 @@ def job_details(job: Job, now: datetime) -> Table:
     rows: list[tuple[str, Text]] = [
         ("job", _value(job.get("job_id"))),
         ("status", status_text(job.get("status"))),
+        ("client", _value(job.get("client"))),
         ("kind", _value(job.get("kind"))),
         ("input", Text(input_text(job.get("input")))),
         ("n", _value(job.get("n"))),
@@ -110,7 +111,7 @@ def job_details(job: Job, now: datetime) -> Table:
         ("result", Text(result_text(job.get("result")))),
     ]
     if job.get("retry_of") is not None:
-        rows.insert(2, ("retry of", _value(job["retry_of"])))
+        rows.insert(3, ("retry of", _value(job["retry_of"])))
     if job.get("error") is not None:
         rows.append(("error", Text(str(job["error"]), style="red")))
     rows += [
@@ -127,10 +128,12 @@ def job_details(job: Job, now: datetime) -> Table:
 
 
 def job_list(jobs: list[Job], now: datetime) -> Table:
-    """Jobs as a table, for ``jobs list``: full ids, so they can be copied."""
+    """Jobs as a table, for ``jobs list``: full ids, so they can be copied; the client
+    each belongs to (``-`` from a stage older than clients)."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("JOB", no_wrap=True)
     table.add_column("STATUS", no_wrap=True)
+    table.add_column("CLIENT", no_wrap=True)
     table.add_column("KIND", no_wrap=True)
     for name in ("N", "PROGRESS", "RESULT", "QUEUE WAIT", "RUN TIME"):
         table.add_column(name, justify="right", no_wrap=True)
@@ -145,6 +148,7 @@ def job_list(jobs: list[Job], now: datetime) -> Table:
         table.add_row(
             _value(job.get("job_id")),
             status_text(job.get("status")),
+            _value(job.get("client")),
             _value(job.get("kind")),
             _value(job.get("n")),
             Text(percent(job.get("progress"))),

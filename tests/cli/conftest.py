@@ -7,6 +7,7 @@ import json
 import threading
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -89,14 +90,30 @@ def _handler(fake: FakeApi) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def fake_api() -> Iterator[FakeApi]:
+@contextmanager
+def serving() -> Iterator[FakeApi]:
+    """A FakeApi answering on a free loopback port until the block ends."""
     fake = FakeApi()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeApi]:
+    with serving() as fake:
+        yield fake
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[FakeApi]:
+    """A second server, on another port: another origin, where a redirect may point."""
+    with serving() as fake:
+        yield fake

@@ -177,21 +177,38 @@ def test_watch_of_a_cancelled_job_exits_1(jobs: Any, fake_api: FakeApi) -> None:
 
 def test_list_shows_full_ids_and_passes_the_filters(jobs: Any, fake_api: FakeApi) -> None:
     other = "6f9619ff-8b86-4011-b42d-00c04fc964ff"
-    page = {"jobs": [job(), job(job_id=other, status="failed", error="boom")], "next": "abc"}
+    # The second job has no client: a stage older than clients.
+    page = {
+        "jobs": [job(client="alice"), job(job_id=other, status="failed", error="boom")],
+        "next": "abc",
+    }
     fake_api.on("GET", "/jobs", (200, page))
     result = jobs("list", "--status", "failed", "--limit", "2", "--cursor", "xyz")
     assert result.code == 0
     assert fake_api.requests[0].query == {"status": "failed", "limit": "2", "cursor": "xyz"}
     lines = result.out.splitlines()
     assert lines[0].split() == [
-        "JOB", "STATUS", "KIND", "N", "PROGRESS", "RESULT", "QUEUE", "WAIT", "RUN", "TIME",
-        "CREATED"
+        "JOB", "STATUS", "CLIENT", "KIND", "N", "PROGRESS", "RESULT", "QUEUE", "WAIT", "RUN",
+        "TIME", "CREATED"
     ]  # fmt: skip
     assert lines[2].split() == [
-        JOB_ID, "succeeded", "heavyLoad", "1000", "100%", "1000", "1.0", "s", "2.5", "s",
-        "2026-01-01", "00:00:00Z",
+        JOB_ID, "succeeded", "alice", "heavyLoad", "1000", "100%", "1000", "1.0", "s", "2.5",
+        "s", "2026-01-01", "00:00:00Z",
     ]  # fmt: skip
-    assert lines[3].split()[:6] == [other, "failed", "heavyLoad", "1000", "100%", "boom"]
+    assert lines[3].split()[:7] == [other, "failed", "-", "heavyLoad", "1000", "100%", "boom"]
+
+
+def test_list_filters_by_client(jobs: Any, fake_api: FakeApi) -> None:
+    fake_api.on("GET", "/jobs", (200, {"jobs": [job(client="bob")], "next": None}))
+    result = jobs("list", "--client", "bob", "--status", "succeeded")
+    assert fake_api.requests[0].query == {"client": "bob", "status": "succeeded"}
+    assert result.out.splitlines()[2].split()[:3] == [JOB_ID, "succeeded", "bob"]
+
+
+def test_status_shows_the_jobs_client(jobs: Any, fake_api: FakeApi) -> None:
+    fake_api.on("GET", JOB_PATH, (200, job(client="alice")), (200, job()))
+    assert "client      alice" in jobs("status", JOB_ID).out.splitlines()
+    assert "client      -" in jobs("status", JOB_ID).out.splitlines()  # before clients
 
 
 def test_list_sends_only_the_filters_given(jobs: Any, fake_api: FakeApi) -> None:
@@ -253,6 +270,63 @@ def test_the_api_key_is_sent(jobs: Any, fake_api: FakeApi) -> None:
     assert [r.headers.get("x-api-key") for r in fake_api.requests] == ["k1", "k2", None]
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["submit", "1000", "--wait"], ["submit", "countPrimes", "below=9", "--wait"],
+     ["status", JOB_ID], ["watch", JOB_ID], ["cancel", JOB_ID], ["retry", JOB_ID],
+     ["list"], ["kinds"]],
+)  # fmt: skip
+def test_every_request_sends_the_key(
+    jobs: Any, fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    # Reading a job (status, watch, and the wait after submit --wait) needs the key too: on
+    # a keyed stage GET /jobs/{id} is refused without one.
+    monkeypatch.setattr(watch, "POLL_SECONDS", 0.01)
+    running = job(status="running", progress=0.5, result=None, finished_at=None)
+    fake_api.on("POST", "/heavy", ACCEPTED)
+    fake_api.on("GET", "/kinds", (200, KINDS))
+    fake_api.on("POST", "/jobs", ACCEPTED)
+    fake_api.on("GET", JOB_PATH, (200, running), (200, job()))
+    fake_api.on("POST", f"{JOB_PATH}/cancel", (200, job(status="cancelled")))
+    fake_api.on("POST", f"{JOB_PATH}/retry", (202, job(status="queued")))
+    fake_api.on("GET", "/jobs", (200, {"jobs": [job()], "next": None}))
+    assert jobs(*argv, env={"JOBS_API_KEY": "k1"}).code == 0
+    assert fake_api.requests
+    assert [r.headers.get("x-api-key") for r in fake_api.requests] == ["k1"] * len(
+        fake_api.requests
+    )
+
+
+@pytest.mark.parametrize("location", ["{elsewhere}/jobs", "http://localhost:{port}/jobs"])
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_the_key_never_follows_a_redirect_to_another_origin(
+    jobs: Any, fake_api: FakeApi, elsewhere: FakeApi, location: str, status: int
+) -> None:
+    # Another port, or another host name: another origin either way.
+    target = location.format(elsewhere=elsewhere.url, port=elsewhere.url.rsplit(":", 1)[1])
+    fake_api.on("GET", "/jobs", Answer(status, {}, {"Location": f"{target}?limit=1"}))
+    elsewhere.on("GET", "/jobs", (200, {"jobs": [], "next": None}))
+    result = jobs("list", env={"JOBS_API_KEY": "secret"})
+    assert elsewhere.requests == []  # nothing at all arrived there, so neither did the key
+    assert _one_line(result) == (
+        f"jobs: the API redirected to {target}: not followed, so the API key goes to the"
+        " API's own address only"
+    )
+    assert fake_api.requests[0].headers["x-api-key"] == "secret"
+
+
+def test_a_redirect_within_the_origin_is_followed_with_the_key(
+    jobs: Any, fake_api: FakeApi
+) -> None:
+    fake_api.on("GET", "/jobs", Answer(307, {}, {"Location": f"{fake_api.url}/dev/jobs"}))
+    fake_api.on("GET", "/dev/jobs", (200, {"jobs": [], "next": None}))
+    assert jobs("list", env={"JOBS_API_KEY": "secret"}).code == 0
+    assert [(r.path, r.headers.get("x-api-key")) for r in fake_api.requests] == [
+        ("/jobs", "secret"),
+        ("/dev/jobs", "secret"),
+    ]
+
+
 # --- errors: exit 2, one line, no traceback --------------------------------------------
 
 
@@ -268,7 +342,8 @@ def _one_line(result: Run) -> str:
         (400, {"error": {"code": "invalid_status", "message": "status must be one of: x."}},
          "jobs: status must be one of: x."),
         (403, {"message": "Forbidden"},
-         "jobs: Forbidden: this stage needs --api-key or $JOBS_API_KEY"),
+         "jobs: Forbidden: this stage needs an API key: --api-key or $JOBS_API_KEY; "
+         "`make api-key STAGE=<stage> CLIENT=<name>` prints a client's key"),
         (429, {"message": "Too Many Requests"},
          "jobs: Too Many Requests: over the API key's request rate; retry shortly"),
         (502, "<html>bad gateway</html>", "jobs: HTTP 502 Bad Gateway"),
@@ -279,6 +354,33 @@ def test_an_error_answer_is_one_line(
 ) -> None:
     fake_api.on("GET", "/jobs", Answer(status, body))
     assert _one_line(jobs("list")) == message
+
+
+GET_A_KEY = "`make api-key STAGE=<stage> CLIENT=<name>` prints a client's key"
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (Answer(403, {"message": "Forbidden"}),
+         "Forbidden: the API key was not accepted (wrong, disabled or another stage's); "
+         + GET_A_KEY),
+        (Answer(403, {"error": {"code": "unknown_key", "message": "This key names no client."}}),
+         f"This key names no client. ({GET_A_KEY})"),
+        (Answer(404, {"error": {"code": "job_not_found", "message": "No job with id 'x'."}}),
+         "No job with id 'x'. (an API key finds its own client's jobs only)"),
+        (Answer(429, {"error": {"code": "quota_exceeded", "message": "alice has 100 jobs."}},
+                {"Retry-After": "30"}),
+         "alice has 100 jobs. (retry in 30 s)"),
+        (Answer(429, {"message": "Too Many Requests"}, {"Retry-After": "2"}),
+         "Too Many Requests: over the API key's request rate; retry in 2 s"),
+    ],
+)  # fmt: skip
+def test_a_keyed_stages_refusals_say_what_to_do(
+    jobs: Any, fake_api: FakeApi, answer: Answer, message: str
+) -> None:
+    fake_api.on("GET", JOB_PATH, answer)
+    assert _one_line(jobs("status", JOB_ID, env={"JOBS_API_KEY": "k"})) == f"jobs: {message}"
 
 
 def test_cancelling_a_finished_job_is_an_error(jobs: Any, fake_api: FakeApi) -> None:

@@ -21,13 +21,15 @@ SHORT_N = iterations_per_second()  # about a second of work, measured
 LONG_N = 10_000_000_000
 
 
-def jobs(*argv: str, url: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def jobs(
+    *argv: str, url: str, key: str | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
     if not JOBS.is_file():
         pytest.fail(f"{JOBS} is missing: `make venv` installs the project (pip install -e .)")
     env = {k: v for k, v in os.environ.items() if k not in ("JOBS_URL", "JOBS_API_KEY")}
     return subprocess.run(
         [str(JOBS), *argv],
-        env={**env, "JOBS_URL": url},
+        env={**env, "JOBS_URL": url, **({"JOBS_API_KEY": key} if key else {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -122,3 +124,54 @@ def test_kinds_submit_a_kind_list_by_kind_and_retry(make_stack: Callable[..., St
     assert again["retry_of"] == long_id and again["input"] == {"below": 10**10}
     refused = jobs("retry", primes["job_id"], url=stack.url)  # it succeeded
     assert refused.returncode == 2 and "only a failed or cancelled job" in refused.stderr
+
+
+# --- a stage with keys: two clients and the operator -----------------------------------
+
+
+def test_each_client_sees_only_its_own_jobs_and_the_operator_sees_all(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(keyed=True)
+    alice, bob, operator = (stack.api_key(c) for c in ("alice", "bob", None))
+
+    refused = jobs("list", url=stack.url)  # API Gateway's own 403, as the local API gives it
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("jobs: Forbidden: this stage needs an API key")
+    assert "make api-key STAGE=<stage> CLIENT=<name>" in refused.stderr
+
+    # submit --wait reads the job (GET /jobs/{id}?wait=) with the key too.
+    done = jobs("submit", str(SHORT_N), "--wait", url=stack.url, key=alice)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{SHORT_N}\n", "")
+    (job,) = json.loads(jobs("--json", "list", url=stack.url, key=alice).stdout)["jobs"]
+    assert job["client"] == "alice"
+    assert jobs("list", url=stack.url, key=alice).stdout.splitlines()[2].split()[:3] == [
+        job["job_id"], "succeeded", "alice"
+    ]  # fmt: skip
+    watched = jobs("watch", job["job_id"], url=stack.url, key=alice)
+    assert watched.returncode == 0 and watched.stdout.startswith("succeeded: ")
+
+    # Bob neither lists, reads, cancels nor retries alice's job: not found, as unknown ids.
+    assert json.loads(jobs("--json", "list", url=stack.url, key=bob).stdout)["jobs"] == []
+    for command in ("status", "watch", "cancel", "retry"):
+        hidden = jobs(command, job["job_id"], url=stack.url, key=bob)
+        assert hidden.returncode == 2, command
+        assert hidden.stderr == (
+            f"jobs: No job with id {job['job_id']!r}. (an API key finds its own client's jobs"
+            " only)\n"
+        ), command
+
+    # The operator sees every client's jobs, and filters by client.
+    bobs = jobs("submit", "countPrimes", "below=100", "--wait", url=stack.url, key=bob)
+    assert bobs.returncode == 0, bobs.stderr
+    every = json.loads(jobs("--json", "list", url=stack.url, key=operator).stdout)["jobs"]
+    assert sorted(j["client"] for j in every) == ["alice", "bob"]
+    only = json.loads(
+        jobs("--json", "list", "--client", "bob", url=stack.url, key=operator).stdout
+    )["jobs"]
+    assert [j["client"] for j in only] == ["bob"]
+    assert jobs("status", job["job_id"], url=stack.url, key=operator).returncode == 0
+
+    unknown = jobs("list", url=stack.url, key="not-a-key-of-this-stage-0123456789")
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("jobs: Forbidden: the API key was not accepted")

@@ -22,13 +22,15 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Locator, Page, Request, Response, Route, expect
 
 from chalicelib import dashboard
@@ -194,6 +196,36 @@ def test_count_primes_and_retry_a_cancelled_job_in_the_browser(
     assert console.errors() == []
 
 
+def test_on_a_stage_with_keys_a_client_sees_its_own_jobs_in_the_browser(
+    make_stack: Callable[..., Stack], page: tuple[Page, Console]
+) -> None:
+    stack = make_stack(keyed=True)
+    alice, bob = stack.api_key("alice"), stack.api_key("bob")
+    bobs = requests.post(
+        f"{stack.url}/heavy", json={"n": 1}, headers={"x-api-key": bob}, timeout=30
+    ).json()
+    tab, _ = page
+    tab.goto(f"{stack.url}/")
+    key_field = tab.get_by_label(KEY_LABEL)
+    expect(key_field).to_have_attribute("aria-invalid", "true")  # no key: 403 Forbidden
+    key_field.fill(alice)
+    n_field = kind_field(tab, "n")
+    n_field.fill("1000")
+    with tab.expect_response(posted_job) as posted:
+        n_field.press("Enter")
+    job_id = posted.value.json()["job_id"]
+    row = tab.locator(f'tr[data-job-id="{job_id}"]')
+    expect(row.locator(".status")).to_have_text("succeeded", timeout=60_000)
+    expect(row.locator(".client")).to_have_text("alice")
+    expect(tab.locator("tbody tr")).to_have_count(1)  # not bob's
+    with tab.expect_response(lambda r: r.url.endswith(f"/jobs/{job_id}")) as read:
+        row.get_by_role("link", name=f"Details of job {job_id[:8]}").click()
+    assert read.value.status == 200 and read.value.request.headers["x-api-key"] == alice
+    expect(tab.locator('#job-detail [data-field="client"]')).to_have_text("alice")
+    tab.goto(f"{stack.url}/#job={bobs['job_id']}")  # bob's: not found, as an unknown id
+    expect(tab.locator("#detail-message")).to_contain_text("No job with id")
+
+
 def posted_job(response: Response) -> bool:
     """POST /jobs's answer (GET /jobs polls the same path)."""
     return response.request.method == "POST" and urlsplit(response.url).path.endswith("/jobs")
@@ -238,7 +270,11 @@ class FakeStage:
     origin: str
     jobs: list[dict[str, Any]]
     requests: list[Request] = field(default_factory=list)
+    # A stage with keys: every /jobs request and POST /heavy without this x-api-key is
+    # refused as API Gateway refuses it, 403 {"message": "Forbidden"}; one with another key
+    # is answered ``other_key_answer`` instead, if set (the API's own refusals).
     require_key: str | None = None
+    other_key_answer: tuple[int, dict[str, Any]] | None = None
     # GET /fast: answered at once, or held (in arrival order) for the test to answer.
     hold_fast: bool = False
     held_fast: list[Route] = field(default_factory=list)
@@ -250,6 +286,7 @@ class FakeStage:
     # path 403). POST /jobs and /jobs/{id}/retry answer 202, or the scripted error.
     kinds: list[dict[str, Any]] | None = None
     submit_error: tuple[int, dict[str, Any]] | None = None
+    submit_error_headers: dict[str, str] = field(default_factory=dict)
     # GET /jobs "paused": the worker is paused (make pause).
     paused: bool = False
 
@@ -259,6 +296,12 @@ class FakeStage:
         page = dashboard.page()
         if path in ("/dev", "/dev/") and request.method == "GET":
             route.fulfill(status=200, body=page.html, headers=page.headers)
+        elif self._refused(path, request):
+            key = request.headers.get("x-api-key")
+            if key and self.other_key_answer:
+                self._json(route, *self.other_key_answer)
+            else:
+                self._json(route, 403, {"message": "Forbidden"})
         elif path == "/dev/jobs" and request.method == "GET" and self.throttle_next:
             self.throttle_next -= 1
             headers = {"Retry-After": self.retry_after} if self.retry_after else {}
@@ -270,6 +313,14 @@ class FakeStage:
             )
         elif path == "/dev/jobs" and request.method == "GET":
             self._json(route, 200, {"jobs": self.jobs, "next": None, "paused": self.paused})
+        elif re.fullmatch(r"/dev/jobs/[^/]+", path) and request.method == "GET":
+            job_id = unquote(path.split("/")[3])
+            found = [job for job in self.jobs if job["job_id"] == job_id]
+            if found:
+                self._json(route, 200, found[0])
+            else:
+                message = f"No job with id {job_id!r}."
+                self._json(route, 404, {"error": {"code": "job_not_found", "message": message}})
         elif path == "/dev/fast" and request.method == "GET":
             if self.hold_fast:
                 self.held_fast.append(route)
@@ -284,17 +335,19 @@ class FakeStage:
         ):
             self._submit(route, request, path)
         elif path == "/dev/heavy" and request.method == "POST":
-            if self.require_key and request.headers.get("x-api-key") != self.require_key:
-                self._json(route, 403, {"message": "Forbidden"})
-            else:
-                n = json.loads(request.post_data or "{}")["n"]
-                self._json(route, 202, {"job_id": JOB_ID, "status": "queued", "n": n})
+            n = json.loads(request.post_data or "{}")["n"]
+            self._json(route, 202, {"job_id": JOB_ID, "status": "queued", "n": n})
         else:
             self._json(route, 403, {"message": "Missing Authentication Token"})
 
+    def _refused(self, path: str, request: Request) -> bool:
+        keyed = path == "/dev/heavy" or path == "/dev/jobs" or path.startswith("/dev/jobs/")
+        key = request.headers.get("x-api-key")
+        return bool(self.require_key) and keyed and key != self.require_key
+
     def _submit(self, route: Route, request: Request, path: str) -> None:
         if self.submit_error:
-            self._json(route, *self.submit_error)
+            self._json(route, *self.submit_error, headers=self.submit_error_headers)
         elif path == "/dev/jobs":
             body = json.loads(request.post_data or "{}")
             job = {"job_id": NEW_JOB_ID, "status": "queued", **body}
@@ -310,8 +363,12 @@ class FakeStage:
             self._json(route, 202, job)
 
     @staticmethod
-    def _json(route: Route, status: int, body: dict[str, Any]) -> None:
-        route.fulfill(status=status, body=json.dumps(body), content_type="application/json")
+    def _json(
+        route: Route, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        route.fulfill(
+            status=status, body=json.dumps(body), content_type="application/json", headers=headers
+        )
 
     def api_calls(self, path: str, since: int = 0) -> list[Request]:
         return [r for r in self.requests[since:] if urlsplit(r.url).path == path]
@@ -408,28 +465,237 @@ def contrast(foreground: str, background: str) -> float:
     return (high + 0.05) / (low + 0.05)
 
 
-def test_api_key_is_kept_per_stage_and_sent(page: tuple[Page, Console], stage: FakeStage) -> None:
-    tab, _ = page
-    stage.require_key = "secret-key-1"
-    tab.goto(f"{stage.origin}/dev/")
-    n_field = tab.get_by_label("Loop count (n)")
-    n_field.fill("5")
-    tab.get_by_role("button", name="Submit job").click()
-    expect(tab.locator("#form-message")).to_contain_text("needs an API key")
-    expect(n_field).to_have_attribute("aria-invalid", "true")
+KEY = "secret-key-1"
+KEY_LABEL = "API key (needed on a stage with keys, such as prod)"
+KEY_STORE = "heavy-jobs:api-key:/dev/"
 
-    tab.get_by_text("API key", exact=True).click()  # open the <details>
-    tab.get_by_label("API key (required to submit on the prod stage)").fill("secret-key-1")
+
+def stored(tab: Page) -> dict[str, str | None]:
+    """The key where the page keeps it: the browser session's store and the device's."""
+    return {
+        store: tab.evaluate(f"{store}.getItem({KEY_STORE!r})")
+        for store in ("sessionStorage", "localStorage")
+    }
+
+
+@contextmanager
+def open_in_a_new_context(browser: Browser, stage: FakeStage, storage_state: Any) -> Iterator[Page]:
+    """The page in a fresh browser context holding ``storage_state`` (cookies and
+    localStorage, never sessionStorage): this browser, restarted."""
+    context = browser.new_context(storage_state=storage_state)
+    context.set_default_timeout(10_000)
+    context.route(f"{stage.origin}/**", stage.handle)
+    tab = context.new_page()
+    tab.goto(f"{stage.origin}/dev/")
+    expect(tab.locator("#live-state")).not_to_have_text("Connecting…")
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+def test_the_key_is_kept_for_the_session_unless_remembered_on_this_device(
+    browser: Browser, page: tuple[Page, Console], stage: FakeStage
+) -> None:
+    tab, console = page
+    stage.require_key = KEY
+    tab.goto(f"{stage.origin}/dev/")
+    key_field = tab.get_by_label(KEY_LABEL)
+    remember = tab.get_by_label("Remember on this device")
+    # Without a key even the list is refused (API Gateway's own 403): the key field says so.
+    expect(key_field).to_have_attribute("aria-invalid", "true")
+    expect(tab.locator("#api-key-problem")).to_contain_text("this stage needs an API key")
+    expect(tab.locator("#api-key-problem")).to_contain_text("make api-key STAGE=… CLIENT=…")
+    expect(remember).not_to_be_checked()
+    expect(tab.locator("#api-key-help")).to_contain_text("Kept for this browser session only")
+
+    key_field.fill(KEY)
+    expect(key_field).not_to_have_attribute("aria-invalid", "true")
+    tab.get_by_label("Loop count (n)").fill("5")
     tab.get_by_role("button", name="Submit job").click()
     expect(tab.locator("#form-message")).to_have_text("Queued job 0b7f2c9e (n = 5).")
-    assert stage.api_calls("/dev/heavy")[-1].headers["x-api-key"] == "secret-key-1"
-    stored = tab.evaluate("localStorage.getItem('heavy-jobs:api-key:/dev/')")
-    assert stored == "secret-key-1"
+    assert stage.api_calls("/dev/heavy")[-1].headers["x-api-key"] == KEY
+    assert stored(tab) == {"sessionStorage": KEY, "localStorage": None}
 
-    tab.reload()
-    expect(tab.get_by_label("API key (required to submit on the prod stage)")).to_have_value(
-        "secret-key-1"
+    tab.reload()  # the same browser session: the key stays
+    expect(tab.get_by_label(KEY_LABEL)).to_have_value(KEY)
+    expect(tab.locator(f'tr[data-job-id="{JOB_ID}"]')).to_be_visible()
+    with open_in_a_new_context(browser, stage, tab.context.storage_state()) as again:
+        expect(again.get_by_label(KEY_LABEL)).to_have_value("")  # a new session: gone
+
+    tab.get_by_text("API key", exact=True).click()  # open the <details>
+    tab.get_by_label("Remember on this device").check()
+    assert stored(tab) == {"sessionStorage": None, "localStorage": KEY}
+    with open_in_a_new_context(browser, stage, tab.context.storage_state()) as again:
+        expect(again.get_by_label(KEY_LABEL)).to_have_value(KEY)
+        expect(again.get_by_label("Remember on this device")).to_be_checked()
+        expect(again.locator(f'tr[data-job-id="{JOB_ID}"]')).to_be_visible()
+
+    # Unticked: off the device at once, still here for this session.
+    tab.get_by_label("Remember on this device").uncheck()
+    assert stored(tab) == {"sessionStorage": KEY, "localStorage": None}
+    with open_in_a_new_context(browser, stage, tab.context.storage_state()) as again:
+        expect(again.get_by_label(KEY_LABEL)).to_have_value("")
+    tab.get_by_role("button", name="Forget key").click()
+    assert stored(tab) == {"sessionStorage": None, "localStorage": None}
+    assert [e for e in console.errors() if "Forbidden" not in e] == []
+
+
+def test_a_key_an_older_page_remembered_stays_remembered(
+    page: tuple[Page, Console], stage: FakeStage
+) -> None:
+    tab, _ = page
+    stage.require_key = KEY
+    tab.add_init_script(f"localStorage.setItem({KEY_STORE!r}, {KEY!r})")  # the older page's
+    tab.goto(f"{stage.origin}/dev/")
+    expect(tab.get_by_label("Remember on this device")).to_be_checked()
+    expect(tab.get_by_label(KEY_LABEL)).to_have_value(KEY)
+    expect(tab.locator(f'tr[data-job-id="{JOB_ID}"]')).to_be_visible()
+    assert stage.api_calls("/dev/jobs")[0].headers["x-api-key"] == KEY
+
+
+@pytest.mark.parametrize(
+    ("key", "other_key_answer", "problem"),
+    [
+        (None, None, "Forbidden: this stage needs an API key: enter yours under “API key”, or ask"
+         " the operator for one (make api-key STAGE=… CLIENT=…)."),
+        ("wrong", None, "Forbidden: this API key is not accepted here; check it, or ask the"
+         " operator for one (make api-key STAGE=… CLIENT=…)."),
+        ("of-no-client",
+         (403, {"error": {"code": "unknown_key", "message": "The key names no client."}}),
+         "The key names no client. Check the key, or ask the operator for one (make api-key"
+         " STAGE=… CLIENT=…)."),
+    ],
+)  # fmt: skip
+def test_a_refused_key_is_marked_on_the_key_field(
+    page: tuple[Page, Console],
+    stage: FakeStage,
+    key: str | None,
+    other_key_answer: tuple[int, dict[str, Any]] | None,
+    problem: str,
+) -> None:
+    tab, _ = page
+    stage.require_key, stage.other_key_answer = KEY, other_key_answer
+    if key:
+        tab.add_init_script(f"sessionStorage.setItem({KEY_STORE!r}, {key!r})")
+    tab.goto(f"{stage.origin}/dev/")
+    key_field = tab.get_by_label(KEY_LABEL)
+    expect(key_field).to_have_attribute("aria-invalid", "true")
+    expect(tab.locator("#api-key-problem")).to_contain_text(problem)
+    expect(tab.locator("#key-settings")).to_have_attribute("open", "")
+    expect(tab.locator("#live-state")).to_contain_text(problem)
+
+    n_field = tab.get_by_label("Loop count (n)")
+    n_field.fill("5")
+    n_field.press("Enter")
+    expect(tab.locator("#form-message")).to_contain_text(f"Not submitted: {problem}")
+    expect(key_field).to_be_focused()
+    expect(n_field).not_to_have_attribute("aria-invalid", "true")  # the number was fine
+
+    # The right key: the mark goes as soon as the key changes, and the list comes.
+    key_field.fill(KEY)
+    expect(key_field).not_to_have_attribute("aria-invalid", "true")
+    expect(tab.locator("#api-key-problem")).to_be_hidden()
+    tab.get_by_role("button", name="Submit job").click()
+    expect(tab.locator("#form-message")).to_have_text("Queued job 0b7f2c9e (n = 5).")
+    expect(tab.locator(f'tr[data-job-id="{JOB_ID}"]')).to_be_visible()
+
+
+def test_each_job_shows_its_client(page: tuple[Page, Console], stage: FakeStage) -> None:
+    tab, console = page
+    other = "6f9619ff-8b86-4011-b42d-00c04fc964ff"
+    # The second has no client: a stage older than clients.
+    stage.jobs = [fake_job(client="alice"), fake_job(job_id=other)]
+    tab.goto(f"{stage.origin}/dev/")
+    expect(tab.get_by_role("columnheader", name="Client")).to_be_visible()
+    expect(tab.locator(f'tr[data-job-id="{JOB_ID}"] .client')).to_have_text("alice")
+    expect(tab.locator(f'tr[data-job-id="{other}"] .client')).to_have_text("—")
+    tab.set_viewport_size(PHONE)
+    client = tab.locator(f'tr[data-job-id="{JOB_ID}"] .client')
+    expect(client).to_have_attribute("data-label", "Client")  # the phone's label for it
+    expect(client).to_be_visible()
+    assert console.errors() == []
+
+
+@pytest.mark.parametrize("width", [1280, 1180, 1179, 1101, 1100, 1000, PHONE["width"]])
+def test_the_jobs_and_their_clients_fit_the_window_at_any_width(
+    page: tuple[Page, Console], stage: FakeStage, width: int
+) -> None:
+    # Widest content per column: the longest client a stage without keys shows, n of ten
+    # digits, a nine-digit result, a running job's time left, a Cancel button.
+    stage.jobs = [
+        fake_job(job_id=f"{i}b3f4dbe-5d1a-4c3e-9f00-2a6b8c4d1e7f", client="anonymous",
+                 kind="heavyLoad", input={"n": n}, status=status, error=None, progress=0.37,
+                 result=n if status == "succeeded" else None, finished_at=finished)
+        for i, (n, status, finished) in enumerate([
+            (10**10, "queued", None), (4 * 10**9, "running", None),
+            (2 * 10**8, "succeeded", "2026-01-01T00:01:05.000Z"),
+        ])
+    ]  # fmt: skip
+    tab, _ = page
+    tab.set_viewport_size({"width": width, "height": 800})
+    tab.goto(f"{stage.origin}/dev/")
+    expect(tab.locator("tbody tr .client")).to_have_text(["anonymous"] * 3)
+    assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    table, card = tab.evaluate(
+        "() => [document.getElementById('jobs').scrollWidth,"
+        " document.getElementById('jobs').closest('.card').clientWidth]"
     )
+    assert table <= card
+
+
+def test_the_key_never_follows_a_redirect_to_another_origin(
+    page: tuple[Page, Console], stage: FakeStage
+) -> None:
+    # Two guards, each enough alone: the page's fetches refuse redirects, and its CSP
+    # (connect-src 'self') refuses any request to another origin.
+    tab, _ = page
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    arrived: list[Request] = []
+
+    def collect(route: Route, request: Request) -> None:
+        arrived.append(request)
+        route.fulfill(status=200, body='{"jobs": []}', content_type="application/json")
+
+    tab.route(f"{elsewhere}/**", collect)
+    tab.route(
+        f"{stage.origin}/dev/jobs?*",
+        lambda route: route.fulfill(status=307, headers={"Location": f"{elsewhere}/jobs"}),
+    )
+    tab.add_init_script(f"sessionStorage.setItem({KEY_STORE!r}, {KEY!r})")
+    tab.goto(f"{stage.origin}/dev/")
+    expect(tab.locator("#live-state")).to_contain_text("The API cannot be reached.")
+    assert arrived == []
+
+
+def test_a_jobs_detail_is_read_with_the_key(page: tuple[Page, Console], stage: FakeStage) -> None:
+    tab, console = page
+    stage.require_key = KEY
+    stage.jobs = [fake_job(client="alice", retry_of=NEW_JOB_ID)]
+    tab.add_init_script(f"sessionStorage.setItem({KEY_STORE!r}, {KEY!r})")
+    tab.goto(f"{stage.origin}/dev/")
+    with tab.expect_request(lambda r: urlsplit(r.url).path == f"/dev/jobs/{JOB_ID}") as read:
+        tab.get_by_role("link", name=f"Details of job {JOB_ID[:8]}").click()
+    assert read.value.headers["x-api-key"] == KEY
+    detail = tab.locator("#job-detail")
+    expect(detail).to_be_focused()
+    expect(detail.locator("#detail-id")).to_have_text(JOB_ID)
+    expect(detail.locator('[data-field="client"]')).to_have_text("alice")
+    expect(detail.locator('[data-field="error"]')).to_have_text(fake_job()["error"])
+    expect(detail.locator('[data-field="retry of"]')).to_have_text(NEW_JOB_ID)
+    assert tab.locator("main img, main b").count() == 0
+
+    # Another client's job is not found, as an unknown one is: the API's message shows.
+    tab.goto(f"{stage.origin}/dev/#job={NEW_JOB_ID}")
+    expect(detail.locator("#detail-message")).to_have_text(f"No job with id {NEW_JOB_ID!r}.")
+    tab.get_by_role("button", name="Close").click()
+    expect(detail).to_be_hidden()
+    # Every request about jobs carried the key; GET /fast and /kinds (not keyed) did not.
+    jobs = [r for r in stage.requests if urlsplit(r.url).path.startswith("/dev/jobs")]
+    assert jobs and all(r.headers.get("x-api-key") == KEY for r in jobs)
+    unkeyed = stage.api_calls("/dev/fast") + stage.api_calls("/dev/kinds")
+    assert unkeyed and not [r for r in unkeyed if "x-api-key" in r.headers]
+    assert [e for e in console.errors() if "404" not in e] == []
 
 
 def test_a_bad_n_is_explained_not_sent(page: tuple[Page, Console], stage: FakeStage) -> None:
@@ -518,7 +784,6 @@ def running_job(**overrides: Any) -> dict[str, Any]:
 # --- pacing, on Playwright's fake clock ---------------------------------------------------
 
 STEP_MS = 500  # every pace of the page is a multiple of this
-KEY = "secret-key-1"
 
 
 def start_on_a_paused_clock(tab: Page, stage: FakeStage, key: str | None = None) -> None:

@@ -273,13 +273,42 @@ def test_an_api_error_is_shown_on_the_field_it_names(
     expect(below).to_have_attribute("aria-invalid", "true")
     expect(below).to_be_focused()
 
-    # An error about no field (here the missing key) marks none.
+    # A refused key (API Gateway's 403) marks the key field, and no field of the form.
     stage.submit_error = (403, {"message": "Forbidden"})
     below.press("Enter")
     expect(tab.locator("#form-message")).to_have_text(
-        "Not submitted: Forbidden: this stage needs an API key (open “API key” below)."
+        "Not submitted: Forbidden: this stage needs an API key: enter yours under “API key”, or ask"
+        " the operator for one (make api-key STAGE=… CLIENT=…)."
     )
+    expect(tab.locator("[aria-invalid]")).to_have_count(1)
+    expect(tab.locator("#api-key")).to_have_attribute("aria-invalid", "true")
+    expect(tab.locator("#api-key")).to_be_focused()
+
+    # An error about no field and not about the key marks none.
+    stage.submit_error = (403, {"error": {"code": "cross_site_request", "message": "Refused."}})
+    tab.locator("#api-key").fill("k")
+    below.press("Enter")
+    expect(tab.locator("#form-message")).to_have_text("Not submitted: Refused.")
     expect(tab.locator("[aria-invalid]")).to_have_count(0)
+
+
+def test_a_client_over_its_quota_is_told_why_and_when_to_try_again(
+    page: tuple[Page, Console], stage: FakeStage
+) -> None:
+    tab, console = page
+    message = "Client alice has 100 jobs queued or running, its most; one must finish first."
+    stage.submit_error = (429, {"error": {"code": "quota_exceeded", "message": message}})
+    stage.submit_error_headers = {"Retry-After": "30"}
+    open_page(tab, stage, "countPrimes")
+    below = kind_field(tab, "below")
+    below.fill("1000")
+    below.press("Enter")
+    expect(tab.locator("#form-message")).to_have_text(
+        f"Not submitted: {message} Try again in 30 s."
+    )
+    expect(tab.locator("#form-message")).to_have_class("message error")
+    expect(tab.locator("#live-state")).to_contain_text("Live")  # the list is not slowed
+    assert [e for e in console.errors() if "429" not in e] == []
 
 
 def kind_job(job_id: str, status: str, **overrides: Any) -> dict[str, Any]:
