@@ -51,6 +51,12 @@ OUTAGE_TOLERANCE_SECONDS = 900
 SPARE_RECEIVES = 3
 
 
+def message_group(body: str) -> str:
+    """The message group a job message goes to: the one group of the job queue. Every send
+    of a job message asks this, so the group is chosen in one place."""
+    return MESSAGE_GROUP
+
+
 def claim_backoff(receive_count: int, cap_seconds: int) -> int:
     """How long a message whose handling failed before its run started stays hidden before
     it comes back: 2^receive count seconds (2, 4, 8, ...), at most ``cap_seconds``
@@ -180,7 +186,7 @@ class JobQueue(_Queue):
         """
         return self._send(
             MessageBody=body,
-            MessageGroupId=MESSAGE_GROUP,
+            MessageGroupId=message_group(body),
             MessageDeduplicationId=deduplication_id,
         )
 
