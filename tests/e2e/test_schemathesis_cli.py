@@ -4,7 +4,7 @@ itself), the way a user or an auditor would run it.
 
 In the suite, bounded and repeatable: a fixed seed, a fixed number of examples per
 operation, no example database. ``make fuzz`` runs the same check with random seeds
-(``test_random_seeds_find_no_failure``, skipped unless it sets FUZZ_RUNS), to find what
+(tests/e2e/fuzz_random_seeds.py, which only `make fuzz` collects), to find what
 the fixed seed never tries; a failure names its seed, and ``make fuzz SEED=n`` repeats it.
 The stack runs a worker and caps n low, so every job a generated request creates
 finishes in moments and a generated ``?wait=N`` or ``Prefer: wait=N`` ends when its job
@@ -14,15 +14,12 @@ machine makes the run slower, never a failure.
 
 from __future__ import annotations
 
-import os
-import secrets
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import requests
 
 from chalicelib.service import MAX_WAIT_SECONDS
@@ -36,9 +33,6 @@ EXAMPLES = 30  # per operation and phase: about 350 requests, ~10 s on a quiet 2
 SMALL_N = {"JOBS_MAX_N": "100000", "JOBS_DEFAULT_N": "1000"}
 # A cap so that a hung run fails CI instead of stalling it, far above a normal run.
 HARD_TIMEOUT_SECONDS = 600
-# make fuzz: how many random seeds to run (FUZZ_RUNS), or the one seed to repeat (FUZZ_SEED).
-FUZZ_RUNS = "FUZZ_RUNS"
-FUZZ_SEED = "FUZZ_SEED"
 
 
 def test_schemathesis_cli_finds_no_failure(
@@ -46,20 +40,6 @@ def test_schemathesis_cli_finds_no_failure(
 ) -> None:
     stack = make_stack(environment={**SMALL_N, **QUOTAS_OFF})
     run_schemathesis(stack, tmp_path, SEED)
-
-
-@pytest.mark.skipif(not os.environ.get(FUZZ_RUNS), reason="make fuzz runs it (FUZZ_RUNS)")
-def test_random_seeds_find_no_failure(make_stack: Callable[..., Stack], tmp_path: Path) -> None:
-    stack = make_stack(environment={**SMALL_N, **QUOTAS_OFF})
-    given = os.environ.get(FUZZ_SEED)
-    seeds = [int(given)] if given else [secrets.randbelow(2**32) for _ in range(runs())]
-    for seed in seeds:
-        print(f"schemathesis --seed {seed}", flush=True)
-        run_schemathesis(stack, tmp_path / f"seed-{seed}", seed)
-
-
-def runs() -> int:
-    return int(os.environ[FUZZ_RUNS])
 
 
 def run_schemathesis(stack: Stack, scratch: Path, seed: int) -> None:
