@@ -31,6 +31,11 @@ from infra.event_source import sqs_message_to_record
 # stack "heavy-jobs-local", which the `aws` fixture applies to moto from infra/.
 STAGE = "local"
 REGION = "us-east-1"
+# The environment the session started with. Loading a stage's Chalice config puts the
+# stage's variables in os.environ (Chalice's CLIFactory does, as the chalice CLI does), and
+# a stack started later would inherit them: prod's JOBS_REQUIRE_API_KEY=true turns a later
+# test's local stack into a keyed one. Every test ends with the environment put back.
+SESSION_ENVIRON = dict(os.environ)
 
 # Every test builds fresh boto3 sessions (connections.reset(), moto's mock_aws), and each
 # session's own botocore Loader parses the service models' JSON again: a quarter of a
@@ -61,7 +66,20 @@ botocore.session.Session._register_data_loader = _register_shared_data_loader
 
 
 @pytest.fixture(autouse=True)
-def _isolated_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _session_environ() -> Iterator[None]:
+    """os.environ as the session started, after every test, whatever the test (or code it
+    ran) added, changed or removed: no test leaves a setting behind for the next."""
+    yield
+    for name in [name for name in os.environ if name not in SESSION_ENVIRON]:
+        if not name.startswith("PYTEST_"):  # pytest's own, which it removes itself
+            del os.environ[name]
+    for name, value in SESSION_ENVIRON.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def _isolated_aws_env(_session_environ: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Dummy credentials and no endpoint: nothing in a unit test can reach real AWS (nor,
     through `make run`'s LocalStack detection, a developer's LocalStack)."""
     for name in (

@@ -3,6 +3,7 @@ models, yet each session's clients behave as if it had parsed them itself."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import boto3
@@ -35,3 +36,17 @@ def test_a_session_with_its_own_data_path_gets_a_loader_of_its_own(tmp_path: Pat
     custom.set_config_variable("data_path", str(tmp_path))
     assert custom.get_component("data_loader") is not default.get_component("data_loader")
     assert str(tmp_path) in custom.get_component("data_loader").search_paths
+
+
+# Two tests in this order (pytest runs a file's tests in order, --dist loadfile keeps them
+# on one worker): what the first leaves in os.environ, the second must not see.
+LEAK_PROBE = "HEAVY_JOBS_LEAK_PROBE"
+
+
+def test_a_test_may_change_the_environment_as_chalice_does() -> None:
+    # Chalice's CLIFactory writes a stage's variables straight into os.environ.
+    os.environ[LEAK_PROBE] = "left behind"
+
+
+def test_the_next_test_starts_from_the_sessions_environment() -> None:
+    assert LEAK_PROBE not in os.environ

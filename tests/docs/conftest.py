@@ -55,6 +55,7 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         services = Services(
             project_dir=project, stage=STAGE, api_port=free_port(),
             emulator_port=free_port(), output=log, worker_args=WORKER_ARGS,
+            require_api_key=False,
         )  # fmt: skip
         try:
             yield Stack(services, services.start_all(None, True), log_path)
