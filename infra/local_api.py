@@ -51,7 +51,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
@@ -70,8 +70,6 @@ from chalice.local import (
     LocalGatewayException,
     RouteMatcher,
 )
-
-from infra.deploy.chalice_project import resource_name
 
 # Chalice answers OPTIONS itself (its stand-in for API Gateway's CORS preflight).
 CHALICE_ANSWERS = frozenset({"OPTIONS"})
@@ -103,8 +101,9 @@ class StageKeys:
     client is made on first use: a stage without keyed routes never needs one.
     """
 
-    def __init__(self, plan_name: str, apigw: Any = None) -> None:
-        self.plan_name = plan_name
+    def __init__(self, plan_name: str | Callable[[], str], apigw: Any = None) -> None:
+        # A callable names the plan on first use: see stage_plan.
+        self._plan_name = plan_name
         self._apigw = apigw
         self._lock = threading.Lock()
 
@@ -135,6 +134,28 @@ class StageKeys:
     def _in_plan(self, apigw: Any, key_id: str) -> bool:
         plans = apigw.get_paginator("get_usage_plans").paginate(keyId=key_id)
         return any(plan.get("name") == self.plan_name for page in plans for plan in page["items"])
+
+    @property
+    def plan_name(self) -> str:
+        if callable(self._plan_name):
+            self._plan_name = self._plan_name()
+        return self._plan_name
+
+
+def stage_plan(config: Config) -> Callable[[], str]:
+    """The name of ``config``'s stage's usage plan (the stage's resource name, as
+    ``make deploy`` names it), found when a keyed route is first called.
+
+    Not at import: infra.deploy imports the project's chalicelib, and this server also
+    serves projects whose chalicelib is another release's (the benchmark's previous
+    release), which must start as long as none of their routes needs a key."""
+
+    def name() -> str:
+        from infra.deploy.chalice_project import resource_name
+
+        return resource_name(config, config.chalice_stage)
+
+    return name
 
 
 class LocalApiGateway(LocalGateway):
@@ -249,9 +270,10 @@ def use_handler(server: LocalDevServer, keys: StageKeys | None = None) -> None:
     if not (isinstance(factory, functools.partial) and factory.func is ChaliceRequestHandler):
         raise RuntimeError(f"unexpected request handler factory in chalice local: {factory!r}")
     port = server.server.server_address[1]  # the bound port, also when asked for port 0
+    if not callable(getattr(LocalGateway, "_generate_lambda_event", None)):
+        raise RuntimeError("chalice local's LocalGateway has no _generate_lambda_event to extend")
     if keys is None:
-        config = factory.keywords["config"]
-        keys = StageKeys(resource_name(config, config.chalice_stage))
+        keys = StageKeys(stage_plan(factory.keywords["config"]))
     keywords = {**factory.keywords, "domain_name": f"{server.host}:{port}", "keys": keys}
     server.server.RequestHandlerClass = functools.partial(
         LocalApiRequestHandler, *factory.args, **keywords

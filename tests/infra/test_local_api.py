@@ -6,6 +6,8 @@ and the stage. (The real app on a live stack: tests/e2e/test_local_api.py.)"""
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from moto import mock_aws
 
 from infra.deploy.access import Throttle, ensure_api_key, ensure_plan_key, ensure_usage_plan
 from infra.local_api import API_KEY_HEADER, LocalApiRequestHandler, StageKeys, use_handler
+from infra.run import PROJECT_DIR
 from tests.infra.conftest import DEAD_END
 
 STAGE = "local"
@@ -211,3 +214,17 @@ def test_an_unreachable_key_store_is_a_500_and_the_app_is_not_invoked() -> None:
         assert response.status_code == 500
         assert response.json()["message"].startswith("Internal server error")
     assert app[1] == []
+
+
+def test_the_local_api_imports_none_of_the_projects_code() -> None:
+    """The local API also serves another release's project (the benchmark's previous
+    release, whose chalicelib differs): importing it must not import chalicelib, which
+    infra.deploy would do; only a keyed route looks up the stage's plan, then."""
+    probe = (
+        "import sys, infra.local_api; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('chalicelib', 'app')))"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
+    )
+    assert ran.stdout.strip() == "[]"
