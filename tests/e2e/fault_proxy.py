@@ -108,7 +108,7 @@ class Seen:
     outcome: Mode
     status: int | None = None
     response: bytes = b""
-    # time.time() when the emulator's answer was relayed (a long poll's end, e.g.)
+    # time.time() when the emulator's answer came back, to be relayed at once (a long poll's end)
     answered_at: float | None = None
 
 
@@ -339,10 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
             _reset(self.connection)
             return
         status, headers, body = self._forward(request)
-        try:
-            self._answer(status, headers, body)
-        finally:  # it reached the emulator, even if its client has gone
-            self.owner._record(Seen(arrived, request, Mode.PASS, status, body, time.time()))
+        # Recorded before the answer leaves: it reached the emulator (even if its client
+        # has gone), and a client that reads ``seen`` once its call returned finds it there.
+        self.owner._record(Seen(arrived, request, Mode.PASS, status, body, time.time()))
+        self._answer(status, headers, body)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
