@@ -90,6 +90,17 @@ METHOD = {
         "deleted. The embedded emulator is moto with `infra/moto_speedups` (indexes instead "
         "of walks of the queue and table)."
     ),
+    "10": (
+        "Two stacks of their own, one after the other, on copies of the project whose "
+        "stage declares 1 lane, then 4, keyed by kind, the worker in `aws` mode. The copies "
+        "get kinds of their own (none ships): per lane one that sleeps n ms, reporting "
+        "every 0.1 s (a job waiting on a remote call), and one that counts to n as heavyLoad "
+        "does, each named so that it lands in its lane (`bench/lanes.py`). After every kind "
+        "ran once (the instances' cold starts), a backlog of waiting jobs is posted back to "
+        "back, the kinds in turn, then a backlog of counting jobs; each drain runs from the "
+        "first POST to the last job's `finished_at`. The event source's throttle lines and "
+        "the dead-letter queue are counted too."
+    ),
 }
 
 ON_AWS = {
@@ -152,6 +163,14 @@ ON_AWS = {
         "job, the accept rate and its first limit, the cost per million jobs and the "
         "scaling to a million queued jobs are worked out in "
         "[docs/capacity.md](docs/capacity.md)."
+    ),
+    "10": (
+        "Lanes are message groups of the FIFO job queue, and the worker's reserved "
+        "concurrency is their number: each lane gets its own Lambda instance, so a backlog "
+        "of waiting jobs drains N times faster there too, and counting jobs as well, since "
+        "each instance has its own vCPU share (1,769 MB: one vCPU) rather than two cores "
+        "shared with the whole stack as here. What N costs: "
+        "[docs/lanes.md](docs/lanes.md)."
     ),
 }
 
