@@ -44,7 +44,7 @@ IO_SPEEDUP = 3.0
 WORKER = f"heavy-jobs-{STAGE}-process_job"
 
 # A kind that waits n milliseconds, reporting every 0.1 s (as a job waiting on I/O).
-WAIT_KIND = '''
+WAIT_KIND = """
 import time
 
 from chalicelib.kinds import Kind
@@ -60,14 +60,14 @@ def wait(input, ctx):
 
 
 KIND = Kind("{name}", "Waits n ms.", Input, wait, int, lambda input, settings: 1)
-'''
+"""
 # A kind that counts to n, as heavyLoad does (CPU-bound).
-COUNT_KIND = '''
+COUNT_KIND = """
 from chalicelib.kinds import Kind
 from chalicelib.kinds.heavy_load import Input, heavy_load
 
 KIND = Kind("{name}", "Counts to n.", Input, heavy_load, int, lambda input, settings: 1)
-'''
+"""
 
 
 def kind_names(prefix: str, lanes: int) -> list[str]:

@@ -35,7 +35,9 @@ LANES = 3
 RETENTION = timedelta(days=1)
 
 
-def lane_settings(monkeypatch: pytest.MonkeyPatch, lanes: int = LANES, key: str = "client") -> Settings:
+def lane_settings(
+    monkeypatch: pytest.MonkeyPatch, lanes: int = LANES, key: str = "client"
+) -> Settings:
     monkeypatch.setenv("JOBS_LANES", str(lanes))
     monkeypatch.setenv("JOBS_LANE_KEY", key)
     get_settings.cache_clear()
@@ -59,9 +61,7 @@ def groups(messages: list[dict[str, Any]]) -> dict[str, str]:
     queue = connections.job_queue()
     for message in messages:
         queue.delete(message["ReceiptHandle"])
-    return {
-        parse_message(m["Body"]).job_id: m["Attributes"]["MessageGroupId"] for m in messages
-    }
+    return {parse_message(m["Body"]).job_id: m["Attributes"]["MessageGroupId"] for m in messages}
 
 
 def test_a_lane_is_a_sha256_of_its_key_modulo_the_lanes_the_same_in_every_process() -> None:
@@ -117,7 +117,9 @@ def test_submission_records_the_lane_of_its_key_and_sends_to_the_lanes_group(
     settings = lane_settings(monkeypatch, key=key)
     table, queue = connections.job_table(), connections.job_queue()
     submitted = [
-        submit_job("heavyLoad", {"n": 10}, table, queue, RETENTION, client=client, settings=settings)
+        submit_job(
+            "heavyLoad", {"n": 10}, table, queue, RETENTION, client=client, settings=settings
+        )
         for client in ("c0", "c1", "c2", "c3", "c4", "c5")
     ]
     sent = groups(receive()) | groups(receive())
@@ -155,7 +157,9 @@ def test_continuations_retries_and_redrives_stay_in_the_jobs_lane(
     # A retry: the attempt raises; the delay queue's message names the lane, and the
     # forwarder sends it on unchanged, to the lane's group.
     failing = make_job(lane=2)
-    monkeypatch.setattr(Worker, "_run_claimed", lambda self, job, owner, *a: self._after_failure(job, owner, "boom"))
+    monkeypatch.setattr(
+        Worker, "_run_claimed", lambda self, job, owner, *a: self._after_failure(job, owner, "boom")
+    )
     assert worker.process_message(to_message(failing)) is Outcome.RETRYING
     delayed = receive(aws["DelayQueueUrl"])
     assert [parse_message(m["Body"]).lane for m in delayed] == [2]
@@ -164,7 +168,9 @@ def test_continuations_retries_and_redrives_stay_in_the_jobs_lane(
     # A continuation: released and sent from the claimed job, lane and all.
     continuing = make_job(lane=1)
     monkeypatch.setattr(
-        Worker, "_run_claimed", lambda self, job, owner, *a: self._continue_later(job, owner, lambda: 10**9)
+        Worker,
+        "_run_claimed",
+        lambda self, job, owner, *a: self._continue_later(job, owner, lambda: 10**9),
     )
     assert worker.process_message(to_message(continuing)) is Outcome.CONTINUED
     assert groups(receive()) == {continuing.job_id: f"{MESSAGE_GROUP}-1"}
@@ -184,7 +190,9 @@ def test_each_lane_has_its_own_watermark_and_lane_0_keeps_the_one_of_before(
     worker.process_message(to_message(make_job(lane=0)), delivery(sent_at_ms=1_000))
     worker.process_message(to_message(make_job(lane=2)), delivery(sent_at_ms=5_000))
     assert (table.watermark(), table.watermark(1), table.watermark(2)) == (1_000, None, 5_000)
-    raw = table._client.get_item(TableName=table.table_name, Key={"job_id": {"S": "control#watermark"}})
+    raw = table._client.get_item(
+        TableName=table.table_name, Key={"job_id": {"S": "control#watermark"}}
+    )
     assert raw["Item"]["sent_ms"]["N"] == "1000"
 
 

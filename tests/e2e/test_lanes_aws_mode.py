@@ -110,9 +110,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             for job_id in warm:
                 stack.wait_for_job(job_id, lambda j: j["status"] in FINAL, timeout=120)
             ids = [post(stack, kind, JOB_MS) for _ in range(PER_LANE) for kind in KINDS]
-            jobs = [
-                stack.wait_for_job(i, lambda j: j["status"] in FINAL, timeout=180) for i in ids
-            ]
+            jobs = [stack.wait_for_job(i, lambda j: j["status"] in FINAL, timeout=180) for i in ids]
             lines = [line for line in stack.log.splitlines() if line.startswith("  worker | ")]
             yield Run(stack, jobs, lines)
         finally:
