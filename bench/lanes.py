@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.burst import _dead_letters, _wait_final
-from bench.client import HttpClient
+from bench.client import HttpClient, HttpError
 from bench.sizes import Sizes
 from bench.stack import STAGE, WORKER_ARGS, progress, raise_quotas
 from bench.stats import Comparison, Figure, Series, Target
@@ -42,6 +42,7 @@ LANES = 4
 # The target: the I/O backlog drains at least 3x faster with LANES lanes than with one.
 IO_SPEEDUP = 3.0
 WORKER = f"heavy-jobs-{STAGE}-process_job"
+SUBMIT_ATTEMPTS = 5
 
 # A kind that waits n milliseconds, reporting every 0.1 s (as a job waiting on I/O).
 WAIT_KIND = """
@@ -122,6 +123,21 @@ def lanes_running(workdir: Path, lanes: int) -> Iterator[Services]:
             services.stop_all()
 
 
+def post(api: HttpClient, kind: str, n: int) -> str:
+    """Submit one job; a 503 (the store did not answer in time: a loaded machine) is
+    retried, as the API's answer says to."""
+    for attempt in range(SUBMIT_ATTEMPTS):
+        try:
+            body = api.json("POST", "/jobs", {"kind": kind, "input": {"n": n}}, expect=202)
+        except HttpError as error:
+            if " 503 " not in str(error) or attempt == SUBMIT_ATTEMPTS - 1:
+                raise
+            time.sleep(1)
+        else:
+            return str(body["job_id"])
+    raise AssertionError("unreachable")
+
+
 def _finished(job: dict[str, Any]) -> float:
     return datetime.fromisoformat(job["finished_at"].replace("Z", "+00:00")).timestamp()
 
@@ -140,12 +156,7 @@ class Drain:
 
 def drain(api: HttpClient, kinds: list[str], jobs: int, n: int, timeout: float) -> Drain:
     began = time.time()
-    ids = [
-        api.json("POST", "/jobs", {"kind": kinds[i % len(kinds)], "input": {"n": n}}, expect=202)[
-            "job_id"
-        ]
-        for i in range(jobs)
-    ]
+    ids = [post(api, kinds[i % len(kinds)], n) for i in range(jobs)]
     final = _wait_final(api, ids, timeout)
     failed = [job for job in final if job["status"] != "succeeded"]
     if failed:
@@ -165,10 +176,7 @@ class StackRun:
 def run_stack(workdir: Path, lanes: int, sizes: Sizes) -> StackRun:
     waits, counts = kind_names("wait", LANES), kind_names("count", LANES)
     with lanes_running(workdir, lanes) as services, HttpClient(services.api_url) as api:
-        warm = [
-            api.json("POST", "/jobs", {"kind": kind, "input": {"n": 0}}, expect=202)["job_id"]
-            for kind in waits + counts
-        ]
+        warm = [post(api, kind, 0) for kind in waits + counts]
         _wait_final(api, warm, sizes.lanes_timeout_seconds)
         io = drain(api, waits, sizes.lanes_io_jobs, sizes.lanes_io_ms, sizes.lanes_timeout_seconds)
         cpu = drain(
