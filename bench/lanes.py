@@ -1,19 +1,21 @@
-"""Figure 10: lanes. A backlog of jobs that wait on I/O drains with 4 lanes against 1; the
-same with jobs that count (CPU-bound), on this machine's cores.
+"""Figure 10: lanes. A backlog of jobs that wait on I/O drains over 4 lanes against 1;
+the same with jobs that count (CPU-bound), on this machine's cores.
 
-Two stacks of their own, one after the other, each on a copy of the project whose stage
-declares its lanes (``"lanes": 1``, then ``LANES``) keyed by kind
-(``"lane_key": "kind"``), with the worker in ``aws`` mode (the mapping as AWS documents
-it: infra/event_source/modes.py), so the figure also shows that N lanes behind reserved
-concurrency N are never throttled. The benchmark's copy gets kinds of its own
-(``kind_modules``; none ships): for each lane one that waits (``time.sleep``, as a job
-waiting on a remote call does) and one that counts (heavyLoad's loop), each named so that
-its kind lands in that lane. With one lane every kind is in lane 0.
+A stack of its own, on a copy of the project whose stage declares ``LANES`` lanes keyed
+by kind (``"lanes": 4, "lane_key": "kind"``: applying it renders the worker's reserved
+concurrency, 4), with the worker in ``aws`` mode (the mapping as AWS documents it:
+infra/event_source/modes.py), so the figure also shows that N lanes behind reserved
+concurrency N are never throttled. The copy gets kinds of its own (``kind_modules``;
+none ships): for each lane one that waits (``time.sleep``, as a job waiting on a remote
+call does) and one that counts (heavyLoad's loop), each named so that it lands in that
+lane.
 
-On each stack, after every kind ran once (each instance's cold start): the I/O backlog,
-``lanes_io_jobs`` jobs of ``lanes_io_ms`` each, posted back to back, the kinds in turn;
-then the CPU backlog, ``lanes_cpu_jobs`` jobs counting to ``lanes_cpu_n``. Each drain
-time runs from the first POST to the last job's ``finished_at``.
+After every kind ran once (each instance's cold start), the same backlog twice, side by
+side on the same stack: in one lane (every job of lane 0's kind: one message group, one
+job at a time, as a stage with one lane runs it), then spread over the lanes (the kinds in
+turn). First ``lanes_io_jobs`` waiting jobs of ``lanes_io_ms``, then ``lanes_cpu_jobs``
+counting to ``lanes_cpu_n``. Each drain runs from the first POST to the last job's
+``finished_at``.
 """
 
 from __future__ import annotations
@@ -138,8 +140,8 @@ def post(api: HttpClient, kind: str, n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _finished(job: dict[str, Any]) -> float:
-    return datetime.fromisoformat(job["finished_at"].replace("Z", "+00:00")).timestamp()
+def _moment(job: dict[str, Any], name: str) -> float:
+    return datetime.fromisoformat(job[name].replace("Z", "+00:00")).timestamp()
 
 
 @dataclass
@@ -148,6 +150,10 @@ class Drain:
 
     seconds: float  # first POST to the last job's finished_at
     jobs: list[dict[str, Any]]
+
+    @property
+    def run_seconds(self) -> list[float]:
+        return [_moment(job, "finished_at") - _moment(job, "started_at") for job in self.jobs]
 
     @property
     def lanes_used(self) -> int:
@@ -161,68 +167,56 @@ def drain(api: HttpClient, kinds: list[str], jobs: int, n: int, timeout: float) 
     failed = [job for job in final if job["status"] != "succeeded"]
     if failed:
         raise RuntimeError(f"{len(failed)} jobs did not succeed: {failed[0]}")
-    return Drain(max(_finished(job) for job in final) - began, final)
-
-
-@dataclass
-class StackRun:
-    lanes: int
-    io: Drain
-    cpu: Drain
-    throttles: int
-    dead_letters: int
-
-
-def run_stack(workdir: Path, lanes: int, sizes: Sizes) -> StackRun:
-    waits, counts = kind_names("wait", LANES), kind_names("count", LANES)
-    with lanes_running(workdir, lanes) as services, HttpClient(services.api_url) as api:
-        warm = [post(api, kind, 0) for kind in waits + counts]
-        _wait_final(api, warm, sizes.lanes_timeout_seconds)
-        io = drain(api, waits, sizes.lanes_io_jobs, sizes.lanes_io_ms, sizes.lanes_timeout_seconds)
-        cpu = drain(
-            api, counts, sizes.lanes_cpu_jobs, sizes.lanes_cpu_n, sizes.lanes_timeout_seconds
-        )
-        log = (workdir / f"lanes-{lanes}.log").read_text(errors="replace")
-        throttles = log.count(f" throttle function={WORKER} ")
-        return StackRun(lanes, io, cpu, throttles, _dead_letters(services))
+    return Drain(max(_moment(job, "finished_at") for job in final) - began, final)
 
 
 def figure_10(workdir: Path, sizes: Sizes) -> Figure:
     progress(
         f"figure {NUMBER}: {sizes.lanes_io_jobs} waiting jobs of {sizes.lanes_io_ms} ms and "
-        f"{sizes.lanes_cpu_jobs} counting jobs (n = {sizes.lanes_cpu_n:,}), 1 lane against "
-        f"{LANES}, aws mode"
+        f"{sizes.lanes_cpu_jobs} counting jobs (n = {sizes.lanes_cpu_n:,}), in 1 lane and "
+        f"over {LANES}, aws mode"
     )
-    one = run_stack(workdir, 1, sizes)
-    progress(f"1 lane: I/O {one.io.seconds:.1f} s, CPU {one.cpu.seconds:.1f} s")
-    many = run_stack(workdir, LANES, sizes)
-    progress(f"{LANES} lanes: I/O {many.io.seconds:.1f} s, CPU {many.cpu.seconds:.1f} s")
-    figure = Figure(NUMBER, f"Lanes: a backlog drained by {LANES} lanes against 1")
+    waits, counts = kind_names("wait", LANES), kind_names("count", LANES)
+    timeout = sizes.lanes_timeout_seconds
+    with lanes_running(workdir, LANES) as services, HttpClient(services.api_url) as api:
+        warm = [post(api, kind, 0) for kind in waits + counts]  # every instance's cold start
+        _wait_final(api, warm, timeout)
+        # One lane: every job of one kind (lane 0's); then the same spread over the lanes.
+        io_one = drain(api, waits[:1], sizes.lanes_io_jobs, sizes.lanes_io_ms, timeout)
+        io_many = drain(api, waits, sizes.lanes_io_jobs, sizes.lanes_io_ms, timeout)
+        cpu_one = drain(api, counts[:1], sizes.lanes_cpu_jobs, sizes.lanes_cpu_n, timeout)
+        cpu_many = drain(api, counts, sizes.lanes_cpu_jobs, sizes.lanes_cpu_n, timeout)
+        log = (workdir / f"lanes-{LANES}.log").read_text(errors="replace")
+        throttles = log.count(f" throttle function={WORKER} ")
+        dead_letters = _dead_letters(services)
+    progress(
+        f"I/O: {io_one.seconds:.1f} s in 1 lane, {io_many.seconds:.1f} s over {LANES}; "
+        f"CPU: {cpu_one.seconds:.1f} s, {cpu_many.seconds:.1f} s"
+    )
+    figure = Figure(NUMBER, f"Lanes: a backlog drained over {LANES} lanes against 1")
     names = (f"{LANES} lanes", "1 lane")
     io_count = f"{sizes.lanes_io_jobs} / {sizes.lanes_io_jobs}"
     cpu_count = f"{sizes.lanes_cpu_jobs} / {sizes.lanes_cpu_jobs}"
     figure.comparisons = [
         Comparison(
             NUMBER, f"backlog of jobs waiting {sizes.lanes_io_ms} ms (I/O): time to drain",
-            many.io.seconds, one.io.seconds, "s", *names, io_count,
+            io_many.seconds, io_one.seconds, "s", *names, io_count,
             target=Target(high=round(1 / IO_SPEEDUP, 3)),
         ),
         Comparison(
             NUMBER, "backlog of counting jobs (CPU-bound): time to drain; no target: "
             "2 cores bound it at 0.5x at best",
-            many.cpu.seconds, one.cpu.seconds, "s", *names, cpu_count,
+            cpu_many.seconds, cpu_one.seconds, "s", *names, cpu_count,
         ),
     ]  # fmt: skip
-    for run in (one, many):
-        key = f"lanes_{run.lanes}"
-        figure.series += [
-            Series(f"{key}_io_drain_seconds", "s", [run.io.seconds]),
-            Series(f"{key}_cpu_drain_seconds", "s", [run.cpu.seconds]),
-        ]
-        figure.notes.append(
-            f"{run.lanes} lane{'s' if run.lanes > 1 else ''}: I/O backlog drained in "
-            f"{run.io.seconds:.1f} s over {run.io.lanes_used} lane(s), CPU backlog in "
-            f"{run.cpu.seconds:.1f} s; throttled batches {run.throttles}, dead letters "
-            f"{run.dead_letters}."
-        )
+    for key, run in (("io_one", io_one), ("io_many", io_many), ("cpu_one", cpu_one),
+                     ("cpu_many", cpu_many)):  # fmt: skip
+        figure.series.append(Series(f"lanes_{key}_run_seconds", "s", run.run_seconds))
+    figure.notes += [
+        f"I/O backlog: {io_one.seconds:.1f} s in 1 lane, {io_many.seconds:.1f} s over "
+        f"{io_many.lanes_used} lanes; CPU backlog: {cpu_one.seconds:.1f} s, "
+        f"{cpu_many.seconds:.1f} s.",
+        f"Throttled batches {throttles}, dead letters {dead_letters} (reserved concurrency "
+        f"{LANES} for {LANES} lanes).",
+    ]
     return figure

@@ -52,8 +52,8 @@ class Sizes:
     growth_drain_jobs: int = 150
     # 10. lanes: a backlog of jobs that wait (I/O) and one of jobs that count (CPU), on
     # one lane and on bench.lanes.LANES.
-    lanes_io_jobs: int = 32
-    lanes_io_ms: int = 500
+    lanes_io_jobs: int = 16
+    lanes_io_ms: int = 2000
     lanes_cpu_jobs: int = 8
     lanes_cpu_n: int = 50_000_000  # about a second of counting in the worker here
     lanes_timeout_seconds: float = 300.0

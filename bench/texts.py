@@ -91,15 +91,16 @@ METHOD = {
         "of walks of the queue and table)."
     ),
     "10": (
-        "Two stacks of their own, one after the other, on copies of the project whose "
-        "stage declares 1 lane, then 4, keyed by kind, the worker in `aws` mode. The copies "
-        "get kinds of their own (none ships): per lane one that sleeps n ms, reporting "
-        "every 0.1 s (a job waiting on a remote call), and one that counts to n as heavyLoad "
-        "does, each named so that it lands in its lane (`bench/lanes.py`). After every kind "
-        "ran once (the instances' cold starts), a backlog of waiting jobs is posted back to "
-        "back, the kinds in turn, then a backlog of counting jobs; each drain runs from the "
-        "first POST to the last job's `finished_at`. The event source's throttle lines and "
-        "the dead-letter queue are counted too."
+        "A stack of its own, on a copy of the project whose stage declares 4 lanes keyed "
+        "by kind (so the worker reserves 4), the worker in `aws` mode. The copy gets kinds "
+        "of its own (none ships): per lane one that sleeps n ms, reporting every 0.1 s (a "
+        "job waiting on a remote call), and one that counts to n as heavyLoad does, each "
+        "named so that it lands in its lane (`bench/lanes.py`). After every kind ran once "
+        "(the instances' cold starts), each backlog is posted back to back twice: all in "
+        "one lane (every job of lane 0's kind: one message group, one job at a time, as a "
+        "stage with one lane runs it), then spread over the 4 lanes (the kinds in turn); "
+        "each drain runs from the first POST to the last job's `finished_at`. The event "
+        "source's throttle lines and the dead-letter queue are counted too."
     ),
 }
 
