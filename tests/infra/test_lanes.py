@@ -12,7 +12,7 @@ import pytest
 
 from chalicelib import config as settings
 from infra import lanes
-from infra.deploy import chalice_project, lifecycle
+from infra.deploy import access, chalice_project, lifecycle, packaging
 from tests.infra.harness import copy_project, stage_config
 from tests.infra.test_operations import account, lambda_stub, no_reservations
 
@@ -111,3 +111,12 @@ def test_the_account_pre_check_counts_the_workers_n(fresh: Path) -> None:
     no_reservations(stubber)
     with stubber, pytest.raises(chalice_project.DeployError, match=r"process_job \(4\)"):
         lifecycle.check_account_concurrency(client, config, "dev")
+
+
+def test_make_package_refuses_lanes_that_were_never_rendered(fresh: Path) -> None:
+    """``make package`` builds without applying the stage: a stage whose ``lanes`` was
+    edited by hand is refused before anything is built, naming the fix."""
+    set_stage(fresh, "prod", lanes=2)
+    with pytest.raises(chalice_project.DeployError, match="apply the stage"):
+        packaging.package("prod", access.Throttle(), fresh, fresh / "out")
+    assert not (fresh / "out").exists()
