@@ -192,7 +192,7 @@ class JobQueue(_Queue):
     """The FIFO job queue."""
 
     def send(self, body: str, deduplication_id: str) -> str:
-        """Put one message at the tail of the message group.
+        """Put one message at the tail of its lane's message group (``message_group``).
 
         ``deduplication_id`` names the logical send: SQS drops a second message with the same
         id within its five-minute deduplication window, so an SDK retry of this call is

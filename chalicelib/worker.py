@@ -71,11 +71,16 @@ Failure paths, where they end, and what the jobs behind wait (defaults: lease 30
                              readable or not, is failed, so nothing stays unfinished.
                              Behind: nothing (the message has left the job queue).
 
+On a stage with lanes (chalicelib.queue.message_group), "behind" is behind in the same
+lane: the other lanes go on; an AWS outage stalls them all alike.
+
 Where each bound is tested: tests/chalicelib/test_lane_bounds.py (unreadable jobs, the
 outage's backoffs, a hold that failed and the run's own delete, one record per consumer
 invocation, the out-of-time path), tests/chalicelib/test_worker.py (backoff, hold,
 take-over, sweep, an unreadable job in the sweep),
-tests/chalicelib/test_watchdog.py (a silent run); on the live local stack, tests/e2e.
+tests/chalicelib/test_watchdog.py (a silent run), tests/chalicelib/test_lanes.py (each
+lane's watermark and sweep cutoff, every send in the job's lane); on the live local stack,
+tests/e2e (tests/e2e/test_lanes_aws_mode.py: lanes behind Lambda's mapping).
 
 Continuations and retries are a deliberate SQS -> Lambda -> SQS loop: the worker sends to
 its own trigger queue (retries through the delay queue and forward_delayed). Lambda's
