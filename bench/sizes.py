@@ -50,6 +50,13 @@ class Sizes:
     growth_samples: int = 150
     growth_sweep_runs: int = 3
     growth_drain_jobs: int = 150
+    # 10. lanes: a backlog of jobs that wait (I/O) and one of jobs that count (CPU), on
+    # one lane and on bench.lanes.LANES.
+    lanes_io_jobs: int = 16
+    lanes_io_ms: int = 2000
+    lanes_cpu_jobs: int = 8
+    lanes_cpu_n: int = 50_000_000  # about a second of counting in the worker here
+    lanes_timeout_seconds: float = 300.0
 
 
 FULL = Sizes()
@@ -83,4 +90,9 @@ SMOKE = Sizes(
     growth_samples=3,
     growth_sweep_runs=1,
     growth_drain_jobs=4,
+    lanes_io_jobs=4,
+    lanes_io_ms=50,
+    lanes_cpu_jobs=2,
+    lanes_cpu_n=1_000_000,
+    lanes_timeout_seconds=120.0,
 )

@@ -90,6 +90,18 @@ METHOD = {
         "deleted. The embedded emulator is moto with `infra/moto_speedups` (indexes instead "
         "of walks of the queue and table)."
     ),
+    "10": (
+        "A stack of its own, on a copy of the project whose stage declares 4 lanes keyed "
+        "by kind (so the worker reserves 4), the worker in `aws` mode. The copy gets kinds "
+        "of its own (none ships): per lane one that sleeps n ms, reporting every 0.1 s (a "
+        "job waiting on a remote call), and one that counts to n as heavyLoad does, each "
+        "named so that it lands in its lane (`bench/lanes.py`). After every kind ran once "
+        "(the instances' cold starts), each backlog is posted back to back twice: all in "
+        "one lane (every job of lane 0's kind: one message group, one job at a time, as a "
+        "stage with one lane runs it), then spread over the 4 lanes (the kinds in turn); "
+        "each drain runs from the first POST to the last job's `finished_at`. The event "
+        "source's throttle lines and the dead-letter queue are counted too."
+    ),
 }
 
 ON_AWS = {
@@ -152,6 +164,14 @@ ON_AWS = {
         "job, the accept rate and its first limit, the cost per million jobs and the "
         "scaling to a million queued jobs are worked out in "
         "[docs/capacity.md](docs/capacity.md)."
+    ),
+    "10": (
+        "Lanes are message groups of the FIFO job queue, and the worker's reserved "
+        "concurrency is their number: each lane gets its own Lambda instance, so a backlog "
+        "of waiting jobs drains N times faster there too, and counting jobs as well, since "
+        "each instance has its own vCPU share (1,769 MB: one vCPU) rather than two cores "
+        "shared with the whole stack as here. What N costs: "
+        "[docs/lanes.md](docs/lanes.md)."
     ),
 }
 

@@ -36,6 +36,12 @@ LOST_AFTER = "JOBS_LOST_AFTER_SECONDS"
 CLAIM_BACKOFF_CAP = "JOBS_CLAIM_BACKOFF_CAP_SECONDS"
 MAX_ACTIVE_PER_CLIENT = "JOBS_MAX_ACTIVE_PER_CLIENT"
 MAX_ACTIVE_SECONDS_PER_CLIENT = "JOBS_MAX_ACTIVE_SECONDS_PER_CLIENT"
+# The stage's lanes (docs/lanes.md): rendered from the stage's "lanes" and "lane_key" in
+# .chalice/config.json by infra/lanes.py, with the worker's reserved concurrency.
+LANES = "JOBS_LANES"
+LANE_KEY = "JOBS_LANE_KEY"
+# What a job's lane is chosen by: its client (the default) or its kind.
+LANE_KEYS = ("client", "kind")
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,12 @@ class Settings:
     # benchmarks that queue thousands of jobs on purpose).
     max_active_per_client: int = 100
     max_active_seconds_per_client: int = 3600
+    # Lanes: message groups of the job queue, each run one job at a time in submission
+    # order, as many at once as there are lanes (the worker's reserved concurrency). A
+    # job's lane is a stable hash of its lane key (LANE_KEYS) modulo the lanes
+    # (chalicelib.jobs.lane_of). 1: every job in one lane.
+    lanes: int = 1
+    lane_key: str = "client"
 
     @property
     def message_hold_seconds(self) -> int:
@@ -166,7 +178,14 @@ class Settings:
             max_active_seconds_per_client=_int(
                 env, MAX_ACTIVE_SECONDS_PER_CLIENT, cls.max_active_seconds_per_client, minimum=0
             ),
+            lanes=_int(env, LANES, cls.lanes, minimum=1),
+            lane_key=env.get(LANE_KEY, "").strip() or cls.lane_key,
         )
+        if settings.lane_key not in LANE_KEYS:
+            raise SettingsError(
+                f"setting {LANE_KEY} must be one of {', '.join(LANE_KEYS)}, "
+                f"got {settings.lane_key!r}"
+            )
         if settings.default_n > settings.max_n:
             raise SettingsError(
                 f"{DEFAULT_N}={settings.default_n} is over {MAX_N}={settings.max_n}"

@@ -16,6 +16,7 @@ Item layout (one item per job, key ``job_id``)::
     resume redrives                                               re-delivery bookkeeping
     expires_at                                                    TTL (epoch seconds)
     client                                                        who submitted it
+    lane                                                          its lane (absent: lane 0)
     estimate_seconds                                              its kind's run time estimate
     all_key status_key kind_key kind_status_key                   listing index keys
     client_key client_status_key client_kind_key                  a client's listing keys
@@ -228,9 +229,23 @@ def active_key(client: str) -> str:
     return client
 
 
-def pending_key(job_id: str) -> str:
-    """The job's partition key in the pending index."""
-    return f"pending#{shard_of(job_id)}"
+def pending_key(job_id: str, lane: int = 0) -> str:
+    """The job's partition key in the pending index: its lane's partition of its shard,
+    so the recovery sweep reads each lane's pending jobs against that lane's watermark.
+    Lane 0's keys are those of before lanes."""
+    return f"pending#{shard_of(job_id)}" if lane == 0 else f"pending#{lane}#{shard_of(job_id)}"
+
+
+def pending_partition(lane: int, shard: int) -> str:
+    """The pending index's partition of ``lane``'s jobs in ``shard`` (``pending_key``)."""
+    return f"pending#{shard}" if lane == 0 else f"pending#{lane}#{shard}"
+
+
+def lane_of(key: str, lanes: int) -> int:
+    """The lane of a job whose lane key (its client or kind) is ``key``, among ``lanes``:
+    a SHA-256 of the key modulo the lanes, the same in every process and release
+    (Python's ``hash`` of a string changes per process)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % lanes
 
 
 @dataclass(frozen=True)
@@ -280,6 +295,10 @@ class Job:
     # Its kind's estimate of its run time, whole seconds, as the job was submitted: what
     # it counts towards its client's quota of active work while it is queued or running.
     estimate_seconds: int = 1
+    # Its lane (chalicelib.queue.message_group), chosen at submission and kept for its
+    # whole life: every message of the job goes to the lane's message group. A job
+    # recorded before lanes is lane 0's.
+    lane: int = 0
 
     @classmethod
     def new(
@@ -293,6 +312,7 @@ class Job:
         retry_of: str | None = None,
         client: str = ANONYMOUS,
         estimate_seconds: int = 1,
+        lane: int = 0,
     ) -> Job:
         """A queued job with a fresh, unguessable id (uuid4: 122 random bits), its message
         due now. ``input`` is the validated input; ``n`` is short for heavyLoad's
@@ -315,6 +335,7 @@ class Job:
             retry_of=retry_of,
             client=client,
             estimate_seconds=estimate_seconds,
+            lane=lane,
         )
 
     @property
@@ -346,6 +367,7 @@ class Job:
             "started_at": iso_utc(self.started_at),
             "finished_at": iso_utc(self.finished_at),
             "client": self.client,
+            "lane": self.lane,
         }
         if self.retry_of is not None:
             body["retry_of"] = self.retry_of
@@ -387,10 +409,16 @@ def idempotency_record_id(scope: str, key: str) -> str:
 
 
 # The control items' keys (CONTROL_PREFIX: never a job id, never an idempotency key).
+# Lane 0's watermark (watermark_item gives each lane's).
 WATERMARK_ITEM = CONTROL_PREFIX + "watermark"
 SCHEMA_ITEM = CONTROL_PREFIX + "schema"
 # Whether the worker is paused (`make pause`), for the API to report.
 WORKER_ITEM = CONTROL_PREFIX + "worker"
+
+
+def watermark_item(lane: int) -> str:
+    """The key of ``lane``'s watermark: lane 0 keeps the one item of before lanes."""
+    return WATERMARK_ITEM if lane == 0 else f"{WATERMARK_ITEM}#{lane}"
 
 
 # --- DynamoDB item form (low-level AttributeValue maps) -------------------------------
@@ -424,6 +452,7 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
         "request_hash": None if job.request_hash is None else {"S": job.request_hash},
         "redrives": {"N": str(job.redrives)} if job.redrives else None,
         "retry_of": None if job.retry_of is None else {"S": job.retry_of},
+        "lane": {"N": str(job.lane)} if job.lane else None,
     }
     item.update({name: value for name, value in optional.items() if value is not None})
     item.update(derived_attributes(job))
@@ -440,7 +469,7 @@ def derived_attributes(job: Job) -> dict[str, dict[str, Any]]:
     if not job.status.is_final:
         derived[ACTIVE.partition_key] = {"S": active_key(job.client)}
     if job.pending_at is not None and job.status is JobStatus.QUEUED:
-        derived[PENDING.partition_key] = {"S": pending_key(job.job_id)}
+        derived[PENDING.partition_key] = {"S": pending_key(job.job_id, job.lane)}
         derived[PENDING.sort_key] = {"N": str(job.pending_at)}
     return derived
 
@@ -477,6 +506,7 @@ def from_item(item: dict[str, dict[str, Any]]) -> Job:
         retry_of=s("retry_of"),
         client=s("client") or ANONYMOUS,
         estimate_seconds=num(ESTIMATE_SECONDS) or 1,
+        lane=num("lane") or 0,
     )
 
 
@@ -519,21 +549,26 @@ def _number(value: float) -> str:
 class Message(NamedTuple):
     """What a queue message says: which job (and its kind and client, so that the claim
     can rewrite the job's listing keys without reading it first), and whether it
-    continues from a checkpoint. ``kind`` is None in a message that does not name it; a
-    message that names no client is an anonymous job's (every job before clients was)."""
+    continues from a checkpoint, and its lane. ``kind`` is None in a message that does not
+    name it; a message that names no client is an anonymous job's (every job before
+    clients was), one that names no lane is lane 0's (every job before lanes was)."""
 
     job_id: str
     kind: str | None = None
     resume: bool = False
     client: str = ANONYMOUS
+    lane: int = 0
 
 
 def to_message(job: Job, resume: bool = False) -> str:
     """The SQS message body: the job's id, kind, client (unless anonymous: the message is
-    then as before clients) and the resume flag. State lives in the table."""
+    then as before clients), lane (unless 0: as before lanes) and the resume flag. State
+    lives in the table; the lane picks the message group (chalicelib.queue.message_group)."""
     payload: dict[str, Any] = {"job_id": job.job_id, "kind": job.kind}
     if job.client != ANONYMOUS:
         payload["client"] = job.client
+    if job.lane:
+        payload["lane"] = job.lane
     if resume:
         payload["resume"] = True
     return json.dumps(payload)
@@ -556,7 +591,16 @@ def parse_message(body: str) -> Message:
     client = payload.get("client", ANONYMOUS)
     if not (isinstance(client, str) and CLIENT_NAME.fullmatch(client)):
         raise PoisonMessage(f"message names no valid client: {client!r}")
-    return Message(job_id=job_id, kind=kind, resume=payload.get("resume") is True, client=client)
+    lane = payload.get("lane", 0)
+    if not (isinstance(lane, int) and not isinstance(lane, bool) and lane >= 0):
+        raise PoisonMessage(f"message names no valid lane: {lane!r}")
+    return Message(
+        job_id=job_id,
+        kind=kind,
+        resume=payload.get("resume") is True,
+        client=client,
+        lane=lane,
+    )
 
 
 # --- timestamps: ISO-8601 UTC with a Z, millisecond precision -------------------------

@@ -495,6 +495,11 @@ JOB_FIELDS: dict[str, Any] = {
         "description": "Who submitted it: the client its API key names, operator for the "
         "stage's own key, anonymous on a stage without keys.",
     },
+    "lane": {
+        "type": "integer",
+        "minimum": 0,
+        "description": "The lane it runs in (docs/lanes.md): 0 on a stage with one lane.",
+    },
 }
 # Present only when set.
 OPTIONAL_JOB_FIELDS: dict[str, Any] = {

@@ -1,12 +1,14 @@
 """Adapters: the SQS queues.
 
-- ``JobQueue``: the FIFO job queue. Every message shares one message group, so the worker's
-  event source mapping has one batch in flight at a time and delivers in send order: no
-  batch is received that reserved concurrency 1 cannot run, so none is throttled, and a
+- ``JobQueue``: the FIFO job queue. Each lane is one message group (``message_group``;
+  one lane by default), so the worker's event source mapping has at most one batch in
+  flight per lane and delivers each lane in send order: with reserved concurrency equal to
+  the lanes, no batch is received that the worker cannot run, so none is throttled, and a
   receive count rises only on a real failure. (Lambda Developer Guide, "Configuring
   scaling behavior for SQS event source mappings": for FIFO queues, concurrent
   invocations are capped at the number of message group IDs, and Lambda retries a
-  failed message before it receives more of the same group.)
+  failed message before it receives more of the same group.) A lane that stalls (a
+  message hidden after a failure) holds only its own jobs; the other lanes go on.
 - ``DelayQueue``: a standard queue that holds a message for a delay (FIFO queues have no
   per-message DelaySeconds), after which ``forward_delayed`` puts it on the job queue.
 
@@ -32,12 +34,14 @@ from typing import Any, NamedTuple
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.config import Settings
-from chalicelib.errors import StoreRefused, StoreUnavailable
+from chalicelib.errors import PoisonMessage, StoreRefused, StoreUnavailable
+from chalicelib.jobs import parse_message
 from chalicelib.observability import TRACE_ATTRIBUTE, trace_header
 
 # Error codes of throttling (botocore/retries/standard.py): a 4xx answer that may pass.
 _THROTTLED = frozenset(["RequestThrottled", "ThrottlingException", "Throttling", "KmsThrottled"])
-# The one message group of the job queue.
+# The message group of lane 0 (the one lane of a stage with one): lane i > 0's is
+# "jobs-<i>", so a stage going from 1 lane to more keeps its queued messages in order.
 MESSAGE_GROUP = "jobs"
 # SQS's longest per-message delay.
 MAX_DELAY_SECONDS = 900
@@ -52,9 +56,19 @@ SPARE_RECEIVES = 3
 
 
 def message_group(body: str) -> str:
-    """The message group a job message goes to: the one group of the job queue. Every send
-    of a job message asks this, so the group is chosen in one place."""
-    return MESSAGE_GROUP
+    """The message group a job message goes to: its lane's (``lane_group``), read from
+    the message (chalicelib.jobs.to_message). Every send of a job message asks this, so
+    the group is chosen in one place. A body that is no job message goes to lane 0's
+    group, where the worker drops it as poison."""
+    try:
+        return lane_group(parse_message(body).lane)
+    except PoisonMessage:
+        return MESSAGE_GROUP
+
+
+def lane_group(lane: int) -> str:
+    """The message group of ``lane``: MESSAGE_GROUP for lane 0, as before lanes."""
+    return MESSAGE_GROUP if lane == 0 else f"{MESSAGE_GROUP}-{lane}"
 
 
 def claim_backoff(receive_count: int, cap_seconds: int) -> int:
@@ -178,7 +192,7 @@ class JobQueue(_Queue):
     """The FIFO job queue."""
 
     def send(self, body: str, deduplication_id: str) -> str:
-        """Put one message at the tail of the message group.
+        """Put one message at the tail of its lane's message group (``message_group``).
 
         ``deduplication_id`` names the logical send: SQS drops a second message with the same
         id within its five-minute deduplication window, so an SDK retry of this call is

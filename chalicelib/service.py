@@ -67,6 +67,7 @@ from chalicelib.jobs import (
     Listing,
     idempotency_record_id,
     is_job_id,
+    lane_of,
     request_fingerprint,
     shard_of,
     to_message,
@@ -174,6 +175,7 @@ def submit_job(
         retry_of=retry_of,
         client=client,
         estimate_seconds=estimate,
+        lane=choose_lane(client, kind, settings),
     )
     if record_id is None:
         table.create(job)
@@ -190,6 +192,14 @@ def submit_job(
     logger.info("Job queued", job_id=job.job_id, kind=kind, input=input, client=client)
     count(Metric.ACCEPTED)
     return Submission(job=job, replayed=False)
+
+
+def choose_lane(client: str, kind: str, settings: Settings | None) -> int:
+    """A new job's lane: its client's or its kind's (the stage's JOBS_LANE_KEY) among the
+    stage's lanes; lane 0 without settings or with one lane."""
+    if settings is None or settings.lanes == 1:
+        return 0
+    return lane_of(client if settings.lane_key == "client" else kind, settings.lanes)
 
 
 def _replay(

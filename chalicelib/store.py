@@ -42,7 +42,6 @@ from chalicelib.jobs import (
     SCHEMA_VERSION,
     SHARDS,
     STATUS_KEYS,
-    WATERMARK_ITEM,
     WORKER_ITEM,
     Job,
     JobStatus,
@@ -54,9 +53,11 @@ from chalicelib.jobs import (
     is_job_item,
     iso_utc,
     pending_key,
+    pending_partition,
     result_attribute,
     status_keys,
     to_item,
+    watermark_item,
 )
 from chalicelib.observability import logger
 
@@ -538,7 +539,7 @@ class JobTable:
         )
         values: dict[str, Any] = {
             **_status_values(job.job_id, job.kind, JobStatus.QUEUED, job.client),
-            ":pending_key": pending_key(job.job_id),
+            ":pending_key": pending_key(job.job_id, job.lane),
             ":pending_at": pending_at_ms,
             ":running": JobStatus.RUNNING,
             ":owner": owner,
@@ -707,7 +708,7 @@ class JobTable:
             "#status = :running AND lease_until = :old",
             {
                 **_status_values(job.job_id, job.kind, JobStatus.QUEUED, job.client),
-                ":pending_key": pending_key(job.job_id),
+                ":pending_key": pending_key(job.job_id, job.lane),
                 ":now_ms": now_ms,
                 ":running": JobStatus.RUNNING,
                 ":old": job.lease_until or 0,
@@ -729,15 +730,18 @@ class JobTable:
                 ":zero": 0,
                 ":one": 1,
                 ":max": max_redrives,
-                ":pending_key": pending_key(job.job_id),
+                ":pending_key": pending_key(job.job_id, job.lane),
                 ":now_ms": now_ms,
             },
         )
 
-    def lost_pending(self, cutoff_ms: int, limit_per_shard: int) -> list[PendingEntry]:
-        """Queued jobs whose message was due before ``cutoff_ms``, oldest due first: one
-        Query per shard of the pending index, at most ``limit_per_shard`` each. Jobs due
-        after the cutoff are never read, however many there are."""
+    def lost_pending(
+        self, cutoff_ms: int, limit_per_shard: int, lane: int = 0
+    ) -> list[PendingEntry]:
+        """Queued jobs of ``lane`` whose message was due before ``cutoff_ms``, oldest due
+        first: one Query per shard of the lane's partitions of the pending index, at most
+        ``limit_per_shard`` each. Jobs due after the cutoff, and other lanes' jobs, are
+        never read, however many there are."""
         entries: list[PendingEntry] = []
         for shard in range(SHARDS):
             response = self._query(
@@ -750,7 +754,7 @@ class JobTable:
                         "#pending_at": PENDING.sort_key,
                     },
                     "ExpressionAttributeValues": {
-                        ":pending_key": {"S": f"pending#{shard}"},
+                        ":pending_key": {"S": pending_partition(lane, shard)},
                         ":cutoff": _attr(cutoff_ms),
                     },
                     "Limit": limit_per_shard,
@@ -865,17 +869,19 @@ class JobTable:
             ExpressionAttributeValues=values,
         )
 
-    def watermark(self) -> int | None:
-        """The largest SentTimestamp (epoch ms) a worker has recorded receiving, if any."""
-        item = self._call("get_item", Key=_key(WATERMARK_ITEM)).get("Item")
+    def watermark(self, lane: int = 0) -> int | None:
+        """The largest SentTimestamp (epoch ms) a worker has recorded receiving from
+        ``lane``'s message group, if any."""
+        item = self._call("get_item", Key=_key(watermark_item(lane))).get("Item")
         return int(item["sent_ms"]["N"]) if item and "sent_ms" in item else None
 
-    def raise_watermark(self, sent_ms: int) -> bool:
-        """Record ``sent_ms`` as the watermark unless it is already as high; True if raised."""
+    def raise_watermark(self, sent_ms: int, lane: int = 0) -> bool:
+        """Record ``sent_ms`` as ``lane``'s watermark unless it is already as high; True if
+        raised."""
         try:
             self._client.update_item(
                 TableName=self.table_name,
-                Key=_key(WATERMARK_ITEM),
+                Key=_key(watermark_item(lane)),
                 UpdateExpression="SET sent_ms = :sent",
                 # It only grows: a late or out-of-order writer cannot pull it back.
                 ConditionExpression="attribute_not_exists(sent_ms) OR sent_ms < :sent",

@@ -71,11 +71,16 @@ Failure paths, where they end, and what the jobs behind wait (defaults: lease 30
                              readable or not, is failed, so nothing stays unfinished.
                              Behind: nothing (the message has left the job queue).
 
+On a stage with lanes (chalicelib.queue.message_group), "behind" is behind in the same
+lane: the other lanes go on; an AWS outage stalls them all alike.
+
 Where each bound is tested: tests/chalicelib/test_lane_bounds.py (unreadable jobs, the
 outage's backoffs, a hold that failed and the run's own delete, one record per consumer
 invocation, the out-of-time path), tests/chalicelib/test_worker.py (backoff, hold,
 take-over, sweep, an unreadable job in the sweep),
-tests/chalicelib/test_watchdog.py (a silent run); on the live local stack, tests/e2e.
+tests/chalicelib/test_watchdog.py (a silent run), tests/chalicelib/test_lanes.py (each
+lane's watermark and sweep cutoff, every send in the job's lane); on the live local stack,
+tests/e2e (tests/e2e/test_lanes_aws_mode.py: lanes behind Lambda's mapping).
 
 Continuations and retries are a deliberate SQS -> Lambda -> SQS loop: the worker sends to
 its own trigger queue (retries through the delay queue and forward_delayed). Lambda's
@@ -269,10 +274,11 @@ class Worker:
     now: Callable[[], datetime] = field(default=utc_now)
     monotonic: Callable[[], float] = field(default=time.monotonic)
     sleep: Callable[[float], None] = field(default=time.sleep)
-    # The largest SentTimestamp this process received, and what it last recorded (when).
-    _watermark_seen: int = field(default=0, init=False)
-    _watermark_recorded: int = field(default=0, init=False)
-    _watermark_recorded_at: float | None = field(default=None, init=False)
+    # Per lane: the largest SentTimestamp this process received, and what it last recorded
+    # (when).
+    _watermark_seen: dict[int, int] = field(default_factory=dict, init=False)
+    _watermark_recorded: dict[int, int] = field(default_factory=dict, init=False)
+    _watermark_recorded_at: dict[int, float] = field(default_factory=dict, init=False)
 
     def lease_until_ms(self) -> int:
         return epoch_ms(self.now()) + self.settings.stale_after_seconds * 1000
@@ -291,13 +297,15 @@ class Worker:
         it runs and advances the watermark; ``remaining_ms`` is the invocation's time left
         (Lambda's context); without it, the run assumes Lambda's longest timeout.
         """
-        if delivery is not None:
-            self._observe(delivery)
         try:
             message = parse_message(body)
         except PoisonMessage as error:
+            if delivery is not None:
+                self._observe(delivery, lane=0)  # where message_group sent it
             logger.error("Dropping a poison message", reason=str(error))
             return Outcome.POISON
+        if delivery is not None:
+            self._observe(delivery, message.lane)
         with job_logging(message.job_id):
             return self._run(message, delivery, remaining_ms or (lambda: MAX_INVOCATION_MS))
 
@@ -635,28 +643,29 @@ class Worker:
         logger.info("Duplicate delivery acknowledged", job_id=job_id, status=existing.status.value)
         return Outcome.DUPLICATE
 
-    def _observe(self, delivery: Delivery) -> None:
-        """Advance the watermark: the largest SentTimestamp received from the job queue.
+    def _observe(self, delivery: Delivery, lane: int) -> None:
+        """Advance ``lane``'s watermark: the largest SentTimestamp received from the lane's
+        message group.
 
-        FIFO delivers in send order, so every message sent well before it has been
-        received. Recorded at most once per WATERMARK_INTERVAL_SECONDS per process (it
-        only needs to be roughly current: the sweep allows JOBS_LOST_AFTER_SECONDS of
-        slack), never lowered; a failed write is only logged.
+        FIFO delivers each message group in send order, so every message of the lane sent
+        well before it has been received. Recorded at most once per
+        WATERMARK_INTERVAL_SECONDS per process and lane (it only needs to be roughly
+        current: the sweep allows JOBS_LOST_AFTER_SECONDS of slack), never lowered; a
+        failed write is only logged.
         """
-        self._watermark_seen = max(self._watermark_seen, delivery.sent_at_ms)
+        seen = max(self._watermark_seen.get(lane, 0), delivery.sent_at_ms)
+        self._watermark_seen[lane] = seen
         now = self.monotonic()
-        recent = (
-            self._watermark_recorded_at is not None
-            and now - self._watermark_recorded_at < WATERMARK_INTERVAL_SECONDS
-        )
-        if recent or self._watermark_seen <= self._watermark_recorded:
+        recorded_at = self._watermark_recorded_at.get(lane)
+        recent = recorded_at is not None and now - recorded_at < WATERMARK_INTERVAL_SECONDS
+        if recent or seen <= self._watermark_recorded.get(lane, 0):
             return
         try:
-            self.table.raise_watermark(self._watermark_seen)
+            self.table.raise_watermark(seen, lane=lane)
         except StoreUnavailable as error:
-            logger.warning("Could not record the watermark", reason=str(error))
+            logger.warning("Could not record the watermark", lane=lane, reason=str(error))
             return
-        self._watermark_recorded, self._watermark_recorded_at = self._watermark_seen, now
+        self._watermark_recorded[lane], self._watermark_recorded_at[lane] = seen, now
 
     # --- the delay queue --------------------------------------------------------------
 
@@ -755,10 +764,13 @@ class Worker:
         Run periodically (every minute on AWS). It reads only jobs that need it, so its
         cost does not grow with the backlog:
 
-        - queued jobs whose message was due before the cutoff (the pending index): the
-          watermark minus JOBS_LOST_AFTER_SECONDS, or now minus it when the job queue is
-          empty. Jobs simply waiting their turn are never sent twice; each lost one at
-          most once per JOBS_LOST_AFTER_SECONDS.
+        - queued jobs whose message was due before their lane's cutoff (the lane's
+          partitions of the pending index): the lane's watermark minus
+          JOBS_LOST_AFTER_SECONDS, or now minus it when the job queue is empty. Jobs
+          simply waiting their turn in their lane are never sent twice; each lost one at
+          most once per JOBS_LOST_AFTER_SECONDS. A lost message of a lane that receives
+          nothing later while other lanes keep the queue busy is found once its lane
+          receives again or the queue empties.
         - running jobs (a few at most) whose lease expired more than the message hold plus
           JOBS_LOST_AFTER_SECONDS ago: their run died and its message is gone too (a
           crashed run's message normally comes back by itself within the hold).
@@ -770,9 +782,12 @@ class Worker:
         """
         now_ms = epoch_ms(self.now())
         recovered: list[str] = []
-        cutoff = self._lost_cutoff(now_ms)
-        if cutoff is not None:
-            for entry in self.table.lost_pending(cutoff, SWEEP_LIMIT_PER_SHARD):
+        empty = self.queue.counts().empty
+        for lane in range(self.settings.lanes):
+            cutoff = self._lost_cutoff(now_ms, lane, empty)
+            if cutoff is None:
+                continue
+            for entry in self.table.lost_pending(cutoff, SWEEP_LIMIT_PER_SHARD, lane=lane):
                 redrive = functools.partial(self._redrive_lost, entry, now_ms)
                 if self._sweep_one(entry.job_id, redrive):
                     recovered.append(entry.job_id)
@@ -831,11 +846,12 @@ class Worker:
         )
         return True
 
-    def _lost_cutoff(self, now_ms: int) -> int | None:
-        """Jobs whose message was due before this (epoch ms) have lost it; None if no
-        message can be known lost yet (messages wait, and none was received so far)."""
+    def _lost_cutoff(self, now_ms: int, lane: int, queue_empty: bool) -> int | None:
+        """Jobs of ``lane`` whose message was due before this (epoch ms) have lost it; None
+        if no message of the lane can be known lost yet (messages wait, and none of the
+        lane was received so far)."""
         lost_after_ms = self.settings.lost_after_seconds * 1000
-        if self.queue.counts().empty:
+        if queue_empty:
             return now_ms - lost_after_ms
-        watermark = self.table.watermark()
+        watermark = self.table.watermark(lane)
         return None if watermark is None else watermark - lost_after_ms

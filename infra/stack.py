@@ -42,7 +42,7 @@ from chalicelib import config as settings
 from chalicelib import jobs
 from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable
-from infra import policies
+from infra import lanes, policies
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "template.yaml"
@@ -406,7 +406,9 @@ def apply_stage(
 
     ``overrides`` replace template parameters (tests shorten timeouts and receive counts).
     ``cfn`` and ``ddb`` are the clients to use (default: boto3's, in ``cfn``'s region).
+    The stage's lanes are written into its config first (infra/lanes.py).
     """
+    lanes.render(stage, project_dir)
     config = load_chalice_config(stage, project_dir)
     name = stack_name(config.app_name, stage)
     cfn = cfn or boto3.client("cloudformation")

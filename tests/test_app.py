@@ -191,6 +191,7 @@ def test_get_job_reports_every_field(client: Client) -> None:
         "started_at",
         "finished_at",
         "client",
+        "lane",
     }
     assert body["client"] == "anonymous"  # a stage without keys: every caller's jobs
     assert body["progress"] == 0 and body["attempts"] == 0

@@ -31,7 +31,7 @@ from chalice.config import Config
 
 from chalicelib import config as settings
 from chalicelib import kinds
-from infra import emulator, policies, run, stack
+from infra import emulator, lanes, policies, run, stack
 
 PROJECT_DIR = stack.PROJECT_DIR
 # The stage `make run` serves on this machine, against its emulator rather than AWS.
@@ -62,8 +62,9 @@ def requires_api_key(config: Config) -> bool:
 
 
 def check_deployable(config: Config, stage: str) -> None:
-    """Raise DeployError unless every function of the stage has its own IAM policy file
-    and every job kind's declaration passes its check.
+    """Raise DeployError unless every function of the stage has its own IAM policy file,
+    every job kind's declaration passes its check, and the app's lane settings and the
+    worker's reserved concurrency are those the stage's ``lanes`` make (infra/lanes.py).
 
     ``autogen_policy`` is off, so a stage without ``iam_policy_file`` (``local``) is not
     meant for AWS: ``chalice deploy`` would fail after the stack was already created. A
@@ -74,6 +75,10 @@ def check_deployable(config: Config, stage: str) -> None:
         kinds.check_declarations(kinds.KINDS.values())
     except kinds.DeclarationError as error:
         raise DeployError(f"a job kind is declared wrongly: {error}") from None
+    try:
+        lanes.check(config, stage)
+    except lanes.LanesError as error:
+        raise DeployError(str(error)) from None
     for handler in stack.handler_names(config):
         if not config.scope(stage, handler).iam_policy_file:
             raise DeployError(

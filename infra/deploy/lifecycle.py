@@ -41,7 +41,7 @@ import boto3
 from botocore.exceptions import ClientError, WaiterError
 from chalice.config import Config
 
-from infra import operations, policies, stack
+from infra import lanes, operations, policies, stack
 from infra.deploy import state
 from infra.deploy.access import ApiStage, Throttle, ensure_api_access, remove_api_access
 from infra.deploy.chalice_project import (
@@ -274,6 +274,7 @@ def deploy(
     Chalice's record of the stage is restored from AWS first and saved back after, so the
     same command works from any clone (infra/deploy/state.py).
     """
+    lanes.render(stage, project_dir)  # so the account check counts the worker's N
     config = stack.load_chalice_config(stage, project_dir)
     check_deployable(config, stage)
     values = operations.StageOperations.from_config(config, stage)

@@ -767,7 +767,9 @@ def test_the_watermark_is_not_written_again_when_it_has_not_advanced(
     table = connections.job_table()
     writes: list[int] = []
     real = table.raise_watermark
-    monkeypatch.setattr(table, "raise_watermark", lambda ms: writes.append(ms) or real(ms))
+    monkeypatch.setattr(
+        table, "raise_watermark", lambda ms, lane=0: writes.append(ms) or real(ms, lane)
+    )
     clock = [5_000.0]
     worker = make_worker(table, monotonic=lambda: clock[0])
     job = make_job(n=0)

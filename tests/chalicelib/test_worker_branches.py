@@ -606,10 +606,10 @@ def test_a_watermark_write_that_fails_is_tried_again_at_the_next_delivery(
     real_raise = worker.table.raise_watermark
     failures = [StoreUnavailable("DynamoDB UpdateItem failed")]
 
-    def flaky(sent_ms: int) -> bool:
+    def flaky(sent_ms: int, lane: int = 0) -> bool:
         if failures:
             raise failures.pop()
-        return real_raise(sent_ms)
+        return real_raise(sent_ms, lane)
 
     monkeypatch.setattr(worker.table, "raise_watermark", flaky)
 

@@ -360,6 +360,29 @@ def test_deploy_stops_before_creating_anything_when_the_account_lacks_concurrenc
     assert client("ssm").describe_parameters()["Parameters"] == []
 
 
+def test_deploy_counts_the_workers_lanes_in_the_account_check(
+    emulator: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage whose ``lanes`` was edited by hand: the deploy renders the worker's
+    reserved concurrency from it first, so the account check asks for N, not 1."""
+    monkeypatch.setenv(moto_bridges.QUOTA_ENV, "50")
+    env = isolated_environment(
+        AWS_ENDPOINT_URL=emulator,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION=REGION,
+    )
+    project = copy_project(tmp_path)
+    path = project / ".chalice" / "config.json"
+    config = json.loads(path.read_text())
+    config["stages"]["dev"]["lanes"] = 4
+    path.write_text(json.dumps(config, indent=2))
+    refused = run_make(project, env, "deploy", "STAGE=dev", check=False)
+    assert refused.returncode != 0
+    assert f"{function_name('dev', 'process_job')} (4)" in refused.stderr
+    assert "Nothing was created" in refused.stderr
+
+
 # --- what a deployed stage must be -------------------------------------------------------
 
 
