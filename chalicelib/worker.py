@@ -92,17 +92,27 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NoReturn
 
 from chalicelib.config import OUT_OF_TIME_CALLS, Settings
 from chalicelib.errors import NoTimeLeft, PoisonMessage, StoreRefused, StoreUnavailable
-from chalicelib.jobs import Job, JobStatus, Message, epoch_ms, parse_message, to_message, utc_now
+from chalicelib.jobs import (
+    Job,
+    JobStatus,
+    Message,
+    epoch_ms,
+    later_message,
+    message_run_at_ms,
+    parse_message,
+    to_message,
+    utc_now,
+)
 from chalicelib.kinds import KINDS, Context, Kind, state_json
 from chalicelib.observability import Metric, count, job_logging, logger, milliseconds
-from chalicelib.queue import DelayQueue, Delivery, JobQueue, claim_backoff
-from chalicelib.store import JobTable, PendingEntry, UnreadableJob
+from chalicelib.queue import DelayQueue, Delivery, JobQueue, claim_backoff, delay_until
+from chalicelib.store import JobTable, LaterEntry, PendingEntry, UnreadableJob
 from chalicelib.watchdog import watched_run
 
 # Lambda's maximum timeout: the remaining time when no Lambda context is given.
@@ -123,6 +133,17 @@ MAX_DEAD_LETTER_REDRIVES = 3
 # The recovery sweep reads at most this many lost jobs (and running jobs) per shard in
 # one run; more wait for the next run. It bounds the sweep's cost, whatever the backlog.
 SWEEP_LIMIT_PER_SHARD = 25
+# The release of jobs that run later (release_due) takes those due within this look-ahead:
+# it runs every minute, so each job is released minutes before its time and waits the
+# rest in the delay queue, to the second, even when a run of the release is late or fails
+# once. At most SQS's longest delay (900 s).
+RELEASE_AHEAD_SECONDS = 300
+# It reads at most this many per shard in one run (the soonest): its cost per minute is
+# bounded whatever waits; more due within the look-ahead wait for the next run.
+RELEASE_LIMIT_PER_SHARD = 100
+# A delayed message of a job that runs later may come back up to this early (DelaySeconds
+# is whole seconds, rounded down): its forwarder waits the rest before forwarding it.
+FORWARD_WAIT_MS = 1000
 
 
 class Outcome(StrEnum):
@@ -134,6 +155,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"  # the job was not free (running elsewhere or finished)
     POISON = "poison"  # the message can never be processed: logged and dropped
     FORWARDED = "forwarded"  # a delayed message was put on the job queue
+    DELAYED = "delayed"  # a job's message came back before its run_at: delayed again
     REDRIVEN = "redriven"  # a dead-lettered job that never started was sent again
 
 
@@ -665,7 +687,20 @@ class Worker:
 
         The delay queue's message id is the deduplication id: stable across retries of
         this forward, so a forward that is delivered twice sends once.
+
+        A job that runs later is never put on the job queue before its run_at: its
+        message (which names it) that comes back more than FORWARD_WAIT_MS early (its
+        wait was longer than SQS's longest delay) is delayed again; one that comes back
+        less early is forwarded once the rest has passed (DelaySeconds is whole seconds).
         """
+        run_at_ms = message_run_at_ms(body)
+        if run_at_ms is not None:
+            now_ms = epoch_ms(self.now())
+            if run_at_ms - now_ms > FORWARD_WAIT_MS:
+                self.delay_queue.send(body, delay_until(run_at_ms, now_ms))
+                return Outcome.DELAYED
+            if run_at_ms > now_ms:
+                self.sleep((run_at_ms - now_ms) / 1000)
         self.queue.send(body, deduplication_id=message_id)
         return Outcome.FORWARDED
 
@@ -746,6 +781,40 @@ class Worker:
         logger.warning(
             "Dead-lettered job never started; sent again", job_id=job.job_id, redrives=job.redrives
         )
+
+    # --- jobs that run later -------------------------------------------------------------
+
+    def release_due(self) -> list[str]:
+        """Send the message of every job waiting in the later index whose run_at is
+        within RELEASE_AHEAD_SECONDS to the delay queue, delayed until its run_at (to
+        the second); return their ids.
+
+        Run every minute (with the recovery sweep). It reads only the soonest jobs, at
+        most RELEASE_LIMIT_PER_SHARD per shard, so its cost does not grow with the jobs
+        waiting. Each job is first taken out of the index with its message due at its
+        run_at (a conditional write: still queued and waiting, so a cancelled job is
+        never released, and concurrent or repeated releases send it once), then sent. A
+        crash between the two leaves it due, and the recovery sweep sends it after its
+        run_at plus JOBS_LOST_AFTER_SECONDS: late, never early, never twice. An AWS
+        failure raises: the next run reads the jobs not yet released again. A job whose
+        record cannot be read is failed, and the others are still released.
+        """
+        before = self.now() + timedelta(seconds=RELEASE_AHEAD_SECONDS)
+        released: list[str] = []
+        for entry in self.table.due_later(before, RELEASE_LIMIT_PER_SHARD):
+            release = functools.partial(self._release_one, entry)
+            if self._sweep_one(entry.job_id, release):
+                released.append(entry.job_id)
+        return released
+
+    def _release_one(self, entry: LaterEntry) -> bool:
+        run_at_ms = epoch_ms(datetime.fromisoformat(entry.run_at))
+        job = self.table.release_later(entry.job_id, entry.run_at, run_at_ms)
+        if job is None:  # cancelled, finished or released meanwhile
+            return False
+        self.delay_queue.send(later_message(job), delay_until(run_at_ms, epoch_ms(self.now())))
+        logger.info("Job released to run at its time", job_id=job.job_id, run_at=entry.run_at)
+        return True
 
     # --- recovery ---------------------------------------------------------------------
 
