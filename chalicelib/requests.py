@@ -115,7 +115,7 @@ def parse_job_request(
 # RFC 3339's date-time (section 5.6): a full date and time with seconds, an optional
 # fraction, and a Z or a numeric offset (T and Z in either case).
 _RFC3339 = re.compile(
-    r"(?P<time>\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d)(?:\.(?P<fraction>\d{1,9}))?"
+    r"(?P<time>\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d)(?:\.(?P<fraction>\d+))?"
     r"(?P<zone>[Zz]|[+-]\d\d:\d\d)"
 )
 

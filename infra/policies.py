@@ -15,6 +15,7 @@ from typing import Any
 from chalicelib.jobs import (
     ACTIVE,
     INDEXES,
+    LATER,
     LIST_ALL,
     LIST_BY_CLIENT,
     LIST_BY_CLIENT_KIND,
@@ -23,7 +24,6 @@ from chalicelib.jobs import (
     LIST_BY_KIND,
     LIST_BY_KIND_STATUS,
     LIST_BY_STATUS,
-    LATER,
     PENDING,
     IndexShape,
 )
