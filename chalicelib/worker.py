@@ -77,6 +77,21 @@ invocation, the out-of-time path), tests/chalicelib/test_worker.py (backoff, hol
 take-over, sweep, an unreadable job in the sweep),
 tests/chalicelib/test_watchdog.py (a silent run); on the live local stack, tests/e2e.
 
+Jobs that run later (``release_due``, ``forward``; docs/later.md): a job due more than
+SQS's longest delay ahead is no message at all until the minutely release takes it out of
+the sparse later index, a few minutes ahead, and sends it to the delay queue with
+DelaySeconds to its time (Amazon SQS Developer Guide, "Amazon SQS message timers": a
+per-message delay of up to 15 minutes, to the second); the forwarder then holds back any
+message that comes back before its time. The release only needs to run ahead of the jobs'
+times, so the minute-level precision of its EventBridge schedule rule ("Tutorial: Create
+an EventBridge scheduled rule for AWS Lambda functions": no second-level precision, and a
+target may run seconds after its rule triggers) costs nothing in precision. Its read is a
+bounded Query of the soonest entries, the same with none or 10,000 waiting. A job waiting
+for its time holds no lane and costs the jobs behind nothing; a release that fails leaves
+its jobs waiting for the next run, still ahead of their time, and one that dies between
+its write and its send leaves the job due at its time, which the recovery sweep sends
+after it plus JOBS_LOST_AFTER_SECONDS (tests/chalicelib/test_later.py).
+
 Continuations and retries are a deliberate SQS -> Lambda -> SQS loop: the worker sends to
 its own trigger queue (retries through the delay queue and forward_delayed). Lambda's
 recursive loop detection stops such a chain after about 16 invocations unless the
