@@ -50,6 +50,11 @@ class Sizes:
     growth_samples: int = 150
     growth_sweep_runs: int = 3
     growth_drain_jobs: int = 150
+    # later: jobs submitted this many seconds ahead, each awaited (and one at once beside
+    # each); the release's read against this many jobs waiting (figure 9).
+    later_jobs: int = 100
+    later_delay_seconds: int = 2
+    later_waiting: int = 10_000
 
 
 FULL = Sizes()
@@ -83,4 +88,6 @@ SMOKE = Sizes(
     growth_samples=3,
     growth_sweep_runs=1,
     growth_drain_jobs=4,
+    later_jobs=2,
+    later_waiting=12,
 )
