@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import burst, coldstart, growth, report
+from bench import burst, coldstart, growth, later, report
 from bench import run as bench_run
 from bench.sizes import SMOKE
 from bench.stack import BenchStack
@@ -95,6 +95,7 @@ def test_a_shared_stack_that_fails_fails_its_figures_only(
     monkeypatch.setattr(BenchStack, "running", stack_down)
     for module, name in ((coldstart, "figure_6"), (burst, "figure_8"), (growth, "figure_9")):
         monkeypatch.setattr(module, name, measured(name.removeprefix("figure_")))
+    monkeypatch.setattr(later, "figure_later", measured(later.NUMBER))
 
     figures = bench_run.measure(tmp_path, SMOKE)
 
