@@ -86,7 +86,9 @@ _NAMES = {
 }
 # What a job leaving the queued status drops: it no longer has a message due, nor waits
 # for its release (a job cancelled before its run_at leaves the later index).
-_NOT_PENDING = "#pending_key, #pending_at, #later_key"
+_NOT_DUE = "#pending_key, #pending_at"
+_NOT_WAITING = "#later_key"
+_NOT_PENDING = f"{_NOT_DUE}, {_NOT_WAITING}"
 # The job is the named client's (``:client``); an item written before clients has no
 # client attribute and is anonymous's.
 _CLIENT_IS = "#client = :client"
@@ -888,7 +890,9 @@ class JobTable:
         names = {f"#d{i}": name for i, name in enumerate(derived)}
         values = {f":d{i}": value for i, value in enumerate(derived.values())}
         update = "SET " + ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
-        removed = [] if PENDING.partition_key in derived else [_NOT_PENDING]
+        removed = [] if PENDING.partition_key in derived else [_NOT_DUE]
+        if LATER.partition_key not in derived:
+            removed.append(_NOT_WAITING)
         if ACTIVE.partition_key not in derived:
             removed.append(_NOT_ACTIVE)
         if removed:

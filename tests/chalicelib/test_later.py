@@ -407,3 +407,16 @@ def test_post_jobs_and_post_heavy_take_the_time_and_get_shows_it(client: Client)
     )
     assert refused.status_code == 400
     assert refused.json_body["error"]["code"] == "invalid_run_at"
+
+
+def test_rewriting_a_waiting_jobs_index_keys_keeps_it_waiting(
+    queues: tuple[SpyJobQueue, SpyDelayQueue], table: JobTable
+) -> None:
+    clock = Clock(utc_now())
+    job = submit(clock.moment + timedelta(days=1), clock, queues)
+    assert table.rewrite_derived(job) is not None  # the migration's write
+    assert [e.job_id for e in table.due_later(clock.moment + timedelta(days=2), 10)] == [job.job_id]
+    service.cancel_job(job.job_id, table)
+    cancelled = table.get(job.job_id)
+    assert cancelled is not None and table.rewrite_derived(cancelled) is not None
+    assert table.due_later(clock.moment + timedelta(days=2), 10) == []
