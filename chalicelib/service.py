@@ -325,9 +325,13 @@ def describe_kinds(settings: Settings) -> list[dict[str, Any]]:
     return [KINDS[name].describe(settings) for name in sorted(KINDS)]
 
 
-def retry_after_seconds(job: Job, settings: Settings) -> int:
-    """A whole-second estimate of the job's run time, for the Retry-After header."""
-    return estimate_seconds(job.kind, job.input, settings)
+def retry_after_seconds(
+    job: Job, settings: Settings, now: Callable[[], datetime] | None = None
+) -> int:
+    """A whole-second estimate of when the job will have run, for the Retry-After header:
+    its run time, after the wait until its run_at for a job that runs later."""
+    wait = 0.0 if job.run_at is None else (job.run_at - (now or utc_now)()).total_seconds()
+    return max(0, math.ceil(wait)) + estimate_seconds(job.kind, job.input, settings)
 
 
 def estimate_seconds(kind_name: str, input: dict[str, Any], settings: Settings) -> int:

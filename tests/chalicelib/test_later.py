@@ -394,6 +394,7 @@ def test_post_jobs_and_post_heavy_take_the_time_and_get_shows_it(client: Client)
     )
     assert accepted.status_code == 202
     assert accepted.json_body["status"] == "queued" and accepted.json_body["run_at"]
+    assert int(accepted.headers["Retry-After"]) >= 3600  # no use polling before its time
     heavy = client.http.post(
         "/heavy", headers=headers, body=json.dumps({"n": 1, "run_at": "2000-01-01T00:00:00Z"})
     )
