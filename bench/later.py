@@ -68,7 +68,7 @@ def figure_later(workdir: Path, sizes: Sizes) -> Figure:
         ),
     ]  # fmt: skip
     figure.notes.append(
-        f"- Later jobs were submitted {sizes.later_delay_seconds} s ahead; none started "
+        f"Later jobs were submitted {sizes.later_delay_seconds} s ahead; none started "
         f"before its run_at (earliest: {1000 * min(late):.1f} ms after it)."
     )
     figure.series = [
