@@ -54,6 +54,7 @@ from chalicelib.jobs import (
     from_item,
     is_job_item,
     iso_utc,
+    later_key,
     pending_key,
     result_attribute,
     status_keys,
@@ -817,6 +818,24 @@ class JobTable:
             {
                 ":queued": JobStatus.QUEUED,
                 ":pending_key": pending_key(job_id),
+                ":pending_at": pending_at_ms,
+                ":run_at": run_at,
+            },
+        )
+
+    def hold_later(self, job_id: str, run_at: str, pending_at_ms: int) -> Job | None:
+        """Put a released job whose send failed back in the later index (undoing
+        ``release_later``), so the next release sends it, still ahead of its time.
+        Condition: still queued, due at that time and not waiting again (a sweep that
+        re-sent it meanwhile moved its due time)."""
+        return self._update(
+            job_id,
+            f"SET #later_key = :later_key REMOVE {_NOT_DUE}",
+            "#status = :queued AND #pending_at = :pending_at AND #run_at = :run_at"
+            " AND attribute_not_exists(#later_key)",
+            {
+                ":queued": JobStatus.QUEUED,
+                ":later_key": later_key(job_id),
                 ":pending_at": pending_at_ms,
                 ":run_at": run_at,
             },

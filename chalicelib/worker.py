@@ -810,8 +810,9 @@ class Worker:
         run_at (a conditional write: still queued and waiting, so a cancelled job is
         never released, and concurrent or repeated releases send it once), then sent. A
         crash between the two leaves it due, and the recovery sweep sends it after its
-        run_at plus JOBS_LOST_AFTER_SECONDS: late, never early, never twice. An AWS
-        failure raises: the next run reads the jobs not yet released again. A job whose
+        run_at plus JOBS_LOST_AFTER_SECONDS: late, never early, never twice. A send that
+        fails puts its job back in the index first. An AWS failure raises: the next run
+        reads the jobs not yet released again. A job whose
         record cannot be read is failed, and the others are still released.
         """
         before = self.now() + timedelta(seconds=RELEASE_AHEAD_SECONDS)
@@ -827,7 +828,13 @@ class Worker:
         job = self.table.release_later(entry.job_id, entry.run_at, run_at_ms)
         if job is None:  # cancelled, finished or released meanwhile
             return False
-        self.delay_queue.send(later_message(job), delay_until(run_at_ms, epoch_ms(self.now())))
+        try:
+            self.delay_queue.send(later_message(job), delay_until(run_at_ms, epoch_ms(self.now())))
+        except StoreUnavailable:
+            # Back to waiting, so the next release sends it ahead of its time; if this
+            # fails too, the recovery sweep sends it after its time.
+            self.table.hold_later(entry.job_id, entry.run_at, run_at_ms)
+            raise
         logger.info("Job released to run at its time", job_id=job.job_id, run_at=entry.run_at)
         return True
 

@@ -16,7 +16,7 @@ from chalice.test import Client
 
 from chalicelib import connections, service
 from chalicelib.config import Settings, get_settings
-from chalicelib.errors import InvalidRequest, QuotaExceeded
+from chalicelib.errors import InvalidRequest, QuotaExceeded, StoreUnavailable
 from chalicelib.jobs import (
     RUN_AT_MS,
     Job,
@@ -421,3 +421,25 @@ def test_rewriting_a_waiting_jobs_index_keys_keeps_it_waiting(
     cancelled = table.get(job.job_id)
     assert cancelled is not None and table.rewrite_derived(cancelled) is not None
     assert table.due_later(clock.moment + timedelta(days=2), 10) == []
+
+
+class FailingDelayQueue(SpyDelayQueue):
+    """The delay queue while SQS is unavailable."""
+
+    def send(self, body: str, delay_seconds: int) -> str:
+        raise StoreUnavailable("SQS is down")
+
+
+def test_a_release_whose_send_fails_leaves_the_job_waiting_for_the_next_release(
+    queues: tuple[SpyJobQueue, SpyDelayQueue], table: JobTable
+) -> None:
+    clock = Clock(utc_now())
+    run_at = clock.moment + timedelta(hours=1)
+    job = submit(run_at, clock, queues)
+    clock.moment = run_at - timedelta(seconds=120)
+    down = worker_at(clock, (queues[0], FailingDelayQueue(queues[1])))
+    with pytest.raises(StoreUnavailable):
+        down.release_due()
+    waiting = table.get(job.job_id)
+    assert waiting is not None and waiting.later and waiting.pending_at is None
+    assert worker_at(clock, queues).release_due() == [job.job_id]  # SQS is back
