@@ -47,6 +47,6 @@ def test_a_job_submitted_a_few_seconds_ahead_starts_at_its_time(
     late = (moment(done["started_at"]) - moment(done["run_at"])).total_seconds()
     assert 0 <= late < 5, late  # never early; on time, with room for a loaded machine
     # The cancelled one's message came and went without starting it.
-    wait_for(lambda: stack.depth() == 0 and stack.depth("DelayQueueUrl") == 0, 60)
+    wait_for(lambda: stack.depth() == 0 and stack.depth("DelayQueueUrl") == 0, 60, "empty queues")
     assert stack.job(cancelled["job_id"])["status"] == "cancelled"
     assert stack.job(cancelled["job_id"])["attempts"] == 0
