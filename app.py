@@ -299,10 +299,12 @@ RECOVERY_PERIOD = Rate(1, unit=Rate.MINUTES)
 
 @app.schedule(RECOVERY_PERIOD)
 def recover_stalled_jobs(event: Any) -> None:
-    """Send again the message of every job that lost it (Worker.recover_stalled). An AWS
-    failure raises; the next run, a period later, reads the same jobs again, so a job
-    whose message an SQS outage lost is sent within about JOBS_LOST_AFTER_SECONDS plus
-    RECOVERY_PERIOD of the outage's end."""
+    """Release the jobs that run later whose time is within a few minutes
+    (Worker.release_due: to the delay queue, delayed to their time), then send again the
+    message of every job that lost it (Worker.recover_stalled), even when the release
+    failed. An AWS failure raises; the next run, a period later, reads the same jobs
+    again, so a job whose message an SQS outage lost is sent within about
+    JOBS_LOST_AFTER_SECONDS plus RECOVERY_PERIOD of the outage's end."""
     worker = connections.worker()
     try:
         worker.release_due()
