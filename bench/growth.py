@@ -161,8 +161,8 @@ class ReleaseReads:
 
     def series(self) -> list[Series]:
         return [
-            Series(f"{RELEASE}@0", "ms", self.empty_ms),
-            Series(f"{RELEASE}@{self.waiting}", "ms", self.full_ms),
+            Series(f"{RELEASE}, none waiting", "ms", self.empty_ms),
+            Series(f"{RELEASE}, {self.waiting} waiting", "ms", self.full_ms),
         ]
 
 
@@ -418,7 +418,8 @@ def _notes(results: list[Depth], bare: list[str], sizes: Sizes, seconds: float) 
 
 def draw_chart(figure: Figure, path: Path) -> None:
     """Cost against depth: latencies (product solid, bare calls dashed), sweep, drain."""
-    series = {s.name: s for s in figure.series}
+    # The series measured at each depth ("name@depth"; not the release's, measured apart).
+    series = {s.name: s for s in figure.series if "@" in s.name}
     depths = sorted({int(n.rsplit("@", 1)[1]) for n in series})
     names = list(dict.fromkeys(n.rsplit("@", 1)[0] for n in series))
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [3, 2]})
