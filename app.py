@@ -19,10 +19,10 @@ from chalicelib.config import (
     queue_name_at_import,
 )
 from chalicelib.errors import QuotaExceeded, RequestError, StoreUnavailable
-from chalicelib.jobs import DEFAULT_KIND, Job
+from chalicelib.jobs import Job
 from chalicelib.observability import continue_trace, logger, received_trace_header
 from chalicelib.queue import Delivery
-from chalicelib.requests import JobRequest, parse_job_request, parse_prefer, parse_submission
+from chalicelib.requests import JobRequest, parse_heavy_request, parse_job_request, parse_prefer
 
 app = Chalice(app_name="heavy-jobs")
 
@@ -77,8 +77,7 @@ def submit_heavy() -> Response:
     request = _current_request()
 
     def parse(settings: Settings) -> JobRequest:
-        n = parse_submission(request.raw_body, request.headers, settings)
-        return JobRequest(DEFAULT_KIND, {"n": n})
+        return parse_heavy_request(request.raw_body, request.headers, settings)
 
     def accepted(job: Job, status_url: str) -> dict[str, Any]:
         return {
@@ -125,6 +124,8 @@ def _submit(
             _idempotency_key(request, caller),
             client=caller.client,
             settings=settings,
+            run_at=job_request.run_at,
+            delay_queue=connections.delay_queue(),
         )
         job = submission.job
         waited = bool(prefer.wait) and not prefer.respond_async
@@ -298,11 +299,17 @@ RECOVERY_PERIOD = Rate(1, unit=Rate.MINUTES)
 
 @app.schedule(RECOVERY_PERIOD)
 def recover_stalled_jobs(event: Any) -> None:
-    """Send again the message of every job that lost it (Worker.recover_stalled). An AWS
-    failure raises; the next run, a period later, reads the same jobs again, so a job
-    whose message an SQS outage lost is sent within about JOBS_LOST_AFTER_SECONDS plus
-    RECOVERY_PERIOD of the outage's end."""
-    connections.worker().recover_stalled()
+    """Release the jobs that run later whose time is within a few minutes
+    (Worker.release_due: to the delay queue, delayed to their time), then send again the
+    message of every job that lost it (Worker.recover_stalled), even when the release
+    failed. An AWS failure raises; the next run, a period later, reads the same jobs
+    again, so a job whose message an SQS outage lost is sent within about
+    JOBS_LOST_AFTER_SECONDS plus RECOVERY_PERIOD of the outage's end."""
+    worker = connections.worker()
+    try:
+        worker.release_due()
+    finally:
+        worker.recover_stalled()
 
 
 def _each_record(event: Any, handle: Callable[[SQSRecord], object]) -> None:

@@ -23,6 +23,10 @@ On a stack of its own (the other figures' conditions stay as they were), for eac
    first message: the worker releases it as it stops, or the next one takes it back as it
    starts (``infra/event_source/receives.py``), so the next drain does not wait for it.
 
+6. Once, after the depths: the minutely release of jobs that run later, its read of the
+   later index (``release_reads``) with none waiting and with ``Sizes.later_waiting``
+   (10,000) waiting a day ahead: the same Queries, the same entries read (none).
+
 The comparisons hold each measurement at ``growth_target_depth`` (10,000) against the
 same at depth 0; the issue's targets: POST /heavy p50 and GET /jobs p50 at most 2x,
 drain throughput at least 0.5x; and one client's listing p50 at most 2x: it reads only
@@ -38,6 +42,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +53,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from bench import sweep_runner
-from bench.backlog import LISTING_FLOOR, SWEEP_FLOOR, BareCalls, Target, sample_round
+from bench.backlog import (
+    LISTING_FLOOR,
+    RETENTION,
+    SWEEP_FLOOR,
+    WRITE_BATCH,
+    BareCalls,
+    Target,
+    chunks,
+    sample_round,
+)
 from bench.client import HttpClient
 from bench.sizes import Sizes
 from bench.stack import FINAL, STAGE, BenchStack, epoch, progress
 from bench.stats import Comparison, Figure, Series, ms, p50, p99
 from bench.stats import Target as Goal
 from chalicelib.clients import ANONYMOUS
+from chalicelib.jobs import SHARDS, Job, to_item, utc_now
+from chalicelib.store import JobTable
+from chalicelib.worker import RELEASE_AHEAD_SECONDS, RELEASE_LIMIT_PER_SHARD
 from infra.run import PROJECT_DIR
 
 NUMBER = "9"
@@ -102,9 +119,87 @@ def figure_9(workdir: Path, sizes: Sizes) -> Figure:
             results.append(_measure(stack, target, depth, sizes))
             if depth != sizes.growth_depths[-1]:
                 target.empty(results[-1].job_ids)
+        release = release_reads(stack, sizes)
         if stack.services.dead():
             raise RuntimeError(f"{stack.services.dead()} died; log:\n{stack.log_tail()}")
-    return _figure(results, sizes, time.monotonic() - started)
+    figure = _figure(results, sizes, time.monotonic() - started)
+    figure.comparisons.append(release.comparison(sizes))
+    figure.notes.append(release.note())
+    figure.series += release.series()
+    return figure
+
+
+RELEASE = "release's read (jobs that run later)"
+RELEASE_READS = 20
+
+
+@dataclass
+class ReleaseReads:
+    """The minutely release's read of the later index (JobTable.due_later, as
+    Worker.release_due makes it), timed with none and with ``waiting`` jobs waiting for a
+    run_at a day ahead, none due: how many entries it read each time."""
+
+    waiting: int
+    empty_ms: list[float]
+    full_ms: list[float]
+    entries_read: tuple[int, int]
+
+    def comparison(self, sizes: Sizes) -> Comparison:
+        return Comparison(
+            NUMBER, f"{RELEASE} p50 at {self.waiting:,} waiting vs none",
+            p50(self.full_ms), p50(self.empty_ms), "ms", f"{self.waiting:,} waiting", "none",
+            f"{len(self.full_ms)} / {len(self.empty_ms)}", AT_MOST_TWICE,
+        )  # fmt: skip
+
+    def note(self) -> str:
+        return (
+            f"{RELEASE}: {SHARDS} Queries of the later index up to now + the look-ahead, "
+            f"{self.entries_read[0]} entries read with none waiting and "
+            f"{self.entries_read[1]} with {self.waiting:,} waiting a day ahead: its cost per "
+            "minute is a constant, however many jobs wait."
+        )
+
+    def series(self) -> list[Series]:
+        return [
+            Series(f"{RELEASE}, none waiting", "ms", self.empty_ms),
+            Series(f"{RELEASE}, {self.waiting} waiting", "ms", self.full_ms),
+        ]
+
+
+def release_reads(stack: BenchStack, sizes: Sizes) -> ReleaseReads:
+    """Time the release's read with no job waiting, then with ``sizes.later_waiting``
+    written (BatchWriteItem) to run a day from now."""
+    table = JobTable(stack.client("dynamodb"), stack.table_name)
+
+    def read() -> tuple[float, int]:
+        before = utc_now() + timedelta(seconds=RELEASE_AHEAD_SECONDS)
+        start = time.perf_counter()
+        entries = table.due_later(before, RELEASE_LIMIT_PER_SHARD)
+        return 1000 * (time.perf_counter() - start), len(entries)
+
+    read()  # warm
+    empty = [read() for _ in range(RELEASE_READS)]
+    progress(f"figure 9: writing {sizes.later_waiting:,} jobs that run later")
+    run_at = utc_now() + timedelta(days=1)
+    waiting = [
+        Job.new(n=0, now=utc_now(), run_at=run_at, later=True, retention=RETENTION)
+        for _ in range(sizes.later_waiting)
+    ]
+    ddb = stack.client("dynamodb")
+    for chunk in chunks(waiting, WRITE_BATCH):
+        ddb.batch_write_item(
+            RequestItems={stack.table_name: [{"PutRequest": {"Item": to_item(j)}} for j in chunk]}
+        )
+    if not table.due_later(run_at + timedelta(seconds=1), 1):
+        raise RuntimeError("the jobs written to run later are not in the later index")
+    full = [read() for _ in range(RELEASE_READS)]
+    stack.delete_jobs([j.job_id for j in waiting])
+    return ReleaseReads(
+        sizes.later_waiting,
+        [ms for ms, _ in empty],
+        [ms for ms, _ in full],
+        (max(n for _, n in empty), max(n for _, n in full)),
+    )
 
 
 def _measure(stack: BenchStack, target: Target, depth: int, sizes: Sizes) -> Depth:
@@ -323,7 +418,8 @@ def _notes(results: list[Depth], bare: list[str], sizes: Sizes, seconds: float) 
 
 def draw_chart(figure: Figure, path: Path) -> None:
     """Cost against depth: latencies (product solid, bare calls dashed), sweep, drain."""
-    series = {s.name: s for s in figure.series}
+    # The series measured at each depth ("name@depth"; not the release's, measured apart).
+    series = {s.name: s for s in figure.series if "@" in s.name}
     depths = sorted({int(n.rsplit("@", 1)[1]) for n in series})
     names = list(dict.fromkeys(n.rsplit("@", 1)[0] for n in series))
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [3, 2]})

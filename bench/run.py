@@ -8,7 +8,8 @@
 4. Loop speed (4), /fast latency (1), /fast under load (7).
 5. With that stack stopped: a burst through AWS's mapping (8), on two stacks of its own.
 6. On a stack of its own, once the others are done: cost against backlog depth (9).
-7. On two stacks of their own, one lane and four: lanes (10).
+7. On a stack of its own with four lanes: a backlog in one lane and spread over four (10).
+8. On a stack of its own: how close to its run_at a job that runs later starts (later).
 
 ``--only 9`` (or ``--only 2,9``) measures just those figures, into ``--out``.
 
@@ -29,7 +30,18 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import burst, coldstart, fast, growth, lanes, loopspeed, queueing, report, submit
+from bench import (
+    burst,
+    coldstart,
+    fast,
+    growth,
+    lanes,
+    later,
+    loopspeed,
+    queueing,
+    report,
+    submit,
+)
 from bench.client import HttpClient
 from bench.machine import describe, load_average
 from bench.sizes import FULL, SMOKE, Sizes
@@ -37,7 +49,7 @@ from bench.stack import BenchStack, progress
 from bench.stats import Figure
 from infra.run import PROJECT_DIR
 
-ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "9", lanes.NUMBER)
+ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "9", lanes.NUMBER, later.NUMBER)
 # The figures measured on the shared stack (the rest start their own or none).
 ON_SHARED_STACK = frozenset({"1", "2", "3", "4", "5", "7"})
 
@@ -72,6 +84,7 @@ def measure(workdir: Path, sizes: Sizes, only: frozenset[str] = frozenset(ORDER)
     _attempt(figures, "8", lambda: burst.figure_8(workdir, sizes))
     _attempt(figures, "9", lambda: growth.figure_9(workdir, sizes))
     _attempt(figures, lanes.NUMBER, lambda: lanes.figure_10(workdir, sizes))
+    _attempt(figures, later.NUMBER, lambda: later.figure_later(workdir, sizes))
     return [figures[n] for n in ORDER]
 
 
@@ -82,6 +95,7 @@ def _measure_some(workdir: Path, sizes: Sizes, only: frozenset[str]) -> list[Fig
         "8": lambda: burst.figure_8(workdir, sizes),
         "9": lambda: growth.figure_9(workdir, sizes),
         lanes.NUMBER: lambda: lanes.figure_10(workdir, sizes),
+        later.NUMBER: lambda: later.figure_later(workdir, sizes),
     }
     figures: dict[str, Figure] = {}
     for number in ORDER:
@@ -122,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=None,
-        help="comma-separated figures to measure alone (6, 8, 9); needs --out",
+        help="comma-separated figures to measure alone (6, 8, 9, 10, later); needs --out",
     )
     args = parser.parse_args(argv)
     only = frozenset(ORDER) if args.only is None else frozenset(args.only.split(","))
@@ -131,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only is not None and args.out is None:
         parser.error("--only writes a partial report: give it --out DIR")
     if only & ON_SHARED_STACK and only != frozenset(ORDER):
-        parser.error("--only supports figures 6, 8 and 9 (the others share one stack)")
+        parser.error("--only supports figures 6, 8, 9, 10 and later (the others share one stack)")
     sizes = SMOKE if args.smoke else FULL
     if args.out is None:
         markdown_path, results_dir = (

@@ -57,6 +57,11 @@ class Sizes:
     lanes_cpu_jobs: int = 8
     lanes_cpu_n: int = 50_000_000  # about a second of counting in the worker here
     lanes_timeout_seconds: float = 300.0
+    # later: jobs submitted this many seconds ahead, each awaited (and one at once beside
+    # each); the release's read against this many jobs waiting (figure 9).
+    later_jobs: int = 100
+    later_delay_seconds: int = 2
+    later_waiting: int = 10_000
 
 
 FULL = Sizes()
@@ -95,4 +100,6 @@ SMOKE = Sizes(
     lanes_cpu_jobs=2,
     lanes_cpu_n=1_000_000,
     lanes_timeout_seconds=120.0,
+    later_jobs=2,
+    later_waiting=12,
 )

@@ -102,6 +102,15 @@ METHOD = {
         "each drain runs from the first POST to the last job's `finished_at`. The event "
         "source's throttle lines and the dead-letter queue are counted too."
     ),
+    "later": (
+        "On a stack of its own, the worker started and warm (a first job through the delay "
+        "queue warms the forwarder too). Rounds of a trivial job submitted with "
+        "`delay_seconds` of a few seconds (the delay queue's path), awaited before the next "
+        "so its lane is free at its time, and a trivial job submitted to run at once. A later "
+        "job's lateness is its `started_at` (the worker's claim) minus its `run_at`; the "
+        "baseline is the immediate job's `started_at` minus its `created_at`. A job that "
+        "started before its `run_at` fails the figure."
+    ),
 }
 
 ON_AWS = {
@@ -172,6 +181,14 @@ ON_AWS = {
         "each instance has its own vCPU share (1,769 MB: one vCPU) rather than two cores "
         "shared with the whole stack as here. What N costs: "
         "[docs/lanes.md](docs/lanes.md)."
+    ),
+    "later": (
+        "The path is the same: SQS `DelaySeconds` is whole seconds (Amazon SQS Developer "
+        'Guide, "Amazon SQS message timers"), the forwarder waits out the fraction, and the '
+        "Lambda event source mappings' polling of the delay queue and of the job queue adds "
+        "their latency; a job due further than 15 minutes ahead is released by the minutely "
+        "function minutes ahead, so the precision of its EventBridge rule (a minute) does "
+        "not reach the job ([docs/later.md](docs/later.md))."
     ),
 }
 

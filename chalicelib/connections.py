@@ -72,6 +72,13 @@ def job_queue() -> JobQueue:
 
 
 @lru_cache(maxsize=1)
+def delay_queue() -> DelayQueue:
+    """The API's delay queue adapter: a job that runs within SQS's longest delay waits
+    there from its submission."""
+    return DelayQueue(_client("sqs", API_CLIENT_CONFIG), get_settings().delay_queue_name)
+
+
+@lru_cache(maxsize=1)
 def api_keys() -> ApiKeys:
     """The API's reader of API Gateway's keys (which client a request's key belongs to),
     with its own per-process memory of the names it read."""
@@ -100,5 +107,6 @@ def reset() -> None:
     _client.cache_clear()
     job_table.cache_clear()
     job_queue.cache_clear()
+    delay_queue.cache_clear()
     api_keys.cache_clear()
     worker.cache_clear()

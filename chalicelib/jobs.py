@@ -23,6 +23,8 @@ Item layout (one item per job, key ``job_id``)::
     client_kind_status_key
     active_key                                                    while queued or running
     pending_key pending_at                                        while a message is due
+    run_at                                                        when it may start (later)
+    later_key                                                     while it waits for run_at
 
 ``result`` is a number for an integer result (heavyLoad's, as before kinds), else JSON text.
 Items written before kinds (schema version 2) have ``n`` and ``position`` instead of
@@ -123,6 +125,13 @@ ACTIVE = IndexShape("jobs-active", "active_key", "created_at", "S", (ESTIMATE_SE
 # Sparse: only jobs whose message is due on the job queue (pending_at set) are in it, by
 # when it was (or will be) put there. The recovery sweep reads it below a cutoff.
 PENDING = IndexShape("jobs-pending", "pending_key", "pending_at", "N")
+# Sparse: only queued jobs that wait for a run_at too far ahead for the delay queue (and
+# whose message is not sent yet) are in it, soonest first (run_at: ISO UTC text, which
+# sorts as time). The release (Worker.release_due) reads it up to now plus a look-ahead,
+# with each job's lane (absent: lane 0), which names the pending partition it goes to.
+RUN_AT = "run_at"
+LANE = "lane"
+LATER = IndexShape("jobs-later", "later_key", RUN_AT, "S", (LANE,))
 INDEXES = (
     LIST_ALL,
     LIST_BY_STATUS,
@@ -134,6 +143,7 @@ INDEXES = (
     LIST_BY_CLIENT_KIND,
     LIST_BY_CLIENT_KIND_STATUS,
     ACTIVE,
+    LATER,
 )
 
 
@@ -248,6 +258,11 @@ def lane_of(key: str, lanes: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % lanes
 
 
+def later_key(job_id: str) -> str:
+    """The job's partition key in the later index."""
+    return f"later#{shard_of(job_id)}"
+
+
 @dataclass(frozen=True)
 class Job:
     job_id: str
@@ -299,6 +314,10 @@ class Job:
     # whole life: every message of the job goes to the lane's message group. A job
     # recorded before lanes is lane 0's.
     lane: int = 0
+    # When it may start (POST /jobs with run_at or delay_seconds); None: at once.
+    run_at: datetime | None = None
+    # Waiting in the later index for its release (no message sent yet): see LATER.
+    later: bool = False
 
     @classmethod
     def new(
@@ -313,16 +332,21 @@ class Job:
         client: str = ANONYMOUS,
         estimate_seconds: int = 1,
         lane: int = 0,
+        run_at: datetime | None = None,
+        later: bool = False,
     ) -> Job:
         """A queued job with a fresh, unguessable id (uuid4: 122 random bits), its message
-        due now. ``input`` is the validated input; ``n`` is short for heavyLoad's
-        ``{"n": n}``."""
+        due now, or at ``run_at`` when that is later (the record then expires
+        ``retention`` after it); ``later`` keeps it in the later index instead, no
+        message due until its release. ``input`` is the validated input; ``n`` is short
+        for heavyLoad's ``{"n": n}``."""
         if input is None:
             if n is None:
                 raise TypeError("a job needs its input (or heavyLoad's n)")
             input = {"n": n}
         now = now or utc_now()
-        expires_at = None if retention is None else int((now + retention).timestamp())
+        due = now if run_at is None else max(now, run_at)
+        expires_at = None if retention is None else int((due + retention).timestamp())
         return cls(
             job_id=str(uuid.uuid4()),
             kind=kind,
@@ -331,11 +355,13 @@ class Job:
             created_at=now,
             expires_at=expires_at,
             request_hash=request_hash,
-            pending_at=epoch_ms(now),
+            pending_at=None if later else epoch_ms(due),
             retry_of=retry_of,
             client=client,
             estimate_seconds=estimate_seconds,
             lane=lane,
+            run_at=run_at,
+            later=later,
         )
 
     @property
@@ -368,6 +394,7 @@ class Job:
             "finished_at": iso_utc(self.finished_at),
             "client": self.client,
             "lane": self.lane,
+            "run_at": iso_utc(self.run_at),
         }
         if self.retry_of is not None:
             body["retry_of"] = self.retry_of
@@ -452,7 +479,8 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
         "request_hash": None if job.request_hash is None else {"S": job.request_hash},
         "redrives": {"N": str(job.redrives)} if job.redrives else None,
         "retry_of": None if job.retry_of is None else {"S": job.retry_of},
-        "lane": {"N": str(job.lane)} if job.lane else None,
+        LANE: {"N": str(job.lane)} if job.lane else None,
+        RUN_AT: None if job.run_at is None else {"S": iso_utc(job.run_at)},
     }
     item.update({name: value for name, value in optional.items() if value is not None})
     item.update(derived_attributes(job))
@@ -471,6 +499,8 @@ def derived_attributes(job: Job) -> dict[str, dict[str, Any]]:
     if job.pending_at is not None and job.status is JobStatus.QUEUED:
         derived[PENDING.partition_key] = {"S": pending_key(job.job_id, job.lane)}
         derived[PENDING.sort_key] = {"N": str(job.pending_at)}
+    if job.later and job.status is JobStatus.QUEUED:
+        derived[LATER.partition_key] = {"S": later_key(job.job_id)}
     return derived
 
 
@@ -506,7 +536,9 @@ def from_item(item: dict[str, dict[str, Any]]) -> Job:
         retry_of=s("retry_of"),
         client=s("client") or ANONYMOUS,
         estimate_seconds=num(ESTIMATE_SECONDS) or 1,
-        lane=num("lane") or 0,
+        lane=num(LANE) or 0,
+        run_at=_parse_optional_iso(s(RUN_AT)),
+        later=LATER.partition_key in item,
     )
 
 
@@ -601,6 +633,31 @@ def parse_message(body: str) -> Message:
         client=client,
         lane=lane,
     )
+
+
+# A message of a job that runs later names its run_at (epoch ms), so the delay queue's
+# forwarder can tell a message that came back before its time (Worker.forward); the job
+# queue's consumer ignores it.
+RUN_AT_MS = "run_at_ms"
+
+
+def later_message(job: Job) -> str:
+    """The delay queue's message of a job that runs later: its job message and its run_at."""
+    payload = json.loads(to_message(job))
+    if job.run_at is not None:
+        payload[RUN_AT_MS] = epoch_ms(job.run_at)
+    return json.dumps(payload)
+
+
+def message_run_at_ms(body: str) -> int | None:
+    """The run_at a delay queue message names (epoch ms), None if none (a retry's, or a
+    body that is not a job message: the job queue's consumer judges those)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    value = payload.get(RUN_AT_MS) if isinstance(payload, dict) else None
+    return value if type(value) is int else None
 
 
 # --- timestamps: ISO-8601 UTC with a Z, millisecond precision -------------------------

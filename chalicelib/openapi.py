@@ -310,6 +310,25 @@ def _accepted(schema: dict[str, Any], description: str) -> dict[str, Any]:
     }
 
 
+def _timing(settings: Settings) -> dict[str, Any]:
+    """When a job runs (docs/later.md): either field, in both POST bodies."""
+    return {
+        "run_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "Start it then (RFC 3339 with Z or an offset), not before: at "
+            "most the stage's retention ahead; a time past runs at once. Not with "
+            "delay_seconds (400 invalid_run_at).",
+        },
+        "delay_seconds": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": int(settings.retention.total_seconds()),
+            "description": "Start it this many seconds from now. Not with run_at.",
+        },
+    }
+
+
 def _submit(settings: Settings) -> dict[str, Any]:
     heavy = _schema(KINDS[DEFAULT_KIND].input_schema(settings))
     return {
@@ -324,7 +343,7 @@ def _submit(settings: Settings) -> dict[str, Any]:
                     "schema": {
                         "type": "object",
                         "additionalProperties": False,
-                        "properties": heavy["properties"],
+                        "properties": {**heavy["properties"], **_timing(settings)},
                     }
                 }
             },
@@ -334,7 +353,10 @@ def _submit(settings: Settings) -> dict[str, Any]:
                 _ref("Accepted"), "Queued. Poll Location; Retry-After estimates the run time."
             ),
             "200": _json(_ref("Job"), "Prefer: wait=N, and the job finished in time."),
-            "400": _error("The body is not a JSON object with a valid n."),
+            "400": _error(
+                "The body is not a JSON object with a valid n (and run_at or delay_seconds: "
+                "invalid_run_at)."
+            ),
             "409": _error("The Idempotency-Key was used for another request."),
             "411": _error("A chunked body arrived empty."),
             "413": _error(f"The body is over {MAX_BODY_BYTES} bytes."),
@@ -360,7 +382,8 @@ def _submit_job() -> dict[str, Any]:
             "200": _json(_ref("Job"), "Prefer: wait=N, and the job finished in time."),
             "400": _error(
                 "Not a JSON object with a known kind (unknown_kind) and a valid input "
-                "(invalid_input, naming the field as a JSON pointer)."
+                "(invalid_input, naming the field as a JSON pointer), or a bad run_at or "
+                "delay_seconds (invalid_run_at)."
             ),
             "409": _error("The Idempotency-Key was used for another request."),
             "413": _error(f"The body is over {MAX_BODY_BYTES} bytes."),
@@ -396,6 +419,7 @@ def _kind_schemas(settings: Settings) -> dict[str, Any]:
             "properties": {
                 "kind": {"type": "string", "enum": [name]},
                 "input": _schema(input_schema),
+                **_timing(settings),
             },
         }
     schemas["JobRequest"] = {
@@ -500,6 +524,7 @@ JOB_FIELDS: dict[str, Any] = {
         "minimum": 0,
         "description": "The lane it runs in (docs/lanes.md): 0 on a stage with one lane.",
     },
+    "run_at": {**_TIMESTAMP, "description": "When it may start (null: at once)."},
 }
 # Present only when set.
 OPTIONAL_JOB_FIELDS: dict[str, Any] = {

@@ -241,6 +241,13 @@ class JobQueue(_Queue):
         )
 
 
+def delay_until(run_at_ms: int, now_ms: int) -> int:
+    """The DelaySeconds that makes a message visible at ``run_at_ms`` or up to a second
+    before it (whole seconds: SQS's unit), at most MAX_DELAY_SECONDS: a message of a job
+    due later comes back early, and its forwarder waits out the rest (Worker.forward)."""
+    return max(0, min((run_at_ms - now_ms) // 1000, MAX_DELAY_SECONDS))
+
+
 class DelayQueue(_Queue):
     """The standard queue in which a retry waits out its backoff."""
 

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from chalicelib.config import Settings
 from chalicelib.errors import InvalidRequest, LengthRequired, PayloadTooLarge
+from chalicelib.jobs import DEFAULT_KIND, utc_now
 from chalicelib.kinds import KINDS, Field, Kind, pattern_matches
 
 MAX_BODY_BYTES = 16 * 1024
-FIELDS = ("n",)
+# When a job runs (docs/later.md): either field, in both POST bodies.
+TIMING_FIELDS = ("run_at", "delay_seconds")
+FIELDS = ("n", *TIMING_FIELDS)
 # Longer digit strings are over any cap we could have; keeps int() cheap and bounded.
 _MAX_INT_DIGITS = 30
 
@@ -31,6 +36,18 @@ class _TooLarge:
 
 def parse_submission(raw: bytes | str, headers: Mapping[str, str], settings: Settings) -> int:
     """Return n for a submission body, or raise a RequestError saying what is wrong."""
+    n: int = parse_heavy_request(raw, headers, settings).input["n"]
+    return n
+
+
+def parse_heavy_request(
+    raw: bytes | str,
+    headers: Mapping[str, str],
+    settings: Settings,
+    now: Callable[[], datetime] = utc_now,
+) -> JobRequest:
+    """A ``POST /heavy`` body as heavyLoad's request: its n and when it runs
+    (``parse_run_at``), or a RequestError saying what is wrong."""
     body = _bounded(raw)
     if not body.strip():
         # chalice local drops chunked bodies: an empty one may not be what was sent.
@@ -38,7 +55,7 @@ def parse_submission(raw: bytes | str, headers: Mapping[str, str], settings: Set
             raise LengthRequired(
                 "length_required", "Send the body with a Content-Length, not chunked."
             )
-        return settings.default_n
+        return JobRequest(DEFAULT_KIND, {"n": settings.default_n})
     payload = _loads(body)
     if not isinstance(payload, dict):
         raise InvalidRequest("body_not_object", 'The body must be a JSON object like {"n": 1000}.')
@@ -48,12 +65,11 @@ def parse_submission(raw: bytes | str, headers: Mapping[str, str], settings: Set
             "unknown_field",
             f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(FIELDS)}.",
         )
-    if "n" not in payload:
-        return settings.default_n
-    return _valid_n(payload["n"], settings.max_n)
+    n = _valid_n(payload["n"], settings.max_n) if "n" in payload else settings.default_n
+    return JobRequest(DEFAULT_KIND, {"n": n}, parse_run_at(payload, settings, now))
 
 
-JOB_FIELDS = ("kind", "input")
+JOB_FIELDS = ("kind", "input", *TIMING_FIELDS)
 
 
 class JobRequest(NamedTuple):
@@ -61,9 +77,13 @@ class JobRequest(NamedTuple):
 
     kind: str
     input: dict[str, Any]
+    # When it runs (run_at or delay_seconds); None: at once.
+    run_at: datetime | None = None
 
 
-def parse_job_request(raw: bytes | str, settings: Settings) -> JobRequest:
+def parse_job_request(
+    raw: bytes | str, settings: Settings, now: Callable[[], datetime] = utc_now
+) -> JobRequest:
     """Parse ``{"kind": ..., "input": {...}}`` (input may be left out: all defaults).
 
     400 unknown_kind (naming the kinds) for a kind not registered, 400 invalid_input
@@ -88,7 +108,67 @@ def parse_job_request(raw: bytes | str, settings: Settings) -> JobRequest:
     if kind is None:
         shown = "no kind" if name is None else f"Unknown kind {_shown(name)}"
         raise InvalidRequest("unknown_kind", f"{shown}. Kinds: {', '.join(sorted(KINDS))}.")
-    return JobRequest(kind.name, validate_input(kind, payload.get("input", {}), settings))
+    input = validate_input(kind, payload.get("input", {}), settings)
+    return JobRequest(kind.name, input, parse_run_at(payload, settings, now))
+
+
+# RFC 3339's date-time (section 5.6): a full date and time with seconds, an optional
+# fraction, and a Z or a numeric offset (T and Z in either case).
+_RFC3339 = re.compile(
+    r"(?P<time>\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d)(?:\.(?P<fraction>\d+))?"
+    r"(?P<zone>[Zz]|[+-]\d\d:\d\d)"
+)
+
+
+def parse_run_at(
+    payload: Mapping[str, Any], settings: Settings, now: Callable[[], datetime] = utc_now
+) -> datetime | None:
+    """When a job given ``payload``'s ``run_at`` (RFC 3339 text) or ``delay_seconds`` (an
+    integer >= 0) runs, in UTC; None if neither is given. 400 invalid_run_at, naming the
+    field, for both, a malformed value, or a time more than the stage's retention ahead.
+    A time already past is returned as is: the job runs at once."""
+    if all(name in payload for name in TIMING_FIELDS):
+        raise _invalid_run_at("Give run_at or delay_seconds, not both.")
+    retention = settings.retention
+    if "delay_seconds" in payload:
+        delay = payload["delay_seconds"]
+        if isinstance(delay, _TooLarge) or (
+            type(delay) is int and delay > retention.total_seconds()
+        ):
+            raise _beyond_retention(retention)
+        if type(delay) is not int or delay < 0:
+            raise _invalid_run_at(f"delay_seconds must be an integer >= 0, got {_shown(delay)}.")
+        return now() + timedelta(seconds=delay)
+    if "run_at" not in payload:
+        return None
+    text = payload["run_at"]
+    match = _RFC3339.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise _invalid_run_at(
+            "run_at must be an RFC 3339 date-time with a Z or an offset, like "
+            f"2030-01-02T09:00:00Z; got {_shown(text)}."
+        )
+    zone = match["zone"].upper().replace("Z", "+00:00")
+    # fromisoformat takes at most 6 fraction digits (microseconds).
+    fraction = f".{match['fraction'][:6]}" if match["fraction"] else ""
+    try:
+        run_at = datetime.fromisoformat(match["time"].upper() + fraction + zone).astimezone(UTC)
+    # A date or time out of range (2030-02-30, 25:00), or past year 9999 once in UTC.
+    except (ValueError, OverflowError):
+        raise _invalid_run_at(f"run_at is not a valid date-time: {_shown(text)}.") from None
+    if run_at - now() > retention:
+        raise _beyond_retention(retention)
+    return run_at
+
+
+def _invalid_run_at(message: str) -> InvalidRequest:
+    return InvalidRequest("invalid_run_at", message)
+
+
+def _beyond_retention(retention: timedelta) -> InvalidRequest:
+    return _invalid_run_at(
+        f"A job may run at most {retention.days} day(s) ahead (the stage's retention)."
+    )
 
 
 def validate_input(kind: Kind[Any, Any], raw: Any, settings: Settings) -> dict[str, Any]:

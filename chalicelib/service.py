@@ -65,9 +65,11 @@ from chalicelib.jobs import (
     Job,
     JobStatus,
     Listing,
+    epoch_ms,
     idempotency_record_id,
     is_job_id,
     lane_of,
+    later_message,
     request_fingerprint,
     shard_of,
     to_message,
@@ -75,7 +77,7 @@ from chalicelib.jobs import (
 )
 from chalicelib.kinds import KINDS
 from chalicelib.observability import Metric, count, logger
-from chalicelib.queue import JobQueue
+from chalicelib.queue import MAX_DELAY_SECONDS, DelayQueue, JobQueue, delay_until
 from chalicelib.store import END, ActiveEntry, JobTable, Position
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -129,9 +131,18 @@ def submit_job(
     retry_of: str | None = None,
     client: str = ANONYMOUS,
     settings: Settings | None = None,
+    run_at: datetime | None = None,
+    delay_queue: DelayQueue | None = None,
 ) -> Submission:
     """Record a queued job of ``kind`` with its validated ``input``, as ``client``'s,
     then enqueue it.
+
+    With ``run_at`` (a job that runs later: docs/later.md), it starts then: a time past
+    runs at once; one more than ``retention`` ahead is InvalidRequest invalid_run_at,
+    nothing written. A job due within SQS's longest delay is sent to ``delay_queue`` at
+    once (its forwarder puts it on the job queue at its time); one due later, or any
+    when no ``delay_queue`` is given, waits in the later index for the release
+    (Worker.release_due), holding no lane and no message.
 
     With ``settings``, the job records its kind's estimate and the client's quota is
     checked first (``check_quota``): QuotaExceeded, and nothing written, when the job
@@ -149,6 +160,7 @@ def submit_job(
     transaction, and StoreUnavailable raised: a retry (with the same key) makes a new job.
     """
     now = now or utc_now
+    _check_run_at(run_at, now(), retention)
     fingerprint = request_fingerprint(kind, input) if idempotency_key else None
     record_id = (
         None
@@ -166,16 +178,21 @@ def submit_job(
             if holder is None:
                 raise
             return _replay(holder.job_id, holder.request_hash, fingerprint, table, now)
+    created = now()
+    wait = 0.0 if run_at is None else (run_at - created).total_seconds()
+    later = wait > MAX_DELAY_SECONDS or (wait > 0 and delay_queue is None)
     job = Job.new(
         kind=kind,
         input=input,
-        now=now(),
+        now=created,
         retention=retention,
         request_hash=fingerprint,
         retry_of=retry_of,
         client=client,
         estimate_seconds=estimate,
         lane=choose_lane(client, kind, settings),
+        run_at=run_at,
+        later=later,
     )
     if record_id is None:
         table.create(job)
@@ -184,7 +201,11 @@ def submit_job(
         if holder is not None:
             return _replay(holder.job_id, holder.request_hash, fingerprint, table, now)
     try:
-        queue.send(to_message(job), deduplication_id=job.job_id)
+        if job.run_at is None or wait <= 0:
+            queue.send(to_message(job), deduplication_id=job.job_id)
+        elif delay_queue is not None and not job.later:
+            run_at_ms = epoch_ms(job.run_at)
+            delay_queue.send(later_message(job), delay_until(run_at_ms, epoch_ms(now())))
     except StoreUnavailable:
         logger.exception("Could not enqueue the job; marking it failed", job_id=job.job_id)
         table.fail_submission(job, SEND_FAILED, now(), record_id)
@@ -200,6 +221,16 @@ def choose_lane(client: str, kind: str, settings: Settings | None) -> int:
     if settings is None or settings.lanes == 1:
         return 0
     return lane_of(client if settings.lane_key == "client" else kind, settings.lanes)
+
+
+def _check_run_at(run_at: datetime | None, now: datetime, retention: timedelta) -> None:
+    """InvalidRequest invalid_run_at for a run_at more than ``retention`` ahead (the job
+    could expire before it runs, and the stage keeps nothing longer)."""
+    if run_at is not None and run_at - now > retention:
+        raise InvalidRequest(
+            "invalid_run_at",
+            f"run_at must be at most {retention.days} day(s) ahead (the stage's retention).",
+        )
 
 
 def _replay(
@@ -304,9 +335,13 @@ def describe_kinds(settings: Settings) -> list[dict[str, Any]]:
     return [KINDS[name].describe(settings) for name in sorted(KINDS)]
 
 
-def retry_after_seconds(job: Job, settings: Settings) -> int:
-    """A whole-second estimate of the job's run time, for the Retry-After header."""
-    return estimate_seconds(job.kind, job.input, settings)
+def retry_after_seconds(
+    job: Job, settings: Settings, now: Callable[[], datetime] | None = None
+) -> int:
+    """A whole-second estimate of when the job will have run, for the Retry-After header:
+    its run time, after the wait until its run_at for a job that runs later."""
+    wait = 0.0 if job.run_at is None else (job.run_at - (now or utc_now)()).total_seconds()
+    return max(0, math.ceil(wait)) + estimate_seconds(job.kind, job.input, settings)
 
 
 def estimate_seconds(kind_name: str, input: dict[str, Any], settings: Settings) -> int:

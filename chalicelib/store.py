@@ -33,6 +33,8 @@ from chalicelib.jobs import (
     ESTIMATE_SECONDS,
     EXPIRES_AT,
     KIND_STATUS_KEYS,
+    LANE,
+    LATER,
     LIST_BY_CLIENT_KIND_STATUS,
     LIST_BY_CLIENT_STATUS,
     LIST_BY_KIND_STATUS,
@@ -52,6 +54,7 @@ from chalicelib.jobs import (
     from_item,
     is_job_item,
     iso_utc,
+    later_key,
     pending_key,
     pending_partition,
     result_attribute,
@@ -81,9 +84,14 @@ _NAMES = {
     "#pending_key": PENDING.partition_key,
     "#pending_at": PENDING.sort_key,
     "#target": "target",
+    "#later_key": LATER.partition_key,
+    "#run_at": LATER.sort_key,
 }
-# What a job leaving the queued status drops: it no longer has a message due.
-_NOT_PENDING = "#pending_key, #pending_at"
+# What a job leaving the queued status drops: it no longer has a message due, nor waits
+# for its release (a job cancelled before its run_at leaves the later index).
+_NOT_DUE = "#pending_key, #pending_at"
+_NOT_WAITING = "#later_key"
+_NOT_PENDING = f"{_NOT_DUE}, {_NOT_WAITING}"
 # The job is the named client's (``:client``); an item written before clients has no
 # client attribute and is anonymous's.
 _CLIENT_IS = "#client = :client"
@@ -147,6 +155,14 @@ class ActiveEntry(NamedTuple):
     job_id: str
     created_at: str
     estimate_seconds: int
+
+
+class LaterEntry(NamedTuple):
+    """A job in the later index: it waits for its release, to start at ``run_at`` (ISO UTC)."""
+
+    job_id: str
+    run_at: str
+    lane: int = 0
 
 
 class PendingEntry(NamedTuple):
@@ -768,6 +784,76 @@ class JobTable:
             ]
         return sorted(entries, key=lambda entry: entry.pending_at)
 
+    def due_later(self, before: datetime, limit_per_shard: int) -> list[LaterEntry]:
+        """Jobs waiting in the later index whose run_at is before ``before``, soonest
+        first: one Query per shard, at most ``limit_per_shard`` each. Jobs due after it
+        are never read, however many wait: the read costs the same with none or 10,000."""
+        entries: list[LaterEntry] = []
+        for shard in range(SHARDS):
+            response = self._query(
+                {
+                    "IndexName": LATER.name,
+                    "KeyConditionExpression": "#later_key = :later_key AND #run_at < :before",
+                    "ExpressionAttributeNames": {
+                        "#later_key": LATER.partition_key,
+                        "#run_at": LATER.sort_key,
+                    },
+                    "ExpressionAttributeValues": {
+                        ":later_key": {"S": f"later#{shard}"},
+                        ":before": {"S": iso_utc(before)},
+                    },
+                    "Limit": limit_per_shard,
+                },
+                has_start=False,
+            )
+            entries += [
+                LaterEntry(
+                    item["job_id"]["S"],
+                    item[LATER.sort_key]["S"],
+                    int(item[LANE]["N"]) if LANE in item else 0,
+                )
+                for item in response["Items"]
+            ]
+        return sorted(entries, key=lambda entry: entry.run_at)
+
+    def release_later(
+        self, job_id: str, run_at: str, pending_at_ms: int, lane: int = 0
+    ) -> Job | None:
+        """Take a job out of the later index into ``lane``'s partition of the pending
+        index, its message due from ``pending_at_ms`` (its run_at), before the message is
+        sent: if the send is lost, the recovery sweep sends it after that. Condition: still
+        queued and still waiting (and for this run_at), so a cancelled job is never
+        released, and two releases of one job make one message."""
+        return self._update(
+            job_id,
+            "SET #pending_key = :pending_key, #pending_at = :pending_at REMOVE #later_key",
+            "#status = :queued AND attribute_exists(#later_key) AND #run_at = :run_at",
+            {
+                ":queued": JobStatus.QUEUED,
+                ":pending_key": pending_key(job_id, lane),
+                ":pending_at": pending_at_ms,
+                ":run_at": run_at,
+            },
+        )
+
+    def hold_later(self, job_id: str, run_at: str, pending_at_ms: int) -> Job | None:
+        """Put a released job whose send failed back in the later index (undoing
+        ``release_later``), so the next release sends it, still ahead of its time.
+        Condition: still queued, due at that time and not waiting again (a sweep that
+        re-sent it meanwhile moved its due time)."""
+        return self._update(
+            job_id,
+            f"SET #later_key = :later_key REMOVE {_NOT_DUE}",
+            "#status = :queued AND #pending_at = :pending_at AND #run_at = :run_at"
+            " AND attribute_not_exists(#later_key)",
+            {
+                ":queued": JobStatus.QUEUED,
+                ":later_key": later_key(job_id),
+                ":pending_at": pending_at_ms,
+                ":run_at": run_at,
+            },
+        )
+
     def active(self, client: str, limit: int) -> list[ActiveEntry]:
         """Up to ``limit`` of ``client``'s queued and running jobs, oldest first, with
         their estimates: Queries of the client's one partition of the sparse active index,
@@ -836,7 +922,9 @@ class JobTable:
         names = {f"#d{i}": name for i, name in enumerate(derived)}
         values = {f":d{i}": value for i, value in enumerate(derived.values())}
         update = "SET " + ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
-        removed = [] if PENDING.partition_key in derived else [_NOT_PENDING]
+        removed = [] if PENDING.partition_key in derived else [_NOT_DUE]
+        if LATER.partition_key not in derived:
+            removed.append(_NOT_WAITING)
         if ACTIVE.partition_key not in derived:
             removed.append(_NOT_ACTIVE)
         if removed:

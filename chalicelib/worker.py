@@ -82,6 +82,21 @@ tests/chalicelib/test_watchdog.py (a silent run), tests/chalicelib/test_lanes.py
 lane's watermark and sweep cutoff, every send in the job's lane); on the live local stack,
 tests/e2e (tests/e2e/test_lanes_aws_mode.py: lanes behind Lambda's mapping).
 
+Jobs that run later (``release_due``, ``forward``; docs/later.md): a job due more than
+SQS's longest delay ahead is no message at all until the minutely release takes it out of
+the sparse later index, a few minutes ahead, and sends it to the delay queue with
+DelaySeconds to its time (Amazon SQS Developer Guide, "Amazon SQS message timers": a
+per-message delay of up to 15 minutes, to the second); the forwarder then holds back any
+message that comes back before its time. The release only needs to run ahead of the jobs'
+times, so the minute-level precision of its EventBridge schedule rule ("Tutorial: Create
+an EventBridge scheduled rule for AWS Lambda functions": no second-level precision, and a
+target may run seconds after its rule triggers) costs nothing in precision. Its read is a
+bounded Query of the soonest entries, the same with none or 10,000 waiting. A job waiting
+for its time holds no lane and costs the jobs behind nothing; a release that fails leaves
+its jobs waiting for the next run, still ahead of their time, and one that dies between
+its write and its send leaves the job due at its time, which the recovery sweep sends
+after it plus JOBS_LOST_AFTER_SECONDS (tests/chalicelib/test_later.py).
+
 Continuations and retries are a deliberate SQS -> Lambda -> SQS loop: the worker sends to
 its own trigger queue (retries through the delay queue and forward_delayed). Lambda's
 recursive loop detection stops such a chain after about 16 invocations unless the
@@ -97,17 +112,27 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NoReturn
 
 from chalicelib.config import OUT_OF_TIME_CALLS, Settings
 from chalicelib.errors import NoTimeLeft, PoisonMessage, StoreRefused, StoreUnavailable
-from chalicelib.jobs import Job, JobStatus, Message, epoch_ms, parse_message, to_message, utc_now
+from chalicelib.jobs import (
+    Job,
+    JobStatus,
+    Message,
+    epoch_ms,
+    later_message,
+    message_run_at_ms,
+    parse_message,
+    to_message,
+    utc_now,
+)
 from chalicelib.kinds import KINDS, Context, Kind, state_json
 from chalicelib.observability import Metric, count, job_logging, logger, milliseconds
-from chalicelib.queue import DelayQueue, Delivery, JobQueue, claim_backoff
-from chalicelib.store import JobTable, PendingEntry, UnreadableJob
+from chalicelib.queue import DelayQueue, Delivery, JobQueue, claim_backoff, delay_until
+from chalicelib.store import JobTable, LaterEntry, PendingEntry, UnreadableJob
 from chalicelib.watchdog import watched_run
 
 # Lambda's maximum timeout: the remaining time when no Lambda context is given.
@@ -128,6 +153,17 @@ MAX_DEAD_LETTER_REDRIVES = 3
 # The recovery sweep reads at most this many lost jobs (and running jobs) per shard in
 # one run; more wait for the next run. It bounds the sweep's cost, whatever the backlog.
 SWEEP_LIMIT_PER_SHARD = 25
+# The release of jobs that run later (release_due) takes those due within this look-ahead:
+# it runs every minute, so each job is released minutes before its time and waits the
+# rest in the delay queue, to the second, even when a run of the release is late or fails
+# once. At most SQS's longest delay (900 s).
+RELEASE_AHEAD_SECONDS = 300
+# It reads at most this many per shard in one run (the soonest): its cost per minute is
+# bounded whatever waits; more due within the look-ahead wait for the next run.
+RELEASE_LIMIT_PER_SHARD = 100
+# A delayed message of a job that runs later may come back up to this early (DelaySeconds
+# is whole seconds, rounded down): its forwarder waits the rest before forwarding it.
+FORWARD_WAIT_MS = 1000
 
 
 class Outcome(StrEnum):
@@ -139,6 +175,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"  # the job was not free (running elsewhere or finished)
     POISON = "poison"  # the message can never be processed: logged and dropped
     FORWARDED = "forwarded"  # a delayed message was put on the job queue
+    DELAYED = "delayed"  # a job's message came back before its run_at: delayed again
     REDRIVEN = "redriven"  # a dead-lettered job that never started was sent again
 
 
@@ -674,7 +711,20 @@ class Worker:
 
         The delay queue's message id is the deduplication id: stable across retries of
         this forward, so a forward that is delivered twice sends once.
+
+        A job that runs later is never put on the job queue before its run_at: its
+        message (which names it) that comes back more than FORWARD_WAIT_MS early (its
+        wait was longer than SQS's longest delay) is delayed again; one that comes back
+        less early is forwarded once the rest has passed (DelaySeconds is whole seconds).
         """
+        run_at_ms = message_run_at_ms(body)
+        if run_at_ms is not None:
+            now_ms = epoch_ms(self.now())
+            if run_at_ms - now_ms > FORWARD_WAIT_MS:
+                self.delay_queue.send(body, delay_until(run_at_ms, now_ms))
+                return Outcome.DELAYED
+            if run_at_ms > now_ms:
+                self.sleep((run_at_ms - now_ms) / 1000)
         self.queue.send(body, deduplication_id=message_id)
         return Outcome.FORWARDED
 
@@ -755,6 +805,47 @@ class Worker:
         logger.warning(
             "Dead-lettered job never started; sent again", job_id=job.job_id, redrives=job.redrives
         )
+
+    # --- jobs that run later -------------------------------------------------------------
+
+    def release_due(self) -> list[str]:
+        """Send the message of every job waiting in the later index whose run_at is
+        within RELEASE_AHEAD_SECONDS to the delay queue, delayed until its run_at (to
+        the second); return their ids.
+
+        Run every minute (with the recovery sweep). It reads only the soonest jobs, at
+        most RELEASE_LIMIT_PER_SHARD per shard, so its cost does not grow with the jobs
+        waiting. Each job is first taken out of the index with its message due at its
+        run_at (a conditional write: still queued and waiting, so a cancelled job is
+        never released, and concurrent or repeated releases send it once), then sent. A
+        crash between the two leaves it due, and the recovery sweep sends it after its
+        run_at plus JOBS_LOST_AFTER_SECONDS: late, never early, never twice. A send that
+        fails puts its job back in the index first. An AWS failure raises: the next run
+        reads the jobs not yet released again. A job whose
+        record cannot be read is failed, and the others are still released.
+        """
+        before = self.now() + timedelta(seconds=RELEASE_AHEAD_SECONDS)
+        released: list[str] = []
+        for entry in self.table.due_later(before, RELEASE_LIMIT_PER_SHARD):
+            release = functools.partial(self._release_one, entry)
+            if self._sweep_one(entry.job_id, release):
+                released.append(entry.job_id)
+        return released
+
+    def _release_one(self, entry: LaterEntry) -> bool:
+        run_at_ms = epoch_ms(datetime.fromisoformat(entry.run_at))
+        job = self.table.release_later(entry.job_id, entry.run_at, run_at_ms, entry.lane)
+        if job is None:  # cancelled, finished or released meanwhile
+            return False
+        try:
+            self.delay_queue.send(later_message(job), delay_until(run_at_ms, epoch_ms(self.now())))
+        except StoreUnavailable:
+            # Back to waiting, so the next release sends it ahead of its time; if this
+            # fails too, the recovery sweep sends it after its time.
+            self.table.hold_later(entry.job_id, entry.run_at, run_at_ms)
+            raise
+        logger.info("Job released to run at its time", job_id=job.job_id, run_at=entry.run_at)
+        return True
 
     # --- recovery ---------------------------------------------------------------------
 

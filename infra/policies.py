@@ -15,6 +15,7 @@ from typing import Any
 from chalicelib.jobs import (
     ACTIVE,
     INDEXES,
+    LATER,
     LIST_ALL,
     LIST_BY_CLIENT,
     LIST_BY_CLIENT_KIND,
@@ -76,6 +77,8 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
         # GetApiKey: the name of a request's API key says which client calls.
         (["apigateway:GET"], [API_KEYS]),
         (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
+        # A job due within SQS's longest delay waits in the delay queue from its submission.
+        (["sqs:GetQueueUrl", "sqs:SendMessage"], ["DelayQueueArn"]),
     ],
     "process_job": [
         # UpdateItem: claim, checkpoint, finish or release a job, raise the watermark.
@@ -92,6 +95,8 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
     "forward_delayed": [
         (_POLL, ["DelayQueueArn"]),
         (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
+        # A job's message that came back before its run_at is delayed again.
+        (["sqs:GetQueueUrl", "sqs:SendMessage"], ["DelayQueueArn"]),
     ],
     "process_dead_letters": [
         (["dynamodb:GetItem", "dynamodb:UpdateItem"], ["TableArn"]),
@@ -106,6 +111,10 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
         (["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem"], ["TableArn"]),
         # GetQueueAttributes: is the job queue empty?
         (["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"], ["QueueArn"]),
+        # The release of jobs that run later: Query the later index, UpdateItem (above)
+        # takes each out of it, SendMessage delays it until its time.
+        (["dynamodb:Query"], [_index(LATER)]),
+        (["sqs:GetQueueUrl", "sqs:SendMessage"], ["DelayQueueArn"]),
     ],
 }
 LOG_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]

@@ -192,8 +192,10 @@ def test_get_job_reports_every_field(client: Client) -> None:
         "finished_at",
         "client",
         "lane",
+        "run_at",
     }
     assert body["client"] == "anonymous"  # a stage without keys: every caller's jobs
+    assert body["run_at"] is None  # submitted to run at once
     assert body["progress"] == 0 and body["attempts"] == 0
     assert body["result"] is None and body["error"] is None
     assert body["created_at"].endswith("Z") and body["started_at"] is None

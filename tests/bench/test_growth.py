@@ -190,3 +190,18 @@ def test_the_bench_stacks_raise_the_quota_over_what_the_figures_queue(tmp_path: 
     queued = max(FULL.submit_iterations, FULL.growth_samples + 10)
     assert Settings.max_active_per_client < queued < settings.max_active_per_client
     assert queued < settings.max_active_seconds_per_client  # n = 0: 1 s each
+
+
+def test_the_releases_read_is_a_target_and_leaves_the_chart_by_depth_alone(
+    tmp_path: Path,
+) -> None:
+    sizes = SMOKE
+    results = [measured(0, 10, 20, 25, 30), measured(sizes.growth_target_depth, 10, 20, 25, 30)]
+    figure = growth._figure(results, sizes, seconds=12)
+    release = growth.ReleaseReads(10_000, [5.0] * 3, [6.0] * 3, (0, 0))
+    figure.comparisons.append(release.comparison(sizes))
+    figure.series += release.series()
+    assert math.isclose(figure.comparisons[-1].ratio, 1.2) and figure.comparisons[-1].met
+    assert "0 entries read with none waiting and 0 with 10,000" in release.note()
+    growth.draw_chart(figure, tmp_path / growth.CHART_NAME)  # depths 0 and 12 only
+    assert (tmp_path / growth.CHART_NAME).read_bytes().startswith(PNG_SIGNATURE)

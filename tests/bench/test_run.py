@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import burst, coldstart, growth, lanes, report
+from bench import burst, coldstart, growth, lanes, later, report
 from bench import run as bench_run
 from bench.sizes import SMOKE
 from bench.stack import BenchStack
@@ -96,6 +96,7 @@ def test_a_shared_stack_that_fails_fails_its_figures_only(
     stand_ins = ((coldstart, "figure_6"), (burst, "figure_8"), (growth, "figure_9"))
     for module, name in (*stand_ins, (lanes, "figure_10")):
         monkeypatch.setattr(module, name, measured(name.removeprefix("figure_")))
+    monkeypatch.setattr(later, "figure_later", measured(later.NUMBER))
 
     figures = bench_run.measure(tmp_path, SMOKE)
 

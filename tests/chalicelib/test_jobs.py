@@ -15,6 +15,7 @@ from chalicelib.errors import PoisonMessage
 from chalicelib.jobs import (
     ACTIVE,
     INDEXES,
+    LATER,
     LIST_ALL,
     LIST_BY_KIND,
     LIST_BY_KIND_STATUS,
@@ -60,10 +61,14 @@ def test_item_round_trip_keeps_every_field() -> None:
         client="alice",
         estimate_seconds=42,
         lane=3,
+        run_at=MOMENT,
     )
     defaults = {f.name for f in dataclasses.fields(Job) if getattr(job, f.name) == f.default}
-    assert defaults == {"pending_at"}  # every other field is set: the trip keeps it
+    # Every other field is set: the trip keeps it (``later``: only a queued job waits).
+    assert defaults == {"pending_at", "later"}
     assert from_item(to_item(job)) == job
+    waiting = Job.new(n=1, now=MOMENT, run_at=MOMENT + timedelta(days=1), later=True)
+    assert from_item(to_item(waiting)) == waiting
     queued = Job.new(n=1, now=MOMENT)
     assert queued.pending_at == int(MOMENT.timestamp() * 1000)  # due from its creation
     assert from_item(to_item(queued)) == queued
@@ -162,7 +167,7 @@ def test_each_listing_has_its_own_index_and_partitions() -> None:
         for status in (None, JobStatus.QUEUED)
     ]
     assert len({listing.index.name for listing in listings}) == 8
-    assert {listing.index for listing in listings} | {PENDING, ACTIVE} == set(INDEXES)
+    assert {listing.index for listing in listings} | {PENDING, ACTIVE, LATER} == set(INDEXES)
     partitions = {listing.partition(shard) for listing in listings for shard in range(SHARDS)}
     # No hot partition shared by all jobs, and no client's partition holds another's jobs.
     assert len(partitions) == len(listings) * SHARDS

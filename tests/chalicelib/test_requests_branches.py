@@ -68,7 +68,11 @@ def test_the_bounds_themselves_are_accepted() -> None:
     ("body", "code", "message"),
     [
         (b"[1]", "body_not_object", 'The body must be a JSON object like {"n": 1000}.'),
-        (b'{"n": 1, "m": 2, "a": 3}', "unknown_field", "Unknown field(s): a, m. Allowed: n."),
+        (
+            b'{"n": 1, "m": 2, "a": 3}',
+            "unknown_field",
+            "Unknown field(s): a, m. Allowed: n, run_at, delay_seconds.",
+        ),
         (b'{"n": 1, "n": 2}', "duplicate_field", "Field 'n' appears more than once."),
         (b'{"n": NaN}', "invalid_json", "NaN is not valid JSON."),
         (b'{"n": -Infinity}', "invalid_json", "-Infinity is not valid JSON."),
@@ -161,7 +165,7 @@ KINDS_NAMED = "Kinds: countPrimes, heavyLoad."
         (
             '{"kind": "heavyLoad", "z": 1, "a": 2}',
             "unknown_field",
-            "Unknown field(s): a, z. Allowed: kind, input.",
+            "Unknown field(s): a, z. Allowed: kind, input, run_at, delay_seconds.",
         ),
         ('{"kind": ["heavyLoad"]}', "unknown_kind", f"Unknown kind an array. {KINDS_NAMED}"),
         ('{"kind": {"a": 1}}', "unknown_kind", f"Unknown kind an object. {KINDS_NAMED}"),
