@@ -1,4 +1,4 @@
-"""The later figure: how close to its ``run_at`` a job that runs later starts, on the
+"""Figure 11: how close to its ``run_at`` a job that runs later starts, on the
 local stack with its lane free (docs/later.md: within 1 s at p99).
 
 On a stack of its own, with the worker started and warm (a first job through the delay
@@ -28,11 +28,11 @@ from bench.stack import FINAL, BenchStack, epoch, progress
 from bench.stats import Comparison, Figure, Series, ms, p50, p99
 from chalicelib.jobs import Job
 
-NUMBER = "later"
+NUMBER = "11"
 LIMIT_MS = 1000.0
 
 
-def figure_later(workdir: Path, sizes: Sizes) -> Figure:
+def figure_11(workdir: Path, sizes: Sizes) -> Figure:
     (workdir / "later").mkdir(parents=True, exist_ok=True)
     late: list[float] = []
     floor: list[float] = []

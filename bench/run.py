@@ -9,7 +9,7 @@
 5. With that stack stopped: a burst through AWS's mapping (8), on two stacks of its own.
 6. On a stack of its own, once the others are done: cost against backlog depth (9).
 7. On a stack of its own with four lanes: a backlog in one lane and spread over four (10).
-8. On a stack of its own: how close to its run_at a job that runs later starts (later).
+8. On a stack of its own: how close to its run_at a job that runs later starts (11).
 
 ``--only 9`` (or ``--only 2,9``) measures just those figures, into ``--out``.
 
@@ -84,7 +84,7 @@ def measure(workdir: Path, sizes: Sizes, only: frozenset[str] = frozenset(ORDER)
     _attempt(figures, "8", lambda: burst.figure_8(workdir, sizes))
     _attempt(figures, "9", lambda: growth.figure_9(workdir, sizes))
     _attempt(figures, lanes.NUMBER, lambda: lanes.figure_10(workdir, sizes))
-    _attempt(figures, later.NUMBER, lambda: later.figure_later(workdir, sizes))
+    _attempt(figures, later.NUMBER, lambda: later.figure_11(workdir, sizes))
     return [figures[n] for n in ORDER]
 
 
@@ -95,7 +95,7 @@ def _measure_some(workdir: Path, sizes: Sizes, only: frozenset[str]) -> list[Fig
         "8": lambda: burst.figure_8(workdir, sizes),
         "9": lambda: growth.figure_9(workdir, sizes),
         lanes.NUMBER: lambda: lanes.figure_10(workdir, sizes),
-        later.NUMBER: lambda: later.figure_later(workdir, sizes),
+        later.NUMBER: lambda: later.figure_11(workdir, sizes),
     }
     figures: dict[str, Figure] = {}
     for number in ORDER:
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=None,
-        help="comma-separated figures to measure alone (6, 8, 9, 10, later); needs --out",
+        help="comma-separated figures to measure alone (6, 8, 9, 10, 11); needs --out",
     )
     args = parser.parse_args(argv)
     only = frozenset(ORDER) if args.only is None else frozenset(args.only.split(","))
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only is not None and args.out is None:
         parser.error("--only writes a partial report: give it --out DIR")
     if only & ON_SHARED_STACK and only != frozenset(ORDER):
-        parser.error("--only supports figures 6, 8, 9, 10 and later (the others share one stack)")
+        parser.error("--only supports figures 6, 8, 9, 10 and 11 (the others share one stack)")
     sizes = SMOKE if args.smoke else FULL
     if args.out is None:
         markdown_path, results_dir = (

@@ -102,7 +102,7 @@ METHOD = {
         "each drain runs from the first POST to the last job's `finished_at`. The event "
         "source's throttle lines and the dead-letter queue are counted too."
     ),
-    "later": (
+    "11": (
         "On a stack of its own, the worker started and warm (a first job through the delay "
         "queue warms the forwarder too). Rounds of a trivial job submitted with "
         "`delay_seconds` of a few seconds (the delay queue's path), awaited before the next "
@@ -182,7 +182,7 @@ ON_AWS = {
         "shared with the whole stack as here. What N costs: "
         "[docs/lanes.md](docs/lanes.md)."
     ),
-    "later": (
+    "11": (
         "The path is the same: SQS `DelaySeconds` is whole seconds (Amazon SQS Developer "
         'Guide, "Amazon SQS message timers"), the forwarder waits out the fraction, and the '
         "Lambda event source mappings' polling of the delay queue and of the job queue adds "

@@ -1,6 +1,6 @@
 """Jobs that run later on the live local stack (docs/later.md): a job submitted a few
 seconds ahead waits off the job queue and starts at its time, within the precision the
-page states (generous bounds here: `make bench`'s later figure measures it), never
+page states (generous bounds here: `make bench`'s figure 11 measures it), never
 before; one cancelled before its time never starts."""
 
 from __future__ import annotations
