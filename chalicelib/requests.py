@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from chalicelib.config import Settings
@@ -83,57 +85,191 @@ def parse_job_request(raw: bytes | str, settings: Settings) -> JobRequest:
             "unknown_field",
             f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(JOB_FIELDS)}.",
         )
+    return _kind_and_input(payload, settings)
+
+
+# POST /jobs/batch: at most this many jobs a request.
+MAX_BATCH_JOBS = 100
+# Each item may be as large as a whole POST /jobs body, so any job one POST /jobs accepts
+# fits in a batch of the maximum: 100 x 16 KiB = 1.6 MiB. The answer echoes each job's input
+# (the request's size, plus under 1 KiB a job), so both stay far below Lambda's 6 MB
+# invocation payload limit (request and response, synchronous: Lambda Developer Guide,
+# "Lambda quotas"), which is below API Gateway's 10 MB payload limit (API Gateway
+# Developer Guide, "Amazon API Gateway quotas"); the base64 encoding API Gateway may
+# apply to a body (4/3 of it: 2.2 MB) fits too.
+MAX_BATCH_BODY_BYTES = MAX_BATCH_JOBS * MAX_BODY_BYTES
+BATCH_FIELDS = ("jobs",)
+BATCH_ITEM_FIELDS = ("kind", "input", "run_at", "delay_seconds", "idempotency_key")
+# RFC 3339's date-time (section 5.6): a full date, a time and a numeric offset or Z.
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)")
+
+
+class BatchItem(NamedTuple):
+    """One valid item of a POST /jobs/batch body: its job, when it should run (None: now),
+    and its Idempotency-Key as sent (checked by the service, scoped to the client)."""
+
+    request: JobRequest
+    run_at: datetime | None = None
+    idempotency_key: str | None = None
+
+
+def parse_batch_request(
+    raw: bytes | str, settings: Settings, now: datetime
+) -> list[BatchItem | InvalidRequest]:
+    """Parse ``{"jobs": [item, ...]}``: one entry per item, in order, the item or the 400
+    that item alone earns (its message starts with the item's JSON pointer, as in
+    "/jobs/3/input/n: must be >= 0."). An item is validated exactly as a POST /jobs body
+    (``parse_job_request``), plus ``run_at``/``delay_seconds`` and ``idempotency_key``.
+
+    The whole body is refused (a RequestError, nothing made) when it is not a JSON object
+    with only ``jobs``, a list of 1 to MAX_BATCH_JOBS entries (400), or is over
+    MAX_BATCH_BODY_BYTES (413).
+    """
+    body = _bounded(raw, MAX_BATCH_BODY_BYTES)
+    payload = _loads(body) if body.strip() else None
+    if not isinstance(payload, dict):
+        raise InvalidRequest(
+            "body_not_object",
+            'The body must be a JSON object like {"jobs": [{"kind": "heavyLoad", '
+            '"input": {"n": 1000}}]}.',
+        )
+    unknown = sorted(set(payload) - set(BATCH_FIELDS))
+    if unknown:
+        raise InvalidRequest(
+            "unknown_field",
+            f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(BATCH_FIELDS)}.",
+        )
+    jobs = payload.get("jobs")
+    if not isinstance(jobs, list):
+        shown = "missing" if jobs is None and "jobs" not in payload else _json_type(jobs)
+        raise InvalidRequest("invalid_jobs", f"/jobs must be an array of jobs, got {shown}.")
+    if not 1 <= len(jobs) <= MAX_BATCH_JOBS:
+        raise InvalidRequest(
+            "invalid_jobs",
+            f"/jobs has {len(jobs)} jobs; a batch has 1 to {MAX_BATCH_JOBS}.",
+        )
+    items: list[BatchItem | InvalidRequest] = []
+    for index, item in enumerate(jobs):
+        try:
+            items.append(_batch_item(item, f"/jobs/{index}", settings, now))
+        except InvalidRequest as error:
+            items.append(error)
+    return items
+
+
+def _batch_item(item: Any, at: str, settings: Settings, now: datetime) -> BatchItem:
+    if not isinstance(item, dict):
+        raise InvalidRequest("item_not_object", f"{at}: must be an object, got {_json_type(item)}.")
+    unknown = sorted(set(item) - set(BATCH_ITEM_FIELDS))
+    if unknown:
+        allowed = ", ".join(BATCH_ITEM_FIELDS)
+        raise InvalidRequest(
+            "unknown_field", f"{at}: Unknown field(s): {', '.join(unknown)}. Allowed: {allowed}."
+        )
+    key = item.get("idempotency_key")
+    if key is not None and not isinstance(key, str):
+        raise InvalidRequest(
+            "invalid_idempotency_key",
+            f"{at}/idempotency_key: must be a string, got {_json_type(key)}.",
+        )
+    request = _kind_and_input(item, settings, at)
+    return BatchItem(request, _run_at(item, at, settings, now), key)
+
+
+def _run_at(item: dict[str, Any], at: str, settings: Settings, now: datetime) -> datetime | None:
+    """When an item asks to run: ``run_at`` (RFC 3339 with an offset or Z) or
+    ``delay_seconds`` (an integer >= 0) from ``now``, never both, at most the stage's
+    retention ahead; None for neither. 400 invalid_run_at otherwise."""
+    run_at, delay = item.get("run_at"), item.get("delay_seconds")
+    if run_at is None and delay is None:
+        return None
+    horizon = settings.retention
+    if run_at is not None and delay is not None:
+        raise _bad_run_at(at, "", "give run_at or delay_seconds, not both")
+    if delay is not None:
+        too_large = isinstance(delay, _TooLarge) or (
+            type(delay) is int and delay > horizon.total_seconds()
+        )
+        if too_large:
+            raise _bad_run_at(at, "/delay_seconds", f"must be at most {horizon.days} days")
+        if type(delay) is not int or delay < 0:
+            raise _bad_run_at(at, "/delay_seconds", "must be an integer >= 0")
+        return now + timedelta(seconds=delay)
+    if not isinstance(run_at, str) or not _RFC3339.fullmatch(run_at):
+        raise _bad_run_at(at, "/run_at", "must be an RFC 3339 time with an offset or Z")
+    try:
+        # fromisoformat takes at most 6 fraction digits; RFC 3339 allows more.
+        text = re.sub(r"(\.\d{6})\d+", r"\1", run_at.upper().replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise _bad_run_at(at, "/run_at", "is not a valid time") from None
+    if moment > now + horizon:
+        raise _bad_run_at(at, "/run_at", f"must be within {horizon.days} days")
+    return moment
+
+
+def _bad_run_at(at: str, pointer: str, message: str) -> InvalidRequest:
+    return InvalidRequest("invalid_run_at", f"{at}{pointer}: {message}.")
+
+
+def _kind_and_input(payload: dict[str, Any], settings: Settings, at: str = "") -> JobRequest:
+    """The kind and validated input of a POST /jobs body or of a batch item at JSON
+    pointer ``at`` (whose errors then start with that pointer)."""
     name = payload.get("kind")
     kind = KINDS.get(name) if isinstance(name, str) else None
     if kind is None:
         shown = "no kind" if name is None else f"Unknown kind {_shown(name)}"
-        raise InvalidRequest("unknown_kind", f"{shown}. Kinds: {', '.join(sorted(KINDS))}.")
-    return JobRequest(kind.name, validate_input(kind, payload.get("input", {}), settings))
+        message = f"{shown}. Kinds: {', '.join(sorted(KINDS))}."
+        raise InvalidRequest("unknown_kind", f"{at}/kind: {message}" if at else message)
+    return JobRequest(kind.name, validate_input(kind, payload.get("input", {}), settings, at))
 
 
-def validate_input(kind: Kind[Any, Any], raw: Any, settings: Settings) -> dict[str, Any]:
+def validate_input(
+    kind: Kind[Any, Any], raw: Any, settings: Settings, at: str = ""
+) -> dict[str, Any]:
     """``raw`` checked against the kind's declared fields, defaults filled in; 400
-    invalid_input naming the first wrong field."""
+    invalid_input naming the first wrong field (``at``: the pointer of the object that
+    holds the input, empty for a POST /jobs body)."""
     if not isinstance(raw, dict):
-        raise _invalid("", f"must be an object, got {_json_type(raw)}")
+        raise _invalid(at, "", f"must be an object, got {_json_type(raw)}")
     fields = kind.fields(settings)
     unknown = sorted(set(raw) - {f.name for f in fields})
     if unknown:
         allowed = ", ".join(f.name for f in fields) or "none"
-        raise _invalid(f"/{_escape(unknown[0])}", f"unknown field (fields: {allowed})")
+        raise _invalid(at, f"/{_escape(unknown[0])}", f"unknown field (fields: {allowed})")
     values: dict[str, Any] = {}
     for field in fields:
         if field.name in raw:
-            values[field.name] = _valid_value(field, raw[field.name])
+            values[field.name] = _valid_value(field, raw[field.name], at)
         elif field.required:
-            raise _invalid(f"/{_escape(field.name)}", "is required")
+            raise _invalid(at, f"/{_escape(field.name)}", "is required")
         else:
             values[field.name] = field.default
     return values
 
 
-def _valid_value(field: Field, value: Any) -> Any:
+def _valid_value(field: Field, value: Any, at: str = "") -> Any:
     where = f"/{_escape(field.name)}"
     if isinstance(value, _TooLarge):
         if field.type not in ("integer", "number"):
-            raise _invalid(where, f"must be {_TYPE_NAMES[field.type]}, got a number")
+            raise _invalid(at, where, f"must be {_TYPE_NAMES[field.type]}, got a number")
         too_large = f"must be <= {field.maximum}" if field.maximum is not None else "is too large"
-        raise _invalid(where, too_large)
+        raise _invalid(at, where, too_large)
     if not _is_json_type(value, field.type):
-        raise _invalid(where, f"must be {_TYPE_NAMES[field.type]}, got {_json_type(value)}")
+        raise _invalid(at, where, f"must be {_TYPE_NAMES[field.type]}, got {_json_type(value)}")
     if field.minimum is not None and value < field.minimum:
-        raise _invalid(where, f"must be >= {field.minimum}")
+        raise _invalid(at, where, f"must be >= {field.minimum}")
     if field.maximum is not None and value > field.maximum:
-        raise _invalid(where, f"must be <= {field.maximum}")
+        raise _invalid(at, where, f"must be <= {field.maximum}")
     if field.type == "string":
         if field.min_length is not None and len(value) < field.min_length:
-            raise _invalid(where, f"must be at least {field.min_length} characters")
+            raise _invalid(at, where, f"must be at least {field.min_length} characters")
         if field.max_length is not None and len(value) > field.max_length:
-            raise _invalid(where, f"must be at most {field.max_length} characters")
+            raise _invalid(at, where, f"must be at most {field.max_length} characters")
         if field.pattern is not None and not _matches(field.pattern, value):
-            raise _invalid(where, f"must match {field.pattern}")
+            raise _invalid(at, where, f"must match {field.pattern}")
         if field.enum is not None and value not in field.enum:
-            raise _invalid(where, f"must be one of: {', '.join(field.enum)}")
+            raise _invalid(at, where, f"must be one of: {', '.join(field.enum)}")
     return value
 
 
@@ -163,8 +299,8 @@ def _is_json_type(value: Any, type_name: str) -> bool:
     return isinstance(value, bool)
 
 
-def _invalid(pointer: str, message: str) -> InvalidRequest:
-    return InvalidRequest("invalid_input", f"/input{pointer}: {message}.")
+def _invalid(at: str, pointer: str, message: str) -> InvalidRequest:
+    return InvalidRequest("invalid_input", f"{at}/input{pointer}: {message}.")
 
 
 def _escape(name: str) -> str:
@@ -176,11 +312,11 @@ def _shown(value: Any) -> str:
     return repr(value)[:80] if isinstance(value, str) else _json_type(value)
 
 
-def _bounded(raw: bytes | str) -> bytes:
+def _bounded(raw: bytes | str, limit: int = MAX_BODY_BYTES) -> bytes:
     body = raw.encode("utf-8") if isinstance(raw, str) else raw
-    if len(body) > MAX_BODY_BYTES:
+    if len(body) > limit:
         raise PayloadTooLarge(
-            "body_too_large", f"The body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}."
+            "body_too_large", f"The body is {len(body)} bytes; the limit is {limit}."
         )
     return body
 
