@@ -39,9 +39,8 @@ from chalicelib.observability import TRACE_ATTRIBUTE, trace_header
 _THROTTLED = frozenset(["RequestThrottled", "ThrottlingException", "Throttling", "KmsThrottled"])
 # The one message group of the job queue.
 MESSAGE_GROUP = "jobs"
-# SendMessageBatch's limit on entries a request (Amazon SQS API Reference,
-# "SendMessageBatch"; a job message is a few hundred bytes, so ten stay far below the
-# request's 256 KiB).
+# SendMessageBatch's limit on entries a call (Amazon SQS Developer Guide, "Amazon SQS batch
+# actions"; a job message is a few hundred bytes, so ten stay far below a call's 1 MiB).
 SEND_BATCH_LIMIT = 10
 # SQS's longest per-message delay.
 MAX_DELAY_SECONDS = 900
