@@ -8,8 +8,9 @@
 4. Loop speed (4), /fast latency (1), /fast under load (7).
 5. With that stack stopped: a burst through AWS's mapping (8), on two stacks of its own.
 6. On a stack of its own, once the others are done: cost against backlog depth (9).
+7. On a stack of its own: bulk submission (10).
 
-``--only 9`` (or ``--only 2,9``) measures just those figures, into ``--out``.
+``--only 9`` (or ``--only 9,10``) measures just those figures, into ``--out``.
 
 A figure that fails does not lose the others: it is reported as failed, with its error,
 beside everything measured before and after it (when the shared stack fails, each figure
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import burst, coldstart, fast, growth, loopspeed, queueing, report, submit
+from bench import bulk, burst, coldstart, fast, growth, loopspeed, queueing, report, submit
 from bench.client import HttpClient
 from bench.machine import describe, load_average
 from bench.sizes import FULL, SMOKE, Sizes
@@ -36,7 +37,7 @@ from bench.stack import BenchStack, progress
 from bench.stats import Figure
 from infra.run import PROJECT_DIR
 
-ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
+ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "9", bulk.NUMBER)
 # The figures measured on the shared stack (the rest start their own or none).
 ON_SHARED_STACK = frozenset({"1", "2", "3", "4", "5", "7"})
 
@@ -70,6 +71,7 @@ def measure(workdir: Path, sizes: Sizes, only: frozenset[str] = frozenset(ORDER)
         progress(f"the shared stack failed: {error!r}")
     _attempt(figures, "8", lambda: burst.figure_8(workdir, sizes))
     _attempt(figures, "9", lambda: growth.figure_9(workdir, sizes))
+    _attempt(figures, bulk.NUMBER, lambda: bulk.figure_10(workdir, sizes))
     return [figures[n] for n in ORDER]
 
 
@@ -79,6 +81,7 @@ def _measure_some(workdir: Path, sizes: Sizes, only: frozenset[str]) -> list[Fig
         "6": lambda: coldstart.figure_6(workdir, sizes),
         "8": lambda: burst.figure_8(workdir, sizes),
         "9": lambda: growth.figure_9(workdir, sizes),
+        bulk.NUMBER: lambda: bulk.figure_10(workdir, sizes),
     }
     figures: dict[str, Figure] = {}
     for number in ORDER:
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=None,
-        help="comma-separated figures to measure alone (6, 8, 9); needs --out",
+        help="comma-separated figures to measure alone (6, 8, 9, 10); needs --out",
     )
     args = parser.parse_args(argv)
     only = frozenset(ORDER) if args.only is None else frozenset(args.only.split(","))
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only is not None and args.out is None:
         parser.error("--only writes a partial report: give it --out DIR")
     if only & ON_SHARED_STACK and only != frozenset(ORDER):
-        parser.error("--only supports figures 6, 8 and 9 (the others share one stack)")
+        parser.error("--only supports figures 6, 8, 9 and 10 (the others share one stack)")
     sizes = SMOKE if args.smoke else FULL
     if args.out is None:
         markdown_path, results_dir = (

@@ -50,6 +50,9 @@ class Sizes:
     growth_samples: int = 150
     growth_sweep_runs: int = 3
     growth_drain_jobs: int = 150
+    # 10. bulk submission: rounds of that many jobs submitted singly, in batches, and bare.
+    bulk_rounds: int = 3
+    bulk_jobs: int = 1_000
 
 
 FULL = Sizes()
@@ -83,4 +86,6 @@ SMOKE = Sizes(
     growth_samples=3,
     growth_sweep_runs=1,
     growth_drain_jobs=4,
+    bulk_rounds=1,
+    bulk_jobs=20,
 )

@@ -90,6 +90,17 @@ METHOD = {
         "deleted. The embedded emulator is moto with `infra/moto_speedups` (indexes instead "
         "of walks of the queue and table)."
     ),
+    "10": (
+        "On a stack of its own, with no worker. Each round submits the same number of "
+        "heavyLoad jobs (n = 0) three ways, in a random order: one `POST /jobs` each; "
+        "`POST /jobs/batch` requests of 100; and the floor of the batches, their calls made "
+        "bare with boto3 from the benchmark on the same emulator, table and queue (per 100 "
+        "jobs, 4 `BatchWriteItem` of the API's records and 10 `SendMessageBatch` of its "
+        "messages, built before the clock starts). Each way is timed from its first request "
+        "to its last answer; the queue is drained and the jobs deleted after each, so each "
+        "starts from an empty queue and an empty active index. The ratios are the median of "
+        "the rounds' pairs."
+    ),
 }
 
 ON_AWS = {
@@ -152,6 +163,14 @@ ON_AWS = {
         "job, the accept rate and its first limit, the cost per million jobs and the "
         "scaling to a million queued jobs are worked out in "
         "[docs/capacity.md](docs/capacity.md)."
+    ),
+    "10": (
+        "Each single `POST /jobs` is an API Gateway request and a Lambda invocation with a "
+        "PutItem and a SendMessage, each a network round trip; a batch of 100 is one "
+        "request and one invocation with 4 BatchWriteItem and 10 SendMessageBatch calls, "
+        "so the batches save more there than on loopback. A batch's calls are made one "
+        "after the other (the messages must keep their order), so a batch of 100 takes "
+        "about 14 round trips; its write units are the same as 100 single writes."
     ),
 }
 

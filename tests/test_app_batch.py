@@ -258,3 +258,28 @@ def test_records_left_unwritten_are_retried_then_their_items_fail(
 def _all_job_ids(aws: dict[str, str]) -> list[str]:
     items = boto3.client("dynamodb").scan(TableName=aws["TableName"])["Items"]
     return [i["job_id"]["S"] for i in items if "kind" in i]
+
+
+def test_run_at_and_delay_seconds_are_checked_and_a_time_now_or_past_runs_at_once(
+    client: Client, aws: dict[str, str]
+) -> None:
+    items = [
+        heavy(0, run_at="2020-01-01T00:00:00Z"),
+        heavy(1, run_at="2020-01-01T01:00:00.123456789+01:00"),
+        heavy(2, delay_seconds=0),
+        heavy(3, delay_seconds=60),  # ahead: jobs start when submitted
+        heavy(4, run_at="2999-01-01T00:00:00Z"),  # beyond the retention
+        heavy(5, delay_seconds=-1),
+        heavy(6, delay_seconds=True),
+        heavy(7, run_at="2020-01-01 00:00:00"),  # no offset
+        heavy(8, delay_seconds=10**40),
+    ]
+    results = post_batch(client, {"jobs": items}).json_body["results"]
+
+    assert [r["status"] for r in results] == [202, 202, 202] + [400] * 6
+    assert {r["error"]["code"] for r in results[3:]} == {"invalid_run_at"}
+    assert results[3]["error"]["message"].startswith("/jobs/3/run_at: ")
+    assert results[4]["error"]["message"] == "/jobs/4/run_at: must be within 7 days."
+    assert results[5]["error"]["message"].startswith("/jobs/5/delay_seconds: ")
+    assert results[8]["error"]["message"] == "/jobs/8/delay_seconds: must be at most 7 days."
+    assert job_count(aws) == 3
