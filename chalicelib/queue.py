@@ -200,8 +200,9 @@ class JobQueue(_Queue):
 
         The calls are made one after the other, so messages of one group keep the order
         given (in a FIFO queue, the messages of one SendMessageBatch call are enqueued
-        in the order of its entries: Amazon SQS API Reference, "SendMessageBatch"). SQS answers a call
-        with a result per entry, so one entry it refused does not stop the others. A call
+        in the order of its entries: Amazon SQS API Reference, "SendMessageBatch"). SQS
+        answers a call with a result per entry, so one entry it refused does not stop the
+        others. A call
         that fails whole (StoreUnavailable: SQS unavailable) sends no further call: that
         call's entries and the rest are reported unsent. Each message's deduplication id
         makes an SDK retry of a call harmless, as for ``send``.

@@ -158,13 +158,18 @@ def parse_batch_request(
 
 
 def _batch_item(item: Any, at: str, settings: Settings, now: datetime) -> BatchItem:
+    # An error about the item as a whole names it inside its message, never first: a
+    # message that starts with "/jobs/3" reads as a link to GET /jobs/{job_id}.
     if not isinstance(item, dict):
-        raise InvalidRequest("item_not_object", f"{at}: must be an object, got {_json_type(item)}.")
+        raise InvalidRequest(
+            "item_not_object", f"Each job must be an object; {at} is {_json_type(item)}."
+        )
     unknown = sorted(set(item) - set(BATCH_ITEM_FIELDS))
     if unknown:
         allowed = ", ".join(BATCH_ITEM_FIELDS)
         raise InvalidRequest(
-            "unknown_field", f"{at}: Unknown field(s): {', '.join(unknown)}. Allowed: {allowed}."
+            "unknown_field",
+            f"Unknown field(s) in {at}: {', '.join(unknown)}. Allowed: {allowed}.",
         )
     key = item.get("idempotency_key")
     if key is not None and not isinstance(key, str):
@@ -185,7 +190,7 @@ def _run_at(item: dict[str, Any], at: str, settings: Settings, now: datetime) ->
         return None
     horizon = settings.retention
     if run_at is not None and delay is not None:
-        raise _bad_run_at(at, "", "give run_at or delay_seconds, not both")
+        raise _bad_run_at(at, "/delay_seconds", "give run_at or delay_seconds, not both")
     if delay is not None:
         too_large = isinstance(delay, _TooLarge) or (
             type(delay) is int and delay > horizon.total_seconds()

@@ -66,10 +66,12 @@ def test_each_item_is_made_or_refused_alone_and_answered_in_order(
     assert errors[1] == {"code": "invalid_input", "message": "/jobs/1/input/n: must be >= 0."}
     assert errors[2]["code"] == "unknown_kind"
     assert errors[2]["message"].startswith("/jobs/2/kind: Unknown kind 'nope'.")
-    assert errors[3]["code"] == "item_not_object"
-    assert errors[3]["message"].startswith("/jobs/3: ")
+    assert errors[3] == {
+        "code": "item_not_object",
+        "message": "Each job must be an object; /jobs/3 is a string.",
+    }
     assert errors[4]["code"] == "unknown_field"
-    assert errors[4]["message"].startswith("/jobs/4: Unknown field(s): extra.")
+    assert errors[4]["message"].startswith("Unknown field(s) in /jobs/4: extra.")
     assert errors[5] == {
         "code": "invalid_run_at",
         "message": "/jobs/5/run_at: must be an RFC 3339 time with an offset or Z.",
