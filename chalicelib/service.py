@@ -262,22 +262,24 @@ def submit_batch(
             unkeyed.append(job)
         made.append((index, job, record_id))
     unwritten = {job.job_id for job in table.create_many(unkeyed)}
+    unqueued: list[tuple[Job, str | None, str]] = []  # (job, key record id, why)
     to_send: list[tuple[int, Job, str | None]] = []
     for index, job, record_id in made:
         if job.job_id in unwritten:
-            _fail_unqueued(table, job, None, now, "its record could not be written")
+            unqueued.append((job, None, "its record could not be written"))
             results[index] = BatchResult(error=StoreUnavailable("BatchWriteItem failed"))
         else:
             to_send.append((index, job, record_id))
     outcomes = queue.send_batch([(to_message(job), job.job_id) for _, job, _ in to_send])
     for (index, job, record_id), failure in zip(to_send, outcomes, strict=True):
         if failure is not None:
-            _fail_unqueued(table, job, record_id, now, failure)
+            unqueued.append((job, record_id, failure))
             results[index] = BatchResult(error=StoreUnavailable(failure))
             continue
         logger.info("Job queued", job_id=job.job_id, kind=job.kind, input=job.input, client=client)
         count(Metric.ACCEPTED)
         results[index] = BatchResult(job=job)
+    _fail_unqueued(table, unqueued, now)
     return results
 
 
@@ -342,17 +344,22 @@ def _starts_now(item: BatchItem, at: str, now: datetime) -> None:
 
 
 def _fail_unqueued(
-    table: JobTable, job: Job, record_id: str | None, now: Callable[[], datetime], reason: str
+    table: JobTable, unqueued: list[tuple[Job, str | None, str]], now: Callable[[], datetime]
 ) -> None:
-    """Fail a batch's job that was not queued, releasing its key; if that fails too, the
-    job stays due and the recovery sweep sends it (logged)."""
-    logger.error("Could not enqueue the job; marking it failed", job_id=job.job_id, reason=reason)
-    try:
-        table.fail_submission(job, SEND_FAILED, now(), record_id)
-    except StoreUnavailable:
-        logger.exception(
-            "Could not fail the job; the recovery sweep will send it", job_id=job.job_id
-        )
+    """Fail a batch's jobs that were not queued, releasing their keys (``fail_submission``:
+    nothing for a job never written). At the first failure (DynamoDB unavailable) the
+    rest are left as they are, so an outage costs one failed call, not one per job: each
+    job left stays due, and the recovery sweep sends it (logged)."""
+    for position, (job, record_id, reason) in enumerate(unqueued):
+        logger.error("Could not enqueue the job; failing it", job_id=job.job_id, reason=reason)
+        try:
+            table.fail_submission(job, SEND_FAILED, now(), record_id)
+        except StoreUnavailable:
+            left = [left_job.job_id for left_job, _, _ in unqueued[position:]]
+            logger.exception(
+                "Could not fail the jobs; the recovery sweep will send them", job_ids=left
+            )
+            return
 
 
 def _replay(

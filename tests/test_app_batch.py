@@ -10,9 +10,11 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from chalice.test import Client
 
 from chalicelib import connections
+from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import parse_message
 from chalicelib.queue import SEND_BATCH_LIMIT
 from chalicelib.requests import MAX_BATCH_BODY_BYTES, MAX_BATCH_JOBS
@@ -285,3 +287,35 @@ def test_run_at_and_delay_seconds_are_checked_and_a_time_now_or_past_runs_at_onc
     assert results[5]["error"]["message"].startswith("/jobs/5/delay_seconds: ")
     assert results[8]["error"]["message"] == "/jobs/8/delay_seconds: must be at most 7 days."
     assert job_count(aws) == 3
+
+
+def test_sqs_down_fails_every_job_and_dynamodb_down_too_costs_one_call(
+    client: Client, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue, table = connections.job_queue(), connections.job_table()
+
+    def unavailable(**kwargs: Any) -> Any:
+        raise ClientError(
+            {"Error": {"Code": "InternalError"}, "ResponseMetadata": {"HTTPStatusCode": 500}},
+            "SendMessageBatch",
+        )
+
+    monkeypatch.setattr(queue._client, "send_message_batch", unavailable)
+    items = [heavy(n) for n in range(SEND_BATCH_LIMIT + 2)]  # two calls: the second never made
+    results = post_batch(client, {"jobs": items}).json_body["results"]
+
+    assert {r["status"] for r in results} == {503}
+    statuses = {job.status.value for job in table.get_many(_all_job_ids(aws)).values()}
+    assert statuses == {"failed"}
+
+    calls: list[str] = []
+
+    def store_down(job: Any, *args: Any) -> bool:
+        calls.append(job.job_id)
+        raise StoreUnavailable("DynamoDB unavailable")
+
+    monkeypatch.setattr(table, "fail_submission", store_down)
+    results = post_batch(client, {"jobs": items}).json_body["results"]
+
+    assert {r["status"] for r in results} == {503}
+    assert len(calls) == 1  # the rest stay due, for the recovery sweep
