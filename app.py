@@ -22,7 +22,13 @@ from chalicelib.errors import QuotaExceeded, RequestError, StoreUnavailable
 from chalicelib.jobs import Job
 from chalicelib.observability import continue_trace, logger, received_trace_header
 from chalicelib.queue import Delivery
-from chalicelib.requests import JobRequest, parse_heavy_request, parse_job_request, parse_prefer
+from chalicelib.requests import (
+    JobRequest,
+    parse_batch_request,
+    parse_heavy_request,
+    parse_job_request,
+    parse_prefer,
+)
 
 app = Chalice(app_name="heavy-jobs")
 
@@ -102,6 +108,44 @@ def submit_job() -> Response:
         lambda settings: parse_job_request(request.raw_body, settings),
         lambda job, status_url: job.to_api(),
     )
+
+
+@app.route(
+    "/jobs/batch",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    api_key_required=KEY_REQUIRED,
+)
+def submit_jobs_batch() -> Response:
+    """1 to 100 jobs in one request (docs/batch.md): 207 with each item's job or error,
+    in order; a body that is not a batch at all is one error, nothing made."""
+    request = _current_request()
+    settings = get_settings()
+    try:
+        caller = _caller()
+        items = parse_batch_request(request.raw_body, settings)
+        results = service.submit_batch(
+            items,
+            connections.job_table(),
+            connections.job_queue(),
+            settings.retention,
+            client=caller.client,
+            settings=settings,
+            delay_queue=connections.delay_queue(),
+        )
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=207, body={"results": [_batch_result(r) for r in results]})
+
+
+def _batch_result(result: service.BatchResult) -> dict[str, Any]:
+    """One item's answer: its job with the status POST /jobs would have answered (200 for
+    a replay of a finished job, else 202), or its error in the API's error shape."""
+    if result.error is not None:
+        status, code, message = _error_fields(result.error)
+        return {"status": status, "error": {"code": code, "message": message}}
+    assert result.job is not None, "a result without an error has its job"
+    return {"status": 200 if result.job.status.is_final else 202, "job": result.job.to_api()}
 
 
 def _submit(
@@ -346,12 +390,17 @@ def _idempotency_key(request: Request, caller: Caller) -> service.IdempotencyKey
     return service.IdempotencyKey(key=key, scope=caller.client)
 
 
+def _error_fields(error: RequestError | StoreUnavailable) -> tuple[int, str, str]:
+    """An error's HTTP status, code and message."""
+    if isinstance(error, StoreUnavailable):
+        return 503, "unavailable", "The job store is unavailable; retry."
+    return error.status_code, error.code, error.message
+
+
 def _error_response(error: RequestError | StoreUnavailable) -> Response:
     if isinstance(error, StoreUnavailable):
         logger.exception("AWS call failed")
-        code, message, status = "unavailable", "The job store is unavailable; retry.", 503
-    else:
-        code, message, status = error.code, error.message, error.status_code
+    status, code, message = _error_fields(error)
     headers: dict[str, str | list[str]] = {}
     if isinstance(error, QuotaExceeded):  # when the client's oldest work makes room
         headers["Retry-After"] = str(error.retry_after)

@@ -10,8 +10,9 @@
 6. On a stack of its own, once the others are done: cost against backlog depth (9).
 7. On a stack of its own with four lanes: a backlog in one lane and spread over four (10).
 8. On a stack of its own: how close to its run_at a job that runs later starts (11).
+9. On a stack of its own: bulk submission (12).
 
-``--only 9`` (or ``--only 2,9``) measures just those figures, into ``--out``.
+``--only 9`` (or ``--only 9,10``) measures just those figures, into ``--out``.
 
 A figure that fails does not lose the others: it is reported as failed, with its error,
 beside everything measured before and after it (when the shared stack fails, each figure
@@ -31,6 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench import (
+    bulk,
     burst,
     coldstart,
     fast,
@@ -49,7 +51,7 @@ from bench.stack import BenchStack, progress
 from bench.stats import Figure
 from infra.run import PROJECT_DIR
 
-ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "9", lanes.NUMBER, later.NUMBER)
+ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "9", lanes.NUMBER, later.NUMBER, bulk.NUMBER)
 # The figures measured on the shared stack (the rest start their own or none).
 ON_SHARED_STACK = frozenset({"1", "2", "3", "4", "5", "7"})
 
@@ -85,6 +87,7 @@ def measure(workdir: Path, sizes: Sizes, only: frozenset[str] = frozenset(ORDER)
     _attempt(figures, "9", lambda: growth.figure_9(workdir, sizes))
     _attempt(figures, lanes.NUMBER, lambda: lanes.figure_10(workdir, sizes))
     _attempt(figures, later.NUMBER, lambda: later.figure_11(workdir, sizes))
+    _attempt(figures, bulk.NUMBER, lambda: bulk.figure_12(workdir, sizes))
     return [figures[n] for n in ORDER]
 
 
@@ -96,6 +99,7 @@ def _measure_some(workdir: Path, sizes: Sizes, only: frozenset[str]) -> list[Fig
         "9": lambda: growth.figure_9(workdir, sizes),
         lanes.NUMBER: lambda: lanes.figure_10(workdir, sizes),
         later.NUMBER: lambda: later.figure_11(workdir, sizes),
+        bulk.NUMBER: lambda: bulk.figure_12(workdir, sizes),
     }
     figures: dict[str, Figure] = {}
     for number in ORDER:
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=None,
-        help="comma-separated figures to measure alone (6, 8, 9, 10, 11); needs --out",
+        help="comma-separated figures to measure alone (6, 8, 9, 10, 11, 12); needs --out",
     )
     args = parser.parse_args(argv)
     only = frozenset(ORDER) if args.only is None else frozenset(args.only.split(","))
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only is not None and args.out is None:
         parser.error("--only writes a partial report: give it --out DIR")
     if only & ON_SHARED_STACK and only != frozenset(ORDER):
-        parser.error("--only supports figures 6, 8, 9, 10 and 11 (the others share one stack)")
+        parser.error("--only supports figures 6, 8, 9, 10, 11 and 12 (the others share one stack)")
     sizes = SMOKE if args.smoke else FULL
     if args.out is None:
         markdown_path, results_dir = (

@@ -62,6 +62,9 @@ class Sizes:
     later_jobs: int = 100
     later_delay_seconds: int = 2
     later_waiting: int = 10_000
+    # 10. bulk submission: rounds of that many jobs submitted singly, in batches, and bare.
+    bulk_rounds: int = 3
+    bulk_jobs: int = 1_000
 
 
 FULL = Sizes()
@@ -102,4 +105,6 @@ SMOKE = Sizes(
     lanes_timeout_seconds=120.0,
     later_jobs=2,
     later_waiting=12,
+    bulk_rounds=1,
+    bulk_jobs=20,
 )

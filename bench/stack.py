@@ -52,12 +52,16 @@ def progress(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def raise_quotas(project: Path) -> None:
-    """Set QUOTAS in the stage's environment of a project copy (``chalice local`` gives
+# No quota at all (0 turns each limit off): no submission reads the active index.
+QUOTAS_OFF = {MAX_ACTIVE_PER_CLIENT: "0", MAX_ACTIVE_SECONDS_PER_CLIENT: "0"}
+
+
+def raise_quotas(project: Path, quotas: dict[str, str] = QUOTAS) -> None:
+    """Set ``quotas`` in the stage's environment of a project copy (``chalice local`` gives
     its functions the stage's environment_variables)."""
     path = project / ".chalice" / "config.json"
     config = json.loads(path.read_text())
-    config["stages"][STAGE].setdefault("environment_variables", {}).update(QUOTAS)
+    config["stages"][STAGE].setdefault("environment_variables", {}).update(quotas)
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -77,10 +81,11 @@ class BenchStack:
 
     @classmethod
     @contextmanager
-    def running(cls, workdir: Path) -> Iterator[BenchStack]:
-        """A stack on free ports with the API up and no worker yet; stopped on exit."""
+    def running(cls, workdir: Path, quotas: dict[str, str] = QUOTAS) -> Iterator[BenchStack]:
+        """A stack on free ports with the API up and no worker yet, its clients' quotas
+        ``quotas``; stopped on exit."""
         project = copy_app(workdir / "project")
-        raise_quotas(project)
+        raise_quotas(project, quotas)
         log_path = workdir / "stack.log"
         with log_path.open("w") as log:
             services = Services(

@@ -14,7 +14,7 @@ from chalicelib.config import Settings
 from chalicelib.jobs import DEFAULT_KIND, JobStatus
 from chalicelib.kinds import KINDS
 from chalicelib.origins import SAFE_METHODS
-from chalicelib.requests import MAX_BODY_BYTES
+from chalicelib.requests import MAX_BATCH_BODY_BYTES, MAX_BATCH_JOBS, MAX_BODY_BYTES
 from chalicelib.service import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_PAGE_SIZE, MAX_WAIT_SECONDS
 
 
@@ -46,6 +46,7 @@ KEYED_OPERATIONS = (
     ("/heavy", "post"),
     ("/jobs", "get"),
     ("/jobs", "post"),
+    ("/jobs/batch", "post"),
     ("/jobs/{job_id}", "get"),
     ("/jobs/{job_id}/cancel", "post"),
     ("/jobs/{job_id}/retry", "post"),
@@ -218,6 +219,7 @@ def _document(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
+            "/jobs/batch": {"post": _submit_batch()},
             "/jobs/{job_id}": {
                 "get": {
                     "summary": "A job's state, optionally waiting for it to finish",
@@ -394,6 +396,105 @@ def _submit_job() -> dict[str, Any]:
     }
 
 
+def _submit_batch() -> dict[str, Any]:
+    return {
+        "summary": f"Queue 1 to {MAX_BATCH_JOBS} jobs at once, each answered on its own",
+        "description": "Each item is validated and submitted as POST /jobs would one job "
+        "(its idempotency_key as the Idempotency-Key header, the quota counted item by item "
+        "in order); one item's error does not stop the others. The jobs start in the "
+        "order given. docs/batch.md says more.",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("BatchRequest")}},
+        },
+        "responses": {
+            "207": _json(
+                _ref("BatchResults"),
+                "One result per item, in order: its job, or its error (an invalid item's "
+                "400 names it by JSON pointer, /jobs/3/input/n; 409 idempotency_key_reused; "
+                "429 quota_exceeded; 503 when it could not be written or queued).",
+            ),
+            "400": _error(
+                f"Not a JSON object whose jobs is an array of 1 to {MAX_BATCH_JOBS} items."
+            ),
+            "413": _error(f"The body is over {MAX_BATCH_BODY_BYTES} bytes."),
+            "415": {"description": "An unsupported Content-Type."},
+            "503": _error("The job store is unavailable (reading the quota); retry."),
+        },
+    }
+
+
+def _batch_schemas(settings: Settings) -> dict[str, Any]:
+    """POST /jobs/batch's body (each item a kind's POST /jobs body, plus when and an
+    Idempotency-Key) and its answer."""
+    extra = {**_timing(settings), "idempotency_key": _SUBMIT_PARAMETERS[0]["schema"]}
+    requests = _kind_schemas(settings)
+    item_names = {name: f"{_request_schema(name)}BatchItem" for name in sorted(KINDS)}
+    schemas: dict[str, Any] = {
+        item: {
+            **requests[_request_schema(name)],
+            "properties": {**requests[_request_schema(name)]["properties"], **extra},
+        }
+        for name, item in item_names.items()
+    }
+    schemas["BatchItem"] = {
+        "oneOf": [_ref(item) for item in item_names.values()],
+        "discriminator": {
+            "propertyName": "kind",
+            "mapping": {name: f"#/components/schemas/{item}" for name, item in item_names.items()},
+        },
+    }
+    schemas["BatchRequest"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["jobs"],
+        "properties": {
+            "jobs": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH_JOBS,
+                "items": _ref("BatchItem"),
+            }
+        },
+    }
+    schemas["BatchResults"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH_JOBS,
+                "items": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["status", "job"],
+                            "properties": {
+                                "status": {"type": "integer", "enum": [200, 202]},
+                                "job": _ref("Job"),
+                            },
+                        },
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["status", "error"],
+                            "properties": {
+                                "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                                # The error object of the API's error shape.
+                                "error": {"$ref": "#/components/schemas/Error/properties/error"},
+                            },
+                        },
+                    ]
+                },
+            }
+        },
+    }
+    return schemas
+
+
 def _schema(schema: dict[str, Any]) -> dict[str, Any]:
     """A JSON Schema as OpenAPI 3.0 takes it: no empty ``required`` (it needs one name)."""
     if schema.get("required") == []:
@@ -437,6 +538,7 @@ def _kind_schemas(settings: Settings) -> dict[str, Any]:
 def _schemas(settings: Settings) -> dict[str, Any]:
     return {
         **_kind_schemas(settings),
+        **_batch_schemas(settings),
         "Job": {
             "type": "object",
             "additionalProperties": False,

@@ -28,7 +28,7 @@ when SQS refused the request itself).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -43,6 +43,9 @@ _THROTTLED = frozenset(["RequestThrottled", "ThrottlingException", "Throttling",
 # The message group of lane 0 (the one lane of a stage with one): lane i > 0's is
 # "jobs-<i>", so a stage going from 1 lane to more keeps its queued messages in order.
 MESSAGE_GROUP = "jobs"
+# SendMessageBatch's limit on entries a call (Amazon SQS Developer Guide, "Amazon SQS batch
+# actions"; a job message is a few hundred bytes, so ten stay far below a call's 1 MiB).
+SEND_BATCH_LIMIT = 10
 # SQS's longest per-message delay.
 MAX_DELAY_SECONDS = 900
 # An outage of DynamoDB (or SQS) this long dead-letters no job message: the claim backoff
@@ -203,6 +206,49 @@ class JobQueue(_Queue):
             MessageGroupId=message_group(body),
             MessageDeduplicationId=deduplication_id,
         )
+
+    def send_batch(self, messages: Sequence[tuple[str, str]]) -> list[str | None]:
+        """Put ``messages`` (body, deduplication id) at the tail of their message groups,
+        in order, SEND_BATCH_LIMIT a SendMessageBatch call; one entry per message: None if
+        it was sent, else why not.
+
+        The calls are made one after the other, so messages of one group keep the order
+        given (in a FIFO queue, the messages of one SendMessageBatch call are enqueued
+        in the order of its entries: Amazon SQS API Reference, "SendMessageBatch"). SQS
+        answers a call with a result per entry, so one entry it refused does not stop the
+        others. A call
+        that fails whole (StoreUnavailable: SQS unavailable) sends no further call: that
+        call's entries and the rest are reported unsent. Each message's deduplication id
+        makes an SDK retry of a call harmless, as for ``send``.
+        """
+        outcomes: list[str | None] = []
+        header = trace_header()
+        for start in range(0, len(messages), SEND_BATCH_LIMIT):
+            chunk = messages[start : start + SEND_BATCH_LIMIT]
+            entries = []
+            for index, (body, deduplication_id) in enumerate(chunk):
+                entry: dict[str, Any] = {
+                    "Id": str(index),
+                    "MessageBody": body,
+                    "MessageGroupId": message_group(body),
+                    "MessageDeduplicationId": deduplication_id,
+                }
+                if header is not None:  # as in _send
+                    entry["MessageSystemAttributes"] = {
+                        TRACE_ATTRIBUTE: {"DataType": "String", "StringValue": header}
+                    }
+                entries.append(entry)
+            try:
+                response = self._call("send_message_batch", QueueUrl=self.url, Entries=entries)
+            except StoreUnavailable as error:
+                return outcomes + [str(error)] * (len(messages) - start)
+            failed = {
+                failure["Id"]: f"SQS refused the message: {failure.get('Code')}: "
+                f"{failure.get('Message', '')}"
+                for failure in response.get("Failed", [])
+            }
+            outcomes.extend(failed.get(str(index)) for index in range(len(chunk)))
+        return outcomes
 
     def hold(self, receipt_handle: str, seconds: int) -> None:
         """Keep a received message hidden for ``seconds`` from now (ChangeMessageVisibility).

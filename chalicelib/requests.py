@@ -103,13 +103,120 @@ def parse_job_request(
             "unknown_field",
             f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(JOB_FIELDS)}.",
         )
+    return _kind_and_input(payload, settings, now)
+
+
+# POST /jobs/batch: at most this many jobs a request.
+MAX_BATCH_JOBS = 100
+# Each item may be as large as a whole POST /jobs body, so any job one POST /jobs accepts
+# fits in a batch of the maximum: 100 x 16 KiB = 1.6 MiB. The answer echoes each job's input
+# (the request's size, plus under 1 KiB a job), so both stay far below Lambda's 6 MB
+# invocation payload limit (request and response, synchronous: Lambda Developer Guide,
+# "Lambda quotas"), which is below API Gateway's 10 MB payload limit (API Gateway
+# Developer Guide, "Amazon API Gateway quotas"); the base64 encoding API Gateway may
+# apply to a body (4/3 of it: 2.2 MB) fits too.
+MAX_BATCH_BODY_BYTES = MAX_BATCH_JOBS * MAX_BODY_BYTES
+BATCH_FIELDS = ("jobs",)
+BATCH_ITEM_FIELDS = (*JOB_FIELDS, "idempotency_key")
+
+
+class BatchItem(NamedTuple):
+    """One valid item of a POST /jobs/batch body: its job (kind, input and when it runs, as
+    a POST /jobs body says them) and its Idempotency-Key as sent (checked by the service,
+    scoped to the client)."""
+
+    request: JobRequest
+    idempotency_key: str | None = None
+
+
+def parse_batch_request(
+    raw: bytes | str, settings: Settings, now: Callable[[], datetime] = utc_now
+) -> list[BatchItem | InvalidRequest]:
+    """Parse ``{"jobs": [item, ...]}``: one entry per item, in order, the item or the 400
+    that item alone earns (its message starts with the item's JSON pointer, as in
+    "/jobs/3/input/n: must be >= 0."). An item is validated exactly as a POST /jobs body
+    (``parse_job_request``), plus ``run_at``/``delay_seconds`` and ``idempotency_key``.
+
+    The whole body is refused (a RequestError, nothing made) when it is not a JSON object
+    with only ``jobs``, a list of 1 to MAX_BATCH_JOBS entries (400), or is over
+    MAX_BATCH_BODY_BYTES (413).
+    """
+    body = _bounded(raw, MAX_BATCH_BODY_BYTES)
+    payload = _loads(body) if body.strip() else None
+    if not isinstance(payload, dict):
+        raise InvalidRequest(
+            "body_not_object",
+            'The body must be a JSON object like {"jobs": [{"kind": "heavyLoad", '
+            '"input": {"n": 1000}}]}.',
+        )
+    unknown = sorted(set(payload) - set(BATCH_FIELDS))
+    if unknown:
+        raise InvalidRequest(
+            "unknown_field",
+            f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(BATCH_FIELDS)}.",
+        )
+    jobs = payload.get("jobs")
+    if not isinstance(jobs, list):
+        shown = "missing" if jobs is None and "jobs" not in payload else _json_type(jobs)
+        raise InvalidRequest("invalid_jobs", f"/jobs must be an array of jobs, got {shown}.")
+    if not 1 <= len(jobs) <= MAX_BATCH_JOBS:
+        raise InvalidRequest(
+            "invalid_jobs",
+            f"/jobs has {len(jobs)} jobs; a batch has 1 to {MAX_BATCH_JOBS}.",
+        )
+    items: list[BatchItem | InvalidRequest] = []
+    for index, item in enumerate(jobs):
+        try:
+            items.append(_batch_item(item, f"/jobs/{index}", settings, now))
+        except InvalidRequest as error:
+            items.append(error)
+    return items
+
+
+def _batch_item(item: Any, at: str, settings: Settings, now: Callable[[], datetime]) -> BatchItem:
+    # An error about the item as a whole names it inside its message, never first: a
+    # message that starts with "/jobs/3" reads as a link to GET /jobs/{job_id}.
+    if not isinstance(item, dict):
+        raise InvalidRequest(
+            "item_not_object", f"Each job must be an object; {at} is {_json_type(item)}."
+        )
+    unknown = sorted(set(item) - set(BATCH_ITEM_FIELDS))
+    if unknown:
+        allowed = ", ".join(BATCH_ITEM_FIELDS)
+        raise InvalidRequest(
+            "unknown_field",
+            f"Unknown field(s) in {at}: {', '.join(unknown)}. Allowed: {allowed}.",
+        )
+    key = item.get("idempotency_key")
+    if key is not None and not isinstance(key, str):
+        raise InvalidRequest(
+            "invalid_idempotency_key",
+            f"{at}/idempotency_key: must be a string, got {_json_type(key)}.",
+        )
+    return BatchItem(_kind_and_input(item, settings, now, at), key)
+
+
+def _kind_and_input(
+    payload: dict[str, Any], settings: Settings, now: Callable[[], datetime], at: str = ""
+) -> JobRequest:
+    """The kind, validated input and run_at (``parse_run_at``) of a POST /jobs body or of
+    a batch item at JSON pointer ``at`` (whose errors then start with that pointer)."""
     name = payload.get("kind")
     kind = KINDS.get(name) if isinstance(name, str) else None
     if kind is None:
         shown = "no kind" if name is None else f"Unknown kind {_shown(name)}"
-        raise InvalidRequest("unknown_kind", f"{shown}. Kinds: {', '.join(sorted(KINDS))}.")
-    input = validate_input(kind, payload.get("input", {}), settings)
-    return JobRequest(kind.name, input, parse_run_at(payload, settings, now))
+        message = f"{shown}. Kinds: {', '.join(sorted(KINDS))}."
+        raise InvalidRequest("unknown_kind", f"{at}/kind: {message}" if at else message)
+    input = validate_input(kind, payload.get("input", {}), settings, at)
+    try:
+        run_at = parse_run_at(payload, settings, now)
+    except InvalidRequest as error:
+        if not at:
+            raise
+        field = "delay_seconds" if "delay_seconds" in payload else "run_at"
+        message = error.message.removeprefix(f"{field} ")
+        raise InvalidRequest(error.code, f"{at}/{field}: {message}") from None
+    return JobRequest(kind.name, input, run_at)
 
 
 # RFC 3339's date-time (section 5.6): a full date and time with seconds, an optional
@@ -171,49 +278,52 @@ def _beyond_retention(retention: timedelta) -> InvalidRequest:
     )
 
 
-def validate_input(kind: Kind[Any, Any], raw: Any, settings: Settings) -> dict[str, Any]:
+def validate_input(
+    kind: Kind[Any, Any], raw: Any, settings: Settings, at: str = ""
+) -> dict[str, Any]:
     """``raw`` checked against the kind's declared fields, defaults filled in; 400
-    invalid_input naming the first wrong field."""
+    invalid_input naming the first wrong field (``at``: the pointer of the object that
+    holds the input, empty for a POST /jobs body)."""
     if not isinstance(raw, dict):
-        raise _invalid("", f"must be an object, got {_json_type(raw)}")
+        raise _invalid(at, "", f"must be an object, got {_json_type(raw)}")
     fields = kind.fields(settings)
     unknown = sorted(set(raw) - {f.name for f in fields})
     if unknown:
         allowed = ", ".join(f.name for f in fields) or "none"
-        raise _invalid(f"/{_escape(unknown[0])}", f"unknown field (fields: {allowed})")
+        raise _invalid(at, f"/{_escape(unknown[0])}", f"unknown field (fields: {allowed})")
     values: dict[str, Any] = {}
     for field in fields:
         if field.name in raw:
-            values[field.name] = _valid_value(field, raw[field.name])
+            values[field.name] = _valid_value(field, raw[field.name], at)
         elif field.required:
-            raise _invalid(f"/{_escape(field.name)}", "is required")
+            raise _invalid(at, f"/{_escape(field.name)}", "is required")
         else:
             values[field.name] = field.default
     return values
 
 
-def _valid_value(field: Field, value: Any) -> Any:
+def _valid_value(field: Field, value: Any, at: str = "") -> Any:
     where = f"/{_escape(field.name)}"
     if isinstance(value, _TooLarge):
         if field.type not in ("integer", "number"):
-            raise _invalid(where, f"must be {_TYPE_NAMES[field.type]}, got a number")
+            raise _invalid(at, where, f"must be {_TYPE_NAMES[field.type]}, got a number")
         too_large = f"must be <= {field.maximum}" if field.maximum is not None else "is too large"
-        raise _invalid(where, too_large)
+        raise _invalid(at, where, too_large)
     if not _is_json_type(value, field.type):
-        raise _invalid(where, f"must be {_TYPE_NAMES[field.type]}, got {_json_type(value)}")
+        raise _invalid(at, where, f"must be {_TYPE_NAMES[field.type]}, got {_json_type(value)}")
     if field.minimum is not None and value < field.minimum:
-        raise _invalid(where, f"must be >= {field.minimum}")
+        raise _invalid(at, where, f"must be >= {field.minimum}")
     if field.maximum is not None and value > field.maximum:
-        raise _invalid(where, f"must be <= {field.maximum}")
+        raise _invalid(at, where, f"must be <= {field.maximum}")
     if field.type == "string":
         if field.min_length is not None and len(value) < field.min_length:
-            raise _invalid(where, f"must be at least {field.min_length} characters")
+            raise _invalid(at, where, f"must be at least {field.min_length} characters")
         if field.max_length is not None and len(value) > field.max_length:
-            raise _invalid(where, f"must be at most {field.max_length} characters")
+            raise _invalid(at, where, f"must be at most {field.max_length} characters")
         if field.pattern is not None and not _matches(field.pattern, value):
-            raise _invalid(where, f"must match {field.pattern}")
+            raise _invalid(at, where, f"must match {field.pattern}")
         if field.enum is not None and value not in field.enum:
-            raise _invalid(where, f"must be one of: {', '.join(field.enum)}")
+            raise _invalid(at, where, f"must be one of: {', '.join(field.enum)}")
     return value
 
 
@@ -243,8 +353,8 @@ def _is_json_type(value: Any, type_name: str) -> bool:
     return isinstance(value, bool)
 
 
-def _invalid(pointer: str, message: str) -> InvalidRequest:
-    return InvalidRequest("invalid_input", f"/input{pointer}: {message}.")
+def _invalid(at: str, pointer: str, message: str) -> InvalidRequest:
+    return InvalidRequest("invalid_input", f"{at}/input{pointer}: {message}.")
 
 
 def _escape(name: str) -> str:
@@ -256,11 +366,11 @@ def _shown(value: Any) -> str:
     return repr(value)[:80] if isinstance(value, str) else _json_type(value)
 
 
-def _bounded(raw: bytes | str) -> bytes:
+def _bounded(raw: bytes | str, limit: int = MAX_BODY_BYTES) -> bytes:
     body = raw.encode("utf-8") if isinstance(raw, str) else raw
-    if len(body) > MAX_BODY_BYTES:
+    if len(body) > limit:
         raise PayloadTooLarge(
-            "body_too_large", f"The body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}."
+            "body_too_large", f"The body is {len(body)} bytes; the limit is {limit}."
         )
     return body
 

@@ -35,7 +35,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -57,6 +57,7 @@ from chalicelib.errors import (
     JobNotFound,
     JobNotRetryable,
     QuotaExceeded,
+    RequestError,
     StoreUnavailable,
     UnknownKey,
 )
@@ -68,6 +69,7 @@ from chalicelib.jobs import (
     epoch_ms,
     idempotency_record_id,
     is_job_id,
+    iso_utc,
     lane_of,
     later_message,
     request_fingerprint,
@@ -78,6 +80,7 @@ from chalicelib.jobs import (
 from chalicelib.kinds import KINDS
 from chalicelib.observability import Metric, count, logger
 from chalicelib.queue import MAX_DELAY_SECONDS, DelayQueue, JobQueue, delay_until
+from chalicelib.requests import BatchItem
 from chalicelib.store import END, ActiveEntry, JobTable, Position
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -180,7 +183,7 @@ def submit_job(
             return _replay(holder.job_id, holder.request_hash, fingerprint, table, now)
     created = now()
     wait = 0.0 if run_at is None else (run_at - created).total_seconds()
-    later = wait > MAX_DELAY_SECONDS or (wait > 0 and delay_queue is None)
+    later = _waits_for_release(run_at, created, delay_queue)
     job = Job.new(
         kind=kind,
         input=input,
@@ -231,6 +234,218 @@ def _check_run_at(run_at: datetime | None, now: datetime, retention: timedelta) 
             "invalid_run_at",
             f"run_at must be at most {retention.days} day(s) ahead (the stage's retention).",
         )
+
+
+class BatchResult(NamedTuple):
+    """One item's outcome in ``submit_batch``: its job (and whether an Idempotency-Key
+    returned an earlier one), or the error it alone earned."""
+
+    job: Job | None = None
+    replayed: bool = False
+    error: RequestError | StoreUnavailable | None = None
+
+
+def submit_batch(
+    items: Sequence[BatchItem | InvalidRequest],
+    table: JobTable,
+    queue: JobQueue,
+    retention: timedelta,
+    client: str = ANONYMOUS,
+    settings: Settings | None = None,
+    now: Callable[[], datetime] | None = None,
+    delay_queue: DelayQueue | None = None,
+) -> list[BatchResult]:
+    """Submit each valid item as ``submit_job`` submits one job, with DynamoDB's and SQS's
+    batch calls; one result per item, in order. An item that was already an error (the
+    parser's) stays one; no item's error stops the others.
+
+    With ``settings``, the client's quota is read once and applied item by item in order:
+    each job made counts for the items after it, and an item that would put the client
+    over gets QuotaExceeded (an item whose Idempotency-Key already holds its job gets that
+    job, as with ``submit_job``). StoreUnavailable, and nothing made, if that read fails.
+
+    Writes: an item with an Idempotency-Key is written with its key record in one
+    transaction (``create_with_key``), one item a transaction, so a key already held
+    (a replay, or a conflict) concerns that item alone; the others are written by
+    BatchWriteItem, 25 a call (``create_many``). Every record is written, due
+    (``pending_at``), before any message is sent; then the messages are sent in the
+    items' order (``send_batch``), so the jobs of one lane start in the order given.
+    An item with a ``run_at`` ahead waits as ``submit_job``'s would: its message goes to
+    ``delay_queue`` when due within SQS's longest delay, else it waits in the later
+    index, no message sent.
+
+    A job whose record is not known written, or whose message SQS did not take, is
+    failed with its key released (``fail_submission``) and its result is
+    StoreUnavailable: a retry (with the same key) makes a new job. If that failing fails
+    too (DynamoDB unavailable), the job stays queued and due, and the recovery sweep
+    sends it, as for ``submit_job``: never lost, never run twice (its deduplication id is
+    its id). A crash part-way leaves every written job sent or due for the sweep.
+    What a failure costs the jobs behind: nothing beyond the calls it takes; a send is
+    never retried out of order.
+    """
+    now = now or utc_now
+    results: list[BatchResult] = [BatchResult() for _ in items]
+    active = None if settings is None else _active_for_quota(client, table, settings)
+    made: list[tuple[int, Job, str | None]] = []  # (item index, job, key record id)
+    unkeyed: list[Job] = []
+    for index, item in enumerate(items):
+        if isinstance(item, InvalidRequest):
+            results[index] = BatchResult(error=item)
+            continue
+        try:
+            made_one = _batch_job(
+                index, item, table, retention, client, settings, active, now, delay_queue
+            )
+        except (RequestError, StoreUnavailable) as error:
+            results[index] = BatchResult(error=error)
+            continue
+        if isinstance(made_one, Submission):  # a replay
+            results[index] = BatchResult(job=made_one.job, replayed=True)
+            continue
+        job, record_id = made_one
+        if active is not None:
+            active.append(ActiveEntry(job.job_id, iso_utc(job.created_at), job.estimate_seconds))
+        if record_id is None:
+            unkeyed.append(job)
+        made.append((index, job, record_id))
+    unwritten = {job.job_id for job in table.create_many(unkeyed)}
+    unqueued: list[tuple[Job, str | None, str]] = []  # (job, key record id, why)
+    to_send: list[tuple[int, Job, str | None]] = []
+    for index, job, record_id in made:
+        if job.job_id in unwritten:
+            unqueued.append((job, None, "its record could not be written"))
+            results[index] = BatchResult(error=StoreUnavailable("BatchWriteItem failed"))
+        elif job.later:  # waits in the later index for its release: nothing to send
+            results[index] = BatchResult(job=job)
+        elif _waits(job, now()):
+            failure = _send_delayed(job, delay_queue, now)
+            if failure is not None:
+                unqueued.append((job, record_id, failure))
+            results[index] = (
+                BatchResult(job=job)
+                if failure is None
+                else BatchResult(error=StoreUnavailable(failure))
+            )
+        else:
+            to_send.append((index, job, record_id))
+    outcomes = queue.send_batch([(to_message(job), job.job_id) for _, job, _ in to_send])
+    for (index, job, record_id), failure in zip(to_send, outcomes, strict=True):
+        if failure is not None:
+            unqueued.append((job, record_id, failure))
+            results[index] = BatchResult(error=StoreUnavailable(failure))
+            continue
+        results[index] = BatchResult(job=job)
+    queued = [result.job.job_id for result in results if result.job and not result.replayed]
+    # One log line and one metric line a batch, not a pair per job: each line costs a few
+    # tenths of a millisecond, a large share of a batched job's own cost.
+    if queued:
+        logger.info("Jobs queued", job_ids=queued, client=client)
+        count(Metric.ACCEPTED, len(queued))
+    _fail_unqueued(table, unqueued, now)
+    return results
+
+
+def _batch_job(
+    index: int,
+    item: BatchItem,
+    table: JobTable,
+    retention: timedelta,
+    client: str,
+    settings: Settings | None,
+    active: list[ActiveEntry] | None,
+    now: Callable[[], datetime],
+    delay_queue: DelayQueue | None,
+) -> tuple[Job, str | None] | Submission:
+    """One batch item's new job and its key record id (the job written already when it
+    has one), or the replay its Idempotency-Key answers. RequestError for the item alone
+    (a malformed key, the quota, a key used for another request)."""
+    kind, input, run_at = item.request
+    key = None
+    if item.idempotency_key is not None:
+        try:
+            key = IdempotencyKey(item.idempotency_key, scope=client)
+        except InvalidRequest as error:
+            raise InvalidRequest(
+                error.code, f"/jobs/{index}/idempotency_key: {error.message}"
+            ) from None
+    fingerprint = request_fingerprint(kind, input) if key else None
+    record_id = None if key is None else idempotency_record_id(key.scope, key.key)
+    estimate = 1 if settings is None else estimate_seconds(kind, input, settings)
+    refusal = None
+    if settings is not None and active is not None:
+        refusal = _quota_refusal(client, active, estimate, settings)
+    if refusal is not None:
+        holder = None if record_id is None else table.key_holder(record_id, now())
+        if holder is None:
+            raise refusal
+        return _replay(holder.job_id, holder.request_hash, fingerprint, table, now)
+    created = now()
+    job = Job.new(
+        kind=kind,
+        input=input,
+        now=created,
+        retention=retention,
+        request_hash=fingerprint,
+        client=client,
+        estimate_seconds=estimate,
+        lane=choose_lane(client, kind, settings),
+        run_at=run_at,
+        later=_waits_for_release(run_at, created, delay_queue),
+    )
+    if record_id is not None:
+        holder = table.create_with_key(job, record_id, now())
+        if holder is not None:
+            return _replay(holder.job_id, holder.request_hash, fingerprint, table, now)
+    return job, record_id
+
+
+def _waits(job: Job, now: datetime) -> bool:
+    """Whether ``job`` (written, not in the later index) is due after ``now``: its
+    message goes to the delay queue rather than the job queue."""
+    return job.run_at is not None and job.run_at > now
+
+
+def _waits_for_release(
+    run_at: datetime | None, created: datetime, delay_queue: DelayQueue | None
+) -> bool:
+    """Whether a job created at ``created`` to run at ``run_at`` waits in the later index
+    (Worker.release_due): due further ahead than SQS's longest delay, or due later at all
+    when there is no delay queue to hold its message."""
+    wait = 0.0 if run_at is None else (run_at - created).total_seconds()
+    return wait > MAX_DELAY_SECONDS or (wait > 0 and delay_queue is None)
+
+
+def _send_delayed(
+    job: Job, delay_queue: DelayQueue | None, now: Callable[[], datetime]
+) -> str | None:
+    """Put a job due within SQS's longest delay on the delay queue, delayed to its
+    run_at; why not, or None once sent."""
+    assert delay_queue is not None and job.run_at is not None, "only a job due later is sent"
+    run_at_ms = epoch_ms(job.run_at)
+    try:
+        delay_queue.send(later_message(job), delay_until(run_at_ms, epoch_ms(now())))
+    except StoreUnavailable as error:
+        return f"the delay queue refused it: {error}"
+    return None
+
+
+def _fail_unqueued(
+    table: JobTable, unqueued: list[tuple[Job, str | None, str]], now: Callable[[], datetime]
+) -> None:
+    """Fail a batch's jobs that were not queued, releasing their keys (``fail_submission``:
+    nothing for a job never written). At the first failure (DynamoDB unavailable) the
+    rest are left as they are, so an outage costs one failed call, not one per job: each
+    job left stays due, and the recovery sweep sends it (logged)."""
+    for position, (job, record_id, reason) in enumerate(unqueued):
+        logger.error("Could not enqueue the job; failing it", job_id=job.job_id, reason=reason)
+        try:
+            table.fail_submission(job, SEND_FAILED, now(), record_id)
+        except StoreUnavailable:
+            left = [left_job.job_id for left_job, _, _ in unqueued[position:]]
+            logger.exception(
+                "Could not fail the jobs; the recovery sweep will send them", job_ids=left
+            )
+            return
 
 
 def _replay(
@@ -371,13 +586,30 @@ def check_quota(client: str, estimate: int, table: JobTable, settings: Settings)
     One read of the client's active jobs (``JobTable.active``, at most
     ``max_active_per_client`` entries; none when both limits are off). StoreUnavailable
     if it fails. The module docstring says what concurrent submissions can do."""
+    active = _active_for_quota(client, table, settings)
+    refusal = None if active is None else _quota_refusal(client, active, estimate, settings)
+    if refusal is not None:
+        raise refusal
+
+
+def _active_for_quota(client: str, table: JobTable, settings: Settings) -> list[ActiveEntry] | None:
+    """The client's active jobs as far as its quota needs them; None when both limits are
+    off (nothing read)."""
     max_jobs = settings.max_active_per_client
     max_seconds = settings.max_active_seconds_per_client
     if not max_jobs and not max_seconds:
-        return
+        return None
     # Without a count limit, the seconds limit still bounds the read: each entry is at
     # least one second.
-    active = table.active(client, max_jobs or max_seconds)
+    return table.active(client, max_jobs or max_seconds)
+
+
+def _quota_refusal(
+    client: str, active: list[ActiveEntry], estimate: int, settings: Settings
+) -> QuotaExceeded | None:
+    """The QuotaExceeded a new job of ``estimate`` seconds earns beside ``active``, or None."""
+    max_jobs = settings.max_active_per_client
+    max_seconds = settings.max_active_seconds_per_client
     needed = 0  # the client's oldest jobs that must finish to make room
     if max_jobs and len(active) >= max_jobs:
         needed = len(active) - max_jobs + 1
@@ -391,8 +623,8 @@ def check_quota(client: str, estimate: int, table: JobTable, settings: Settings)
             freed, count = freed + entry.estimate_seconds, count + 1
         needed = max(needed, count)
     if not needed:
-        return
-    raise QuotaExceeded(
+        return None
+    return QuotaExceeded(
         f"Client {client!r} has {len(active)} job(s) queued or running, {seconds} s of "
         f"estimated work (at most {max_jobs or 'any number of'} jobs and "
         f"{max_seconds or 'any number of'} s); retry when some have finished.",

@@ -18,7 +18,8 @@ The table also holds Idempotency-Key records (``idempotency#<sha256>``) and cont
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -103,6 +104,13 @@ _NOT_ACTIVE = "#active_key"
 _BATCH_GET_LIMIT = 100
 # Retries of a BatchGetItem's unprocessed keys (throttling) before giving up.
 _BATCH_GET_ROUNDS = 5
+# BatchWriteItem's limit on requests a call (DynamoDB API Reference, "BatchWriteItem").
+_BATCH_WRITE_LIMIT = 25
+# Calls a BatchWriteItem's unprocessed items get (throttling), the first waits before a
+# retry (doubled each time: 0.05 + 0.1 + 0.2 + 0.4 s), as the API Reference asks
+# ("we strongly recommend that you use an exponential backoff algorithm").
+_BATCH_WRITE_ROUNDS = 5
+_BATCH_WRITE_BACKOFF_SECONDS = 0.05
 # Reads of a job the migration makes while its status keeps changing under the rewrite.
 _MIGRATION_TRIES = 3
 # Queries a listing makes on one shard to fill a page while skipping expired jobs (whose
@@ -184,6 +192,50 @@ class JobTable:
         self._call(
             "put_item", Item=to_item(job), ConditionExpression="attribute_not_exists(job_id)"
         )
+
+    def create_many(
+        self, jobs: Sequence[Job], sleep: Callable[[float], None] = time.sleep
+    ) -> list[Job]:
+        """Write new jobs, _BATCH_WRITE_LIMIT a BatchWriteItem call, retrying the items
+        DynamoDB leaves unprocessed with exponential backoff; returns the jobs not known
+        to be written (empty when all were), in order.
+
+        BatchWriteItem takes no condition, so unlike ``create`` a put would replace an
+        item of the same id: each job must be new (``Job.new``: a fresh uuid4, never
+        reused). A job still unprocessed after _BATCH_WRITE_ROUNDS calls was not written;
+        a call that fails whole (StoreUnavailable) may have written any of its items, so
+        its jobs and every later one are returned, and writing stops: the caller fails
+        them (``fail_submission``, which does nothing to a job that does not exist).
+        """
+        for start in range(0, len(jobs), _BATCH_WRITE_LIMIT):
+            chunk = {job.job_id: job for job in jobs[start : start + _BATCH_WRITE_LIMIT]}
+            requests = [{"PutRequest": {"Item": to_item(job)}} for job in chunk.values()]
+            delay = _BATCH_WRITE_BACKOFF_SECONDS
+            for round in range(_BATCH_WRITE_ROUNDS):
+                if round:
+                    sleep(delay)
+                    delay *= 2
+                try:
+                    response = self._call_unscoped(
+                        "batch_write_item", RequestItems={self.table_name: requests}
+                    )
+                except StoreUnavailable:
+                    logger.exception("BatchWriteItem failed; its jobs are not known written")
+                    unwritten = {
+                        request["PutRequest"]["Item"]["job_id"]["S"] for request in requests
+                    }
+                    return [j for j in chunk.values() if j.job_id in unwritten] + list(
+                        jobs[start + _BATCH_WRITE_LIMIT :]
+                    )
+                requests = response.get("UnprocessedItems", {}).get(self.table_name, [])
+                if not requests:
+                    break
+            else:
+                unwritten = {request["PutRequest"]["Item"]["job_id"]["S"] for request in requests}
+                return [j for j in chunk.values() if j.job_id in unwritten] + list(
+                    jobs[start + _BATCH_WRITE_LIMIT :]
+                )
+        return []
 
     def create_with_key(self, job: Job, record_id: str, now: datetime) -> IdempotencyRecord | None:
         """Write the job and its Idempotency-Key record in one transaction.

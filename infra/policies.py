@@ -60,7 +60,8 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
         # PutItem (also inside TransactWriteItems): create a job and its Idempotency-Key
         # record; GetItem: read one; UpdateItem: cancel, or fail one it could not enqueue,
         # in a transaction with DeleteItem, which releases that job's Idempotency-Key;
-        # BatchGetItem: read a listing's page.
+        # BatchGetItem: read a listing's page; BatchWriteItem: create the jobs of a
+        # POST /jobs/batch.
         (
             [
                 "dynamodb:GetItem",
@@ -68,6 +69,7 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
                 "dynamodb:UpdateItem",
                 "dynamodb:DeleteItem",
                 "dynamodb:BatchGetItem",
+                "dynamodb:BatchWriteItem",
             ],
             ["TableArn"],
         ),
@@ -76,6 +78,8 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
         (["dynamodb:Query"], [*_LISTING_INDEXES, _index(ACTIVE)]),
         # GetApiKey: the name of a request's API key says which client calls.
         (["apigateway:GET"], [API_KEYS]),
+        # SendMessage also grants SendMessageBatch (a batch's messages): no action of its
+        # own exists (Amazon SQS Developer Guide, "Amazon SQS batch actions").
         (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
         # A job due within SQS's longest delay waits in the delay queue from its submission.
         (["sqs:GetQueueUrl", "sqs:SendMessage"], ["DelayQueueArn"]),

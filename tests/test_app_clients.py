@@ -371,3 +371,28 @@ def test_a_job_leaves_the_active_index_when_it_finishes(as_: Call, aws: dict[str
         TableName=aws["TableName"], Key={"job_id": {"S": job_id}}
     )["Item"]
     assert ACTIVE.partition_key not in item
+
+
+def test_a_batch_makes_the_callers_jobs_with_keys_and_quota_of_its_own(
+    as_: Call, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /jobs/batch follows the clients' rules: each job is the caller's, an item's
+    Idempotency-Key is scoped to the caller's client (alice's "k" is not bob's), and the
+    caller's quota counts the caller's jobs only."""
+    monkeypatch.setenv("JOBS_MAX_ACTIVE_PER_CLIENT", "2")
+    connections.reset()
+    job_of(as_, "bob")
+    job_of(as_, "bob")
+    items = [{"kind": "heavyLoad", "input": {"n": 5}, "idempotency_key": "k"}]
+
+    alice = as_("alice", "POST", "/jobs/batch", {"jobs": items * 3}).json_body["results"]
+    bob = as_("bob", "POST", "/jobs/batch", {"jobs": items}).json_body["results"]
+
+    # alice's three items are one request under one key: one job, replayed twice.
+    assert [r["status"] for r in alice] == [202, 202, 202]
+    assert len({r["job"]["job_id"] for r in alice}) == 1
+    assert alice[0]["job"]["client"] == "alice"
+    # bob is at his quota, and his "k" is not alice's: nothing of hers comes back.
+    assert bob[0]["status"] == 429 and bob[0]["error"]["code"] == "quota_exceeded"
+    job_id = alice[0]["job"]["job_id"]
+    assert as_("bob", "GET", f"/jobs/{job_id}").status_code == 404

@@ -10,7 +10,9 @@ from chalice.test import Client
 
 from chalicelib.config import Settings
 from chalicelib.jobs import Job, utc_now
+from chalicelib.kinds import KINDS
 from chalicelib.openapi import KEYED_OPERATIONS, document
+from chalicelib.requests import BATCH_ITEM_FIELDS, MAX_BATCH_JOBS
 from tests.chalicelib.test_config import REQUIRED
 
 
@@ -168,3 +170,19 @@ def test_the_document_declares_clients_isolation_and_quotas() -> None:
         assert "unknown_key" in responses["403"]["description"]
         assert "429" in responses
     assert "quota_exceeded" in keyed["/jobs"]["post"]["responses"]["429"]["description"]
+
+
+def test_the_batch_route_documents_its_items_limits_and_per_item_results() -> None:
+    doc = document(Settings.from_mapping(REQUIRED))
+    operation = doc["paths"]["/jobs/batch"]["post"]
+    assert set(operation["responses"]) >= {"207", "400", "413"}
+    schemas = doc["components"]["schemas"]
+    jobs = schemas["BatchRequest"]["properties"]["jobs"]
+    assert (jobs["minItems"], jobs["maxItems"]) == (1, MAX_BATCH_JOBS)
+    # Each kind's item is its POST /jobs body plus when and an Idempotency-Key.
+    for name in KINDS:
+        item = schemas[f"{name}RequestBatchItem"]
+        body = schemas[f"{name}Request"]
+        assert set(item["properties"]) == set(body["properties"]) | set(BATCH_ITEM_FIELDS)
+        assert item["additionalProperties"] is False
+    assert set(BATCH_ITEM_FIELDS) >= {"kind", "input", "run_at", "idempotency_key"}

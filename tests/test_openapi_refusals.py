@@ -26,6 +26,7 @@ def test_every_state_changing_operation_declares_the_cross_site_refusal(keyed: b
     assert set(changing) == {
         "POST /heavy",
         "POST /jobs",
+        "POST /jobs/batch",
         "POST /jobs/{job_id}/cancel",
         "POST /jobs/{job_id}/retry",
     }

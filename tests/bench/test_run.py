@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import burst, coldstart, growth, lanes, later, report
+from bench import bulk, burst, coldstart, growth, lanes, later, report
 from bench import run as bench_run
 from bench.sizes import SMOKE
 from bench.stack import BenchStack
@@ -93,8 +93,15 @@ def test_a_shared_stack_that_fails_fails_its_figures_only(
         raise RuntimeError("the shared stack did not start")
 
     monkeypatch.setattr(BenchStack, "running", stack_down)
-    stand_ins = ((coldstart, "figure_6"), (burst, "figure_8"), (growth, "figure_9"))
-    for module, name in (*stand_ins, (lanes, "figure_10"), (later, "figure_11")):
+    alone = (
+        (coldstart, "figure_6"),
+        (burst, "figure_8"),
+        (growth, "figure_9"),
+        (lanes, "figure_10"),
+        (later, "figure_11"),
+        (bulk, "figure_12"),
+    )
+    for module, name in alone:
         monkeypatch.setattr(module, name, measured(name.removeprefix("figure_")))
 
     figures = bench_run.measure(tmp_path, SMOKE)

@@ -173,3 +173,25 @@ def test_the_stage_is_read_when_a_metric_is_emitted_not_at_import(
         assert found == dimensions(stage)
         emitted.append(found)
     assert emitted[0] != emitted[1]
+
+
+def test_a_batch_logs_and_counts_its_queued_jobs_once(
+    client: Client,
+    capsys: pytest.CaptureFixture[str],
+    log_buffer: io.StringIO,
+) -> None:
+    lines(capsys, log_buffer)
+    items = [{"kind": "heavyLoad", "input": {"n": n}} for n in (1, -1, 2)]
+    results = client.http.post(
+        "/jobs/batch",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps({"jobs": items}).encode(),
+    ).json_body["results"]
+
+    records = lines(capsys, log_buffer)
+    logs = [r for r in records if "_aws" not in r]
+    assert [r["message"] for r in logs] == ["Jobs queued"]
+    assert logs[0]["job_ids"] == [results[0]["job"]["job_id"], results[2]["job"]["job_id"]]
+    assert metric_names(records) == [Metric.ACCEPTED]
+    (metric,) = [r for r in records if "_aws" in r]
+    assert metric[Metric.ACCEPTED] == [2]

@@ -259,6 +259,9 @@ def test_each_function_gets_a_least_privilege_policy(
     assert "sqs:SendMessage" in grants["api_handler"]
     # Failing a submission releases its Idempotency-Key in the same transaction.
     assert "dynamodb:DeleteItem" in grants["api_handler"]
+    # POST /jobs/batch writes its jobs with BatchWriteItem (its SendMessageBatch is
+    # granted by SendMessage).
+    assert "dynamodb:BatchWriteItem" in grants["api_handler"]
     assert "dynamodb:Scan" not in set().union(*grants.values())  # listings use indexes
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= grants["process_job"]
     assert "sqs:ChangeMessageVisibility" in grants["process_job"]  # the message hold
