@@ -36,6 +36,13 @@ LOST_AFTER = "JOBS_LOST_AFTER_SECONDS"
 CLAIM_BACKOFF_CAP = "JOBS_CLAIM_BACKOFF_CAP_SECONDS"
 MAX_ACTIVE_PER_CLIENT = "JOBS_MAX_ACTIVE_PER_CLIENT"
 MAX_ACTIVE_SECONDS_PER_CLIENT = "JOBS_MAX_ACTIVE_SECONDS_PER_CLIENT"
+MAX_SCHEDULES_PER_CLIENT = "JOBS_MAX_SCHEDULES_PER_CLIENT"
+# Where the stage's EventBridge Scheduler schedules live and what they invoke (the stack's
+# outputs; chalicelib.scheduler).
+SCHEDULE_GROUP = "JOBS_SCHEDULE_GROUP"
+SCHEDULE_TARGET_ARN = "JOBS_SCHEDULE_TARGET_ARN"
+SCHEDULER_ROLE_ARN = "JOBS_SCHEDULER_ROLE_ARN"
+SCHEDULE_DEAD_LETTER_ARN = "JOBS_SCHEDULE_DEAD_LETTER_ARN"
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,15 @@ class Settings:
     # benchmarks that queue thousands of jobs on purpose).
     max_active_per_client: int = 100
     max_active_seconds_per_client: int = 3600
+    # The most recurring schedules a client may have (POST /schedules; 0: no limit).
+    max_schedules_per_client: int = 100
+    # EventBridge Scheduler's group of the stage, the firing function, the role the
+    # Scheduler assumes to invoke it, and the dead-letter queue of fires it gave up on
+    # (empty where the stack has none: creating a schedule then fails with 503).
+    schedule_group: str = ""
+    schedule_target_arn: str = ""
+    scheduler_role_arn: str = ""
+    schedule_dead_letter_arn: str = ""
 
     @property
     def message_hold_seconds(self) -> int:
@@ -166,6 +182,13 @@ class Settings:
             max_active_seconds_per_client=_int(
                 env, MAX_ACTIVE_SECONDS_PER_CLIENT, cls.max_active_seconds_per_client, minimum=0
             ),
+            max_schedules_per_client=_int(
+                env, MAX_SCHEDULES_PER_CLIENT, cls.max_schedules_per_client, minimum=0
+            ),
+            schedule_group=env.get(SCHEDULE_GROUP, "").strip(),
+            schedule_target_arn=env.get(SCHEDULE_TARGET_ARN, "").strip(),
+            scheduler_role_arn=env.get(SCHEDULER_ROLE_ARN, "").strip(),
+            schedule_dead_letter_arn=env.get(SCHEDULE_DEAD_LETTER_ARN, "").strip(),
         )
         if settings.default_n > settings.max_n:
             raise SettingsError(

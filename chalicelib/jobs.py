@@ -12,6 +12,7 @@ Item layout (one item per job, key ``job_id``)::
     state                                                         the checkpoint (JSON text)
     result error started_at finished_at last_error request_hash   (when set)
     retry_of                                                      the job this one retries
+    schedule                                                      the schedule that made it
     owner lease_until                                             a run's lease (running only)
     resume redrives                                               re-delivery bookkeeping
     expires_at                                                    TTL (epoch seconds)
@@ -280,6 +281,8 @@ class Job:
     # Its kind's estimate of its run time, whole seconds, as the job was submitted: what
     # it counts towards its client's quota of active work while it is queued or running.
     estimate_seconds: int = 1
+    # The name of the client's schedule whose fire made it (chalicelib.schedules).
+    schedule: str | None = None
 
     @classmethod
     def new(
@@ -293,6 +296,7 @@ class Job:
         retry_of: str | None = None,
         client: str = ANONYMOUS,
         estimate_seconds: int = 1,
+        schedule: str | None = None,
     ) -> Job:
         """A queued job with a fresh, unguessable id (uuid4: 122 random bits), its message
         due now. ``input`` is the validated input; ``n`` is short for heavyLoad's
@@ -315,6 +319,7 @@ class Job:
             retry_of=retry_of,
             client=client,
             estimate_seconds=estimate_seconds,
+            schedule=schedule,
         )
 
     @property
@@ -346,6 +351,7 @@ class Job:
             "started_at": iso_utc(self.started_at),
             "finished_at": iso_utc(self.finished_at),
             "client": self.client,
+            "schedule": self.schedule,
         }
         if self.retry_of is not None:
             body["retry_of"] = self.retry_of
@@ -424,6 +430,7 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
         "request_hash": None if job.request_hash is None else {"S": job.request_hash},
         "redrives": {"N": str(job.redrives)} if job.redrives else None,
         "retry_of": None if job.retry_of is None else {"S": job.retry_of},
+        "schedule": None if job.schedule is None else {"S": job.schedule},
     }
     item.update({name: value for name, value in optional.items() if value is not None})
     item.update(derived_attributes(job))
@@ -477,6 +484,7 @@ def from_item(item: dict[str, dict[str, Any]]) -> Job:
         retry_of=s("retry_of"),
         client=s("client") or ANONYMOUS,
         estimate_seconds=num(ESTIMATE_SECONDS) or 1,
+        schedule=s("schedule"),
     )
 
 

@@ -49,6 +49,8 @@ _LISTING_INDEXES = [
 # API Gateway's API keys of the account and region: a key's id is not known before it is
 # made, so the grant names the key collection's children (GetApiKey only: apigateway:GET).
 API_KEYS = "ApiKeysArn"
+# The stage's EventBridge Scheduler schedules: every schedule of its group.
+SCHEDULES = "SchedulesArn"
 # The event source mapping polls with the function's role.
 _POLL = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
 
@@ -75,6 +77,36 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
         (["dynamodb:Query"], [*_LISTING_INDEXES, _index(ACTIVE)]),
         # GetApiKey: the name of a request's API key says which client calls.
         (["apigateway:GET"], [API_KEYS]),
+        (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
+        # POST/DELETE /schedules, pause, resume: the user schedule's EventBridge Scheduler
+        # schedule, in the stage's group only; PassRole: each names the role the
+        # Scheduler assumes to invoke the firing function.
+        (
+            [
+                "scheduler:CreateSchedule",
+                "scheduler:UpdateSchedule",
+                "scheduler:DeleteSchedule",
+                "scheduler:GetSchedule",
+            ],
+            [SCHEDULES],
+        ),
+        (["iam:PassRole"], ["SchedulerRoleArn"]),
+    ],
+    "fire_schedule": [
+        # GetItem: the schedule's record; PutItem, in a transaction: the fire's job and its
+        # Idempotency-Key record; UpdateItem: the schedule's last_error, or a job it could
+        # not enqueue, failed with DeleteItem of its key (as the API's submission).
+        (
+            [
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+            ],
+            ["TableArn"],
+        ),
+        # Query: the client's active jobs (its quota).
+        (["dynamodb:Query"], [_index(ACTIVE)]),
         (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
     ],
     "process_job": [
@@ -128,10 +160,14 @@ def resource_arns(outputs: Mapping[str, str]) -> dict[str, str]:
     # API Gateway's ARNs carry no account ("Actions, resources, and condition keys for
     # Amazon API Gateway Management": arn:${Partition}:apigateway:${Region}::/apikeys/${ApiKeyId}).
     api_keys = f"arn:{partition}:apigateway:{region}::/apikeys/*"
+    account = outputs["QueueArn"].split(":")[4]
+    group = outputs["ScheduleGroupName"]
+    schedules = f"arn:{partition}:scheduler:{region}:{account}:schedule/{group}/*"
     return {
         **outputs,
         **{_index(s): f"{table}/index/{s.name}" for s in INDEXES},
         API_KEYS: api_keys,
+        SCHEDULES: schedules,
     }
 
 
