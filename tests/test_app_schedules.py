@@ -243,3 +243,11 @@ def test_a_fire_of_a_deleted_schedule_makes_no_job(as_: Call, app_module: Any) -
     as_("alice", "DELETE", "/schedules/nightly")
     assert fire(app_module, "alice", "nightly", "2030-01-01T01:00:00Z") == {"job_id": None}
     assert jobs_of(as_, "alice") == []
+
+
+def test_the_documented_schedule_is_the_representation(as_: Call) -> None:
+    from chalicelib.openapi import document
+
+    schema = document(get_settings())["components"]["schemas"]["Schedule"]
+    body = as_("alice", "POST", "/schedules", NIGHTLY).json_body
+    assert set(body) == set(schema["required"]) == set(schema["properties"])

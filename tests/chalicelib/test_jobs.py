@@ -59,6 +59,7 @@ def test_item_round_trip_keeps_every_field() -> None:
         retry_of="6f9619ff-8b86-4011-b42d-00c04fc964ff",
         client="alice",
         estimate_seconds=42,
+        schedule="nightly",
     )
     defaults = {f.name for f in dataclasses.fields(Job) if getattr(job, f.name) == f.default}
     assert defaults == {"pending_at"}  # every other field is set: the trip keeps it
