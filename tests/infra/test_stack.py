@@ -316,9 +316,7 @@ def test_job_records_expire_through_the_table_ttl() -> None:
         stack.apply(cfn, "heavy-jobs-ttl", PARAMS)
         resources = cfn.describe_stack_resources(StackName="heavy-jobs-ttl")
     # (moto lists the schedule group, a type its CloudFormation skips, without an id.)
-    table = next(
-        r for r in resources["StackResources"] if r.get("LogicalResourceId") == "JobTable"
-    )
+    table = next(r for r in resources["StackResources"] if r.get("LogicalResourceId") == "JobTable")
     assert table["ResourceStatus"] == "CREATE_COMPLETE"
     # moto ignores TimeToLiveSpecification, so check the template's own declaration.
     body = cfn_template_resource("JobTable")
