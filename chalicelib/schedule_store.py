@@ -3,8 +3,7 @@
 Item layout (none carries a job's index keys, so no listing or quota reads them)::
 
     schedule#<sha256(client, name)>   one schedule: name client kind input expression
-                                      timezone state created_at resumed_at definition
-                                      last_error
+                                      timezone state created_at resumed_at last_error
     schedules#<client>                the client's schedule names (a string set, ``names``)
     control#schedule-clients          the clients that ever had a schedule (``clients``)
 

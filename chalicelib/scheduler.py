@@ -5,11 +5,13 @@ Each AWS schedule evaluates the user's expression in its time zone
 (pause, resume), and invokes the app's firing function (``fire_schedule`` in app.py) with
 an Input naming the client, the schedule and ``<aws.scheduler.scheduled-time>``, the fire
 time EventBridge Scheduler substitutes. The target has a retry policy and a dead-letter
-queue. EventBridge Scheduler delivers each invocation at least once ("Configuring a
-dead-letter queue" and "Schedule types in EventBridge Scheduler", EventBridge Scheduler
-User Guide: a target may be invoked more than once for one fire, and a failed invocation
-is retried within the retry policy), so the firing function makes each fire time submit
-one job whatever arrives (chalicelib.service.fire_schedule).
+queue: EventBridge Scheduler retries a failed invocation within the policy, then sends it
+to the queue ("Managing a schedule in EventBridge Scheduler", "Configuring a schedule's
+dead-letter queue in EventBridge Scheduler", EventBridge Scheduler User Guide). It
+promises no exactly-once delivery, and a firing function that made the job and then
+failed is invoked again for the same fire, so delivery is taken as at least once: the
+firing function makes each fire time submit one job whatever arrives
+(chalicelib.schedule_service.fire).
 
 AWS schedule names are derived (``aws_name``): a client's name and a schedule's name
 together can exceed EventBridge Scheduler's 64 characters. Every call is safe to repeat:

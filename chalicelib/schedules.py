@@ -14,9 +14,9 @@ exist (the hour skipped in spring) fires nothing, and a local time that occurs t
 hour repeated in autumn) fires once, at its first occurrence. A rate is a fixed duration
 (a day is 24 hours), counted from the schedule's start whatever the clock shows.
 
-On AWS, EventBridge Scheduler fires each schedule and delivers each invocation at least
-once (so the same fire may arrive twice); ``chalicelib.service.fire_schedule`` makes each
-fire time submit one job whatever arrives. The local stack's emulation
+On AWS, EventBridge Scheduler fires each schedule, at least once per fire time (a failed
+invocation is retried: chalicelib/scheduler.py); ``chalicelib.schedule_service.fire`` makes
+each fire time submit one job whatever arrives. The local stack's emulation
 (infra/event_source/scheduler.py) computes fire times with this module.
 """
 
