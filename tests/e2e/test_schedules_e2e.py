@@ -34,7 +34,7 @@ def test_a_schedule_fires_on_the_local_stack(make_stack: Callable[..., Stack]) -
         jobs = scheduled_jobs(stack, "hourly")
         return jobs if jobs and all(job["status"] == "succeeded" for job in jobs) else None
 
-    jobs = wait_for(fired, 30, lambda: f"no job of the schedule; log:\n{stack.log[-4000:]}")
+    jobs = wait_for(fired, 60, lambda: f"no job of the schedule; log:\n{stack.log[-4000:]}")
     assert len(jobs) == 1
     assert jobs[0]["client"] == "anonymous" and jobs[0]["input"] == {"n": 1000}
     assert stack.log.count("function=heavy-jobs-local-fire_schedule") == 1
