@@ -538,6 +538,7 @@ _CLIENT_PARAMETER = {
     "description": "The operator's choice of client (ignored for any other caller).",
 }
 _SCHEDULE_NOT_FOUND = "No such schedule, or another client's (the same answer)."
+_BAD_CLIENT = "A malformed ?client= (invalid_client)."
 
 
 def _schedule_paths() -> dict[str, Any]:
@@ -550,6 +551,7 @@ def _schedule_paths() -> dict[str, Any]:
             "parameters": [_SCHEDULE_NAME_PARAMETER, _CLIENT_PARAMETER],
             "responses": {
                 "200": schedule,
+                "400": _error(_BAD_CLIENT),
                 "404": _error(_SCHEDULE_NOT_FOUND),
                 "415": {"description": "An unsupported Content-Type."},
                 "503": unavailable,
@@ -600,6 +602,7 @@ def _schedule_paths() -> dict[str, Any]:
                 "parameters": [_SCHEDULE_NAME_PARAMETER, _CLIENT_PARAMETER],
                 "responses": {
                     "200": schedule,
+                    "400": _error(_BAD_CLIENT),
                     "404": _error(_SCHEDULE_NOT_FOUND),
                     "503": unavailable,
                 },
@@ -609,6 +612,7 @@ def _schedule_paths() -> dict[str, Any]:
                 "parameters": [_SCHEDULE_NAME_PARAMETER, _CLIENT_PARAMETER],
                 "responses": {
                     "204": {"description": "Deleted."},
+                    "400": _error(_BAD_CLIENT),
                     "404": _error(_SCHEDULE_NOT_FOUND),
                     "503": unavailable,
                 },

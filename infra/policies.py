@@ -49,7 +49,7 @@ _LISTING_INDEXES = [
 # API Gateway's API keys of the account and region: a key's id is not known before it is
 # made, so the grant names the key collection's children (GetApiKey only: apigateway:GET).
 API_KEYS = "ApiKeysArn"
-# The stage's EventBridge Scheduler schedules: every schedule of its group.
+# The stage's EventBridge Scheduler schedules: every schedule of its group (an output).
 SCHEDULES = "SchedulesArn"
 # The event source mapping polls with the function's role.
 _POLL = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
@@ -160,14 +160,10 @@ def resource_arns(outputs: Mapping[str, str]) -> dict[str, str]:
     # API Gateway's ARNs carry no account ("Actions, resources, and condition keys for
     # Amazon API Gateway Management": arn:${Partition}:apigateway:${Region}::/apikeys/${ApiKeyId}).
     api_keys = f"arn:{partition}:apigateway:{region}::/apikeys/*"
-    account = outputs["QueueArn"].split(":")[4]
-    group = outputs["ScheduleGroupName"]
-    schedules = f"arn:{partition}:scheduler:{region}:{account}:schedule/{group}/*"
     return {
         **outputs,
         **{_index(s): f"{table}/index/{s.name}" for s in INDEXES},
         API_KEYS: api_keys,
-        SCHEDULES: schedules,
     }
 
 

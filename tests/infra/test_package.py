@@ -99,12 +99,22 @@ def test_package_policies_name_the_packaged_stack_in_any_account(
                     assert resource == {
                         "Fn::Sub": "arn:${AWS::Partition}:apigateway:${AWS::Region}::/apikeys/*"
                     }
+                elif statement["Action"][0].startswith("scheduler:"):  # the stage's group
+                    assert resource == {
+                        "Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:"
+                        f"${{AWS::AccountId}}:schedule/{template_group(template)}/*"
+                    }
                 elif statement["Sid"] == "OwnLogs":
                     assert resource["Fn::Sub"].startswith(
                         "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
                     )
                 else:
                     assert refers_to(resource) in stack_resources
+
+
+def template_group(template: dict[str, Any]) -> str:
+    """The packaged stack's schedule group name."""
+    return str(template["Resources"]["ScheduleGroup"]["Properties"]["Name"])
 
 
 def refers_to(resource: Any) -> str:
