@@ -191,8 +191,10 @@ def test_get_job_reports_every_field(client: Client) -> None:
         "started_at",
         "finished_at",
         "client",
+        "schedule",
     }
     assert body["client"] == "anonymous"  # a stage without keys: every caller's jobs
+    assert body["schedule"] is None  # submitted, not made by a schedule
     assert body["progress"] == 0 and body["attempts"] == 0
     assert body["result"] is None and body["error"] is None
     assert body["created_at"].endswith("Z") and body["started_at"] is None
