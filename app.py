@@ -8,7 +8,7 @@ from typing import Any
 
 from chalice.app import Chalice, Rate, Request, Response, SQSRecord
 
-from chalicelib import connections, dashboard, openapi, origins, service
+from chalicelib import connections, dashboard, openapi, origins, schedule_service, service
 from chalicelib.clients import ANONYMOUS_CALLER, Caller
 from chalicelib.config import (
     Settings,
@@ -19,7 +19,7 @@ from chalicelib.config import (
     queue_name_at_import,
 )
 from chalicelib.errors import QuotaExceeded, RequestError, StoreUnavailable
-from chalicelib.jobs import Job
+from chalicelib.jobs import Job, utc_now
 from chalicelib.observability import continue_trace, logger, received_trace_header
 from chalicelib.queue import Delivery
 from chalicelib.requests import (
@@ -29,6 +29,7 @@ from chalicelib.requests import (
     parse_job_request,
     parse_prefer,
 )
+from chalicelib.schedules import ENABLED, PAUSED
 
 app = Chalice(app_name="heavy-jobs")
 
@@ -264,6 +265,108 @@ def retry_job(job_id: str) -> Response:
     status_url = _external_url(f"/jobs/{job.job_id}")
     headers = _accepted_headers(job, status_url, settings)
     return Response(status_code=202, body=job.to_api(), headers={**headers})
+
+
+@app.route(
+    "/schedules",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    api_key_required=KEY_REQUIRED,
+)
+def create_schedule() -> Response:
+    try:
+        schedule, created = schedule_service.create(
+            _current_request().raw_body,
+            _caller(),
+            connections.schedule_table(),
+            connections.scheduler(),
+            get_settings(),
+        )
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    location = _external_url(f"/schedules/{schedule.name}")
+    return Response(
+        status_code=201 if created else 200,
+        body=schedule.to_api(utc_now()),
+        headers={"Location": location},
+    )
+
+
+@app.route("/schedules", methods=["GET"], api_key_required=KEY_REQUIRED)
+def list_schedules() -> Response:
+    try:
+        schedules = schedule_service.listing(
+            _caller(), _query_params(), connections.schedule_table()
+        )
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    now = utc_now()
+    return Response(status_code=200, body={"schedules": [s.to_api(now) for s in schedules]})
+
+
+@app.route("/schedules/{name}", methods=["GET", "DELETE"], api_key_required=KEY_REQUIRED)
+def schedule(name: str) -> Response:
+    request = _current_request()
+    try:
+        client = schedule_service.owner(_caller(), _query_params())
+        if request.method == "DELETE":
+            schedule_service.delete(
+                name, client, connections.schedule_table(), connections.scheduler()
+            )
+            return Response(status_code=204, body="")
+        found = schedule_service.get(name, client, connections.schedule_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body=found.to_api(utc_now()))
+
+
+@app.route(
+    "/schedules/{name}/pause",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    api_key_required=KEY_REQUIRED,
+)
+def pause_schedule(name: str) -> Response:
+    return _set_schedule_state(name, PAUSED)
+
+
+@app.route(
+    "/schedules/{name}/resume",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    api_key_required=KEY_REQUIRED,
+)
+def resume_schedule(name: str) -> Response:
+    return _set_schedule_state(name, ENABLED)
+
+
+def _set_schedule_state(name: str, state: str) -> Response:
+    try:
+        client = schedule_service.owner(_caller(), _query_params())
+        schedule = schedule_service.set_state(
+            name, client, state, connections.schedule_table(), connections.scheduler()
+        )
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body=schedule.to_api(utc_now()))
+
+
+@app.lambda_function()
+def fire_schedule(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Submit the job of one fire of a schedule; EventBridge Scheduler invokes it with the
+    target's Input (chalicelib.scheduler). Each fire time submits one job, however often
+    it is delivered (chalicelib.schedule_service.fire). An AWS failure raises: EventBridge
+    Scheduler retries the fire within the target's retry policy, then sends it to the
+    schedules' dead-letter queue. It costs the jobs behind it nothing: no job of the
+    fire is queued until it succeeds."""
+    job = schedule_service.fire(
+        event,
+        connections.schedule_table(),
+        connections.job_table(),
+        connections.job_queue(),
+        get_settings(),
+    )
+    return {"job_id": None if job is None else job.job_id}
 
 
 @app.on_sqs_message(queue=queue_name_at_import(), batch_size=1)

@@ -42,6 +42,13 @@ LANES = "JOBS_LANES"
 LANE_KEY = "JOBS_LANE_KEY"
 # What a job's lane is chosen by: its client (the default) or its kind.
 LANE_KEYS = ("client", "kind")
+MAX_SCHEDULES_PER_CLIENT = "JOBS_MAX_SCHEDULES_PER_CLIENT"
+# Where the stage's EventBridge Scheduler schedules live and what they invoke (the stack's
+# outputs; chalicelib.scheduler).
+SCHEDULE_GROUP = "JOBS_SCHEDULE_GROUP"
+SCHEDULE_TARGET_ARN = "JOBS_SCHEDULE_TARGET_ARN"
+SCHEDULER_ROLE_ARN = "JOBS_SCHEDULER_ROLE_ARN"
+SCHEDULE_DEAD_LETTER_ARN = "JOBS_SCHEDULE_DEAD_LETTER_ARN"
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,15 @@ class Settings:
     # (chalicelib.jobs.lane_of). 1: every job in one lane.
     lanes: int = 1
     lane_key: str = "client"
+    # The most recurring schedules a client may have (POST /schedules; 0: no limit).
+    max_schedules_per_client: int = 100
+    # EventBridge Scheduler's group of the stage, the firing function, the role the
+    # Scheduler assumes to invoke it, and the dead-letter queue of fires it gave up on
+    # (empty where the stack has none: creating a schedule then fails with 503).
+    schedule_group: str = ""
+    schedule_target_arn: str = ""
+    scheduler_role_arn: str = ""
+    schedule_dead_letter_arn: str = ""
 
     @property
     def message_hold_seconds(self) -> int:
@@ -180,6 +196,13 @@ class Settings:
             ),
             lanes=_int(env, LANES, cls.lanes, minimum=1),
             lane_key=env.get(LANE_KEY, "").strip() or cls.lane_key,
+            max_schedules_per_client=_int(
+                env, MAX_SCHEDULES_PER_CLIENT, cls.max_schedules_per_client, minimum=0
+            ),
+            schedule_group=env.get(SCHEDULE_GROUP, "").strip(),
+            schedule_target_arn=env.get(SCHEDULE_TARGET_ARN, "").strip(),
+            scheduler_role_arn=env.get(SCHEDULER_ROLE_ARN, "").strip(),
+            schedule_dead_letter_arn=env.get(SCHEDULE_DEAD_LETTER_ARN, "").strip(),
         )
         if settings.lane_key not in LANE_KEYS:
             raise SettingsError(

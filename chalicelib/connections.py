@@ -25,6 +25,8 @@ from botocore.config import Config
 from chalicelib.api_keys import ApiKeys
 from chalicelib.config import WORKER_CLIENT_BOUNDS, ClientBounds, get_settings
 from chalicelib.queue import DelayQueue, JobQueue
+from chalicelib.schedule_store import ScheduleTable
+from chalicelib.scheduler import Scheduler, SchedulerTarget
 from chalicelib.store import JobTable
 
 if TYPE_CHECKING:
@@ -86,6 +88,25 @@ def api_keys() -> ApiKeys:
 
 
 @lru_cache(maxsize=1)
+def schedule_table() -> ScheduleTable:
+    """The API's and the firing function's adapter of the schedules' records."""
+    return ScheduleTable(_client("dynamodb", API_CLIENT_CONFIG), get_settings().table_name)
+
+
+@lru_cache(maxsize=1)
+def scheduler() -> Scheduler:
+    """The API's EventBridge Scheduler adapter, on the stage's group and target."""
+    settings = get_settings()
+    target = SchedulerTarget(
+        group_name=settings.schedule_group,
+        function_arn=settings.schedule_target_arn,
+        role_arn=settings.scheduler_role_arn,
+        dead_letter_arn=settings.schedule_dead_letter_arn,
+    )
+    return Scheduler(_client("scheduler", API_CLIENT_CONFIG), target)
+
+
+@lru_cache(maxsize=1)
 def worker() -> Worker:
     """The worker functions' use cases, on clients of their own."""
     # Imported here, not at the top: the API function never runs a job, and every function
@@ -109,4 +130,6 @@ def reset() -> None:
     job_queue.cache_clear()
     delay_queue.cache_clear()
     api_keys.cache_clear()
+    schedule_table.cache_clear()
+    scheduler.cache_clear()
     worker.cache_clear()

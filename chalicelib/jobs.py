@@ -12,6 +12,7 @@ Item layout (one item per job, key ``job_id``)::
     state                                                         the checkpoint (JSON text)
     result error started_at finished_at last_error request_hash   (when set)
     retry_of                                                      the job this one retries
+    schedule                                                      the schedule that made it
     owner lease_until                                             a run's lease (running only)
     resume redrives                                               re-delivery bookkeeping
     expires_at                                                    TTL (epoch seconds)
@@ -318,6 +319,8 @@ class Job:
     run_at: datetime | None = None
     # Waiting in the later index for its release (no message sent yet): see LATER.
     later: bool = False
+    # The name of the client's schedule whose fire made it (chalicelib.schedules).
+    schedule: str | None = None
 
     @classmethod
     def new(
@@ -334,6 +337,7 @@ class Job:
         lane: int = 0,
         run_at: datetime | None = None,
         later: bool = False,
+        schedule: str | None = None,
     ) -> Job:
         """A queued job with a fresh, unguessable id (uuid4: 122 random bits), its message
         due now, or at ``run_at`` when that is later (the record then expires
@@ -362,6 +366,7 @@ class Job:
             lane=lane,
             run_at=run_at,
             later=later,
+            schedule=schedule,
         )
 
     @property
@@ -395,6 +400,7 @@ class Job:
             "client": self.client,
             "lane": self.lane,
             "run_at": iso_utc(self.run_at),
+            "schedule": self.schedule,
         }
         if self.retry_of is not None:
             body["retry_of"] = self.retry_of
@@ -481,6 +487,7 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
         "retry_of": None if job.retry_of is None else {"S": job.retry_of},
         LANE: {"N": str(job.lane)} if job.lane else None,
         RUN_AT: None if job.run_at is None else {"S": iso_utc(job.run_at)},
+        "schedule": None if job.schedule is None else {"S": job.schedule},
     }
     item.update({name: value for name, value in optional.items() if value is not None})
     item.update(derived_attributes(job))
@@ -539,6 +546,7 @@ def from_item(item: dict[str, dict[str, Any]]) -> Job:
         lane=num(LANE) or 0,
         run_at=_parse_optional_iso(s(RUN_AT)),
         later=LATER.partition_key in item,
+        schedule=s("schedule"),
     )
 
 

@@ -15,6 +15,13 @@ from chalicelib.jobs import DEFAULT_KIND, JobStatus
 from chalicelib.kinds import KINDS
 from chalicelib.origins import SAFE_METHODS
 from chalicelib.requests import MAX_BATCH_BODY_BYTES, MAX_BATCH_JOBS, MAX_BODY_BYTES
+from chalicelib.schedules import (
+    DEFAULT_TIMEZONE,
+    MAX_EXPRESSION_LENGTH,
+    MAX_TIMEZONE_LENGTH,
+    SCHEDULE_NAME,
+    STATES,
+)
 from chalicelib.service import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_PAGE_SIZE, MAX_WAIT_SECONDS
 
 
@@ -50,6 +57,12 @@ KEYED_OPERATIONS = (
     ("/jobs/{job_id}", "get"),
     ("/jobs/{job_id}/cancel", "post"),
     ("/jobs/{job_id}/retry", "post"),
+    ("/schedules", "get"),
+    ("/schedules", "post"),
+    ("/schedules/{name}", "get"),
+    ("/schedules/{name}", "delete"),
+    ("/schedules/{name}/pause", "post"),
+    ("/schedules/{name}/resume", "post"),
 )
 _NOT_FOUND = "No such job, or another client's (the same answer), or it expired."
 _QUOTA = (
@@ -270,6 +283,7 @@ def _document(settings: Settings) -> dict[str, Any]:
                     },
                 }
             },
+            **_schedule_paths(),
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -587,6 +601,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "status_url": {"type": "string"},
             },
         },
+        **_schedule_schemas(),
         "Error": {
             "type": "object",
             "additionalProperties": False,
@@ -627,8 +642,190 @@ JOB_FIELDS: dict[str, Any] = {
         "description": "The lane it runs in (docs/lanes.md): 0 on a stage with one lane.",
     },
     "run_at": {**_TIMESTAMP, "description": "When it may start (null: at once)."},
+    "schedule": {
+        "type": "string",
+        "nullable": True,
+        "description": "The name of the client's schedule whose fire made it (POST /schedules).",
+    },
 }
 # Present only when set.
 OPTIONAL_JOB_FIELDS: dict[str, Any] = {
     "retry_of": {"type": "string", "format": "uuid", "description": "The job this one retries."},
 }
+
+
+# --- recurring schedules (chalicelib/schedule_service.py) -----------------------------
+
+_SCHEDULE_NAME = {"type": "string", "pattern": f"^{SCHEDULE_NAME.pattern}$"}
+_SCHEDULE_NAME_PARAMETER = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": _SCHEDULE_NAME,
+}
+_CLIENT_PARAMETER = {
+    "name": "client",
+    "in": "query",
+    "schema": {"type": "string", "pattern": f"^{CLIENT_NAME.pattern}$"},
+    "description": "The operator's choice of client (ignored for any other caller).",
+}
+_SCHEDULE_NOT_FOUND = "No such schedule, or another client's (the same answer)."
+_BAD_CLIENT = "A malformed ?client= (invalid_client)."
+
+
+def _schedule_paths() -> dict[str, Any]:
+    schedule = _json(_ref("Schedule"), "The schedule.")
+    unavailable = _error("The job store or EventBridge Scheduler is unavailable; retry.")
+
+    def state_change(summary: str) -> dict[str, Any]:
+        return {
+            "summary": summary,
+            "parameters": [_SCHEDULE_NAME_PARAMETER, _CLIENT_PARAMETER],
+            "responses": {
+                "200": schedule,
+                "400": _error(_BAD_CLIENT),
+                "404": _error(_SCHEDULE_NOT_FOUND),
+                "415": {"description": "An unsupported Content-Type."},
+                "503": unavailable,
+            },
+        }
+
+    return {
+        "/schedules": {
+            "get": {
+                "summary": "List the caller's recurring schedules (the operator: everyone's)",
+                "parameters": [_CLIENT_PARAMETER],
+                "responses": {
+                    "200": _json(_ref("ScheduleList"), "The schedules, by client and name."),
+                    "400": _error("An unknown parameter, or a malformed client."),
+                    "503": unavailable,
+                },
+            },
+            "post": {
+                "summary": "Create a recurring schedule: a job of a kind at each fire time",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ScheduleRequest")}},
+                },
+                "responses": {
+                    "201": {**schedule, "headers": {"Location": {"schema": {"type": "string"}}}},
+                    "200": {
+                        **_json(_ref("Schedule"), "The same schedule was created already."),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    "400": _error(
+                        "A bad field: invalid_name, unknown_kind, invalid_input, "
+                        "invalid_schedule (EventBridge Scheduler's rate or cron syntax, the "
+                        "supported subset), invalid_timezone (an IANA name), unknown_field."
+                    ),
+                    "409": _error(
+                        "schedule_exists: another definition has this name; "
+                        "too_many_schedules: the client is at its cap."
+                    ),
+                    "413": _error(f"The body is over {MAX_BODY_BYTES} bytes."),
+                    "415": {"description": "An unsupported Content-Type."},
+                    "503": unavailable,
+                },
+            },
+        },
+        "/schedules/{name}": {
+            "get": {
+                "summary": "One schedule, with its next fire time",
+                "parameters": [_SCHEDULE_NAME_PARAMETER, _CLIENT_PARAMETER],
+                "responses": {
+                    "200": schedule,
+                    "400": _error(_BAD_CLIENT),
+                    "404": _error(_SCHEDULE_NOT_FOUND),
+                    "503": unavailable,
+                },
+            },
+            "delete": {
+                "summary": "Delete a schedule (its jobs stay)",
+                "parameters": [_SCHEDULE_NAME_PARAMETER, _CLIENT_PARAMETER],
+                "responses": {
+                    "204": {"description": "Deleted."},
+                    "400": _error(_BAD_CLIENT),
+                    "404": _error(_SCHEDULE_NOT_FOUND),
+                    "503": unavailable,
+                },
+            },
+        },
+        "/schedules/{name}/pause": {
+            "post": state_change("Pause a schedule: it fires nothing until resumed")
+        },
+        "/schedules/{name}/resume": {
+            "post": state_change("Resume a schedule; the fires missed while paused are skipped")
+        },
+    }
+
+
+def _schedule_schemas() -> dict[str, Any]:
+    expression = {
+        "type": "string",
+        "maxLength": MAX_EXPRESSION_LENGTH,
+        "description": "EventBridge Scheduler's rate(value unit) or cron(minutes hours "
+        "day-of-month month day-of-week year); L, W and # are not supported.",
+        "example": "cron(0 2 * * ? *)",
+    }
+    timezone = {
+        "type": "string",
+        "maxLength": MAX_TIMEZONE_LENGTH,
+        "description": "An IANA time zone name.",
+        "default": DEFAULT_TIMEZONE,
+    }
+    kind = {"type": "string", "enum": sorted(KINDS)}
+    return {
+        "ScheduleRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "kind", "schedule"],
+            "properties": {
+                "name": _SCHEDULE_NAME,
+                "kind": kind,
+                "input": {"type": "object", "description": "The kind's input (GET /kinds)."},
+                "schedule": expression,
+                "timezone": timezone,
+            },
+        },
+        "Schedule": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [
+                "name",
+                "kind",
+                "input",
+                "schedule",
+                "timezone",
+                "state",
+                "client",
+                "created_at",
+                "next_fire_at",
+                "last_error",
+            ],
+            "properties": {
+                "name": _SCHEDULE_NAME,
+                "kind": {"type": "string"},
+                "input": {"type": "object"},
+                "schedule": {"type": "string"},
+                "timezone": {"type": "string"},
+                "state": {"type": "string", "enum": list(STATES)},
+                "client": {"type": "string"},
+                "created_at": {"type": "string", "format": "date-time"},
+                "next_fire_at": {
+                    **_TIMESTAMP,
+                    "description": "When it fires next (null: paused, or never again).",
+                },
+                "last_error": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "Why its last fire made no job (its client's quota).",
+                },
+            },
+        },
+        "ScheduleList": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["schedules"],
+            "properties": {"schedules": {"type": "array", "items": _ref("Schedule")}},
+        },
+    }

@@ -136,6 +136,7 @@ def submit_job(
     settings: Settings | None = None,
     run_at: datetime | None = None,
     delay_queue: DelayQueue | None = None,
+    schedule: str | None = None,
 ) -> Submission:
     """Record a queued job of ``kind`` with its validated ``input``, as ``client``'s,
     then enqueue it.
@@ -157,7 +158,8 @@ def submit_job(
     The message only carries the job's id and kind; its deduplication id is the job's id,
     so a repeated send of it is dropped. With an Idempotency-Key, the key's record is
     written in the same transaction; a key already used for the same request (kind and
-    input) returns that job, for another request IdempotencyConflict.
+    input) returns that job, for another request IdempotencyConflict. ``schedule`` names
+    the schedule whose fire submits it (chalicelib.schedule_service.fire).
 
     If the send fails, the job is failed and its Idempotency-Key released in one
     transaction, and StoreUnavailable raised: a retry (with the same key) makes a new job.
@@ -196,6 +198,7 @@ def submit_job(
         lane=choose_lane(client, kind, settings),
         run_at=run_at,
         later=later,
+        schedule=schedule,
     )
     if record_id is None:
         table.create(job)

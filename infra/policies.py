@@ -50,6 +50,8 @@ _LISTING_INDEXES = [
 # API Gateway's API keys of the account and region: a key's id is not known before it is
 # made, so the grant names the key collection's children (GetApiKey only: apigateway:GET).
 API_KEYS = "ApiKeysArn"
+# The stage's EventBridge Scheduler schedules: every schedule of its group (an output).
+SCHEDULES = "SchedulesArn"
 # The event source mapping polls with the function's role.
 _POLL = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
 
@@ -83,6 +85,36 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
         (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
         # A job due within SQS's longest delay waits in the delay queue from its submission.
         (["sqs:GetQueueUrl", "sqs:SendMessage"], ["DelayQueueArn"]),
+        # POST/DELETE /schedules, pause, resume: the user schedule's EventBridge Scheduler
+        # schedule, in the stage's group only; PassRole: each names the role the
+        # Scheduler assumes to invoke the firing function.
+        (
+            [
+                "scheduler:CreateSchedule",
+                "scheduler:UpdateSchedule",
+                "scheduler:DeleteSchedule",
+                "scheduler:GetSchedule",
+            ],
+            [SCHEDULES],
+        ),
+        (["iam:PassRole"], ["SchedulerRoleArn"]),
+    ],
+    "fire_schedule": [
+        # GetItem: the schedule's record; PutItem, in a transaction: the fire's job and its
+        # Idempotency-Key record; UpdateItem: the schedule's last_error, or a job it could
+        # not enqueue, failed with DeleteItem of its key (as the API's submission).
+        (
+            [
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+            ],
+            ["TableArn"],
+        ),
+        # Query: the client's active jobs (its quota).
+        (["dynamodb:Query"], [_index(ACTIVE)]),
+        (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
     ],
     "process_job": [
         # UpdateItem: claim, checkpoint, finish or release a job, raise the watermark.

@@ -56,6 +56,10 @@ OUTPUT_SETTINGS = {
     "DeadLetterQueueName": settings.DEAD_LETTER_QUEUE_NAME,
     "DelayQueueName": settings.DELAY_QUEUE_NAME,
     "TableName": settings.TABLE_NAME,
+    "ScheduleGroupName": settings.SCHEDULE_GROUP,
+    "ScheduleTargetArn": settings.SCHEDULE_TARGET_ARN,
+    "SchedulerRoleArn": settings.SCHEDULER_ROLE_ARN,
+    "ScheduleDeadLetterQueueArn": settings.SCHEDULE_DEAD_LETTER_ARN,
 }
 # The template's table, whose indexes are rendered here.
 TABLE_RESOURCE = "JobTable"
@@ -424,6 +428,10 @@ def apply_stage(
                 flush=True,
             )
         stack_outputs = apply(cfn, name, parameters, json.dumps(template))
+    ensure_schedule_group(
+        boto3.client("scheduler", region_name=cfn.meta.region_name),
+        stack_outputs["ScheduleGroupName"],
+    )
     table = JobTable(ddb, stack_outputs["TableName"])
     if table.schema_version() < jobs.SCHEMA_VERSION:
         report = table.migrate()
@@ -444,6 +452,20 @@ def apply_stage(
     write_stage_environment(stage, stage_environment(stage, stack_outputs), project_dir)
     write_policies(config, stage, stack_outputs, project_dir)
     return stack_outputs
+
+
+def ensure_schedule_group(scheduler: Any, name: str) -> None:
+    """Make the stage's EventBridge Scheduler group unless it exists. On AWS the stack
+    made it; the local emulator's CloudFormation skips that resource type, so the group
+    is made here through the Scheduler API (moto implements it)."""
+    try:
+        scheduler.get_schedule_group(Name=name)
+        return
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+    # (moto's CreateScheduleGroup replaces a group of the same name, schedules and all.)
+    scheduler.create_schedule_group(Name=name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -193,9 +193,11 @@ def test_get_job_reports_every_field(client: Client) -> None:
         "client",
         "lane",
         "run_at",
+        "schedule",
     }
     assert body["client"] == "anonymous"  # a stage without keys: every caller's jobs
     assert body["run_at"] is None  # submitted to run at once
+    assert body["schedule"] is None  # submitted, not made by a schedule
     assert body["progress"] == 0 and body["attempts"] == 0
     assert body["result"] is None and body["error"] is None
     assert body["created_at"].endswith("Z") and body["started_at"] is None

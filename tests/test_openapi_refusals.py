@@ -29,6 +29,10 @@ def test_every_state_changing_operation_declares_the_cross_site_refusal(keyed: b
         "POST /jobs/batch",
         "POST /jobs/{job_id}/cancel",
         "POST /jobs/{job_id}/retry",
+        "POST /schedules",
+        "DELETE /schedules/{name}",
+        "POST /schedules/{name}/pause",
+        "POST /schedules/{name}/resume",
     }
     for responses in changing.values():
         assert CROSS_SITE_REFUSAL in responses["403"]["description"]

@@ -173,6 +173,7 @@ def merge_template(
         merged["Parameters"][parameter]["Default"] = default
     _merge_operations(merged, config, stage, values, alarm_email)
     _name_functions(merged, config, stage)
+    _refer_to_schedule_arns(merged, config)
     if requires_api_key(config):
         merged["Resources"].update(api_access_resources(name, throttle))
         merged["Outputs"]["ApiKeyId"] = {"Value": {"Ref": "ApiKey"}}
@@ -269,6 +270,20 @@ def api_access_resources(name: str, throttle: Throttle) -> dict[str, Any]:
     }
 
 
+def _refer_to_schedule_arns(merged: dict[str, Any], config: Config) -> None:
+    """The settings that hold an ARN (the schedules' target, role and dead-letter queue):
+    in every function's environment, the stack's own expression for it instead of the
+    ARN ``make deploy`` wrote into the stage's config, so the package names no account."""
+    variables = {
+        env: merged["Outputs"][key]["Value"]
+        for key, env in stack.OUTPUT_SETTINGS.items()
+        if key.endswith("Arn")
+    }
+    for handler in stack.handler_names(config):
+        properties = merged["Resources"][function_logical_id(handler)]["Properties"]
+        properties["Environment"] = {"Variables": dict(variables)}
+
+
 def _resolve_stack_name(node: Any, name: str) -> Any:
     """``node`` with every ``AWS::StackName`` (in !Sub and !Ref) replaced by ``name``."""
     if isinstance(node, list):
@@ -300,7 +315,10 @@ def stage_project(
             shutil.copy2(source, staging / entry)
     (staging / ".chalice").mkdir()
     shutil.copy2(project_dir / ".chalice" / "config.json", staging / ".chalice" / "config.json")
-    placeholders, references = _output_placeholders(template)
+    # The outputs as the merged stack has them: named after the stage's stack (a schedule
+    # group's ARN names it), not after the stack a pipeline deploys the package as.
+    outputs = _resolve_stack_name(template["Outputs"], resource_name(config, stage))
+    placeholders, references = _output_placeholders({"Outputs": outputs})
     for path in stack.write_policies(config, stage, placeholders, staging):
         document = json.loads(path.read_text())
         for statement in document["Statement"]:

@@ -96,6 +96,10 @@ class PackageImportGuard(MetaPathFinder):
         """Whether the module ``spec`` describes belongs to the allowed world."""
         if fullname.partition(".")[0] in sys.stdlib_module_names:
             return True
+        # sysconfig's build data (zoneinfo reads it): the standard library's own module,
+        # named per platform, so sys.stdlib_module_names cannot list it.
+        if fullname.startswith("_sysconfigdata_"):
+            return True
         if spec.origin in ("built-in", "frozen"):
             return True
         if spec.origin and spec.has_location:

@@ -24,6 +24,7 @@ from .mappings import MappingGate
 from .modes import DEFAULT_POLLERS, MODE_VARIABLE, Mode, mode_from_environment
 from .pollers import PollingSQSEventSource
 from .receives import RECOVERY_MARGIN_SECONDS, ReceiveJournal
+from .scheduler import SchedulerEventSource, lambda_functions
 from .settings import FunctionSettings, ProjectSettings, SQSSourceSettings, load_project
 from .sources import (
     MAX_WAIT_SECONDS,
@@ -225,6 +226,13 @@ def _build_sources(
             )
             for settings in project.schedule_sources
         ]
+    # EventBridge Scheduler's schedules that invoke the project's plain functions.
+    targets = {
+        f.function_name: runtime_for(f)
+        for f in lambda_functions(project.project_dir, project.stage)
+    }
+    if targets:
+        sources.append(SchedulerEventSource(session.client("scheduler"), targets, sqs))
     return sources, list(runtimes.values())
 
 

@@ -62,6 +62,7 @@ def test_item_round_trip_keeps_every_field() -> None:
         estimate_seconds=42,
         lane=3,
         run_at=MOMENT,
+        schedule="nightly",
     )
     defaults = {f.name for f in dataclasses.fields(Job) if getattr(job, f.name) == f.default}
     # Every other field is set: the trip keeps it (``later``: only a queued job waits).

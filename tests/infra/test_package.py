@@ -85,8 +85,22 @@ def test_package_policies_name_the_packaged_stack_in_any_account(
     assert ANY_REGION not in text and ANY_ACCOUNT not in text
     template = load(packaged, stage)
     stack_resources = set(load_template()["Resources"])
-    roles = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    # The functions' roles; the role EventBridge Scheduler assumes is the stack's own.
+    scheduler_role = template["Resources"]["SchedulerRole"]
+    roles = [
+        r
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::IAM::Role" and r is not scheduler_role
+    ]
     assert len(roles) >= 2
+    (invoke, dead_letter) = scheduler_role["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    assert invoke["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:"
+        f"heavy-jobs-{stage}-fire_schedule"
+    }
+    assert dead_letter["Resource"] == {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}
     for role in roles:
         (policy,) = role["Properties"]["Policies"]
         for statement in policy["PolicyDocument"]["Statement"]:
@@ -99,12 +113,22 @@ def test_package_policies_name_the_packaged_stack_in_any_account(
                     assert resource == {
                         "Fn::Sub": "arn:${AWS::Partition}:apigateway:${AWS::Region}::/apikeys/*"
                     }
+                elif statement["Action"][0].startswith("scheduler:"):  # the stage's group
+                    assert resource == {
+                        "Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:"
+                        f"${{AWS::AccountId}}:schedule/{template_group(template)}/*"
+                    }
                 elif statement["Sid"] == "OwnLogs":
                     assert resource["Fn::Sub"].startswith(
                         "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
                     )
                 else:
                     assert refers_to(resource) in stack_resources
+
+
+def template_group(template: dict[str, Any]) -> str:
+    """The packaged stack's schedule group name."""
+    return str(template["Resources"]["ScheduleGroup"]["Properties"]["Name"])
 
 
 def refers_to(resource: Any) -> str:

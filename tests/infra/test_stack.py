@@ -177,19 +177,28 @@ def test_apply_is_idempotent() -> None:
         first = stack.apply(cfn, "heavy-jobs-idem", PARAMS)
         second = stack.apply(cfn, "heavy-jobs-idem", PARAMS)
         assert first == second
-        assert len(boto3.client("sqs").list_queues()["QueueUrls"]) == 3
+        assert len(boto3.client("sqs").list_queues()["QueueUrls"]) == 4
 
 
 @pytest.mark.parametrize("stage", ["local", "dev", "prod"])
 def test_committed_config_names_match_the_stack_outputs(stage: str) -> None:
-    """config.json holds exactly what applying the template writes there."""
+    """config.json holds exactly what applying the template writes there, but for the ARNs
+    of a deployed stage: an ARN names the account, which only ``make deploy`` knows (it
+    writes them; ``make package`` refers to the stack's own), so the committed config of
+    dev and prod holds none, rather than the emulator's account. The local stage's are the
+    emulator's own."""
     with mock_aws():
         cfn = boto3.client("cloudformation")
         outputs = stack.apply(cfn, f"heavy-jobs-{stage}", PARAMS)
     config = json.loads((stack.PROJECT_DIR / ".chalice" / "config.json").read_text())
     declared = config["stages"][stage]["environment_variables"]
+    arns = {stack.OUTPUT_SETTINGS[key] for key in stack.OUTPUT_SETTINGS if key.endswith("Arn")}
+    assert arns, "the stack has outputs that are ARNs"
     for name, value in stack.stage_environment(stage, outputs).items():
-        assert declared[name] == value
+        if stage != "local" and name in arns:
+            assert name not in declared, f"{stage}'s committed config names an account"
+        else:
+            assert declared[name] == value
 
 
 def test_outputs_are_written_into_the_stage_config(tmp_path: Path) -> None:
@@ -223,6 +232,7 @@ def test_each_function_gets_a_least_privilege_policy(
         "forward_delayed",
         "process_dead_letters",
         "recover_stalled_jobs",
+        "fire_schedule",
     ]
     assert sorted(p.name for p in written) == sorted(
         f"policy-{stage}-{handler}.json" for handler in handlers
@@ -232,6 +242,7 @@ def test_each_function_gets_a_least_privilege_policy(
         outputs["QueueArn"],
         outputs["DeadLetterQueueArn"],
         outputs["DelayQueueArn"],
+        outputs["SchedulerRoleArn"],
         *(f"{outputs['TableArn']}/index/{shape.name}" for shape in INDEXES),
     }
     for path in written:
@@ -250,6 +261,13 @@ def test_each_function_gets_a_least_privilege_policy(
                 # The API reads its callers' key names (GetApiKey): keys of its region only.
                 assert path.name == f"policy-{stage}-api_handler.json"
                 assert statement["Resource"] == ["arn:aws:apigateway:us-east-1::/apikeys/*"]
+            elif statement["Action"][0].startswith("scheduler:"):
+                # The API manages the schedules of its stage's group only.
+                assert path.name == f"policy-{stage}-api_handler.json"
+                group = outputs["ScheduleGroupName"]
+                assert statement["Resource"] == [
+                    f"arn:aws:scheduler:us-east-1:123456789012:schedule/{group}/*"
+                ]
             else:
                 assert set(statement["Resource"]) <= own
     grants = {
@@ -262,6 +280,10 @@ def test_each_function_gets_a_least_privilege_policy(
     # POST /jobs/batch writes its jobs with BatchWriteItem (its SendMessageBatch is
     # granted by SendMessage).
     assert "dynamodb:BatchWriteItem" in grants["api_handler"]
+    # The API passes the Scheduler its role; only the firing function is invoked by it.
+    assert "iam:PassRole" in grants["api_handler"]
+    assert "iam:PassRole" not in grants["fire_schedule"]
+    assert "sqs:SendMessage" in grants["fire_schedule"]
     assert "dynamodb:Scan" not in set().union(*grants.values())  # listings use indexes
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= grants["process_job"]
     assert "sqs:ChangeMessageVisibility" in grants["process_job"]  # the message hold
@@ -305,7 +327,8 @@ def test_job_records_expire_through_the_table_ttl() -> None:
         cfn = boto3.client("cloudformation")
         stack.apply(cfn, "heavy-jobs-ttl", PARAMS)
         resources = cfn.describe_stack_resources(StackName="heavy-jobs-ttl")
-    table = next(r for r in resources["StackResources"] if r["LogicalResourceId"] == "JobTable")
+    # (moto lists the schedule group, a type its CloudFormation skips, without an id.)
+    table = next(r for r in resources["StackResources"] if r.get("LogicalResourceId") == "JobTable")
     assert table["ResourceStatus"] == "CREATE_COMPLETE"
     # moto ignores TimeToLiveSpecification, so check the template's own declaration.
     body = cfn_template_resource("JobTable")
