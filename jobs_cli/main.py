@@ -532,6 +532,8 @@ def schedules(args: argparse.Namespace, api: Api, output: Output) -> int:
         output.json(schedule)
     elif action == "show":
         output.table(render.schedule_details(schedule))
+    elif schedule.get("state") == "paused":
+        output.out.print(f"paused {schedule.get('name')}", markup=False)
     else:
         output.out.print(
             f"{schedule.get('state')} {schedule.get('name')}: next fire"

@@ -55,12 +55,6 @@ def test_submit_in_sends_delay_seconds(jobs: Any, fake_api: FakeApi) -> None:
     }
 
 
-def test_submit_without_a_time_sends_neither(jobs: Any, fake_api: FakeApi) -> None:
-    fake_api.on("POST", "/heavy", ACCEPTED)
-    jobs("submit", "1000")
-    assert fake_api.requests[0].json() == {"n": 1000}
-
-
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
