@@ -380,3 +380,32 @@ def test_the_schedules_panel_on_a_phone_with_labels_and_the_key(
     calls = stage.api_calls("/dev/schedules")
     assert calls and all(r.headers.get("x-api-key") == "k1" for r in calls)
     assert console.errors() == []
+
+
+@pytest.mark.parametrize("width", [1280, 1101, 1100, PHONE["width"]])
+def test_waiting_jobs_and_schedules_fit_the_window_at_any_width(
+    page: tuple[Page, Console], width: int
+) -> None:
+    tab, _ = page
+    long = schedule(
+        name="n" * 64, client="anonymous", input={"below": 10**10},
+        schedule="cron(0/15 8-18 ? * MON-FRI 2026-2030)", timezone="America/Argentina/Buenos_Aires",
+    )  # fmt: skip
+    stage = make_stage(tab, kinds=KINDS, schedules=[long])
+    stage.jobs = [
+        fake_job(
+            status="queued", error=None, started_at=None, finished_at=None, client="anonymous",
+            kind="heavyLoad", input={"n": 10**10}, run_at=RUN_AT,
+        )
+    ]  # fmt: skip
+    tab.set_viewport_size({"width": width, "height": 800})
+    tab.goto(f"{stage.origin}/dev/")
+    expect(tab.locator(".runs-at")).to_have_text(RUN_AT_TEXT)
+    expect(tab.locator("#schedule-rows tr")).to_have_count(1)
+    assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    for table in ("jobs", "schedules"):
+        inside = tab.evaluate(
+            f"() => document.getElementById('{table}').scrollWidth <="
+            f" document.getElementById('{table}').closest('.card').clientWidth"
+        )
+        assert inside, table
