@@ -143,7 +143,7 @@ def build_parser() -> Parser:
         "--in",
         dest="delay",
         metavar="DURATION",
-        help=f"run after this long: {when.DURATION_EXAMPLES}",
+        help=f"run after this long ({when.DURATION_EXAMPLES})",
     )
     submit.add_argument(
         "--from",
