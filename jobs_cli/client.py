@@ -106,20 +106,65 @@ class Api:
         if self.api_key:
             self.session.headers[API_KEY_HEADER] = self.api_key
 
-    def submit(self, n: int, wait: int | None = None) -> tuple[int, Job]:
-        """POST /heavy: (202, the accepted job) or, after Prefer: wait, (200, the job)."""
+    def submit(
+        self, n: int, wait: int | None = None, when: Mapping[str, Any] | None = None
+    ) -> tuple[int, Job]:
+        """POST /heavy: (202, the accepted job) or, after Prefer: wait, (200, the job).
+        ``when`` is ``{"run_at": ...}`` or ``{"delay_seconds": ...}`` for a job that runs
+        later, or nothing for now."""
         headers = {"Prefer": f"wait={wait}"} if wait else {}
-        response = self._request("POST", "heavy", json={"n": n}, headers=headers, wait=wait)
+        body = {"n": n, **(when or {})}
+        response = self._request("POST", "heavy", json=body, headers=headers, wait=wait)
         return response.status_code, _body(response)
 
     def submit_job(
-        self, kind: str, input: Mapping[str, Any], wait: int | None = None
+        self,
+        kind: str,
+        input: Mapping[str, Any],
+        wait: int | None = None,
+        when: Mapping[str, Any] | None = None,
     ) -> tuple[int, Job]:
         """POST /jobs: (202, the queued job) or, after Prefer: wait, (200, the job)."""
         headers = {"Prefer": f"wait={wait}"} if wait else {}
-        body = {"kind": kind, "input": dict(input)}
+        body = {"kind": kind, "input": dict(input), **(when or {})}
         response = self._request("POST", "jobs", json=body, headers=headers, wait=wait)
         return response.status_code, _body(response)
+
+    def submit_batch(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """POST /jobs/batch: one result per item, in order (``{"status", "job"}`` or
+        ``{"status", "error"}``). Raises ApiError when the request as a whole is refused."""
+        results = _body(self._request("POST", "jobs/batch", json={"jobs": items})).get("results")
+        if not isinstance(results, list) or len(results) != len(items):
+            raise ApiError(207, None, "POST /jobs/batch answered without one result per job")
+        return [r if isinstance(r, dict) else {} for r in results]
+
+    def schedules(self, client: str | None = None) -> list[dict[str, Any]]:
+        """GET /schedules: the caller's schedules (the operator's: every client's, or
+        ``client``'s)."""
+        params = {"client": client} if client else None
+        found = _body(self._request("GET", "schedules", params=params)).get("schedules")
+        if not isinstance(found, list):
+            raise ApiError(200, None, "GET /schedules answered without a list of schedules")
+        return [s for s in found if isinstance(s, dict)]
+
+    def schedule(self, name: str, client: str | None = None) -> dict[str, Any]:
+        """GET /schedules/{name}; ``client`` is the operator's way to another client's."""
+        return _body(self._request("GET", _schedule_path(name), params=_client(client)))
+
+    def create_schedule(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST /schedules: the schedule as made (201)."""
+        return _body(self._request("POST", "schedules", json=dict(body)))
+
+    def delete_schedule(self, name: str, client: str | None = None) -> None:
+        """DELETE /schedules/{name} (204, no body)."""
+        self._request("DELETE", _schedule_path(name), params=_client(client))
+
+    def set_schedule_state(
+        self, name: str, action: str, client: str | None = None
+    ) -> dict[str, Any]:
+        """POST /schedules/{name}/pause or /resume: the schedule as it now is."""
+        path = f"{_schedule_path(name)}/{action}"
+        return _body(self._request("POST", path, params=_client(client)))
 
     def kinds(self) -> list[dict[str, Any]]:
         """GET /kinds: each kind's name, description and input and result schemas."""
@@ -185,6 +230,14 @@ def _job_path(job_id: str) -> str:
     return f"jobs/{quote(job_id, safe='')}"
 
 
+def _schedule_path(name: str) -> str:
+    return f"schedules/{quote(name, safe='')}"
+
+
+def _client(client: str | None) -> dict[str, str] | None:
+    return {"client": client} if client else None
+
+
 def _body(response: requests.Response) -> dict[str, Any]:
     try:
         body = response.json()
@@ -227,6 +280,8 @@ def _with_hint(message: str, code: str, response: requests.Response, has_key: bo
         return f"{message} ({GET_A_KEY})"
     if code == "job_not_found" and has_key:
         return f"{message} (an API key finds its own client's jobs only)"
+    if code == "schedule_not_found" and has_key:
+        return f"{message} (an API key finds its own client's schedules only)"
     if response.status_code == 429:
         return f"{message} ({_retry_when(response)})"
     return message

@@ -17,14 +17,15 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn, TextIO
 
 from rich.console import Console, RenderableType
 
-from jobs_cli import __version__, render
+from jobs_cli import __version__, batch, render, when
 from jobs_cli.client import DEFAULT_URL, FINAL_STATUSES, MAX_WAIT_SECONDS, Api, CliError, Job
 from jobs_cli.watch import watch
 
@@ -53,6 +54,10 @@ examples:
   id=$(jobs submit 5_000_000_000) && jobs watch "$id"
   jobs list --status running
   jobs list --client alice              the operator's view of one client's jobs
+  jobs submit countPrimes below=1e9 --in 2h30m
+  jobs submit 300000000 --at 2026-12-24T09:00:00+01:00
+  jobs submit --from jobs.jsonl         one job per line, sent 100 at a time
+  jobs schedules create nightly countPrimes below=1e9 --cron '0 2 * * ? *' --timezone Europe/Paris
   jobs --url https://abc.execute-api.eu-west-1.amazonaws.com/prod --api-key KEY submit 10
 """
 
@@ -114,6 +119,7 @@ def build_parser() -> Parser:
     )
     submit.add_argument(
         "target",
+        nargs="?",  # not with --from
         metavar="KIND",
         help="a kind (see `jobs kinds`), or N for heavyLoad: 300000000, 3e8 or 300_000_000",
     )
@@ -126,6 +132,25 @@ def build_parser() -> Parser:
     )
     submit.add_argument(
         "--wait", action="store_true", help="wait for the job to finish and print its result"
+    )
+    later = submit.add_mutually_exclusive_group()
+    later.add_argument(
+        "--at",
+        metavar="TIME",
+        help=f"run at this time, with its offset: {when.TIME_EXAMPLE}",
+    )
+    later.add_argument(
+        "--in",
+        dest="delay",
+        metavar="DURATION",
+        help=f"run after this long ({when.DURATION_EXAMPLES})",
+    )
+    submit.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="submit the jobs in FILE (- for stdin), one JSON object per line:"
+        ' {"kind", "input", "run_at"?, "delay_seconds"?, "idempotency_key"?}',
     )
     commands.add_parser("kinds", help="list the kinds of job and their input fields")
     for name, text in (
@@ -146,9 +171,51 @@ def build_parser() -> Parser:
     )
     listing.add_argument("--limit", type=int, help="at most this many (1 to 100; default 20)")
     listing.add_argument("--cursor", help="the next page, as printed after a full page")
+    _add_schedules(commands)
     for command in commands.choices.values():
         _add_shared_options(command, top=False)
     return parser
+
+
+def _add_schedules(commands: Any) -> None:
+    """``jobs schedules ACTION``: recurring jobs, as POST/GET/DELETE /schedules."""
+    schedules = commands.add_parser(
+        "schedules", help="recurring jobs: list, show, create, delete, pause, resume"
+    )
+    actions = schedules.add_subparsers(dest="action", required=True, metavar="ACTION")
+    client_help = "another client's (the operator's key)"
+    listing = actions.add_parser("list", help="list the schedules")
+    listing.add_argument("--client", help="only this client's (the operator's key)")
+    for name, text in (
+        ("show", "show one schedule and its next fire time"),
+        ("delete", "delete a schedule (the jobs it made stay)"),
+        ("pause", "pause a schedule: its fire times are skipped until it is resumed"),
+        ("resume", "resume a paused schedule from its next fire time"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("name", metavar="NAME")
+        action.add_argument("--client", help=client_help)
+    create = actions.add_parser(
+        "create",
+        help="make a schedule: NAME KIND FIELD=VALUE... (--cron EXPR | --rate EXPR)",
+        epilog="EXPR is EventBridge's: --cron '0 9 ? * MON-FRI *' (minutes hours"
+        " day-of-month month day-of-week year), --rate '15 minutes'",
+    )
+    create.add_argument("name", metavar="NAME", help="1 to 64 of A-Z a-z 0-9 _ -")
+    create.add_argument("kind", metavar="KIND", help="a kind (see `jobs kinds`)")
+    create.add_argument(
+        "fields", nargs="*", default=[], metavar="FIELD=VALUE", help="the kind's input"
+    )
+    every = create.add_mutually_exclusive_group(required=True)
+    every.add_argument("--cron", metavar="EXPR", help="a cron expression: '0 2 * * ? *'")
+    every.add_argument("--rate", metavar="EXPR", help="a rate: '1 hour', '15 minutes'")
+    create.add_argument(
+        "--timezone",
+        metavar="TZ",
+        help="the cron's IANA time zone, e.g. Europe/Paris (default UTC)",
+    )
+    for action in actions.choices.values():
+        _add_shared_options(action, top=False)
 
 
 # What `jobs list` says when the API reports the worker paused (GET /jobs "paused").
@@ -198,6 +265,10 @@ def _now() -> datetime:
 
 
 def submit(args: argparse.Namespace, api: Api, output: Output) -> int:
+    if args.from_file is not None:
+        return submit_file(args, api, output)
+    if args.target is None:
+        raise UsageError("the following arguments are required: KIND (see `jobs submit --help`)")
     post = _submission(args, api)
     if not args.wait:
         _, accepted = post(None)
@@ -232,12 +303,88 @@ def _submission(args: argparse.Namespace, api: Api) -> Callable[[int | None], tu
             raise UsageError(
                 f"N takes no FIELD=VALUE; name the kind: jobs submit KIND {args.fields[0]}"
             )
-        return lambda wait: api.submit(n, wait=wait)
+        later = timing(args)
+        return lambda wait: api.submit(n, wait=wait, when=later)
+    later = timing(args)
+    input = parse_fields(kind_named(api, target), args.fields)
+    return lambda wait: api.submit_job(target, input, wait=wait, when=later)
+
+
+def kind_named(api: Api, name: str) -> dict[str, Any]:
     kinds = {str(kind.get("kind")): kind for kind in api.kinds()}
-    if target not in kinds:
-        raise UsageError(f"no kind {target!r}; kinds: {', '.join(sorted(kinds))}")
-    input = parse_fields(kinds[target], args.fields)
-    return lambda wait: api.submit_job(target, input, wait=wait)
+    if name not in kinds:
+        raise UsageError(f"no kind {name!r}; kinds: {', '.join(sorted(kinds))}")
+    return kinds[name]
+
+
+def timing(args: argparse.Namespace) -> dict[str, Any]:
+    """``--at`` as ``run_at``, ``--in`` as ``delay_seconds``; nothing for now."""
+    try:
+        if args.at is not None:
+            return {"run_at": when.run_at(args.at)}
+        if args.delay is not None:
+            return {"delay_seconds": when.delay_seconds(args.delay)}
+    except ValueError as error:
+        option = "--at" if args.at is not None else "--in"
+        raise UsageError(f"argument {option}: {error} (see `jobs submit --help`)") from None
+    return {}
+
+
+def submit_file(args: argparse.Namespace, api: Api, output: Output) -> int:
+    """``--from FILE``: every line's job, in batches; job ids on stdout in line order, the
+    summary and each failed line on stderr; exit 1 if any line failed."""
+    if args.target is not None or args.wait:
+        extra = "--wait" if args.wait else args.target
+        raise UsageError(f"--from takes no {extra}: each line of the file is one job")
+    later = timing(args)
+    lines = batch.read_lines(_lines_of(args.from_file), later)
+    with _progress(output, len(lines)) as advance:
+        batch.send(lines, api.submit_batch, advance)
+    summary = batch.summary(lines)
+    if output.as_json:
+        output.json(
+            {
+                "results": [{"line": line.number, **line.result} for line in lines],
+                "made": summary.made,
+                "replayed": summary.replayed,
+                "failed": sum(summary.failed.values()),
+            }
+        )
+    else:
+        for line in lines:
+            if batch.succeeded(line):
+                output.out.print(str(line.result["job"].get("job_id")), markup=False)
+    for line in lines:
+        if not batch.succeeded(line):
+            _error(f"line {line.number}: {batch.error_code(line)}: {batch.error_message(line)}")
+    output.err.print(summary.text(), markup=False, highlight=False)
+    return EXIT_JOB_UNSUCCESSFUL if summary.failed else EXIT_OK
+
+
+def _lines_of(path: str) -> list[str]:
+    if path == "-":
+        return sys.stdin.read().splitlines()
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read().splitlines()
+    except OSError as error:
+        raise UsageError(f"--from {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--from {path}: not UTF-8 text") from None
+
+
+@contextmanager
+def _progress(output: Output, total: int) -> Iterator[Callable[[int], None]]:
+    """A bar on stderr when stderr is a terminal; else nothing (a pipe or a log gets the
+    summary only). rich.progress is imported only then."""
+    if not output.interactive or total == 0:
+        yield lambda done: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=output.err, transient=True) as progress:
+        task = progress.add_task("submitting", total=total)
+        yield lambda done: progress.advance(task, done)
 
 
 def parse_fields(kind: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
@@ -357,7 +504,61 @@ def cancel(args: argparse.Namespace, api: Api, output: Output) -> int:
     return EXIT_OK
 
 
+def schedules(args: argparse.Namespace, api: Api, output: Output) -> int:
+    action: str = args.action
+    if action == "list":
+        found = api.schedules(client=args.client)
+        if output.as_json:
+            output.json({"schedules": found})
+        elif found:
+            output.table(render.schedule_list(found))
+        else:
+            output.out.print("no schedules", markup=False)
+        return EXIT_OK
+    if action == "create":
+        schedule = api.create_schedule(schedule_body(args, api))
+    elif action == "show":
+        schedule = api.schedule(args.name, client=args.client)
+    elif action == "delete":
+        api.delete_schedule(args.name, client=args.client)
+        if output.as_json:
+            output.json({"deleted": args.name})
+        else:
+            output.out.print(f"deleted {args.name}", markup=False)
+        return EXIT_OK
+    else:
+        schedule = api.set_schedule_state(args.name, action, client=args.client)
+    if output.as_json:
+        output.json(schedule)
+    elif action == "show":
+        output.table(render.schedule_details(schedule))
+    elif schedule.get("state") == "paused":
+        output.out.print(f"paused {schedule.get('name')}", markup=False)
+    else:
+        output.out.print(
+            f"{schedule.get('state')} {schedule.get('name')}: next fire"
+            f" {render.timestamp(schedule.get('next_fire_at'))}",
+            markup=False,
+        )
+    return EXIT_OK
+
+
+def schedule_body(args: argparse.Namespace, api: Api) -> dict[str, Any]:
+    """POST /schedules' body: the kind's input read as ``jobs submit KIND`` reads it, the
+    expression wrapped as EventBridge writes it (``cron(...)``, ``rate(...)``)."""
+    input = parse_fields(kind_named(api, args.kind), args.fields)
+    word, expression = ("cron", args.cron) if args.cron is not None else ("rate", args.rate)
+    expression = expression.strip()
+    if not (expression.startswith(f"{word}(") and expression.endswith(")")):
+        expression = f"{word}({expression})"
+    body = {"name": args.name, "kind": args.kind, "input": input, "schedule": expression}
+    if args.timezone:
+        body["timezone"] = args.timezone
+    return body
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Api, Output], int]] = {
+    "schedules": schedules,
     "submit": submit,
     "status": status,
     "watch": watch_job,

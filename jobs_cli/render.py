@@ -112,6 +112,14 @@ def job_details(job: Job, now: datetime) -> Table:
     ]
     if job.get("retry_of") is not None:
         rows.insert(3, ("retry of", _value(job["retry_of"])))
+    # Where it runs and when; a stage older than lanes, later and schedules has none.
+    extra = [
+        ("lane", job.get("lane")),
+        ("run at", job.get("run_at")),
+        ("schedule", job.get("schedule")),
+    ]
+    at = next(i for i, (label, _) in enumerate(rows) if label == "kind")
+    rows[at:at] = [(label, _value(value)) for label, value in extra if value is not None]
     if job.get("error") is not None:
         rows.append(("error", Text(str(job["error"]), style="red")))
     rows += [
@@ -134,6 +142,7 @@ def job_list(jobs: list[Job], now: datetime) -> Table:
     table.add_column("JOB", no_wrap=True)
     table.add_column("STATUS", no_wrap=True)
     table.add_column("CLIENT", no_wrap=True)
+    table.add_column("LANE", justify="right", no_wrap=True)
     table.add_column("KIND", no_wrap=True)
     for name in ("N", "PROGRESS", "RESULT", "QUEUE WAIT", "RUN TIME"):
         table.add_column(name, justify="right", no_wrap=True)
@@ -143,27 +152,76 @@ def job_list(jobs: list[Job], now: datetime) -> Table:
         result = job.get("result")
         if job.get("status") == "failed":
             outcome = Text(str(job.get("error") or "failed"), style="red")
+        elif waits_for_its_time(job):
+            outcome = Text(f"runs at {timestamp(job.get('run_at'))}", style="dim")
         else:
             outcome = Text(result_text(result))
         table.add_row(
             _value(job.get("job_id")),
             status_text(job.get("status")),
             _value(job.get("client")),
+            _value(job.get("lane")),
             _value(job.get("kind")),
             _value(job.get("n")),
             Text(percent(job.get("progress"))),
             outcome,
             Text(duration(queue_wait)),
             Text(duration(run_time)),
-            Text(_timestamp(job.get("created_at"))),
+            Text(timestamp(job.get("created_at"))),
         )
     return table
 
 
-def _timestamp(value: Any) -> str:
+def timestamp(value: Any) -> str:
     """``2026-01-01 09:30:00Z``: to the second, in UTC like the API."""
     moment = parse_time(value)
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if moment else NONE
+
+
+def waits_for_its_time(job: Job) -> bool:
+    """A queued job with a ``run_at``: it waits for that time (the API says ``queued``
+    until then; a job whose time came and went but has not started is queued too, and
+    still shows when it was due)."""
+    return job.get("status") == "queued" and job.get("run_at") is not None
+
+
+def schedule_list(schedules: list[dict[str, Any]]) -> Table:
+    """Schedules as a table, for ``jobs schedules list``."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name in ("NAME", "CLIENT", "KIND", "SCHEDULE", "TIMEZONE", "STATE", "NEXT FIRE"):
+        table.add_column(name, no_wrap=True)
+    for schedule in schedules:
+        state = str(schedule.get("state"))
+        table.add_row(
+            _value(schedule.get("name")),
+            _value(schedule.get("client")),
+            _value(schedule.get("kind")),
+            _value(schedule.get("schedule")),
+            _value(schedule.get("timezone")),
+            Text(state, style="bold yellow" if state == "paused" else ""),
+            Text(timestamp(schedule.get("next_fire_at")) if state != "paused" else NONE),
+        )
+    return table
+
+
+def schedule_details(schedule: dict[str, Any]) -> Table:
+    """One schedule as labelled lines, for ``jobs schedules show``."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in (
+        ("schedule", _value(schedule.get("name"))),
+        ("state", _value(schedule.get("state"))),
+        ("client", _value(schedule.get("client"))),
+        ("kind", _value(schedule.get("kind"))),
+        ("input", Text(input_text(schedule.get("input")))),
+        ("expression", _value(schedule.get("schedule"))),
+        ("timezone", _value(schedule.get("timezone"))),
+        ("next fire", Text(timestamp(schedule.get("next_fire_at")))),
+        ("created", _value(schedule.get("created_at"))),
+    ):
+        table.add_row(label, value)
+    return table
 
 
 def outcome(job: Job, now: datetime) -> str:

@@ -62,10 +62,23 @@ def test_api_urls_are_relative_to_the_page_never_to_the_root() -> None:
     # Under API Gateway the page is at /<stage>/ (or /<stage>): "/jobs" would miss the
     # stage prefix. Every call goes through apiUrl(relative) against the page's location.
     script = _script(dashboard.PAGE_FILE.read_text())
-    assert not re.search(r"""["'`]/(heavy|jobs|fast|kinds|openapi)""", script)
+    assert not re.search(r"""["'`]/(heavy|jobs|fast|kinds|openapi|schedules)""", script)
     assert "window.location.origin" not in script
-    calls = re.findall(r"""call\("(?:GET|POST)", "([a-z]+)""", script)
-    assert calls == ["jobs", "jobs", "kinds", "jobs", "heavy", "jobs", "jobs"]
+    calls = re.findall(r"""call\("(?:GET|POST|DELETE)", ([^,)]+)""", script)
+    assert calls == [
+        '"jobs/" + encodeURIComponent(id',
+        '"jobs?" + params',
+        '"kinds"',
+        '"jobs"',
+        '"heavy"',
+        '"jobs/" + encodeURIComponent(id',
+        '"jobs/" + encodeURIComponent(r.tr.dataset.jobId',
+        '"schedules"',
+        "schedulePath(schedule",  # "schedules/" + the name, relative too
+        "path",  # "schedules/" + the name + "/pause" or "/resume"
+        '"schedules"',
+    ]
+    assert script.count('"schedules/" + encodeURIComponent(') == 2
 
 
 def test_the_page_is_read_once() -> None:

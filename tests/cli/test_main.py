@@ -187,15 +187,18 @@ def test_list_shows_full_ids_and_passes_the_filters(jobs: Any, fake_api: FakeApi
     assert result.code == 0
     assert fake_api.requests[0].query == {"status": "failed", "limit": "2", "cursor": "xyz"}
     lines = result.out.splitlines()
+    # LANE: the lane the job runs in ("-" from a stage older than lanes).
     assert lines[0].split() == [
-        "JOB", "STATUS", "CLIENT", "KIND", "N", "PROGRESS", "RESULT", "QUEUE", "WAIT", "RUN",
-        "TIME", "CREATED"
+        "JOB", "STATUS", "CLIENT", "LANE", "KIND", "N", "PROGRESS", "RESULT", "QUEUE", "WAIT",
+        "RUN", "TIME", "CREATED"
     ]  # fmt: skip
     assert lines[2].split() == [
-        JOB_ID, "succeeded", "alice", "heavyLoad", "1000", "100%", "1000", "1.0", "s", "2.5",
-        "s", "2026-01-01", "00:00:00Z",
+        JOB_ID, "succeeded", "alice", "-", "heavyLoad", "1000", "100%", "1000", "1.0", "s",
+        "2.5", "s", "2026-01-01", "00:00:00Z",
     ]  # fmt: skip
-    assert lines[3].split()[:7] == [other, "failed", "-", "heavyLoad", "1000", "100%", "boom"]
+    assert lines[3].split()[:8] == [
+        other, "failed", "-", "-", "heavyLoad", "1000", "100%", "boom"
+    ]  # fmt: skip
 
 
 def test_list_filters_by_client(jobs: Any, fake_api: FakeApi) -> None:

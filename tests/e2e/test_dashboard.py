@@ -404,6 +404,7 @@ def test_under_a_stage_prefix_every_call_stays_under_it(
     assert all(p.startswith("/dev/") for p in paths[1:]), paths
     assert {urlsplit(r.url).path for r in stage.requests[1:]} == {
         "/dev/kinds",  # this stage has none: the page falls back to the n form
+        "/dev/schedules",  # nor schedules: the page hides their panel
         "/dev/jobs",
         "/dev/heavy",
         "/dev/fast",
@@ -843,9 +844,12 @@ def test_a_keyed_tab_polls_within_its_share_of_the_usage_plan(
 
     assert 1 <= idle <= IDLE_SHARE * per_minute_allowed, idle
     assert idle < busy <= BUSY_SHARE * per_minute_allowed, busy
-    # Every keyed request was a poll (nothing else is keyed here), and the minute's
-    # GET /fast samples went without the key: they are not metered.
-    assert {urlsplit(r.url).path for r in stage.keyed()} == {"/dev/jobs"}
+    # Every keyed request was a poll, but for GET /schedules, read once when the page
+    # opened (schedules are not polled); and the minute's GET /fast samples went without
+    # the key: they are not metered.
+    keyed = [urlsplit(r.url).path for r in stage.keyed()]
+    assert set(keyed) == {"/dev/jobs", "/dev/schedules"}, keyed
+    assert keyed.count("/dev/schedules") == 1
     fast = stage.api_calls("/dev/fast", since=before)
     assert len(fast) >= 55 and not [r for r in fast if "x-api-key" in r.headers]
     assert console.errors() == []

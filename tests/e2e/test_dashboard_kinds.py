@@ -439,7 +439,7 @@ def test_the_phone_layout_and_labels_with_kinds(
 
     # Every control has a visible label and its help is where aria-describedby points.
     controls = tab.locator("#submit-form input:visible, #submit-form select:visible, #kind-filter")
-    assert controls.count() == 7  # the kind, its five fields, the kind filter
+    assert controls.count() == 8  # the kind, its five fields, Run at, the kind filter
     missing = tab.evaluate(
         """() => [...document.querySelectorAll("input, select")]
             .filter((c) => !c.closest("[hidden]"))
@@ -449,13 +449,20 @@ def test_the_phone_layout_and_labels_with_kinds(
             .map((c) => c.id)"""
     )
     assert missing == []
-    # Keyboard only: the kind, then its fields in order, then the submit button.
+    # Keyboard only: the kind, then its fields in order, then Run at (a stop for each of
+    # its parts: day, month, year, hours...), then the submit button.
     tab.get_by_label("Job kind").focus()
     order = []
-    for _ in range(6):
+    for _ in range(16):
         tab.keyboard.press("Tab")
-        order.append(tab.evaluate("document.activeElement.id"))
-    assert order == ["field-0", "field-1", "field-2", "field-3", "field-4", "submit-button"]
+        focused = tab.evaluate("document.activeElement.id")
+        if not order or order[-1] != focused:
+            order.append(focused)
+        if focused == "submit-button":
+            break
+    assert order == [
+        "field-0", "field-1", "field-2", "field-3", "field-4", "run-at", "submit-button"
+    ]  # fmt: skip
     assert console.errors() == []
 
 
