@@ -36,6 +36,12 @@ OPERATIONS = [
     "GET /jobs/{job_id}",
     "POST /jobs/{job_id}/cancel",
     "POST /jobs/{job_id}/retry",
+    "GET /schedules",
+    "POST /schedules",
+    "GET /schedules/{name}",
+    "DELETE /schedules/{name}",
+    "POST /schedules/{name}/pause",
+    "POST /schedules/{name}/resume",
 ]  # and GET /openapi.json, which schemathesis leaves out: it is the document itself
 
 
