@@ -37,11 +37,12 @@ SUBMIT_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded",
 # (prod) it needs an API key, on an IAM stage a SigV4 signature API Gateway checks. Who
 # calls (``_caller``) then names the client; a client sees and acts on its own jobs only.
 AUTH = auth_at_import()
-GUARDED: dict[str, Any] = {
+_ROUTE_AUTH: dict[Auth, dict[str, Any]] = {
     Auth.NONE: {},
     Auth.API_KEY: {"api_key_required": True},
     Auth.IAM: {"authorizer": IAMAuthorizer()},
-}[AUTH]
+}
+GUARDED = _ROUTE_AUTH[AUTH]
 
 
 @app.middleware("http")
