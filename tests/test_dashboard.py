@@ -65,7 +65,7 @@ def test_api_urls_are_relative_to_the_page_never_to_the_root() -> None:
     assert not re.search(r"""["'`]/(heavy|jobs|fast|kinds|openapi)""", script)
     assert "window.location.origin" not in script
     calls = re.findall(r"""call\("(?:GET|POST)", "([a-z]+)""", script)
-    assert calls == ["jobs", "jobs", "kinds", "jobs", "heavy", "jobs", "jobs"]
+    assert calls == ["jobs", "jobs", "kinds", "jobs", "heavy", "jobs", "jobs", "openapi"]
 
 
 def test_the_page_is_read_once() -> None:
