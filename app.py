@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chalice.app import Chalice, Rate, Request, Response, SQSRecord
+from chalice.app import Chalice, IAMAuthorizer, Rate, Request, Response, SQSRecord
 
 from chalicelib import connections, dashboard, openapi, origins, schedule_service, service
 from chalicelib.clients import ANONYMOUS_CALLER, Caller
 from chalicelib.config import (
+    Auth,
     Settings,
-    api_key_required_at_import,
+    auth_at_import,
     dead_letter_queue_name_at_import,
     delay_queue_name_at_import,
     get_settings,
@@ -37,9 +38,18 @@ app = Chalice(app_name="heavy-jobs")
 SUBMIT_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
 
 
-# Where the stage requires an API key (prod), every /jobs route needs one: the key says
-# which client calls (``_caller``), and a client sees and acts on its own jobs only.
-KEY_REQUIRED = api_key_required_at_import()
+# How the stage's guarded routes know who calls (JOBS_AUTH: none, api_key or iam). Every
+# route that touches jobs is declared with ``**GUARDED`` (and listed in
+# chalicelib.openapi.KEYED_OPERATIONS; a test checks the two agree): on a keyed stage
+# (prod) it needs an API key, on an IAM stage a SigV4 signature API Gateway checks. Who
+# calls (``_caller``) then names the client; a client sees and acts on its own jobs only.
+AUTH = auth_at_import()
+_ROUTE_AUTH: dict[Auth, dict[str, Any]] = {
+    Auth.NONE: {},
+    Auth.API_KEY: {"api_key_required": True},
+    Auth.IAM: {"authorizer": IAMAuthorizer()},
+}
+GUARDED = _ROUTE_AUTH[AUTH]
 
 
 @app.middleware("http")
@@ -66,7 +76,7 @@ def fast() -> dict[str, str]:
 
 @app.route("/openapi.json", methods=["GET"])
 def openapi_document() -> dict[str, object]:
-    return openapi.document(get_settings(), KEY_REQUIRED)
+    return openapi.document(get_settings(), AUTH)
 
 
 @app.route("/kinds", methods=["GET"])
@@ -78,7 +88,7 @@ def list_kinds() -> dict[str, object]:
     "/heavy",
     methods=["POST"],
     content_types=SUBMIT_CONTENT_TYPES,
-    api_key_required=KEY_REQUIRED,
+    **GUARDED,
 )
 def submit_heavy() -> Response:
     request = _current_request()
@@ -101,7 +111,7 @@ def submit_heavy() -> Response:
     "/jobs",
     methods=["POST"],
     content_types=SUBMIT_CONTENT_TYPES,
-    api_key_required=KEY_REQUIRED,
+    **GUARDED,
 )
 def submit_job() -> Response:
     request = _current_request()
@@ -115,7 +125,7 @@ def submit_job() -> Response:
     "/jobs/batch",
     methods=["POST"],
     content_types=SUBMIT_CONTENT_TYPES,
-    api_key_required=KEY_REQUIRED,
+    **GUARDED,
 )
 def submit_jobs_batch() -> Response:
     """1 to 100 jobs in one request (docs/batch.md): 207 with each item's job or error,
@@ -198,7 +208,7 @@ def _accepted_headers(job: Job, status_url: str, settings: Settings) -> dict[str
     return {"Location": status_url, "Retry-After": str(retry_after)}
 
 
-@app.route("/jobs", methods=["GET"], api_key_required=KEY_REQUIRED)
+@app.route("/jobs", methods=["GET"], **GUARDED)
 def list_jobs() -> Response:
     try:
         page = service.list_jobs(_query_params(), connections.job_table(), caller=_caller())
@@ -214,7 +224,7 @@ def list_jobs() -> Response:
     )
 
 
-@app.route("/jobs/{job_id}", methods=["GET"], api_key_required=KEY_REQUIRED)
+@app.route("/jobs/{job_id}", methods=["GET"], **GUARDED)
 def get_job(job_id: str) -> Response:
     try:
         caller = _caller()
@@ -233,7 +243,7 @@ def get_job(job_id: str) -> Response:
     "/jobs/{job_id}/cancel",
     methods=["POST"],
     content_types=SUBMIT_CONTENT_TYPES,
-    api_key_required=KEY_REQUIRED,
+    **GUARDED,
 )
 def cancel_job(job_id: str) -> Response:
     try:
@@ -247,7 +257,7 @@ def cancel_job(job_id: str) -> Response:
     "/jobs/{job_id}/retry",
     methods=["POST"],
     content_types=SUBMIT_CONTENT_TYPES,
-    api_key_required=KEY_REQUIRED,
+    **GUARDED,
 )
 def retry_job(job_id: str) -> Response:
     settings = get_settings()
@@ -271,7 +281,7 @@ def retry_job(job_id: str) -> Response:
     "/schedules",
     methods=["POST"],
     content_types=SUBMIT_CONTENT_TYPES,
-    api_key_required=KEY_REQUIRED,
+    **GUARDED,
 )
 def create_schedule() -> Response:
     try:
@@ -292,7 +302,7 @@ def create_schedule() -> Response:
     )
 
 
-@app.route("/schedules", methods=["GET"], api_key_required=KEY_REQUIRED)
+@app.route("/schedules", methods=["GET"], **GUARDED)
 def list_schedules() -> Response:
     try:
         schedules = schedule_service.listing(
@@ -304,7 +314,7 @@ def list_schedules() -> Response:
     return Response(status_code=200, body={"schedules": [s.to_api(now) for s in schedules]})
 
 
-@app.route("/schedules/{name}", methods=["GET", "DELETE"], api_key_required=KEY_REQUIRED)
+@app.route("/schedules/{name}", methods=["GET", "DELETE"], **GUARDED)
 def schedule(name: str) -> Response:
     request = _current_request()
     try:
@@ -324,7 +334,7 @@ def schedule(name: str) -> Response:
     "/schedules/{name}/pause",
     methods=["POST"],
     content_types=SUBMIT_CONTENT_TYPES,
-    api_key_required=KEY_REQUIRED,
+    **GUARDED,
 )
 def pause_schedule(name: str) -> Response:
     return _set_schedule_state(name, PAUSED)
@@ -334,7 +344,7 @@ def pause_schedule(name: str) -> Response:
     "/schedules/{name}/resume",
     methods=["POST"],
     content_types=SUBMIT_CONTENT_TYPES,
-    api_key_required=KEY_REQUIRED,
+    **GUARDED,
 )
 def resume_schedule(name: str) -> Response:
     return _set_schedule_state(name, ENABLED)
@@ -474,12 +484,28 @@ def _each_record(event: Any, handle: Callable[[SQSRecord], object]) -> None:
 
 def _caller() -> Caller:
     """Who calls: on a keyed stage, the client the request's API key names (UnknownKey
-    for a key of no client of this stage); on a stage without keys, the anonymous caller.
-    API Gateway has checked the key before the request reaches the function; its id is
-    in the request's identity."""
-    if not KEY_REQUIRED:
+    for a key of no client of this stage); on an IAM stage, the IAM principal that signed
+    the request (UnknownPrincipal without one); on a stage without either, the anonymous
+    caller. API Gateway has checked the key or the signature before the request reaches
+    the function, and names the key's id or the principal in the request's identity.
+
+    The principal is ``requestContext.identity.userArn``, "the Amazon Resource Name (ARN)
+    of the effective user identified after authentication" (API Gateway Developer Guide,
+    "Variables for data transformations for API Gateway": ``$context.identity.userArn``):
+    ``arn:aws:sts::ACCT:assumed-role/ROLE/SESSION`` for a role's session,
+    ``arn:aws:iam::ACCT:user/NAME`` for a user. ``identity.caller`` (same page: "the
+    principal identifier of the caller that signed the request") is an id such as
+    ``AROA…:SESSION``, not a name, so it is not used. ``requestContext.accountId`` is the
+    API owner's account: a principal of another account is refused."""
+    if AUTH is Auth.NONE:
         return ANONYMOUS_CALLER
-    key_id = (_current_request().context.get("identity") or {}).get("apiKeyId")
+    context = _current_request().context
+    identity = context.get("identity") or {}
+    if AUTH is Auth.IAM:
+        return service.caller_of_principal(
+            identity.get("userArn"), context.get("accountId"), get_settings().operator_principal
+        )
+    key_id = identity.get("apiKeyId")
     name = connections.api_keys().name_of(key_id) if key_id else None
     return service.caller_of_key(app.app_name, get_settings().stage, name)
 

@@ -12,8 +12,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from functools import lru_cache
 
+from chalicelib.clients import operator_client
 from chalicelib.errors import SettingsError
 
 # Environment variable names: the one place they are spelled.
@@ -28,6 +30,8 @@ PROGRESS_INTERVAL = "JOBS_PROGRESS_INTERVAL_SECONDS"
 LOOP_RATE = "JOBS_LOOP_RATE_PER_SECOND"
 RETENTION_DAYS = "JOBS_RETENTION_DAYS"
 REQUIRE_API_KEY = "JOBS_REQUIRE_API_KEY"
+AUTH = "JOBS_AUTH"
+OPERATOR_PRINCIPAL = "JOBS_OPERATOR_PRINCIPAL"
 MAX_ATTEMPTS = "JOBS_MAX_ATTEMPTS"
 RETRY_BASE = "JOBS_RETRY_BASE_SECONDS"
 STALE_AFTER = "JOBS_STALE_AFTER_SECONDS"
@@ -49,6 +53,15 @@ SCHEDULE_GROUP = "JOBS_SCHEDULE_GROUP"
 SCHEDULE_TARGET_ARN = "JOBS_SCHEDULE_TARGET_ARN"
 SCHEDULER_ROLE_ARN = "JOBS_SCHEDULER_ROLE_ARN"
 SCHEDULE_DEAD_LETTER_ARN = "JOBS_SCHEDULE_DEAD_LETTER_ARN"
+
+
+class Auth(StrEnum):
+    """How a stage's guarded routes (chalicelib.openapi.KEYED_OPERATIONS) know who calls
+    (``JOBS_AUTH``; docs/security.md says when to choose each)."""
+
+    NONE = "none"  # nothing: every caller is the one client anonymous
+    API_KEY = "api_key"  # an API key, whose name names the client (chalicelib.clients)
+    IAM = "iam"  # a SigV4 signature API Gateway checks; the client is the IAM principal
 
 
 @dataclass(frozen=True)
@@ -151,6 +164,10 @@ class Settings:
     schedule_target_arn: str = ""
     scheduler_role_arn: str = ""
     schedule_dead_letter_arn: str = ""
+    # On an IAM stage, the principal that sees and acts on every job, as
+    # chalicelib.clients.operator_client reads it (a role's name, a role's or a user's
+    # ARN); None: no principal is the operator.
+    operator_principal: str | None = None
 
     @property
     def message_hold_seconds(self) -> int:
@@ -203,11 +220,18 @@ class Settings:
             schedule_target_arn=env.get(SCHEDULE_TARGET_ARN, "").strip(),
             scheduler_role_arn=env.get(SCHEDULER_ROLE_ARN, "").strip(),
             schedule_dead_letter_arn=env.get(SCHEDULE_DEAD_LETTER_ARN, "").strip(),
+            operator_principal=env.get(OPERATOR_PRINCIPAL, "").strip() or None,
         )
         if settings.lane_key not in LANE_KEYS:
             raise SettingsError(
                 f"setting {LANE_KEY} must be one of {', '.join(LANE_KEYS)}, "
                 f"got {settings.lane_key!r}"
+            )
+        principal = settings.operator_principal
+        if principal is not None and operator_client(principal) is None:
+            raise SettingsError(
+                f"setting {OPERATOR_PRINCIPAL} must be a role's name or ARN, or a user's ARN, "
+                f"got {principal!r}"
             )
         if settings.default_n > settings.max_n:
             raise SettingsError(
@@ -242,18 +266,45 @@ def delay_queue_name_at_import() -> str:
     return _required(os.environ, DELAY_QUEUE_NAME)
 
 
+def auth(env: Mapping[str, str]) -> Auth:
+    """How the stage's guarded routes know who calls: ``JOBS_AUTH`` (none, api_key or
+    iam), else ``JOBS_REQUIRE_API_KEY`` (true: api_key, as prod has always said; false or
+    unset: none). SettingsError for an unknown value of either, or for both set and
+    disagreeing (``JOBS_REQUIRE_API_KEY=true`` with any ``JOBS_AUTH`` but api_key, or
+    ``false`` with api_key): a stage whose two settings contradict each other would be
+    guarded in a way one of them does not say."""
+    raw_key = env.get(REQUIRE_API_KEY, "").strip().lower()
+    if raw_key not in ("", "true", "false"):
+        raise SettingsError(f"setting {REQUIRE_API_KEY} must be true or false, got {raw_key!r}")
+    raw_auth = env.get(AUTH, "").strip().lower()
+    if not raw_auth:
+        return Auth.API_KEY if raw_key == "true" else Auth.NONE
+    try:
+        mode = Auth(raw_auth)
+    except ValueError:
+        choices = ", ".join(mode.value for mode in Auth)
+        raise SettingsError(f"setting {AUTH} must be one of {choices}, got {raw_auth!r}") from None
+    if raw_key and (raw_key == "true") != (mode is Auth.API_KEY):
+        raise SettingsError(
+            f"settings {AUTH}={mode.value} and {REQUIRE_API_KEY}={raw_key} disagree: "
+            f"set {AUTH} alone"
+        )
+    return mode
+
+
+def auth_at_import() -> Auth:
+    """``auth`` for app.py's route decorators, read at import for the same reason as the
+    queue name: Chalice builds the API definition when it imports app.py."""
+    return auth(os.environ)
+
+
 def api_key_required(env: Mapping[str, str]) -> bool:
-    """Whether the stage's routes that create, list or cancel jobs need an API key
-    (``JOBS_REQUIRE_API_KEY``: true in ``prod``); SettingsError unless true or false."""
-    raw = env.get(REQUIRE_API_KEY, "false").strip().lower()
-    if raw not in ("true", "false"):
-        raise SettingsError(f"setting {REQUIRE_API_KEY} must be true or false, got {raw!r}")
-    return raw == "true"
+    """Whether the stage's guarded routes need an API key (``auth`` is api_key: prod)."""
+    return auth(env) is Auth.API_KEY
 
 
 def api_key_required_at_import() -> bool:
-    """``api_key_required`` for app.py's route decorators, read at import for the same
-    reason as the queue name: Chalice builds the API definition when it imports app.py."""
+    """``api_key_required`` of the process's environment, as app.py is imported with it."""
     return api_key_required(os.environ)
 
 

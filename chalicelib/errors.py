@@ -13,6 +13,7 @@
     │   ├── JobNotRetryable      409: retrying a job that did not fail or get cancelled
     │   ├── IdempotencyConflict  409: an Idempotency-Key reused for another request
     │   ├── UnknownKey           403: an API key whose name names no client of this stage
+    │   ├── UnknownPrincipal     403: no IAM principal, or one that cannot be a client
     │   └── QuotaExceeded        429: the client's queued and running work is at its quota
     ├── PoisonMessage            a queue message that can never be processed
     ├── NoTimeLeft               a run's invocation ran out of time before handing it on
@@ -80,6 +81,18 @@ class UnknownKey(RequestError):
 
     def __init__(self) -> None:
         super().__init__("unknown_key", "This API key belongs to no client of this stage.")
+
+
+class UnknownPrincipal(RequestError):
+    """On an IAM stage: the request names no IAM principal API Gateway authenticated, or
+    one that cannot be a client (another account's, a reserved name)."""
+
+    status_code = 403
+
+    def __init__(self) -> None:
+        super().__init__(
+            "unknown_principal", "This request is signed by no IAM principal of this stage."
+        )
 
 
 class QuotaExceeded(RequestError):

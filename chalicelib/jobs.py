@@ -49,7 +49,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from chalicelib.clients import ANONYMOUS, CLIENT_NAME
+from chalicelib.clients import ANONYMOUS, RECORDED_CLIENT
 from chalicelib.errors import PoisonMessage
 
 DEFAULT_KIND = "heavyLoad"
@@ -629,7 +629,7 @@ def parse_message(body: str) -> Message:
     if kind is not None and not (isinstance(kind, str) and kind):
         raise PoisonMessage(f"message names no valid kind: {kind!r}")
     client = payload.get("client", ANONYMOUS)
-    if not (isinstance(client, str) and CLIENT_NAME.fullmatch(client)):
+    if not (isinstance(client, str) and RECORDED_CLIENT.fullmatch(client)):
         raise PoisonMessage(f"message names no valid client: {client!r}")
     lane = payload.get("lane", 0)
     if not (isinstance(lane, int) and not isinstance(lane, bool) and lane >= 0):

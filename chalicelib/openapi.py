@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.clients import CLIENT_NAME
-from chalicelib.config import Settings
+from chalicelib.clients import RECORDED_CLIENT
+from chalicelib.config import Auth, Settings
 from chalicelib.jobs import DEFAULT_KIND, JobStatus
 from chalicelib.kinds import KINDS
 from chalicelib.origins import SAFE_METHODS
@@ -47,8 +47,9 @@ _UUID4 = {
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": _UUID4}
 
 
-# The operations an API key guards where the stage requires one (see app.py): every one
-# that touches jobs. The key names the client; a client sees its own jobs only.
+# The operations the stage's authentication guards (app.py's ``**GUARDED`` routes): every
+# one that touches jobs, behind an API key on a keyed stage, an IAM signature on an IAM
+# stage. The key or the principal names the client; a client sees its own jobs only.
 KEYED_OPERATIONS = (
     ("/heavy", "post"),
     ("/jobs", "get"),
@@ -72,34 +73,64 @@ _QUOTA = (
 )
 
 
-def document(settings: Settings, api_key_required: bool = False) -> dict[str, Any]:
-    """The whole document, for the stage whose settings are given."""
+# The security scheme of an IAM stage, as API Gateway's OpenAPI extensions declare SigV4
+# (API Gateway Developer Guide, "x-amazon-apigateway-authtype property"), and as Chalice's
+# IAMAuthorizer declares it in the definition it deploys. A client (the dashboard, the
+# `jobs` command) learns from it that the stage wants signed requests.
+SIGV4_SCHEME = {
+    "type": "apiKey",
+    "name": "Authorization",
+    "in": "header",
+    "x-amazon-apigateway-authtype": "awsSigv4",
+}
+_SCHEMES: dict[Auth, tuple[str, dict[str, str], str]] = {
+    Auth.API_KEY: (
+        "api_key",
+        {"type": "apiKey", "name": "x-api-key", "in": "header"},
+        "No valid x-api-key header (API Gateway's own answer, {message}), or "
+        "unknown_key: a key that names no client of this stage.",
+    ),
+    Auth.IAM: (
+        "sigv4",
+        SIGV4_SCHEME,
+        "No valid SigV4 signature of an IAM principal allowed execute-api:Invoke (API "
+        "Gateway's own answer, {message}), or unknown_principal: no principal of this "
+        "stage's account.",
+    ),
+}
+
+
+def document(settings: Settings, auth: Auth = Auth.NONE) -> dict[str, Any]:
+    """The whole document, for the stage whose settings and authentication are given."""
     doc = _document(settings)
-    if api_key_required:
-        doc["components"]["securitySchemes"] = {
-            "api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"}
-        }
+    if auth in _SCHEMES:
+        name, scheme, refused = _SCHEMES[auth]
+        doc["components"]["securitySchemes"] = {name: scheme}
         for path, method in KEYED_OPERATIONS:
             operation = doc["paths"][path][method]
-            operation["security"] = [{"api_key": []}]
+            operation["security"] = [{name: []}]
             operation["responses"]["403"] = _json(
-                {"oneOf": [_ref("Error"), _GATEWAY_REFUSAL]},
-                "No valid x-api-key header (API Gateway's own answer, {message}), or "
-                "unknown_key: a key that names no client of this stage.",
+                {"oneOf": [_ref("Error"), _GATEWAY_REFUSAL]}, refused
             )
-            rate = "Over the usage plan's rate (API Gateway's own answer, {message})."
-            quota = operation["responses"].get("429")
-            operation["responses"]["429"] = (
-                _json(_GATEWAY_REFUSAL, rate)
-                if quota is None
-                else {
-                    **_json({"oneOf": [_ref("Error"), _GATEWAY_REFUSAL]}, rate),
-                    "description": f"{rate} Or {quota['description']}",
-                    "headers": quota["headers"],
-                }
-            )
+            if auth is Auth.API_KEY:
+                _declare_usage_plan_refusal(operation)
     _declare_cross_site_refusals(doc)
     return doc
+
+
+def _declare_usage_plan_refusal(operation: dict[str, Any]) -> None:
+    """429 over the key's usage plan, besides any quota_exceeded the operation declares."""
+    rate = "Over the usage plan's rate (API Gateway's own answer, {message})."
+    quota = operation["responses"].get("429")
+    operation["responses"]["429"] = (
+        _json(_GATEWAY_REFUSAL, rate)
+        if quota is None
+        else {
+            **_json({"oneOf": [_ref("Error"), _GATEWAY_REFUSAL]}, rate),
+            "description": f"{rate} Or {quota['description']}",
+            "headers": quota["headers"],
+        }
+    )
 
 
 # What API Gateway itself answers when it refuses a request (no valid key, throttled).
@@ -206,7 +237,7 @@ def _document(settings: Settings) -> dict[str, Any]:
                             "description": "Only this client's jobs. The operator (and "
                             "every caller of a stage without keys) may name any client; "
                             "another client only itself (else 400 invalid_client).",
-                            "schema": {"type": "string", "pattern": f"^{CLIENT_NAME.pattern}$"},
+                            "schema": {"type": "string", "pattern": f"^{RECORDED_CLIENT.pattern}$"},
                         },
                         {
                             "name": "limit",
@@ -666,7 +697,7 @@ _SCHEDULE_NAME_PARAMETER = {
 _CLIENT_PARAMETER = {
     "name": "client",
     "in": "query",
-    "schema": {"type": "string", "pattern": f"^{CLIENT_NAME.pattern}$"},
+    "schema": {"type": "string", "pattern": f"^{RECORDED_CLIENT.pattern}$"},
     "description": "The operator's choice of client (ignored for any other caller).",
 }
 _SCHEDULE_NOT_FOUND = "No such schedule, or another client's (the same answer)."

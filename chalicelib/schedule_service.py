@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib import requests
-from chalicelib.clients import CLIENT_NAME, Caller
+from chalicelib.clients import RECORDED_CLIENT, Caller
 from chalicelib.config import Settings
 from chalicelib.errors import (
     IdempotencyConflict,
@@ -161,7 +161,7 @@ def owner(caller: Caller, params: Mapping[str, str]) -> str:
     chosen = params.get("client")
     if chosen is None or not caller.sees_all:
         return caller.client
-    if not CLIENT_NAME.fullmatch(chosen):
+    if not RECORDED_CLIENT.fullmatch(chosen):
         raise InvalidRequest("invalid_client", "client must be a client's name.")
     return chosen
 

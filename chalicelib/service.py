@@ -43,11 +43,13 @@ from typing import Any, NamedTuple
 from chalicelib.clients import (
     ANONYMOUS,
     ANONYMOUS_CALLER,
-    CLIENT_NAME,
     OPERATOR,
     OPERATOR_CALLER,
+    RECORDED_CLIENT,
     Caller,
     client_of_key,
+    client_of_principal,
+    operator_client,
 )
 from chalicelib.config import Settings
 from chalicelib.errors import (
@@ -60,6 +62,7 @@ from chalicelib.errors import (
     RequestError,
     StoreUnavailable,
     UnknownKey,
+    UnknownPrincipal,
 )
 from chalicelib.jobs import (
     SHARDS,
@@ -116,6 +119,22 @@ def caller_of_key(app_name: str, stage: str, key_name: str | None) -> Caller:
     if client is None:
         raise UnknownKey()
     return OPERATOR_CALLER if client == OPERATOR else Caller(client)
+
+
+def caller_of_principal(
+    user_arn: str | None, account: str | None, operator_principal: str | None
+) -> Caller:
+    """The caller an IAM principal makes on an IAM stage: its client
+    (``chalicelib.clients.client_of_principal``), seeing every job when it is the stage's
+    operator principal. UnknownPrincipal (403) for no principal, one of another account
+    than the API's (``account``), or one that cannot be a client: API Gateway refuses an
+    unsigned request before the function runs, and this refuses it again should a route
+    ever be reachable without the signature check."""
+    client = client_of_principal(user_arn, account) if user_arn and account else None
+    if client is None:
+        raise UnknownPrincipal()
+    operator = operator_client(operator_principal) if operator_principal else None
+    return Caller(client, sees_all=client == operator)
 
 
 class Submission(NamedTuple):
@@ -707,7 +726,7 @@ def _client_param(raw: str | None, caller: Caller) -> str | None:
     """The client a listing is scoped to: the caller's own unless it sees every job."""
     if raw is None:
         return None if caller.sees_all else caller.client
-    if CLIENT_NAME.fullmatch(raw) and (caller.sees_all or raw == caller.client):
+    if RECORDED_CLIENT.fullmatch(raw) and (caller.sees_all or raw == caller.client):
         return raw
     allowed = "a client's name" if caller.sees_all else f"only your own, {caller.client!r}"
     raise InvalidRequest("invalid_client", f"client must be {allowed}.")

@@ -13,6 +13,9 @@ The API key goes to the base URL's origin (scheme, host and port) only. requests
 ``Authorization`` when a redirect leaves the host (``Session.rebuild_auth``), but not a
 custom header such as ``x-api-key``, which a session's headers carry to wherever a
 redirect points; so :class:`KeySession` refuses to follow a redirect to another origin.
+On an IAM stage each request is signed instead (``jobs_cli.signing``); the same rule
+keeps the signature and any session token on the API's origin, and a redirect within it
+is signed again, since a signature covers one request.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 import requests
+from requests.auth import AuthBase
 
 from jobs_cli import __version__
 
@@ -36,6 +40,8 @@ FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 API_KEY_HEADER = "x-api-key"
 # How a person gets a key for a keyed stage (the operator runs it; see docs/deploying.md).
 GET_A_KEY = "`make api-key STAGE=<stage> CLIENT=<name>` prints a client's key"
+# What API Gateway answers a request an IAM stage needs signed, and an unknown route alike.
+MISSING_TOKEN = "Missing Authentication Token"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -72,7 +78,8 @@ def origin(url: str) -> tuple[str, str, int | None]:
 
 class KeySession(requests.Session):
     """A session that follows redirects within one origin only, so the API key in its
-    headers never reaches another host, port or scheme."""
+    headers (or the signature its ``auth`` adds) never reaches another host, port or
+    scheme; a redirect it follows is signed again."""
 
     def rebuild_auth(
         self, prepared_request: requests.PreparedRequest, response: requests.Response
@@ -85,6 +92,8 @@ class KeySession(requests.Session):
                 " key goes to the API's own address only"
             )
         super().rebuild_auth(prepared_request, response)
+        if self.auth is not None:  # requests applies a session's auth to the first request only
+            prepared_request.prepare_auth(self.auth)
 
 
 def _without_query(url: str) -> str:
@@ -96,6 +105,8 @@ class Api:
     base_url: str
     api_key: str | None = None
     session: requests.Session = field(default_factory=KeySession)
+    # Signs every request (an IAM stage: jobs_cli.signing.SigV4); None: unsigned.
+    signer: AuthBase | None = None
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -105,6 +116,7 @@ class Api:
         self.session.headers["User-Agent"] = f"jobs-cli/{__version__}"
         if self.api_key:
             self.session.headers[API_KEY_HEADER] = self.api_key
+        self.session.auth = self.signer
 
     def submit(
         self, n: int, wait: int | None = None, when: Mapping[str, Any] | None = None
@@ -221,7 +233,7 @@ class Api:
         except requests.RequestException as error:
             raise Unreachable(f"cannot connect to {self.base_url}: {_reason(error)}") from None
         if response.status_code >= 400:
-            raise _api_error(response, has_key=bool(self.api_key))
+            raise _api_error(response, has_key=bool(self.api_key), signed=bool(self.signer))
         return response
 
 
@@ -250,7 +262,7 @@ def _body(response: requests.Response) -> dict[str, Any]:
     return body
 
 
-def _api_error(response: requests.Response, has_key: bool) -> ApiError:
+def _api_error(response: requests.Response, has_key: bool, signed: bool = False) -> ApiError:
     """The error answer as one line that says what to do about it."""
     status = response.status_code
     try:
@@ -270,6 +282,12 @@ def _api_error(response: requests.Response, has_key: bool) -> ApiError:
         else:
             hint = f"this stage needs an API key: --api-key or $JOBS_API_KEY; {GET_A_KEY}"
         message = f"{message}: {hint}"
+    elif status == 403 and gateway == MISSING_TOKEN and not signed:
+        message = f"{message}: no such route, or a stage that needs signed requests (--auth iam)"
+    elif status == 403 and signed and gateway not in (None, MISSING_TOKEN):
+        # API Gateway's refusal of a signature: another account's, an expired token, or a
+        # principal no policy allows execute-api:Invoke on this API.
+        message = f"{message}: the AWS credentials' principal may not call this API"
     elif status == 429:
         message = f"{message}: over the API key's request rate; {_retry_when(response)}"
     return ApiError(status, None, message)

@@ -27,6 +27,7 @@ from rich.console import Console, RenderableType
 
 from jobs_cli import __version__, batch, render, when
 from jobs_cli.client import DEFAULT_URL, FINAL_STATUSES, MAX_WAIT_SECONDS, Api, CliError, Job
+from jobs_cli.signing import NoCredentials, sigv4_for
 from jobs_cli.watch import watch
 
 EXIT_OK = 0
@@ -42,6 +43,12 @@ The API is at --url, else $JOBS_URL, else http://127.0.0.1:8000 (`make run`). On
 that requires an API key (prod), pass --api-key or set $JOBS_API_KEY: every request sends
 it, to that address only (a redirect elsewhere is not followed). A client's key sees that
 client's jobs only; the stage's own key (the operator's) sees every client's.
+
+On a stage that authenticates with IAM, pass --auth iam or set $JOBS_AUTH=iam: every
+request is signed (AWS Signature Version 4, service execute-api) with the credentials
+the AWS CLI would use (AWS_PROFILE, `aws sso login`, environment variables, an instance
+or container role), for the region in the API's host name, else the profile's. The
+client is the signing principal: a role's sessions share its jobs.
 """
 EPILOG = """\
 exit statuses: 0 done (a job queued, running or succeeded), 1 the job failed or was
@@ -59,7 +66,11 @@ examples:
   jobs submit --from jobs.jsonl         one job per line, sent 100 at a time
   jobs schedules create nightly countPrimes below=1e9 --cron '0 2 * * ? *' --timezone Europe/Paris
   jobs --url https://abc.execute-api.eu-west-1.amazonaws.com/prod --api-key KEY submit 10
+  AWS_PROFILE=ci jobs --auth iam --url https://abc.execute-api.eu-west-1.amazonaws.com/iam list
 """
+# How the CLI authenticates: the stage settings' names (chalicelib.config.Auth), which
+# the CLI does not import (it installs without the service's code).
+AUTH_CHOICES = ("none", "api_key", "iam")
 
 
 class UsageError(CliError):
@@ -98,6 +109,13 @@ def _add_shared_options(parser: argparse.ArgumentParser, top: bool) -> None:
         "--url", help=f"the API's base URL (default: $JOBS_URL, else {DEFAULT_URL})", **default
     )
     parser.add_argument("--api-key", help="sent as x-api-key (default: $JOBS_API_KEY)", **default)
+    parser.add_argument(
+        "--auth",
+        choices=AUTH_CHOICES,
+        help="iam: sign every request with your AWS credentials (default: $JOBS_AUTH, else "
+        "api_key with a key, none without)",
+        **default,
+    )
     parser.add_argument(
         "--json", action="store_true", help="print the API's JSON answer", **default
     )
@@ -570,11 +588,22 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Api, Output], int]] = {
 
 
 def api_for(args: argparse.Namespace, env: Mapping[str, str]) -> Api:
-    """The API the options, else the environment, else the local stack point at."""
-    return Api(
-        base_url=args.url or env.get("JOBS_URL") or DEFAULT_URL,
-        api_key=args.api_key or env.get("JOBS_API_KEY") or None,
-    )
+    """The API the options, else the environment, else the local stack point at, and how
+    to authenticate to it (UsageError for a key on an IAM stage, or api_key without one)."""
+    base_url = args.url or env.get("JOBS_URL") or DEFAULT_URL
+    api_key = args.api_key or env.get("JOBS_API_KEY") or None
+    auth = (args.auth or env.get("JOBS_AUTH") or ("api_key" if api_key else "none")).lower()
+    if auth not in AUTH_CHOICES:
+        raise UsageError(f"$JOBS_AUTH must be one of {', '.join(AUTH_CHOICES)}, got {auth!r}")
+    if auth == "iam" and api_key:
+        raise UsageError("an IAM stage takes no API key: drop --api-key / $JOBS_API_KEY")
+    if auth == "api_key" and not api_key:
+        raise UsageError("--auth api_key needs a key: --api-key or $JOBS_API_KEY")
+    try:
+        signer = sigv4_for(base_url) if auth == "iam" else None
+    except NoCredentials as error:
+        raise CliError(f"--auth iam: {error}") from None
+    return Api(base_url=base_url, api_key=api_key, signer=signer)
 
 
 def _job_exit(job: Job, output: Output) -> int:

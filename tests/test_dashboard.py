@@ -77,6 +77,7 @@ def test_api_urls_are_relative_to_the_page_never_to_the_root() -> None:
         "schedulePath(schedule",  # "schedules/" + the name, relative too
         "path",  # "schedules/" + the name + "/pause" or "/resume"
         '"schedules"',
+        '"openapi.json"',
     ]
     assert script.count('"schedules/" + encodeURIComponent(') == 2
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from chalice.test import Client
 
-from chalicelib.config import Settings
+from chalicelib.config import Auth, Settings
 from chalicelib.jobs import Job, utc_now
 from chalicelib.kinds import KINDS
 from chalicelib.openapi import KEYED_OPERATIONS, document
@@ -50,7 +50,7 @@ def test_cap_on_n_is_the_stages_setting() -> None:
 
 def test_a_stage_that_requires_a_key_documents_where(app_module: Any) -> None:
     settings = Settings.from_mapping(REQUIRED)
-    keyed = document(settings, api_key_required=True)
+    keyed = document(settings, auth=Auth.API_KEY)
     secured = {
         (path, method)
         for path, ops in keyed["paths"].items()
@@ -164,7 +164,7 @@ def test_the_document_declares_clients_isolation_and_quotas() -> None:
         assert "quota_exceeded" in quota["description"]
         assert "Retry-After" in quota["headers"]
 
-    keyed = document(settings, api_key_required=True)["paths"]
+    keyed = document(settings, auth=Auth.API_KEY)["paths"]
     for path, method in KEYED_OPERATIONS:
         responses = keyed[path][method]["responses"]
         assert "unknown_key" in responses["403"]["description"]

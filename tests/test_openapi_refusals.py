@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.config import Settings
+from chalicelib.config import Auth, Settings
 from chalicelib.openapi import CROSS_SITE_REFUSAL, document
 from chalicelib.origins import SAFE_METHODS
 from tests.chalicelib.test_config import REQUIRED
@@ -16,7 +16,7 @@ SETTINGS = Settings.from_mapping(REQUIRED)
 
 @pytest.mark.parametrize("keyed", [False, True])
 def test_every_state_changing_operation_declares_the_cross_site_refusal(keyed: bool) -> None:
-    doc = document(SETTINGS, api_key_required=keyed)
+    doc = document(SETTINGS, auth=Auth.API_KEY if keyed else Auth.NONE)
     changing = {
         f"{method.upper()} {path}": operation["responses"]
         for path, item in doc["paths"].items()

@@ -38,12 +38,12 @@ RESULTS_PAGE = f"{RESULTS_DIR}/results.md"
 
 def prod_document() -> dict[str, Any]:
     """The OpenAPI document of the prod stage, as its API serves it."""
-    from chalicelib.config import Settings, api_key_required
+    from chalicelib.config import Settings, auth
     from chalicelib.openapi import document
 
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     env = config["stages"][STAGE]["environment_variables"]
-    return document(Settings.from_mapping(env), api_key_required(env))
+    return document(Settings.from_mapping(env), auth(env))
 
 
 def _repository_links(markdown: str, prefix: str) -> str:

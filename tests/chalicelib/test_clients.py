@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import pytest
 
 from chalicelib import clients
@@ -49,3 +51,59 @@ def test_a_client_sees_its_own_jobs_only_and_the_operator_all() -> None:
     assert not alice.may_see(clients.ANONYMOUS)
     assert OPERATOR_CALLER.may_see("bob") and OPERATOR_CALLER.may_see(clients.ANONYMOUS)
     assert ANONYMOUS_CALLER.may_see("anything")
+
+
+ACCOUNT = "123456789012"
+
+
+@pytest.mark.parametrize("session", ["build-1", "build-2", "i-0abc@example.com"])
+def test_an_assumed_role_is_its_role_whichever_session_signed(session: str) -> None:
+    arn = f"arn:aws:sts::{ACCOUNT}:assumed-role/Billing+Reports=1,v.2@x_y-z/{session}"
+    assert clients.client_of_principal(arn, ACCOUNT) == "Billing+Reports=1,v.2@x_y-z"
+
+
+def test_a_user_is_its_arn() -> None:
+    arn = f"arn:aws:iam::{ACCOUNT}:user/teams/data/alice"
+    assert clients.client_of_principal(arn, ACCOUNT) == arn
+    assert clients.client_of_principal(arn) == arn  # the account is checked only when given
+
+
+def test_an_arns_characters_no_key_may_hold_are_percent_encoded() -> None:
+    """An IAM path may hold any printable ASCII: `#` (which separates the parts of a
+    listing key) and `&` (a listing name's) never reach a key; the encoding is one-to-one."""
+    arn = f"arn:aws:iam::{ACCOUNT}:user/a#b&c%d?e/bob"
+    client = clients.client_of_principal(arn, ACCOUNT)
+    assert client == f"arn:aws:iam::{ACCOUNT}:user/a%23b%26c%25d%3Fe/bob"
+    assert client is not None and clients.RECORDED_CLIENT.fullmatch(client)
+    assert unquote(client) == arn
+    assert not {"#", "&"} & set(client)
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        "",
+        "alice",  # not an ARN
+        "arn:aws:s3:::bucket/key",  # not an IAM principal
+        "arn:aws:sts::999999999999:assumed-role/Billing/s",  # another account
+        f"arn:aws:sts::{ACCOUNT}:assumed-role/operator/s",  # a reserved name
+        f"arn:aws:sts::{ACCOUNT}:assumed-role/anonymous/s",
+        f"arn:aws:iam::{ACCOUNT}:user/" + "p/" * 600 + "bob",  # too long to record
+    ],
+)
+def test_principals_no_client_could_be_are_none(arn: str) -> None:
+    assert clients.client_of_principal(arn, ACCOUNT) is None
+
+
+@pytest.mark.parametrize(
+    ("principal", "client"),
+    [
+        ("Ops", "Ops"),
+        (f"arn:aws:iam::{ACCOUNT}:role/Ops", "Ops"),
+        (f"arn:aws:iam::{ACCOUNT}:role/team/Ops", "Ops"),  # a role's sessions hold no path
+        (f"arn:aws:iam::{ACCOUNT}:user/carol", f"arn:aws:iam::{ACCOUNT}:user/carol"),
+    ],
+)
+def test_the_operator_principal_is_named_as_its_requests_are(principal: str, client: str) -> None:
+    assert clients.operator_client(principal) == client
+    assert clients.operator_client("operator") is None

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.config import Settings
+from chalicelib.config import Auth, Settings, api_key_required, auth
 from chalicelib.errors import SettingsError
 
 REQUIRED = {
@@ -123,3 +123,64 @@ def test_importing_the_app_without_the_delay_queue_setting_names_it(
     monkeypatch.delitem(sys.modules, "app", raising=False)
     with pytest.raises(SettingsError, match="JOBS_DELAY_QUEUE_NAME"):
         importlib.import_module("app")
+
+
+@pytest.mark.parametrize(
+    ("env", "mode"),
+    [
+        ({}, Auth.NONE),
+        ({"JOBS_REQUIRE_API_KEY": "false"}, Auth.NONE),
+        ({"JOBS_REQUIRE_API_KEY": "true"}, Auth.API_KEY),  # prod's setting keeps working
+        ({"JOBS_AUTH": "none"}, Auth.NONE),
+        ({"JOBS_AUTH": "api_key"}, Auth.API_KEY),
+        ({"JOBS_AUTH": "IAM"}, Auth.IAM),
+        ({"JOBS_AUTH": "api_key", "JOBS_REQUIRE_API_KEY": "true"}, Auth.API_KEY),
+        ({"JOBS_AUTH": "iam", "JOBS_REQUIRE_API_KEY": "false"}, Auth.IAM),
+        ({"JOBS_AUTH": "none", "JOBS_REQUIRE_API_KEY": "false"}, Auth.NONE),
+    ],
+)
+def test_how_a_stage_authenticates_is_one_setting(env: dict[str, str], mode: Auth) -> None:
+    assert auth(env) is mode
+    assert api_key_required(env) is (mode is Auth.API_KEY)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"JOBS_AUTH": "sigv4"}, "JOBS_AUTH must be one of none, api_key, iam, got 'sigv4'"),
+        ({"JOBS_REQUIRE_API_KEY": "yes"}, "JOBS_REQUIRE_API_KEY must be true or false"),
+        (
+            {"JOBS_AUTH": "iam", "JOBS_REQUIRE_API_KEY": "true"},
+            "JOBS_AUTH=iam and JOBS_REQUIRE_API_KEY=true disagree",
+        ),
+        (
+            {"JOBS_AUTH": "none", "JOBS_REQUIRE_API_KEY": "true"},
+            "JOBS_AUTH=none and JOBS_REQUIRE_API_KEY=true disagree",
+        ),
+        (
+            {"JOBS_AUTH": "api_key", "JOBS_REQUIRE_API_KEY": "false"},
+            "JOBS_AUTH=api_key and JOBS_REQUIRE_API_KEY=false disagree",
+        ),
+    ],
+)
+def test_an_unknown_or_contradicted_authentication_is_named(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        auth(env)
+
+
+@pytest.mark.parametrize(
+    "principal",
+    ["jobs-operator", "arn:aws:iam::123456789012:role/ops/jobs-operator"],
+)
+def test_the_operator_principal_is_a_setting(principal: str) -> None:
+    settings = Settings.from_mapping({**REQUIRED, "JOBS_OPERATOR_PRINCIPAL": principal})
+    assert settings.operator_principal == principal
+    assert Settings.from_mapping(REQUIRED).operator_principal is None
+
+
+@pytest.mark.parametrize("principal", ["a role", "arn:aws:s3:::bucket", "operator"])
+def test_an_operator_principal_no_caller_could_be_is_named(principal: str) -> None:
+    with pytest.raises(SettingsError, match="JOBS_OPERATOR_PRINCIPAL must be"):
+        Settings.from_mapping({**REQUIRED, "JOBS_OPERATOR_PRINCIPAL": principal})

@@ -23,6 +23,7 @@ class Recorded:
     query: dict[str, str]
     headers: dict[str, str]  # names in lower case
     body: bytes
+    target: str = ""  # the request line's target as sent: the path and the raw query
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -69,6 +70,7 @@ def _handler(fake: FakeApi) -> type[BaseHTTPRequestHandler]:
                     query={k: v[-1] for k, v in parse_qs(parts.query).items()},
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=self.rfile.read(length),
+                    target=self.path,
                 )
             )
             answer = fake.next_answer(self.command, parts.path)

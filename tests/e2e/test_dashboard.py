@@ -33,7 +33,8 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Locator, Page, Request, Response, Route, expect
 
-from chalicelib import dashboard
+from chalicelib import dashboard, openapi
+from chalicelib.config import Auth, Settings
 from infra.browser import ChromiumMissing, chromium
 from infra.deploy.access import Throttle
 from infra.emulator import free_port
@@ -44,6 +45,7 @@ from tests.speed import iterations_per_second
 SHORT_N = iterations_per_second()  # about a second of work, measured
 LONG_N = 10_000_000_000
 PHONE = {"width": 390, "height": 844}
+IAM_SETTINGS = Settings(table_name="t", queue_name="q", delay_queue_name="d", stage="dev")
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +291,9 @@ class FakeStage:
     submit_error_headers: dict[str, str] = field(default_factory=dict)
     # GET /jobs "paused": the worker is paused (make pause).
     paused: bool = False
+    # An IAM stage: GET /openapi.json declares SigV4, and every unsigned request about jobs
+    # is refused as API Gateway refuses it, 403 {"message": "Missing Authentication Token"}.
+    iam: bool = False
 
     def handle(self, route: Route, request: Request) -> None:
         self.requests.append(request)
@@ -296,6 +301,10 @@ class FakeStage:
         page = dashboard.page()
         if path in ("/dev", "/dev/") and request.method == "GET":
             route.fulfill(status=200, body=page.html, headers=page.headers)
+        elif path == "/dev/openapi.json" and self.iam:
+            self._json(route, 200, openapi.document(IAM_SETTINGS, Auth.IAM))
+        elif self.iam and (path in ("/dev/heavy", "/dev/jobs") or path.startswith("/dev/jobs/")):
+            self._json(route, 403, {"message": "Missing Authentication Token"})
         elif self._refused(path, request):
             key = request.headers.get("x-api-key")
             if key and self.other_key_answer:
@@ -405,6 +414,7 @@ def test_under_a_stage_prefix_every_call_stays_under_it(
     assert {urlsplit(r.url).path for r in stage.requests[1:]} == {
         "/dev/kinds",  # this stage has none: the page falls back to the n form
         "/dev/schedules",  # nor schedules: the page hides their panel
+        "/dev/openapi.json",  # which security scheme the stage has (none here)
         "/dev/jobs",
         "/dev/heavy",
         "/dev/fast",
@@ -452,6 +462,35 @@ def test_a_paused_worker_shows_a_banner_until_it_is_resumed(
 
     expect(tab.locator("#paused-banner")).to_be_hidden()
     assert console.errors() == []
+
+
+def test_on_an_iam_stage_the_page_says_it_needs_a_signing_proxy(
+    page: tuple[Page, Console], stage: FakeStage
+) -> None:
+    tab, console = page
+    stage.iam = True
+    tab.goto(f"{stage.origin}/dev/")
+    banner = tab.locator("#iam-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("This stage authenticates with IAM")
+    expect(banner).to_contain_text("aws-sigv4-proxy --name execute-api")
+    expect(banner).to_contain_text("jobs --auth iam")
+    expect(tab.locator("#key-settings")).to_be_hidden()  # no API key to give here
+    colors = banner.evaluate(
+        "e => [getComputedStyle(e).color, getComputedStyle(e).backgroundColor]"
+    )
+    assert contrast(*colors) >= 4.5
+    assert console.errors() == []
+
+
+def test_on_a_stage_without_iam_there_is_no_such_note(
+    page: tuple[Page, Console], stage: FakeStage
+) -> None:
+    tab, _ = page
+    tab.goto(f"{stage.origin}/dev/")
+    expect(tab.locator(f'tr[data-job-id="{JOB_ID}"]')).to_be_visible()
+    expect(tab.locator("#iam-banner")).to_be_hidden()
+    expect(tab.locator("#key-settings")).to_be_visible()
 
 
 def contrast(foreground: str, background: str) -> float:

@@ -36,7 +36,7 @@ from moto.server import ThreadedMotoServer
 
 from chalicelib import config as settings
 from chalicelib.observability import NAMESPACE, Metric, dimensions
-from chalicelib.openapi import KEYED_OPERATIONS
+from chalicelib.openapi import KEYED_OPERATIONS, SIGV4_SCHEME
 from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable, WorkerPause
 from infra import operations, policies, stack
@@ -70,8 +70,11 @@ def bridge_chalice_api_import(monkeypatch: pytest.MonkeyPatch) -> None:
     moto's ImportRestApi and PutRestApi reject ``swagger: "2.0"`` (they read only OpenAPI
     3) and ImportRestApi requires ``info.description``: both are relabelled here, as the
     paths, methods and integrations moto reads are the same in both versions. moto also
-    drops ``security``, so methods whose definition requires an ``apiKey`` scheme get
-    ``apiKeyRequired`` set, as API Gateway does.
+    drops ``security`` (it records every imported method with no authorization type), so
+    each method gets what API Gateway makes of its definition's security: ``apiKeyRequired``
+    for an ``apiKey`` scheme, authorization type ``AWS_IAM`` for a SigV4 scheme
+    (``x-amazon-apigateway-authtype: awsSigv4``), ``NONE`` otherwise (moto's Method
+    records and returns ``authorizationType`` as given: moto/apigateway/models.py).
 
     It also adds what else ``make deploy`` calls and moto 5.2.5 lacks (tests/infra/
     moto_bridges.py), so every rehearsal of a deploy gets the whole bridge from here.
@@ -91,7 +94,7 @@ def bridge_chalice_api_import(monkeypatch: pytest.MonkeyPatch) -> None:
         mode: str = "merge",
     ) -> Any:
         api = original_put(self, function_id, _as_openapi3(api_doc), fail_on_warnings, mode)
-        _require_api_keys(api, api_doc)
+        _secure_as_declared(api, api_doc)
         return api
 
     monkeypatch.setattr(APIGatewayBackend, "import_rest_api", import_rest_api)
@@ -105,14 +108,20 @@ def _as_openapi3(api_doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _require_api_keys(api: Any, api_doc: dict[str, Any]) -> None:
+def _secure_as_declared(api: Any, api_doc: dict[str, Any]) -> None:
     definitions = api_doc.get("securityDefinitions", {})
-    key_schemes = {name for name, d in definitions.items() if d.get("type") == "apiKey"}
+    sigv4 = {
+        name
+        for name, d in definitions.items()
+        if d.get("x-amazon-apigateway-authtype") == "awsSigv4"
+    }
+    key_schemes = {name for name, d in definitions.items() if d.get("type") == "apiKey"} - sigv4
     for path, methods in api_doc.get("paths", {}).items():
         for method, method_doc in methods.items():
-            if any(key_schemes & set(r) for r in method_doc.get("security", [])):
-                resource = api.get_resource_for_path(path)
-                resource.resource_methods[method.upper()].api_key_required = True
+            schemes = {name for r in method_doc.get("security", []) for name in r}
+            found = api.get_resource_for_path(path).resource_methods[method.upper()]
+            found.api_key_required = bool(key_schemes & schemes)
+            found.authorization_type = "AWS_IAM" if sigv4 & schemes else "NONE"
 
 
 @pytest.fixture(scope="module")
@@ -931,6 +940,79 @@ def test_a_deploy_without_alarm_email_keeps_the_subscription(rehearsal: Rehearsa
     topic = rehearsal.ops_outputs[KEY_STAGE]["AlarmTopicArn"]
     subscriptions = rehearsal.client("sns").list_subscriptions_by_topic(TopicArn=topic)
     assert [s["Endpoint"] for s in subscriptions["Subscriptions"]] == [ALARM_EMAIL]
+
+
+# --- a stage that authenticates with IAM ------------------------------------------------
+
+IAM_STAGE = "iam"
+
+
+def add_iam_stage(project: Path) -> None:
+    """A stage ``iam`` in the copy's .chalice/config.json: dev's, renamed, with
+    JOBS_AUTH=iam (the project's own config has no such stage)."""
+    path = project / ".chalice" / "config.json"
+    config = json.loads(path.read_text())
+    dev = json.dumps(config["stages"]["dev"]).replace("-dev-", f"-{IAM_STAGE}-")
+    stage = json.loads(dev.replace('"dev"', f'"{IAM_STAGE}"'))
+    stage["environment_variables"][settings.AUTH] = "iam"
+    config["stages"][IAM_STAGE] = stage
+    path.write_text(json.dumps(config, indent=2))
+
+
+def test_an_iam_stages_job_routes_need_aws_iam_and_the_open_ones_nothing(
+    rehearsal: Rehearsal, tmp_path: Path
+) -> None:
+    """Deployed from a clone whose config adds the stage, then destroyed. Checked on
+    Chalice's own API definition and on the deployed methods' authorizationType."""
+    project = copy_project(tmp_path)
+    add_iam_stage(project)
+    rehearsal.make("deploy", f"STAGE={IAM_STAGE}", project=project)
+    try:
+        rehearsal.disable_event_sources(IAM_STAGE)
+        chalice = [str(VENV / "bin" / "chalice"), "--project-dir", str(project)]
+        generated = subprocess.run(
+            [*chalice, "generate-models", "--stage", IAM_STAGE],
+            env=rehearsal.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        definition = json.loads(generated.stdout)
+        signed = {
+            (path, method)
+            for path, methods in definition["paths"].items()
+            for method, doc in methods.items()
+            if {"sigv4": []} in doc.get("security", [])
+        }
+        assert signed == KEYED_ROUTES
+        assert definition["securityDefinitions"] == {"sigv4": SIGV4_SCHEME}
+
+        record = json.loads((project / ".chalice" / "deployed" / f"{IAM_STAGE}.json").read_text())
+        api_id = next(r["rest_api_id"] for r in record["resources"] if r["name"] == "rest_api")
+        resources = rehearsal.client("apigateway").get_resources(restApiId=api_id)["items"]
+        authorization = {
+            (resource["path"], method.lower()): doc["authorizationType"]
+            for resource in resources
+            for method, doc in resource.get("resourceMethods", {}).items()
+            if method != "OPTIONS"
+        }
+        assert {route for route, kind in authorization.items() if kind == "AWS_IAM"} == (
+            KEYED_ROUTES
+        )
+        open_routes = {route for route, kind in authorization.items() if kind == "NONE"}
+        assert open_routes == {("/", "get"), ("/fast", "get"), ("/kinds", "get")} | {
+            ("/openapi.json", "get")
+        }
+        assert not any(
+            doc["apiKeyRequired"]
+            for resource in resources
+            for doc in resource.get("resourceMethods", {}).values()
+        )
+        # No usage plan or key is made for it: nothing but IAM says who calls.
+        plans = rehearsal.usage_plans()
+        assert all(p["name"] != f"heavy-jobs-{IAM_STAGE}" for p in plans)
+    finally:
+        rehearsal.make("destroy", f"STAGE={IAM_STAGE}", project=project)
 
 
 # --- tear down ---------------------------------------------------------------------------
