@@ -42,7 +42,7 @@ from chalicelib import config as settings
 from chalicelib import jobs
 from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable
-from infra import policies
+from infra import encryption, policies
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "template.yaml"
@@ -375,9 +375,14 @@ def function_names(config: Config, stage: str) -> list[str]:
 
 
 def write_policies(
-    config: Config, stage: str, stack_outputs: Mapping[str, str], project_dir: Path = PROJECT_DIR
+    config: Config,
+    stage: str,
+    stack_outputs: Mapping[str, str],
+    project_dir: Path = PROJECT_DIR,
+    kms_key_arn: str = "",
 ) -> list[Path]:
-    """Write each function's ``iam_policy_file`` (if the stage names one) from the outputs."""
+    """Write each function's ``iam_policy_file`` (if the stage names one) from the outputs,
+    with its use of the stage's KMS key if there is one."""
     written = []
     for handler in handler_names(config):
         scoped = config.scope(stage, handler)
@@ -386,7 +391,12 @@ def write_policies(
             continue
         path = project_dir / ".chalice" / filename
         document = policies.policy_for(
-            handler, config.app_name, stage, stack_outputs, tracing=bool(scoped.xray_enabled)
+            handler,
+            config.app_name,
+            stage,
+            stack_outputs,
+            tracing=bool(scoped.xray_enabled),
+            kms_key_arn=kms_key_arn,
         )
         path.write_text(json.dumps(document, indent=2) + "\n")
         written.append(path)
@@ -399,6 +409,7 @@ def apply_stage(
     cfn: Any = None,
     overrides: Mapping[str, str] | None = None,
     ddb: Any = None,
+    kms_key_arn: str = "",
 ) -> dict[str, str]:
     """Apply the stage's stack, in as many updates as its table's indexes need; bring the
     table's items to the current layout; write the outputs into the stage's config and
@@ -406,13 +417,15 @@ def apply_stage(
 
     ``overrides`` replace template parameters (tests shorten timeouts and receive counts).
     ``cfn`` and ``ddb`` are the clients to use (default: boto3's, in ``cfn``'s region).
+    ``kms_key_arn``: the stage's customer-managed key (its operations settings), which
+    encrypts the table and the queues and which the policies let each function use.
     """
     config = load_chalice_config(stage, project_dir)
     name = stack_name(config.app_name, stage)
     cfn = cfn or boto3.client("cloudformation")
     ddb = ddb or boto3.client("dynamodb", region_name=cfn.meta.region_name)
     parameters = {**parameters_for_stage(config, stage), **(overrides or {})}
-    templates = plan(cfn, ddb, name)
+    templates = [encryption.encrypt(t, kms_key_arn) for t in plan(cfn, ddb, name)]
     stack_outputs: dict[str, str] = {}
     for step, template in enumerate(templates, start=1):
         if len(templates) > 1:
@@ -440,7 +453,7 @@ def apply_stage(
                 flush=True,
             )
     write_stage_environment(stage, stage_environment(stage, stack_outputs), project_dir)
-    write_policies(config, stage, stack_outputs, project_dir)
+    write_policies(config, stage, stack_outputs, project_dir, kms_key_arn)
     return stack_outputs
 
 
@@ -453,7 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["apply"])
     parser.add_argument("--stage", default="local")
     args = parser.parse_args(argv)
-    stack_outputs = apply_stage(args.stage)
+    from infra.operations import StageOperations  # it imports this module
+
+    key = StageOperations.from_config(load_chalice_config(args.stage), args.stage).kms_key_arn
+    stack_outputs = apply_stage(args.stage, kms_key_arn=key)
     for key, value in sorted(stack_outputs.items()):
         print(f"  {key:<20} {value}")
     return 0
