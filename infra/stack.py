@@ -374,15 +374,21 @@ def function_names(config: Config, stage: str) -> list[str]:
     ]
 
 
+def stage_key(config: Config, stage: str) -> str:
+    """The stage's customer-managed KMS key (``kms_key_arn`` in its operations settings,
+    infra/operations.py); "" when it names none. Read here, not passed in, so nothing that
+    applies the stage's stack or writes its policies can leave the key out."""
+    from infra.operations import StageOperations  # infra.operations imports this module
+
+    return StageOperations.from_config(config, stage).kms_key_arn
+
+
 def write_policies(
-    config: Config,
-    stage: str,
-    stack_outputs: Mapping[str, str],
-    project_dir: Path = PROJECT_DIR,
-    kms_key_arn: str = "",
+    config: Config, stage: str, stack_outputs: Mapping[str, str], project_dir: Path = PROJECT_DIR
 ) -> list[Path]:
     """Write each function's ``iam_policy_file`` (if the stage names one) from the outputs,
-    with its use of the stage's KMS key if there is one."""
+    with its use of the stage's KMS key if it names one."""
+    kms_key_arn = stage_key(config, stage)
     written = []
     for handler in handler_names(config):
         scoped = config.scope(stage, handler)
@@ -409,7 +415,6 @@ def apply_stage(
     cfn: Any = None,
     overrides: Mapping[str, str] | None = None,
     ddb: Any = None,
-    kms_key_arn: str = "",
 ) -> dict[str, str]:
     """Apply the stage's stack, in as many updates as its table's indexes need; bring the
     table's items to the current layout; write the outputs into the stage's config and
@@ -417,14 +422,15 @@ def apply_stage(
 
     ``overrides`` replace template parameters (tests shorten timeouts and receive counts).
     ``cfn`` and ``ddb`` are the clients to use (default: boto3's, in ``cfn``'s region).
-    ``kms_key_arn``: the stage's customer-managed key (its operations settings), which
-    encrypts the table and the queues and which the policies let each function use.
+    A stage that names a KMS key (:func:`stage_key`) gets its table and queues encrypted
+    with it, and policies that let each function use it (infra/encryption.py).
     """
     config = load_chalice_config(stage, project_dir)
     name = stack_name(config.app_name, stage)
     cfn = cfn or boto3.client("cloudformation")
     ddb = ddb or boto3.client("dynamodb", region_name=cfn.meta.region_name)
     parameters = {**parameters_for_stage(config, stage), **(overrides or {})}
+    kms_key_arn = stage_key(config, stage)
     templates = [encryption.encrypt(t, kms_key_arn) for t in plan(cfn, ddb, name)]
     stack_outputs: dict[str, str] = {}
     for step, template in enumerate(templates, start=1):
@@ -453,7 +459,7 @@ def apply_stage(
                 flush=True,
             )
     write_stage_environment(stage, stage_environment(stage, stack_outputs), project_dir)
-    write_policies(config, stage, stack_outputs, project_dir, kms_key_arn)
+    write_policies(config, stage, stack_outputs, project_dir)
     return stack_outputs
 
 
@@ -466,10 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["apply"])
     parser.add_argument("--stage", default="local")
     args = parser.parse_args(argv)
-    from infra.operations import StageOperations  # it imports this module
-
-    key = StageOperations.from_config(load_chalice_config(args.stage), args.stage).kms_key_arn
-    stack_outputs = apply_stage(args.stage, kms_key_arn=key)
+    stack_outputs = apply_stage(args.stage)
     for key, value in sorted(stack_outputs.items()):
         print(f"  {key:<20} {value}")
     return 0

@@ -235,15 +235,13 @@ def apply_stack(
     stage: str,
     project_dir: Path,
     overrides: Mapping[str, str] | None = None,
-    kms_key_arn: str = "",
 ) -> dict[str, str]:
-    """Apply the stage's stack (infra.stack), with the stage's KMS key if it names one;
-    DeployError with the reasons if it fails."""
+    """Apply the stage's stack (infra.stack); DeployError with the reasons if it fails."""
     name = resource_name(config, stage)
     clear_failed_creation(cfn, name)
     print(f"Applying stack {name}", flush=True)
     try:
-        return stack.apply_stage(stage, project_dir, cfn, overrides, kms_key_arn=kms_key_arn)
+        return stack.apply_stage(stage, project_dir, cfn, overrides)
     except WaiterError as error:
         reasons = "; ".join(failure_reasons(cfn, name)) or str(error)
         raise DeployError(f"stack {name} failed: {reasons}") from None
@@ -298,9 +296,7 @@ def deploy(
     check_account_concurrency(lambda_client, config, stage)
     restore_deploy_state(ssm, lambda_client, config, stage, project_dir)
     cfn = boto3.client("cloudformation")
-    outputs = apply_stack(
-        cfn, config, stage, project_dir, state_parameters, kms_key_arn=values.kms_key_arn
-    )
+    outputs = apply_stack(cfn, config, stage, project_dir, state_parameters)
     try:
         run_chalice(["deploy", "--stage", stage], project_dir)
     finally:  # whatever Chalice recorded, even after a later step failed

@@ -311,8 +311,7 @@ def stage_project(
     (staging / ".chalice").mkdir()
     shutil.copy2(project_dir / ".chalice" / "config.json", staging / ".chalice" / "config.json")
     placeholders, references = _output_placeholders(template)
-    key = operations.StageOperations.from_config(config, stage).kms_key_arn
-    for path in stack.write_policies(config, stage, placeholders, staging, key):
+    for path in stack.write_policies(config, stage, placeholders, staging):
         document = json.loads(path.read_text())
         for statement in document["Statement"]:
             statement["Resource"] = [_reference(r, references) for r in statement["Resource"]]
