@@ -12,7 +12,10 @@ package`` merges into the SAM template:
   and default method throttling (all through the API: Lambda, not a stack, owns the log
   groups; Chalice owns the stage);
 - the state stack's ``PointInTimeRecovery`` parameter;
-- pausing and resuming the worker: its SQS event source mapping disabled or enabled.
+- pausing and resuming the worker: its SQS event source mapping disabled or enabled;
+- the stage's customer-managed KMS key, if it names one (``kms_key_arn``): the operations
+  stack's topic and access log group, and through the API the functions' log groups and
+  environment (infra/encryption.py says what else it encrypts, and where).
 
 Per-stage values live with the stage's other settings, under ``"operations"`` in the stage of
 ``.chalice/config.json`` (Chalice ignores keys it does not know); :class:`StageOperations`
@@ -33,7 +36,7 @@ from chalice.config import Config
 
 from chalicelib import config as settings
 from chalicelib.observability import NAMESPACE, SERVICE, Metric
-from infra import policies, stack
+from infra import encryption, policies, stack
 
 TEMPLATE = Path(__file__).resolve().parent / "operations.yaml"
 # The key of a stage in .chalice/config.json that holds StageOperations' overrides.
@@ -92,6 +95,12 @@ class StageOperations:
     # run the API function. prod raises it for its several clients (.chalice/config.json).
     method_throttle_rate_limit: float = 10.0
     method_throttle_burst_limit: int = 20
+    # A customer-managed KMS key's ARN, in the stage's region: the table, the queues, the
+    # alarm topic, the log groups and the functions' environment are encrypted with it,
+    # and every role may use it for exactly what its calls need (infra/encryption.py,
+    # infra/policies.py; docs/encryption.md says what its key policy must allow). Empty:
+    # AWS-owned and AWS-managed keys, SSE-SQS on the queues.
+    kms_key_arn: str = ""
 
     @classmethod
     def from_config(cls, config: Config, stage: str) -> StageOperations:
@@ -127,6 +136,10 @@ class StageOperations:
         burst = self.method_throttle_burst_limit
         if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
             raise OperationsError(f"{where}.method_throttle_burst_limit must be an integer >= 1")
+        try:
+            encryption.check_key_arn(self.kms_key_arn, f"{where}.kms_key_arn")
+        except encryption.KeyArnError as error:
+            raise OperationsError(str(error)) from None
 
     def method_settings(self) -> dict[str, Any]:
         """The stage's default method throttling as a CloudFormation MethodSetting (of
@@ -189,9 +202,25 @@ def parameters(
     }
 
 
-def apply_operations(cfn: Any, name: str, stack_parameters: Mapping[str, str]) -> dict[str, str]:
-    """Create or update the operations stack ``name``; its outputs."""
-    return stack.apply(cfn, name, stack_parameters, TEMPLATE.read_text())
+def apply_operations(
+    cfn: Any, name: str, stack_parameters: Mapping[str, str], kms_key_arn: str = ""
+) -> dict[str, str]:
+    """Create or update the operations stack ``name``; its outputs. With ``kms_key_arn``
+    its topic and access log group are encrypted with that key; without, the template is
+    applied as it is written."""
+    return stack.apply(cfn, name, stack_parameters, template_body(kms_key_arn))
+
+
+def template_body(kms_key_arn: str = "") -> str:
+    """infra/operations.yaml as the stack is given it: as written, or with the stage's key."""
+    if not kms_key_arn:
+        return TEMPLATE.read_text()
+    from cfnlint.decode import decode_str  # a dev dependency: only deploying needs it
+
+    template, errors = decode_str(TEMPLATE.read_text())
+    if errors:
+        raise OperationsError(f"{TEMPLATE}: {errors}")
+    return json.dumps(encryption.encrypt(json.loads(json.dumps(template)), kms_key_arn))
 
 
 def state_stack_parameters(values: StageOperations, declared: Mapping[str, Any]) -> dict[str, str]:
@@ -220,20 +249,63 @@ def log_group_name(function: str) -> str:
     return f"/aws/lambda/{function}"
 
 
-def set_log_retention(logs: Any, functions: list[str], days: int) -> None:
-    """Give each function's log group ``days`` of retention, creating the group if missing.
+def set_log_retention(logs: Any, functions: list[str], days: int, kms_key_arn: str = "") -> None:
+    """Give each function's log group ``days`` of retention, creating the group if missing,
+    and the stage's key (none: the group's key is removed, if it has one).
 
-    Lambda creates a function's group on its first run, with no retention (kept forever);
-    creating it now lets the retention apply from the first line.
+    Lambda creates a function's group on its first run, with no retention (kept forever)
+    and no key; creating it now lets both apply from the first line. CloudWatch Logs
+    encrypts a group's lines with the key from the moment it is associated; older lines
+    stay under the key they were written with (CloudWatch Logs User Guide, "Encrypt log
+    data in CloudWatch Logs using AWS Key Management Service").
     """
     for function in functions:
         group = log_group_name(function)
+        created = {"kmsKeyId": kms_key_arn} if kms_key_arn else {}
         try:
-            logs.create_log_group(logGroupName=group)
+            logs.create_log_group(logGroupName=group, **created)
         except ClientError as error:
             if error.response["Error"]["Code"] != "ResourceAlreadyExistsException":
                 raise
+            _set_log_group_key(logs, group, kms_key_arn)
         logs.put_retention_policy(logGroupName=group, retentionInDays=days)
+
+
+def _set_log_group_key(logs: Any, group: str, kms_key_arn: str) -> None:
+    """Associate ``kms_key_arn`` with an existing group, or disassociate its key if none."""
+    described = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    current = next((g.get("kmsKeyId", "") for g in described if g["logGroupName"] == group), "")
+    if current == kms_key_arn:
+        return
+    if kms_key_arn:
+        logs.associate_kms_key(logGroupName=group, kmsKeyId=kms_key_arn)
+    else:
+        logs.disassociate_kms_key(logGroupName=group)
+
+
+def set_function_key(lambda_client: Any, functions: list[str], kms_key_arn: str) -> list[str]:
+    """Encrypt each function's environment with ``kms_key_arn`` (none: Lambda's own key);
+    the functions changed.
+
+    ``chalice deploy`` has no setting for the key and leaves a function's KMSKeyArn as it
+    finds it (UpdateFunctionConfiguration changes only what it is given), so this runs
+    after it, and only on functions whose key differs: a stage without a key makes no call
+    that changes anything. Each change is waited for (the function accepts no other update
+    meanwhile). The function's role needs kms:Decrypt on the key, or every invocation
+    fails with KMSAccessDeniedException (Lambda API Reference, "Invoke": errors);
+    infra/policies.py grants it.
+    """
+    changed = []
+    for function in functions:
+        current = lambda_client.get_function_configuration(FunctionName=function)
+        if (current.get("KMSKeyArn") or "") == kms_key_arn:
+            continue
+        lambda_client.update_function_configuration(FunctionName=function, KMSKeyArn=kms_key_arn)
+        lambda_client.get_waiter("function_updated_v2").wait(
+            FunctionName=function, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
+        )
+        changed.append(function)
+    return changed
 
 
 def log_group_arn(arn: str) -> str:

@@ -2,9 +2,12 @@
 
 ``autogen_policy`` is off (Chalice's generator reads only app.py and would miss every call
 made in chalicelib/), so each function gets a policy file naming exactly the actions its
-code makes, on this stage's own table, queues and log group. The file names come from each
-function's ``iam_policy_file`` in .chalice/config.json; the files are written when the
-stage's stack is applied, because the ARNs carry the account and region.
+code makes, on this stage's own table, queues and log group, and, on a stage that names a
+customer-managed KMS key, exactly the KMS actions those calls need on that key
+(:func:`key_actions`). The
+file names come from each function's ``iam_policy_file`` in .chalice/config.json; the
+files are written when the stage's stack is applied, because the ARNs carry the account
+and region.
 """
 
 from __future__ import annotations
@@ -162,6 +165,34 @@ LOG_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents
 XRAY_ACTIONS = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
 
 
+# What a function does with the stage's KMS key (infra/encryption.py), on that key only.
+# Every function decrypts: Lambda decrypts the function's environment with the function's
+# role at each cold start (Lambda API Reference, "Invoke": KMSAccessDeniedException when
+# it may not); SQS decrypts a received message's data key with the receiver's
+# permission, and the event source mapping receives with the function's role (SQS
+# Developer Guide, "Key management": a consumer needs kms:Decrypt); DynamoDB decrypts the
+# table key for each principal that reads or writes items, with that principal's
+# permission, and asks again after five minutes, so a revoked grant takes effect (DynamoDB
+# Developer Guide, "Encryption at rest: How it works", table keys). The table key itself
+# is made and re-encrypted by DynamoDB under the grants it creates when the stage is
+# deployed, with the deployer's permission (docs/encryption.md): no function needs
+# Encrypt, ReEncrypt or CreateGrant.
+KMS_DECRYPT = "kms:Decrypt"
+# A sender asks KMS for the data key that encrypts its messages (SQS Developer Guide, "Key
+# management": a producer needs kms:GenerateDataKey and kms:Decrypt).
+KMS_GENERATE_DATA_KEY = "kms:GenerateDataKey"
+SEND_MESSAGE = "sqs:SendMessage"
+# The Sid of a policy's statement on the stage's key.
+KEY_STATEMENT = "StageKey"
+
+
+def key_actions(handler: str) -> list[str]:
+    """The KMS actions ``handler``'s function needs on the stage's key: decrypt always,
+    a data key if it sends to a queue (derived from GRANTS, never listed twice)."""
+    sends = any(SEND_MESSAGE in actions for actions, _ in GRANTS[handler])
+    return [KMS_DECRYPT, *([KMS_GENERATE_DATA_KEY] if sends else [])]
+
+
 def lambda_function_name(app_name: str, stage: str, handler: str) -> str:
     """Chalice's naming: the API function is ``app-stage``, others ``app-stage-handler``."""
     return f"{app_name}-{stage}" if handler == "api_handler" else f"{app_name}-{stage}-{handler}"
@@ -181,10 +212,16 @@ def resource_arns(outputs: Mapping[str, str]) -> dict[str, str]:
 
 
 def policy_for(
-    handler: str, app_name: str, stage: str, outputs: Mapping[str, str], tracing: bool = False
+    handler: str,
+    app_name: str,
+    stage: str,
+    outputs: Mapping[str, str],
+    tracing: bool = False,
+    kms_key_arn: str = "",
 ) -> dict[str, Any]:
     """The IAM policy document for one function of the stage (``tracing``: the function's
-    active tracing is on, so it may write trace segments)."""
+    active tracing is on, so it may write trace segments; ``kms_key_arn``: the stage's
+    customer-managed key, which it may use for :func:`key_actions` only)."""
     _, _, _, region, account, _ = outputs["QueueArn"].split(":", 5)
     function = lambda_function_name(app_name, stage, handler)
     log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{function}"
@@ -206,6 +243,15 @@ def policy_for(
             "Resource": [log_group, f"{log_group}:*"],
         }
     )
+    if kms_key_arn:
+        statements.append(
+            {
+                "Sid": KEY_STATEMENT,
+                "Effect": "Allow",
+                "Action": key_actions(handler),
+                "Resource": [kms_key_arn],
+            }
+        )
     if tracing:
         statements.append(
             {"Sid": "OwnTraces", "Effect": "Allow", "Action": XRAY_ACTIONS, "Resource": ["*"]}

@@ -42,7 +42,7 @@ from chalicelib import config as settings
 from chalicelib import jobs
 from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable
-from infra import lanes, policies
+from infra import encryption, lanes, policies
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "template.yaml"
@@ -378,10 +378,21 @@ def function_names(config: Config, stage: str) -> list[str]:
     ]
 
 
+def stage_key(config: Config, stage: str) -> str:
+    """The stage's customer-managed KMS key (``kms_key_arn`` in its operations settings,
+    infra/operations.py); "" when it names none. Read here, not passed in, so nothing that
+    applies the stage's stack or writes its policies can leave the key out."""
+    from infra.operations import StageOperations  # infra.operations imports this module
+
+    return StageOperations.from_config(config, stage).kms_key_arn
+
+
 def write_policies(
     config: Config, stage: str, stack_outputs: Mapping[str, str], project_dir: Path = PROJECT_DIR
 ) -> list[Path]:
-    """Write each function's ``iam_policy_file`` (if the stage names one) from the outputs."""
+    """Write each function's ``iam_policy_file`` (if the stage names one) from the outputs,
+    with its use of the stage's KMS key if it names one."""
+    kms_key_arn = stage_key(config, stage)
     written = []
     for handler in handler_names(config):
         scoped = config.scope(stage, handler)
@@ -390,7 +401,12 @@ def write_policies(
             continue
         path = project_dir / ".chalice" / filename
         document = policies.policy_for(
-            handler, config.app_name, stage, stack_outputs, tracing=bool(scoped.xray_enabled)
+            handler,
+            config.app_name,
+            stage,
+            stack_outputs,
+            tracing=bool(scoped.xray_enabled),
+            kms_key_arn=kms_key_arn,
         )
         path.write_text(json.dumps(document, indent=2) + "\n")
         written.append(path)
@@ -411,6 +427,8 @@ def apply_stage(
     ``overrides`` replace template parameters (tests shorten timeouts and receive counts).
     ``cfn`` and ``ddb`` are the clients to use (default: boto3's, in ``cfn``'s region).
     The stage's lanes are written into its config first (infra/lanes.py).
+    A stage that names a KMS key (:func:`stage_key`) gets its table and queues encrypted
+    with it, and policies that let each function use it (infra/encryption.py).
     """
     lanes.render(stage, project_dir)
     config = load_chalice_config(stage, project_dir)
@@ -418,7 +436,8 @@ def apply_stage(
     cfn = cfn or boto3.client("cloudformation")
     ddb = ddb or boto3.client("dynamodb", region_name=cfn.meta.region_name)
     parameters = {**parameters_for_stage(config, stage), **(overrides or {})}
-    templates = plan(cfn, ddb, name)
+    kms_key_arn = stage_key(config, stage)
+    templates = [encryption.encrypt(t, kms_key_arn) for t in plan(cfn, ddb, name)]
     stack_outputs: dict[str, str] = {}
     for step, template in enumerate(templates, start=1):
         if len(templates) > 1:

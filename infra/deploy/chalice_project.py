@@ -93,7 +93,7 @@ def sent_queue_outputs() -> set[str]:
         resource
         for grants in policies.GRANTS.values()
         for actions, resources in grants
-        if "sqs:SendMessage" in actions
+        if policies.SEND_MESSAGE in actions
         for resource in resources
     }
 

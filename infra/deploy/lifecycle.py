@@ -2,15 +2,17 @@
 
 :func:`deploy` (``make deploy STAGE=``), every step idempotent:
 
-1. check the stage is one for AWS and the account can give its functions their reserved
+1. check the stage is one for AWS, its KMS key (if it names one) is in the stage's region
+   (:func:`check_key_region`) and the account can give its functions their reserved
    concurrency (:func:`check_account_concurrency`);
 2. restore Chalice's record of the stage from SSM (:func:`restore_deploy_state`, state.py);
 3. apply the stack ``<app>-<stage>`` (infra/template.yaml through infra.stack: queues, job
-   table; :func:`apply_stack`);
+   table, encrypted with the stage's key if it names one; :func:`apply_stack`);
 4. ``chalice deploy`` (functions, roles, event sources, schedule, REST API), then save
    Chalice's record to SSM whether it succeeded or not;
-5. let the functions in the SQS -> Lambda -> SQS loop recurse (:func:`allow_recursion`)
-   and set their log retention (infra.operations);
+5. let the functions in the SQS -> Lambda -> SQS loop recurse (:func:`allow_recursion`),
+   encrypt their environment with the stage's key (or Lambda's own, without one) and set
+   their log groups' retention and key (infra.operations);
 6. apply the operations stack ``<app>-<stage>-ops`` (infra/operations.yaml: alarms,
    dashboard, access log; :func:`apply_operations_stack`), point the REST API's stage
    at its access log and give its methods the stage's default throttling;
@@ -41,7 +43,7 @@ import boto3
 from botocore.exceptions import ClientError, WaiterError
 from chalice.config import Config
 
-from infra import lanes, operations, policies, stack
+from infra import encryption, lanes, operations, policies, stack
 from infra.deploy import state
 from infra.deploy.access import ApiStage, Throttle, ensure_api_access, remove_api_access
 from infra.deploy.chalice_project import (
@@ -169,6 +171,16 @@ def deployed_api_stage(config: Config, stage: str) -> ApiStage | None:
     return ApiStage(values["rest_api_id"], config.api_gateway_stage, values["rest_api_url"])
 
 
+def check_key_region(kms_key_arn: str, region: str) -> None:
+    """DeployError, before anything is created, if the stage's key is in another region:
+    every service here takes a key of its own region only."""
+    if kms_key_arn and encryption.key_region(kms_key_arn) != region:
+        raise DeployError(
+            f"the stage's kms_key_arn {kms_key_arn} is in {encryption.key_region(kms_key_arn)}"
+            f", the stage deploys to {region}: name a key of {region}. Nothing was created."
+        )
+
+
 # --- the stack ---------------------------------------------------------------------------
 
 
@@ -254,7 +266,7 @@ def apply_operations_stack(
         alarm_email = stack_parameter(cfn, name, operations.ALARM_EMAIL_PARAMETER) or ""
     parameters = operations.parameters(config, stage, values, alarm_email)
     try:
-        return operations.apply_operations(cfn, name, parameters)
+        return operations.apply_operations(cfn, name, parameters, values.kms_key_arn)
     except WaiterError as error:
         reasons = "; ".join(failure_reasons(cfn, name)) or str(error)
         raise DeployError(f"stack {name} failed: {reasons}") from None
@@ -281,6 +293,7 @@ def deploy(
     state_parameters = operations.state_stack_parameters(values, load_template()["Parameters"])
     name = resource_name(config, stage)
     lambda_client, ssm = boto3.client("lambda"), boto3.client("ssm")
+    check_key_region(values.kms_key_arn, lambda_client.meta.region_name)
     check_account_concurrency(lambda_client, config, stage)
     restore_deploy_state(ssm, lambda_client, config, stage, project_dir)
     cfn = boto3.client("cloudformation")
@@ -300,8 +313,11 @@ def deploy(
             for h in looping_handlers(config, sent_to)
         ],
     )
+    functions = stack.function_names(config, stage)
+    for function in operations.set_function_key(lambda_client, functions, values.kms_key_arn):
+        print(f"Environment of {function}: {values.kms_key_arn or 'encrypted by Lambda'}")
     operations.set_log_retention(
-        boto3.client("logs"), stack.function_names(config, stage), values.log_retention_days
+        boto3.client("logs"), functions, values.log_retention_days, values.kms_key_arn
     )
     ops_outputs = apply_operations_stack(cfn, config, stage, values, alarm_email)
     alarm_email = stack_parameter(

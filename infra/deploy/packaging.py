@@ -35,7 +35,7 @@ import boto3
 from chalice.config import Config
 from chalice.utils import to_cfn_resource_name
 
-from infra import operations, policies, stack
+from infra import encryption, operations, policies, stack
 from infra.deploy.access import Throttle
 from infra.deploy.chalice_project import (
     PROJECT_DIR,
@@ -58,6 +58,8 @@ CHALICE_PROJECT_FILES = ("app.py", "requirements.txt", "chalicelib", "vendor")
 # it (every other function's id is its handler's name, CamelCased: see function_logical_id).
 CHALICE_REST_API_ID = "RestAPI"
 CHALICE_API_HANDLER_ID = "APIHandler"
+# The type `chalice package` gives every function.
+SAM_FUNCTION = "AWS::Serverless::Function"
 API_HANDLER = "api_handler"
 # `chalice package` builds AWS clients it never calls: they need a region (the template
 # only says ${AWS::Region}) and look for credentials, on EC2's metadata service last. So
@@ -156,7 +158,9 @@ def merge_template(
     the stage's ``environment_variables``. Parameter defaults are the values ``make deploy``
     passes. Operations (infra/operations.yaml) are merged in the same way, the functions get
     the names ``make deploy`` gives them, and a stage that requires an API key also gets its
-    usage plan, key and membership.
+    usage plan, key and membership. A stage that names a KMS key gets it on every resource
+    that stores data (infra/encryption.py), the functions' environment included: Chalice
+    has no setting for that key, so the merge template gives it.
     """
     name = resource_name(config, stage)
     values = operations.StageOperations.from_config(config, stage)
@@ -172,7 +176,8 @@ def merge_template(
     for parameter, default in defaults.items():
         merged["Parameters"][parameter]["Default"] = default
     _merge_operations(merged, config, stage, values, alarm_email)
-    _name_functions(merged, config, stage)
+    merged = encryption.encrypt(merged, values.kms_key_arn)
+    _name_functions(merged, config, stage, values.kms_key_arn)
     _refer_to_schedule_arns(merged, config)
     if requires_api_key(config):
         merged["Resources"].update(api_access_resources(name, throttle))
@@ -216,10 +221,13 @@ def _merge_operations(
     }
 
 
-def _name_functions(merged: dict[str, Any], config: Config, stage: str) -> None:
+def _name_functions(
+    merged: dict[str, Any], config: Config, stage: str, kms_key_arn: str = ""
+) -> None:
     """Give each function the name ``make deploy`` gives it, which its role's log permission
-    names (left to CloudFormation, the name would be generated and its logs denied), and let
-    the functions in the SQS -> Lambda -> SQS loop recurse (see RECURSIVE_LOOP_ALLOW)."""
+    names (left to CloudFormation, the name would be generated and its logs denied), let
+    the functions in the SQS -> Lambda -> SQS loop recurse (see RECURSIVE_LOOP_ALLOW), and
+    encrypt their environment with the stage's key if it names one."""
     resources = merged["Resources"]
     sent_to = set()
     for key in sent_queue_outputs():  # GetAtt <queue>.Arn -> that queue's resolved name
@@ -232,6 +240,8 @@ def _name_functions(merged: dict[str, Any], config: Config, stage: str) -> None:
         }
         if handler in looping:
             properties["RecursiveLoop"] = RECURSIVE_LOOP_ALLOW
+        if kms_key_arn:
+            properties.update(encryption.key_properties(SAM_FUNCTION, kms_key_arn))
         resources.setdefault(function_logical_id(handler), {})["Properties"] = properties
 
 

@@ -7,6 +7,7 @@ out/ without touching the working tree. `make` uses the virtualenv running the t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from chalice.config import Config
 
-from infra import stack
+from infra import operations, stack
 
 REGION = "us-east-1"
 VENV = Path(sys.prefix)
@@ -40,6 +41,16 @@ def copy_project(destination: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
     return destination
+
+
+def name_stage_key(project: Path, stage: str, kms_key_arn: str) -> None:
+    """Give ``stage`` in the copy's .chalice/config.json the KMS key ``kms_key_arn``, where
+    a stage names it (its operations settings, infra/operations.py)."""
+    path = project / ".chalice" / "config.json"
+    data = json.loads(path.read_text())
+    stage_config = data["stages"][stage]
+    stage_config.setdefault(operations.CONFIG_KEY, {})["kms_key_arn"] = kms_key_arn
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def isolated_environment(**overrides: str) -> dict[str, str]:

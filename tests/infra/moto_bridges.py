@@ -12,8 +12,14 @@ against, and each piece as close to AWS's documented behaviour as the rehearsal 
   created and deleted through moto's own CloudWatch backend, so DescribeAlarms sees them;
 - CloudFormation's PointInTimeRecoverySpecification on AWS::DynamoDB::Table, which moto's
   CloudFormation ignores: applied through moto's own UpdateContinuousBackups on creation;
+  and its SSESpecification, whose ``SSEEnabled`` moto's DescribeTable does not read (it
+  reads the API's ``Enabled``): given in the API's form;
 - AWS's managed IAM policies, which exist in every account and moto loads only when asked
   (the deploy attaches AmazonAPIGatewayPushToCloudWatchLogs);
+- Lambda's UpdateFunctionConfiguration ``KMSKeyArn``, which moto ignores (it keeps the key
+  given at creation): recorded, "" meaning Lambda's own key again, as AWS does;
+- CloudFormation's KmsKeyId on AWS::Logs::LogGroup, which moto's CloudFormation drops (its
+  CreateLogGroup reads the API's ``kmsKeyId``): passed on, so DescribeLogGroups shows it;
 - API Gateway's CreateDeployment ``tracingEnabled``, which moto ignores (it creates the
   stage without it): applied to the stage the deployment creates or updates, as API
   Gateway does ("CreateDeployment": tracingEnabled "specifies whether active tracing with
@@ -30,7 +36,7 @@ import moto
 import pytest
 from moto.apigateway.responses import APIGatewayResponse
 from moto.awslambda import urls as lambda_urls
-from moto.awslambda.models import lambda_backends
+from moto.awslambda.models import LambdaFunction, lambda_backends
 from moto.cloudformation import parsing
 from moto.cloudwatch.models import (
     Dimension,
@@ -44,6 +50,7 @@ from moto.core.common_models import CloudFormationModel
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.table import Table
 from moto.iam.models import iam_backends
+from moto.logs.models import LogGroup
 
 MOTO_VERSION = "5.2.5"
 DEFAULT_CONCURRENCY_QUOTA = 1000
@@ -75,6 +82,11 @@ def install(monkeypatch: pytest.MonkeyPatch) -> None:
     def create_table(
         cls: type[Table], name: str, json_: Any, account: str, region: str, **kw: Any
     ) -> Table:
+        sse = json_["Properties"].get("SSESpecification")
+        if sse is not None:
+            enabled = str(sse.get("SSEEnabled")).lower() == "true"
+            api_form = {"Enabled": enabled, **{k: v for k, v in sse.items() if k != "SSEEnabled"}}
+            json_ = {**json_, "Properties": {**json_["Properties"], "SSESpecification": api_form}}
         table = original_create(cls, name, json_, account, region, **kw)
         spec = json_["Properties"].get("PointInTimeRecoverySpecification") or {}
         if str(spec.get("PointInTimeRecoveryEnabled")).lower() == "true":
@@ -96,6 +108,25 @@ def install(monkeypatch: pytest.MonkeyPatch) -> None:
         return answer
 
     monkeypatch.setattr(APIGatewayResponse, "create_deployment", create_deployment)
+    original_update = LambdaFunction.update_configuration
+
+    def update_configuration(self: LambdaFunction, updates: dict[str, Any]) -> dict[str, Any]:
+        if "KMSKeyArn" in updates:
+            self.kms_key_arn = updates["KMSKeyArn"] or None
+        return original_update(self, updates)
+
+    monkeypatch.setattr(LambdaFunction, "update_configuration", update_configuration)
+    original_group = LogGroup.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def create_log_group(
+        cls: type[LogGroup], name: str, json_: Any, account: str, region: str, **kw: Any
+    ) -> LogGroup:
+        properties = dict(json_["Properties"])
+        if "KmsKeyId" in properties:
+            properties["kmsKeyId"] = properties.pop("KmsKeyId")
+        return original_group(cls, name, {**json_, "Properties": properties}, account, region, **kw)
+
+    monkeypatch.setattr(LogGroup, "create_from_cloudformation_json", classmethod(create_log_group))
     original_map = parsing.get_model_map()
     monkeypatch.setattr(
         parsing,

@@ -1,10 +1,12 @@
 """The infrastructure scanner: checkov's only failures are the baseline's accepted findings.
 
 checkov (pinned in requirements-checkov.txt, its own virtualenv) scans the state template,
-the operations template and `make package`'s SAM template of each stage. A failed check
-that no entry of infra/checkov-baseline.yaml covers fails here; so does an entry that
-covers nothing (the gap it excused is closed: delete it), or a resource the baseline says
-must pass a check.
+the operations template and `make package`'s SAM template of each stage, and prod's again
+with a customer-managed KMS key named. A failed check that no entry of
+infra/checkov-baseline.yaml covers fails here; so does an entry that covers nothing (the
+gap it excused is closed: delete it), a resource the baseline says must pass a check, or,
+in the package with a key, a failed check whose entry is accepted only without one
+(``without_key``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import pytest
 import yaml
 
 from infra import operations, stack
-from tests.infra.conftest import PACKAGED_STAGES
+from tests.infra.conftest import KEYED_STAGE, PACKAGED_STAGES
 from tests.infra.harness import CHECKOV
 
 BASELINE = stack.PROJECT_DIR / "infra" / "checkov-baseline.yaml"
@@ -32,6 +34,7 @@ class Finding:
     check: str
     resource: str  # "<Type>.<LogicalId>", as checkov names it
     file: str
+    keyed: bool = False  # found in the package with a key named
 
 
 def scan(files: list[Path]) -> tuple[list[Finding], dict[str, dict[str, int]]]:
@@ -61,13 +64,19 @@ def scan(files: list[Path]) -> tuple[list[Finding], dict[str, dict[str, int]]]:
 
 
 @pytest.fixture(scope="module")
-def scanned(packaged: dict[str, Path]) -> tuple[list[Finding], dict[str, dict[str, int]]]:
-    files = [stack.TEMPLATE, operations.TEMPLATE]
+def scanned(
+    packaged: dict[str, Path], packaged_with_key: Path
+) -> tuple[list[Finding], dict[str, dict[str, int]]]:
+    keyed = packaged_with_key / "sam.json"
+    files = [stack.TEMPLATE, operations.TEMPLATE, keyed]
     files += [packaged[stage] / "sam.json" for stage in PACKAGED_STAGES]
     findings, counts = scan(files)
     assert {str(f) for f in files} <= set(counts), counts  # every file was scanned
+    findings = [replace(f, keyed=f.file == str(keyed)) for f in findings]
     for path, figures in sorted(counts.items()):  # shown with -s / in the report
         name = "/".join(Path(path).parts[-2:])
+        if path == str(keyed):
+            name = f"{KEYED_STAGE}/sam.json, key"
         print(f"checkov {name:<24} {figures['passed']} passed, {figures['failed']} failed")
     return findings, counts
 
@@ -75,12 +84,16 @@ def scanned(packaged: dict[str, Path]) -> tuple[list[Finding], dict[str, dict[st
 def baseline() -> list[dict[str, Any]]:
     entries = yaml.safe_load(BASELINE.read_text())
     for entry in entries:
-        assert set(entry) <= {"check", "resources", "except", "why"}, entry
+        assert set(entry) <= {"check", "resources", "except", "without_key", "why"}, entry
         assert entry["why"].strip() and entry["resources"], entry
     return list(entries)
 
 
 def covers(entry: dict[str, Any], finding: Finding) -> bool:
+    """Whether ``entry`` accepts ``finding``: never, in the package with a key, for an
+    entry accepted only without one."""
+    if entry.get("without_key") and finding.keyed:
+        return False
     return entry["check"] == finding.check and any(
         fnmatch(finding.resource, pattern) for pattern in entry["resources"]
     )
@@ -113,6 +126,22 @@ def test_every_baseline_entry_still_excuses_something(scanned: tuple[list[Findin
     findings, _ = scanned
     stale = [e["check"] for e in baseline() if not any(covers(e, f) for f in findings)]
     assert stale == [], f"delete these entries from {BASELINE}: their findings are gone"
+
+
+def test_a_package_with_a_key_passes_every_encryption_check(
+    scanned: tuple[list[Finding], Any],
+) -> None:
+    """The checks the baseline accepts only without a key (the table's, the queues', the
+    topic's, the log group's and the functions' environment's encryption) all pass."""
+    findings, _ = scanned
+    encryption_checks = {e["check"] for e in baseline() if e.get("without_key")}
+    assert {"CKV_AWS_27", "CKV_AWS_119", "CKV_AWS_26", "CKV_AWS_158", "CKV_AWS_173"} <= (
+        encryption_checks
+    )
+    failed = {f.check for f in findings if f.keyed}
+    assert failed & encryption_checks == set()
+    keyless = {f.check for f in findings if not f.keyed}
+    assert encryption_checks <= keyless  # accepted there, so each entry still excuses something
 
 
 def test_the_scan_can_fail(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
 """Deploy rehearsal: the real `make deploy` and `make destroy` against an embedded moto.
 
-The tests run `make deploy STAGE=dev` and `STAGE=prod` from one copy of the project, then
-again from a second, fresh copy (a second clone: no `.chalice/deployed/`), which must update
-the stage in place; then check what exists, through boto3, against what the project
-declares; then `make pause`/`resume`, `make api-key` (per client), `make destroy` for both
-from the second copy, a deploy after a destroy, and a destroy again. Everything runs in
+The tests run `make deploy STAGE=dev` and `STAGE=prod` (prod naming a customer-managed KMS
+key, made in moto's KMS) from one copy of the project, then again from a second, fresh copy
+(a second clone: no `.chalice/deployed/`), which must update the stage in place; then check
+what exists, through boto3, against what the project declares; then `make pause`/`resume`,
+`make api-key` (per client), `make destroy` for both from the second copy, a deploy after a
+destroy, and a destroy again. Everything runs in
 copies of the project (see conftest.py), against a moto server on a free port in this
 process, with dummy credentials: nothing can reach AWS.
 
@@ -39,7 +40,7 @@ from chalicelib.observability import NAMESPACE, Metric, dimensions
 from chalicelib.openapi import KEYED_OPERATIONS, SIGV4_SCHEME
 from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable, WorkerPause
-from infra import operations, policies, stack
+from infra import encryption, operations, policies, stack
 from infra.deploy import state
 from infra.deploy.access import Throttle
 from infra.deploy.lifecycle import CONCURRENCY_QUOTA, CONCURRENCY_QUOTA_CODE
@@ -49,6 +50,7 @@ from tests.infra.harness import (
     VENV,
     copy_project,
     isolated_environment,
+    name_stage_key,
     run_make,
     searched_functions,
 )
@@ -59,6 +61,7 @@ KEY_STAGE = "prod"  # the stage whose config sets JOBS_REQUIRE_API_KEY=true
 # (Whole numbers: moto parses a patched rateLimit with int().)
 UPDATED_THROTTLE = Throttle(rate_limit=3, burst_limit=7)
 ALARM_EMAIL = "ops@example.com"  # given to prod's second deploy
+KEYED_STAGE = "prod"  # the stage naming a customer-managed KMS key; dev names none
 
 
 # --- the emulator and its bridge ---------------------------------------------------------
@@ -158,6 +161,8 @@ class Rehearsal:
     first_api_ids: dict[str, str] = field(default_factory=dict)
     first_functions: dict[str, dict[str, str]] = field(default_factory=dict)
     first_usage_plan: dict[str, Any] = field(default_factory=dict)
+    # stage -> the KMS key's ARN it names ("" for none).
+    keys: dict[str, str] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
         return boto3.client(
@@ -265,6 +270,9 @@ def rehearsal(
         AWS_DEFAULT_REGION=REGION,
     )
     run = Rehearsal(project=project_copy, env=env, endpoint=emulator, first_project=project_copy)
+    key = run.client("kms").create_key(Description="heavy-jobs prod")["KeyMetadata"]["Arn"]
+    run.keys = {stage: key if stage == KEYED_STAGE else "" for stage in STAGES}
+    name_stage_key(project_copy, KEYED_STAGE, key)
     for stage in STAGES:
         run.deploy(stage)
         run.first_api_ids[stage] = run.api_id(stage)
@@ -272,6 +280,7 @@ def rehearsal(
     run.first_usage_plan = run.usage_plans()[0]
     # A second clone, as CI or a colleague has it: no record of what the first deployed.
     run.project = copy_project(tmp_path_factory.mktemp("second-clone"))
+    name_stage_key(run.project, KEYED_STAGE, key)
     assert not (run.project / ".chalice" / "deployed").exists()
     for stage in STAGES:
         run.deploy(
@@ -525,8 +534,17 @@ def test_every_role_is_least_privilege(rehearsal: Rehearsal, stage: str) -> None
         (policy_name,) = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
         document = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)
         statements = document["PolicyDocument"]["Statement"]
-        wanted = policies.policy_for(handler, "heavy-jobs", stage, outputs, tracing=True)
+        wanted = policies.policy_for(
+            handler, "heavy-jobs", stage, outputs, tracing=True, kms_key_arn=rehearsal.keys[stage]
+        )
         assert statements == wanted["Statement"]
+        key_grants = [s for s in statements if any(a.startswith("kms:") for a in s["Action"])]
+        if rehearsal.keys[stage]:  # exactly its key actions, on the stage's key
+            assert [(s["Action"], s["Resource"]) for s in key_grants] == [
+                (policies.key_actions(handler), [rehearsal.keys[stage]])
+            ]
+        else:
+            assert key_grants == []
         traces = [s for s in statements if s["Action"] == policies.XRAY_ACTIONS]
         assert [s["Resource"] for s in traces] == [["*"]]
         for statement in statements:
@@ -892,14 +910,66 @@ def test_point_in_time_recovery_follows_the_stage(rehearsal: Rehearsal, stage: s
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_queue_is_encrypted(rehearsal: Rehearsal, stage: str) -> None:
-    """SQS (and moto) encrypt new queues with SQS-managed keys by default; the template says
-    so explicitly, which the scanner checks (tests/infra/test_checkov.py)."""
+    """With SQS-managed keys (SQS and moto encrypt new queues so by default; the template
+    says so explicitly, which the scanner checks: tests/infra/test_checkov.py), or with the
+    stage's own KMS key and the data key reuse period chosen for it, instead of them."""
     sqs = rehearsal.client("sqs")
     urls = [v for k, v in rehearsal.outputs[stage].items() if k.endswith("QueueUrl")]
-    assert len(urls) >= 2
+    assert len(urls) == 3
+    key = rehearsal.keys[stage]
     for url in urls:
         attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        assert attributes["SqsManagedSseEnabled"] == "true"
+        if key:
+            assert attributes["KmsMasterKeyId"] == key
+            assert int(attributes["KmsDataKeyReusePeriodSeconds"]) == (
+                encryption.DATA_KEY_REUSE_SECONDS
+            )
+        else:
+            assert attributes["SqsManagedSseEnabled"] == "true"
+            assert "KmsMasterKeyId" not in attributes
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_stages_key_encrypts_what_the_stage_stores_and_only_there(
+    rehearsal: Rehearsal, stage: str
+) -> None:
+    """As AWS answers: the job table, the alarm topic, every log group (the functions' and
+    the access log) and every function's environment name the stage's key; a stage without
+    one names none (AWS-owned and AWS-managed keys, as before keys could be named)."""
+    key = rehearsal.keys[stage]
+    assert bool(key) is (stage == KEYED_STAGE)
+    table = rehearsal.client("dynamodb").describe_table(
+        TableName=rehearsal.outputs[stage]["TableName"]
+    )["Table"]
+    topic = rehearsal.client("sns").get_topic_attributes(
+        TopicArn=rehearsal.ops_outputs[stage]["AlarmTopicArn"]
+    )["Attributes"]
+    logs = rehearsal.client("logs")
+    groups = [f"/aws/lambda/{f}" for f in rehearsal.functions(stage).values()]
+    groups.append(rehearsal.ops_outputs[stage]["AccessLogGroupName"])
+    group_keys = {}
+    for name in groups:
+        (group,) = [
+            g
+            for g in logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+            if g["logGroupName"] == name
+        ]
+        group_keys[name] = group.get("kmsKeyId", "")
+    lambda_client = rehearsal.client("lambda")
+    function_keys = {
+        f: lambda_client.get_function_configuration(FunctionName=f).get("KMSKeyArn") or ""
+        for f in rehearsal.functions(stage).values()
+    }
+    assert len(function_keys) >= 5
+    if key:
+        assert table["SSEDescription"]["SSEType"] == "KMS"
+        assert table["SSEDescription"]["KMSMasterKeyArn"] == key
+        assert topic["KmsMasterKeyId"] == key
+    else:
+        assert "SSEDescription" not in table
+        assert "KmsMasterKeyId" not in topic
+    assert group_keys == dict.fromkeys(groups, key)
+    assert function_keys == dict.fromkeys(function_keys, key)
 
 
 def test_pause_and_resume_switch_only_the_worker(rehearsal: Rehearsal) -> None:

@@ -20,7 +20,7 @@ from moto import mock_aws
 from chalicelib import config as settings
 from chalicelib import connections, observability
 from chalicelib.observability import NAMESPACE, Metric
-from infra import operations, stack
+from infra import encryption, operations, stack
 from infra.deploy import chalice_project, lifecycle, state
 from tests.infra.harness import searched_functions, stage_config
 
@@ -246,6 +246,9 @@ def test_stage_operations_default_and_prod_keeps_backups(dev_config: Any, prod_c
         ({"method_throttle_rate_limit": "10"}, "method_throttle_rate_limit must be"),
         ({"method_throttle_burst_limit": 0}, "method_throttle_burst_limit must be an integer"),
         ({"method_throttle_burst_limit": 2.5}, "method_throttle_burst_limit must be"),
+        ({"kms_key_arn": f"arn:aws:kms:{REGION}:123456789012:alias/jobs"}, "not a KMS key's ARN"),
+        ({"kms_key_arn": "1234abcd-12ab-34cd-56ef-1234567890ab"}, "kms_key_arn: '1234abcd"),
+        ({"kms_key_arn": None}, "not a KMS key's ARN"),
     ],
 )
 def test_bad_stage_operations_are_refused_by_name(
@@ -468,6 +471,115 @@ def test_log_retention_is_set_on_new_and_existing_groups() -> None:
             f"/aws/lambda/{WORKER}": 30,
             "/aws/lambda/heavy-jobs-dev": 30,
         }
+
+
+KEY = f"arn:aws:kms:{REGION}:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+OTHER_KEY = f"arn:aws:kms:{REGION}:123456789012:key/0000abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def logs_stub() -> tuple[Any, Stubber]:
+    client = boto3.client("logs", region_name=REGION)
+    return client, Stubber(client)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "current", "call"),
+    [
+        (KEY, None, ("associate_kms_key", {"kmsKeyId": KEY})),
+        (KEY, OTHER_KEY, ("associate_kms_key", {"kmsKeyId": KEY})),
+        (KEY, KEY, None),
+        ("", KEY, ("disassociate_kms_key", {})),
+        ("", None, None),
+    ],
+)
+def test_a_functions_log_group_follows_the_stages_key(
+    wanted: str, current: str | None, call: tuple[str, dict[str, str]] | None
+) -> None:
+    """A new group is created with the key; an existing one is associated with it (Lambda
+    made it, or an earlier deploy with another key), or loses its key when the stage names
+    none. Checked on the exact requests (moto has no AssociateKmsKey)."""
+    group = f"/aws/lambda/{WORKER}"
+    logs, stubber = logs_stub()
+    created = {"kmsKeyId": wanted} if wanted else {}
+    stubber.add_client_error(
+        "create_log_group",
+        service_error_code="ResourceAlreadyExistsException",
+        expected_params={"logGroupName": group, **created},
+    )
+    described = {"logGroupName": group, **({"kmsKeyId": current} if current else {})}
+    stubber.add_response(
+        "describe_log_groups", {"logGroups": [described]}, {"logGroupNamePrefix": group}
+    )
+    if call is not None:
+        operation, parameters = call
+        stubber.add_response(operation, {}, {"logGroupName": group, **parameters})
+    stubber.add_response("put_retention_policy", {}, {"logGroupName": group, "retentionInDays": 30})
+    with stubber:
+        operations.set_log_retention(logs, [WORKER], 30, wanted)
+        stubber.assert_no_pending_responses()
+
+
+def test_a_new_log_group_is_created_with_the_stages_key() -> None:
+    group = f"/aws/lambda/{WORKER}"
+    logs, stubber = logs_stub()
+    stubber.add_response("create_log_group", {}, {"logGroupName": group, "kmsKeyId": KEY})
+    stubber.add_response("put_retention_policy", {}, {"logGroupName": group, "retentionInDays": 30})
+    with stubber:
+        operations.set_log_retention(logs, [WORKER], 30, KEY)
+        stubber.assert_no_pending_responses()
+
+
+def test_the_functions_environment_takes_the_stages_key_only_where_it_differs() -> None:
+    """``chalice deploy`` cannot set it; each function whose key differs is updated, and
+    waited for, and no other (a stage without a key changes nothing)."""
+    client, stubber = lambda_stub()
+    functions = {"heavy-jobs-dev": KEY, WORKER: None, "heavy-jobs-dev-forward_delayed": OTHER_KEY}
+    for function, current in functions.items():
+        configuration = {"FunctionName": function, **({"KMSKeyArn": current} if current else {})}
+        stubber.add_response(
+            "get_function_configuration", configuration, {"FunctionName": function}
+        )
+        if current == KEY:
+            continue
+        stubber.add_response(
+            "update_function_configuration",
+            {"FunctionName": function, "KMSKeyArn": KEY},
+            {"FunctionName": function, "KMSKeyArn": KEY},
+        )
+        stubber.add_response(
+            "get_function",
+            {"Configuration": {"FunctionName": function, "LastUpdateStatus": "Successful"}},
+            {"FunctionName": function},
+        )
+    with stubber:
+        changed = operations.set_function_key(client, list(functions), KEY)
+        stubber.assert_no_pending_responses()
+    assert changed == [WORKER, "heavy-jobs-dev-forward_delayed"]
+
+    client, stubber = lambda_stub()
+    stubber.add_response("get_function_configuration", {}, {"FunctionName": WORKER})
+    with stubber:
+        assert operations.set_function_key(client, [WORKER], "") == []
+
+
+def test_a_key_of_another_region_stops_the_deploy_before_anything_is_made() -> None:
+    lifecycle.check_key_region("", REGION)
+    lifecycle.check_key_region(KEY, REGION)
+    with pytest.raises(chalice_project.DeployError, match="Nothing was created"):
+        lifecycle.check_key_region(KEY.replace(REGION, "eu-west-1"), REGION)
+
+
+def test_the_operations_template_takes_the_key_on_its_topic_and_log_group() -> None:
+    assert operations.template_body("") == operations.TEMPLATE.read_text()
+    keyed = json.loads(operations.template_body(KEY))["Resources"]
+    assert keyed["AlarmTopic"]["Properties"]["KmsMasterKeyId"] == KEY
+    assert keyed["ApiAccessLogGroup"]["Properties"]["KmsKeyId"] == KEY
+    plain = chalice_project.load_template(operations.TEMPLATE)["Resources"]
+    assert {k: r["Type"] for k, r in keyed.items() if r["Type"] in encryption.KEYED_TYPES} == {
+        "AlarmTopic": "AWS::SNS::Topic",
+        "ApiAccessLogGroup": "AWS::Logs::LogGroup",
+    }
+    assert set(keyed) == set(plain)
 
 
 def test_access_logging_role_is_set_once_for_the_account(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,10 +12,11 @@ import pytest
 
 from chalicelib import config as settings
 from chalicelib.queue import MAX_RECEIVE_COUNT
-from infra import operations, policies, stack
+from infra import encryption, operations, policies, stack
 from infra.deploy.access import Throttle
 from infra.deploy.chalice_project import load_template
 from infra.deploy.packaging import ANY_ACCOUNT, ANY_REGION
+from tests.infra.conftest import KEYED_STAGE, PACKAGE_KEY
 from tests.infra.conftest import PACKAGED_STAGES as STAGES
 from tests.infra.harness import VENV, stage_config
 
@@ -328,3 +329,141 @@ def test_package_guards_the_account_as_make_deploy_does(
         "ThrottlingRateLimit": values.method_throttle_rate_limit,
         "ThrottlingBurstLimit": values.method_throttle_burst_limit,
     }
+
+
+# --- a stage that names a customer-managed KMS key ------------------------------------------
+
+
+def _key_properties(resource_type: str) -> set[str]:
+    """The properties a key sets on a resource of ``resource_type``, and those it replaces."""
+    named = set(encryption.key_properties(resource_type, PACKAGE_KEY))
+    return named | set(encryption.REPLACED.get(resource_type, ()))
+
+
+def _without_key(template: dict[str, Any]) -> dict[str, Any]:
+    """``template``'s resources with every key property and the roles' key grant removed."""
+    stripped = {}
+    for logical_id, resource in template["Resources"].items():
+        resource = json.loads(json.dumps(resource))
+        properties = resource.get("Properties", {})
+        if resource["Type"] in encryption.KEYED_TYPES:
+            for name in _key_properties(resource["Type"]):
+                properties.pop(name, None)
+        if resource["Type"] == "AWS::IAM::Role":
+            for policy in properties["Policies"]:
+                document = policy["PolicyDocument"]
+                document["Statement"] = [
+                    s for s in document["Statement"] if s.get("Sid") != policies.KEY_STATEMENT
+                ]
+        stripped[logical_id] = resource
+    return stripped
+
+
+def test_every_resource_of_the_package_is_known_to_store_data_or_not(
+    packaged: dict[str, Path], packaged_with_key: Path
+) -> None:
+    """A new kind of resource (a schedule, a bucket) must be declared in infra/encryption.py
+    as one the key encrypts or one that stores nothing, before it ships."""
+    types = {
+        r["Type"]
+        for r in json.loads((packaged_with_key / "sam.json").read_text())["Resources"].values()
+    }
+    for stage in STAGES:
+        types |= {r["Type"] for r in load(packaged, stage)["Resources"].values()}
+    assert types <= set(encryption.KEYED_TYPES) | set(encryption.UNKEYED_TYPES)
+    assert not set(encryption.KEYED_TYPES) & set(encryption.UNKEYED_TYPES)
+
+
+def test_a_named_key_encrypts_everything_the_stage_stores(packaged_with_key: Path) -> None:
+    """The table, every queue (no SSE-SQS beside the key), the alarm topic, the access log
+    group and every function's environment name the stage's key."""
+    resources = json.loads((packaged_with_key / "sam.json").read_text())["Resources"]
+    keyed = {i: r for i, r in resources.items() if r["Type"] in encryption.KEYED_TYPES}
+    assert {r["Type"] for r in keyed.values()} == {
+        "AWS::SQS::Queue",
+        "AWS::DynamoDB::Table",
+        "AWS::SNS::Topic",
+        "AWS::Logs::LogGroup",
+        "AWS::Serverless::Function",
+    }
+    # The job queue, its dead-letter and delay queues, and the schedules' dead-letter queue.
+    assert len([r for r in keyed.values() if r["Type"] == "AWS::SQS::Queue"]) == 4
+    # EventBridge Scheduler's role sends a fire it gave up on to that last one: it may use
+    # the key for it, and for nothing else.
+    (scheduler_policy,) = resources["SchedulerRole"]["Properties"]["Policies"]
+    key_grants = [
+        s
+        for s in scheduler_policy["PolicyDocument"]["Statement"]
+        if s.get("Sid") == policies.KEY_STATEMENT
+    ]
+    assert key_grants == [
+        {
+            "Sid": policies.KEY_STATEMENT,
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": PACKAGE_KEY,
+        }
+    ]
+    for logical_id, resource in keyed.items():
+        properties = resource["Properties"]
+        wanted = encryption.key_properties(resource["Type"], PACKAGE_KEY)
+        assert {k: properties.get(k) for k in wanted} == wanted, logical_id
+        assert "SqsManagedSseEnabled" not in properties, logical_id
+    (table,) = [r for r in keyed.values() if r["Type"] == "AWS::DynamoDB::Table"]
+    assert table["Properties"]["SSESpecification"]["SSEType"] == "KMS"
+    result = cfn_lint(packaged_with_key / "sam.json")  # CloudFormation takes them as written
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_named_key_changes_nothing_but_encryption_and_each_roles_use_of_it(
+    packaged: dict[str, Path], packaged_with_key: Path
+) -> None:
+    """Without the key's properties (and SSE-SQS, which the key replaces) and grants, the
+    keyed package is the keyless one; the keyless one names no key at all: SSE-SQS on the
+    queues, AWS's keys everywhere else, as before keys could be named."""
+    keyless = load(packaged, KEYED_STAGE)
+    keyed = json.loads((packaged_with_key / "sam.json").read_text())
+    assert set(keyed["Resources"]) == set(keyless["Resources"])
+    stripped, keyless_stripped = _without_key(keyed), _without_key(keyless)
+    for logical_id, resource in keyless_stripped.items():
+        assert stripped[logical_id] == resource, logical_id
+        if resource["Type"] in (*encryption.KEYED_TYPES, "AWS::IAM::Role"):  # and the key did
+            assert keyed["Resources"][logical_id] != keyless["Resources"][logical_id], logical_id
+    text = json.dumps(keyless)
+    for named in ("KmsMasterKeyId", "KMSMasterKeyId", "KmsKeyId", "KmsKeyArn", "kms:"):
+        assert named not in text
+    queues = [r for r in keyless["Resources"].values() if r["Type"] == "AWS::SQS::Queue"]
+    assert all(q["Properties"]["SqsManagedSseEnabled"] is True for q in queues)
+
+
+def test_each_role_may_use_the_key_for_exactly_what_its_calls_need(
+    packaged_with_key: Path,
+) -> None:
+    """Decrypt for every function (its environment, received messages, the table key); a
+    data key for those that send to a queue; on the stage's key and nothing else."""
+    template = json.loads((packaged_with_key / "sam.json").read_text())
+    config = stage_config(KEYED_STAGE)
+    handlers = {
+        policies.lambda_function_name(config.app_name, KEYED_STAGE, h): h
+        for h in stack.handler_names(config)
+    }
+    functions = functions_of(template)
+    assert len(functions) == len(handlers)
+    for properties in functions.values():
+        handler = handlers[properties["FunctionName"]]
+        role_id, _ = properties["Role"]["Fn::GetAtt"]
+        (policy,) = template["Resources"][role_id]["Properties"]["Policies"]
+        statements = policy["PolicyDocument"]["Statement"]
+        key_statements = [s for s in statements if any(a.startswith("kms:") for a in s["Action"])]
+        assert key_statements == [
+            {
+                "Sid": policies.KEY_STATEMENT,
+                "Effect": "Allow",
+                "Action": policies.key_actions(handler),
+                "Resource": [PACKAGE_KEY],
+            }
+        ]
+        sends = any("sqs:SendMessage" in s["Action"] for s in statements)
+        assert key_statements[0]["Action"] == (
+            ["kms:Decrypt", "kms:GenerateDataKey"] if sends else ["kms:Decrypt"]
+        )
