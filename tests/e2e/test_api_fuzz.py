@@ -88,7 +88,13 @@ def test_every_operation_answers_as_documented(
         # stage's retention, a leap second, or beyond year 9999 once in UTC, none of which
         # a date-time format can exclude; so may run_at and delay_seconds together.
         made_up_time = isinstance(case.body, dict) and "run_at" in case.body
-        excluded = [positive_data_acceptance] if made_up_cursor or made_up_time else []
+        # A schedule's expression (EventBridge's cron and rate) and time zone (an IANA
+        # name) are more than a schema can say: a schema-valid one may be refused with the
+        # documented 400 naming the field, as schemathesis.toml says for the CLI's run.
+        made_up_schedule = label == "POST /schedules"
+        excluded = (
+            [positive_data_acceptance] if made_up_cursor or made_up_time or made_up_schedule else []
+        )
         blank = is_blank_negative_body(case, stack.url)
         # POST /jobs/batch answers an invalid item in that item's own result, inside a 207
         # with the other items' (docs/batch.md): a schema-invalid batch is refused whole
