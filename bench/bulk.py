@@ -53,7 +53,9 @@ WAYS = ("singles", "batches", "bare")
 
 
 def figure_12(workdir: Path, sizes: Sizes) -> Figure:
-    with BenchStack.running(workdir, QUOTAS_OFF) as stack:
+    # A directory of its own: the shared stack's project copy is already in workdir.
+    (workdir / "bulk").mkdir(parents=True, exist_ok=True)
+    with BenchStack.running(workdir / "bulk", QUOTAS_OFF) as stack:
         progress(
             f"figure {NUMBER}: bulk submission, "
             f"{sizes.bulk_rounds} rounds of {sizes.bulk_jobs} jobs"

@@ -419,13 +419,15 @@ def apply_stage(
     cfn: Any = None,
     overrides: Mapping[str, str] | None = None,
     ddb: Any = None,
+    scheduler: Any = None,
 ) -> dict[str, str]:
     """Apply the stage's stack, in as many updates as its table's indexes need; bring the
     table's items to the current layout; write the outputs into the stage's config and
     policies.
 
     ``overrides`` replace template parameters (tests shorten timeouts and receive counts).
-    ``cfn`` and ``ddb`` are the clients to use (default: boto3's, in ``cfn``'s region).
+    ``cfn``, ``ddb`` and ``scheduler`` are the clients to use (default: boto3's, in
+    ``cfn``'s region).
     The stage's lanes are written into its config first (infra/lanes.py).
     A stage that names a KMS key (:func:`stage_key`) gets its table and queues encrypted
     with it, and policies that let each function use it (infra/encryption.py).
@@ -447,10 +449,8 @@ def apply_stage(
                 flush=True,
             )
         stack_outputs = apply(cfn, name, parameters, json.dumps(template))
-    ensure_schedule_group(
-        boto3.client("scheduler", region_name=cfn.meta.region_name),
-        stack_outputs["ScheduleGroupName"],
-    )
+    scheduler = scheduler or boto3.client("scheduler", region_name=cfn.meta.region_name)
+    ensure_schedule_group(scheduler, stack_outputs["ScheduleGroupName"])
     table = JobTable(ddb, stack_outputs["TableName"])
     if table.schema_version() < jobs.SCHEMA_VERSION:
         report = table.migrate()

@@ -8,8 +8,11 @@ Input, ``<aws.scheduler.scheduled-time>`` replaced by the fire time, as EventBri
 Scheduler does ("Schedule types in EventBridge Scheduler", "Adding context attributes",
 EventBridge Scheduler User Guide):
 
-- fire times come from chalicelib.schedules, in the schedule's time zone (daylight saving
-  as that module documents it); a rate fires at its StartDate, or its creation without
+- fire times come from the served project's own ``chalicelib.schedules`` (its rules,
+  loaded from the project as its ``app.py`` is: this package imports nothing of it, so it
+  still runs lifted into another project, where a project without that module has no
+  schedules to fire), in the schedule's time zone (daylight saving as that module
+  documents it); a rate fires at its StartDate, or its creation without
   one, then every interval;
 - only ENABLED schedules fire; a schedule that was disabled, or not yet seen, fires from
   the moment it is seen enabled: missed fires are not made up;
@@ -22,16 +25,15 @@ EventBridge Scheduler User Guide):
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from types import ModuleType
 from typing import Any
-
-from chalicelib.errors import InvalidRequest
-from chalicelib.schedules import next_fire, parse_expression, parse_timezone
 
 from .instances import FunctionRuntime
 from .settings import FunctionSettings, function_settings
@@ -54,8 +56,24 @@ def fire_input(template: str, fire_time: datetime) -> Any:
     return json.loads(template.replace(SCHEDULED_TIME, stamp))
 
 
+# The served project's module that says what a schedule expression means, and its errors'.
+RULES_MODULE = "chalicelib.schedules"
+ERRORS_MODULE = "chalicelib.errors"
+
+
+def project_rules() -> tuple[ModuleType, type[Exception]]:
+    """The served project's schedule rules (``RULES_MODULE``: ``parse_expression``,
+    ``parse_timezone``, ``next_fire``) and the error its parsers raise, imported from the
+    project the runner has put on ``sys.path`` to load its ``app.py``. ImportError for a
+    project without them (it has no schedules to fire)."""
+    rules = importlib.import_module(RULES_MODULE)
+    refused: type[Exception] = importlib.import_module(ERRORS_MODULE).InvalidRequest
+    return rules, refused
+
+
 class SchedulerEventSource:
-    """Every schedule of the emulator whose target is one of ``runtimes``' functions."""
+    """Every schedule of the emulator whose target is one of ``runtimes``' functions, its
+    fire times by ``rules`` (``project_rules``; the served project's unless given)."""
 
     def __init__(
         self,
@@ -64,7 +82,9 @@ class SchedulerEventSource:
         sqs: Any = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         poll_seconds: float = POLL_SECONDS,
+        rules: tuple[ModuleType, type[Exception]] | None = None,
     ) -> None:
+        self._rules, self._refused = rules or project_rules()
         self._scheduler = scheduler
         self._runtimes = dict(runtimes)  # by deployed function name
         self._sqs = sqs
@@ -109,10 +129,12 @@ class SchedulerEventSource:
                 continue
             seen.add(key)
             try:
-                expression = parse_expression(schedule["ScheduleExpression"])
-                zone = parse_timezone(schedule.get("ScheduleExpressionTimezone") or "UTC")
-            except InvalidRequest as error:
-                log.warning("scheduler: %s is not emulated: %s", key[1], error.message)
+                expression = self._rules.parse_expression(schedule["ScheduleExpression"])
+                zone = self._rules.parse_timezone(
+                    schedule.get("ScheduleExpressionTimezone") or "UTC"
+                )
+            except self._refused as error:
+                log.warning("scheduler: %s is not emulated: %s", key[1], error)
                 continue
             start = schedule.get("StartDate") or schedule["CreationDate"]
             start = start.astimezone(UTC)
@@ -120,7 +142,7 @@ class SchedulerEventSource:
             if since is None:  # first seen: a rate due at its start fires; nothing older
                 since = max(start - timedelta(microseconds=1), now - FIRST_SIGHT_GRACE)
             while True:
-                moment = next_fire(expression, zone, since, start)
+                moment = self._rules.next_fire(expression, zone, since, start)
                 if moment is None or moment > now:
                     break
                 due.append((runtime, (target, fire_input(target.get("Input", "{}"), moment))))

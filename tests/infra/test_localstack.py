@@ -103,7 +103,11 @@ def test_localstack_client_sessions_drive_the_embedded_emulator(tmp_path: Path) 
     # whose config receives the outputs).
     project = copy_app(tmp_path / "project")
     outputs = stack.apply_stage(
-        "local", project, cfn=session.client("cloudformation"), ddb=session.client("dynamodb")
+        "local",
+        project,
+        cfn=session.client("cloudformation"),
+        ddb=session.client("dynamodb"),
+        scheduler=session.client("scheduler"),
     )
 
     sqs: Any = session.client("sqs")

@@ -383,6 +383,8 @@ def test_the_queues_were_replaced_by_the_fifo_ones_and_the_delay_queue(
             f"heavy-jobs-{STAGE}-queue.fifo",
             f"heavy-jobs-{STAGE}-dlq.fifo",
             f"heavy-jobs-{STAGE}-delay",
+            # Where EventBridge Scheduler puts a fire it gave up on (recurring schedules).
+            f"heavy-jobs-{STAGE}-schedule-dlq",
         ]
     )
     assert migration.settings.queue_name == f"heavy-jobs-{STAGE}-queue.fifo"
