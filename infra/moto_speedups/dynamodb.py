@@ -11,7 +11,7 @@ What moto 5.2.5 walks (``moto/dynamodb/models/``):
 - ``Item.__init__`` (every put, so every item of a BatchWriteItem) adds the item's
   attributes one at a time to a ``LimitedSizeDict``, whose ``__setitem__`` sizes every
   attribute already there to check the 400 KB item limit: O(attributes²) sizings per item,
-  a third or more of a 25-item BatchWriteItem's time for the job table's items.
+  about a third of a 25-item BatchWriteItem's time for the job table's items.
 
 What replaces it here:
 

@@ -555,7 +555,7 @@ def test_an_items_attributes_are_sized_once_each(
 ) -> None:
     """moto checks the item limit attribute by attribute, sizing every attribute already
     added each time: an item of n attributes costs n²/2 sizings (a job record, about
-    twenty attributes, half of a BatchWriteItem's time). The speed-ups size each once."""
+    twenty attributes: about a third of a BatchWriteItem's time). The speed-ups size each once."""
     sized = 0
     original = DynamoType.size
 

@@ -508,7 +508,7 @@ def test_a_batch_reports_each_refused_entry_in_failed_and_sends_the_rest(
 def test_a_batch_converts_each_queue_attribute_name_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """moto reads the whole ``Queue.attributes`` five times per entry of a FIFO batch, and
     each read turns every attribute's name into a Python name character by character
-    (about 2 ms an entry); the speed-ups remember each name's conversion."""
+    (1 to 2 ms an entry); the speed-ups remember each name's conversion."""
     converted: list[str] = []
     original = sqs_models.camelcase_to_underscores
 
