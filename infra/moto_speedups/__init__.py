@@ -7,9 +7,12 @@ times what it costs at an empty queue. These modules replace exactly those walks
 indexes maintained as the data changes, keeping moto's answers:
 
     sqs.py       per-queue index: messages by state (ready, in flight, delayed), by
-                 receipt handle, FIFO message groups, and the deduplication window
+                 receipt handle, FIFO message groups, and the deduplication window;
+                 queue attribute names converted once, not at each of the five
+                 reads a batch entry makes
     dynamodb.py  per-GSI sorted partitions, kept up to date on every write; transactions
-                 that undo what they wrote instead of copying whole tables
+                 that undo what they wrote instead of copying whole tables; an item's
+                 size checked in one pass, not once per attribute
 
 ``apply()`` patches moto's classes in the calling process; ``infra.emulator`` calls it in
 its own process, before moto's server starts, so nothing else (chalicelib, the tests'

@@ -12,7 +12,9 @@ import boto3
 import moto
 import pytest
 from moto import mock_aws
+from moto.dynamodb.models.dynamo_type import Item
 from moto.dynamodb.models.table import Table
+from moto.sqs import models as sqs_models
 from moto.sqs.models import Queue, SQSBackend
 
 from infra import moto_speedups
@@ -51,6 +53,8 @@ def test_apply_and_revert_are_idempotent_and_restore_moto_exactly() -> None:
             (Queue, ["add_message", "delete_message", "messages", "wait_for_messages"]),
             (SQSBackend, ["receive_message", "change_message_visibility"]),
             (Table, ["query", "put_item", "delete_item"]),
+            (Item, ["__init__"]),
+            (sqs_models, ["camelcase_to_underscores"]),
         ]
         for name in names
     }

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from moto.sqs import models as sqs_models
 
 from tests.infra.moto_flavours import FLAVOURS, FakeClock, client, freeze_sqs_clock, moto_as
 
@@ -440,6 +441,89 @@ def test_batches_send_delete_and_change_visibility(flavour: str, clock: FakeCloc
     assert len(deleted["Successful"]) == 9
     clock.advance(0.01)
     assert bodies(receive(url)) == ["m0"]
+
+
+def send_batch(url: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    for index, entry in enumerate(entries):
+        entry.setdefault("Id", str(index))
+    response: dict[str, Any] = sqs().send_message_batch(QueueUrl=url, Entries=entries)
+    return response
+
+
+def fifo_entry(body: str, group: str, dedup: str | None = None) -> dict[str, Any]:
+    return {"MessageBody": body, "MessageGroupId": group, "MessageDeduplicationId": dedup or body}
+
+
+def test_fifo_batches_keep_each_groups_order_across_batches(flavour: str, clock: FakeClock) -> None:
+    """SQS API Reference, "SendMessageBatch": in a FIFO queue the messages of a batch are
+    enqueued in the order of its entries; each entry names its own message group."""
+    url = make_queue("q.fifo")
+    first = send_batch(url, [fifo_entry("a1", "a"), fifo_entry("b1", "b"), fifo_entry("a2", "a")])
+    second = send_batch(url, [fifo_entry("b2", "b"), fifo_entry("a3", "a"), fifo_entry("b3", "b")])
+    assert [s["Id"] for s in first["Successful"] + second["Successful"]] == ["0", "1", "2"] * 2
+    sequence = [int(s["SequenceNumber"]) for s in first["Successful"] + second["Successful"]]
+    assert len(set(sequence)) == 6
+    got = receive(url, count=10)
+    assert bodies(got) == ["a1", "b1", "a2", "b2", "a3", "b3"]
+    assert [m["Attributes"]["MessageGroupId"] for m in got] == ["a", "b", "a", "b", "a", "b"]
+
+
+def test_fifo_batches_deduplicate_within_five_minutes(flavour: str, clock: FakeClock) -> None:
+    """A duplicate (within the batch, or of an earlier send in the last 5 minutes) is
+    accepted, reported sent, and never delivered (SQS API Reference, "SendMessageBatch":
+    MessageDeduplicationId)."""
+    url = make_queue("q.fifo")
+    sent = send_batch(url, [fifo_entry("first", "g", "d1"), fifo_entry("copy", "g", "d1")])
+    assert len(sent["Successful"]) == 2 and not sent.get("Failed")
+    clock.advance(299)
+    send_batch(url, [fifo_entry("retry", "g", "d1"), fifo_entry("new", "g", "d2")])
+    assert counts(url) == (2, 0, 0)
+    clock.advance(2)
+    send_batch(url, [fifo_entry("after the window", "g", "d1")])
+    assert bodies(receive(url, count=10)) == ["first", "new", "after the window"]
+
+
+def test_a_batch_reports_each_refused_entry_in_failed_and_sends_the_rest(
+    flavour: str, clock: FakeClock
+) -> None:
+    url = make_queue("q")
+    sent = send_batch(
+        url,
+        [
+            {"MessageBody": "now"},
+            {"MessageBody": "too late", "DelaySeconds": 901},
+            {"MessageBody": "delayed", "DelaySeconds": 60},
+        ],
+    )
+    assert [s["Id"] for s in sent["Successful"]] == ["0", "2"]
+    [failed] = sent["Failed"]
+    assert failed["Id"] == "1" and failed["SenderFault"]
+    assert failed["Code"] == "InvalidParameterValue"
+    assert counts(url) == (1, 0, 1)
+    assert bodies(receive(url, count=10, visibility=600)) == ["now"]
+    clock.advance(61)
+    assert bodies(receive(url, count=10)) == ["delayed"]
+
+
+def test_a_batch_converts_each_queue_attribute_name_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto reads the whole ``Queue.attributes`` five times per entry of a FIFO batch, and
+    each read turns every attribute's name into a Python name character by character
+    (1 to 2 ms an entry); the speed-ups remember each name's conversion."""
+    converted: list[str] = []
+    original = sqs_models.camelcase_to_underscores
+
+    def counting(name: str) -> str:
+        converted.append(name)
+        return original(name)
+
+    monkeypatch.setattr(sqs_models, "camelcase_to_underscores", counting)
+    with moto_as("fast"):
+        url = make_queue("q.fifo")
+        send_batch(url, [fifo_entry(f"m{n}", "g") for n in range(10)])
+        assert converted and len(converted) == len(set(converted))
+        before = len(converted)
+        send_batch(url, [fifo_entry(f"n{n}", "g") for n in range(10)])
+        assert len(converted) == before
 
 
 def test_purge_empties_the_queue(flavour: str, clock: FakeClock) -> None:
