@@ -42,10 +42,13 @@ lint: venv ## ruff (lint + format check) and mypy
 
 # pytest-xdist workers: one per core. Most of the suite waits on processes it started (the
 # emulator, chalice local, the event source), so two workers share two cores well; whole
-# files go to one worker (--dist loadfile), so a file's shared fixtures are built once.
+# files go to one worker (--dist loadfile), so a file's shared fixtures are built once;
+# they go in collection order (--no-loadscope-reorder, not xdist's most-tests-first), which
+# tests/conftest.py sets: the files that start processes first, so that the run ends on
+# short in-process files rather than one worker alone with a minute-long one.
 # TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The suite's documentation tests (tests/docs) read the site make docs has just built.
 test: lint docs ## Lint, build the docs site, then the whole test suite (TEST_WORKERS, default 2)

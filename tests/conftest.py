@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -63,6 +64,46 @@ def _register_shared_data_loader(self: botocore.session.Session) -> None:
 
 
 botocore.session.Session._register_data_loader = _register_shared_data_loader
+
+
+# The order in which `make test`'s workers take whole files (pytest-xdist's --dist loadfile,
+# with --no-loadscope-reorder: in collection order, which the hook below sets). The files
+# that start processes (the benchmark's smoke run, the live stack, the event source, the
+# deploy rehearsals, the docs' stack: seconds to minutes each) go first, the in-process
+# ones (milliseconds a test) last; within each tier, files with more tests first. A worker
+# that is done early then takes short files while the other finishes a long one, instead
+# of one worker running a minute-long file alone at the end of the run.
+FIRST_TIERS = (("tests/bench/", "tests/e2e/"), ("tests/infra/", "tests/docs/"))
+
+
+def schedule_rank(path: str, tests_in_file: int) -> tuple[int, int]:
+    """Where a file's tests go in the run: its tier (FIRST_TIERS, then everything else),
+    then more tests first."""
+    tier = next(
+        (rank for rank, prefixes in enumerate(FIRST_TIERS) if path.startswith(prefixes)),
+        len(FIRST_TIERS),
+    )
+    return tier, -tests_in_file
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the files by schedule_rank; a file's own tests keep their order."""
+    path_of = {item: item.nodeid.split("::", 1)[0] for item in items}
+    counts = Counter(path_of.values())
+    items.sort(key=lambda item: schedule_rank(path_of[item], counts[path_of[item]]))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_app_module_across_files() -> Iterator[None]:
+    """Each file starts, and ends, without ``app.py`` imported. A file's shared stack (a
+    module-scoped fixture) is built before any per-test fixture below runs, and applies its
+    template through Chalice's loader, which imports ``app.py`` unless it already is: an
+    ``app.py`` another file imported under another stage (its queue names read at import)
+    would be the one the stack derived its queues' settings from (a KeyError on the local
+    queue's name, seen when the files' order put such a file first)."""
+    sys.modules.pop("app", None)
+    yield
+    sys.modules.pop("app", None)
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from chalicelib.config import CLAIM_BACKOFF_CAP
 from chalicelib.worker import MAX_DEAD_LETTER_REDRIVES
 from infra.emulator import free_port, port_is_free
 from infra.run import PROJECT_DIR
@@ -88,8 +89,12 @@ def test_handler_failures_are_redelivered_then_dead_lettered_and_the_job_failed(
     make_stack: Callable[..., Stack],
 ) -> None:
     # The worker function alone points at a table that does not exist: every invocation
-    # raises, as when DynamoDB is unreachable. The DLQ consumer uses the real table.
+    # raises, as when DynamoDB is unreachable. The DLQ consumer uses the real table. Each
+    # failed claim hides its message for the claim backoff (2 s, then 4 s at the default
+    # cap): capped at 1 s here, the four rounds of deliveries take seconds, not half a
+    # minute; what the test counts is the same.
     stack = make_stack(
+        environment={CLAIM_BACKOFF_CAP: "1"},
         functions={
             "process_job": {
                 "lambda_timeout": 2,

@@ -26,6 +26,12 @@ from tests.waiting import wait_for
 # Long enough that a message hidden by a receive for nobody cannot come back by itself
 # while a test waits.
 VISIBILITY = 120
+# The runners' long polls: long enough that the message a test sends right after the poll
+# opened arrives while it is still open (each test then checks that it took it), short
+# enough that the other function's poll, which gets nothing, ends soon after the signal
+# (the runner waits for it) and that the next runner's wait for a dead one's poll to end
+# is seconds. SQS allows up to 20 s; nothing here depends on the length.
+POLL_SECONDS = "6"
 
 
 def journal(toy: Toy, function: str = "handle_a") -> Path:
@@ -61,7 +67,7 @@ def test_what_an_open_long_poll_takes_after_a_signal_is_visible_again_at_exit(
     runner = start_runner(
         toy,
         "--poll-seconds",
-        "10",
+        POLL_SECONDS,
         "--pollers",
         str(pollers),
         environment={"EVENT_SOURCE_MODE": mode},
@@ -116,10 +122,11 @@ def test_after_sigkill_the_next_runner_takes_back_what_the_dead_ones_long_poll_t
 ) -> None:
     queue = make_queue(visibility=VISIBILITY, fifo=True)
     toy = make_toy(queue_a=queue, queue_b=make_queue(visibility=VISIBILITY, fifo=True))
-    dead = start_runner(toy, "--poll-seconds", "20")
+    dead = start_runner(toy, "--poll-seconds", POLL_SECONDS)
     wait_for(lambda: open_receives(toy) == 1, 20, "the long poll to open")
     # The entry is written just before the request leaves, and nothing outside shows when
-    # the emulator has it: give it a moment (the poll then stays open for 20 s).
+    # the emulator has it: give it a moment (the poll then stays open for the rest of its
+    # POLL_SECONDS).
     time.sleep(1)
     dead.process.kill()
     dead.process.wait()
@@ -130,10 +137,10 @@ def test_after_sigkill_the_next_runner_takes_back_what_the_dead_ones_long_poll_t
     wait_for(lambda: hidden(sqs, queue) == 1, 10, "the orphaned long poll to take it")
 
     started = time.monotonic()
-    runner = start_runner(toy, "--poll-seconds", "20")
+    runner = start_runner(toy, "--poll-seconds", POLL_SECONDS)
     wait_for(lambda: len(toy.starts("handle_a")) == 2, 60, "both messages to run")
 
-    # Within the long poll's 20 s and a margin, far below the visibility timeout.
+    # Within the long poll and a margin, far below the visibility timeout.
     assert time.monotonic() - started < VISIBILITY / 2
     assert toy.tags_seen("handle_a") == ["first", "second"]
     (line,) = runner.lines("recover function=toy-dev-handle_a records=1")
