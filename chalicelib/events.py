@@ -42,6 +42,20 @@ from chalicelib.jobs import Job, JobStatus, from_item, is_job_item
 
 # The events' Source on the bus (an EventBridge rule matches on it).
 EVENT_SOURCE = "heavy-jobs"
+# The table stream's event source mapping (publish_job_events), declared once: Chalice's
+# decorator takes the batch size and starting position; make deploy and make package set
+# the rest (infra/deploy), and the local event source emulates them (infra/event_source).
+# TRIM_HORIZON: a new mapping starts at the stream's oldest record (24 hours kept), so
+# the changes between enabling the stream and creating the mapping are published too.
+STREAM_BATCH_SIZE = 100
+STREAM_STARTING_POSITION = "TRIM_HORIZON"
+# A failed batch is split in two and each half retried, down to the failing record
+# (BisectBatchOnFunctionError); a record is retried at most this many times, then its
+# description goes to the on-failure queue and the shard moves on. With bisection a
+# batch of STREAM_BATCH_SIZE reaches a single bad record in log2(100) < 7 splits, so the
+# shard is held for at most about (7 + STREAM_MAX_RETRY_ATTEMPTS) invocations.
+STREAM_BISECT_ON_ERROR = True
+STREAM_MAX_RETRY_ATTEMPTS = 5
 # A job's progress is published at most once in each window of this length of its
 # heartbeat clock (the lease the checkpoint renews): a rule that wants progress gets a
 # bounded stream of it, whatever the job's checkpoint interval.

@@ -36,12 +36,13 @@ from moto.apigateway.models import APIGatewayBackend
 from moto.server import ThreadedMotoServer
 
 from chalicelib import config as settings
+from chalicelib.events import STREAM_MAX_RETRY_ATTEMPTS, STREAM_STARTING_POSITION
 from chalicelib.observability import NAMESPACE, Metric, dimensions
 from chalicelib.openapi import KEYED_OPERATIONS, SIGV4_SCHEME
 from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable, WorkerPause
 from infra import encryption, operations, policies, stack
-from infra.deploy import state
+from infra.deploy import event_stream, state
 from infra.deploy.access import Throttle
 from infra.deploy.lifecycle import CONCURRENCY_QUOTA, CONCURRENCY_QUOTA_CODE
 from tests.infra import moto_bridges
@@ -513,6 +514,27 @@ def test_job_table_exists(
     table = rehearsal.client("dynamodb").describe_table(TableName=table_name)["Table"]
     assert table["TableStatus"] == "ACTIVE"
     assert table["KeySchema"] == [{"AttributeName": "job_id", "KeyType": "HASH"}]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_event_publisher_reads_the_table_stream_with_bounded_retries(
+    rehearsal: Rehearsal, stage: str
+) -> None:
+    """publish_job_events' mapping: the stack's stream, bisect on error, bounded retries,
+    the events' failure queue as its on-failure destination, partial batch responses."""
+    outputs = rehearsal.outputs[stage]
+    publisher = function_name(stage, event_stream.HANDLER)
+    mappings = rehearsal.client("lambda").list_event_source_mappings(
+        EventSourceArn=outputs["TableStreamArn"]
+    )["EventSourceMappings"]
+    (mapping,) = [m for m in mappings if m["FunctionArn"].endswith(f":function:{publisher}")]
+    assert mapping["StartingPosition"] == STREAM_STARTING_POSITION
+    assert mapping["BisectBatchOnFunctionError"] is True
+    assert mapping["MaximumRetryAttempts"] == STREAM_MAX_RETRY_ATTEMPTS
+    assert mapping["DestinationConfig"] == {
+        "OnFailure": {"Destination": outputs["JobEventsFailedQueueArn"]}
+    }
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
