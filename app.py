@@ -468,8 +468,9 @@ def publish_job_events(event: Any) -> dict[str, list[dict[str, str]]]:
     What a failure costs: the records of the same shard from the failed one on wait for
     the retries (bisected, at most chalicelib.events.STREAM_MAX_RETRY_ATTEMPTS, then the
     on-failure queue); no job waits, since nothing in a job's run reads the stream. An
-    unreachable bus raises: the whole batch is retried, and its events already put are
-    put again (the same ids)."""
+    unreachable bus, or an unreadable record first in the batch, raises: the batch is
+    bisected and retried (down to that record alone, which alone is given up), and
+    events already put are put again (the same ids)."""
     failed = publish_records(event.to_dict()["Records"], connections.event_bus())
     return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
 

@@ -85,7 +85,8 @@ def publish_records(records: Sequence[Mapping[str, Any]], bus: EventBus) -> list
     """Publish the events of a batch of job table stream records (as Lambda's DynamoDB
     event source delivers them, NEW_AND_OLD_IMAGES) in order; return the sequence numbers
     to report as batch item failures: none, or the first record that could not be
-    published (unreadable, or refused by the bus).
+    published (unreadable, or refused by the bus). An unreadable first record raises
+    UnreadableChange instead (see below).
 
     Lambda retries the batch from the lowest sequence number reported ("Configuring
     partial batch response with DynamoDB and Lambda", AWS Lambda Developer Guide), so the
@@ -94,13 +95,19 @@ def publish_records(records: Sequence[Mapping[str, Any]], bus: EventBus) -> list
     unreachable) propagates: the whole batch fails and is retried; what was sent before
     is sent again."""
     events: list[tuple[str, JobEvent]] = []
-    for record in records:
+    for position, record in enumerate(records):
         change = record["dynamodb"]
         sequence = str(change["SequenceNumber"])
         try:
             event = event_for(change.get("OldImage"), change.get("NewImage"), record["eventID"])
         except UnreadableChange as error:
             logger.error("Stream record cannot be published", sequence=sequence, reason=str(error))
+            if position == 0:
+                # Nothing before it to keep: fail the invocation, so the event source
+                # bisects the batch down to this record alone and, after its retries,
+                # sends only it to the on-failure queue (reporting it would retry it
+                # with every record after it, and give those up with it).
+                raise
             return _first_failure(events, bus, fallback=sequence)
         if event is not None:
             events.append((sequence, event))

@@ -88,16 +88,19 @@ def test_a_jobs_life_is_published_from_the_stream(
     assert all(e["source"] == EVENT_SOURCE for e in mine)
 
 
-def test_an_unreadable_record_is_the_reported_failure(
+def test_an_unreadable_record_after_others_is_the_reported_failure(
     client: Client, aws: dict[str, str], make_job: Any
 ) -> None:
     listen(aws["JobEventBusName"])
-    job = make_job()
+    jobs = [make_job(), make_job()]
     records = stream_records(aws["TableStreamArn"])
-    (record,) = [r for r in records if r["dynamodb"]["Keys"]["job_id"]["S"] == job.job_id]
-    record["dynamodb"]["NewImage"]["status"] = {"S": "exploded"}
+    mine = [
+        next(r for r in records if r["dynamodb"]["Keys"]["job_id"]["S"] == job.job_id)
+        for job in jobs
+    ]
+    mine[1]["dynamodb"]["NewImage"]["status"] = {"S": "exploded"}
 
-    response = client.lambda_.invoke("publish_job_events", {"Records": [record]})
+    response = client.lambda_.invoke("publish_job_events", {"Records": mine})
 
-    sequence = record["dynamodb"]["SequenceNumber"]
+    sequence = mine[1]["dynamodb"]["SequenceNumber"]
     assert response.payload == {"batchItemFailures": [{"itemIdentifier": sequence}]}

@@ -13,7 +13,7 @@ import pytest
 
 from chalicelib.errors import StoreUnavailable
 from chalicelib.event_bus import PUT_EVENTS_LIMIT, EventBus, publish_records
-from chalicelib.events import EVENT_SOURCE, EventType, JobEvent
+from chalicelib.events import EVENT_SOURCE, EventType, JobEvent, UnreadableChange
 from chalicelib.jobs import Job, JobStatus, to_item
 from tests.chalicelib.test_events import NOW, stream_record
 
@@ -126,3 +126,12 @@ def test_an_unreadable_record_is_the_failure_after_the_ones_before_it_are_sent()
     stub = StubEvents()
     assert publish_records(records, EventBus(stub, "bus")) == ["2"]
     assert [[entry["DetailType"] for entry in call] for call in stub.calls] == [["job.queued"]]
+
+
+def test_an_unreadable_first_record_fails_the_invocation_for_bisection() -> None:
+    records = records_of_a_run()[1:]
+    records[0]["dynamodb"]["NewImage"]["status"] = {"S": "exploded"}
+    stub = StubEvents()
+    with pytest.raises(UnreadableChange):
+        publish_records(records, EventBus(stub, "bus"))
+    assert stub.calls == []
