@@ -210,3 +210,41 @@ def test_the_emulators_stream_reaches_the_publisher_and_a_bad_record_the_failure
     assert info["batchSize"] == 1
     assert info["streamArn"] == emulated["stream_arn"]
     assert source.poll_once() == 0  # checkpointed: nothing is read twice
+
+
+def test_the_emulators_bus_delivers_to_a_rules_queue(emulator: EmulatorHandle) -> None:
+    """What the webhooks' delivery relies on locally: a rule on a custom bus sends the
+    events it matches to an SQS queue, through the emulator (moto server)."""
+    from chalicelib.event_bus import EventBus
+    from chalicelib.events import EVENT_SOURCE, EventType, JobEvent
+    from chalicelib.jobs import Job, utc_now
+
+    def client(service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=emulator.url,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    events, sqs = client("events"), client("sqs")
+    bus = f"bus-{id(events)}"
+    events.create_event_bus(Name=bus)
+    url = sqs.create_queue(QueueName=f"{bus}-listener")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    pattern = {"source": [EVENT_SOURCE], "detail-type": ["job.succeeded"]}
+    events.put_rule(Name="done", EventBusName=bus, EventPattern=json.dumps(pattern))
+    events.put_targets(Rule="done", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn["QueueArn"]}])
+    job = Job.new(n=1, now=utc_now())
+    sent = [JobEvent(EventType.QUEUED, "e-1", job), JobEvent(EventType.SUCCEEDED, "e-2", job)]
+    assert EventBus(events, bus).put(sent) == []
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    bodies = [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+    assert [(b["detail-type"], b["detail"]["event_id"]) for b in bodies] == [
+        ("job.succeeded", "e-2")
+    ]
+    sqs.delete_queue(QueueUrl=url)
+    events.remove_targets(Rule="done", EventBusName=bus, Ids=["q"])
+    events.delete_rule(Name="done", EventBusName=bus)
+    events.delete_event_bus(Name=bus)
