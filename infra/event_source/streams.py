@@ -38,13 +38,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .instances import FunctionRuntime
 from .settlement import InvocationResult, InvocationStatus
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,12 @@ log = logging.getLogger(__name__)
 # How often an idle shard is read again (Lambda polls a stream's shards about 4 times a
 # second: "Using AWS Lambda with Amazon DynamoDB", polling and batching streams).
 POLL_INTERVAL_SECONDS = 0.25
+# The mapping settings Chalice's decorator cannot carry, given to the runner in its
+# environment (infra/run.py sets them from the project's declaration); unset: AWS's
+# defaults (no bisection, retries until the record expires, no destination).
+BISECT_VARIABLE = "EVENT_SOURCE_STREAM_BISECT_ON_ERROR"
+MAX_RETRIES_VARIABLE = "EVENT_SOURCE_STREAM_MAX_RETRY_ATTEMPTS"
+ON_FAILURE_VARIABLE = "EVENT_SOURCE_STREAM_ON_FAILURE_QUEUE_URL"
 # What an on-failure destination's record says of a batch given up after its retries.
 RETRIES_EXHAUSTED = "RetryAttemptsExhausted"
 
@@ -68,6 +75,15 @@ class StreamMapping:
     bisect_on_error: bool
     max_retry_attempts: int  # -1: forever
     on_failure_queue_url: str | None  # None: a batch given up is only logged
+
+
+def mapping_extras(env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings beyond the decorator's, from ``env`` (the variables above)."""
+    return {
+        "bisect_on_error": env.get(BISECT_VARIABLE, "").strip().lower() == "true",
+        "max_retry_attempts": int(env.get(MAX_RETRIES_VARIABLE, "").strip() or -1),
+        "on_failure_queue_url": env.get(ON_FAILURE_VARIABLE, "").strip() or None,
+    }
 
 
 def stream_event(records: Sequence[Record], stream_arn: str) -> dict[str, Any]:
@@ -192,20 +208,20 @@ def failure_record(given_up: GivenUp, mapping: StreamMapping, function_arn: str)
 
 
 class DynamoDBStreamEventSource:
-    """Reads a table's stream and feeds each shard to ``invoke`` (a function's handler,
-    through the runner's instances) with a ShardProcessor per shard."""
+    """Reads a table's stream and feeds each shard to the function (the runner's
+    instances of it, one slot per batch) with a ShardProcessor per shard."""
 
     def __init__(
         self,
         mapping: StreamMapping,
-        invoke: Callable[[dict[str, Any]], InvocationResult],
+        runtime: FunctionRuntime,
         streams: Any,
         sqs: Any,
         function_arn: str,
         poll_interval: float = POLL_INTERVAL_SECONDS,
     ) -> None:
         self.mapping = mapping
-        self._invoke_event = invoke
+        self.runtime = runtime
         self._streams = streams
         self._sqs = sqs
         self._function_arn = function_arn
@@ -259,7 +275,12 @@ class DynamoDBStreamEventSource:
 
     def _invoke_batch(self, records: Sequence[Record]) -> InvocationResult:
         plain = [{k: v for k, v in r.items() if k != "shardId"} for r in records]
-        return self._invoke_event(stream_event(plain, self.mapping.stream_arn))
+        event = stream_event(plain, self.mapping.stream_arn)
+        self.runtime.reserve(timeout=self.runtime.function.timeout_seconds)
+        try:
+            return self.runtime.invoke(event).result
+        finally:
+            self.runtime.release()
 
     def _give_up(self, given_up: GivenUp) -> None:
         record = failure_record(given_up, self.mapping, self._function_arn)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -179,14 +180,28 @@ def test_the_emulators_stream_reaches_the_publisher_and_a_bad_record_the_failure
             published.extend(e.job.job_id for e in events)
             return []
 
-    def invoke(event: dict[str, Any]) -> InvocationResult:
-        json.dumps(event)  # what reaches a function is JSON
-        try:
-            failed = publish_records(event["Records"], Bus())  # type: ignore[arg-type]
-        except Exception as error:
-            return InvocationResult(InvocationStatus.RAISED, error=repr(error))
-        failures = [{"itemIdentifier": s} for s in failed]
-        return InvocationResult(InvocationStatus.RETURNED, {"batchItemFailures": failures})
+    class Runtime:
+        """The runner's instances of the publisher, in process."""
+
+        function = SimpleNamespace(name="publish_job_events", timeout_seconds=60)
+
+        def reserve(self, timeout: float) -> bool:
+            return True
+
+        def release(self) -> None:
+            pass
+
+        def invoke(self, event: dict[str, Any]) -> Any:
+            json.dumps(event)  # what reaches a function is JSON
+            try:
+                failed = publish_records(event["Records"], Bus())  # type: ignore[arg-type]
+            except Exception as error:
+                result = InvocationResult(InvocationStatus.RAISED, error=repr(error))
+            else:
+                failures = [{"itemIdentifier": s} for s in failed]
+                response = {"batchItemFailures": failures}
+                result = InvocationResult(InvocationStatus.RETURNED, response)
+            return SimpleNamespace(result=result)
 
     source = DynamoDBStreamEventSource(
         mapping(
@@ -194,7 +209,7 @@ def test_the_emulators_stream_reaches_the_publisher_and_a_bad_record_the_failure
             batch_size=100,
             on_failure_queue_url=emulated["failed_queue"],
         ),
-        invoke,
+        Runtime(),  # type: ignore[arg-type]
         emulated["streams"],
         emulated["sqs"],
         "arn:aws:lambda:us-east-1:123456789012:function:publish_job_events",
@@ -248,3 +263,35 @@ def test_the_emulators_bus_delivers_to_a_rules_queue(emulator: EmulatorHandle) -
     events.remove_targets(Rule="done", EventBusName=bus, Ids=["q"])
     events.delete_rule(Name="done", EventBusName=bus)
     events.delete_event_bus(Name=bus)
+
+
+def test_the_project_serves_its_stream_handler_once_given_the_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """load_project lists publish_job_events with the decorator's batching when the
+    process has the stream's ARN (as `make run` gives it), and says why it is not served
+    when it has not (as a bare `make worker`)."""
+    import sys
+
+    from chalicelib import config as settings
+    from chalicelib.events import STREAM_BATCH_SIZE, STREAM_STARTING_POSITION
+    from infra.event_source.settings import load_project
+    from infra.stack import PROJECT_DIR
+
+    arn = "arn:aws:dynamodb:us-east-1:123456789012:table/heavy-jobs-local-jobs/stream/x"
+    for given in (arn, None):
+        monkeypatch.delitem(sys.modules, "app", raising=False)
+        monkeypatch.delenv(settings.TABLE_STREAM_ARN, raising=False)
+        if given is not None:
+            monkeypatch.setenv(settings.TABLE_STREAM_ARN, given)
+        project = load_project(str(PROJECT_DIR), "local")
+        names = [s.function.name for s in project.stream_sources]
+        if given is None:
+            assert names == []
+            assert any("publish_job_events" in n for n in project.not_emulated)
+            continue
+        (source,) = project.stream_sources
+        assert source.function.name == "publish_job_events"
+        assert source.stream_arn == arn
+        assert source.batch_size == STREAM_BATCH_SIZE
+        assert source.starting_position == STREAM_STARTING_POSITION
