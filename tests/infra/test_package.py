@@ -135,10 +135,11 @@ def template_group(template: dict[str, Any]) -> str:
 
 
 def refers_to(resource: Any) -> str:
-    """The template resource an ARN expression names: GetAtt X.Arn, or ${X.Arn}/..."""
+    """The template resource an ARN expression names: GetAtt X.Arn (or the job table's
+    X.StreamArn), or ${X.Arn}/..."""
     if "Fn::GetAtt" in resource:
         logical_id, attribute = resource["Fn::GetAtt"]
-        assert attribute == "Arn"
+        assert attribute == "Arn" or (logical_id, attribute) == ("JobTable", "StreamArn")
         return str(logical_id)
     variable, _, _ = resource["Fn::Sub"].partition(".Arn}/")
     assert variable.startswith("${")
@@ -388,8 +389,9 @@ def test_a_named_key_encrypts_everything_the_stage_stores(packaged_with_key: Pat
         "AWS::Logs::LogGroup",
         "AWS::Serverless::Function",
     }
-    # The job queue, its dead-letter and delay queues, and the schedules' dead-letter queue.
-    assert len([r for r in keyed.values() if r["Type"] == "AWS::SQS::Queue"]) == 4
+    # The job queue, its dead-letter and delay queues, the schedules' dead-letter queue and
+    # the job events' failure queue.
+    assert len([r for r in keyed.values() if r["Type"] == "AWS::SQS::Queue"]) == 5
     # EventBridge Scheduler's role sends a fire it gave up on to that last one: it may use
     # the key for it, and for nothing else.
     (scheduler_policy,) = resources["SchedulerRole"]["Properties"]["Policies"]
