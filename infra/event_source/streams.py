@@ -45,7 +45,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .instances import FunctionRuntime
+from .instances import FunctionRuntime, RuntimeClosed
 from .settlement import InvocationResult, InvocationStatus
 
 log = logging.getLogger(__name__)
@@ -240,6 +240,8 @@ class DynamoDBStreamEventSource:
         while not stop.is_set():
             try:
                 found = self.poll_once(stop)
+            except RuntimeClosed:
+                return  # shut down under us: the rest is read again by the next runner
             except (BotoCoreError, ClientError) as error:
                 log.warning("%s: reading the stream failed: %s; retrying", self.describe(), error)
                 found = 0

@@ -295,3 +295,32 @@ def test_the_project_serves_its_stream_handler_once_given_the_stream(
         assert source.stream_arn == arn
         assert source.batch_size == STREAM_BATCH_SIZE
         assert source.starting_position == STREAM_STARTING_POSITION
+
+
+def test_a_runtime_shut_down_under_the_source_ends_its_run(emulated: dict[str, Any]) -> None:
+    import threading
+
+    from infra.event_source.instances import RuntimeClosed
+
+    emulated["ddb"].put_item(TableName=emulated["table"], Item={"job_id": {"S": "x"}})
+
+    class Closed:
+        function = SimpleNamespace(name="publish_job_events", timeout_seconds=60)
+
+        def reserve(self, timeout: float) -> bool:
+            return True
+
+        def release(self) -> None:
+            pass
+
+        def invoke(self, event: dict[str, Any]) -> Any:
+            raise RuntimeClosed("shut down")
+
+    source = DynamoDBStreamEventSource(
+        mapping(stream_arn=emulated["stream_arn"]),
+        Closed(),  # type: ignore[arg-type]
+        emulated["streams"],
+        emulated["sqs"],
+        "arn:aws:lambda:us-east-1:123456789012:function:publish_job_events",
+    )
+    source.run(threading.Event(), burst=False)  # returns, raising nothing
