@@ -490,6 +490,8 @@ def test_each_queues_visibility_timeout_is_its_consumers_timeout(
         function = mapping["FunctionArn"].split(":")[-1]
         if function not in functions:
             continue  # the other stage's
+        if not mapping["EventSourceArn"].startswith("arn:aws:sqs:"):
+            continue  # the job table's stream (publish_job_events): no visibility timeout
         queue_name = mapping["EventSourceArn"].split(":")[-1]
         queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
         attributes = sqs.get_queue_attributes(
@@ -693,11 +695,13 @@ def test_redeploy_updated_in_place(rehearsal: Rehearsal) -> None:
 
 
 def test_a_deploy_from_a_fresh_clone_updated_every_mapping_in_place(rehearsal: Rehearsal) -> None:
-    """moto accepts a duplicate SQS mapping (AWS answers ResourceConflictException): count."""
+    """moto accepts a duplicate SQS mapping (AWS answers ResourceConflictException): count.
+    The job table stream's mapping too."""
     counts = rehearsal.mappings_per_function()
     with _fresh_app_import():
         consumers = stack.queue_consumers(stack.load_chalice_config("dev", rehearsal.project))
-    expected = {function_name(stage, handler): 1 for stage in STAGES for handler in consumers}
+    handlers = [*consumers, event_stream.HANDLER]
+    expected = {function_name(stage, handler): 1 for stage in STAGES for handler in handlers}
     assert counts == expected
 
 
