@@ -18,8 +18,11 @@ from chalicelib.config import (
     delay_queue_name_at_import,
     get_settings,
     queue_name_at_import,
+    table_stream_arn_at_import,
 )
 from chalicelib.errors import QuotaExceeded, RequestError, StoreUnavailable
+from chalicelib.event_bus import publish_records
+from chalicelib.events import STREAM_BATCH_SIZE, STREAM_STARTING_POSITION
 from chalicelib.jobs import Job, utc_now
 from chalicelib.observability import continue_trace, logger, received_trace_header
 from chalicelib.queue import Delivery
@@ -447,6 +450,29 @@ def process_dead_letters(event: Any) -> None:
             record.body, int(record.to_dict()["attributes"]["ApproximateReceiveCount"])
         ),
     )
+
+
+# --- job events (chalicelib/events.py, docs/events.md) -------------------------------------
+
+
+@app.on_dynamodb_record(
+    stream_arn=table_stream_arn_at_import(),
+    batch_size=STREAM_BATCH_SIZE,
+    starting_position=STREAM_STARTING_POSITION,
+)
+def publish_job_events(event: Any) -> dict[str, list[dict[str, str]]]:
+    """Publish one event per change of a job's status, read from the job table's stream,
+    to the stage's bus; answer the first record that could not be published as the batch
+    item failure (ReportBatchItemFailures), so Lambda retries from it.
+
+    What a failure costs: the records of the same shard from the failed one on wait for
+    the retries (bisected, at most chalicelib.events.STREAM_MAX_RETRY_ATTEMPTS, then the
+    on-failure queue); no job waits, since nothing in a job's run reads the stream. An
+    unreachable bus, or an unreadable record first in the batch, raises: the batch is
+    bisected and retried (down to that record alone, which alone is given up), and
+    events already put are put again (the same ids)."""
+    failed = publish_records(event.to_dict()["Records"], connections.event_bus())
+    return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
 
 
 # How often lost messages are looked for: a job whose message was lost is sent again

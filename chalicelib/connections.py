@@ -24,6 +24,7 @@ from botocore.config import Config
 
 from chalicelib.api_keys import ApiKeys
 from chalicelib.config import WORKER_CLIENT_BOUNDS, ClientBounds, get_settings
+from chalicelib.event_bus import EventBus
 from chalicelib.queue import DelayQueue, JobQueue
 from chalicelib.schedule_store import ScheduleTable
 from chalicelib.scheduler import Scheduler, SchedulerTarget
@@ -122,6 +123,14 @@ def worker() -> Worker:
     )
 
 
+@lru_cache(maxsize=1)
+def event_bus() -> EventBus:
+    """The stream consumer's adapter of the stage's EventBridge bus (publish_job_events),
+    with the worker functions' bounds: it has minutes, and a failed put only delays its
+    shard."""
+    return EventBus(_client("events", WORKER_CLIENT_CONFIG), get_settings().event_bus_name)
+
+
 def reset() -> None:
     """Forget cached clients and settings (tests that change the environment call it)."""
     get_settings.cache_clear()
@@ -133,3 +142,4 @@ def reset() -> None:
     schedule_table.cache_clear()
     scheduler.cache_clear()
     worker.cache_clear()
+    event_bus.cache_clear()

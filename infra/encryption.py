@@ -116,6 +116,9 @@ UNKEYED_TYPES = (
     # they hold (a client's and a schedule's name, as the firing function's input) stays
     # under EventBridge Scheduler's AWS-owned key (docs/encryption.md).
     "AWS::Scheduler::ScheduleGroup",
+    # The job events' bus keeps no event (no archive): each is handed to its rules'
+    # targets under EventBridge's AWS-owned key (docs/events.md).
+    "AWS::Events::EventBus",
 )
 
 

@@ -143,6 +143,22 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
         # A job that never started is sent again.
         (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
     ],
+    "publish_job_events": [
+        # The event source mapping reads the job table's stream with the function's role
+        # (Lambda Developer Guide, "Using AWS Lambda with Amazon DynamoDB": execution role
+        # permissions), and sends a batch it gave up on to its on-failure queue with it too.
+        (
+            [
+                "dynamodb:DescribeStream",
+                "dynamodb:GetRecords",
+                "dynamodb:GetShardIterator",
+                "dynamodb:ListStreams",
+            ],
+            ["TableStreamArn"],
+        ),
+        (["events:PutEvents"], ["JobEventBusArn"]),
+        (["sqs:SendMessage"], ["JobEventsFailedQueueArn"]),
+    ],
     "recover_stalled_jobs": [
         # Query: lost jobs (pending index), running jobs (status index); BatchGetItem: read
         # the running ones; GetItem: the watermark; UpdateItem: re-drive.

@@ -60,6 +60,7 @@ OUTPUT_SETTINGS = {
     "ScheduleTargetArn": settings.SCHEDULE_TARGET_ARN,
     "SchedulerRoleArn": settings.SCHEDULER_ROLE_ARN,
     "ScheduleDeadLetterQueueArn": settings.SCHEDULE_DEAD_LETTER_ARN,
+    "JobEventBusName": settings.EVENT_BUS_NAME,
 }
 # The template's table, whose indexes are rendered here.
 TABLE_RESOURCE = "JobTable"

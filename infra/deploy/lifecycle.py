@@ -10,7 +10,9 @@
    table, encrypted with the stage's key if it names one; :func:`apply_stack`);
 4. ``chalice deploy`` (functions, roles, event sources, schedule, REST API), then save
    Chalice's record to SSM whether it succeeded or not;
-5. let the functions in the SQS -> Lambda -> SQS loop recurse (:func:`allow_recursion`),
+5. give the job table stream's mapping what Chalice cannot (bisect on error, bounded
+   retries, the on-failure queue, partial batch responses: infra/deploy/event_stream.py),
+   let the functions in the SQS -> Lambda -> SQS loop recurse (:func:`allow_recursion`),
    encrypt their environment with the stage's key (or Lambda's own, without one) and set
    their log groups' retention and key (infra.operations);
 6. apply the operations stack ``<app>-<stage>-ops`` (infra/operations.yaml: alarms,
@@ -35,6 +37,7 @@ leaves what its later steps would have deleted, and running it again deletes wha
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,8 +46,9 @@ import boto3
 from botocore.exceptions import ClientError, WaiterError
 from chalice.config import Config
 
+from chalicelib import config as settings
 from infra import encryption, lanes, operations, policies, stack
-from infra.deploy import state
+from infra.deploy import event_stream, state
 from infra.deploy.access import ApiStage, Throttle, ensure_api_access, remove_api_access
 from infra.deploy.chalice_project import (
     PROJECT_DIR,
@@ -298,8 +302,11 @@ def deploy(
     restore_deploy_state(ssm, lambda_client, config, stage, project_dir)
     cfn = boto3.client("cloudformation")
     outputs = apply_stack(cfn, config, stage, project_dir, state_parameters)
+    # The table stream's mapping needs its ARN when Chalice imports app.py
+    # (chalicelib.config.table_stream_arn_at_import).
+    stream = {settings.TABLE_STREAM_ARN: outputs[event_stream.STREAM_OUTPUT]}
     try:
-        run_chalice(["deploy", "--stage", stage], project_dir)
+        run_chalice(["deploy", "--stage", stage], project_dir, {**os.environ, **stream})
     finally:  # whatever Chalice recorded, even after a later step failed
         if state.save(ssm, name, project_dir, stage):
             print(f"Saved the deploy record in {state.parameter_name(name)}")
@@ -313,6 +320,10 @@ def deploy(
             for h in looping_handlers(config, sent_to)
         ],
     )
+    publisher = policies.lambda_function_name(config.app_name, stage, event_stream.HANDLER)
+    if not event_stream.configure(lambda_client, publisher, outputs):
+        raise DeployError(f"chalice made no mapping of {publisher} on the job table's stream")
+    print(f"Stream mapping of {publisher}: bisect on error, retries bounded, failures queued")
     functions = stack.function_names(config, stage)
     for function in operations.set_function_key(lambda_client, functions, values.kms_key_arn):
         print(f"Environment of {function}: {values.kms_key_arn or 'encrypted by Lambda'}")

@@ -36,6 +36,7 @@ from chalice.config import Config
 from chalice.utils import to_cfn_resource_name
 
 from infra import encryption, operations, policies, stack
+from infra.deploy import event_stream
 from infra.deploy.access import Throttle
 from infra.deploy.chalice_project import (
     PROJECT_DIR,
@@ -179,6 +180,7 @@ def merge_template(
     merged = encryption.encrypt(merged, values.kms_key_arn)
     _name_functions(merged, config, stage, values.kms_key_arn)
     _refer_to_schedule_arns(merged, config)
+    _configure_event_stream(merged)
     if requires_api_key(config):
         merged["Resources"].update(api_access_resources(name, throttle))
         merged["Outputs"]["ApiKeyId"] = {"Value": {"Ref": "ApiKey"}}
@@ -292,6 +294,22 @@ def _refer_to_schedule_arns(merged: dict[str, Any], config: Config) -> None:
     for handler in stack.handler_names(config):
         properties = merged["Resources"][function_logical_id(handler)]["Properties"]
         properties["Environment"] = {"Variables": dict(variables)}
+
+
+def _configure_event_stream(merged: dict[str, Any]) -> None:
+    """The job table stream's mapping: the stack's own stream, bisect on error, bounded
+    retries, the failure queue and partial batch responses (infra/deploy/event_stream.py),
+    merged over the DynamoDB event ``chalice package`` writes."""
+    outputs = merged["Outputs"]
+    properties = merged["Resources"][function_logical_id(event_stream.HANDLER)]["Properties"]
+    properties["Events"] = {
+        event_stream.event_logical_id(): {
+            "Properties": event_stream.package_event(
+                outputs[event_stream.STREAM_OUTPUT]["Value"],
+                outputs[event_stream.FAILED_QUEUE_OUTPUT]["Value"],
+            )
+        }
+    }
 
 
 def _resolve_stack_name(node: Any, name: str) -> Any:

@@ -177,7 +177,8 @@ def test_apply_is_idempotent() -> None:
         first = stack.apply(cfn, "heavy-jobs-idem", PARAMS)
         second = stack.apply(cfn, "heavy-jobs-idem", PARAMS)
         assert first == second
-        assert len(boto3.client("sqs").list_queues()["QueueUrls"]) == 4
+        # The job, dead-letter and delay queues, the schedules' and the job events' failures.
+        assert len(boto3.client("sqs").list_queues()["QueueUrls"]) == 5
 
 
 @pytest.mark.parametrize("stage", ["local", "dev", "prod"])
@@ -233,6 +234,7 @@ def test_each_function_gets_a_least_privilege_policy(
         "process_dead_letters",
         "recover_stalled_jobs",
         "fire_schedule",
+        "publish_job_events",
     ]
     assert sorted(p.name for p in written) == sorted(
         f"policy-{stage}-{handler}.json" for handler in handlers
@@ -243,6 +245,9 @@ def test_each_function_gets_a_least_privilege_policy(
         outputs["DeadLetterQueueArn"],
         outputs["DelayQueueArn"],
         outputs["SchedulerRoleArn"],
+        outputs["TableStreamArn"],
+        outputs["JobEventBusArn"],
+        outputs["JobEventsFailedQueueArn"],
         *(f"{outputs['TableArn']}/index/{shape.name}" for shape in INDEXES),
     }
     for path in written:
