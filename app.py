@@ -8,7 +8,15 @@ from typing import Any
 
 from chalice.app import Chalice, IAMAuthorizer, Rate, Request, Response, SQSRecord
 
-from chalicelib import connections, dashboard, openapi, origins, schedule_service, service
+from chalicelib import (
+    connections,
+    dashboard,
+    openapi,
+    origins,
+    schedule_service,
+    service,
+    webhook_service,
+)
 from chalicelib.clients import ANONYMOUS_CALLER, Caller
 from chalicelib.config import (
     Auth,
@@ -359,6 +367,76 @@ def _set_schedule_state(name: str, state: str) -> Response:
     except (RequestError, StoreUnavailable) as error:
         return _error_response(error)
     return Response(status_code=200, body=schedule.to_api(utc_now()))
+
+
+# --- webhook endpoints (chalicelib/webhook_service.py) ---------------------------------
+
+
+@app.route(
+    "/webhooks",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    **GUARDED,
+)
+def create_webhook() -> Response:
+    try:
+        endpoint = webhook_service.create(
+            _current_request().raw_body,
+            _caller(),
+            connections.webhook_table(),
+            get_settings().stage,
+        )
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(
+        status_code=201,
+        body=webhook_service.with_secret(endpoint),
+        headers={"Location": _external_url(f"/webhooks/{endpoint.endpoint_id}")},
+    )
+
+
+@app.route("/webhooks", methods=["GET"], **GUARDED)
+def list_webhooks() -> Response:
+    try:
+        endpoints = webhook_service.listing(_caller(), _query_params(), connections.webhook_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body={"webhooks": [e.to_api() for e in endpoints]})
+
+
+@app.route("/webhooks/{webhook_id}", methods=["GET", "DELETE"], **GUARDED)
+def webhook(webhook_id: str) -> Response:
+    try:
+        if _current_request().method == "DELETE":
+            webhook_service.delete(webhook_id, _caller(), connections.webhook_table())
+            return Response(status_code=204, body="")
+        found = webhook_service.get(webhook_id, _caller(), connections.webhook_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body=found.to_api())
+
+
+@app.route(
+    "/webhooks/{webhook_id}/rotate",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    **GUARDED,
+)
+def rotate_webhook(webhook_id: str) -> Response:
+    try:
+        endpoint = webhook_service.rotate(webhook_id, _caller(), connections.webhook_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body=webhook_service.with_secret(endpoint))
+
+
+@app.route("/webhooks/{webhook_id}/deliveries", methods=["GET"], **GUARDED)
+def webhook_deliveries(webhook_id: str) -> Response:
+    try:
+        attempts = webhook_service.deliveries(webhook_id, _caller(), connections.webhook_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body={"deliveries": [a.to_api() for a in attempts]})
 
 
 @app.lambda_function()

@@ -28,6 +28,7 @@ from chalicelib.queue import DelayQueue, JobQueue
 from chalicelib.schedule_store import ScheduleTable
 from chalicelib.scheduler import Scheduler, SchedulerTarget
 from chalicelib.store import JobTable
+from chalicelib.webhook_store import WebhookTable
 
 if TYPE_CHECKING:
     from chalicelib.worker import Worker
@@ -107,6 +108,12 @@ def scheduler() -> Scheduler:
 
 
 @lru_cache(maxsize=1)
+def webhook_table() -> WebhookTable:
+    """The API's adapter of the webhook endpoints' records."""
+    return WebhookTable(_client("dynamodb", API_CLIENT_CONFIG), get_settings().table_name)
+
+
+@lru_cache(maxsize=1)
 def worker() -> Worker:
     """The worker functions' use cases, on clients of their own."""
     # Imported here, not at the top: the API function never runs a job, and every function
@@ -132,4 +139,5 @@ def reset() -> None:
     api_keys.cache_clear()
     schedule_table.cache_clear()
     scheduler.cache_clear()
+    webhook_table.cache_clear()
     worker.cache_clear()
