@@ -53,6 +53,9 @@ SCHEDULE_GROUP = "JOBS_SCHEDULE_GROUP"
 SCHEDULE_TARGET_ARN = "JOBS_SCHEDULE_TARGET_ARN"
 SCHEDULER_ROLE_ARN = "JOBS_SCHEDULER_ROLE_ARN"
 SCHEDULE_DEAD_LETTER_ARN = "JOBS_SCHEDULE_DEAD_LETTER_ARN"
+# The queue the stage's EventBridge rule puts job events on, and the webhook deliveries
+# wait in between attempts (chalicelib.webhook_delivery).
+WEBHOOK_QUEUE_NAME = "JOBS_WEBHOOK_QUEUE_NAME"
 
 
 class Auth(StrEnum):
@@ -164,6 +167,8 @@ class Settings:
     schedule_target_arn: str = ""
     scheduler_role_arn: str = ""
     schedule_dead_letter_arn: str = ""
+    # The webhooks queue (empty where the stack has none: nothing is delivered).
+    webhook_queue_name: str = ""
     # On an IAM stage, the principal that sees and acts on every job, as
     # chalicelib.clients.operator_client reads it (a role's name, a role's or a user's
     # ARN); None: no principal is the operator.
@@ -220,6 +225,7 @@ class Settings:
             schedule_target_arn=env.get(SCHEDULE_TARGET_ARN, "").strip(),
             scheduler_role_arn=env.get(SCHEDULER_ROLE_ARN, "").strip(),
             schedule_dead_letter_arn=env.get(SCHEDULE_DEAD_LETTER_ARN, "").strip(),
+            webhook_queue_name=env.get(WEBHOOK_QUEUE_NAME, "").strip(),
             operator_principal=env.get(OPERATOR_PRINCIPAL, "").strip() or None,
         )
         if settings.lane_key not in LANE_KEYS:

@@ -41,6 +41,7 @@ from standardwebhooks import Webhook
 
 from chalicelib.jobs import _parse_iso, iso_utc, utc_now
 from chalicelib.observability import logger
+from chalicelib.queue import MAX_DELAY_SECONDS, DelayQueue
 from chalicelib.webhook_store import WebhookTable
 from chalicelib.webhook_urls import Resolver, Target, UnsafeUrl, check, post, resolve
 from chalicelib.webhooks import EVENT_TYPES, Attempt
@@ -48,9 +49,6 @@ from chalicelib.webhooks import EVENT_TYPES, Attempt
 # The wait before each retry, in seconds: attempt n + 1 comes RETRY_DELAYS[n - 1] after
 # attempt n fails. Growing, and summing to more than 24 hours (25.7 h: 11 attempts).
 RETRY_DELAYS = (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 36000)
-# The longest delay SQS gives one message (Amazon SQS Developer Guide, "Amazon SQS delay
-# queues": "The maximum is 15 minutes").
-MAX_SQS_DELAY = 900
 # Each socket operation of one attempt (connect, send, each read), in seconds.
 REQUEST_TIMEOUT = 10.0
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
@@ -59,6 +57,17 @@ MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 class Sender(Protocol):
     def send(self, body: Mapping[str, Any], delay_seconds: int) -> None:
         """Put ``body`` on the webhooks queue, visible after ``delay_seconds``."""
+
+
+class WebhookQueue:
+    """The webhooks queue: a standard queue, sent to as the delay queue is (the same
+    adapter, chalicelib.queue.DelayQueue, which caps a delay at SQS's 15 minutes)."""
+
+    def __init__(self, queue: DelayQueue) -> None:
+        self._queue = queue
+
+    def send(self, body: Mapping[str, Any], delay_seconds: int) -> None:
+        self._queue.send(json.dumps(body, separators=(",", ":")), delay_seconds)
 
 
 Poster = Callable[[Target, bytes, Mapping[str, str], float], int]
@@ -156,7 +165,7 @@ def deliver(
     moment = now()
     wait = (_parse_iso(delivery.due_at) - moment).total_seconds()
     if wait > 0:
-        queue.send(delivery.to_body(), min(MAX_SQS_DELAY, int(wait + 0.999)))
+        queue.send(delivery.to_body(), min(MAX_DELAY_SECONDS, int(wait + 0.999)))
         return None
     endpoint = table.get(delivery.endpoint_id)
     if endpoint is None:
@@ -206,7 +215,7 @@ def deliver(
             "due_at": iso_utc(moment + timedelta(seconds=delay)),
         }
     )
-    queue.send(retry.to_body(), min(MAX_SQS_DELAY, delay))
+    queue.send(retry.to_body(), min(MAX_DELAY_SECONDS, delay))
     return False
 
 

@@ -11,15 +11,18 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 
+import boto3
 import pytest
 from standardwebhooks import Webhook
 
 from chalicelib import connections
+from chalicelib.queue import MAX_DELAY_SECONDS, DelayQueue
 from chalicelib.webhook_delivery import (
     MAX_ATTEMPTS,
-    MAX_SQS_DELAY,
     RETRY_DELAYS,
+    WebhookQueue,
     handle_message,
 )
 from chalicelib.webhook_store import WebhookTable
@@ -175,7 +178,7 @@ def test_a_failing_endpoint_is_retried_with_growing_waits_for_more_than_24_hours
     assert all(a < b for a, b in itertools.pairwise(waits))
     assert times[-1] - times[0] >= timedelta(hours=24)
     assert {h["webhook-id"] for _, h, _ in receiver.got} == {"stream-0"}
-    assert max(queue.delays) <= MAX_SQS_DELAY
+    assert max(queue.delays) <= MAX_DELAY_SECONDS
     shown = table.attempts(hook.endpoint_id)
     assert [a.attempt for a in shown] == list(range(MAX_ATTEMPTS, 0, -1))
     assert all(a.status_code == 500 and a.error == "answered 500" for a in shown)
@@ -237,3 +240,24 @@ def test_an_endpoint_that_resolves_to_a_private_address_is_never_called(
     assert not attempt.delivered and attempt.status_code is None
     assert attempt.error == "refused: 'hooks.example.com' resolves to 10.0.0.7, a private address"
     assert len(queue.waiting) == 1  # retried: the name may resolve elsewhere later
+
+
+def test_the_queue_adapter_sends_json_and_caps_the_delay(aws: dict[str, str]) -> None:
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName="webhooks-test")["QueueUrl"]
+    sent: list[dict[str, Any]] = []
+    client = connections._client("sqs", connections.WORKER_CLIENT_CONFIG)
+    original = client.send_message
+
+    def recording(**kwargs: Any) -> Any:
+        sent.append(kwargs)
+        return original(**kwargs)
+
+    queue = WebhookQueue(DelayQueue(client, "webhooks-test"))
+    with patch.object(client, "send_message", recording):
+        queue.send({"delivery": {"attempt": 2}}, 36000)
+        queue.send({"delivery": {"attempt": 3}}, 0)
+
+    assert [s["DelaySeconds"] for s in sent] == [MAX_DELAY_SECONDS, 0]
+    [message] = sqs.receive_message(QueueUrl=url)["Messages"]
+    assert json.loads(message["Body"]) == {"delivery": {"attempt": 3}}
