@@ -3,6 +3,7 @@ shapes the answer; domain errors become HTTP errors here and nowhere else."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from chalicelib.config import (
     delay_queue_name_at_import,
     get_settings,
     queue_name_at_import,
+    webhook_queue_name_at_import,
 )
 from chalicelib.errors import QuotaExceeded, RequestError, StoreUnavailable
 from chalicelib.jobs import Job, utc_now
@@ -530,6 +532,25 @@ def process_dead_letters(event: Any) -> None:
 # How often lost messages are looked for: a job whose message was lost is sent again
 # within about JOBS_LOST_AFTER_SECONDS plus this period.
 RECOVERY_PERIOD = Rate(1, unit=Rate.MINUTES)
+
+
+@app.on_sqs_message(queue=webhook_queue_name_at_import(), batch_size=1)
+def deliver_webhooks(event: Any) -> None:
+    """Each record: a job event to fan out to its client's endpoints, or one endpoint's
+    delivery attempt (chalicelib.webhook_delivery). Its own reserved concurrency: a slow
+    endpoint holds this function's invocations, never the worker's or the API's."""
+    from chalicelib import webhook_delivery  # only this function delivers
+
+    settings = get_settings()
+    _each_record(
+        event,
+        lambda record: webhook_delivery.handle_message(
+            json.loads(record.body),
+            connections.webhook_table(),
+            connections.webhook_queue(),
+            settings.stage,
+        ),
+    )
 
 
 @app.schedule(RECOVERY_PERIOD)

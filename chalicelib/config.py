@@ -272,6 +272,11 @@ def delay_queue_name_at_import() -> str:
     return _required(os.environ, DELAY_QUEUE_NAME)
 
 
+def webhook_queue_name_at_import() -> str:
+    """The webhooks queue's name, for the delivery function's ``@app.on_sqs_message``."""
+    return _required(os.environ, WEBHOOK_QUEUE_NAME)
+
+
 def auth(env: Mapping[str, str]) -> Auth:
     """How the stage's guarded routes know who calls: ``JOBS_AUTH`` (none, api_key or
     iam), else ``JOBS_REQUIRE_API_KEY`` (true: api_key, as prod has always said; false or

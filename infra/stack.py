@@ -60,6 +60,7 @@ OUTPUT_SETTINGS = {
     "ScheduleTargetArn": settings.SCHEDULE_TARGET_ARN,
     "SchedulerRoleArn": settings.SCHEDULER_ROLE_ARN,
     "ScheduleDeadLetterQueueArn": settings.SCHEDULE_DEAD_LETTER_ARN,
+    "WebhookQueueName": settings.WEBHOOK_QUEUE_NAME,
 }
 # The template's table, whose indexes are rendered here.
 TABLE_RESOURCE = "JobTable"
@@ -127,6 +128,7 @@ def parameters_for_stage(config: Config, stage: str) -> dict[str, str]:
         "VisibilityTimeoutSeconds": visibility(settings.QUEUE_NAME),
         "DeadLetterVisibilityTimeoutSeconds": visibility(settings.DEAD_LETTER_QUEUE_NAME),
         "DelayVisibilityTimeoutSeconds": visibility(settings.DELAY_QUEUE_NAME),
+        "WebhookVisibilityTimeoutSeconds": visibility(settings.WEBHOOK_QUEUE_NAME),
         "MaxReceiveCount": str(MAX_RECEIVE_COUNT),
         "ExpiryAttributeName": jobs.EXPIRES_AT,
     }

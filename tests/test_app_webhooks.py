@@ -11,6 +11,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
 from chalice.test import Client
 
@@ -259,3 +260,56 @@ def test_the_documented_answers_are_the_representations(as_: Call) -> None:
     attempt = Attempt("e", "job.failed", datetime(2026, 1, 1, tzinfo=UTC), 2, None, False, "x")
     item = schemas["WebhookDeliveries"]["properties"]["deliveries"]["items"]
     assert set(attempt.to_api()) == set(item["required"]) == set(item["properties"])
+
+
+def test_the_delivery_function_fans_out_then_delivers_signed(
+    as_: Call, client: Client, aws: dict[str, str]
+) -> None:
+    import http.server
+    import threading
+
+    from standardwebhooks import Webhook
+
+    got: list[tuple[dict[str, str], bytes]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # http.server's name
+            got.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/in"  # loopback: the local stage
+        secret = as_("alice", "POST", "/webhooks", {"url": url}).json_body["secret"]
+        sqs = boto3.client("sqs")
+        queue_url = aws["WebhookQueueUrl"]
+        event = {
+            "id": "eventbridge-1",
+            "source": "heavy-jobs",
+            "detail-type": "job.succeeded",
+            "time": "2026-03-01T12:00:00Z",
+            "detail": {"job_id": "j", "status": "succeeded", "client": "alice", "event_id": "s1"},
+        }
+
+        def invoke(body: str) -> None:
+            name = aws["WebhookQueueName"]
+            sqs_event = client.events.generate_sqs_event(message_bodies=[body], queue_name=name)
+            client.lambda_.invoke("deliver_webhooks", sqs_event)
+
+        invoke(json.dumps(event))  # the fan-out: one delivery per endpoint, on the queue
+        [message] = sqs.receive_message(QueueUrl=queue_url)["Messages"]
+        invoke(message["Body"])  # the delivery
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    [(headers, body)] = got
+    assert headers["webhook-id"] == "s1"
+    assert Webhook(secret).verify(body, headers)["data"]["job_id"] == "j"

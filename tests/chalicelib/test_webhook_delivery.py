@@ -24,10 +24,12 @@ from chalicelib.webhook_delivery import (
     RETRY_DELAYS,
     WebhookQueue,
     handle_message,
+    signature_headers,
 )
 from chalicelib.webhook_store import WebhookTable
 from chalicelib.webhook_urls import Target
 from chalicelib.webhooks import Endpoint, new_id, new_secret
+from infra.stack import PROJECT_DIR
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PUBLIC = "93.184.215.14"
@@ -261,3 +263,22 @@ def test_the_queue_adapter_sends_json_and_caps_the_delay(aws: dict[str, str]) ->
     assert [s["DelaySeconds"] for s in sent] == [MAX_DELAY_SECONDS, 0]
     [message] = sqs.receive_message(QueueUrl=url)["Messages"]
     assert json.loads(message["Body"]) == {"delivery": {"attempt": 3}}
+
+
+def test_the_documented_verification_accepts_a_delivery_and_refuses_a_forgery() -> None:
+    from tests.docs.pages import examples
+
+    page = PROJECT_DIR / "docs" / "webhooks.md"
+    [example] = [
+        e for e in examples(page) if e.run_by == "tests/chalicelib/test_webhook_delivery.py"
+    ]
+    namespace: dict[str, Any] = {}
+    exec(compile(example.code, example.where, "exec"), namespace)  # the page's own code
+    receive = namespace["receive"]
+    secret = new_secret()
+    payload = json.dumps({"type": "job.failed", "timestamp": "t", "data": {"job_id": "j"}})
+    headers = signature_headers("stream-9", payload, [secret], datetime.now(UTC))
+
+    assert receive(payload.encode(), headers, secret)["data"] == {"job_id": "j"}
+    assert receive(payload.encode() + b" ", headers, secret) is None
+    assert receive(payload.encode(), headers, new_secret()) is None

@@ -383,6 +383,8 @@ def test_the_queues_were_replaced_by_the_fifo_ones_and_the_delay_queue(
             f"heavy-jobs-{STAGE}-queue.fifo",
             f"heavy-jobs-{STAGE}-dlq.fifo",
             f"heavy-jobs-{STAGE}-delay",
+            f"heavy-jobs-{STAGE}-webhooks",
+            f"heavy-jobs-{STAGE}-webhooks-dlq",
         ]
     )
     assert migration.settings.queue_name == f"heavy-jobs-{STAGE}-queue.fifo"
@@ -407,6 +409,7 @@ def test_each_consumer_has_one_mapping_on_its_new_queue(migration: Migration) ->
         f"{prefix}-process_job": [arn(migration.settings.queue_name)],
         f"{prefix}-forward_delayed": [arn(migration.settings.delay_queue_name)],
         f"{prefix}-process_dead_letters": [arn(f"{prefix}-dlq.fifo")],
+        f"{prefix}-deliver_webhooks": [arn(f"{prefix}-webhooks")],
     }
 
 
