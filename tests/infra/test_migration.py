@@ -383,6 +383,7 @@ def test_the_queues_were_replaced_by_the_fifo_ones_and_the_delay_queue(
             f"heavy-jobs-{STAGE}-queue.fifo",
             f"heavy-jobs-{STAGE}-dlq.fifo",
             f"heavy-jobs-{STAGE}-delay",
+            f"heavy-jobs-{STAGE}-schedule-dlq",
             f"heavy-jobs-{STAGE}-webhooks",
             f"heavy-jobs-{STAGE}-webhooks-dlq",
         ]
