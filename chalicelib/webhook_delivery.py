@@ -17,6 +17,11 @@ Two kinds of message travel on the webhooks queue:
   ``sum(RETRY_DELAYS)`` (more than 24 hours), far inside SQS's 4-day default retention
   of each hop's message.
 
+The function sends to the queue it consumes, hop after hop, for more than a day: an
+SQS -> Lambda -> SQS loop that Lambda's recursive loop detection would stop; the deploy
+allows recursion for every function that sends to its own queue (infra/deploy, derived
+from the policy's SendMessage grant).
+
 Every attempt of one event carries the same webhook-id (the event's id, the table
 stream's eventID), so a receiver drops duplicates. A delivery whose endpoint was deleted
 is dropped. After the last attempt the event is dropped for that endpoint and a warning
