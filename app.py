@@ -3,12 +3,21 @@ shapes the answer; domain errors become HTTP errors here and nowhere else."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from chalice.app import Chalice, IAMAuthorizer, Rate, Request, Response, SQSRecord
 
-from chalicelib import connections, dashboard, openapi, origins, schedule_service, service
+from chalicelib import (
+    connections,
+    dashboard,
+    openapi,
+    origins,
+    schedule_service,
+    service,
+    webhook_service,
+)
 from chalicelib.clients import ANONYMOUS_CALLER, Caller
 from chalicelib.config import (
     Auth,
@@ -19,6 +28,7 @@ from chalicelib.config import (
     get_settings,
     queue_name_at_import,
     table_stream_arn_at_import,
+    webhook_queue_name_at_import,
 )
 from chalicelib.errors import QuotaExceeded, RequestError, StoreUnavailable
 from chalicelib.event_bus import publish_records
@@ -364,6 +374,76 @@ def _set_schedule_state(name: str, state: str) -> Response:
     return Response(status_code=200, body=schedule.to_api(utc_now()))
 
 
+# --- webhook endpoints (chalicelib/webhook_service.py) ---------------------------------
+
+
+@app.route(
+    "/webhooks",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    **GUARDED,
+)
+def create_webhook() -> Response:
+    try:
+        endpoint = webhook_service.create(
+            _current_request().raw_body,
+            _caller(),
+            connections.webhook_table(),
+            get_settings().stage,
+        )
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(
+        status_code=201,
+        body=webhook_service.with_secret(endpoint),
+        headers={"Location": _external_url(f"/webhooks/{endpoint.endpoint_id}")},
+    )
+
+
+@app.route("/webhooks", methods=["GET"], **GUARDED)
+def list_webhooks() -> Response:
+    try:
+        endpoints = webhook_service.listing(_caller(), _query_params(), connections.webhook_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body={"webhooks": [e.to_api() for e in endpoints]})
+
+
+@app.route("/webhooks/{webhook_id}", methods=["GET", "DELETE"], **GUARDED)
+def webhook(webhook_id: str) -> Response:
+    try:
+        if _current_request().method == "DELETE":
+            webhook_service.delete(webhook_id, _caller(), connections.webhook_table())
+            return Response(status_code=204, body="")
+        found = webhook_service.get(webhook_id, _caller(), connections.webhook_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body=found.to_api())
+
+
+@app.route(
+    "/webhooks/{webhook_id}/rotate",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    **GUARDED,
+)
+def rotate_webhook(webhook_id: str) -> Response:
+    try:
+        endpoint = webhook_service.rotate(webhook_id, _caller(), connections.webhook_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body=webhook_service.with_secret(endpoint))
+
+
+@app.route("/webhooks/{webhook_id}/deliveries", methods=["GET"], **GUARDED)
+def webhook_deliveries(webhook_id: str) -> Response:
+    try:
+        attempts = webhook_service.deliveries(webhook_id, _caller(), connections.webhook_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body={"deliveries": [a.to_api() for a in attempts]})
+
+
 @app.lambda_function()
 def fire_schedule(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Submit the job of one fire of a schedule; EventBridge Scheduler invokes it with the
@@ -478,6 +558,25 @@ def publish_job_events(event: Any) -> dict[str, list[dict[str, str]]]:
 # How often lost messages are looked for: a job whose message was lost is sent again
 # within about JOBS_LOST_AFTER_SECONDS plus this period.
 RECOVERY_PERIOD = Rate(1, unit=Rate.MINUTES)
+
+
+@app.on_sqs_message(queue=webhook_queue_name_at_import(), batch_size=1)
+def deliver_webhooks(event: Any) -> None:
+    """Each record: a job event to fan out to its client's endpoints, or one endpoint's
+    delivery attempt (chalicelib.webhook_delivery). Its own reserved concurrency: a slow
+    endpoint holds this function's invocations, never the worker's or the API's."""
+    from chalicelib import webhook_delivery  # only this function delivers
+
+    settings = get_settings()
+    _each_record(
+        event,
+        lambda record: webhook_delivery.handle_message(
+            json.loads(record.body),
+            connections.webhook_table(),
+            connections.webhook_queue(),
+            settings.stage,
+        ),
+    )
 
 
 @app.schedule(RECOVERY_PERIOD)

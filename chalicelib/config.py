@@ -57,6 +57,9 @@ SCHEDULE_DEAD_LETTER_ARN = "JOBS_SCHEDULE_DEAD_LETTER_ARN"
 # table's stream they are read from (the stack's outputs).
 EVENT_BUS_NAME = "JOBS_EVENT_BUS_NAME"
 TABLE_STREAM_ARN = "JOBS_TABLE_STREAM_ARN"
+# The queue the stage's EventBridge rule puts job events on, and the webhook deliveries
+# wait in between attempts (chalicelib.webhook_delivery).
+WEBHOOK_QUEUE_NAME = "JOBS_WEBHOOK_QUEUE_NAME"
 
 
 class Auth(StrEnum):
@@ -171,6 +174,8 @@ class Settings:
     # The stage's EventBridge bus, where publish_job_events puts job events (empty where
     # the stack has none: publishing then fails, and the stream retries it).
     event_bus_name: str = ""
+    # The webhooks queue (empty where the stack has none: nothing is delivered).
+    webhook_queue_name: str = ""
     # On an IAM stage, the principal that sees and acts on every job, as
     # chalicelib.clients.operator_client reads it (a role's name, a role's or a user's
     # ARN); None: no principal is the operator.
@@ -227,6 +232,7 @@ class Settings:
             schedule_target_arn=env.get(SCHEDULE_TARGET_ARN, "").strip(),
             scheduler_role_arn=env.get(SCHEDULER_ROLE_ARN, "").strip(),
             schedule_dead_letter_arn=env.get(SCHEDULE_DEAD_LETTER_ARN, "").strip(),
+            webhook_queue_name=env.get(WEBHOOK_QUEUE_NAME, "").strip(),
             operator_principal=env.get(OPERATOR_PRINCIPAL, "").strip() or None,
             event_bus_name=env.get(EVENT_BUS_NAME, "").strip(),
         )
@@ -285,6 +291,11 @@ def table_stream_arn_at_import() -> str:
     so every new table (each test's, each emulator's) has another, and the function itself
     never needs it (Lambda hands it the records)."""
     return os.environ.get(TABLE_STREAM_ARN, "").strip()
+
+
+def webhook_queue_name_at_import() -> str:
+    """The webhooks queue's name, for the delivery function's ``@app.on_sqs_message``."""
+    return _required(os.environ, WEBHOOK_QUEUE_NAME)
 
 
 def auth(env: Mapping[str, str]) -> Auth:

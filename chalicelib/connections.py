@@ -29,8 +29,10 @@ from chalicelib.queue import DelayQueue, JobQueue
 from chalicelib.schedule_store import ScheduleTable
 from chalicelib.scheduler import Scheduler, SchedulerTarget
 from chalicelib.store import JobTable
+from chalicelib.webhook_store import WebhookTable
 
 if TYPE_CHECKING:
+    from chalicelib.webhook_delivery import WebhookQueue
     from chalicelib.worker import Worker
 
 
@@ -108,6 +110,24 @@ def scheduler() -> Scheduler:
 
 
 @lru_cache(maxsize=1)
+def webhook_table() -> WebhookTable:
+    """The API's adapter of the webhook endpoints' records."""
+    return WebhookTable(_client("dynamodb", API_CLIENT_CONFIG), get_settings().table_name)
+
+
+@lru_cache(maxsize=1)
+def webhook_queue() -> WebhookQueue:
+    """The delivery function's webhooks queue (events in, deliveries between attempts)."""
+    # Imported here, as the worker is: the API function never delivers a webhook.
+    from chalicelib.webhook_delivery import WebhookQueue
+
+    settings = get_settings()
+    return WebhookQueue(
+        DelayQueue(_client("sqs", WORKER_CLIENT_CONFIG), settings.webhook_queue_name)
+    )
+
+
+@lru_cache(maxsize=1)
 def worker() -> Worker:
     """The worker functions' use cases, on clients of their own."""
     # Imported here, not at the top: the API function never runs a job, and every function
@@ -141,5 +161,7 @@ def reset() -> None:
     api_keys.cache_clear()
     schedule_table.cache_clear()
     scheduler.cache_clear()
+    webhook_table.cache_clear()
+    webhook_queue.cache_clear()
     worker.cache_clear()
     event_bus.cache_clear()

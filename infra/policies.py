@@ -159,6 +159,13 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
         (["events:PutEvents"], ["JobEventBusArn"]),
         (["sqs:SendMessage"], ["JobEventsFailedQueueArn"]),
     ],
+    "deliver_webhooks": [
+        # GetItem: an endpoint, its client's ids; BatchGetItem: its client's endpoints;
+        # UpdateItem: record an attempt (and trim the recent ones).
+        (["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem"], ["TableArn"]),
+        # Events in; each delivery's next attempt (or its next hop) sent back delayed.
+        ([*_POLL, "sqs:GetQueueUrl", "sqs:SendMessage"], ["WebhookQueueArn"]),
+    ],
     "recover_stalled_jobs": [
         # Query: lost jobs (pending index), running jobs (status index); BatchGetItem: read
         # the running ones; GetItem: the watermark; UpdateItem: re-drive.

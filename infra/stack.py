@@ -61,6 +61,7 @@ OUTPUT_SETTINGS = {
     "SchedulerRoleArn": settings.SCHEDULER_ROLE_ARN,
     "ScheduleDeadLetterQueueArn": settings.SCHEDULE_DEAD_LETTER_ARN,
     "JobEventBusName": settings.EVENT_BUS_NAME,
+    "WebhookQueueName": settings.WEBHOOK_QUEUE_NAME,
 }
 # The template's table, whose indexes are rendered here.
 TABLE_RESOURCE = "JobTable"
@@ -128,6 +129,7 @@ def parameters_for_stage(config: Config, stage: str) -> dict[str, str]:
         "VisibilityTimeoutSeconds": visibility(settings.QUEUE_NAME),
         "DeadLetterVisibilityTimeoutSeconds": visibility(settings.DEAD_LETTER_QUEUE_NAME),
         "DelayVisibilityTimeoutSeconds": visibility(settings.DELAY_QUEUE_NAME),
+        "WebhookVisibilityTimeoutSeconds": visibility(settings.WEBHOOK_QUEUE_NAME),
         "MaxReceiveCount": str(MAX_RECEIVE_COUNT),
         "ExpiryAttributeName": jobs.EXPIRES_AT,
     }

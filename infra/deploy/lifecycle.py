@@ -80,11 +80,11 @@ def check_account_concurrency(lambda_client: Any, config: Config, stage: str) ->
 
     Lambda refuses a reservation that would leave less than MIN_UNRESERVED_CONCURRENCY
     unreserved, and new accounts often have a quota of 10 or 50. Every reservation the
-    stage declares counts: the worker's 1 and the API's (its ceiling: held requests such as
-    ``?wait=`` cannot take more of the account than that), so dev needs 100 + 1 + 10 = 111
-    unreserved and prod 121. Reservations the stage's functions already hold (a re-deploy)
-    count as available. Called before anything is created, so a refused account ends with
-    nothing half-made.
+    stage declares counts: the worker's 1, the webhook deliveries' 5 and the API's (its
+    ceiling: held requests such as ``?wait=`` cannot take more of the account than that), so
+    dev needs 100 + 1 + 5 + 10 = 116 unreserved and prod 126. Reservations the stage's
+    functions already hold (a re-deploy) count as available. Called before anything is
+    created, so a refused account ends with nothing half-made.
     """
     wanted = {
         policies.lambda_function_name(config.app_name, stage, handler): reserved

@@ -42,6 +42,12 @@ OPERATIONS = [
     "DELETE /schedules/{name}",
     "POST /schedules/{name}/pause",
     "POST /schedules/{name}/resume",
+    "GET /webhooks",
+    "POST /webhooks",
+    "GET /webhooks/{webhook_id}",
+    "DELETE /webhooks/{webhook_id}",
+    "POST /webhooks/{webhook_id}/rotate",
+    "GET /webhooks/{webhook_id}/deliveries",
 ]  # and GET /openapi.json, which schemathesis leaves out: it is the document itself
 
 
@@ -91,7 +97,9 @@ def test_every_operation_answers_as_documented(
         # A schedule's expression (EventBridge's cron and rate) and time zone (an IANA
         # name) are more than a schema can say: a schema-valid one may be refused with the
         # documented 400 naming the field, as schemathesis.toml says for the CLI's run.
-        made_up_schedule = label == "POST /schedules"
+        # So is a webhook's URL (a host, no credentials or fragment: docs/webhooks.md),
+        # and the eleventh endpoint of a client is the documented 409.
+        made_up_schedule = label in {"POST /schedules", "POST /webhooks"}
         excluded = (
             [positive_data_acceptance] if made_up_cursor or made_up_time or made_up_schedule else []
         )

@@ -503,7 +503,7 @@ def test_each_queues_visibility_timeout_is_its_consumers_timeout(
         assert visibility == timeout, (queue_name, function)
         checked[queue_name] = function
     outputs = rehearsal.outputs[stage]
-    queues = ("QueueName", "DeadLetterQueueName", "DelayQueueName")
+    queues = ("QueueName", "DeadLetterQueueName", "DelayQueueName", "WebhookQueueName")
     assert set(checked) == {outputs[key] for key in queues}  # every queue has its consumer
 
 
@@ -941,7 +941,7 @@ def test_every_queue_is_encrypted(rehearsal: Rehearsal, stage: str) -> None:
     stage's own KMS key and the data key reuse period chosen for it, instead of them."""
     sqs = rehearsal.client("sqs")
     urls = [v for k, v in rehearsal.outputs[stage].items() if k.endswith("QueueUrl")]
-    assert len(urls) == 3
+    assert len(urls) == 4
     key = rehearsal.keys[stage]
     for url in urls:
         attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]

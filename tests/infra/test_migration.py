@@ -391,6 +391,8 @@ def test_the_queues_were_replaced_by_the_fifo_ones_and_the_delay_queue(
             f"heavy-jobs-{STAGE}-schedule-dlq",
             # Where the stream consumer puts a change record it gave up on (job events).
             f"heavy-jobs-{STAGE}-events-failed",
+            f"heavy-jobs-{STAGE}-webhooks",
+            f"heavy-jobs-{STAGE}-webhooks-dlq",
         ]
     )
     assert migration.settings.queue_name == f"heavy-jobs-{STAGE}-queue.fifo"
@@ -418,6 +420,7 @@ def test_each_consumer_has_one_mapping_on_its_new_queue(migration: Migration) ->
         f"{prefix}-forward_delayed": [arn(migration.settings.delay_queue_name)],
         f"{prefix}-process_dead_letters": [arn(f"{prefix}-dlq.fifo")],
         f"{prefix}-publish_job_events": [stream],
+        f"{prefix}-deliver_webhooks": [arn(f"{prefix}-webhooks")],
     }
 
 

@@ -64,9 +64,11 @@ def no_function(stubber: Stubber, name: str) -> None:
 # --- pre-flight: the account's concurrency ------------------------------------------------
 
 API = "heavy-jobs-dev"  # the API function (Chalice names it after the app and stage)
-# What dev reserves (.chalice/config.json): the API's ceiling and the worker's one lane.
-DEV_API_RESERVED, DEV_WORKER_RESERVED = 10, 1
-DEV_RESERVED = DEV_API_RESERVED + DEV_WORKER_RESERVED
+# What dev reserves (.chalice/config.json): the API's ceiling, the worker's one lane and
+# the webhook deliveries' own.
+DEV_API_RESERVED, DEV_WORKER_RESERVED, DEV_WEBHOOKS_RESERVED = 10, 1, 5
+DEV_RESERVED = DEV_API_RESERVED + DEV_WORKER_RESERVED + DEV_WEBHOOKS_RESERVED
+WEBHOOKS = "heavy-jobs-dev-deliver_webhooks"
 
 
 def test_every_deployed_stage_reserves_concurrency_for_its_api_and_its_worker(
@@ -80,8 +82,8 @@ def test_every_deployed_stage_reserves_concurrency_for_its_api_and_its_worker(
 
 
 def no_reservations(stubber: Stubber) -> None:
-    """Neither of dev's reserving functions exists yet (a first deploy)."""
-    for function in (API, WORKER):  # in handler order: the API first
+    """None of dev's reserving functions exists yet (a first deploy)."""
+    for function in (API, WORKER, WEBHOOKS):  # in handler order: the API first
         no_function(stubber, function)
 
 
@@ -100,9 +102,12 @@ def test_preflight_stops_when_the_reservation_would_leave_less_than_100(dev_conf
 
 
 def test_preflight_counts_the_apis_reservation(dev_config: Any) -> None:
-    """101 unreserved would do for the worker alone; with the API's 10 it is too little."""
+    """Enough for the worker and the deliveries alone; with the API's 10 it is too little."""
     client, stubber = lambda_stub()
-    stubber.add_response("get_account_settings", account(unreserved=100 + DEV_WORKER_RESERVED))
+    stubber.add_response(
+        "get_account_settings",
+        account(unreserved=100 + DEV_WORKER_RESERVED + DEV_WEBHOOKS_RESERVED),
+    )
     no_reservations(stubber)
     with stubber, pytest.raises(chalice_project.DeployError, match=f"{100 + DEV_RESERVED} are"):
         lifecycle.check_account_concurrency(client, dev_config, "dev")
@@ -120,11 +125,15 @@ def test_preflight_passes_at_exactly_100_left(dev_config: Any) -> None:
 def test_preflight_counts_the_reservations_a_redeployed_stage_already_holds(
     dev_config: Any,
 ) -> None:
-    """On a re-deploy the API's 10 and the worker's 1 are already out of the unreserved 100:
-    still fine."""
+    """On a re-deploy the API's 10, the worker's 1 and the deliveries' 5 are already out of
+    the unreserved 100: still fine."""
     client, stubber = lambda_stub()
     stubber.add_response("get_account_settings", account(unreserved=100, total=100 + DEV_RESERVED))
-    for function, reserved in ((API, DEV_API_RESERVED), (WORKER, DEV_WORKER_RESERVED)):
+    for function, reserved in (
+        (API, DEV_API_RESERVED),
+        (WORKER, DEV_WORKER_RESERVED),
+        (WEBHOOKS, DEV_WEBHOOKS_RESERVED),
+    ):
         stubber.add_response(
             "get_function_concurrency",
             {"ReservedConcurrentExecutions": reserved},
@@ -147,6 +156,11 @@ def test_the_loop_is_the_consumers_of_queues_the_app_sends_to(dev_config: Any) -
     ]
     assert "QueueArn" in chalice_project.sent_queue_outputs()
     assert "DeadLetterQueueArn" not in chalice_project.sent_queue_outputs()
+    # A webhook delivery re-sends its next attempt to its own queue, hop after hop for
+    # more than 24 hours: a loop Lambda must allow, or it stops the chain.
+    assert "WebhookQueueArn" in chalice_project.sent_queue_outputs()
+    webhooks = {env[settings.WEBHOOK_QUEUE_NAME]}
+    assert chalice_project.looping_handlers(dev_config, webhooks) == ["deliver_webhooks"]
 
 
 def test_allow_recursion_sets_each_function_to_allow() -> None:

@@ -70,6 +70,7 @@ def test_package_parameters_default_to_what_deploy_passes(
         ("VisibilityTimeoutSeconds", "process_job"),
         ("DeadLetterVisibilityTimeoutSeconds", "process_dead_letters"),
         ("DelayVisibilityTimeoutSeconds", "forward_delayed"),
+        ("WebhookVisibilityTimeoutSeconds", "deliver_webhooks"),
     ):
         timeout = config.scope(stage, consumer).lambda_timeout
         visibility = int(parameters[parameter]["Default"])
@@ -193,6 +194,7 @@ def test_package_ships_unchecked_bytecode_for_every_module(
         "JOBS_QUEUE_NAME": "q",
         "JOBS_DEAD_LETTER_QUEUE_NAME": "dlq",
         "JOBS_DELAY_QUEUE_NAME": "delay",
+        "JOBS_WEBHOOK_QUEUE_NAME": "webhooks",
     }
     probe = subprocess.run(
         [sys.executable, "-c", "import app, sys; print(sys.modules['app'].__cached__)"],
@@ -389,9 +391,9 @@ def test_a_named_key_encrypts_everything_the_stage_stores(packaged_with_key: Pat
         "AWS::Logs::LogGroup",
         "AWS::Serverless::Function",
     }
-    # The job queue, its dead-letter and delay queues, the schedules' dead-letter queue and
-    # the job events' failure queue.
-    assert len([r for r in keyed.values() if r["Type"] == "AWS::SQS::Queue"]) == 5
+    # The job queue, its dead-letter and delay queues, the schedules' dead-letter queue, the
+    # job events' failure queue, and the webhooks queue and its dead-letter queue.
+    assert len([r for r in keyed.values() if r["Type"] == "AWS::SQS::Queue"]) == 7
     # EventBridge Scheduler's role sends a fire it gave up on to that last one: it may use
     # the key for it, and for nothing else.
     (scheduler_policy,) = resources["SchedulerRole"]["Properties"]["Policies"]

@@ -118,6 +118,7 @@ QUEUES = [
     ("QueueUrl", "VisibilityTimeoutSeconds", "process_job"),
     ("DeadLetterQueueUrl", "DeadLetterVisibilityTimeoutSeconds", "process_dead_letters"),
     ("DelayQueueUrl", "DelayVisibilityTimeoutSeconds", "forward_delayed"),
+    ("WebhookQueueUrl", "WebhookVisibilityTimeoutSeconds", "deliver_webhooks"),
 ]
 
 
@@ -164,7 +165,11 @@ def test_worker_settings_come_from_chalice_config(monkeypatch: pytest.MonkeyPatc
         "process_job": "heavy-jobs-dev-queue.fifo",
         "forward_delayed": "heavy-jobs-dev-delay",
         "process_dead_letters": "heavy-jobs-dev-dlq.fifo",
+        "deliver_webhooks": "heavy-jobs-dev-webhooks",
     }
+    # Webhook deliveries have concurrency of their own: a slow endpoint never takes the
+    # API's or the worker's.
+    assert config.scope("dev", "deliver_webhooks").reserved_concurrency >= 1
     worker = config.scope("dev", "process_job")
     assert worker.reserved_concurrency == 1
     assert worker.lambda_memory_size >= 1769  # one full vCPU for CPU-bound work
@@ -177,8 +182,9 @@ def test_apply_is_idempotent() -> None:
         first = stack.apply(cfn, "heavy-jobs-idem", PARAMS)
         second = stack.apply(cfn, "heavy-jobs-idem", PARAMS)
         assert first == second
-        # The job, dead-letter and delay queues, the schedules' and the job events' failures.
-        assert len(boto3.client("sqs").list_queues()["QueueUrls"]) == 5
+        # The job, dead-letter and delay queues, the schedules' and the job events' failures,
+        # the webhooks queue and its dead-letter queue.
+        assert len(boto3.client("sqs").list_queues()["QueueUrls"]) == 7
 
 
 @pytest.mark.parametrize("stage", ["local", "dev", "prod"])
@@ -235,6 +241,7 @@ def test_each_function_gets_a_least_privilege_policy(
         "recover_stalled_jobs",
         "fire_schedule",
         "publish_job_events",
+        "deliver_webhooks",
     ]
     assert sorted(p.name for p in written) == sorted(
         f"policy-{stage}-{handler}.json" for handler in handlers
@@ -244,6 +251,7 @@ def test_each_function_gets_a_least_privilege_policy(
         outputs["QueueArn"],
         outputs["DeadLetterQueueArn"],
         outputs["DelayQueueArn"],
+        outputs["WebhookQueueArn"],
         outputs["SchedulerRoleArn"],
         outputs["TableStreamArn"],
         outputs["JobEventBusArn"],
@@ -293,6 +301,19 @@ def test_each_function_gets_a_least_privilege_policy(
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= grants["process_job"]
     assert "sqs:ChangeMessageVisibility" in grants["process_job"]  # the message hold
     assert "dynamodb:PutItem" not in grants["process_job"]  # workers never create jobs
+    # Deliveries read endpoints and record attempts; they never create or delete.
+    assert grants["deliver_webhooks"] == {
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:UpdateItem",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+        "sqs:SendMessage",
+        *policies.LOG_ACTIONS,
+        *policies.XRAY_ACTIONS,
+    }
     assert grants["forward_delayed"] == {
         "sqs:ReceiveMessage",
         "sqs:DeleteMessage",

@@ -1,0 +1,301 @@
+"""The webhook endpoints' records, in the job table beside the jobs and the schedules.
+
+Item layout (none carries a job's index keys, so no listing or quota reads them)::
+
+    webhook#<id>                one endpoint: client url events secret created_at
+                                previous_secret previous_until rotated_at
+    webhook-deliveries#<id>     its recent delivery attempts (``attempts``, newest last,
+                                at most ``RECENT_ATTEMPTS``)
+    webhooks#<client>           the client's endpoint ids (a string set, ``ids``)
+    control#webhook-clients     the clients that ever had an endpoint (``clients``)
+
+The attempts live apart from the endpoint so that recording one never rewrites the
+item that holds the secrets. The per-client cap is enforced by the transaction that adds
+an id: the ids set must be smaller than the cap, so concurrent creates cannot overshoot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.errors import StoreUnavailable
+from chalicelib.jobs import CONTROL_PREFIX, _parse_iso, iso_utc
+from chalicelib.webhooks import Attempt, Endpoint
+
+ENDPOINT_PREFIX = "webhook#"
+DELIVERIES_PREFIX = "webhook-deliveries#"
+IDS_PREFIX = "webhooks#"
+CLIENTS_ITEM = CONTROL_PREFIX + "webhook-clients"
+# How many attempts GET /webhooks/{id}/deliveries shows (the newest).
+RECENT_ATTEMPTS = 50
+_BATCH_GET_LIMIT = 100
+
+
+class TooManyEndpoints(Exception):
+    """The client already has its cap of endpoints."""
+
+
+class WebhookTable:
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._client = client
+        self.table_name = table_name
+
+    def create(self, endpoint: Endpoint, cap: int) -> None:
+        """Write ``endpoint`` and add its id to its client's, in one transaction.
+        TooManyEndpoints if the client has ``cap`` already, StoreUnavailable if DynamoDB
+        fails."""
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": _to_item(endpoint),
+                            # A new id: never overwrite (a uuid4 collision fails loudly).
+                            "ConditionExpression": "attribute_not_exists(job_id)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": _key(IDS_PREFIX + endpoint.client),
+                            "UpdateExpression": "ADD ids :id",
+                            # Fewer than the cap before this one: concurrent creates each
+                            # see the set as their transaction leaves it.
+                            "ConditionExpression": "attribute_not_exists(ids) OR size(ids) < :cap",
+                            "ExpressionAttributeValues": {
+                                ":id": {"SS": [endpoint.endpoint_id]},
+                                ":cap": {"N": str(cap)},
+                            },
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": _key(CLIENTS_ITEM),
+                            "UpdateExpression": "ADD clients :client",
+                            "ExpressionAttributeValues": {":client": {"SS": [endpoint.client]}},
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
+            if reasons[1:2] == ["ConditionalCheckFailed"]:
+                raise TooManyEndpoints() from error
+            raise StoreUnavailable(f"DynamoDB TransactWriteItems failed: {error}") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"DynamoDB TransactWriteItems failed: {error}") from error
+
+    def get(self, endpoint_id: str) -> Endpoint | None:
+        item = self._call(
+            "get_item", Key=_key(ENDPOINT_PREFIX + endpoint_id), ConsistentRead=True
+        ).get("Item")
+        return None if item is None else _from_item(item)
+
+    def listing(self, client: str | None) -> list[Endpoint]:
+        """``client``'s endpoints, or every client's (None), by client and creation."""
+        clients = [client] if client is not None else self._set(CLIENTS_ITEM, "clients")
+        keys = [
+            ENDPOINT_PREFIX + endpoint_id
+            for owner in sorted(clients)
+            for endpoint_id in sorted(self._set(IDS_PREFIX + owner, "ids"))
+        ]
+        endpoints = [_from_item(item) for item in self._get_many(keys)]
+        return sorted(endpoints, key=lambda e: (e.client, e.created_at, e.endpoint_id))
+
+    def delete(self, endpoint: Endpoint) -> None:
+        """Delete the endpoint, its attempts and its id; one already gone changes nothing."""
+        self._call_unscoped(
+            "transact_write_items",
+            TransactItems=[
+                {
+                    "Delete": {
+                        "TableName": self.table_name,
+                        "Key": _key(ENDPOINT_PREFIX + endpoint.endpoint_id),
+                    }
+                },
+                {
+                    "Delete": {
+                        "TableName": self.table_name,
+                        "Key": _key(DELIVERIES_PREFIX + endpoint.endpoint_id),
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self.table_name,
+                        "Key": _key(IDS_PREFIX + endpoint.client),
+                        "UpdateExpression": "DELETE ids :id",
+                        "ExpressionAttributeValues": {":id": {"SS": [endpoint.endpoint_id]}},
+                    }
+                },
+            ],
+        )
+
+    def set_secrets(self, endpoint: Endpoint) -> bool:
+        """Record the endpoint's secrets after a rotation; False if it was deleted
+        meanwhile (nothing is written: a rotation never recreates an endpoint)."""
+        assert endpoint.previous_secret is not None and endpoint.previous_until is not None
+        assert endpoint.rotated_at is not None
+        try:
+            self._client.update_item(
+                TableName=self.table_name,
+                Key=_key(ENDPOINT_PREFIX + endpoint.endpoint_id),
+                UpdateExpression=(
+                    "SET secret = :secret, previous_secret = :previous, "
+                    "previous_until = :until, rotated_at = :rotated"
+                ),
+                # Only an endpoint that still exists.
+                ConditionExpression="attribute_exists(job_id)",
+                ExpressionAttributeValues={
+                    ":secret": {"S": endpoint.secret},
+                    ":previous": {"S": endpoint.previous_secret},
+                    ":until": {"S": iso_utc(endpoint.previous_until)},
+                    ":rotated": {"S": iso_utc(endpoint.rotated_at)},
+                },
+            )
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code == "ConditionalCheckFailedException":
+                return False
+            raise StoreUnavailable(f"DynamoDB UpdateItem failed: {code}") from None
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"DynamoDB UpdateItem failed: {type(error).__name__}") from None
+        return True
+
+    def record_attempt(self, endpoint_id: str, attempt: Attempt) -> None:
+        """Append ``attempt`` to the endpoint's recent ones, dropping the oldest beyond
+        ``RECENT_ATTEMPTS``. Two appends racing can keep a few more for a while; the
+        next append trims them."""
+        response = self._call(
+            "update_item",
+            Key=_key(DELIVERIES_PREFIX + endpoint_id),
+            UpdateExpression="SET attempts = list_append(if_not_exists(attempts, :none), :new)",
+            ExpressionAttributeValues={
+                ":none": {"L": []},
+                ":new": {"L": [{"M": _attempt_item(attempt)}]},
+            },
+            ReturnValues="UPDATED_NEW",
+        )
+        excess = len(response["Attributes"]["attempts"]["L"]) - RECENT_ATTEMPTS
+        if excess > 0:
+            self._call(
+                "update_item",
+                Key=_key(DELIVERIES_PREFIX + endpoint_id),
+                UpdateExpression="REMOVE " + ", ".join(f"attempts[{i}]" for i in range(excess)),
+            )
+
+    def attempts(self, endpoint_id: str) -> list[Attempt]:
+        """The endpoint's recent attempts, newest first."""
+        item = self._call(
+            "get_item", Key=_key(DELIVERIES_PREFIX + endpoint_id), ConsistentRead=True
+        ).get("Item")
+        stored = (item or {}).get("attempts", {}).get("L", [])
+        return [_from_attempt_item(a["M"]) for a in reversed(stored)][:RECENT_ATTEMPTS]
+
+    def _set(self, key: str, attribute: str) -> list[str]:
+        item = self._call("get_item", Key=_key(key), ConsistentRead=True).get("Item") or {}
+        return list(item.get(attribute, {}).get("SS", []))
+
+    def _get_many(self, keys: Sequence[str]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for start in range(0, len(keys), _BATCH_GET_LIMIT):
+            pending: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": [_key(k) for k in keys[start : start + _BATCH_GET_LIMIT]],
+                    "ConsistentRead": True,
+                }
+            }
+            for _ in range(5):
+                if not pending:
+                    break
+                response = self._call_unscoped("batch_get_item", RequestItems=pending)
+                items += response.get("Responses", {}).get(self.table_name, [])
+                pending = response.get("UnprocessedKeys") or {}
+            if pending:
+                raise StoreUnavailable("DynamoDB BatchGetItem left keys unprocessed; retry")
+        return items
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        return self._call_unscoped(operation, TableName=self.table_name, **kwargs)
+
+    def _call_unscoped(self, operation: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._client, operation)(**kwargs)
+        except (ClientError, BotoCoreError) as error:
+            # The message names the operation and AWS's error, never the request's
+            # values: an update's values hold secrets.
+            code = getattr(error, "response", {}).get("Error", {}).get("Code", type(error).__name__)
+            raise StoreUnavailable(f"DynamoDB {operation} failed: {code}") from None
+
+
+def _key(key: str) -> dict[str, dict[str, str]]:
+    return {"job_id": {"S": key}}
+
+
+def _to_item(endpoint: Endpoint) -> dict[str, dict[str, Any]]:
+    item: dict[str, dict[str, Any]] = {
+        "job_id": {"S": ENDPOINT_PREFIX + endpoint.endpoint_id},
+        "endpoint_id": {"S": endpoint.endpoint_id},
+        "client": {"S": endpoint.client},
+        "url": {"S": endpoint.url},
+        "events": {"L": [{"S": t} for t in endpoint.events]},
+        "secret": {"S": endpoint.secret},
+        "created_at": {"S": iso_utc(endpoint.created_at)},
+    }
+    if endpoint.previous_secret is not None and endpoint.previous_until is not None:
+        item["previous_secret"] = {"S": endpoint.previous_secret}
+        item["previous_until"] = {"S": iso_utc(endpoint.previous_until)}
+    if endpoint.rotated_at is not None:
+        item["rotated_at"] = {"S": iso_utc(endpoint.rotated_at)}
+    return item
+
+
+def _from_item(item: dict[str, dict[str, Any]]) -> Endpoint:
+    def optional(name: str) -> str | None:
+        value = item.get(name, {}).get("S")
+        return None if value is None else str(value)
+
+    until, rotated = optional("previous_until"), optional("rotated_at")
+    return Endpoint(
+        endpoint_id=item["endpoint_id"]["S"],
+        client=item["client"]["S"],
+        url=item["url"]["S"],
+        events=tuple(e["S"] for e in item["events"]["L"]),
+        secret=item["secret"]["S"],
+        created_at=_parse_iso(item["created_at"]["S"]),
+        previous_secret=optional("previous_secret"),
+        previous_until=None if until is None else _parse_iso(until),
+        rotated_at=None if rotated is None else _parse_iso(rotated),
+    )
+
+
+def _attempt_item(attempt: Attempt) -> dict[str, dict[str, Any]]:
+    item: dict[str, dict[str, Any]] = {
+        "event_id": {"S": attempt.event_id},
+        "event_type": {"S": attempt.event_type},
+        "attempted_at": {"S": iso_utc(attempt.attempted_at)},
+        "attempt": {"N": str(attempt.attempt)},
+        "delivered": {"BOOL": attempt.delivered},
+    }
+    if attempt.status_code is not None:
+        item["status_code"] = {"N": str(attempt.status_code)}
+    if attempt.error is not None:
+        item["error"] = {"S": attempt.error}
+    return item
+
+
+def _from_attempt_item(item: dict[str, dict[str, Any]]) -> Attempt:
+    status = item.get("status_code", {}).get("N")
+    return Attempt(
+        event_id=item["event_id"]["S"],
+        event_type=item["event_type"]["S"],
+        attempted_at=_parse_iso(item["attempted_at"]["S"]),
+        attempt=int(item["attempt"]["N"]),
+        status_code=None if status is None else int(status),
+        delivered=item["delivered"]["BOOL"],
+        error=item.get("error", {}).get("S"),
+    )
