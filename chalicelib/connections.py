@@ -26,12 +26,12 @@ from chalicelib.api_keys import ApiKeys
 from chalicelib.config import WORKER_CLIENT_BOUNDS, ClientBounds, get_settings
 from chalicelib.event_bus import EventBus
 from chalicelib.queue import DelayQueue, JobQueue
-from chalicelib.schedule_store import ScheduleTable
-from chalicelib.scheduler import Scheduler, SchedulerTarget
 from chalicelib.store import JobTable
 from chalicelib.webhook_store import WebhookTable
 
 if TYPE_CHECKING:
+    from chalicelib.schedule_store import ScheduleTable
+    from chalicelib.scheduler import Scheduler
     from chalicelib.webhook_delivery import WebhookQueue
     from chalicelib.worker import Worker
 
@@ -92,13 +92,20 @@ def api_keys() -> ApiKeys:
 
 @lru_cache(maxsize=1)
 def schedule_table() -> ScheduleTable:
-    """The API's and the firing function's adapter of the schedules' records."""
+    """The API's and the firing function's adapter of the schedules' records. (Imported
+    here, not at the top: only the schedules' routes and the firing function need it, and
+    every function's cold start would import it and its time zones.)"""
+    from chalicelib.schedule_store import ScheduleTable
+
     return ScheduleTable(_client("dynamodb", API_CLIENT_CONFIG), get_settings().table_name)
 
 
 @lru_cache(maxsize=1)
 def scheduler() -> Scheduler:
-    """The API's EventBridge Scheduler adapter, on the stage's group and target."""
+    """The API's EventBridge Scheduler adapter, on the stage's group and target (imported
+    here for the reason ``schedule_table`` gives)."""
+    from chalicelib.scheduler import Scheduler, SchedulerTarget
+
     settings = get_settings()
     target = SchedulerTarget(
         group_name=settings.schedule_group,

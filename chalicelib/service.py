@@ -204,19 +204,18 @@ def submit_job(
             return _replay(holder.job_id, holder.request_hash, fingerprint, table, now)
     created = now()
     wait = 0.0 if run_at is None else (run_at - created).total_seconds()
-    later = _waits_for_release(run_at, created, delay_queue)
-    job = Job.new(
-        kind=kind,
-        input=input,
-        now=created,
-        retention=retention,
+    job = _new_job(
+        kind,
+        input,
+        created,
+        retention,
+        settings,
+        delay_queue,
         request_hash=fingerprint,
         retry_of=retry_of,
         client=client,
         estimate_seconds=estimate,
-        lane=choose_lane(client, kind, settings),
         run_at=run_at,
-        later=later,
         schedule=schedule,
     )
     if record_id is None:
@@ -401,24 +400,48 @@ def _batch_job(
         if holder is None:
             raise refusal
         return _replay(holder.job_id, holder.request_hash, fingerprint, table, now)
-    created = now()
-    job = Job.new(
-        kind=kind,
-        input=input,
-        now=created,
-        retention=retention,
+    job = _new_job(
+        kind,
+        input,
+        now(),
+        retention,
+        settings,
+        delay_queue,
         request_hash=fingerprint,
         client=client,
         estimate_seconds=estimate,
-        lane=choose_lane(client, kind, settings),
         run_at=run_at,
-        later=_waits_for_release(run_at, created, delay_queue),
     )
     if record_id is not None:
         holder = table.create_with_key(job, record_id, now())
         if holder is not None:
             return _replay(holder.job_id, holder.request_hash, fingerprint, table, now)
     return job, record_id
+
+
+def _new_job(
+    kind: str,
+    input: dict[str, Any],
+    created: datetime,
+    retention: timedelta,
+    settings: Settings | None,
+    delay_queue: DelayQueue | None,
+    **fields: Any,
+) -> Job:
+    """A new job as every submission makes it (one POST, a batch item, a schedule's fire):
+    in its lane (``choose_lane``), waiting in the later index when its ``run_at`` is
+    beyond what ``delay_queue`` can hold (``_waits_for_release``); ``fields`` are the
+    rest of ``Job.new``'s."""
+    client = fields.get("client", ANONYMOUS)
+    return Job.new(
+        kind=kind,
+        input=input,
+        now=created,
+        retention=retention,
+        lane=choose_lane(client, kind, settings),
+        later=_waits_for_release(fields.get("run_at"), created, delay_queue),
+        **fields,
+    )
 
 
 def _waits(job: Job, now: datetime) -> bool:
