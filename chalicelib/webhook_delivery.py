@@ -28,7 +28,7 @@ is dropped. After the last attempt the event is dropped for that endpoint and a 
 logged; ``GET /webhooks/{id}/deliveries`` shows every attempt.
 
 Failure costs: a slow endpoint holds one delivery function invocation for at most
-``REQUEST_TIMEOUT`` per socket operation; the function has reserved concurrency of its own,
+``REQUEST_TIMEOUT`` per attempt (the whole request, however it trickles); the function has reserved concurrency of its own,
 so no job and no other client's endpoint waits for it beyond its share. When SQS or
 DynamoDB fails, the handler raises and the message comes back after its visibility
 timeout (at least once: a receiver may see an attempt twice, with the same webhook-id).
@@ -55,7 +55,7 @@ from chalicelib.webhooks import Attempt
 # The wait before each retry, in seconds: attempt n + 1 comes RETRY_DELAYS[n - 1] after
 # attempt n fails. Growing, and summing to more than 24 hours (25.7 h: 11 attempts).
 RETRY_DELAYS = (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 36000)
-# Each socket operation of one attempt (connect, send, each read), in seconds.
+# One attempt, whole: from connecting to the answer's last byte, in seconds.
 REQUEST_TIMEOUT = 10.0
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 

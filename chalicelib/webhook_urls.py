@@ -21,16 +21,19 @@ machine. Every other address rule holds there too.
 
 Failure costs: a refused URL or a failed request is one failed attempt for that
 endpoint and event, retried later (chalicelib.webhook_delivery); it costs no job and no
-other endpoint anything. A request lasts at most ``timeout`` seconds per socket
-operation (connect, each send, each read).
+other endpoint anything. A request lasts at most ``timeout`` seconds in all (connect,
+TLS, sending, the answer's status, headers and body): an endpoint that trickles its answer
+a byte at a time is cut off at the deadline like one that never answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -150,8 +153,9 @@ def post(
     context: ssl.SSLContext | None = None,
 ) -> int:
     """POST ``body`` to ``target`` and return the answer's status (a redirect is not
-    followed: its status is returned). OSError (a refused connection, a timeout, a
-    certificate that does not match) when no answer came."""
+    followed: its status is returned). OSError (a refused connection, a certificate that
+    does not match, no whole answer within ``timeout`` seconds of the start) when no
+    answer came."""
     connection: http.client.HTTPConnection
     if target.scheme == "https":
         connection = _PinnedHTTPSConnection(
@@ -159,12 +163,32 @@ def post(
         )
     else:
         connection = _PinnedHTTPConnection(target, timeout)
+    # Each socket operation has ``timeout`` too; the deadline bounds their sum: it shuts
+    # the socket down under whatever read or write is waiting, which then fails at once.
+    expired = threading.Event()
+    deadline = threading.Timer(timeout, _cut, args=(connection, expired))
+    deadline.start()
     try:
         connection.request("POST", target.path, body=body, headers=dict(headers))
         answer = connection.getresponse()
         answer.read(MAX_ANSWER_BYTES)
-        return answer.status
-    except http.client.HTTPException as error:  # a malformed answer: no status to record
+        status = answer.status
+    except (OSError, http.client.HTTPException) as error:
+        if expired.is_set():
+            raise TimeoutError(f"no whole answer within {timeout:g} s") from None
+        if isinstance(error, OSError):
+            raise
         raise OSError(f"malformed answer: {type(error).__name__}") from None
     finally:
+        deadline.cancel()
         connection.close()
+    return status
+
+
+def _cut(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """End ``connection``'s request at its deadline (a shutdown wakes a blocked read)."""
+    expired.set()
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)

@@ -11,6 +11,7 @@ import ipaddress
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,43 @@ def test_a_receiver_that_never_answers_is_a_timeout() -> None:
         )
         with pytest.raises(OSError):
             post(target, b"{}", {}, timeout=0.2)
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_deadline() -> None:
+    """Each byte comes well within the per-operation timeout, so only a deadline on the
+    whole request ends it: the trickle alone would last 50 times the timeout."""
+    timeout = 0.5
+    with socket.create_server(("127.0.0.1", 0)) as trickler:
+        port = trickler.getsockname()[1]
+        target = check(
+            f"http://hooks.test:{port}/", "local", resolver_of({"hooks.test": ["127.0.0.1"]})
+        )
+        stop = threading.Event()
+
+        def trickle() -> None:
+            connection, _ = trickler.accept()
+            with connection:
+                connection.recv(65536)
+                answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000
+                for byte in answer[: int(50 * timeout / 0.1)]:
+                    if stop.wait(0.1):
+                        return
+                    try:
+                        connection.sendall(bytes([byte]))
+                    except OSError:
+                        return
+
+        server = threading.Thread(target=trickle, daemon=True)
+        server.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(TimeoutError, match=r"no whole answer within 0\.5 s"):
+                post(target, b"{}", {}, timeout=timeout)
+            elapsed = time.monotonic() - started
+        finally:
+            stop.set()
+            server.join()
+    assert elapsed < 25 * timeout  # the trickle would take 50
 
 
 def certificate(tmp_path: Path, name: str) -> tuple[Path, Path]:
