@@ -35,16 +35,20 @@ def test_the_stack_has_the_stream_the_bus_and_the_failure_queue(aws: dict[str, s
 
 
 def without_events(template: dict[str, Any]) -> dict[str, Any]:
-    """``template`` as an earlier release had it: no stream, no bus, no failure queue."""
+    """``template`` as an earlier release had it: no stream, no bus, no failure queue, and
+    none of the webhooks' parts (their queues, the bus's rule to them and its policy)."""
     earlier = copy.deepcopy(template)
     del earlier["Resources"][stack.TABLE_RESOURCE]["Properties"]["StreamSpecification"]
-    for resource in ("JobEventBus", "JobEventsFailedQueue"):
+    webhooks = [name for name in earlier["Resources"] if name.startswith("Webhook")]
+    for resource in ("JobEventBus", "JobEventsFailedQueue", *webhooks):
         del earlier["Resources"][resource]
+    webhook_outputs = [name for name in earlier["Outputs"] if name.startswith("Webhook")]
     for output in (
         "TableStreamArn",
         "JobEventBusName",
         "JobEventBusArn",
         "JobEventsFailedQueueArn",
+        *webhook_outputs,
     ):
         del earlier["Outputs"][output]
     return earlier
