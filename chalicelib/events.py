@@ -15,8 +15,11 @@ The mapping, by what the write did to the item:
   out: a new ``owner``): ``job.running``, with the run's ``attempt`` (a continuation is a
   run too, with the attempt it continues);
 - finished: ``job.succeeded``, ``job.failed``, ``job.cancelled``;
-- a checkpoint (status and owner unchanged) that changed the progress and is the first of
-  its job in a new PROGRESS_WINDOW_MS window of its heartbeat clock: ``job.progress``;
+- a checkpoint (status and owner unchanged) that set a new progress mark
+  (``Job.progress_mark``): ``job.progress``. The run's checkpointer sets one only when
+  its progress moved and at least PROGRESS_WINDOW_MS passed since the mark before
+  (chalicelib.worker.Checkpointer), so a job's progress events are at least that far
+  apart, across its runs too: the mark stays on the item;
 - anything else (a heartbeat, a re-drive count, an index backfill, a TTL delete, an
   Idempotency-Key record, a control item): nothing.
 
@@ -56,9 +59,10 @@ STREAM_STARTING_POSITION = "TRIM_HORIZON"
 # shard is held for at most about (7 + STREAM_MAX_RETRY_ATTEMPTS) invocations.
 STREAM_BISECT_ON_ERROR = True
 STREAM_MAX_RETRY_ATTEMPTS = 5
-# A job's progress is published at most once in each window of this length of its
-# heartbeat clock (the lease the checkpoint renews): a rule that wants progress gets a
-# bounded stream of it, whatever the job's checkpoint interval.
+# A job's progress is published at most once every this long (of its workers' clocks),
+# and about this often while a run keeps moving it: a rule that wants progress gets a
+# bounded stream of it, whatever the job's checkpoint interval. The checkpointer
+# (chalicelib.worker) spaces the progress marks by it; event_for publishes the marks.
 PROGRESS_WINDOW_MS = 10_000
 
 
@@ -131,19 +135,10 @@ def event_for(old_image: Image | None, new_image: Image | None, event_id: str) -
         return JobEvent(_STATUS_EVENTS[new.status], event_id, new)
     if new.status is JobStatus.RUNNING and new.owner != old.owner:
         return JobEvent(EventType.RUNNING, event_id, new)  # a take-over: a new attempt
-    if new.status is JobStatus.RUNNING and _progress_due(old, new):
+    if new.status is JobStatus.RUNNING and new.progress_mark != old.progress_mark:
+        # A checkpoint its writer marked as due (the mark is only ever set by one).
         return JobEvent(EventType.PROGRESS, event_id, new)
     return None
-
-
-def _progress_due(old: Job, new: Job) -> bool:
-    """A checkpoint that moved the progress and is its job's first in a new window of the
-    heartbeat clock. Checkpoints renew the lease to their time plus a fixed span, so the
-    lease measures when they were taken; only the first checkpoint after each window
-    boundary publishes."""
-    if new.progress == old.progress or new.lease_until is None or old.lease_until is None:
-        return False
-    return new.lease_until // PROGRESS_WINDOW_MS > old.lease_until // PROGRESS_WINDOW_MS
 
 
 def _is_job(image: Image) -> bool:

@@ -25,7 +25,8 @@ from chalicelib.events import (
 from chalicelib.jobs import Job, JobStatus, epoch_ms, idempotency_record_id, to_item
 
 NOW = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
-# A heartbeat clock reading at the start of a progress window.
+# A clock reading on a multiple of PROGRESS_WINDOW_MS: a heartbeat that crosses one
+# publishes nothing by itself.
 WINDOW_START = (epoch_ms(NOW) // PROGRESS_WINDOW_MS + 1) * PROGRESS_WINDOW_MS
 
 
@@ -146,32 +147,50 @@ def test_a_queued_job_cancelled_is_cancelled():
     assert event is not None and event.event_type is EventType.CANCELLED
 
 
-def test_a_checkpoint_within_the_window_or_without_progress_publishes_nothing():
+def test_a_checkpoint_without_a_new_mark_publishes_nothing():
+    """Its progress moved, its heartbeat crossed a PROGRESS_WINDOW_MS boundary of the
+    clock: still nothing, unless its writer marked it as due (the progress mark)."""
+    for mark in (None, WINDOW_START - PROGRESS_WINDOW_MS):
+        before = running(queued(), progress=0.1, progress_mark=mark)
+        before = before.with_(lease_until=WINDOW_START - 100)
+        after = before.with_(progress=0.2, state=7, lease_until=WINDOW_START + 200)
+        assert change(before, after) is None
+        assert change(before, before.with_(lease_until=WINDOW_START + 200)) is None  # heartbeat
+
+
+def test_a_checkpoint_that_sets_a_new_mark_is_published_as_progress():
     job = running(queued(), progress=0.1)
-    same_window = job.with_(progress=0.2, state=7, lease_until=WINDOW_START + 2_000)
-    assert change(job, same_window) is None
-    heartbeat_only = job.with_(state=7, lease_until=WINDOW_START + PROGRESS_WINDOW_MS)
-    assert change(job, heartbeat_only) is None
+    first = job.with_(progress=0.2, state=2, progress_mark=WINDOW_START + 1_000)
+    published = change(job, first, event_id="e-7")
+    assert published is not None and published.event_type is EventType.PROGRESS
+    assert published.detail == {**first.to_api(), "event_id": "e-7"}
+    assert "progress_mark" not in published.detail
+    second = first.with_(progress=0.3, state=3, progress_mark=WINDOW_START + 11_000)
+    again = change(first, second)
+    assert again is not None and again.event_type is EventType.PROGRESS
+    assert again.detail["progress"] == pytest.approx(0.3)
 
 
-def test_the_first_progress_of_a_new_window_is_published_once():
+def test_a_run_publishes_exactly_its_marked_checkpoints():
+    """Checkpoints every second for 35 s, of which the writer marked those at 3, 13, 23
+    and 33 s: those four are published, each once, and nothing else, whatever windows of
+    the clock their heartbeats cross."""
     job = running(queued(), progress=0.1)
     checkpoints = [job]
-    # A checkpoint every second for 35 s of the heartbeat clock, progress moving each time.
     for second in range(1, 36):
+        previous = checkpoints[-1]
+        mark = job.lease_until + second * 1_000 if second % 10 == 3 else previous.progress_mark
         checkpoints.append(
-            job.with_(progress=0.1 + second / 100, lease_until=job.lease_until + second * 1_000)
+            previous.with_(
+                progress=0.1 + second / 100,
+                lease_until=job.lease_until + second * 1_000,
+                progress_mark=mark,
+            )
         )
     events = [change(old, new) for old, new in itertools.pairwise(checkpoints)]
     published = [e for e in events if e is not None]
-    assert all(e.event_type is EventType.PROGRESS for e in published)
-    # 35 s from WINDOW_START + 1 s crosses the boundaries at 10, 20 and 30 s.
-    assert len(published) == 3
-    leases = [e.job.lease_until for e in published]
-    assert all(
-        later - earlier >= PROGRESS_WINDOW_MS for earlier, later in itertools.pairwise(leases)
-    )
-    assert published[0].detail["progress"] == pytest.approx(0.19)
+    assert [e.event_type for e in published] == [EventType.PROGRESS] * 4
+    assert [e.detail["progress"] for e in published] == pytest.approx([0.13, 0.23, 0.33, 0.43])
 
 
 def test_changes_that_move_no_status_publish_nothing():
