@@ -39,7 +39,7 @@ from chalice.cli.factory import CLIFactory
 from chalice.config import Config
 
 from chalicelib import config as settings
-from chalicelib import jobs
+from chalicelib import events, jobs
 from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable
 from infra import encryption, lanes, policies
@@ -132,6 +132,7 @@ def parameters_for_stage(config: Config, stage: str) -> dict[str, str]:
         "WebhookVisibilityTimeoutSeconds": visibility(settings.WEBHOOK_QUEUE_NAME),
         "MaxReceiveCount": str(MAX_RECEIVE_COUNT),
         "ExpiryAttributeName": jobs.EXPIRES_AT,
+        "JobEventSource": events.EVENT_SOURCE,
     }
 
 

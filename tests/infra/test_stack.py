@@ -12,6 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from chalicelib.events import EVENT_SOURCE
 from chalicelib.jobs import EXPIRES_AT, INDEXES, SCHEMA_ITEM
 from chalicelib.queue import MAX_RECEIVE_COUNT, MESSAGE_GROUP
 from chalicelib.store import JobTable, MigrationReport
@@ -153,6 +154,10 @@ def test_template_defaults_are_what_apply_passes(
         assert str(declared[parameter]["Default"]) == passed[parameter], parameter
     assert str(declared["MaxReceiveCount"]["Default"]) == passed["MaxReceiveCount"], (
         "infra/template.yaml's MaxReceiveCount Default is not chalicelib.queue.MAX_RECEIVE_COUNT"
+    )
+    assert passed["JobEventSource"] == EVENT_SOURCE
+    assert declared["JobEventSource"]["Default"] == EVENT_SOURCE, (
+        "infra/template.yaml's JobEventSource Default is not chalicelib.events.EVENT_SOURCE"
     )
 
 
