@@ -4,34 +4,64 @@ Item layout (none carries a job's index keys, so no listing or quota reads them)
 
     webhook#<id>                one endpoint: client url events secret created_at
                                 previous_secret previous_until rotated_at
-    webhook-deliveries#<id>     its recent delivery attempts (``attempts``, newest last,
-                                at most ``RECENT_ATTEMPTS``)
+    webhook-attempts#<id>       the number its last delivery attempt got (``seq``, an
+                                atomic counter) expires_at
+    webhook-attempt#<id>#<slot> one attempt, in slot seq % RECENT_ATTEMPTS: seq event_id
+                                event_type attempted_at attempt delivered status_code
+                                error expires_at
     webhooks#<client>           the client's endpoint ids (a string set, ``ids``)
     control#webhook-clients     the clients that ever had an endpoint (``clients``)
 
-The attempts live apart from the endpoint so that recording one never rewrites the
-item that holds the secrets. The per-client cap is enforced by the transaction that adds
-an id: the ids set must be smaller than the cap, so concurrent creates cannot overshoot.
+The attempts are a ring of ``RECENT_ATTEMPTS`` small items per endpoint, apart from the
+endpoint so that recording one never rewrites the item that holds the secrets. Recording
+one costs two writes of under 1 KB whatever the history, 1 WRU each (DynamoDB bills a
+write by the larger of the item's size before and after: "Read/write capacity mode",
+DynamoDB Developer Guide): the counter's ADD gives the attempt its number, then its slot
+is overwritten. Reading them is one consistent BatchGetItem of the slots. Every attempt
+item expires (``expires_at``, the table's TTL attribute) ``ATTEMPT_RETENTION`` after its
+write, and the counter a day after its last attempt; deleting an endpoint deletes its
+counter and slots, and an attempt recorded while it is deleted expires, so nothing of a
+deleted endpoint stays forever.
+
+The per-client cap is enforced by the transaction that adds an id: the ids set must be
+smaller than the cap, so concurrent creates cannot overshoot.
+
+Failure costs: no job waits for these items (deliveries run in a function of their own).
+A DynamoDB error raises StoreUnavailable: the API answers 503, and a delivery's message
+comes back after its visibility timeout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.errors import StoreUnavailable
-from chalicelib.jobs import CONTROL_PREFIX, _parse_iso, iso_utc
+from chalicelib.jobs import CONTROL_PREFIX, EXPIRES_AT, _parse_iso, iso_utc, utc_now
 from chalicelib.webhooks import Attempt, Endpoint
 
 ENDPOINT_PREFIX = "webhook#"
-DELIVERIES_PREFIX = "webhook-deliveries#"
+COUNTER_PREFIX = "webhook-attempts#"
+ATTEMPT_PREFIX = "webhook-attempt#"
 IDS_PREFIX = "webhooks#"
 CLIENTS_ITEM = CONTROL_PREFIX + "webhook-clients"
-# How many attempts GET /webhooks/{id}/deliveries shows (the newest).
+# How many attempts GET /webhooks/{id}/deliveries shows (the newest): the ring's slots.
 RECENT_ATTEMPTS = 50
+# How long an attempt is shown (and kept) after it was recorded: far beyond the 25.7 hours
+# an event's retries span.
+ATTEMPT_RETENTION = timedelta(days=30)
+# The counter outlives every attempt it numbered by this much, whatever the clocks of the
+# writers that raced on it: a counter that starts again from 1 finds only expired slots.
+_COUNTER_MARGIN = timedelta(days=1)
+# The attempt's number in the ring (on the counter: the last number given).
+_SEQ = "seq"
 _BATCH_GET_LIMIT = 100
+_BATCH_WRITE_LIMIT = 25
+_BATCH_TRIES = 5
 
 
 class TooManyEndpoints(Exception):
@@ -39,9 +69,11 @@ class TooManyEndpoints(Exception):
 
 
 class WebhookTable:
-    def __init__(self, client: Any, table_name: str) -> None:
+    def __init__(self, client: Any, table_name: str, now: Callable[[], datetime] = utc_now) -> None:
         self._client = client
         self.table_name = table_name
+        # When attempts are written and read: their expiry, and which ones have expired.
+        self._now = now
 
     def create(self, endpoint: Endpoint, cap: int) -> None:
         """Write ``endpoint`` and add its id to its client's, in one transaction.
@@ -108,7 +140,15 @@ class WebhookTable:
         return sorted(endpoints, key=lambda e: (e.client, e.created_at, e.endpoint_id))
 
     def delete(self, endpoint: Endpoint) -> None:
-        """Delete the endpoint, its attempts and its id; one already gone changes nothing."""
+        """Delete the endpoint's attempts, then the endpoint, its counter and its id in
+        one transaction; one already gone changes nothing. StoreUnavailable if DynamoDB
+        fails: the endpoint then still exists (perhaps without its attempts), and deleting
+        it again finishes. An attempt recorded while this runs stays, unreachable (its
+        endpoint is gone), until it expires."""
+        # The slots go first, by BatchWriteItem: in the transaction, their 50 deletes would
+        # cost 2 WRU each instead of 1, and exceed the 25 actions moto takes (AWS takes
+        # 100). Until the transaction succeeds, a retry finds the endpoint and finishes.
+        self._delete_many([_slot_key(endpoint.endpoint_id, s) for s in range(RECENT_ATTEMPTS)])
         self._call_unscoped(
             "transact_write_items",
             TransactItems=[
@@ -121,7 +161,7 @@ class WebhookTable:
                 {
                     "Delete": {
                         "TableName": self.table_name,
-                        "Key": _key(DELIVERIES_PREFIX + endpoint.endpoint_id),
+                        "Key": _key(COUNTER_PREFIX + endpoint.endpoint_id),
                     }
                 },
                 {
@@ -167,34 +207,75 @@ class WebhookTable:
         return True
 
     def record_attempt(self, endpoint_id: str, attempt: Attempt) -> None:
-        """Append ``attempt`` to the endpoint's recent ones, dropping the oldest beyond
-        ``RECENT_ATTEMPTS``. Two appends racing can keep a few more for a while; the
-        next append trims them."""
+        """Record ``attempt`` as the endpoint's newest: the counter gives it the next
+        number, and it overwrites the slot of the attempt ``RECENT_ATTEMPTS`` before it.
+        Concurrent attempts get distinct numbers; one whose write comes so late that its
+        slot already holds a newer attempt is dropped (it is no longer among the newest).
+        StoreUnavailable if DynamoDB fails."""
+        now = self._now()
         response = self._call(
             "update_item",
-            Key=_key(DELIVERIES_PREFIX + endpoint_id),
-            UpdateExpression="SET attempts = list_append(if_not_exists(attempts, :none), :new)",
+            Key=_key(COUNTER_PREFIX + endpoint_id),
+            UpdateExpression=f"ADD {_SEQ} :one SET {EXPIRES_AT} = :expires",
             ExpressionAttributeValues={
-                ":none": {"L": []},
-                ":new": {"L": [{"M": _attempt_item(attempt)}]},
+                ":one": {"N": "1"},
+                ":expires": {
+                    "N": str(int((now + ATTEMPT_RETENTION + _COUNTER_MARGIN).timestamp()))
+                },
             },
             ReturnValues="UPDATED_NEW",
         )
-        excess = len(response["Attributes"]["attempts"]["L"]) - RECENT_ATTEMPTS
-        if excess > 0:
-            self._call(
-                "update_item",
-                Key=_key(DELIVERIES_PREFIX + endpoint_id),
-                UpdateExpression="REMOVE " + ", ".join(f"attempts[{i}]" for i in range(excess)),
+        seq = int(response["Attributes"][_SEQ]["N"])
+        values = {
+            **_attempt_item(attempt),
+            _SEQ: {"N": str(seq)},
+            EXPIRES_AT: {"N": str(int((now + ATTEMPT_RETENTION).timestamp()))},
+        }
+        # Every attribute by placeholder ("error" is one of DynamoDB's reserved words);
+        # the optional ones this attempt lacks are removed, not left from the slot's
+        # previous attempt.
+        names = [*values, *(f.name for f in fields(Attempt) if f.name not in values)]
+        update = "SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(values)))
+        if len(names) > len(values):
+            update += " REMOVE " + ", ".join(f"#a{i}" for i in range(len(values), len(names)))
+        try:
+            # An UpdateItem that writes the whole slot, as a PutItem would at the same cost:
+            # the delivery function needs no PutItem grant (which would let it create jobs).
+            self._client.update_item(
+                TableName=self.table_name,
+                Key=_key(_slot_key(endpoint_id, seq % RECENT_ATTEMPTS)),
+                UpdateExpression=update,
+                # Never over a newer attempt (a slow writer), but over an expired one of
+                # any number (the counter expired with it and counts from 1 again).
+                ConditionExpression="attribute_not_exists(#seq) OR #seq < :seq OR #exp <= :now",
+                ExpressionAttributeNames={
+                    "#seq": _SEQ,
+                    "#exp": EXPIRES_AT,
+                    **{f"#a{i}": name for i, name in enumerate(names)},
+                },
+                ExpressionAttributeValues={
+                    ":seq": {"N": str(seq)},
+                    ":now": {"N": str(int(now.timestamp()))},
+                    **{f":a{i}": value for i, value in enumerate(values.values())},
+                },
             )
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code == "ConditionalCheckFailedException":
+                return
+            raise StoreUnavailable(f"DynamoDB UpdateItem failed: {code}") from None
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"DynamoDB UpdateItem failed: {type(error).__name__}") from None
 
     def attempts(self, endpoint_id: str) -> list[Attempt]:
-        """The endpoint's recent attempts, newest first."""
-        item = self._call(
-            "get_item", Key=_key(DELIVERIES_PREFIX + endpoint_id), ConsistentRead=True
-        ).get("Item")
-        stored = (item or {}).get("attempts", {}).get("L", [])
-        return [_from_attempt_item(a["M"]) for a in reversed(stored)][:RECENT_ATTEMPTS]
+        """The endpoint's recent attempts (at most ``RECENT_ATTEMPTS``, none expired),
+        newest first: one consistent BatchGetItem of its slots. StoreUnavailable if
+        DynamoDB fails."""
+        now = self._now().timestamp()
+        items = self._get_many([_slot_key(endpoint_id, s) for s in range(RECENT_ATTEMPTS)])
+        live = [item for item in items if int(item[EXPIRES_AT]["N"]) > now]
+        live.sort(key=lambda item: int(item[_SEQ]["N"]), reverse=True)
+        return [_from_attempt_item(item) for item in live]
 
     def _set(self, key: str, attribute: str) -> list[str]:
         item = self._call("get_item", Key=_key(key), ConsistentRead=True).get("Item") or {}
@@ -209,7 +290,7 @@ class WebhookTable:
                     "ConsistentRead": True,
                 }
             }
-            for _ in range(5):
+            for _ in range(_BATCH_TRIES):
                 if not pending:
                     break
                 response = self._call_unscoped("batch_get_item", RequestItems=pending)
@@ -218,6 +299,22 @@ class WebhookTable:
             if pending:
                 raise StoreUnavailable("DynamoDB BatchGetItem left keys unprocessed; retry")
         return items
+
+    def _delete_many(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), _BATCH_WRITE_LIMIT):
+            pending: dict[str, Any] = {
+                self.table_name: [
+                    {"DeleteRequest": {"Key": _key(k)}}
+                    for k in keys[start : start + _BATCH_WRITE_LIMIT]
+                ]
+            }
+            for _ in range(_BATCH_TRIES):
+                if not pending:
+                    break
+                response = self._call_unscoped("batch_write_item", RequestItems=pending)
+                pending = response.get("UnprocessedItems") or {}
+            if pending:
+                raise StoreUnavailable("DynamoDB BatchWriteItem left items unprocessed; retry")
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
         return self._call_unscoped(operation, TableName=self.table_name, **kwargs)
@@ -234,6 +331,10 @@ class WebhookTable:
 
 def _key(key: str) -> dict[str, dict[str, str]]:
     return {"job_id": {"S": key}}
+
+
+def _slot_key(endpoint_id: str, slot: int) -> str:
+    return f"{ATTEMPT_PREFIX}{endpoint_id}#{slot}"
 
 
 def _to_item(endpoint: Endpoint) -> dict[str, dict[str, Any]]:
