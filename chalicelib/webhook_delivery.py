@@ -25,11 +25,12 @@ from the policy's SendMessage grant).
 Every attempt of one event carries the same webhook-id (the event's id, the table
 stream's eventID), so a receiver drops duplicates. A delivery whose endpoint was deleted
 is dropped. After the last attempt the event is dropped for that endpoint and a warning
-logged; ``GET /webhooks/{id}/deliveries`` shows every attempt.
+logged; ``GET /webhooks/{id}/deliveries`` shows the recent attempts.
 
 Failure costs: a slow endpoint holds one delivery function invocation for at most
-``REQUEST_TIMEOUT`` per attempt (the whole request, however it trickles); the function has reserved concurrency of its own,
-so no job and no other client's endpoint waits for it beyond its share. When SQS or
+``REQUEST_TIMEOUT`` per attempt (the whole request, however it trickles); the function
+has reserved concurrency of its own, so no job waits for it, and another endpoint only
+when such attempts hold every instance at once. When SQS or
 DynamoDB fails, the handler raises and the message comes back after its visibility
 timeout (at least once: a receiver may see an attempt twice, with the same webhook-id).
 """
