@@ -33,7 +33,7 @@ comes back after its visibility timeout.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import CONTROL_PREFIX, EXPIRES_AT, _parse_iso, iso_utc, utc_now
+from chalicelib.table_records import TableRecords, record_key
 from chalicelib.webhooks import Attempt, Endpoint
 
 ENDPOINT_PREFIX = "webhook#"
@@ -59,19 +60,15 @@ ATTEMPT_RETENTION = timedelta(days=30)
 _COUNTER_MARGIN = timedelta(days=1)
 # The attempt's number in the ring (on the counter: the last number given).
 _SEQ = "seq"
-_BATCH_GET_LIMIT = 100
-_BATCH_WRITE_LIMIT = 25
-_BATCH_TRIES = 5
 
 
 class TooManyEndpoints(Exception):
     """The client already has its cap of endpoints."""
 
 
-class WebhookTable:
+class WebhookTable(TableRecords):
     def __init__(self, client: Any, table_name: str, now: Callable[[], datetime] = utc_now) -> None:
-        self._client = client
-        self.table_name = table_name
+        super().__init__(client, table_name)
         # When attempts are written and read: their expiry, and which ones have expired.
         self._now = now
 
@@ -93,7 +90,7 @@ class WebhookTable:
                     {
                         "Update": {
                             "TableName": self.table_name,
-                            "Key": _key(IDS_PREFIX + endpoint.client),
+                            "Key": record_key(IDS_PREFIX + endpoint.client),
                             "UpdateExpression": "ADD ids :id",
                             # Fewer than the cap before this one: concurrent creates each
                             # see the set as their transaction leaves it.
@@ -107,7 +104,7 @@ class WebhookTable:
                     {
                         "Update": {
                             "TableName": self.table_name,
-                            "Key": _key(CLIENTS_ITEM),
+                            "Key": record_key(CLIENTS_ITEM),
                             "UpdateExpression": "ADD clients :client",
                             "ExpressionAttributeValues": {":client": {"SS": [endpoint.client]}},
                         }
@@ -124,7 +121,7 @@ class WebhookTable:
 
     def get(self, endpoint_id: str) -> Endpoint | None:
         item = self._call(
-            "get_item", Key=_key(ENDPOINT_PREFIX + endpoint_id), ConsistentRead=True
+            "get_item", Key=record_key(ENDPOINT_PREFIX + endpoint_id), ConsistentRead=True
         ).get("Item")
         return None if item is None else _from_item(item)
 
@@ -155,19 +152,19 @@ class WebhookTable:
                 {
                     "Delete": {
                         "TableName": self.table_name,
-                        "Key": _key(ENDPOINT_PREFIX + endpoint.endpoint_id),
+                        "Key": record_key(ENDPOINT_PREFIX + endpoint.endpoint_id),
                     }
                 },
                 {
                     "Delete": {
                         "TableName": self.table_name,
-                        "Key": _key(COUNTER_PREFIX + endpoint.endpoint_id),
+                        "Key": record_key(COUNTER_PREFIX + endpoint.endpoint_id),
                     }
                 },
                 {
                     "Update": {
                         "TableName": self.table_name,
-                        "Key": _key(IDS_PREFIX + endpoint.client),
+                        "Key": record_key(IDS_PREFIX + endpoint.client),
                         "UpdateExpression": "DELETE ids :id",
                         "ExpressionAttributeValues": {":id": {"SS": [endpoint.endpoint_id]}},
                     }
@@ -183,7 +180,7 @@ class WebhookTable:
         try:
             self._client.update_item(
                 TableName=self.table_name,
-                Key=_key(ENDPOINT_PREFIX + endpoint.endpoint_id),
+                Key=record_key(ENDPOINT_PREFIX + endpoint.endpoint_id),
                 UpdateExpression=(
                     "SET secret = :secret, previous_secret = :previous, "
                     "previous_until = :until, rotated_at = :rotated"
@@ -215,7 +212,7 @@ class WebhookTable:
         now = self._now()
         response = self._call(
             "update_item",
-            Key=_key(COUNTER_PREFIX + endpoint_id),
+            Key=record_key(COUNTER_PREFIX + endpoint_id),
             UpdateExpression=f"ADD {_SEQ} :one SET {EXPIRES_AT} = :expires",
             ExpressionAttributeValues={
                 ":one": {"N": "1"},
@@ -243,7 +240,7 @@ class WebhookTable:
             # the delivery function needs no PutItem grant (which would let it create jobs).
             self._client.update_item(
                 TableName=self.table_name,
-                Key=_key(_slot_key(endpoint_id, seq % RECENT_ATTEMPTS)),
+                Key=record_key(_slot_key(endpoint_id, seq % RECENT_ATTEMPTS)),
                 UpdateExpression=update,
                 # Never over a newer attempt (a slow writer), but over an expired one of
                 # any number (the counter expired with it and counts from 1 again).
@@ -276,61 +273,6 @@ class WebhookTable:
         live = [item for item in items if int(item[EXPIRES_AT]["N"]) > now]
         live.sort(key=lambda item: int(item[_SEQ]["N"]), reverse=True)
         return [_from_attempt_item(item) for item in live]
-
-    def _set(self, key: str, attribute: str) -> list[str]:
-        item = self._call("get_item", Key=_key(key), ConsistentRead=True).get("Item") or {}
-        return list(item.get(attribute, {}).get("SS", []))
-
-    def _get_many(self, keys: Sequence[str]) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        for start in range(0, len(keys), _BATCH_GET_LIMIT):
-            pending: dict[str, Any] = {
-                self.table_name: {
-                    "Keys": [_key(k) for k in keys[start : start + _BATCH_GET_LIMIT]],
-                    "ConsistentRead": True,
-                }
-            }
-            for _ in range(_BATCH_TRIES):
-                if not pending:
-                    break
-                response = self._call_unscoped("batch_get_item", RequestItems=pending)
-                items += response.get("Responses", {}).get(self.table_name, [])
-                pending = response.get("UnprocessedKeys") or {}
-            if pending:
-                raise StoreUnavailable("DynamoDB BatchGetItem left keys unprocessed; retry")
-        return items
-
-    def _delete_many(self, keys: Sequence[str]) -> None:
-        for start in range(0, len(keys), _BATCH_WRITE_LIMIT):
-            pending: dict[str, Any] = {
-                self.table_name: [
-                    {"DeleteRequest": {"Key": _key(k)}}
-                    for k in keys[start : start + _BATCH_WRITE_LIMIT]
-                ]
-            }
-            for _ in range(_BATCH_TRIES):
-                if not pending:
-                    break
-                response = self._call_unscoped("batch_write_item", RequestItems=pending)
-                pending = response.get("UnprocessedItems") or {}
-            if pending:
-                raise StoreUnavailable("DynamoDB BatchWriteItem left items unprocessed; retry")
-
-    def _call(self, operation: str, **kwargs: Any) -> Any:
-        return self._call_unscoped(operation, TableName=self.table_name, **kwargs)
-
-    def _call_unscoped(self, operation: str, **kwargs: Any) -> Any:
-        try:
-            return getattr(self._client, operation)(**kwargs)
-        except (ClientError, BotoCoreError) as error:
-            # The message names the operation and AWS's error, never the request's
-            # values: an update's values hold secrets.
-            code = getattr(error, "response", {}).get("Error", {}).get("Code", type(error).__name__)
-            raise StoreUnavailable(f"DynamoDB {operation} failed: {code}") from None
-
-
-def _key(key: str) -> dict[str, dict[str, str]]:
-    return {"job_id": {"S": key}}
 
 
 def _slot_key(endpoint_id: str, slot: int) -> str:
