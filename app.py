@@ -9,7 +9,7 @@ from typing import Any
 
 from chalice.app import Chalice, IAMAuthorizer, Rate, Request, Response, SQSRecord
 
-from chalicelib import connections, dashboard, openapi, origins, service, webhook_service
+from chalicelib import connections, dashboard, openapi, origins, service
 from chalicelib.clients import ANONYMOUS_CALLER, Caller
 from chalicelib.config import (
     Auth,
@@ -36,6 +36,7 @@ from chalicelib.requests import (
     parse_prefer,
 )
 from chalicelib.schedules import ENABLED, PAUSED
+from chalicelib.webhooks import service as webhook_service
 
 app = Chalice(app_name="heavy-jobs")
 
@@ -374,7 +375,7 @@ def _set_schedule_state(name: str, state: str) -> Response:
     return Response(status_code=200, body=schedule.to_api(utc_now()))
 
 
-# --- webhook endpoints (chalicelib/webhook_service.py) ---------------------------------
+# --- webhook endpoints (chalicelib/webhooks/service.py) ---------------------------------
 
 
 @app.route(
@@ -565,14 +566,14 @@ RECOVERY_PERIOD = Rate(1, unit=Rate.MINUTES)
 @app.on_sqs_message(queue=webhook_queue_name_at_import(), batch_size=1)
 def deliver_webhooks(event: Any) -> None:
     """Each record: a job event to fan out to its client's endpoints, or one endpoint's
-    delivery attempt (chalicelib.webhook_delivery). Its own reserved concurrency: a slow
+    delivery attempt (chalicelib.webhooks.delivery). Its own reserved concurrency: a slow
     endpoint holds this function's invocations, never the worker's or the API's."""
-    from chalicelib import webhook_delivery  # only this function delivers
+    from chalicelib.webhooks import delivery  # only this function delivers
 
     settings = get_settings()
     _each_record(
         event,
-        lambda record: webhook_delivery.handle_message(
+        lambda record: delivery.handle_message(
             json.loads(record.body),
             connections.webhook_table(),
             connections.webhook_queue(),

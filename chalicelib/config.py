@@ -58,7 +58,7 @@ SCHEDULE_DEAD_LETTER_ARN = "JOBS_SCHEDULE_DEAD_LETTER_ARN"
 EVENT_BUS_NAME = "JOBS_EVENT_BUS_NAME"
 TABLE_STREAM_ARN = "JOBS_TABLE_STREAM_ARN"
 # The queue the stage's EventBridge rule puts job events on, and the webhook deliveries
-# wait in between attempts (chalicelib.webhook_delivery).
+# wait in between attempts (chalicelib.webhooks.delivery).
 WEBHOOK_QUEUE_NAME = "JOBS_WEBHOOK_QUEUE_NAME"
 
 

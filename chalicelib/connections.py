@@ -27,12 +27,12 @@ from chalicelib.config import WORKER_CLIENT_BOUNDS, ClientBounds, get_settings
 from chalicelib.event_bus import EventBus
 from chalicelib.queue import DelayQueue, JobQueue
 from chalicelib.store import JobTable
-from chalicelib.webhook_store import WebhookTable
+from chalicelib.webhooks.store import WebhookTable
 
 if TYPE_CHECKING:
     from chalicelib.schedule_store import ScheduleTable
     from chalicelib.scheduler import Scheduler
-    from chalicelib.webhook_delivery import WebhookQueue
+    from chalicelib.webhooks.delivery import WebhookQueue
     from chalicelib.worker import Worker
 
 
@@ -126,7 +126,7 @@ def webhook_table() -> WebhookTable:
 def webhook_queue() -> WebhookQueue:
     """The delivery function's webhooks queue (events in, deliveries between attempts)."""
     # Imported here, as the worker is: the API function never delivers a webhook.
-    from chalicelib.webhook_delivery import WebhookQueue
+    from chalicelib.webhooks.delivery import WebhookQueue
 
     settings = get_settings()
     return WebhookQueue(

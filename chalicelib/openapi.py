@@ -24,7 +24,7 @@ from chalicelib.schedules import (
     STATES,
 )
 from chalicelib.service import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_PAGE_SIZE, MAX_WAIT_SECONDS
-from chalicelib.webhooks import DEFAULT_EVENTS, ENDPOINT_ID, MAX_URL_LENGTH, SECRET_PREFIX
+from chalicelib.webhooks.endpoints import DEFAULT_EVENTS, ENDPOINT_ID, MAX_URL_LENGTH, SECRET_PREFIX
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -872,7 +872,7 @@ def _schedule_schemas() -> dict[str, Any]:
     }
 
 
-# --- webhook endpoints (chalicelib/webhook_service.py) ---------------------------------
+# --- webhook endpoints (chalicelib/webhooks/service.py) ---------------------------------
 
 # Any string: an id of another shape is unknown, 404 as any unknown id.
 _WEBHOOK_ID = {

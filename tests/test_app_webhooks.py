@@ -15,17 +15,18 @@ import boto3
 import pytest
 from chalice.test import Client
 
-from chalicelib import connections, webhook_service
+from chalicelib import connections
 from chalicelib.clients import OPERATOR
 from chalicelib.errors import InvalidRequest
-from chalicelib.webhook_store import RECENT_ATTEMPTS
-from chalicelib.webhooks import (
+from chalicelib.webhooks import service as webhook_service
+from chalicelib.webhooks.endpoints import (
     DEFAULT_EVENTS,
     MAX_ENDPOINTS_PER_CLIENT,
     ROTATION_OVERLAP,
     Attempt,
     parse_url,
 )
+from chalicelib.webhooks.store import RECENT_ATTEMPTS
 from tests.test_app import JSON
 from tests.test_app_clients import Call, Keys, app_module, keys  # noqa: F401
 

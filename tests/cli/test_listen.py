@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.webhook_delivery import signature_headers
-from chalicelib.webhooks import new_secret
+from chalicelib.webhooks.delivery import signature_headers
+from chalicelib.webhooks.endpoints import new_secret
 from jobs_cli import listen
 from tests.waiting import wait_for
 

@@ -1,4 +1,4 @@
-"""Where a webhook may go (chalicelib.webhook_urls): the address rules on a deployed stage
+"""Where a webhook may go (chalicelib.webhooks.urls): the address rules on a deployed stage
 and on the local one, and a delivery that connects to the address it checked, with a
 resolver the test injects, against a receiver on loopback (http, and https with a
 certificate made here)."""
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from chalicelib.webhook_urls import UnsafeUrl, check, post, refusal
+from chalicelib.webhooks.urls import UnsafeUrl, check, post, refusal
 
 PUBLIC = "93.184.215.14"
 

@@ -1,4 +1,4 @@
-"""Delivering events to endpoints (chalicelib.webhook_delivery), against moto's DynamoDB
+"""Delivering events to endpoints (chalicelib.webhooks.delivery), against moto's DynamoDB
 and a queue twin that keeps each message's delay: fan-out per endpoint, Standard Webhooks
 signatures, the retry schedule over more than 24 hours on an injected clock, and a
 receiver that fails half of its requests still getting every event."""
@@ -19,16 +19,16 @@ from standardwebhooks import Webhook
 
 from chalicelib import connections
 from chalicelib.queue import MAX_DELAY_SECONDS, DelayQueue
-from chalicelib.webhook_delivery import (
+from chalicelib.webhooks.delivery import (
     MAX_ATTEMPTS,
     RETRY_DELAYS,
     WebhookQueue,
     handle_message,
     signature_headers,
 )
-from chalicelib.webhook_store import WebhookTable
-from chalicelib.webhook_urls import Target
-from chalicelib.webhooks import Endpoint, new_id, new_secret
+from chalicelib.webhooks.endpoints import Endpoint, new_id, new_secret
+from chalicelib.webhooks.store import WebhookTable
+from chalicelib.webhooks.urls import Target
 from infra.stack import PROJECT_DIR
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -268,9 +268,9 @@ def test_the_queue_adapter_sends_json_and_caps_the_delay(aws: dict[str, str]) ->
 def test_the_documented_verification_accepts_a_delivery_and_refuses_a_forgery() -> None:
     from tests.docs.pages import examples
 
-    page = PROJECT_DIR / "docs" / "webhooks.md"
+    page = PROJECT_DIR / "docs/webhooks.md"
     [example] = [
-        e for e in examples(page) if e.run_by == "tests/chalicelib/test_webhook_delivery.py"
+        e for e in examples(page) if e.run_by == "tests/chalicelib/webhooks/test_delivery.py"
     ]
     namespace: dict[str, Any] = {}
     exec(compile(example.code, example.where, "exec"), namespace)  # the page's own code

@@ -1,5 +1,5 @@
 """The webhook endpoints' use cases: register, list, show, delete, rotate a client's
-endpoint and show its recent delivery attempts (chalicelib.webhooks has the record).
+endpoint and show its recent delivery attempts (chalicelib.webhooks.endpoints has the record).
 
 Isolation follows the jobs' (chalicelib.clients): an endpoint is its client's; another
 client's endpoint is WebhookNotFound exactly as an unknown id; the operator (and the
@@ -18,8 +18,7 @@ from chalicelib.clients import RECORDED_CLIENT, Caller
 from chalicelib.errors import InvalidRequest, RequestError
 from chalicelib.jobs import utc_now
 from chalicelib.observability import logger
-from chalicelib.webhook_store import TooManyEndpoints, WebhookTable
-from chalicelib.webhooks import (
+from chalicelib.webhooks.endpoints import (
     ENDPOINT_ID,
     MAX_ENDPOINTS_PER_CLIENT,
     Attempt,
@@ -28,6 +27,7 @@ from chalicelib.webhooks import (
     new_secret,
     parse_request,
 )
+from chalicelib.webhooks.store import TooManyEndpoints, WebhookTable
 
 
 class WebhookNotFound(RequestError):
@@ -103,7 +103,7 @@ def rotate(
     now: Callable[[], datetime] = utc_now,
 ) -> Endpoint:
     """Give the endpoint a new secret; the previous one signs beside it for
-    chalicelib.webhooks.ROTATION_OVERLAP. The returned record holds the new secret."""
+    chalicelib.webhooks.endpoints.ROTATION_OVERLAP. The returned record holds the new secret."""
     endpoint = get(endpoint_id, caller, table).rotated(now())
     if not table.set_secrets(endpoint):
         raise WebhookNotFound(endpoint_id)

@@ -1,5 +1,5 @@
 """A client's webhook endpoints: the record, its API representation and the request that
-registers one (chalicelib.webhook_store keeps them, chalicelib.webhook_service has the use
+registers one (chalicelib.webhooks.store keeps them, chalicelib.webhooks.service has the use
 cases).
 
 An endpoint is a URL, the event types it wants and one or two signing secrets: the
@@ -38,7 +38,7 @@ SECRET_BYTES = 32
 ENDPOINT_ID = re.compile(r"wh_[0-9a-f]{32}")
 MAX_URL_LENGTH = 2048
 FIELDS = ("url", "events")
-# The stage whose endpoints may be plain http (and, chalicelib.webhook_urls, loopback).
+# The stage whose endpoints may be plain http (and, chalicelib.webhooks.urls, loopback).
 LOCAL_STAGE = "local"
 
 
@@ -135,7 +135,7 @@ def parse_request(raw: bytes | str, stage: str) -> tuple[str, tuple[str, ...]]:
     """A POST /webhooks body as (url, events); 400 naming the bad field otherwise. The URL
     must be absolute, https (http too on the local stage), without credentials or a
     fragment; whether its host is a public address is decided at each delivery
-    (chalicelib.webhook_urls), since a name's addresses change."""
+    (chalicelib.webhooks.urls), since a name's addresses change."""
     body = requests._bounded(raw)
     payload = requests._loads(body) if body.strip() else None
     if not isinstance(payload, dict):

@@ -20,7 +20,7 @@ http and deliver to loopback, for a receiver such as ``jobs listen`` on the deve
 machine. Every other address rule holds there too.
 
 Failure costs: a refused URL or a failed request is one failed attempt for that
-endpoint and event, retried later (chalicelib.webhook_delivery); it costs no job and no
+endpoint and event, retried later (chalicelib.webhooks.delivery); it costs no job and no
 other endpoint anything. A request lasts at most ``timeout`` seconds in all (connect,
 TLS, sending, the answer's status, headers and body): an endpoint that trickles its answer
 a byte at a time is cut off at the deadline like one that never answers.
@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from chalicelib.webhooks import LOCAL_STAGE
+from chalicelib.webhooks.endpoints import LOCAL_STAGE
 
 # host, port -> the addresses the host resolves to.
 Resolver = Callable[[str, int], list[str]]

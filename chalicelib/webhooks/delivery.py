@@ -5,7 +5,7 @@ package signs).
 Two kinds of message travel on the webhooks queue:
 
 - an **event**, as the stage's EventBridge rule puts it there (``detail-type`` one of
-  chalicelib.webhooks.EVENT_TYPES, ``detail`` the job's representation with its
+  chalicelib.events.EVENT_TYPES, ``detail`` the job's representation with its
   ``client`` and ``event_id``): ``fan_out`` turns it into one delivery per endpoint of the
   event's client that asks for its type, so one endpoint never waits for another;
 - a **delivery** (``Delivery``): one event for one endpoint, its attempt number and when
@@ -49,9 +49,9 @@ from chalicelib.events import EVENT_TYPES
 from chalicelib.jobs import _parse_iso, iso_utc, utc_now
 from chalicelib.observability import logger
 from chalicelib.queue import MAX_DELAY_SECONDS, DelayQueue
-from chalicelib.webhook_store import WebhookTable
-from chalicelib.webhook_urls import Resolver, Target, UnsafeUrl, check, post, resolve
-from chalicelib.webhooks import Attempt
+from chalicelib.webhooks.endpoints import Attempt
+from chalicelib.webhooks.store import WebhookTable
+from chalicelib.webhooks.urls import Resolver, Target, UnsafeUrl, check, post, resolve
 
 # The wait before each retry, in seconds: attempt n + 1 comes RETRY_DELAYS[n - 1] after
 # attempt n fails. Growing, and summing to more than 24 hours (25.7 h: 11 attempts).

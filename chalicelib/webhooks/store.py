@@ -43,7 +43,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import CONTROL_PREFIX, EXPIRES_AT, _parse_iso, iso_utc, utc_now
 from chalicelib.table_records import TableRecords, record_key
-from chalicelib.webhooks import Attempt, Endpoint
+from chalicelib.webhooks.endpoints import Attempt, Endpoint
 
 ENDPOINT_PREFIX = "webhook#"
 COUNTER_PREFIX = "webhook-attempts#"

@@ -1,4 +1,4 @@
-"""An endpoint's delivery attempts in the job table (chalicelib.webhook_store), against
+"""An endpoint's delivery attempts in the job table (chalicelib.webhooks.store), against
 moto's DynamoDB: the newest RECENT_ATTEMPTS shown newest first, the write units each
 attempt costs (the same at the first attempt and the hundred and twentieth), a slow
 writer that never overwrites a newer attempt, expiry, deletion with the endpoint, and
@@ -17,14 +17,14 @@ import pytest
 from chalicelib import connections
 from chalicelib.events import event_for
 from chalicelib.jobs import EXPIRES_AT, INDEXES
-from chalicelib.webhook_store import (
+from chalicelib.webhooks.endpoints import Attempt, Endpoint, new_id, new_secret
+from chalicelib.webhooks.store import (
     ATTEMPT_PREFIX,
     ATTEMPT_RETENTION,
     COUNTER_PREFIX,
     RECENT_ATTEMPTS,
     WebhookTable,
 )
-from chalicelib.webhooks import Attempt, Endpoint, new_id, new_secret
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 WRITES = ("put_item", "update_item", "delete_item")
