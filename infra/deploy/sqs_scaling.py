@@ -13,7 +13,10 @@ Amazon SQS event sources", same guide). So every SQS handler on a standard queue
 stage reserves it at least MIN_MAXIMUM_CONCURRENCY gets exactly its reservation
 (:func:`maximum_concurrency`): .chalice/config.json's ``reserved_concurrency`` is the one
 number, a new SQS handler with a reservation gets it with no further declaration, and a
-change of the reservation moves the cap with it on the next deploy or package.
+new reservation of 2 or more moves the cap with it on the next deploy or package. (A
+reservation removed, or lowered to 1, leaves the deployed mapping's last cap: the next
+package has none, and ``aws lambda update-event-source-mapping --scaling-config '{}'``
+clears it on a deployed stage.)
 
 Chalice's ``@app.on_sqs_message(maximum_concurrency=...)`` would be a second number, typed in
 app.py for every stage, beside the reservation each stage sets; it stays unset.
@@ -25,7 +28,8 @@ What a failure costs: :func:`configure` raises DeployError, naming the handler, 
 Chalice recorded no mapping for it, and lets a ClientError through; either way after
 ``chalice deploy`` succeeded, so the functions run with their mappings uncapped, as they were
 before this setting existed: in a burst, deliveries past the reservation are throttled and
-may be dead-lettered unrun (the webhook deliveries' dead-letter consumer: docs/webhooks.md).
+may land unrun in the webhooks' dead-letter queue (infra/template.yaml,
+WebhookDeadLetterQueue).
 Jobs are not touched (the worker's FIFO mapping never gets the setting, below). Running
 ``make deploy`` again sets it.
 """
