@@ -12,6 +12,8 @@
    Chalice's record to SSM whether it succeeded or not;
 5. give the job table stream's mapping what Chalice cannot (bisect on error, bounded
    retries, the on-failure queue, partial batch responses: infra/deploy/event_stream.py),
+   cap each standard queue's mapping at its function's reserved concurrency, so a burst
+   is not throttled into the dead-letter queue (infra/deploy/sqs_scaling.py),
    let the functions in the SQS -> Lambda -> SQS loop recurse (:func:`allow_recursion`),
    encrypt their environment with the stage's key (or Lambda's own, without one) and set
    their log groups' retention and key (infra.operations);
@@ -48,7 +50,7 @@ from chalice.config import Config
 
 from chalicelib import config as settings
 from infra import encryption, lanes, operations, policies, stack
-from infra.deploy import event_stream, state
+from infra.deploy import event_stream, sqs_scaling, state
 from infra.deploy.access import ApiStage, Throttle, ensure_api_access, remove_api_access
 from infra.deploy.chalice_project import (
     PROJECT_DIR,
@@ -324,6 +326,9 @@ def deploy(
     if not event_stream.configure(lambda_client, publisher, outputs):
         raise DeployError(f"chalice made no mapping of {publisher} on the job table's stream")
     print(f"Stream mapping of {publisher}: bisect on error, retries bounded, failures queued")
+    for handler, limit in sqs_scaling.configure(lambda_client, config, stage).items():
+        function = policies.lambda_function_name(config.app_name, stage, handler)
+        print(f"SQS mapping of {function}: at most {limit} at once, its reserved concurrency")
     functions = stack.function_names(config, stage)
     for function in operations.set_function_key(lambda_client, functions, values.kms_key_arn):
         print(f"Environment of {function}: {values.kms_key_arn or 'encrypted by Lambda'}")

@@ -540,6 +540,31 @@ def test_the_event_publisher_reads_the_table_stream_with_bounded_retries(
 
 
 @pytest.mark.parametrize("stage", STAGES)
+def test_the_webhook_deliveries_mapping_is_capped_at_their_reservation(
+    rehearsal: Rehearsal, stage: str
+) -> None:
+    """Each SQS mapping of the stage as moto recorded it after both deploys (the second from
+    a fresh clone): the webhook deliveries' has ScalingConfig.MaximumConcurrency equal to
+    the reserved concurrency the stage declares and the function holds; the worker's FIFO
+    mapping and the others have none."""
+    lambda_client = rehearsal.client("lambda")
+    handlers = {function: handler for handler, function in rehearsal.functions(stage).items()}
+    capped = {}
+    for mapping in lambda_client.list_event_source_mappings()["EventSourceMappings"]:
+        handler = handlers.get(mapping["FunctionArn"].split(":")[-1])
+        if handler is not None and "ScalingConfig" in mapping:
+            capped[handler] = mapping["ScalingConfig"]
+    with _fresh_app_import():
+        config = stack.load_chalice_config(stage, rehearsal.project)
+        declared = config.scope(stage, "deliver_webhooks").reserved_concurrency
+    assert capped == {"deliver_webhooks": {"MaximumConcurrency": declared}}
+    held = lambda_client.get_function_concurrency(
+        FunctionName=function_name(stage, "deliver_webhooks")
+    )
+    assert held["ReservedConcurrentExecutions"] == declared
+
+
+@pytest.mark.parametrize("stage", STAGES)
 def test_every_role_is_least_privilege(rehearsal: Rehearsal, stage: str) -> None:
     """Each function's own role holds exactly infra.policies' document: no wildcards, and
     no SQS or DynamoDB resource outside the stage's stack. The one exception is X-Ray's

@@ -494,3 +494,26 @@ def test_the_event_publisher_reads_the_stacks_stream_with_bounded_retries(
         "OnFailure": {"Type": "SQS", "Destination": {"Fn::GetAtt": ["JobEventsFailedQueue", "Arn"]}}
     }
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_standard_queues_mapping_is_capped_at_its_functions_reservation(
+    packaged: dict[str, Path], stage: str
+) -> None:
+    """The webhook deliveries' SQS event: ScalingConfig.MaximumConcurrency equal to the
+    function's reserved concurrency in .chalice/config.json (and in the package), so a burst
+    waits in the queue instead of being throttled toward the dead-letter queue. The worker's
+    FIFO mapping and the other SQS events are as Chalice writes them."""
+    resources = load(packaged, stage)["Resources"]
+    config = stage_config(stage)
+    capped = {}
+    for handler in stack.queue_consumers(config):
+        function = resources[function_logical_id(handler)]["Properties"]
+        (event,) = function["Events"].values()  # merged over Chalice's event, not beside it
+        assert event["Type"] == "SQS"
+        if "ScalingConfig" in event["Properties"]:
+            capped[handler] = event["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+            assert capped[handler] == function["ReservedConcurrentExecutions"]
+    reserved = config.scope(stage, "deliver_webhooks").reserved_concurrency
+    assert capped == {"deliver_webhooks": reserved}
+    assert 2 <= reserved <= 1000  # ScalingConfig's range (AWS::Lambda::EventSourceMapping)
