@@ -1,7 +1,7 @@
 """infra/deploy/'s and infra/operations.py's pieces for operating a stage, one at a time:
-the concurrency pre-flight, recursion, the deploy record in SSM, per-stage settings, log
-retention, access logs, pause/resume. Calls moto does not implement are checked against a
-botocore Stubber (the exact requests made); the rest run under moto."""
+the concurrency pre-flight, recursion, the deploy record in SSM, per-stage settings, the
+alarms, log retention, access logs, pause/resume. Calls moto does not implement are
+checked against a botocore Stubber (the exact requests made); the rest run under moto."""
 
 from __future__ import annotations
 
@@ -298,11 +298,10 @@ def test_operations_parameters_are_the_projects_names(dev_config: Any) -> None:
     assert parameters["DeadLetterQueueName"] == env[settings.DEAD_LETTER_QUEUE_NAME]
     assert parameters["WorkerFunctionName"] == WORKER
     # Read from the state template as the job queue's own is: its RedrivePolicy's target.
-    template = stack.load_template()
-    assert (
-        operations.dead_letter_queue_name(template, "heavy-jobs-dev", env[settings.QUEUE_NAME])
-        == (env[settings.DEAD_LETTER_QUEUE_NAME])
+    job_dead_letters = operations.dead_letter_queue_name(
+        stack.load_template(), "heavy-jobs-dev", env[settings.QUEUE_NAME]
     )
+    assert job_dead_letters == env[settings.DEAD_LETTER_QUEUE_NAME]
     assert operations.worker_handler(dev_config) == "process_job"
 
 
