@@ -804,6 +804,8 @@ def test_alarms_watch_dead_letters_backlog_worker_and_failed_jobs(
     }
     assert set(by_name) == {
         "dead-letters",
+        "events-failed",
+        "webhook-dead-letters",
         "queue-age",
         "worker-errors",
         "worker-throttles",
