@@ -874,12 +874,13 @@ def _schedule_schemas() -> dict[str, Any]:
 
 # --- webhook endpoints (chalicelib/webhooks/service.py) ---------------------------------
 
-# Any string: an id of another shape is unknown, 404 as any unknown id.
+# An endpoint's id as the API makes them (``wh_`` and 32 hex digits). An id of another
+# shape names nothing: 404, as any unknown id.
 _WEBHOOK_ID = {
     "name": "webhook_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": f"^{ENDPOINT_ID.pattern}$"},
 }
 _WEBHOOK_NOT_FOUND = "webhook_not_found: no such endpoint, or another client's (the same answer)."
 
