@@ -101,6 +101,7 @@ def test_events_are_chosen_in_the_declared_order_once_each(as_: Call) -> None:
         ({"url": "https:///hook"}, "invalid_url"),
         ({"url": "https://example.com/" + "x" * 2048}, "invalid_url"),
         ({**HOOK, "events": []}, "invalid_events"),
+        ({**HOOK, "events": None}, "invalid_events"),  # null is no list: omit it instead
         ({**HOOK, "events": "job.failed"}, "invalid_events"),
         ({**HOOK, "events": ["job.finished"]}, "invalid_events"),
         ([HOOK], "body_not_object"),

@@ -150,7 +150,9 @@ def parse_request(raw: bytes | str, stage: str) -> tuple[str, tuple[str, ...]]:
             "unknown_field",
             f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(FIELDS)}.",
         )
-    return parse_url(payload.get("url"), stage), parse_events(payload.get("events"))
+    # Omitted, ``events`` is the default; given, it must be a list (null is no list).
+    events = parse_events(payload["events"]) if "events" in payload else DEFAULT_EVENTS
+    return parse_url(payload.get("url"), stage), events
 
 
 def parse_url(url: object, stage: str) -> str:
@@ -175,8 +177,6 @@ def parse_url(url: object, stage: str) -> str:
 
 
 def parse_events(events: object) -> tuple[str, ...]:
-    if events is None:
-        return DEFAULT_EVENTS
     if (
         not isinstance(events, list)
         or not events
