@@ -3,6 +3,7 @@ shapes the answer; domain errors become HTTP errors here and nowhere else."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,12 @@ from chalicelib.config import (
     delay_queue_name_at_import,
     get_settings,
     queue_name_at_import,
+    table_stream_arn_at_import,
+    webhook_queue_name_at_import,
 )
 from chalicelib.errors import QuotaExceeded, RequestError, StoreUnavailable
+from chalicelib.event_bus import publish_records
+from chalicelib.events import STREAM_BATCH_SIZE, STREAM_STARTING_POSITION
 from chalicelib.jobs import Job, utc_now
 from chalicelib.observability import continue_trace, logger, received_trace_header
 from chalicelib.queue import Delivery
@@ -31,6 +36,7 @@ from chalicelib.requests import (
     parse_prefer,
 )
 from chalicelib.schedules import ENABLED, PAUSED
+from chalicelib.webhooks import service as webhook_service
 
 app = Chalice(app_name="heavy-jobs")
 
@@ -369,6 +375,76 @@ def _set_schedule_state(name: str, state: str) -> Response:
     return Response(status_code=200, body=schedule.to_api(utc_now()))
 
 
+# --- webhook endpoints (chalicelib/webhooks/service.py) ---------------------------------
+
+
+@app.route(
+    "/webhooks",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    **GUARDED,
+)
+def create_webhook() -> Response:
+    try:
+        endpoint = webhook_service.create(
+            _current_request().raw_body,
+            _caller(),
+            connections.webhook_table(),
+            get_settings().stage,
+        )
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(
+        status_code=201,
+        body=webhook_service.with_secret(endpoint),
+        headers={"Location": _external_url(f"/webhooks/{endpoint.endpoint_id}")},
+    )
+
+
+@app.route("/webhooks", methods=["GET"], **GUARDED)
+def list_webhooks() -> Response:
+    try:
+        endpoints = webhook_service.listing(_caller(), _query_params(), connections.webhook_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body={"webhooks": [e.to_api() for e in endpoints]})
+
+
+@app.route("/webhooks/{webhook_id}", methods=["GET", "DELETE"], **GUARDED)
+def webhook(webhook_id: str) -> Response:
+    try:
+        if _current_request().method == "DELETE":
+            webhook_service.delete(webhook_id, _caller(), connections.webhook_table())
+            return Response(status_code=204, body="")
+        found = webhook_service.get(webhook_id, _caller(), connections.webhook_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body=found.to_api())
+
+
+@app.route(
+    "/webhooks/{webhook_id}/rotate",
+    methods=["POST"],
+    content_types=SUBMIT_CONTENT_TYPES,
+    **GUARDED,
+)
+def rotate_webhook(webhook_id: str) -> Response:
+    try:
+        endpoint = webhook_service.rotate(webhook_id, _caller(), connections.webhook_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body=webhook_service.with_secret(endpoint))
+
+
+@app.route("/webhooks/{webhook_id}/deliveries", methods=["GET"], **GUARDED)
+def webhook_deliveries(webhook_id: str) -> Response:
+    try:
+        attempts = webhook_service.deliveries(webhook_id, _caller(), connections.webhook_table())
+    except (RequestError, StoreUnavailable) as error:
+        return _error_response(error)
+    return Response(status_code=200, body={"deliveries": [a.to_api() for a in attempts]})
+
+
 @app.lambda_function()
 def fire_schedule(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Submit the job of one fire of a schedule; EventBridge Scheduler invokes it with the
@@ -459,9 +535,51 @@ def process_dead_letters(event: Any) -> None:
     )
 
 
+# --- job events (chalicelib/events.py, docs/events.md) -------------------------------------
+
+
+@app.on_dynamodb_record(
+    stream_arn=table_stream_arn_at_import(),
+    batch_size=STREAM_BATCH_SIZE,
+    starting_position=STREAM_STARTING_POSITION,
+)
+def publish_job_events(event: Any) -> dict[str, list[dict[str, str]]]:
+    """Publish one event per change of a job's status, read from the job table's stream,
+    to the stage's bus; answer the first record that could not be published as the batch
+    item failure (ReportBatchItemFailures), so Lambda retries from it.
+
+    What a failure costs: the records of the same shard from the failed one on wait for
+    the retries (bisected, at most chalicelib.events.STREAM_MAX_RETRY_ATTEMPTS, then the
+    on-failure queue); no job waits, since nothing in a job's run reads the stream. An
+    unreachable bus, or an unreadable record first in the batch, raises: the batch is
+    bisected and retried (down to that record alone, which alone is given up), and
+    events already put are put again (the same ids)."""
+    failed = publish_records(event.to_dict()["Records"], connections.event_bus())
+    return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
+
+
 # How often lost messages are looked for: a job whose message was lost is sent again
 # within about JOBS_LOST_AFTER_SECONDS plus this period.
 RECOVERY_PERIOD = Rate(1, unit=Rate.MINUTES)
+
+
+@app.on_sqs_message(queue=webhook_queue_name_at_import(), batch_size=1)
+def deliver_webhooks(event: Any) -> None:
+    """Each record: a job event to fan out to its client's endpoints, or one endpoint's
+    delivery attempt (chalicelib.webhooks.delivery). Its own reserved concurrency: a slow
+    endpoint holds this function's invocations, never the worker's or the API's."""
+    from chalicelib.webhooks import delivery  # only this function delivers
+
+    settings = get_settings()
+    _each_record(
+        event,
+        lambda record: delivery.handle_message(
+            json.loads(record.body),
+            connections.webhook_table(),
+            connections.webhook_queue(),
+            settings.stage,
+        ),
+    )
 
 
 @app.schedule(RECOVERY_PERIOD)

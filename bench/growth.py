@@ -72,6 +72,8 @@ from chalicelib.clients import ANONYMOUS
 from chalicelib.jobs import SHARDS, Job, to_item, utc_now
 from chalicelib.store import JobTable
 from chalicelib.worker import RELEASE_AHEAD_SECONDS, RELEASE_LIMIT_PER_SHARD
+from infra.event_source import mappings
+from infra.policies import lambda_function_name
 from infra.run import PROJECT_DIR
 
 NUMBER = "9"
@@ -86,6 +88,14 @@ DRAIN = "drain"
 AT_MOST_TWICE = Goal(high=2.0)
 AT_LEAST_HALF = Goal(low=0.5)
 WORKER = "growth-worker"
+# The worker's handler, disabled while the job events catch up with a backlog (_drain),
+# and the event functions that must catch up first.
+JOB_HANDLER = "process_job"
+APP_NAME = "heavy-jobs"  # .chalice/config.json's app_name (its functions' name prefix)
+EVENT_HANDLERS = ("publish_job_events", "deliver_webhooks")
+# Neither event function invoked for this long, the webhooks queue empty: caught up.
+EVENTS_QUIET_SECONDS = 3.0
+EVENTS_CATCH_UP_TIMEOUT_SECONDS = 1200
 DRAIN_EVERY = 5  # rounds between drains of the empty queue
 
 
@@ -292,9 +302,21 @@ def sweep_runs(stack: BenchStack, runs: int) -> list[float]:
 
 def _drain(stack: BenchStack, head: list[str]) -> float:
     """Start the worker, wait for the jobs of ``head`` (the front of the queue) to
-    finish, stop it; jobs per second between the first and the last one's finish."""
+    finish, stop it; jobs per second between the first and the last one's finish.
+
+    The local event source that runs the worker also runs the job events' functions
+    (the table stream's publisher and the webhooks' fan-out). Started on a backlog
+    written in seconds, they would publish its every insert (10,000 at the deepest)
+    while the worker drains, on the same two cores; on AWS each function has execution
+    environments of its own. So the worker's mapping starts disabled (as ``make pause``
+    disables it), the event functions catch up with the backlog, and then the worker is
+    enabled and its drain timed; its own jobs' events are published meanwhile, at every
+    depth alike."""
+    mappings.set_enabled(stack.project, STAGE, JOB_HANDLER, False)
     stack.services.start_worker(WORKER)
     try:
+        _wait_for_events_to_catch_up(stack)
+        mappings.set_enabled(stack.project, STAGE, JOB_HANDLER, True)
         stack.wait_job(head[-1], lambda j: j.status.value in FINAL, timeout=120 + 2 * len(head))
     finally:
         stack.services.processes.pop(WORKER).stop()
@@ -303,6 +325,34 @@ def _drain(stack: BenchStack, head: list[str]) -> float:
         raise RuntimeError("a drained job vanished")
     span = epoch(last.finished_at) - epoch(first.finished_at)
     return (len(head) - 1) / span if span > 0 else float("nan")
+
+
+def _wait_for_events_to_catch_up(stack: BenchStack) -> None:
+    """Until the event functions have been invoked at least once and then neither has
+    been for EVENTS_QUIET_SECONDS, with the webhooks queue empty."""
+    sqs = stack.client("sqs")
+    names = [f"function={lambda_function_name(APP_NAME, STAGE, h)} " for h in EVENT_HANDLERS]
+    deadline = time.monotonic() + EVENTS_CATCH_UP_TIMEOUT_SECONDS
+    seen, quiet_since = -1, time.monotonic()
+    while True:
+        text = stack.log_path.read_text(errors="replace")
+        invoked = sum(text.count(name) for name in names)
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=stack.outputs["WebhookQueueUrl"],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        waiting = sum(int(v) for v in attributes.values())
+        now = time.monotonic()
+        if invoked != seen or waiting:
+            seen, quiet_since = invoked, now
+        elif invoked and now - quiet_since >= EVENTS_QUIET_SECONDS:
+            return
+        if now > deadline:
+            raise RuntimeError(
+                f"the job events did not catch up with the backlog in "
+                f"{EVENTS_CATCH_UP_TIMEOUT_SECONDS} s; the stack's log ends:\n{stack.log_tail()}"
+            )
+        time.sleep(0.5)
 
 
 # --- the figure -----------------------------------------------------------------------------

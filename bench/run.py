@@ -5,7 +5,8 @@
 2. A stack without a worker: POST /heavy against its floor (figure 2).
 3. The worker started and warm; the floor's worker beside it: queue-to-start (3) and
    throughput (5).
-4. Loop speed (4), /fast latency (1), /fast under load (7).
+4. Loop speed (4), /fast latency (1), /fast under load (7), a job's finish to its
+   webhook (13).
 5. With that stack stopped: a burst through AWS's mapping (8), on two stacks of its own.
 6. On a stack of its own, once the others are done: cost against backlog depth (9).
 7. On a stack of its own with four lanes: a backlog in one lane and spread over four (10).
@@ -43,6 +44,7 @@ from bench import (
     queueing,
     report,
     submit,
+    webhooks,
 )
 from bench.client import HttpClient
 from bench.machine import describe, load_average
@@ -51,9 +53,12 @@ from bench.stack import BenchStack, progress
 from bench.stats import Figure
 from infra.run import PROJECT_DIR
 
-ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "9", lanes.NUMBER, later.NUMBER, bulk.NUMBER)
+ORDER = (
+    *("1", "2", "3", "4", "5", "6", "7", "8", "9"),
+    *(lanes.NUMBER, later.NUMBER, bulk.NUMBER, webhooks.NUMBER),
+)
 # The figures measured on the shared stack (the rest start their own or none).
-ON_SHARED_STACK = frozenset({"1", "2", "3", "4", "5", "7"})
+ON_SHARED_STACK = frozenset({"1", "2", "3", "4", "5", "7", webhooks.NUMBER})
 
 
 def measure(workdir: Path, sizes: Sizes, only: frozenset[str] = frozenset(ORDER)) -> list[Figure]:
@@ -75,6 +80,7 @@ def measure(workdir: Path, sizes: Sizes, only: frozenset[str] = frozenset(ORDER)
             _attempt(figures, "4", lambda: loopspeed.figure_4(stack, sizes))
             _attempt(figures, "1", lambda: fast.figure_1(stack, sizes))
             _attempt(figures, "7", lambda: fast.figure_7(stack, sizes))
+            _attempt(figures, webhooks.NUMBER, lambda: webhooks.figure_13(stack, sizes))
             if stack.services.dead():
                 raise RuntimeError(f"{stack.services.dead()} died; log:\n{stack.log_tail()}")
     except Exception as error:

@@ -65,6 +65,10 @@ class Sizes:
     # 10. bulk submission: rounds of that many jobs submitted singly, in batches, and bare.
     bulk_rounds: int = 3
     bulk_jobs: int = 1_000
+    # 13. webhooks: rounds of one job of that many iterations (about a quarter of a second
+    # here: long enough that the ``?wait`` beside it is in place before it finishes).
+    webhook_rounds: int = 100
+    webhook_n: int = 10_000_000
 
 
 FULL = Sizes()
@@ -107,4 +111,6 @@ SMOKE = Sizes(
     later_waiting=12,
     bulk_rounds=1,
     bulk_jobs=20,
+    webhook_rounds=2,
+    webhook_n=1_000_000,
 )

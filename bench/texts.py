@@ -124,6 +124,16 @@ METHOD = {
         "would be what is measured; figure 2 measures one). The ratios are the median of "
         "the rounds' pairs."
     ),
+    "13": (
+        "On the shared stack, after figure 7, the worker idle. The benchmark's receiver is "
+        "`jobs listen`'s own (it verifies each delivery's signature), registered with "
+        "`POST /webhooks` for `job.succeeded`. Rounds of one job of about a quarter of a "
+        "second, each with the lane free: a second connection waits for it with "
+        "`GET /jobs/{id}?wait=20` (the polling a webhook replaces), and the round ends when "
+        "both have heard of its finish. Each side is the moment it heard minus the job's "
+        "`finished_at` (the worker's clock; one machine). A webhook that does not arrive "
+        "fails the figure."
+    ),
 }
 
 ON_AWS = {
@@ -210,6 +220,14 @@ ON_AWS = {
         "so the batches save more there than on loopback. A batch's calls are made one "
         "after the other (the messages must keep their order), so a batch of 100 takes "
         "about 14 round trips; its write units are the same as 100 single writes."
+    ),
+    "13": (
+        "The path has the same steps, each AWS's: Lambda polls a DynamoDB stream's shards "
+        'about four times a second ("Using AWS Lambda with Amazon DynamoDB"), PutEvents '
+        "and the rule's delivery to SQS take tens of milliseconds, and the webhooks queue's "
+        "event source mapping receives with a long poll, so a delivery leaves within about "
+        "a second of the finish; the receiver's own network distance adds to it. What each "
+        "event and delivery costs: [docs/capacity.md](docs/capacity.md)."
     ),
 }
 

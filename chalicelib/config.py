@@ -53,6 +53,13 @@ SCHEDULE_GROUP = "JOBS_SCHEDULE_GROUP"
 SCHEDULE_TARGET_ARN = "JOBS_SCHEDULE_TARGET_ARN"
 SCHEDULER_ROLE_ARN = "JOBS_SCHEDULER_ROLE_ARN"
 SCHEDULE_DEAD_LETTER_ARN = "JOBS_SCHEDULE_DEAD_LETTER_ARN"
+# Job events (chalicelib/events.py): the stage's EventBridge bus they go to, and the job
+# table's stream they are read from (the stack's outputs).
+EVENT_BUS_NAME = "JOBS_EVENT_BUS_NAME"
+TABLE_STREAM_ARN = "JOBS_TABLE_STREAM_ARN"
+# The queue the stage's EventBridge rule puts job events on, and the webhook deliveries
+# wait in between attempts (chalicelib.webhooks.delivery).
+WEBHOOK_QUEUE_NAME = "JOBS_WEBHOOK_QUEUE_NAME"
 
 
 class Auth(StrEnum):
@@ -164,6 +171,11 @@ class Settings:
     schedule_target_arn: str = ""
     scheduler_role_arn: str = ""
     schedule_dead_letter_arn: str = ""
+    # The stage's EventBridge bus, where publish_job_events puts job events (empty where
+    # the stack has none: publishing then fails, and the stream retries it).
+    event_bus_name: str = ""
+    # The webhooks queue (empty where the stack has none: nothing is delivered).
+    webhook_queue_name: str = ""
     # On an IAM stage, the principal that sees and acts on every job, as
     # chalicelib.clients.operator_client reads it (a role's name, a role's or a user's
     # ARN); None: no principal is the operator.
@@ -220,7 +232,9 @@ class Settings:
             schedule_target_arn=env.get(SCHEDULE_TARGET_ARN, "").strip(),
             scheduler_role_arn=env.get(SCHEDULER_ROLE_ARN, "").strip(),
             schedule_dead_letter_arn=env.get(SCHEDULE_DEAD_LETTER_ARN, "").strip(),
+            webhook_queue_name=env.get(WEBHOOK_QUEUE_NAME, "").strip(),
             operator_principal=env.get(OPERATOR_PRINCIPAL, "").strip() or None,
+            event_bus_name=env.get(EVENT_BUS_NAME, "").strip(),
         )
         if settings.lane_key not in LANE_KEYS:
             raise SettingsError(
@@ -264,6 +278,24 @@ def dead_letter_queue_name_at_import() -> str:
 def delay_queue_name_at_import() -> str:
     """The delay queue's name, for the forwarder's ``@app.on_sqs_message``."""
     return _required(os.environ, DELAY_QUEUE_NAME)
+
+
+def table_stream_arn_at_import() -> str:
+    """The job table's stream, for publish_job_events' ``@app.on_dynamodb_record``; "" when
+    the process was not given it.
+
+    Only the tools that create the event source mapping read it: ``make deploy`` passes the
+    stack's TableStreamArn output to ``chalice deploy`` in this variable, and ``make
+    package`` replaces the mapping's stream with the stack's own reference. It is not a
+    stage setting in .chalice/config.json: a stream's ARN ends in the time it was enabled,
+    so every new table (each test's, each emulator's) has another, and the function itself
+    never needs it (Lambda hands it the records)."""
+    return os.environ.get(TABLE_STREAM_ARN, "").strip()
+
+
+def webhook_queue_name_at_import() -> str:
+    """The webhooks queue's name, for the delivery function's ``@app.on_sqs_message``."""
+    return _required(os.environ, WEBHOOK_QUEUE_NAME)
 
 
 def auth(env: Mapping[str, str]) -> Auth:

@@ -24,12 +24,15 @@ from botocore.config import Config
 
 from chalicelib.api_keys import ApiKeys
 from chalicelib.config import WORKER_CLIENT_BOUNDS, ClientBounds, get_settings
+from chalicelib.event_bus import EventBus
 from chalicelib.queue import DelayQueue, JobQueue
 from chalicelib.store import JobTable
+from chalicelib.webhooks.store import WebhookTable
 
 if TYPE_CHECKING:
     from chalicelib.schedule_store import ScheduleTable
     from chalicelib.scheduler import Scheduler
+    from chalicelib.webhooks.delivery import WebhookQueue
     from chalicelib.worker import Worker
 
 
@@ -114,6 +117,24 @@ def scheduler() -> Scheduler:
 
 
 @lru_cache(maxsize=1)
+def webhook_table() -> WebhookTable:
+    """The API's adapter of the webhook endpoints' records."""
+    return WebhookTable(_client("dynamodb", API_CLIENT_CONFIG), get_settings().table_name)
+
+
+@lru_cache(maxsize=1)
+def webhook_queue() -> WebhookQueue:
+    """The delivery function's webhooks queue (events in, deliveries between attempts)."""
+    # Imported here, as the worker is: the API function never delivers a webhook.
+    from chalicelib.webhooks.delivery import WebhookQueue
+
+    settings = get_settings()
+    return WebhookQueue(
+        DelayQueue(_client("sqs", WORKER_CLIENT_CONFIG), settings.webhook_queue_name)
+    )
+
+
+@lru_cache(maxsize=1)
 def worker() -> Worker:
     """The worker functions' use cases, on clients of their own."""
     # Imported here, not at the top: the API function never runs a job, and every function
@@ -129,6 +150,14 @@ def worker() -> Worker:
     )
 
 
+@lru_cache(maxsize=1)
+def event_bus() -> EventBus:
+    """The stream consumer's adapter of the stage's EventBridge bus (publish_job_events),
+    with the worker functions' bounds: it has minutes, and a failed put only delays its
+    shard."""
+    return EventBus(_client("events", WORKER_CLIENT_CONFIG), get_settings().event_bus_name)
+
+
 def reset() -> None:
     """Forget cached clients and settings (tests that change the environment call it)."""
     get_settings.cache_clear()
@@ -139,4 +168,7 @@ def reset() -> None:
     api_keys.cache_clear()
     schedule_table.cache_clear()
     scheduler.cache_clear()
+    webhook_table.cache_clear()
+    webhook_queue.cache_clear()
     worker.cache_clear()
+    event_bus.cache_clear()

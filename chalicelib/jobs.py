@@ -14,6 +14,7 @@ Item layout (one item per job, key ``job_id``)::
     retry_of                                                      the job this one retries
     schedule                                                      the schedule that made it
     owner lease_until                                             a run's lease (running only)
+    progress_mark                                                 the last published progress
     resume redrives                                               re-delivery bookkeeping
     expires_at                                                    TTL (epoch seconds)
     client                                                        who submitted it
@@ -56,6 +57,9 @@ DEFAULT_KIND = "heavyLoad"
 # The table's TTL attribute (epoch seconds). infra/stack.py passes this name to the
 # template, which enables DynamoDB's TTL on it.
 EXPIRES_AT = "expires_at"
+# The attribute of a job's last published progress (Job.progress_mark): the checkpoint
+# writes it, the stream's consumer compares it.
+PROGRESS_MARK = "progress_mark"
 # Idempotency records share the table; their key can never be a job id (not a uuid).
 IDEMPOTENCY_PREFIX = "idempotency#"
 # Control items (the watermark, the schema version) share it too, under this prefix.
@@ -291,6 +295,12 @@ class Job:
     lease_until: int | None = None
     # Lease token of the attempt that owns the running job; its writes need it.
     owner: str | None = None
+    # When the checkpoint that was last published as job.progress was taken (epoch ms of
+    # its worker's clock); None: none yet. A checkpoint sets a new one only when it is
+    # due (chalicelib.worker.Checkpointer), and the table's stream publishes exactly the
+    # checkpoints that change it (chalicelib.events). Kept across runs, so a continuation
+    # or a retry keeps the spacing. Not in the API form.
+    progress_mark: int | None = None
     # Queued again to continue from its checkpoint: the next start is not an attempt.
     resume: bool = False
     # The error of the last failed attempt, while the job waits to be retried.
@@ -481,6 +491,7 @@ def to_item(job: Job) -> dict[str, dict[str, Any]]:
         "lease_until": None if job.lease_until is None else {"N": str(job.lease_until)},
         "last_error": None if job.last_error is None else {"S": job.last_error},
         "owner": None if job.owner is None else {"S": job.owner},
+        PROGRESS_MARK: None if job.progress_mark is None else {"N": str(job.progress_mark)},
         "resume": {"BOOL": True} if job.resume else None,
         "request_hash": None if job.request_hash is None else {"S": job.request_hash},
         "redrives": {"N": str(job.redrives)} if job.redrives else None,
@@ -536,6 +547,7 @@ def from_item(item: dict[str, dict[str, Any]]) -> Job:
         lease_until=num("lease_until"),
         last_error=s("last_error"),
         owner=s("owner"),
+        progress_mark=num(PROGRESS_MARK),
         resume=bool(item.get("resume", {}).get("BOOL", False)),
         request_hash=s("request_hash"),
         pending_at=num(PENDING.sort_key),

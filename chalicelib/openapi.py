@@ -11,6 +11,7 @@ from typing import Any
 
 from chalicelib.clients import RECORDED_CLIENT
 from chalicelib.config import Auth, Settings
+from chalicelib.events import EVENT_TYPES as WEBHOOK_EVENT_TYPES
 from chalicelib.jobs import DEFAULT_KIND, JobStatus
 from chalicelib.kinds import KINDS
 from chalicelib.origins import SAFE_METHODS
@@ -23,6 +24,7 @@ from chalicelib.schedules import (
     STATES,
 )
 from chalicelib.service import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_PAGE_SIZE, MAX_WAIT_SECONDS
+from chalicelib.webhooks.endpoints import DEFAULT_EVENTS, ENDPOINT_ID, MAX_URL_LENGTH, SECRET_PREFIX
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -64,6 +66,12 @@ KEYED_OPERATIONS = (
     ("/schedules/{name}", "delete"),
     ("/schedules/{name}/pause", "post"),
     ("/schedules/{name}/resume", "post"),
+    ("/webhooks", "get"),
+    ("/webhooks", "post"),
+    ("/webhooks/{webhook_id}", "get"),
+    ("/webhooks/{webhook_id}", "delete"),
+    ("/webhooks/{webhook_id}/rotate", "post"),
+    ("/webhooks/{webhook_id}/deliveries", "get"),
 )
 _NOT_FOUND = "No such job, or another client's (the same answer), or it expired."
 _QUOTA = (
@@ -315,6 +323,7 @@ def _document(settings: Settings) -> dict[str, Any]:
                 }
             },
             **_schedule_paths(),
+            **_webhook_paths(),
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -633,6 +642,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             },
         },
         **_schedule_schemas(),
+        **_webhook_schemas(),
         "Error": {
             "type": "object",
             "additionalProperties": False,
@@ -858,5 +868,198 @@ def _schedule_schemas() -> dict[str, Any]:
             "additionalProperties": False,
             "required": ["schedules"],
             "properties": {"schedules": {"type": "array", "items": _ref("Schedule")}},
+        },
+    }
+
+
+# --- webhook endpoints (chalicelib/webhooks/service.py) ---------------------------------
+
+# An endpoint's id as the API makes them (``wh_`` and 32 hex digits). An id of another
+# shape names nothing: 404, as any unknown id.
+_WEBHOOK_ID = {
+    "name": "webhook_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": f"^{ENDPOINT_ID.pattern}$"},
+}
+_WEBHOOK_NOT_FOUND = "webhook_not_found: no such endpoint, or another client's (the same answer)."
+
+
+def _webhook_paths() -> dict[str, Any]:
+    unavailable = _error("The job store is unavailable; retry.")
+    not_found = _error(_WEBHOOK_NOT_FOUND)
+    with_secret = _json(_ref("WebhookWithSecret"), "The endpoint and its new signing secret.")
+    return {
+        "/webhooks": {
+            "get": {
+                "summary": "List the caller's webhook endpoints (the operator: everyone's)",
+                "parameters": [_CLIENT_PARAMETER],
+                "responses": {
+                    "200": _json(_ref("WebhookList"), "The endpoints, by client and age."),
+                    "400": _error("An unknown parameter, or a malformed client."),
+                    "503": unavailable,
+                },
+            },
+            "post": {
+                "summary": "Register a webhook endpoint; the answer holds its signing "
+                "secret, which no other answer shows",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("WebhookRequest")}},
+                },
+                "responses": {
+                    "201": {
+                        **with_secret,
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    "400": _error("A bad field: invalid_url, invalid_events, unknown_field."),
+                    "409": _error("too_many_webhooks: the client is at its cap."),
+                    "413": _error(f"The body is over {MAX_BODY_BYTES} bytes."),
+                    "415": {"description": "An unsupported Content-Type."},
+                    "503": unavailable,
+                },
+            },
+        },
+        "/webhooks/{webhook_id}": {
+            "get": {
+                "summary": "One webhook endpoint (without its secret)",
+                "parameters": [_WEBHOOK_ID],
+                "responses": {
+                    "200": _json(_ref("Webhook"), "The endpoint."),
+                    "404": not_found,
+                    "503": unavailable,
+                },
+            },
+            "delete": {
+                "summary": "Delete a webhook endpoint: nothing more is delivered to it",
+                "parameters": [_WEBHOOK_ID],
+                "responses": {
+                    "204": {"description": "Deleted."},
+                    "404": not_found,
+                    "503": unavailable,
+                },
+            },
+        },
+        "/webhooks/{webhook_id}/rotate": {
+            "post": {
+                "summary": "Give an endpoint a new signing secret; the previous one keeps "
+                "signing beside it for 24 hours",
+                "parameters": [_WEBHOOK_ID],
+                "responses": {
+                    "200": with_secret,
+                    "404": not_found,
+                    "415": {"description": "An unsupported Content-Type."},
+                    "503": unavailable,
+                },
+            }
+        },
+        "/webhooks/{webhook_id}/deliveries": {
+            "get": {
+                "summary": "An endpoint's recent delivery attempts, newest first",
+                "parameters": [_WEBHOOK_ID],
+                "responses": {
+                    "200": _json(_ref("WebhookDeliveries"), "The recent attempts."),
+                    "404": not_found,
+                    "503": unavailable,
+                },
+            }
+        },
+    }
+
+
+def _webhook_schemas() -> dict[str, Any]:
+    events = {
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "string", "enum": list(WEBHOOK_EVENT_TYPES)},
+    }
+    endpoint_properties: dict[str, Any] = {
+        "id": {"type": "string", "pattern": f"^{ENDPOINT_ID.pattern}$"},
+        "client": {"type": "string"},
+        "url": {"type": "string"},
+        "events": events,
+        "created_at": {"type": "string", "format": "date-time"},
+        "rotated_at": {**_TIMESTAMP, "description": "The last rotation (null: never)."},
+        "previous_secret_expires_at": {
+            **_TIMESTAMP,
+            "description": "Until when the secret before the last rotation still signs.",
+        },
+    }
+    return {
+        "WebhookRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["url"],
+            "properties": {
+                "url": {
+                    "type": "string",
+                    "maxLength": MAX_URL_LENGTH,
+                    "description": "Where events are POSTed: https (http too on the local "
+                    "stage), to a public address.",
+                    "example": "https://example.com/hooks/jobs",
+                },
+                "events": {
+                    **events,
+                    "description": "The event types to deliver (default: all but job.progress).",
+                    "default": list(DEFAULT_EVENTS),
+                },
+            },
+        },
+        "Webhook": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(endpoint_properties),
+            "properties": endpoint_properties,
+        },
+        "WebhookWithSecret": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [*endpoint_properties, "secret"],
+            "properties": {
+                **endpoint_properties,
+                "secret": {
+                    "type": "string",
+                    "pattern": f"^{SECRET_PREFIX}[A-Za-z0-9+/=]+$",
+                    "description": "The Standard Webhooks signing secret; shown only here.",
+                },
+            },
+        },
+        "WebhookList": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["webhooks"],
+            "properties": {"webhooks": {"type": "array", "items": _ref("Webhook")}},
+        },
+        "WebhookDeliveries": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["deliveries"],
+            "properties": {
+                "deliveries": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": [
+                            "event_id",
+                            "event_type",
+                            "attempted_at",
+                            "attempt",
+                            "status_code",
+                            "delivered",
+                            "error",
+                        ],
+                        "properties": {
+                            "event_id": {"type": "string"},
+                            "event_type": {"type": "string"},
+                            "attempted_at": {"type": "string", "format": "date-time"},
+                            "attempt": {"type": "integer", "minimum": 1},
+                            "status_code": {"type": "integer", "nullable": True},
+                            "delivered": {"type": "boolean"},
+                            "error": {"type": "string", "nullable": True},
+                        },
+                    },
+                }
+            },
         },
     }

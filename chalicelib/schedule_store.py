@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,11 +25,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.errors import StoreUnavailable
 from chalicelib.jobs import CONTROL_PREFIX, _parse_iso, iso_utc
 from chalicelib.schedules import Schedule
+from chalicelib.table_records import TableRecords, record_key
 
 SCHEDULE_PREFIX = "schedule#"
 NAMES_PREFIX = "schedules#"
 CLIENTS_ITEM = CONTROL_PREFIX + "schedule-clients"
-_BATCH_GET_LIMIT = 100
 
 
 class ScheduleExists(Exception):
@@ -46,11 +45,7 @@ def schedule_key(client: str, name: str) -> str:
     return SCHEDULE_PREFIX + digest
 
 
-class ScheduleTable:
-    def __init__(self, client: Any, table_name: str) -> None:
-        self._client = client
-        self.table_name = table_name
-
+class ScheduleTable(TableRecords):
     def create(self, schedule: Schedule, cap: int) -> None:
         """Write ``schedule`` and add its name to its client's, in one transaction.
         ScheduleExists if the client has a schedule of that name, TooManySchedules if it
@@ -58,7 +53,7 @@ class ScheduleTable:
         names_key = NAMES_PREFIX + schedule.client
         add_name: dict[str, Any] = {
             "TableName": self.table_name,
-            "Key": _key(names_key),
+            "Key": record_key(names_key),
             "UpdateExpression": "ADD #names :name",
             "ExpressionAttributeNames": {"#names": "names"},
             "ExpressionAttributeValues": {":name": {"SS": [schedule.name]}},
@@ -80,7 +75,7 @@ class ScheduleTable:
                     {
                         "Update": {
                             "TableName": self.table_name,
-                            "Key": _key(CLIENTS_ITEM),
+                            "Key": record_key(CLIENTS_ITEM),
                             "UpdateExpression": "ADD clients :client",
                             "ExpressionAttributeValues": {":client": {"SS": [schedule.client]}},
                         }
@@ -99,7 +94,7 @@ class ScheduleTable:
 
     def get(self, client: str, name: str) -> Schedule | None:
         item = self._call(
-            "get_item", Key=_key(schedule_key(client, name)), ConsistentRead=True
+            "get_item", Key=record_key(schedule_key(client, name)), ConsistentRead=True
         ).get("Item")
         return None if item is None else _from_item(item)
 
@@ -119,11 +114,16 @@ class ScheduleTable:
         self._call_unscoped(
             "transact_write_items",
             TransactItems=[
-                {"Delete": {"TableName": self.table_name, "Key": _key(schedule_key(client, name))}},
+                {
+                    "Delete": {
+                        "TableName": self.table_name,
+                        "Key": record_key(schedule_key(client, name)),
+                    }
+                },
                 {
                     "Update": {
                         "TableName": self.table_name,
-                        "Key": _key(NAMES_PREFIX + client),
+                        "Key": record_key(NAMES_PREFIX + client),
                         "UpdateExpression": "DELETE #names :name",
                         "ExpressionAttributeNames": {"#names": "names"},
                         "ExpressionAttributeValues": {":name": {"SS": [name]}},
@@ -136,7 +136,7 @@ class ScheduleTable:
         """Record the schedule's state and resume time (it must still exist)."""
         self._call(
             "update_item",
-            Key=_key(schedule_key(schedule.client, schedule.name)),
+            Key=record_key(schedule_key(schedule.client, schedule.name)),
             UpdateExpression="SET #state = :state, resumed_at = :resumed",
             ConditionExpression="attribute_exists(job_id)",
             ExpressionAttributeNames={"#state": "state"},
@@ -151,7 +151,7 @@ class ScheduleTable:
         meanwhile is left deleted."""
         update = "REMOVE last_error" if error is None else "SET last_error = :error"
         request: dict[str, Any] = {
-            "Key": _key(schedule_key(client, name)),
+            "Key": record_key(schedule_key(client, name)),
             "UpdateExpression": update,
             "ConditionExpression": "attribute_exists(job_id)",
         }
@@ -164,42 +164,6 @@ class ScheduleTable:
                 raise StoreUnavailable(f"DynamoDB UpdateItem failed: {failure}") from failure
         except BotoCoreError as failure:
             raise StoreUnavailable(f"DynamoDB UpdateItem failed: {failure}") from failure
-
-    def _set(self, key: str, attribute: str) -> list[str]:
-        item = self._call("get_item", Key=_key(key), ConsistentRead=True).get("Item") or {}
-        return list(item.get(attribute, {}).get("SS", []))
-
-    def _get_many(self, keys: Sequence[str]) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        for start in range(0, len(keys), _BATCH_GET_LIMIT):
-            pending: dict[str, Any] = {
-                self.table_name: {
-                    "Keys": [_key(k) for k in keys[start : start + _BATCH_GET_LIMIT]],
-                    "ConsistentRead": True,
-                }
-            }
-            for _ in range(5):
-                if not pending:
-                    break
-                response = self._call_unscoped("batch_get_item", RequestItems=pending)
-                items += response.get("Responses", {}).get(self.table_name, [])
-                pending = response.get("UnprocessedKeys") or {}
-            if pending:
-                raise StoreUnavailable("DynamoDB BatchGetItem left keys unprocessed; retry")
-        return items
-
-    def _call(self, operation: str, **kwargs: Any) -> Any:
-        return self._call_unscoped(operation, TableName=self.table_name, **kwargs)
-
-    def _call_unscoped(self, operation: str, **kwargs: Any) -> Any:
-        try:
-            return getattr(self._client, operation)(**kwargs)
-        except (ClientError, BotoCoreError) as error:
-            raise StoreUnavailable(f"DynamoDB {operation} failed: {error}") from error
-
-
-def _key(key: str) -> dict[str, dict[str, str]]:
-    return {"job_id": {"S": key}}
 
 
 def _to_item(schedule: Schedule) -> dict[str, dict[str, Any]]:

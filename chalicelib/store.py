@@ -41,6 +41,7 @@ from chalicelib.jobs import (
     LIST_BY_KIND_STATUS,
     LIST_BY_STATUS,
     PENDING,
+    PROGRESS_MARK,
     SCHEMA_ITEM,
     SCHEMA_VERSION,
     SHARDS,
@@ -87,6 +88,7 @@ _NAMES = {
     "#target": "target",
     "#later_key": LATER.partition_key,
     "#run_at": LATER.sort_key,
+    "#progress_mark": PROGRESS_MARK,
 }
 # What a job leaving the queued status drops: it no longer has a message due, nor waits
 # for its release (a job cancelled before its run_at leaves the later index).
@@ -536,24 +538,33 @@ class JobTable:
         )
 
     def checkpoint(
-        self, job_id: str, owner: str, state: str, progress: float, lease_until_ms: int
+        self,
+        job_id: str,
+        owner: str,
+        state: str,
+        progress: float,
+        lease_until_ms: int,
+        progress_mark: int | None = None,
     ) -> Job | None:
         """Save the run's state (JSON text, at most MAX_STATE_BYTES) and progress and renew
-        its lease (the heartbeat); owner only.
+        its lease (the heartbeat); owner only. ``progress_mark`` (epoch ms), when given,
+        becomes the job's progress mark: this checkpoint is then published as its
+        progress (chalicelib.events); without it, the mark is left as it is.
 
-        It changes no index key or projected attribute, so no index is written."""
-        return self._update(
-            job_id,
-            "SET #state = :state, progress = :progress, lease_until = :lease",
-            "#status = :running AND #owner = :owner",
-            {
-                ":state": state,
-                ":progress": progress,
-                ":lease": lease_until_ms,
-                ":running": JobStatus.RUNNING,
-                ":owner": owner,
-            },
-        )
+        It changes no index key or projected attribute (the mark is neither), so no
+        index is written."""
+        update = "SET #state = :state, progress = :progress, lease_until = :lease"
+        values: dict[str, Any] = {
+            ":state": state,
+            ":progress": progress,
+            ":lease": lease_until_ms,
+            ":running": JobStatus.RUNNING,
+            ":owner": owner,
+        }
+        if progress_mark is not None:
+            update += ", #progress_mark = :progress_mark"
+            values[":progress_mark"] = progress_mark
+        return self._update(job_id, update, "#status = :running AND #owner = :owner", values)
 
     def succeed(self, job: Job, owner: str, result: Any, now: datetime) -> Job | None:
         """Finish the job with its result (JSON form); only the run that owns it can."""

@@ -118,6 +118,7 @@ from typing import Any, NoReturn
 
 from chalicelib.config import OUT_OF_TIME_CALLS, Settings
 from chalicelib.errors import NoTimeLeft, PoisonMessage, StoreRefused, StoreUnavailable
+from chalicelib.events import PROGRESS_WINDOW_MS
 from chalicelib.jobs import (
     Job,
     JobStatus,
@@ -241,7 +242,14 @@ class Checkpointer:
     """``ctx.report`` for one run: saves state, progress and heartbeat at most once per
     interval (renewing the message hold with the save when it is due), and stops the run
     when it was cancelled, lost its lease, or must yield before the invocation's timeout,
-    or reported a state it cannot save."""
+    or reported a state it cannot save.
+
+    A save also sets the job's progress mark (published as ``job.progress``,
+    chalicelib.events) when the progress moved since the last mark (at the run's start:
+    since the checkpoint it resumes from) and at least PROGRESS_WINDOW_MS of the worker's
+    clock passed since the mark, which it knows from the claimed job, then from its own
+    saves: the same single write, no read. A run that keeps moving its progress is so
+    published about every PROGRESS_WINDOW_MS, never more often, across runs too."""
 
     def __init__(
         self,
@@ -259,6 +267,8 @@ class Checkpointer:
         self._interval = worker.settings.progress_interval_seconds
         self._margin_ms = worker.settings.timeout_margin_seconds * 1000
         self._last = worker.monotonic()
+        self._mark = job.progress_mark
+        self._marked_progress = job.progress
 
     def __call__(self, progress: float, state: Any) -> None:
         now = self._worker.monotonic()
@@ -292,14 +302,26 @@ class Checkpointer:
         except ValueError as error:
             raise _BadState(str(error)) from None
         progress = min(1.0, max(0.0, float(progress)))
+        now_ms = epoch_ms(worker.now())
+        mark = now_ms if self._mark_due(progress, now_ms) else None
+        if mark is not None:
+            # Counted as written before the call: a write whose outcome is unknown (it
+            # raised, and the kind went on) can then only widen the spacing, never halve it.
+            self._mark, self._marked_progress = mark, progress
         saved = worker.table.checkpoint(
-            job.job_id, self._owner, text, progress, worker.lease_until_ms()
+            job.job_id, self._owner, text, progress, worker.lease_until_ms(now_ms), mark
         )
         if saved is None:
             current = worker.table.get(job.job_id)
             if current is not None and current.status is JobStatus.CANCELLED:
                 raise _Cancelled
             raise _LostLease
+
+    def _mark_due(self, progress: float, now_ms: int) -> bool:
+        """Whether a save of ``progress`` at ``now_ms`` is published as the job's progress."""
+        if progress == self._marked_progress:
+            return False
+        return self._mark is None or now_ms - self._mark >= PROGRESS_WINDOW_MS
 
 
 @dataclass
@@ -317,8 +339,10 @@ class Worker:
     _watermark_recorded: dict[int, int] = field(default_factory=dict, init=False)
     _watermark_recorded_at: dict[int, float] = field(default_factory=dict, init=False)
 
-    def lease_until_ms(self) -> int:
-        return epoch_ms(self.now()) + self.settings.stale_after_seconds * 1000
+    def lease_until_ms(self, now_ms: int | None = None) -> int:
+        """The lease a write at ``now_ms`` (default: now) renews to."""
+        now_ms = epoch_ms(self.now()) if now_ms is None else now_ms
+        return now_ms + self.settings.stale_after_seconds * 1000
 
     # --- the job queue ----------------------------------------------------------------
 

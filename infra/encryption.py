@@ -116,6 +116,13 @@ UNKEYED_TYPES = (
     # they hold (a client's and a schedule's name, as the firing function's input) stays
     # under EventBridge Scheduler's AWS-owned key (docs/encryption.md).
     "AWS::Scheduler::ScheduleGroup",
+    # The job events' bus keeps no event (no archive): each is handed to its rules'
+    # targets under EventBridge's AWS-owned key (docs/events.md).
+    "AWS::Events::EventBus",
+    # A rule is a pattern and its targets; a queue policy is a policy document. The events a
+    # rule hands to the webhooks queue are encrypted there, by the queue's key.
+    "AWS::Events::Rule",
+    "AWS::SQS::QueuePolicy",
 )
 
 

@@ -37,6 +37,7 @@ from chalice.config import Config
 from chalicelib import config as settings
 from chalicelib.observability import NAMESPACE, SERVICE, Metric
 from infra import encryption, policies, stack
+from infra.deploy.event_stream import FAILED_QUEUE_OUTPUT
 
 TEMPLATE = Path(__file__).resolve().parent / "operations.yaml"
 # The key of a stage in .chalice/config.json that holds StageOperations' overrides.
@@ -168,14 +169,76 @@ def worker_handler(config: Config) -> str:
 # --- the operations stack ------------------------------------------------------------------
 
 
+# The state stack's queues that no function consumes (the job events' failure queue, the
+# webhooks queue's dead-letter queue) are not in the app's environment: their names are
+# read from infra/template.yaml, the one place that declares them, as the stack makes them.
+
+
+def state_queue_name(template: Mapping[str, Any], logical_id: str, stack_name: str) -> str:
+    """The name of infra/template.yaml's queue ``logical_id`` in the stack ``stack_name``:
+    its QueueName, with the stack's name put in as CloudFormation does. OperationsError if
+    the queue names itself otherwise (CloudFormation would make up its name, or resolve a
+    parameter this cannot)."""
+    declared = template["Resources"][logical_id]["Properties"].get("QueueName")
+    text = declared.get("Fn::Sub") if isinstance(declared, dict) else declared
+    if not isinstance(text, str) or "${" in text.replace("${AWS::StackName}", ""):
+        raise OperationsError(
+            f"{stack.TEMPLATE.name}: {logical_id}'s QueueName {declared!r} is not text and "
+            "the stack's name"
+        )
+    return text.replace("${AWS::StackName}", stack_name)
+
+
+def _attribute_of(value: Any) -> str:
+    """The resource a template value ``!GetAtt <resource>.<attribute>`` refers to."""
+    logical_id, _ = value["Fn::GetAtt"]
+    return str(logical_id)
+
+
+def events_failed_queue_name(template: Mapping[str, Any], stack_name: str) -> str:
+    """The queue the table stream's mapping describes a batch it gave up on in: the one
+    whose ARN the state stack's output FAILED_QUEUE_OUTPUT gives the deploy (infra/deploy/
+    event_stream.py)."""
+    output = template["Outputs"][FAILED_QUEUE_OUTPUT]["Value"]
+    return state_queue_name(template, _attribute_of(output), stack_name)
+
+
+def dead_letter_queue_name(template: Mapping[str, Any], stack_name: str, queue_name: str) -> str:
+    """The dead-letter queue of the stack's queue named ``queue_name``: the target of that
+    queue's RedrivePolicy. OperationsError if the template declares no such queue (the
+    stage's environment names a queue of another stack) or it has no dead-letter queue."""
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::SQS::Queue":
+            continue
+        if state_queue_name(template, logical_id, stack_name) != queue_name:
+            continue
+        redrive = resource["Properties"].get("RedrivePolicy")
+        if redrive is None:
+            raise OperationsError(f"{queue_name} ({logical_id}) has no dead-letter queue")
+        target = _attribute_of(redrive["deadLetterTargetArn"])
+        return state_queue_name(template, target, stack_name)
+    raise OperationsError(f"{stack.TEMPLATE.name} makes no queue {queue_name} in {stack_name}")
+
+
 def parameters(
     config: Config, stage: str, values: StageOperations, alarm_email: str = ""
 ) -> dict[str, str]:
-    """infra/operations.yaml's parameters for the stage, all from the project's own names."""
+    """infra/operations.yaml's parameters for the stage, all from the project's own names:
+    the stage's environment, and for the queues the app never names, the state template.
+    OperationsError (before any stack is touched) if the two disagree on a queue."""
     env = config.environment_variables
+    state_stack = stack.stack_name(config.app_name, stage)
+    try:
+        state_template = stack.load_template()
+    except stack.StackError as error:
+        raise OperationsError(str(error)) from None
     return {
         "JobQueueName": env[settings.QUEUE_NAME],
         "DeadLetterQueueName": env[settings.DEAD_LETTER_QUEUE_NAME],
+        "JobEventsFailedQueueName": events_failed_queue_name(state_template, state_stack),
+        "WebhookDeadLetterQueueName": dead_letter_queue_name(
+            state_template, state_stack, env[settings.WEBHOOK_QUEUE_NAME]
+        ),
         "WorkerFunctionName": policies.lambda_function_name(
             config.app_name, stage, worker_handler(config)
         ),

@@ -143,6 +143,29 @@ GRANTS: dict[str, list[tuple[list[str], list[str]]]] = {
         # A job that never started is sent again.
         (["sqs:GetQueueUrl", "sqs:SendMessage"], ["QueueArn"]),
     ],
+    "publish_job_events": [
+        # The event source mapping reads the job table's stream with the function's role
+        # (Lambda Developer Guide, "Using AWS Lambda with Amazon DynamoDB": execution role
+        # permissions), and sends a batch it gave up on to its on-failure queue with it too.
+        (
+            [
+                "dynamodb:DescribeStream",
+                "dynamodb:GetRecords",
+                "dynamodb:GetShardIterator",
+                "dynamodb:ListStreams",
+            ],
+            ["TableStreamArn"],
+        ),
+        (["events:PutEvents"], ["JobEventBusArn"]),
+        (["sqs:SendMessage"], ["JobEventsFailedQueueArn"]),
+    ],
+    "deliver_webhooks": [
+        # GetItem: an endpoint, its client's ids; BatchGetItem: its client's endpoints;
+        # UpdateItem: record an attempt (and trim the recent ones).
+        (["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem"], ["TableArn"]),
+        # Events in; each delivery's next attempt (or its next hop) sent back delayed.
+        ([*_POLL, "sqs:GetQueueUrl", "sqs:SendMessage"], ["WebhookQueueArn"]),
+    ],
     "recover_stalled_jobs": [
         # Query: lost jobs (pending index), running jobs (status index); BatchGetItem: read
         # the running ones; GetItem: the watermark; UpdateItem: re-drive.

@@ -54,6 +54,7 @@ from chalicelib import config as settings
 from chalicelib.jobs import utc_now
 from chalicelib.store import JobTable
 from infra import operations, stack
+from infra.deploy import event_stream
 from infra.emulator import (
     EmulatorHandle,
     default_port,
@@ -62,7 +63,7 @@ from infra.emulator import (
     localstack_endpoint,
     wait_until,
 )
-from infra.event_source import mappings
+from infra.event_source import mappings, streams
 from infra.event_source.modes import MODE_VARIABLE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -107,6 +108,22 @@ class Process:
         self.popen.wait()
 
 
+def stream_environment(outputs: Mapping[str, str]) -> dict[str, str]:
+    """What the event source needs to read the job table's stream as the deployed mapping
+    does: the stream's ARN (publish_job_events' decorator reads it when app.py is
+    imported, as under ``chalice deploy``) and the settings ``make deploy`` gives the
+    mapping (infra/deploy/event_stream.py), the on-failure queue by its URL."""
+    failed_queue = outputs[event_stream.FAILED_QUEUE_OUTPUT].rsplit(":", 1)[-1]
+    url = boto3.client("sqs").get_queue_url(QueueName=failed_queue)["QueueUrl"]
+    extras = event_stream.mapping_settings(url)
+    return {
+        settings.TABLE_STREAM_ARN: outputs[event_stream.STREAM_OUTPUT],
+        streams.BISECT_VARIABLE: str(extras["BisectBatchOnFunctionError"]).lower(),
+        streams.MAX_RETRIES_VARIABLE: str(extras["MaximumRetryAttempts"]),
+        streams.ON_FAILURE_VARIABLE: url,
+    }
+
+
 def _kill_group(pid: int) -> None:
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
@@ -138,6 +155,8 @@ class Services:
     # environment as it is (make run: JOBS_REQUIRE_API_KEY=true make run).
     require_api_key: bool | None = None
     emulator: EmulatorHandle | None = None
+    # The job table stream's mapping, once the stack is applied (see stream_environment).
+    stream: dict[str, str] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     _print_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -172,6 +191,7 @@ class Services:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(PROJECT_DIR), env.get("PYTHONPATH")) if p
         )
+        env.update(self.stream)
         return env
 
     # --- the pieces -----------------------------------------------------------------
@@ -192,6 +212,7 @@ class Services:
         with _environment(self.environment()):
             outputs = stack.apply_stage(self.stage, self.project_dir, overrides=overrides)
             paused = self._record_pause(outputs["TableName"])
+            self.stream = stream_environment(outputs)
         self.say(
             f"infrastructure applied: queue {outputs['QueueName']}, table {outputs['TableName']}"
         )

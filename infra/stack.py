@@ -39,7 +39,7 @@ from chalice.cli.factory import CLIFactory
 from chalice.config import Config
 
 from chalicelib import config as settings
-from chalicelib import jobs
+from chalicelib import events, jobs
 from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable
 from infra import encryption, lanes, policies
@@ -60,6 +60,8 @@ OUTPUT_SETTINGS = {
     "ScheduleTargetArn": settings.SCHEDULE_TARGET_ARN,
     "SchedulerRoleArn": settings.SCHEDULER_ROLE_ARN,
     "ScheduleDeadLetterQueueArn": settings.SCHEDULE_DEAD_LETTER_ARN,
+    "JobEventBusName": settings.EVENT_BUS_NAME,
+    "WebhookQueueName": settings.WEBHOOK_QUEUE_NAME,
 }
 # The template's table, whose indexes are rendered here.
 TABLE_RESOURCE = "JobTable"
@@ -127,8 +129,10 @@ def parameters_for_stage(config: Config, stage: str) -> dict[str, str]:
         "VisibilityTimeoutSeconds": visibility(settings.QUEUE_NAME),
         "DeadLetterVisibilityTimeoutSeconds": visibility(settings.DEAD_LETTER_QUEUE_NAME),
         "DelayVisibilityTimeoutSeconds": visibility(settings.DELAY_QUEUE_NAME),
+        "WebhookVisibilityTimeoutSeconds": visibility(settings.WEBHOOK_QUEUE_NAME),
         "MaxReceiveCount": str(MAX_RECEIVE_COUNT),
         "ExpiryAttributeName": jobs.EXPIRES_AT,
+        "JobEventSource": events.EVENT_SOURCE,
     }
 
 

@@ -178,6 +178,14 @@ class Api:
         path = f"{_schedule_path(name)}/{action}"
         return _body(self._request("POST", path, params=_client(client)))
 
+    def create_webhook(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST /webhooks: the endpoint as made, with its secret (201)."""
+        return _body(self._request("POST", "webhooks", json=dict(body)))
+
+    def delete_webhook(self, endpoint_id: str) -> None:
+        """DELETE /webhooks/{id} (204, no body)."""
+        self._request("DELETE", f"webhooks/{quote(endpoint_id, safe='')}")
+
     def kinds(self) -> list[dict[str, Any]]:
         """GET /kinds: each kind's name, description and input and result schemas."""
         kinds = _body(self._request("GET", "kinds")).get("kinds")

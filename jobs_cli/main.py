@@ -17,6 +17,7 @@ import math
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from typing import Any, NoReturn, TextIO
 
 from rich.console import Console, RenderableType
 
-from jobs_cli import __version__, batch, render, when
+from jobs_cli import __version__, batch, listen, render, when
 from jobs_cli.client import DEFAULT_URL, FINAL_STATUSES, MAX_WAIT_SECONDS, Api, CliError, Job
 from jobs_cli.signing import NoCredentials, sigv4_for
 from jobs_cli.watch import watch
@@ -171,6 +172,20 @@ def build_parser() -> Parser:
         ' {"kind", "input", "run_at"?, "delay_seconds"?, "idempotency_key"?}',
     )
     commands.add_parser("kinds", help="list the kinds of job and their input fields")
+    listening = commands.add_parser(
+        "listen",
+        help="receive your jobs' webhook events on this machine and print them (the local "
+        "stage: make run); the endpoint is removed when it stops",
+    )
+    listening.add_argument(
+        "--events",
+        nargs="+",
+        metavar="TYPE",
+        help="the event types, e.g. job.succeeded job.progress (default: all but progress)",
+    )
+    listening.add_argument(
+        "--port", type=int, default=0, help="the loopback port to listen on (default: any)"
+    )
     for name, text in (
         ("status", "show a job (exit 1 if it failed or was cancelled)"),
         ("watch", "follow a job with a live progress bar until it finishes"),
@@ -575,7 +590,24 @@ def schedule_body(args: argparse.Namespace, api: Api) -> dict[str, Any]:
     return body
 
 
+def listen_events(args: argparse.Namespace, api: Api, output: Output) -> int:
+    """Print each event until Ctrl-C; the endpoint is deleted then."""
+
+    def show(event: dict[str, Any]) -> None:
+        if output.as_json:
+            output.json(event)
+        else:
+            output.out.print(listen.line(event), markup=False)
+
+    def ready(endpoint_id: str, url: str) -> None:
+        output.note(f"listening on {url} as webhook {endpoint_id}; Ctrl-C stops")
+
+    listen.listen(api, args.events, args.port, show, ready, threading.Event())
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Api, Output], int]] = {
+    "listen": listen_events,
     "schedules": schedules,
     "submit": submit,
     "status": status,

@@ -126,7 +126,10 @@ def test_every_job_records_the_client_of_its_key(as_: Call, app_module: Any) -> 
     for path, routes in app_module.app.routes.items():
         for method, entry in routes.items():
             guarded = bool(entry.api_key_required)
-            assert guarded is path.startswith(("/jobs", "/heavy", "/schedules")), (path, method)
+            assert guarded is path.startswith(("/jobs", "/heavy", "/schedules", "/webhooks")), (
+                path,
+                method,
+            )
 
 
 ROUTES = [

@@ -21,6 +21,7 @@ from tests.conftest import sqs_message
 from tests.test_app import JSON
 
 A_JOB_ID = "6f9619ff-8b86-4011-b42d-00c04fc964ff"
+A_WEBHOOK_ID = "wh_" + "0" * 32
 
 UNAVAILABLE = {"error": {"code": "unavailable", "message": "The job store is unavailable; retry."}}
 
@@ -35,6 +36,12 @@ UNAVAILABLE = {"error": {"code": "unavailable", "message": "The job store is una
         ("GET", f"/jobs/{A_JOB_ID}?wait=1", b""),
         ("POST", f"/jobs/{A_JOB_ID}/cancel", b""),
         ("POST", f"/jobs/{A_JOB_ID}/retry", b""),
+        ("POST", "/webhooks", b'{"url": "https://example.com/hook"}'),
+        ("GET", "/webhooks", b""),
+        ("GET", f"/webhooks/{A_WEBHOOK_ID}", b""),
+        ("DELETE", f"/webhooks/{A_WEBHOOK_ID}", b""),
+        ("POST", f"/webhooks/{A_WEBHOOK_ID}/rotate", b""),
+        ("GET", f"/webhooks/{A_WEBHOOK_ID}/deliveries", b""),
     ],
 )
 def test_every_route_answers_503_with_the_same_body_when_the_store_fails(

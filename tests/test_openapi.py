@@ -77,6 +77,7 @@ def test_app_guards_exactly_the_documented_operations(monkeypatch: Any) -> None:
     monkeypatch.setenv("JOBS_QUEUE_NAME", "q")
     monkeypatch.setenv("JOBS_DEAD_LETTER_QUEUE_NAME", "dlq")
     monkeypatch.setenv("JOBS_DELAY_QUEUE_NAME", "delay")
+    monkeypatch.setenv("JOBS_WEBHOOK_QUEUE_NAME", "webhooks")
     monkeypatch.delitem(sys.modules, "app", raising=False)
     keyed_app = importlib.import_module("app")
     guarded = {

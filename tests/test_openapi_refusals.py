@@ -33,6 +33,9 @@ def test_every_state_changing_operation_declares_the_cross_site_refusal(keyed: b
         "DELETE /schedules/{name}",
         "POST /schedules/{name}/pause",
         "POST /schedules/{name}/resume",
+        "POST /webhooks",
+        "DELETE /webhooks/{webhook_id}",
+        "POST /webhooks/{webhook_id}/rotate",
     }
     for responses in changing.values():
         assert CROSS_SITE_REFUSAL in responses["403"]["description"]

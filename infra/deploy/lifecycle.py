@@ -10,7 +10,11 @@
    table, encrypted with the stage's key if it names one; :func:`apply_stack`);
 4. ``chalice deploy`` (functions, roles, event sources, schedule, REST API), then save
    Chalice's record to SSM whether it succeeded or not;
-5. let the functions in the SQS -> Lambda -> SQS loop recurse (:func:`allow_recursion`),
+5. give the job table stream's mapping what Chalice cannot (bisect on error, bounded
+   retries, the on-failure queue, partial batch responses: infra/deploy/event_stream.py),
+   cap each standard queue's mapping at its function's reserved concurrency, so a burst
+   is not throttled into the dead-letter queue (infra/deploy/sqs_scaling.py),
+   let the functions in the SQS -> Lambda -> SQS loop recurse (:func:`allow_recursion`),
    encrypt their environment with the stage's key (or Lambda's own, without one) and set
    their log groups' retention and key (infra.operations);
 6. apply the operations stack ``<app>-<stage>-ops`` (infra/operations.yaml: alarms,
@@ -35,6 +39,7 @@ leaves what its later steps would have deleted, and running it again deletes wha
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,8 +48,9 @@ import boto3
 from botocore.exceptions import ClientError, WaiterError
 from chalice.config import Config
 
+from chalicelib import config as settings
 from infra import encryption, lanes, operations, policies, stack
-from infra.deploy import state
+from infra.deploy import event_stream, sqs_scaling, state
 from infra.deploy.access import ApiStage, Throttle, ensure_api_access, remove_api_access
 from infra.deploy.chalice_project import (
     PROJECT_DIR,
@@ -76,11 +82,11 @@ def check_account_concurrency(lambda_client: Any, config: Config, stage: str) ->
 
     Lambda refuses a reservation that would leave less than MIN_UNRESERVED_CONCURRENCY
     unreserved, and new accounts often have a quota of 10 or 50. Every reservation the
-    stage declares counts: the worker's 1 and the API's (its ceiling: held requests such as
-    ``?wait=`` cannot take more of the account than that), so dev needs 100 + 1 + 10 = 111
-    unreserved and prod 121. Reservations the stage's functions already hold (a re-deploy)
-    count as available. Called before anything is created, so a refused account ends with
-    nothing half-made.
+    stage declares counts: the worker's 1, the webhook deliveries' 5 and the API's (its
+    ceiling: held requests such as ``?wait=`` cannot take more of the account than that), so
+    dev needs 100 + 1 + 5 + 10 = 116 unreserved and prod 126. Reservations the stage's
+    functions already hold (a re-deploy) count as available. Called before anything is
+    created, so a refused account ends with nothing half-made.
     """
     wanted = {
         policies.lambda_function_name(config.app_name, stage, handler): reserved
@@ -298,8 +304,11 @@ def deploy(
     restore_deploy_state(ssm, lambda_client, config, stage, project_dir)
     cfn = boto3.client("cloudformation")
     outputs = apply_stack(cfn, config, stage, project_dir, state_parameters)
+    # The table stream's mapping needs its ARN when Chalice imports app.py
+    # (chalicelib.config.table_stream_arn_at_import).
+    stream = {settings.TABLE_STREAM_ARN: outputs[event_stream.STREAM_OUTPUT]}
     try:
-        run_chalice(["deploy", "--stage", stage], project_dir)
+        run_chalice(["deploy", "--stage", stage], project_dir, {**os.environ, **stream})
     finally:  # whatever Chalice recorded, even after a later step failed
         if state.save(ssm, name, project_dir, stage):
             print(f"Saved the deploy record in {state.parameter_name(name)}")
@@ -313,6 +322,13 @@ def deploy(
             for h in looping_handlers(config, sent_to)
         ],
     )
+    publisher = policies.lambda_function_name(config.app_name, stage, event_stream.HANDLER)
+    if not event_stream.configure(lambda_client, publisher, outputs):
+        raise DeployError(f"chalice made no mapping of {publisher} on the job table's stream")
+    print(f"Stream mapping of {publisher}: bisect on error, retries bounded, failures queued")
+    for handler, limit in sqs_scaling.configure(lambda_client, config, stage).items():
+        function = policies.lambda_function_name(config.app_name, stage, handler)
+        print(f"SQS mapping of {function}: at most {limit} at once, its reserved concurrency")
     functions = stack.function_names(config, stage)
     for function in operations.set_function_key(lambda_client, functions, values.kms_key_arn):
         print(f"Environment of {function}: {values.kms_key_arn or 'encrypted by Lambda'}")

@@ -5,7 +5,8 @@ project whose IAM policies refer to the packaged stack's own queues and table by
 CloudFormation reference (:func:`stage_project`), with a ``--merge-template``
 (:func:`merge_template`, written to ``infra/build/merge-<stage>.json``) that adds
 infra/template.yaml's stack, infra/operations.yaml's operations, the names ``make deploy``
-gives the functions and their recursion setting, the REST API's access log and default
+gives the functions and their recursion setting, the SQS mappings' maximum concurrency
+(infra/deploy/sqs_scaling.py), the REST API's access log and default
 method throttling, and for a stage that requires an API key
 its usage plan and key (:func:`api_access_resources`, access.py's twin in CloudFormation).
 :func:`add_bytecode` then adds compiled modules to the zip for faster cold starts.
@@ -36,6 +37,7 @@ from chalice.config import Config
 from chalice.utils import to_cfn_resource_name
 
 from infra import encryption, operations, policies, stack
+from infra.deploy import event_stream, sqs_scaling
 from infra.deploy.access import Throttle
 from infra.deploy.chalice_project import (
     PROJECT_DIR,
@@ -157,7 +159,8 @@ def merge_template(
     whatever stack a pipeline deploys the package as, because those names are the ones in
     the stage's ``environment_variables``. Parameter defaults are the values ``make deploy``
     passes. Operations (infra/operations.yaml) are merged in the same way, the functions get
-    the names ``make deploy`` gives them, and a stage that requires an API key also gets its
+    the names ``make deploy`` gives them and their SQS mappings the maximum concurrency it
+    gives them, and a stage that requires an API key also gets its
     usage plan, key and membership. A stage that names a KMS key gets it on every resource
     that stores data (infra/encryption.py), the functions' environment included: Chalice
     has no setting for that key, so the merge template gives it.
@@ -179,6 +182,8 @@ def merge_template(
     merged = encryption.encrypt(merged, values.kms_key_arn)
     _name_functions(merged, config, stage, values.kms_key_arn)
     _refer_to_schedule_arns(merged, config)
+    _configure_event_stream(merged)
+    _cap_sqs_scaling(merged, config, stage)
     if requires_api_key(config):
         merged["Resources"].update(api_access_resources(name, throttle))
         merged["Outputs"]["ApiKeyId"] = {"Value": {"Ref": "ApiKey"}}
@@ -292,6 +297,31 @@ def _refer_to_schedule_arns(merged: dict[str, Any], config: Config) -> None:
     for handler in stack.handler_names(config):
         properties = merged["Resources"][function_logical_id(handler)]["Properties"]
         properties["Environment"] = {"Variables": dict(variables)}
+
+
+def _configure_event_stream(merged: dict[str, Any]) -> None:
+    """The job table stream's mapping: the stack's own stream, bisect on error, bounded
+    retries, the failure queue and partial batch responses (infra/deploy/event_stream.py),
+    merged over the DynamoDB event ``chalice package`` writes."""
+    outputs = merged["Outputs"]
+    properties = merged["Resources"][function_logical_id(event_stream.HANDLER)]["Properties"]
+    properties["Events"] = {
+        event_stream.event_logical_id(): {
+            "Properties": event_stream.package_event(
+                outputs[event_stream.STREAM_OUTPUT]["Value"],
+                outputs[event_stream.FAILED_QUEUE_OUTPUT]["Value"],
+            )
+        }
+    }
+
+
+def _cap_sqs_scaling(merged: dict[str, Any], config: Config, stage: str) -> None:
+    """Each capped SQS handler's event (the webhook deliveries'): at most its reserved
+    concurrency of invocations at once (infra/deploy/sqs_scaling.py), merged over the SQS
+    event ``chalice package`` writes."""
+    for handler, events in sqs_scaling.package_events(config, stage).items():
+        properties = merged["Resources"][function_logical_id(handler)]["Properties"]
+        properties.setdefault("Events", {}).update(events)
 
 
 def _resolve_stack_name(node: Any, name: str) -> Any:

@@ -75,6 +75,11 @@ What it reproduces, and how:
   waited for). Tested in ``tests/infra/event_source/test_shutdown.py`` and
   ``tests/e2e/test_worker_restart.py``.
 
+DynamoDB Streams handlers (``@app.on_dynamodb_record``) are served too, when the process
+is given the stream's ARN as ``chalice deploy`` is (``make run`` passes it): ``streams``
+reads the stream as Lambda's DynamoDB event source does, with bisection, the retry bound
+and the on-failure queue set through its ``EVENT_SOURCE_STREAM_*`` variables.
+
 Where it differs from AWS, knowingly:
 
 - In ``exact`` mode (the default): AWS runs about five pollers per mapping regardless of

@@ -25,7 +25,13 @@ from .modes import DEFAULT_POLLERS, MODE_VARIABLE, Mode, mode_from_environment
 from .pollers import PollingSQSEventSource
 from .receives import RECOVERY_MARGIN_SECONDS, ReceiveJournal
 from .scheduler import SchedulerEventSource, lambda_functions
-from .settings import FunctionSettings, ProjectSettings, SQSSourceSettings, load_project
+from .settings import (
+    FunctionSettings,
+    ProjectSettings,
+    SQSSourceSettings,
+    StreamSourceSettings,
+    load_project,
+)
 from .sources import (
     MAX_WAIT_SECONDS,
     EventSource,
@@ -33,6 +39,7 @@ from .sources import (
     SourceError,
     SQSEventSource,
 )
+from .streams import DynamoDBStreamEventSource, StreamMapping, mapping_extras
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +224,27 @@ def _build_sources(
             )
         return SQSEventSource(settings, runtime, sqs, region, poll_seconds, gate, journal)
 
+    def stream_source(settings: StreamSourceSettings) -> EventSource:
+        mapping = StreamMapping(
+            stream_arn=settings.stream_arn,
+            batch_size=settings.batch_size,
+            starting_position=settings.starting_position,
+            **mapping_extras(os.environ),
+        )
+        account = _account_id(session)
+        function_arn = (
+            f"arn:aws:lambda:{region}:{account}:function:{settings.function.function_name}"
+        )
+        return DynamoDBStreamEventSource(
+            mapping,
+            runtime_for(settings.function),
+            session.client("dynamodbstreams"),
+            sqs,
+            function_arn,
+        )
+
     sources = [sqs_source(settings) for settings in project.sqs_sources]
+    sources += [stream_source(settings) for settings in project.stream_sources]
     if project.schedule_sources:
         account = _account_id(session)
         sources += [

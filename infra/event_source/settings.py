@@ -12,7 +12,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalice.app import Rate, ScheduledEventConfig, SQSEventConfig
+from chalice.app import DynamoDBEventConfig, Rate, ScheduledEventConfig, SQSEventConfig
 from chalice.cli.factory import CLIFactory
 from chalice.constants import DEFAULT_LAMBDA_MEMORY_SIZE, DEFAULT_LAMBDA_TIMEOUT
 
@@ -55,6 +55,16 @@ class ScheduleSourceSettings:
     period_seconds: float
 
 
+@dataclass(frozen=True)
+class StreamSourceSettings:
+    """One ``@app.on_dynamodb_record`` handler: its stream, batching and function."""
+
+    function: FunctionSettings
+    stream_arn: str
+    batch_size: int
+    starting_position: str
+
+
 # EventBridge's rate units, in seconds.
 RATE_UNIT_SECONDS = {Rate.MINUTES: 60, Rate.HOURS: 3600, Rate.DAYS: 86400}
 
@@ -71,6 +81,7 @@ class ProjectSettings:
     # Event sources this runner does not serve (yet), as "kind name", so they can be
     # reported rather than silently ignored.
     not_emulated: list[str]
+    stream_sources: list[StreamSourceSettings] = field(default_factory=list)
 
 
 def effective_concurrency(reserved: int | None, maximum: int | None) -> int:
@@ -130,6 +141,7 @@ def load_project(
     app = config.chalice_app
     sqs_sources: list[SQSSourceSettings] = []
     schedule_sources: list[ScheduleSourceSettings] = []
+    stream_sources: list[StreamSourceSettings] = []
     not_emulated: list[str] = []
     for source in app.event_sources:
         if isinstance(source, SQSEventConfig):
@@ -145,6 +157,17 @@ def load_project(
                     period_seconds=rate.value * RATE_UNIT_SECONDS[rate.unit],
                 )
             )
+        elif isinstance(source, DynamoDBEventConfig) and source.stream_arn:
+            stream_sources.append(
+                StreamSourceSettings(
+                    function=function_settings(config, stage, source.name, source.handler_string),
+                    stream_arn=source.stream_arn,
+                    batch_size=source.batch_size,
+                    starting_position=source.starting_position,
+                )
+            )
+        elif isinstance(source, DynamoDBEventConfig):
+            not_emulated.append(f"{type(source).__name__} {source.name} (no stream ARN given)")
         else:
             not_emulated.append(f"{type(source).__name__} {source.name}")
     return ProjectSettings(
@@ -154,6 +177,7 @@ def load_project(
         sqs_sources=sqs_sources,
         schedule_sources=schedule_sources,
         not_emulated=not_emulated,
+        stream_sources=stream_sources,
     )
 
 

@@ -21,6 +21,7 @@ from chalicelib.jobs import (
     LIST_BY_KIND_STATUS,
     LIST_BY_STATUS,
     PENDING,
+    PROGRESS_MARK,
     SHARDS,
     Job,
     JobStatus,
@@ -52,6 +53,7 @@ def test_item_round_trip_keeps_every_field() -> None:
         state={"low": 12345, "count": [1, "two"]},
         lease_until=1_800_000_000_000,
         owner="token",
+        progress_mark=1_799_999_975_000,
         resume=True,
         last_error="earlier",
         request_hash="abc",
@@ -206,6 +208,22 @@ def test_a_poison_message_says_why_it_can_never_be_processed(body: str, reason: 
     with pytest.raises(PoisonMessage) as raised:
         parse_message(body)
     assert str(raised.value) == reason
+
+
+def test_the_progress_mark_is_the_items_own_never_the_apis_and_an_older_item_has_none() -> None:
+    """The mark of the checkpoint last published as progress is bookkeeping of the job's
+    events: written to the item as a number, read back, not shown by GET /jobs/{id}, not
+    projected into any index (a checkpoint that sets it still writes no index); an item
+    written before marks existed reads as never published."""
+    job = Job.new(n=1, now=MOMENT).with_(progress_mark=1_767_323_045_678)
+    item = to_item(job)
+    assert item[PROGRESS_MARK] == {"N": "1767323045678"}
+    assert from_item(item).progress_mark == 1_767_323_045_678
+    assert PROGRESS_MARK not in job.to_api() and "progress_mark" not in job.to_api()
+    indexed = {name for i in INDEXES for name in (i.partition_key, i.sort_key, *i.projected)}
+    assert PROGRESS_MARK not in indexed
+    del item[PROGRESS_MARK]
+    assert from_item(item).progress_mark is None
 
 
 def test_api_form_uses_iso_utc_strings() -> None:

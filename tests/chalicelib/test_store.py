@@ -20,6 +20,7 @@ from chalicelib.jobs import (
     ACTIVE,
     INDEXES,
     PENDING,
+    PROGRESS_MARK,
     SCHEMA_ITEM,
     SCHEMA_VERSION,
     SHARDS,
@@ -250,6 +251,42 @@ def test_a_continuation_message_does_not_start_a_job_waiting_to_retry(table: Job
 
     assert table.get(job.job_id) == waiting
     assert (waiting.status, waiting.pending_at) == (JobStatus.QUEUED, retry_due)
+
+
+# --- checkpoint ---------------------------------------------------------------------------
+
+
+def test_a_checkpoint_writes_the_progress_mark_only_when_given_and_a_new_run_keeps_it(
+    table: JobTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark (the checkpoint published as progress) is written by the checkpoint that
+    is given one, in its one UpdateItem, beside the run's state, progress and lease and
+    nothing else; a checkpoint without one leaves it; a continuation's release and claim
+    keep it, so the next run spaces its progress from it."""
+    now = utc_now()
+    job = Job.new(n=5, now=now)
+    table.create(job)
+    assert table.claim(job.job_id, job.kind, "run-1", now, LEASE_MS) is not None
+    lease = epoch_ms(now) + LEASE_MS
+    updates = recorded_calls(table, "update_item", monkeypatch)
+
+    unmarked = table.checkpoint(job.job_id, "run-1", "1", 0.1, lease)
+    assert unmarked is not None and unmarked.progress_mark is None
+    assert PROGRESS_MARK not in (raw_item(job.job_id) or {})
+    before = raw_item(job.job_id) or {}
+    marked = table.checkpoint(job.job_id, "run-1", "2", 0.2, lease + 1, progress_mark=1_234)
+    assert marked is not None and marked.progress_mark == 1_234
+    after = raw_item(job.job_id) or {}
+    changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+    assert changed == {"state", "progress", "lease_until", PROGRESS_MARK}
+    kept = table.checkpoint(job.job_id, "run-1", "3", 0.3, lease + 2)
+    assert kept is not None and kept.progress_mark == 1_234
+    assert len(updates) == 3  # one request a checkpoint, marked or not
+
+    released = table.release(kept, "run-1", epoch_ms(now), resume=True)
+    assert released is not None and released.progress_mark == 1_234
+    resumed = table.claim(job.job_id, job.kind, "run-2", now, LEASE_MS, resume=True)
+    assert resumed is not None and resumed.progress_mark == 1_234
 
 
 # --- rewrite_derived ----------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """The worker: through the real SQS handlers (app.process_job, app.forward_delayed, ...)
 and through Worker directly, against moto. Covers the lifecycle, duplicates, poison,
-retries through the delay queue, checkpoints and continuation, the message hold and lease
-take-over, a failed claim's backoff, cancellation, dead letters, the watermark, the
-recovery sweep, a run's metrics and what a claim reads."""
+retries through the delay queue, checkpoints (and their progress marks) and
+continuation, the message hold and lease take-over, a failed claim's backoff,
+cancellation, dead letters, the watermark, the recovery sweep, a run's metrics and what
+a claim reads."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -19,6 +21,7 @@ from chalice.test import Client
 from chalicelib import connections, kinds
 from chalicelib.config import get_settings
 from chalicelib.errors import StoreUnavailable
+from chalicelib.events import PROGRESS_WINDOW_MS, EventType, event_for
 from chalicelib.jobs import (
     LIST_BY_STATUS,
     PENDING,
@@ -33,11 +36,12 @@ from chalicelib.jobs import (
     to_message,
     utc_now,
 )
-from chalicelib.kinds import Context, heavy_load
+from chalicelib.kinds import Context, Kind, heavy_load
 from chalicelib.queue import JobQueue
 from chalicelib.store import JobTable, UnreadableJob
 from chalicelib.worker import (
     MAX_DEAD_LETTER_REDRIVES,
+    MAX_INVOCATION_MS,
     WATERMARK_INTERVAL_SECONDS,
     Delivery,
     Outcome,
@@ -101,17 +105,49 @@ def delivery(receipt: str = "receipt-1", receive_count: int = 1, sent_at_ms: int
 
 
 class SpyTable(JobTable):
-    """The real table adapter, recording every checkpoint."""
+    """The real table adapter, recording every checkpoint, the progress marks given, and
+    the job as each claim and checkpoint left it (what the table's stream would carry)."""
 
     def __init__(self, table: JobTable) -> None:
         super().__init__(table._client, table.table_name)
         self.checkpoints: list[tuple[Any, float]] = []
+        self.marks: list[int] = []
+        self.images: list[Job] = []
+
+    def claim(self, *args: Any, **kwargs: Any) -> Job | None:
+        claimed = super().claim(*args, **kwargs)
+        self.images += [] if claimed is None else [claimed]
+        return claimed
 
     def checkpoint(
-        self, job_id: str, owner: str, state: str, progress: float, lease_until_ms: int
+        self,
+        job_id: str,
+        owner: str,
+        state: str,
+        progress: float,
+        lease_until_ms: int,
+        progress_mark: int | None = None,
     ) -> Job | None:
         self.checkpoints.append((json.loads(state), progress))
-        return super().checkpoint(job_id, owner, state, progress, lease_until_ms)
+        self.marks += [] if progress_mark is None else [progress_mark]
+        saved = super().checkpoint(job_id, owner, state, progress, lease_until_ms, progress_mark)
+        self.images += [] if saved is None else [saved]
+        return saved
+
+
+class FakeTime:
+    """One fake time for a worker's wall clock (``now``) and monotonic clock, moved only by
+    the test, in whole milliseconds."""
+
+    def __init__(self) -> None:
+        self.start = utc_now()
+        self.ms = 0
+
+    def now(self) -> datetime:
+        return self.start + timedelta(milliseconds=self.ms)
+
+    def monotonic(self) -> float:
+        return self.ms / 1000
 
 
 # --- lifecycle through the deployed entry point --------------------------------------
@@ -394,6 +430,111 @@ def test_progress_is_monotonic_rate_limited_and_reaches_one(
     assert 20 <= len(progress) <= 26
     assert [pos for pos, _ in table.checkpoints] == sorted(pos for pos, _ in table.checkpoints)
     assert table_job(job).progress == 1
+
+
+def reporting_until(
+    time: FakeTime, until_ms: int, step_ms: int = 300, moving: bool = True
+) -> tuple[list[Job], Kind[Any, Any]]:
+    """A kind that reports every ``step_ms`` of ``time`` until ``until_ms``, its progress
+    moving with each report (or staying what its job had at the run's start), resuming
+    from its state; the list takes its job, once made."""
+
+    def run(input: Any, ctx: Context) -> int:
+        done, resumed_at = ctx.state or 0, table_job(job_of[0]).progress
+        while time.ms < until_ms:
+            time.ms += step_ms
+            done += 1
+            ctx.report(done / 1000 if moving else resumed_at, done)
+        return int(input.n)
+
+    job_of: list[Job] = []
+    return job_of, kind_running(run)
+
+
+def progress_events(images: list[Job]) -> list[int]:
+    """The marks of the checkpoints the table's stream would publish as job.progress."""
+    events = [
+        event_for(to_item(old), to_item(new), f"e-{i}")
+        for i, (old, new) in enumerate(itertools.pairwise(images))
+    ]
+    published = [e.job.progress_mark for e in events if e and e.event_type is EventType.PROGRESS]
+    return [mark for mark in published if mark is not None]
+
+
+def test_a_run_moving_its_progress_marks_it_about_every_window_never_more_often(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reports every 0.3 s for 35 s (saved about every second): the checkpoints that set
+    a progress mark, the only ones published as job.progress, are PROGRESS_WINDOW_MS or
+    more of the worker's clock apart, and hardly more: the first save, then one about
+    every 10 s."""
+    time = FakeTime()
+    job_of, kind = reporting_until(time, until_ms=35_000)
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind)
+    job_of.append(make_job(n=10))
+    table = SpyTable(connections.job_table())
+    worker = make_worker(table, now=time.now, monotonic=time.monotonic)
+
+    assert worker.process_message(message_for(job_of[0])) is Outcome.SUCCEEDED
+
+    assert len(table.checkpoints) >= 25
+    marks = [mark - epoch_ms(time.start) for mark in table.marks]
+    assert 3 <= len(marks) <= 4 and marks[0] <= 2_000
+    gaps = [later - earlier for earlier, later in itertools.pairwise(marks)]
+    assert all(PROGRESS_WINDOW_MS <= gap <= PROGRESS_WINDOW_MS + 2_000 for gap in gaps)
+    assert progress_events(table.images) == table.marks
+    assert table_job(job_of[0]).progress_mark == table.marks[-1]
+
+
+def test_a_run_that_does_not_move_its_progress_marks_nothing(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints for 35 s that renew the lease and save the state, the progress still
+    what the run resumed from: no mark, so no job.progress."""
+    time = FakeTime()
+    job_of, kind = reporting_until(time, until_ms=35_000, moving=False)
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind)
+    job_of.append(make_job(n=10, progress=0.4))
+    table = SpyTable(connections.job_table())
+    worker = make_worker(table, now=time.now, monotonic=time.monotonic)
+
+    assert worker.process_message(message_for(job_of[0])) is Outcome.SUCCEEDED
+
+    assert len(table.checkpoints) >= 25 and {p for _, p in table.checkpoints} == {0.4}
+    assert table.marks == [] and progress_events(table.images) == []
+    assert table_job(job_of[0]).progress_mark is None
+
+
+def test_a_continuation_keeps_the_spacing_of_the_run_before(
+    make_job: Callable[..., Job], message_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run marks its progress, then yields before its invocation's timeout at 13 s; its
+    continuation, in the next invocation at once, reads the mark from the job it claims
+    and marks again only PROGRESS_WINDOW_MS after it, not at its own first save."""
+    time = FakeTime()
+    job_of, kind = reporting_until(time, until_ms=35_000)
+    monkeypatch.setitem(kinds.KINDS, "heavyLoad", kind)
+    job_of.append(make_job(n=10))
+    table = SpyTable(connections.job_table())
+    worker = make_worker(table, now=time.now, monotonic=time.monotonic)
+    margin_ms = get_settings().timeout_margin_seconds * 1000
+
+    def first_invocation() -> int:
+        """Plenty of time left until 13 s of the run, then less than the margin."""
+        return MAX_INVOCATION_MS if time.ms < 13_000 else margin_ms - 1
+
+    first = worker.process_message(message_for(job_of[0]), remaining_ms=first_invocation)
+    assert first is Outcome.CONTINUED
+    marks_of_the_first = len(table.marks)
+    assert marks_of_the_first == 2 and table_job(job_of[0]).progress_mark == table.marks[-1]
+
+    second = worker.process_message(to_message(job_of[0], resume=True))
+    assert second is Outcome.SUCCEEDED
+
+    assert len(table.marks) > marks_of_the_first  # the continuation's progress is marked too
+    gaps = [later - earlier for earlier, later in itertools.pairwise(table.marks)]
+    assert all(gap >= PROGRESS_WINDOW_MS for gap in gaps)
+    assert progress_events(table.images) == table.marks
 
 
 def test_progress_is_visible_while_the_job_runs(

@@ -36,12 +36,13 @@ from moto.apigateway.models import APIGatewayBackend
 from moto.server import ThreadedMotoServer
 
 from chalicelib import config as settings
+from chalicelib.events import STREAM_MAX_RETRY_ATTEMPTS, STREAM_STARTING_POSITION
 from chalicelib.observability import NAMESPACE, Metric, dimensions
 from chalicelib.openapi import KEYED_OPERATIONS, SIGV4_SCHEME
 from chalicelib.queue import MAX_RECEIVE_COUNT
 from chalicelib.store import JobTable, WorkerPause
 from infra import encryption, operations, policies, stack
-from infra.deploy import state
+from infra.deploy import event_stream, state
 from infra.deploy.access import Throttle
 from infra.deploy.lifecycle import CONCURRENCY_QUOTA, CONCURRENCY_QUOTA_CODE
 from tests.infra import moto_bridges
@@ -489,6 +490,8 @@ def test_each_queues_visibility_timeout_is_its_consumers_timeout(
         function = mapping["FunctionArn"].split(":")[-1]
         if function not in functions:
             continue  # the other stage's
+        if not mapping["EventSourceArn"].startswith("arn:aws:sqs:"):
+            continue  # the job table's stream (publish_job_events): no visibility timeout
         queue_name = mapping["EventSourceArn"].split(":")[-1]
         queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
         attributes = sqs.get_queue_attributes(
@@ -500,7 +503,7 @@ def test_each_queues_visibility_timeout_is_its_consumers_timeout(
         assert visibility == timeout, (queue_name, function)
         checked[queue_name] = function
     outputs = rehearsal.outputs[stage]
-    queues = ("QueueName", "DeadLetterQueueName", "DelayQueueName")
+    queues = ("QueueName", "DeadLetterQueueName", "DelayQueueName", "WebhookQueueName")
     assert set(checked) == {outputs[key] for key in queues}  # every queue has its consumer
 
 
@@ -513,6 +516,52 @@ def test_job_table_exists(
     table = rehearsal.client("dynamodb").describe_table(TableName=table_name)["Table"]
     assert table["TableStatus"] == "ACTIVE"
     assert table["KeySchema"] == [{"AttributeName": "job_id", "KeyType": "HASH"}]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_event_publisher_reads_the_table_stream_with_bounded_retries(
+    rehearsal: Rehearsal, stage: str
+) -> None:
+    """publish_job_events' mapping: the stack's stream, bisect on error, bounded retries,
+    the events' failure queue as its on-failure destination, partial batch responses."""
+    outputs = rehearsal.outputs[stage]
+    publisher = function_name(stage, event_stream.HANDLER)
+    mappings = rehearsal.client("lambda").list_event_source_mappings(
+        EventSourceArn=outputs["TableStreamArn"]
+    )["EventSourceMappings"]
+    (mapping,) = [m for m in mappings if m["FunctionArn"].endswith(f":function:{publisher}")]
+    assert mapping["StartingPosition"] == STREAM_STARTING_POSITION
+    assert mapping["BisectBatchOnFunctionError"] is True
+    assert mapping["MaximumRetryAttempts"] == STREAM_MAX_RETRY_ATTEMPTS
+    assert mapping["DestinationConfig"] == {
+        "OnFailure": {"Destination": outputs["JobEventsFailedQueueArn"]}
+    }
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_webhook_deliveries_mapping_is_capped_at_their_reservation(
+    rehearsal: Rehearsal, stage: str
+) -> None:
+    """Each SQS mapping of the stage as moto recorded it after both deploys (the second from
+    a fresh clone): the webhook deliveries' has ScalingConfig.MaximumConcurrency equal to
+    the reserved concurrency the stage declares and the function holds; the worker's FIFO
+    mapping and the others have none."""
+    lambda_client = rehearsal.client("lambda")
+    handlers = {function: handler for handler, function in rehearsal.functions(stage).items()}
+    capped = {}
+    for mapping in lambda_client.list_event_source_mappings()["EventSourceMappings"]:
+        handler = handlers.get(mapping["FunctionArn"].split(":")[-1])
+        if handler is not None and "ScalingConfig" in mapping:
+            capped[handler] = mapping["ScalingConfig"]
+    with _fresh_app_import():
+        config = stack.load_chalice_config(stage, rehearsal.project)
+        declared = config.scope(stage, "deliver_webhooks").reserved_concurrency
+    assert capped == {"deliver_webhooks": {"MaximumConcurrency": declared}}
+    held = lambda_client.get_function_concurrency(
+        FunctionName=function_name(stage, "deliver_webhooks")
+    )
+    assert held["ReservedConcurrentExecutions"] == declared
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -671,11 +720,13 @@ def test_redeploy_updated_in_place(rehearsal: Rehearsal) -> None:
 
 
 def test_a_deploy_from_a_fresh_clone_updated_every_mapping_in_place(rehearsal: Rehearsal) -> None:
-    """moto accepts a duplicate SQS mapping (AWS answers ResourceConflictException): count."""
+    """moto accepts a duplicate SQS mapping (AWS answers ResourceConflictException): count.
+    The job table stream's mapping too."""
     counts = rehearsal.mappings_per_function()
     with _fresh_app_import():
         consumers = stack.queue_consumers(stack.load_chalice_config("dev", rehearsal.project))
-    expected = {function_name(stage, handler): 1 for stage in STAGES for handler in consumers}
+    handlers = [*consumers, event_stream.HANDLER]
+    expected = {function_name(stage, handler): 1 for stage in STAGES for handler in handlers}
     assert counts == expected
 
 
@@ -753,6 +804,8 @@ def test_alarms_watch_dead_letters_backlog_worker_and_failed_jobs(
     }
     assert set(by_name) == {
         "dead-letters",
+        "events-failed",
+        "webhook-dead-letters",
         "queue-age",
         "worker-errors",
         "worker-throttles",
@@ -915,7 +968,7 @@ def test_every_queue_is_encrypted(rehearsal: Rehearsal, stage: str) -> None:
     stage's own KMS key and the data key reuse period chosen for it, instead of them."""
     sqs = rehearsal.client("sqs")
     urls = [v for k, v in rehearsal.outputs[stage].items() if k.endswith("QueueUrl")]
-    assert len(urls) == 3
+    assert len(urls) == 4
     key = rehearsal.keys[stage]
     for url in urls:
         attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]

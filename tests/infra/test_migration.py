@@ -104,13 +104,17 @@ def bridge_stack_updates(monkeypatch: pytest.MonkeyPatch) -> StackUpdates:
                 "Cannot perform more than one GSI creation or deletion in a single update",
             )
         backend = dynamodb_backends[account_id][region_name]
+        # A stream the template adds is enabled in place (no replacement), as on AWS.
+        stream = properties.get("StreamSpecification")
+        enabled = (original_resource.stream_specification or {}).get("StreamEnabled")
+        adds_stream = stream is not None and not enabled
         backend.update_table(
             name=original_resource.name,
             attr_definitions=properties["AttributeDefinitions"],
             global_index=changes,
             throughput={},
             billing_mode="",
-            stream_spec={},
+            stream_spec={"StreamEnabled": True, **stream} if adds_stream else {},
             deletion_protection_enabled=None,
             warm_throughput=None,
         )
@@ -385,6 +389,10 @@ def test_the_queues_were_replaced_by_the_fifo_ones_and_the_delay_queue(
             f"heavy-jobs-{STAGE}-delay",
             # Where EventBridge Scheduler puts a fire it gave up on (recurring schedules).
             f"heavy-jobs-{STAGE}-schedule-dlq",
+            # Where the stream consumer puts a change record it gave up on (job events).
+            f"heavy-jobs-{STAGE}-events-failed",
+            f"heavy-jobs-{STAGE}-webhooks",
+            f"heavy-jobs-{STAGE}-webhooks-dlq",
         ]
     )
     assert migration.settings.queue_name == f"heavy-jobs-{STAGE}-queue.fifo"
@@ -405,10 +413,14 @@ def test_each_consumer_has_one_mapping_on_its_new_queue(migration: Migration) ->
         return str(attributes["Attributes"]["QueueArn"])
 
     prefix = f"heavy-jobs-{STAGE}"
+    table = migration.client("dynamodb").describe_table(TableName=migration.settings.table_name)
+    stream = table["Table"]["LatestStreamArn"]  # the stream the update added
     assert by_function == {
         f"{prefix}-process_job": [arn(migration.settings.queue_name)],
         f"{prefix}-forward_delayed": [arn(migration.settings.delay_queue_name)],
         f"{prefix}-process_dead_letters": [arn(f"{prefix}-dlq.fifo")],
+        f"{prefix}-publish_job_events": [stream],
+        f"{prefix}-deliver_webhooks": [arn(f"{prefix}-webhooks")],
     }
 
 

@@ -1,7 +1,7 @@
 """infra/deploy/'s and infra/operations.py's pieces for operating a stage, one at a time:
-the concurrency pre-flight, recursion, the deploy record in SSM, per-stage settings, log
-retention, access logs, pause/resume. Calls moto does not implement are checked against a
-botocore Stubber (the exact requests made); the rest run under moto."""
+the concurrency pre-flight, recursion, the deploy record in SSM, per-stage settings, the
+alarms, log retention, access logs, pause/resume. Calls moto does not implement are
+checked against a botocore Stubber (the exact requests made); the rest run under moto."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from chalicelib import connections, observability
 from chalicelib.observability import NAMESPACE, Metric
 from infra import encryption, operations, stack
 from infra.deploy import chalice_project, lifecycle, state
+from infra.deploy.event_stream import FAILED_QUEUE_OUTPUT
+from tests.infra import moto_bridges
 from tests.infra.harness import searched_functions, stage_config
 
 REGION = "us-east-1"
@@ -64,9 +66,11 @@ def no_function(stubber: Stubber, name: str) -> None:
 # --- pre-flight: the account's concurrency ------------------------------------------------
 
 API = "heavy-jobs-dev"  # the API function (Chalice names it after the app and stage)
-# What dev reserves (.chalice/config.json): the API's ceiling and the worker's one lane.
-DEV_API_RESERVED, DEV_WORKER_RESERVED = 10, 1
-DEV_RESERVED = DEV_API_RESERVED + DEV_WORKER_RESERVED
+# What dev reserves (.chalice/config.json): the API's ceiling, the worker's one lane and
+# the webhook deliveries' own.
+DEV_API_RESERVED, DEV_WORKER_RESERVED, DEV_WEBHOOKS_RESERVED = 10, 1, 5
+DEV_RESERVED = DEV_API_RESERVED + DEV_WORKER_RESERVED + DEV_WEBHOOKS_RESERVED
+WEBHOOKS = "heavy-jobs-dev-deliver_webhooks"
 
 
 def test_every_deployed_stage_reserves_concurrency_for_its_api_and_its_worker(
@@ -80,8 +84,8 @@ def test_every_deployed_stage_reserves_concurrency_for_its_api_and_its_worker(
 
 
 def no_reservations(stubber: Stubber) -> None:
-    """Neither of dev's reserving functions exists yet (a first deploy)."""
-    for function in (API, WORKER):  # in handler order: the API first
+    """None of dev's reserving functions exists yet (a first deploy)."""
+    for function in (API, WORKER, WEBHOOKS):  # in handler order: the API first
         no_function(stubber, function)
 
 
@@ -100,9 +104,12 @@ def test_preflight_stops_when_the_reservation_would_leave_less_than_100(dev_conf
 
 
 def test_preflight_counts_the_apis_reservation(dev_config: Any) -> None:
-    """101 unreserved would do for the worker alone; with the API's 10 it is too little."""
+    """Enough for the worker and the deliveries alone; with the API's 10 it is too little."""
     client, stubber = lambda_stub()
-    stubber.add_response("get_account_settings", account(unreserved=100 + DEV_WORKER_RESERVED))
+    stubber.add_response(
+        "get_account_settings",
+        account(unreserved=100 + DEV_WORKER_RESERVED + DEV_WEBHOOKS_RESERVED),
+    )
     no_reservations(stubber)
     with stubber, pytest.raises(chalice_project.DeployError, match=f"{100 + DEV_RESERVED} are"):
         lifecycle.check_account_concurrency(client, dev_config, "dev")
@@ -120,11 +127,15 @@ def test_preflight_passes_at_exactly_100_left(dev_config: Any) -> None:
 def test_preflight_counts_the_reservations_a_redeployed_stage_already_holds(
     dev_config: Any,
 ) -> None:
-    """On a re-deploy the API's 10 and the worker's 1 are already out of the unreserved 100:
-    still fine."""
+    """On a re-deploy the API's 10, the worker's 1 and the deliveries' 5 are already out of
+    the unreserved 100: still fine."""
     client, stubber = lambda_stub()
     stubber.add_response("get_account_settings", account(unreserved=100, total=100 + DEV_RESERVED))
-    for function, reserved in ((API, DEV_API_RESERVED), (WORKER, DEV_WORKER_RESERVED)):
+    for function, reserved in (
+        (API, DEV_API_RESERVED),
+        (WORKER, DEV_WORKER_RESERVED),
+        (WEBHOOKS, DEV_WEBHOOKS_RESERVED),
+    ):
         stubber.add_response(
             "get_function_concurrency",
             {"ReservedConcurrentExecutions": reserved},
@@ -147,6 +158,11 @@ def test_the_loop_is_the_consumers_of_queues_the_app_sends_to(dev_config: Any) -
     ]
     assert "QueueArn" in chalice_project.sent_queue_outputs()
     assert "DeadLetterQueueArn" not in chalice_project.sent_queue_outputs()
+    # A webhook delivery re-sends its next attempt to its own queue, hop after hop for
+    # more than 24 hours: a loop Lambda must allow, or it stops the chain.
+    assert "WebhookQueueArn" in chalice_project.sent_queue_outputs()
+    webhooks = {env[settings.WEBHOOK_QUEUE_NAME]}
+    assert chalice_project.looping_handlers(dev_config, webhooks) == ["deliver_webhooks"]
 
 
 def test_allow_recursion_sets_each_function_to_allow() -> None:
@@ -281,6 +297,11 @@ def test_operations_parameters_are_the_projects_names(dev_config: Any) -> None:
     assert parameters["JobQueueName"] == env[settings.QUEUE_NAME]
     assert parameters["DeadLetterQueueName"] == env[settings.DEAD_LETTER_QUEUE_NAME]
     assert parameters["WorkerFunctionName"] == WORKER
+    # Read from the state template as the job queue's own is: its RedrivePolicy's target.
+    job_dead_letters = operations.dead_letter_queue_name(
+        stack.load_template(), "heavy-jobs-dev", env[settings.QUEUE_NAME]
+    )
+    assert job_dead_letters == env[settings.DEAD_LETTER_QUEUE_NAME]
     assert operations.worker_handler(dev_config) == "process_job"
 
 
@@ -455,6 +476,102 @@ def test_two_stages_alarms_watch_different_streams(
     assert alarm_stream(dev, "dev") != alarm_stream(prod, "prod")
     assert emitted(dev, Metric.FAILED, monkeypatch, capsys) != alarm_stream(prod, "prod")
     assert emitted(prod, Metric.FAILED, monkeypatch, capsys) != alarm_stream(dev, "dev")
+
+
+# --- the queues nobody consumes: alarmed on as the job queue's dead-letter queue is ---------
+
+# Alarm -> the parameter naming the queue it watches; DeadLetterAlarm is what each copies.
+UNCONSUMED_QUEUE_ALARMS = {
+    "JobEventsFailedAlarm": "JobEventsFailedQueueName",
+    "WebhookDeadLetterAlarm": "WebhookDeadLetterQueueName",
+}
+
+
+def alarm_shape(properties: dict[str, Any], queue_parameter: str) -> Any:
+    """An alarm's properties but its name and description, its queue's parameter replaced."""
+    kept = {k: v for k, v in properties.items() if k not in ("AlarmName", "AlarmDescription")}
+    text = json.dumps(kept).replace(json.dumps({"Ref": queue_parameter}), '"the queue"')
+    return json.loads(text)
+
+
+@pytest.mark.parametrize(("alarm", "queue_parameter"), UNCONSUMED_QUEUE_ALARMS.items())
+def test_an_unconsumed_queues_alarm_is_built_as_the_job_dead_letter_alarm(
+    alarm: str, queue_parameter: str
+) -> None:
+    """The same metric math (messages received by, or waiting in, the queue), threshold,
+    topic and OK actions; only the queue differs, and the description says what to do."""
+    resources = chalice_project.load_template(operations.TEMPLATE)["Resources"]
+    properties = resources[alarm]["Properties"]
+    assert alarm_shape(properties, queue_parameter) == alarm_shape(
+        resources["DeadLetterAlarm"]["Properties"], "DeadLetterQueueName"
+    )
+    assert f"${{{queue_parameter}}}" in properties["AlarmDescription"]["Fn::Sub"]
+
+
+def test_the_webhook_dead_letter_alarm_says_how_to_redrive() -> None:
+    resources = chalice_project.load_template(operations.TEMPLATE)["Resources"]
+    description = resources["WebhookDeadLetterAlarm"]["Properties"]["AlarmDescription"]["Fn::Sub"]
+    for what in ("GET /webhooks/{id}/deliveries", "StartMessageMoveTask", '"Start DLQ redrive"'):
+        assert what in description
+
+
+def queue_name(arn: str) -> str:
+    return arn.rsplit(":", 1)[-1]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_applied_ops_stack_alarms_on_the_queues_nobody_consumes(
+    stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage's state stack and operations stack applied on moto (its alarms through the
+    deploy rehearsal's bridge): the job events' failure queue and the webhooks queue's
+    dead-letter queue, as the applied state stack names them, each have an alarm that
+    notifies the topic, listed in the stack's AlarmNames."""
+    config = stage_config(stage)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    moto_bridges.install(monkeypatch)
+    with mock_aws():
+        cfn = boto3.client("cloudformation")
+        state_stack = stack.stack_name(config.app_name, stage)
+        outputs = stack.apply(cfn, state_stack, stack.parameters_for_stage(config, stage))
+        sqs = boto3.client("sqs")
+        assert (
+            outputs["WebhookQueueName"] == config.environment_variables[settings.WEBHOOK_QUEUE_NAME]
+        )
+        redrive = sqs.get_queue_attributes(
+            QueueUrl=outputs["WebhookQueueUrl"], AttributeNames=["RedrivePolicy"]
+        )["Attributes"]["RedrivePolicy"]
+        watched = {
+            "events-failed": queue_name(outputs[FAILED_QUEUE_OUTPUT]),
+            "webhook-dead-letters": queue_name(json.loads(redrive)["deadLetterTargetArn"]),
+        }
+        ops = operations.apply_operations(
+            cfn, operations.ops_stack_name(config.app_name, stage), ops_parameters(config, stage)
+        )
+        described = boto3.client("cloudwatch").describe_alarms(AlarmNamePrefix=state_stack)
+    alarms = {a["AlarmName"]: a for a in described["MetricAlarms"]}
+    assert set(ops["AlarmNames"].split(",")) == set(alarms)
+    for suffix, queue in watched.items():
+        alarm = alarms[f"{state_stack}-{suffix}"]
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [ops["AlarmTopicArn"]]
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+        queries = {q["Id"]: q for q in alarm["Metrics"]}
+        for query, metric in (
+            ("received", "NumberOfMessagesReceived"),
+            ("visible", "ApproximateNumberOfMessagesVisible"),
+        ):
+            stat = queries[query]["MetricStat"]["Metric"]
+            assert (stat["Namespace"], stat["MetricName"]) == ("AWS/SQS", metric)
+            assert stat["Dimensions"] == [{"Name": "QueueName", "Value": queue}]
+        assert queue in alarm["AlarmDescription"]
+
+
+def test_a_queue_the_state_template_does_not_make_is_refused_by_name() -> None:
+    template = stack.load_template()
+    with pytest.raises(operations.OperationsError, match="no queue heavy-jobs-dev-elsewhere"):
+        operations.dead_letter_queue_name(template, "heavy-jobs-dev", "heavy-jobs-dev-elsewhere")
+    with pytest.raises(operations.OperationsError, match="has no dead-letter queue"):
+        operations.dead_letter_queue_name(template, "heavy-jobs-dev", "heavy-jobs-dev-delay")
 
 
 # --- log groups, access logs, pause ---------------------------------------------------------

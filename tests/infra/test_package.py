@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from chalicelib import config as settings
+from chalicelib.events import STREAM_MAX_RETRY_ATTEMPTS, STREAM_STARTING_POSITION
 from chalicelib.queue import MAX_RECEIVE_COUNT
 from infra import encryption, operations, policies, stack
+from infra.deploy import event_stream
 from infra.deploy.access import Throttle
 from infra.deploy.chalice_project import load_template
-from infra.deploy.packaging import ANY_ACCOUNT, ANY_REGION
+from infra.deploy.packaging import ANY_ACCOUNT, ANY_REGION, function_logical_id
 from tests.infra.conftest import KEYED_STAGE, PACKAGE_KEY
 from tests.infra.conftest import PACKAGED_STAGES as STAGES
 from tests.infra.harness import VENV, stage_config
@@ -68,6 +70,7 @@ def test_package_parameters_default_to_what_deploy_passes(
         ("VisibilityTimeoutSeconds", "process_job"),
         ("DeadLetterVisibilityTimeoutSeconds", "process_dead_letters"),
         ("DelayVisibilityTimeoutSeconds", "forward_delayed"),
+        ("WebhookVisibilityTimeoutSeconds", "deliver_webhooks"),
     ):
         timeout = config.scope(stage, consumer).lambda_timeout
         visibility = int(parameters[parameter]["Default"])
@@ -133,10 +136,11 @@ def template_group(template: dict[str, Any]) -> str:
 
 
 def refers_to(resource: Any) -> str:
-    """The template resource an ARN expression names: GetAtt X.Arn, or ${X.Arn}/..."""
+    """The template resource an ARN expression names: GetAtt X.Arn (or the job table's
+    X.StreamArn), or ${X.Arn}/..."""
     if "Fn::GetAtt" in resource:
         logical_id, attribute = resource["Fn::GetAtt"]
-        assert attribute == "Arn"
+        assert attribute == "Arn" or (logical_id, attribute) == ("JobTable", "StreamArn")
         return str(logical_id)
     variable, _, _ = resource["Fn::Sub"].partition(".Arn}/")
     assert variable.startswith("${")
@@ -190,6 +194,7 @@ def test_package_ships_unchecked_bytecode_for_every_module(
         "JOBS_QUEUE_NAME": "q",
         "JOBS_DEAD_LETTER_QUEUE_NAME": "dlq",
         "JOBS_DELAY_QUEUE_NAME": "delay",
+        "JOBS_WEBHOOK_QUEUE_NAME": "webhooks",
     }
     probe = subprocess.run(
         [sys.executable, "-c", "import app, sys; print(sys.modules['app'].__cached__)"],
@@ -386,8 +391,9 @@ def test_a_named_key_encrypts_everything_the_stage_stores(packaged_with_key: Pat
         "AWS::Logs::LogGroup",
         "AWS::Serverless::Function",
     }
-    # The job queue, its dead-letter and delay queues, and the schedules' dead-letter queue.
-    assert len([r for r in keyed.values() if r["Type"] == "AWS::SQS::Queue"]) == 4
+    # The job queue, its dead-letter and delay queues, the schedules' dead-letter queue, the
+    # job events' failure queue, and the webhooks queue and its dead-letter queue.
+    assert len([r for r in keyed.values() if r["Type"] == "AWS::SQS::Queue"]) == 7
     # EventBridge Scheduler's role sends a fire it gave up on to that last one: it may use
     # the key for it, and for nothing else.
     (scheduler_policy,) = resources["SchedulerRole"]["Properties"]["Policies"]
@@ -467,3 +473,47 @@ def test_each_role_may_use_the_key_for_exactly_what_its_calls_need(
         assert key_statements[0]["Action"] == (
             ["kms:Decrypt", "kms:GenerateDataKey"] if sends else ["kms:Decrypt"]
         )
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_event_publisher_reads_the_stacks_stream_with_bounded_retries(
+    packaged: dict[str, Path], stage: str
+) -> None:
+    """publish_job_events' DynamoDB event: the packaged table's own stream, bisect on
+    error, bounded retries, the events' failure queue, partial batch responses."""
+    resources = load(packaged, stage)["Resources"]
+    function = resources[function_logical_id(event_stream.HANDLER)]["Properties"]
+    (event,) = function["Events"].values()
+    assert event["Type"] == "DynamoDB"
+    properties = event["Properties"]
+    assert properties["Stream"] == {"Fn::GetAtt": ["JobTable", "StreamArn"]}
+    assert properties["StartingPosition"] == STREAM_STARTING_POSITION
+    assert properties["BisectBatchOnFunctionError"] is True
+    assert properties["MaximumRetryAttempts"] == STREAM_MAX_RETRY_ATTEMPTS
+    assert properties["DestinationConfig"] == {
+        "OnFailure": {"Type": "SQS", "Destination": {"Fn::GetAtt": ["JobEventsFailedQueue", "Arn"]}}
+    }
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_standard_queues_mapping_is_capped_at_its_functions_reservation(
+    packaged: dict[str, Path], stage: str
+) -> None:
+    """The webhook deliveries' SQS event: ScalingConfig.MaximumConcurrency equal to the
+    function's reserved concurrency in .chalice/config.json (and in the package), so a burst
+    waits in the queue instead of being throttled toward the dead-letter queue. The worker's
+    FIFO mapping and the other SQS events are as Chalice writes them."""
+    resources = load(packaged, stage)["Resources"]
+    config = stage_config(stage)
+    capped = {}
+    for handler in stack.queue_consumers(config):
+        function = resources[function_logical_id(handler)]["Properties"]
+        (event,) = function["Events"].values()  # merged over Chalice's event, not beside it
+        assert event["Type"] == "SQS"
+        if "ScalingConfig" in event["Properties"]:
+            capped[handler] = event["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+            assert capped[handler] == function["ReservedConcurrentExecutions"]
+    reserved = config.scope(stage, "deliver_webhooks").reserved_concurrency
+    assert capped == {"deliver_webhooks": reserved}
+    assert 2 <= reserved <= 1000  # ScalingConfig's range (AWS::Lambda::EventSourceMapping)

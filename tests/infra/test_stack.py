@@ -12,6 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from chalicelib.events import EVENT_SOURCE
 from chalicelib.jobs import EXPIRES_AT, INDEXES, SCHEMA_ITEM
 from chalicelib.queue import MAX_RECEIVE_COUNT, MESSAGE_GROUP
 from chalicelib.store import JobTable, MigrationReport
@@ -118,6 +119,7 @@ QUEUES = [
     ("QueueUrl", "VisibilityTimeoutSeconds", "process_job"),
     ("DeadLetterQueueUrl", "DeadLetterVisibilityTimeoutSeconds", "process_dead_letters"),
     ("DelayQueueUrl", "DelayVisibilityTimeoutSeconds", "forward_delayed"),
+    ("WebhookQueueUrl", "WebhookVisibilityTimeoutSeconds", "deliver_webhooks"),
 ]
 
 
@@ -153,6 +155,10 @@ def test_template_defaults_are_what_apply_passes(
     assert str(declared["MaxReceiveCount"]["Default"]) == passed["MaxReceiveCount"], (
         "infra/template.yaml's MaxReceiveCount Default is not chalicelib.queue.MAX_RECEIVE_COUNT"
     )
+    assert passed["JobEventSource"] == EVENT_SOURCE
+    assert declared["JobEventSource"]["Default"] == EVENT_SOURCE, (
+        "infra/template.yaml's JobEventSource Default is not chalicelib.events.EVENT_SOURCE"
+    )
 
 
 def test_worker_settings_come_from_chalice_config(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,7 +170,11 @@ def test_worker_settings_come_from_chalice_config(monkeypatch: pytest.MonkeyPatc
         "process_job": "heavy-jobs-dev-queue.fifo",
         "forward_delayed": "heavy-jobs-dev-delay",
         "process_dead_letters": "heavy-jobs-dev-dlq.fifo",
+        "deliver_webhooks": "heavy-jobs-dev-webhooks",
     }
+    # Webhook deliveries have concurrency of their own: a slow endpoint never takes the
+    # API's or the worker's.
+    assert config.scope("dev", "deliver_webhooks").reserved_concurrency >= 1
     worker = config.scope("dev", "process_job")
     assert worker.reserved_concurrency == 1
     assert worker.lambda_memory_size >= 1769  # one full vCPU for CPU-bound work
@@ -177,7 +187,9 @@ def test_apply_is_idempotent() -> None:
         first = stack.apply(cfn, "heavy-jobs-idem", PARAMS)
         second = stack.apply(cfn, "heavy-jobs-idem", PARAMS)
         assert first == second
-        assert len(boto3.client("sqs").list_queues()["QueueUrls"]) == 4
+        # The job, dead-letter and delay queues, the schedules' and the job events' failures,
+        # the webhooks queue and its dead-letter queue.
+        assert len(boto3.client("sqs").list_queues()["QueueUrls"]) == 7
 
 
 @pytest.mark.parametrize("stage", ["local", "dev", "prod"])
@@ -233,6 +245,8 @@ def test_each_function_gets_a_least_privilege_policy(
         "process_dead_letters",
         "recover_stalled_jobs",
         "fire_schedule",
+        "publish_job_events",
+        "deliver_webhooks",
     ]
     assert sorted(p.name for p in written) == sorted(
         f"policy-{stage}-{handler}.json" for handler in handlers
@@ -242,7 +256,11 @@ def test_each_function_gets_a_least_privilege_policy(
         outputs["QueueArn"],
         outputs["DeadLetterQueueArn"],
         outputs["DelayQueueArn"],
+        outputs["WebhookQueueArn"],
         outputs["SchedulerRoleArn"],
+        outputs["TableStreamArn"],
+        outputs["JobEventBusArn"],
+        outputs["JobEventsFailedQueueArn"],
         *(f"{outputs['TableArn']}/index/{shape.name}" for shape in INDEXES),
     }
     for path in written:
@@ -288,6 +306,19 @@ def test_each_function_gets_a_least_privilege_policy(
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= grants["process_job"]
     assert "sqs:ChangeMessageVisibility" in grants["process_job"]  # the message hold
     assert "dynamodb:PutItem" not in grants["process_job"]  # workers never create jobs
+    # Deliveries read endpoints and record attempts; they never create or delete.
+    assert grants["deliver_webhooks"] == {
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:UpdateItem",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+        "sqs:SendMessage",
+        *policies.LOG_ACTIONS,
+        *policies.XRAY_ACTIONS,
+    }
     assert grants["forward_delayed"] == {
         "sqs:ReceiveMessage",
         "sqs:DeleteMessage",
