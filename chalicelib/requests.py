@@ -90,19 +90,7 @@ def parse_job_request(
     naming the field by JSON pointer ("/input/below: must be >= 2"), the body errors of
     POST /heavy otherwise, 413 over MAX_BODY_BYTES.
     """
-    body = _bounded(raw)
-    payload = _loads(body) if body.strip() else None
-    if not isinstance(payload, dict):
-        raise InvalidRequest(
-            "body_not_object",
-            'The body must be a JSON object like {"kind": "heavyLoad", "input": {"n": 1000}}.',
-        )
-    unknown = sorted(set(payload) - set(JOB_FIELDS))
-    if unknown:
-        raise InvalidRequest(
-            "unknown_field",
-            f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(JOB_FIELDS)}.",
-        )
+    payload = object_body(raw, JOB_FIELDS, '{"kind": "heavyLoad", "input": {"n": 1000}}')
     return _kind_and_input(payload, settings, now)
 
 
@@ -141,20 +129,12 @@ def parse_batch_request(
     with only ``jobs``, a list of 1 to MAX_BATCH_JOBS entries (400), or is over
     MAX_BATCH_BODY_BYTES (413).
     """
-    body = _bounded(raw, MAX_BATCH_BODY_BYTES)
-    payload = _loads(body) if body.strip() else None
-    if not isinstance(payload, dict):
-        raise InvalidRequest(
-            "body_not_object",
-            'The body must be a JSON object like {"jobs": [{"kind": "heavyLoad", '
-            '"input": {"n": 1000}}]}.',
-        )
-    unknown = sorted(set(payload) - set(BATCH_FIELDS))
-    if unknown:
-        raise InvalidRequest(
-            "unknown_field",
-            f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(BATCH_FIELDS)}.",
-        )
+    payload = object_body(
+        raw,
+        BATCH_FIELDS,
+        '{"jobs": [{"kind": "heavyLoad", "input": {"n": 1000}}]}',
+        MAX_BATCH_BODY_BYTES,
+    )
     jobs = payload.get("jobs")
     if not isinstance(jobs, list):
         shown = "missing" if jobs is None and "jobs" not in payload else _json_type(jobs)
@@ -364,6 +344,25 @@ def _escape(name: str) -> str:
 
 def _shown(value: Any) -> str:
     return repr(value)[:80] if isinstance(value, str) else _json_type(value)
+
+
+def object_body(
+    raw: bytes | str, fields: tuple[str, ...], example: str, limit: int = MAX_BODY_BYTES
+) -> dict[str, Any]:
+    """A request body that must be a JSON object with only ``fields``: 413 body_too_large
+    over ``limit``, 400 invalid_json, 400 body_not_object (showing ``example``, the body
+    an empty one should have been), 400 unknown_field naming the others."""
+    body = _bounded(raw, limit)
+    payload = _loads(body) if body.strip() else None
+    if not isinstance(payload, dict):
+        raise InvalidRequest("body_not_object", f"The body must be a JSON object like {example}.")
+    unknown = sorted(set(payload) - set(fields))
+    if unknown:
+        raise InvalidRequest(
+            "unknown_field",
+            f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(fields)}.",
+        )
+    return payload
 
 
 def _bounded(raw: bytes | str, limit: int = MAX_BODY_BYTES) -> bytes:

@@ -136,20 +136,11 @@ def parse_request(raw: bytes | str, stage: str) -> tuple[str, tuple[str, ...]]:
     must be absolute, https (http too on the local stage), without credentials or a
     fragment; whether its host is a public address is decided at each delivery
     (chalicelib.webhooks.urls), since a name's addresses change."""
-    body = requests._bounded(raw)
-    payload = requests._loads(body) if body.strip() else None
-    if not isinstance(payload, dict):
-        raise InvalidRequest(
-            "body_not_object",
-            'The body must be a JSON object like {"url": "https://example.com/hook", '
-            '"events": ["job.succeeded", "job.failed"]}.',
-        )
-    unknown = sorted(set(payload) - set(FIELDS))
-    if unknown:
-        raise InvalidRequest(
-            "unknown_field",
-            f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(FIELDS)}.",
-        )
+    payload = requests.object_body(
+        raw,
+        FIELDS,
+        '{"url": "https://example.com/hook", "events": ["job.succeeded", "job.failed"]}',
+    )
     # Omitted, ``events`` is the default; given, it must be a list (null is no list).
     events = parse_events(payload["events"]) if "events" in payload else DEFAULT_EVENTS
     return parse_url(payload.get("url"), stage), events
