@@ -91,7 +91,7 @@ def parse_job_request(
     POST /heavy otherwise, 413 over MAX_BODY_BYTES.
     """
     payload = object_body(raw, JOB_FIELDS, '{"kind": "heavyLoad", "input": {"n": 1000}}')
-    return _kind_and_input(payload, settings, now)
+    return kind_and_input(payload, settings, now)
 
 
 # POST /jobs/batch: at most this many jobs a request.
@@ -173,14 +173,16 @@ def _batch_item(item: Any, at: str, settings: Settings, now: Callable[[], dateti
             "invalid_idempotency_key",
             f"{at}/idempotency_key: must be a string, got {_json_type(key)}.",
         )
-    return BatchItem(_kind_and_input(item, settings, now, at), key)
+    return BatchItem(kind_and_input(item, settings, now, at), key)
 
 
-def _kind_and_input(
+def kind_and_input(
     payload: dict[str, Any], settings: Settings, now: Callable[[], datetime], at: str = ""
 ) -> JobRequest:
-    """The kind, validated input and run_at (``parse_run_at``) of a POST /jobs body or of
-    a batch item at JSON pointer ``at`` (whose errors then start with that pointer)."""
+    """The kind, validated input and run_at (``parse_run_at``) of a parsed POST /jobs body,
+    of a batch item at JSON pointer ``at`` (whose errors then start with that pointer) or of
+    a schedule's job. Reads the parsed ``payload``: an integer literal too long to parse is
+    refused here as too large (re-serializing the payload would fail on it)."""
     name = payload.get("kind")
     kind = KINDS.get(name) if isinstance(name, str) else None
     if kind is None:

@@ -29,7 +29,6 @@ schedule (``last_error``), and not retried.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -91,8 +90,8 @@ def parse_request(
     name = payload.get("name")
     if not isinstance(name, str) or not SCHEDULE_NAME.fullmatch(name):
         raise InvalidRequest("invalid_name", "/name: must be 1 to 64 of A-Z, a-z, 0-9, _ and -.")
-    job = requests.parse_job_request(
-        json.dumps({k: payload[k] for k in ("kind", "input") if k in payload}), settings
+    job = requests.kind_and_input(
+        {k: payload[k] for k in ("kind", "input") if k in payload}, settings, utc_now
     )
     if "schedule" not in payload:
         raise InvalidRequest("invalid_schedule", "/schedule: is required.")

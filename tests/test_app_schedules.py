@@ -117,6 +117,9 @@ def test_isolation_and_the_operator(as_: Call) -> None:
         ({"kind": "nope"}, "unknown_kind"),
         ({"input": {"n": -1}}, "invalid_input"),
         ({"input": {"m": 1}}, "invalid_input"),
+        # An integer literal too long to parse is refused as too large, wherever it is.
+        ({"input": {"n": 10**40}}, "invalid_input"),
+        ({"kind": "nope", "input": {"deep": [{"x": 10**40}]}}, "unknown_kind"),
         ({"schedule": "cron(0 2 L * ? *)"}, "invalid_schedule"),
         ({"schedule": "rate(1 minutes)"}, "invalid_schedule"),
         ({"timezone": "Mars/Olympus"}, "invalid_timezone"),

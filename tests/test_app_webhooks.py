@@ -93,6 +93,7 @@ def test_events_are_chosen_in_the_declared_order_once_each(as_: Call) -> None:
         ({**HOOK, "extra": 1}, "unknown_field"),
         ({}, "invalid_url"),
         ({"url": 7}, "invalid_url"),
+        ({"url": 10**40}, "invalid_url"),  # an integer literal too long to parse
         ({"url": "example.com/hook"}, "invalid_url"),
         ({"url": "ftp://example.com/hook"}, "invalid_url"),
         ({"url": "https://user:pw@example.com/hook"}, "invalid_url"),
@@ -104,6 +105,7 @@ def test_events_are_chosen_in_the_declared_order_once_each(as_: Call) -> None:
         ({**HOOK, "events": None}, "invalid_events"),  # null is no list: omit it instead
         ({**HOOK, "events": "job.failed"}, "invalid_events"),
         ({**HOOK, "events": ["job.finished"]}, "invalid_events"),
+        ({**HOOK, "events": ["job.failed", 10**40]}, "invalid_events"),
         ([HOOK], "body_not_object"),
     ],
 )
