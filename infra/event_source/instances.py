@@ -101,6 +101,11 @@ class Instance:
             pass_fds=(fd,),
         )
         child_conn.close()  # only the child holds its end now: its death reads as EOF
+        # reap() runs in two threads at once at shutdown: the runner's (shutdown) and a
+        # source's whose instance died under it (kill). Closing the pipe twice at once
+        # closed its descriptor twice: EBADF raised in the runner (exit status 1), or a
+        # descriptor another thread had just been given closed under it.
+        self._close_lock = threading.Lock()
         self._started = time.monotonic()
         self.init_ms: float | None = None  # the cold start, process start to handler imported
         with contextlib.suppress(OSError):  # it died at once: wait_ready reports how
@@ -190,7 +195,8 @@ class Instance:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
-        self._conn.close()
+        with self._close_lock:
+            self._conn.close()  # a no-op once closed
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,8 @@ def test_a_worker_stopped_by_sigterm_and_restarted_runs_every_job_in_order_promp
         old.popen.send_signal(signal.SIGTERM)
         submitter.running.set()
         # Jobs keep arriving while it finishes its open long poll and exits.
-        assert old.popen.wait(30) == 0
+        status = old.popen.wait(30)
+        assert status == 0, f"the worker exited {status}; the log ends:\n{stack.log[-6000:]}"
         wait_for(lambda: len(submitter.submitted) >= 8, 30, "jobs submitted while stopped")
         up = time.time()
         stack.services.start_worker("worker2")

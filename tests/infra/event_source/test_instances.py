@@ -4,9 +4,11 @@ developer's environment holds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,3 +126,38 @@ def test_the_real_app_initialises_behind_the_guard(tmp_path: Path, start_instanc
             project, f"app.{function}", AWS_DEFAULT_REGION="us-east-1", **names
         )
         assert instance.wait_ready() is None, function
+
+
+def test_two_threads_reaping_one_instance_close_its_pipe_once(
+    tmp_path: Path, start_instance: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At shutdown the runner reaps every instance while a source whose instance died under
+    it reaps the same one: the pipe's descriptor must be closed once, and neither raises."""
+    instance = start_instance(imports_project(tmp_path), "app.handler")
+    conn = instance._conn
+    closing, closes = threading.Barrier(2, timeout=5), []
+    close = type(conn)._close
+
+    def slow_close(self: Any) -> None:  # both threads inside close() at once, if allowed
+        closes.append(self._handle)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            closing.wait(1)
+        close(self)
+
+    monkeypatch.setattr(type(conn), "_close", slow_close)
+    errors: list[BaseException] = []
+
+    def reap() -> None:
+        try:
+            instance.reap(grace=5)
+        except BaseException as error:  # what the runner would die of
+            errors.append(error)
+
+    instance.terminate()
+    threads = [threading.Thread(target=reap) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert len(closes) == 1
