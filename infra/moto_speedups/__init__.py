@@ -1,4 +1,5 @@
-"""Speed-ups of moto's in-memory SQS and DynamoDB, for the embedded emulator.
+"""Speed-ups of moto's in-memory SQS and DynamoDB, and of its server, for the embedded
+emulator.
 
 moto answers many calls by walking every message of a queue or every item of a table
 (its own comments say so), so the local stack slows down as a backlog grows: at 10,000
@@ -13,6 +14,9 @@ indexes maintained as the data changes, keeping moto's answers:
     dynamodb.py  per-GSI sorted partitions, kept up to date on every write; transactions
                  that undo what they wrote instead of copying whole tables; an item's
                  size checked in one pass, not once per attribute
+    server.py    what the server redid for every request or event though it never
+                 changes: moto's own directory listed to route each request, and an
+                 EventBridge target's input paths parsed (a new parser each) per event
 
 ``apply()`` patches moto's classes in the calling process; ``infra.emulator`` calls it in
 its own process, before moto's server starts, so nothing else (chalicelib, the tests'
@@ -31,7 +35,7 @@ import threading
 
 import moto
 
-from infra.moto_speedups import dynamodb, sqs
+from infra.moto_speedups import dynamodb, server, sqs
 from infra.moto_speedups.patching import Patches
 
 PINNED_MOTO_VERSION = "5.2.5"
@@ -72,8 +76,12 @@ def apply() -> None:
         patches = Patches()
         sqs.apply(patches)
         dynamodb.apply(patches)
+        server.apply(patches)
         _patches = patches
-    log.info("moto %s speed-ups applied (SQS and DynamoDB indexes)", PINNED_MOTO_VERSION)
+    log.info(
+        "moto %s speed-ups applied (SQS and DynamoDB indexes, request routing, event paths)",
+        PINNED_MOTO_VERSION,
+    )
 
 
 def revert() -> None:

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import jsonpath_ng.ext
 import moto
 import pytest
-from moto import mock_aws
+from moto import backends, mock_aws
 from moto.dynamodb.models.dynamo_type import Item
 from moto.dynamodb.models.table import Table
 from moto.sqs import models as sqs_models
@@ -55,6 +56,8 @@ def test_apply_and_revert_are_idempotent_and_restore_moto_exactly() -> None:
             (Table, ["query", "put_item", "delete_item"]),
             (Item, ["__init__"]),
             (sqs_models, ["camelcase_to_underscores"]),
+            (backends, ["list_of_moto_modules"]),
+            (jsonpath_ng.ext, ["parse"]),
         ]
         for name in names
     }
