@@ -20,6 +20,7 @@ STAGE=local [CLIENT=client]``'s own entry point, against the stack's emulator; s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -164,6 +165,21 @@ class Stack:
 @pytest.fixture
 def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     """Factory: a running local stack on a project copy; stopped, and checked, afterwards."""
+    with stacks(tmp_path) as make:
+        yield make
+
+
+@pytest.fixture(scope="module")
+def make_module_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
+    """``make_stack`` for a whole test file: for tests that check answers, not state,
+    and would each pay a stack's start and stop for a few seconds of requests."""
+    with stacks(tmp_path_factory.mktemp("stacks")) as make:
+        yield make
+
+
+@contextlib.contextmanager
+def stacks(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """Factory of stacks in ``tmp_path``; on exit every one is stopped and checked."""
     started: list[tuple[Services, Any]] = []
     proxies: list[FaultProxy] = []
 
@@ -199,7 +215,13 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         outputs = services.start_all(parameters, worker)
         return Stack(services, outputs, log_path, stack_proxies)
 
-    yield make
+    try:
+        yield make
+    finally:
+        _stop(started, proxies)
+
+
+def _stop(started: list[tuple[Services, Any]], proxies: list[FaultProxy]) -> None:
     for proxy in proxies:  # faults end first, so that the processes stop as they should
         proxy.clear_rules()
         proxy.set_mode(Mode.PASS)
