@@ -39,14 +39,15 @@ import boto3
 
 from bench.client import HttpClient
 from bench.sizes import Sizes
-from bench.stack import FINAL, REGION, STAGE, WORKER_ARGS, progress
+from bench.stack import FINAL, REGION, STAGE, WORKER_ARGS, function_name, progress
 from bench.stats import Comparison, Figure, Series, Target, ms, p50, p99
+from infra import lanes as infra_lanes
 from infra.emulator import free_port
 from infra.event_source.modes import Mode
 from infra.run import PROJECT_DIR, Services, copy_app
 
 PREVIOUS_RELEASE = "aa910a9"  # today's design: a standard job queue behind the mapping
-WORKER_FUNCTION = "process_job"
+WORKER_FUNCTION = infra_lanes.WORKER
 WORKER_TIMEOUT_SECONDS = 10
 # Checkpoint-and-continue margin: under the shortened timeout, far above a 1 s job.
 TIMEOUT_MARGIN_SECONDS = "2"
@@ -203,7 +204,7 @@ def run_burst(services: Services, log_path: Path, design: str, sizes: Sizes) -> 
         ]
         jobs = _wait_final(api, ids, sizes.burst_timeout_seconds)
         seconds = time.monotonic() - began
-    worker = f"heavy-jobs-{STAGE}-{WORKER_FUNCTION}"
+    worker = function_name(WORKER_FUNCTION)
     lines = log_path.read_text(errors="replace").splitlines()
     return Burst(
         design=design,

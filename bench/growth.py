@@ -65,15 +65,16 @@ from bench.backlog import (
 )
 from bench.client import HttpClient
 from bench.sizes import Sizes
-from bench.stack import FINAL, STAGE, BenchStack, epoch, progress
+from bench.stack import FINAL, STAGE, BenchStack, epoch, function_name, progress
 from bench.stats import Comparison, Figure, Series, ms, p50, p99
 from bench.stats import Target as Goal
 from chalicelib.clients import ANONYMOUS
 from chalicelib.jobs import SHARDS, Job, to_item, utc_now
 from chalicelib.store import JobTable
 from chalicelib.worker import RELEASE_AHEAD_SECONDS, RELEASE_LIMIT_PER_SHARD
+from infra import lanes as infra_lanes
+from infra.deploy import event_stream
 from infra.event_source import mappings
-from infra.policies import lambda_function_name
 from infra.run import PROJECT_DIR
 
 NUMBER = "9"
@@ -89,10 +90,9 @@ AT_MOST_TWICE = Goal(high=2.0)
 AT_LEAST_HALF = Goal(low=0.5)
 WORKER = "growth-worker"
 # The worker's handler, disabled while the job events catch up with a backlog (_drain),
-# and the event functions that must catch up first.
-JOB_HANDLER = "process_job"
-APP_NAME = "heavy-jobs"  # .chalice/config.json's app_name (its functions' name prefix)
-EVENT_HANDLERS = ("publish_job_events", "deliver_webhooks")
+# and the event functions that must catch up first (the stream's publisher, the fan-out).
+JOB_HANDLER = infra_lanes.WORKER
+EVENT_HANDLERS = (event_stream.HANDLER, "deliver_webhooks")
 # Neither event function invoked for this long, the webhooks queue empty: caught up.
 EVENTS_QUIET_SECONDS = 3.0
 EVENTS_CATCH_UP_TIMEOUT_SECONDS = 1200
@@ -336,28 +336,53 @@ def _wait_for_events_to_catch_up(stack: BenchStack) -> None:
     cannot be taken back, infra/event_source/receives.py), and those stay hidden for the
     queue's visibility timeout, a minute, whatever this runner does."""
     sqs = stack.client("sqs")
-    names = [f"function={lambda_function_name(APP_NAME, STAGE, h)} " for h in EVENT_HANDLERS]
+    invocations = _Counted(
+        stack.log_path, [f"function={function_name(h, stack.project)} " for h in EVENT_HANDLERS]
+    )
     deadline = time.monotonic() + EVENTS_CATCH_UP_TIMEOUT_SECONDS
     seen, quiet_since = -1, time.monotonic()
-    while True:
-        text = stack.log_path.read_text(errors="replace")
-        invoked = sum(text.count(name) for name in names)
-        attributes = sqs.get_queue_attributes(
-            QueueUrl=stack.outputs["WebhookQueueUrl"],
-            AttributeNames=["ApproximateNumberOfMessages"],
-        )["Attributes"]
-        waiting = int(attributes["ApproximateNumberOfMessages"])
-        now = time.monotonic()
-        if invoked != seen or waiting:
-            seen, quiet_since = invoked, now
-        elif invoked and now - quiet_since >= EVENTS_QUIET_SECONDS:
-            return
-        if now > deadline:
-            raise RuntimeError(
-                f"the job events did not catch up with the backlog in "
-                f"{EVENTS_CATCH_UP_TIMEOUT_SECONDS} s; the stack's log ends:\n{stack.log_tail()}"
-            )
-        time.sleep(0.5)
+    try:
+        while True:
+            invoked = invocations.count()
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=stack.outputs["WebhookQueueUrl"],
+                AttributeNames=["ApproximateNumberOfMessages"],
+            )["Attributes"]
+            waiting = int(attributes["ApproximateNumberOfMessages"])
+            now = time.monotonic()
+            if invoked != seen or waiting:
+                seen, quiet_since = invoked, now
+            elif invoked and now - quiet_since >= EVENTS_QUIET_SECONDS:
+                return
+            if now > deadline:
+                raise RuntimeError(
+                    f"the job events did not catch up with the backlog in "
+                    f"{EVENTS_CATCH_UP_TIMEOUT_SECONDS} s; the stack's log ends:\n"
+                    f"{stack.log_tail()}"
+                )
+            time.sleep(0.5)
+    finally:
+        invocations.close()
+
+
+class _Counted:
+    """How often any of ``names`` occurs in the log at ``path`` so far, reading what was
+    appended since the last count only (the whole log again at every poll would read
+    gigabytes over a deep backlog's catch-up)."""
+
+    def __init__(self, path: Path, names: list[str]) -> None:
+        self._log = path.open(errors="replace")
+        self._names = names
+        self._partial = ""  # the last line, until it ends
+        self._total = 0
+
+    def count(self) -> int:
+        lines, _, self._partial = (self._partial + self._log.read()).rpartition("\n")
+        self._total += sum(lines.count(name) for name in self._names)
+        return self._total
+
+    def close(self) -> None:
+        self._log.close()
 
 
 # --- the figure -----------------------------------------------------------------------------

@@ -32,9 +32,10 @@ from typing import Any
 from bench.burst import _dead_letters, _wait_final
 from bench.client import HttpClient, HttpError
 from bench.sizes import Sizes
-from bench.stack import STAGE, WORKER_ARGS, progress, raise_quotas
+from bench.stack import STAGE, WORKER_ARGS, function_name, progress, raise_quotas
 from bench.stats import Comparison, Figure, Series, Target
 from chalicelib.jobs import lane_of
+from infra import lanes as infra_lanes
 from infra.emulator import free_port
 from infra.event_source.modes import Mode
 from infra.run import Services, copy_app
@@ -43,7 +44,6 @@ NUMBER = "10"
 LANES = 4
 # The target: the I/O backlog drains at least 3x faster with LANES lanes than with one.
 IO_SPEEDUP = 3.0
-WORKER = f"heavy-jobs-{STAGE}-process_job"
 SUBMIT_ATTEMPTS = 5
 
 # A kind that waits n milliseconds, reporting every 0.1 s (as a job waiting on I/O).
@@ -187,7 +187,7 @@ def figure_10(workdir: Path, sizes: Sizes) -> Figure:
         cpu_one = drain(api, counts[:1], sizes.lanes_cpu_jobs, sizes.lanes_cpu_n, timeout)
         cpu_many = drain(api, counts, sizes.lanes_cpu_jobs, sizes.lanes_cpu_n, timeout)
         log = (workdir / f"lanes-{LANES}.log").read_text(errors="replace")
-        throttles = log.count(f" throttle function={WORKER} ")
+        throttles = log.count(f" throttle function={function_name(infra_lanes.WORKER)} ")
         dead_letters = _dead_letters(services)
     progress(
         f"I/O: {io_one.seconds:.1f} s in 1 lane, {io_many.seconds:.1f} s over {LANES}; "

@@ -32,6 +32,7 @@ from chalicelib.clients import ANONYMOUS
 from chalicelib.config import MAX_ACTIVE_PER_CLIENT, MAX_ACTIVE_SECONDS_PER_CLIENT
 from chalicelib.jobs import ACTIVE, Job, active_key, from_item
 from infra.emulator import free_port
+from infra.policies import lambda_function_name
 from infra.run import PROJECT_DIR, Services, copy_app
 
 STAGE = "local"
@@ -46,6 +47,13 @@ FINAL = ("succeeded", "failed", "cancelled")
 # over the default 100. The quota check itself still runs, reading the caller's active
 # jobs (figure 9's backlog is another client's: chalicelib.service, "Quotas").
 QUOTAS = {MAX_ACTIVE_PER_CLIENT: "100000", MAX_ACTIVE_SECONDS_PER_CLIENT: "100000000"}
+
+
+def function_name(handler: str, project: Path = PROJECT_DIR) -> str:
+    """``handler``'s function on the local stage, as the event source names it in its log
+    (the app's name read from the project's .chalice/config.json)."""
+    app_name = json.loads((project / ".chalice" / "config.json").read_text())["app_name"]
+    return lambda_function_name(app_name, STAGE, handler)
 
 
 def progress(message: str) -> None:

@@ -90,9 +90,8 @@ def parse_request(
     name = payload.get("name")
     if not isinstance(name, str) or not SCHEDULE_NAME.fullmatch(name):
         raise InvalidRequest("invalid_name", "/name: must be 1 to 64 of A-Z, a-z, 0-9, _ and -.")
-    job = requests.kind_and_input(
-        {k: payload[k] for k in ("kind", "input") if k in payload}, settings, utc_now
-    )
+    # The body holds only FIELDS: kind_and_input reads its kind and input (no run_at).
+    job = requests.kind_and_input(payload, settings, utc_now)
     if "schedule" not in payload:
         raise InvalidRequest("invalid_schedule", "/schedule: is required.")
     expression = payload["schedule"]

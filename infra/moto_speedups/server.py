@@ -26,8 +26,6 @@ each call). Same answers: tested against moto as released in
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
-from typing import Any
 
 import jsonpath_ng.ext
 from moto import backends
@@ -39,28 +37,7 @@ PARSED_PATHS = 256
 
 
 def apply(patches: Patches) -> None:
-    patches.replace(backends, "list_of_moto_modules", ListedOnce(backends.list_of_moto_modules))
-    patches.replace(jsonpath_ng.ext, "parse", parsed_once(jsonpath_ng.ext.parse))
-
-
-class ListedOnce:
-    """``list_of_moto_modules`` as moto lists it, listed on the first call only."""
-
-    def __init__(self, listing: Callable[[], Iterable[str]]) -> None:
-        self._listing = listing
-        self._names: tuple[str, ...] | None = None
-
-    def __call__(self) -> Iterable[str]:
-        if self._names is None:
-            self._names = tuple(self._listing())
-        return self._names
-
-
-def parsed_once(parse: Callable[..., Any]) -> Callable[..., Any]:
-    """``parse`` memoized by its arguments (the path text, and ``debug``)."""
-
-    @functools.lru_cache(maxsize=PARSED_PATHS)
-    def parse_once(path: str, debug: bool | None = None) -> Any:
-        return parse(path, debug)
-
-    return parse_once
+    listing = backends.list_of_moto_modules
+    patches.replace(backends, "list_of_moto_modules", functools.cache(lambda: tuple(listing())))
+    parse = functools.lru_cache(maxsize=PARSED_PATHS)(jsonpath_ng.ext.parse)
+    patches.replace(jsonpath_ng.ext, "parse", parse)

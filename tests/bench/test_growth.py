@@ -205,3 +205,22 @@ def test_the_releases_read_is_a_target_and_leaves_the_chart_by_depth_alone(
     assert "0 entries read with none waiting and 0 with 10,000" in release.note()
     growth.draw_chart(figure, tmp_path / growth.CHART_NAME)  # depths 0 and 12 only
     assert (tmp_path / growth.CHART_NAME).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_invocations_are_counted_from_what_the_log_appended_whole_lines_only(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "stack.log"
+    log.write_text("worker | invoke function=f-a outcome=ok\n")
+    counted = growth._Counted(log, ["function=f-a ", "function=f-b "])
+    try:
+        assert counted.count() == 1
+        with log.open("a") as out:
+            out.write("worker | invoke function=f-b outcome=ok\nworker | invoke funct")
+            out.flush()
+            assert counted.count() == 2  # the unfinished line waits for its end
+            out.write("ion=f-a outcome=ok\n")
+        assert counted.count() == 3
+        assert counted.count() == 3
+    finally:
+        counted.close()
